@@ -1,0 +1,268 @@
+"""The health state machine of one worker replica: pure, clock passed in.
+
+A replica's *lifecycle* (starting, idle, busy, draining, stopped) lives in ``worker_state``; its *health*
+lives here, in front of the jobs it is handed, after the per-pod state machine of Cerebrium's Knative fork:
+
+- PENDING (never checked) -> HEALTHY on its first success, -> QUARANTINED on a failure;
+- HEALTHY -> QUARANTINED on a failure;
+- QUARANTINED -> RECOVERING once its deadline has passed (``tick``), never earlier;
+- RECOVERING -> HEALTHY on one success, -> QUARANTINED (next, longer backoff) on a failure;
+- any serving state -> EVICTED on a failure after ``max_quarantines`` quarantines without a success.
+
+Every event is a pure function ``(HealthRecord, now_s) -> HealthRecord``. Each event first applies
+``tick`` (quarantine expiry), so a caller that forgot to tick still gets the right answer.
+
+Invariants (each is a unit test):
+
+- Quarantine is never cut short: until ``quarantined_until_s`` the replica stays QUARANTINED, whatever
+  succeeds meanwhile (a job that was already in flight when the replica was quarantined may succeed; it
+  changes nothing). A failure of such an in-flight job is counted in ``consecutive_failures`` but does not
+  start a second quarantine: one incident, one quarantine.
+- PENDING (never checked) is served, but its first job is its check: it gets one job slot, not its
+  full concurrency (``serving_slots``), so a bad new replica risks one job.
+- RECOVERING is on probation: one job slot; one success makes it HEALTHY and clears the counts; one
+  failure sends it back to QUARANTINED with the next, longer backoff.
+- A replica that was never HEALTHY follows ``HealthPolicy.new_backoff_s`` (0, 1, 1, 2, 5 s); one that was
+  (``established``) follows ``established_backoff_s`` (1, 2, 5, 10, 20 s); the last value repeats.
+- After ``max_quarantines`` quarantines without a success in between, the next failure EVICTS the
+  replica: EVICTED is terminal here, the pool drains it and starts a replacement (``pool_plan``).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass, field, replace
+from enum import Enum
+from typing import Any, NamedTuple
+
+HISTORY_LIMIT = 50
+"""How many state changes a ``HealthRecord`` keeps (the oldest are dropped)."""
+
+
+class HealthState(str, Enum):
+    """Health of a replica. The values are the wire names."""
+
+    PENDING = "pending"
+    HEALTHY = "healthy"
+    QUARANTINED = "quarantined"
+    RECOVERING = "recovering"
+    EVICTED = "evicted"
+
+
+HEALTH_TRANSITIONS: Mapping[HealthState, frozenset[HealthState]] = {
+    HealthState.PENDING: frozenset({HealthState.HEALTHY, HealthState.QUARANTINED, HealthState.EVICTED}),
+    HealthState.HEALTHY: frozenset({HealthState.QUARANTINED, HealthState.EVICTED}),
+    HealthState.QUARANTINED: frozenset({HealthState.RECOVERING}),
+    HealthState.RECOVERING: frozenset({HealthState.HEALTHY, HealthState.QUARANTINED, HealthState.EVICTED}),
+    HealthState.EVICTED: frozenset(),
+}
+"""Every state change the events below can make; ``_move`` refuses any other. EVICTED is reached from
+PENDING or HEALTHY only when ``max_quarantines`` is 0 (the first failure evicts)."""
+
+SERVING_STATES: frozenset[HealthState] = frozenset(
+    {HealthState.PENDING, HealthState.HEALTHY, HealthState.RECOVERING}
+)
+"""States in which a replica may be handed jobs (PENDING and RECOVERING one at a time)."""
+
+PROBATION_STATES: frozenset[HealthState] = frozenset({HealthState.PENDING, HealthState.RECOVERING})
+"""States in which one job decides: the replica gets one job slot whatever its concurrency."""
+
+
+class HealthChange(NamedTuple):
+    """One state change: when (seconds, caller's clock), from, to, and why."""
+
+    at_s: float
+    from_state: HealthState
+    to_state: HealthState
+    reason: str
+
+
+@dataclass(frozen=True)
+class HealthPolicy:
+    """Backoff schedules (seconds, the last value repeats) and the eviction limit.
+
+    Raises ``ValueError`` (echoing the bad value) for an empty schedule, a negative or non-finite delay,
+    or a negative ``max_quarantines``.
+    """
+
+    new_backoff_s: tuple[float, ...] = (0.0, 1.0, 1.0, 2.0, 5.0)
+    established_backoff_s: tuple[float, ...] = (1.0, 2.0, 5.0, 10.0, 20.0)
+    max_quarantines: int = 5
+
+    def __post_init__(self) -> None:
+        for name in ("new_backoff_s", "established_backoff_s"):
+            schedule = getattr(self, name)
+            if not schedule:
+                raise ValueError(f"{name} ({schedule!r}) must not be empty")
+            if any(not math.isfinite(d) or d < 0 for d in schedule):
+                raise ValueError(f"{name} ({schedule!r}) must hold finite delays >= 0")
+        if self.max_quarantines < 0:
+            raise ValueError(f"max_quarantines ({self.max_quarantines}) must be >= 0")
+
+    def backoff_s(self, quarantine_number: int, established: bool) -> float:
+        """Delay of the ``quarantine_number``-th quarantine in a row (1-based), capped at the last value."""
+        if quarantine_number < 1:
+            raise ValueError(f"quarantine_number ({quarantine_number}) must be >= 1")
+        schedule = self.established_backoff_s if established else self.new_backoff_s
+        return schedule[min(quarantine_number, len(schedule)) - 1]
+
+
+DEFAULT_HEALTH_POLICY = HealthPolicy()
+
+
+@dataclass(frozen=True)
+class HealthRecord:
+    """Health of one replica (a value: every event returns a new one).
+
+    ``consecutive_failures``: failed jobs since the last success. ``quarantine_count``: quarantines since
+    the last success (decides the next backoff and eviction). ``quarantined_until_s``: end of the current
+    quarantine (None unless QUARANTINED). ``established``: was HEALTHY at least once (picks the schedule).
+    ``history``: the last ``HISTORY_LIMIT`` state changes, oldest first.
+    """
+
+    state: HealthState = HealthState.PENDING
+    consecutive_failures: int = 0
+    quarantine_count: int = 0
+    quarantined_until_s: float | None = None
+    established: bool = False
+    history: tuple[HealthChange, ...] = field(default=())
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready dict with camelCase keys (the HTTP API's)."""
+        return {
+            "state": self.state.value,
+            "consecutiveFailures": self.consecutive_failures,
+            "quarantineCount": self.quarantine_count,
+            "quarantinedUntil": self.quarantined_until_s,
+            "established": self.established,
+            "history": [
+                {"at": h.at_s, "from": h.from_state.value, "to": h.to_state.value, "reason": h.reason}
+                for h in self.history
+            ],
+        }
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> HealthRecord:
+        """Inverse of ``to_dict``. Raises ``ValueError`` on an unknown state or a missing key."""
+        try:
+            until = data["quarantinedUntil"]
+            return cls(
+                state=HealthState(data["state"]),
+                consecutive_failures=int(data["consecutiveFailures"]),
+                quarantine_count=int(data["quarantineCount"]),
+                quarantined_until_s=None if until is None else float(until),
+                established=bool(data["established"]),
+                history=tuple(
+                    HealthChange(
+                        float(h["at"]), HealthState(h["from"]), HealthState(h["to"]), str(h["reason"])
+                    )
+                    for h in data.get("history", ())
+                ),
+            )
+        except KeyError as exc:
+            raise ValueError(f"health record is missing {exc.args[0]!r}") from exc
+
+
+def _move(rec: HealthRecord, to: HealthState, now_s: float, reason: str, **changes: Any) -> HealthRecord:
+    """The one place a state changes: checks the table, appends to the bounded history."""
+    if to not in HEALTH_TRANSITIONS[rec.state]:  # a bug in this module, not a caller error
+        raise AssertionError(f"health transition {rec.state.value} -> {to.value} is not in the table")
+    history = (*rec.history, HealthChange(now_s, rec.state, to, reason))[-HISTORY_LIMIT:]
+    return replace(rec, state=to, history=history, **changes)
+
+
+def tick(rec: HealthRecord, now_s: float) -> HealthRecord:
+    """Ends an expired quarantine: QUARANTINED with ``now_s >= quarantined_until_s`` -> RECOVERING.
+
+    Anything else is returned unchanged (the same object), so ticking twice changes nothing.
+    """
+    if rec.state is not HealthState.QUARANTINED:
+        return rec
+    assert rec.quarantined_until_s is not None
+    if now_s < rec.quarantined_until_s:
+        return rec
+    return _move(
+        rec, HealthState.RECOVERING, now_s, "quarantine over: on probation", quarantined_until_s=None
+    )
+
+
+def on_success(rec: HealthRecord, now_s: float) -> HealthRecord:
+    """A job (or check) on this replica succeeded.
+
+    PENDING/RECOVERING -> HEALTHY with counts cleared and ``established`` set; HEALTHY stays, its failure
+    count cleared; QUARANTINED (before its deadline) and EVICTED are unchanged.
+    """
+    rec = tick(rec, now_s)
+    if rec.state is HealthState.HEALTHY:
+        return rec if rec.consecutive_failures == 0 else replace(rec, consecutive_failures=0)
+    if rec.state in PROBATION_STATES:
+        reason = "first check passed" if rec.state is HealthState.PENDING else "probation job succeeded"
+        return _move(
+            rec,
+            HealthState.HEALTHY,
+            now_s,
+            reason,
+            consecutive_failures=0,
+            quarantine_count=0,
+            established=True,
+        )
+    return rec
+
+
+def on_failure(
+    rec: HealthRecord, now_s: float, policy: HealthPolicy = DEFAULT_HEALTH_POLICY, detail: str = ""
+) -> HealthRecord:
+    """A job (or check) on this replica failed for a reason that is the replica's, not the job's.
+
+    (Whether a failure is the replica's — a crash, an out-of-memory, a handler that cannot load — rather
+    than the user's input is the caller's call; a handler raising on bad input should not quarantine.)
+
+    PENDING/HEALTHY/RECOVERING -> QUARANTINED until ``now_s + backoff``, or -> EVICTED when
+    ``quarantine_count`` already reached ``policy.max_quarantines``. QUARANTINED counts the failure and
+    keeps its deadline; EVICTED is unchanged. ``detail`` is added to the history's reason.
+    """
+    rec = tick(rec, now_s)
+    failures = rec.consecutive_failures + 1
+    if rec.state is HealthState.EVICTED:
+        return rec
+    if rec.state is HealthState.QUARANTINED:
+        return replace(rec, consecutive_failures=failures)
+    suffix = f": {detail}" if detail else ""
+    if rec.quarantine_count >= policy.max_quarantines:
+        return _move(
+            rec,
+            HealthState.EVICTED,
+            now_s,
+            f"failed after {rec.quarantine_count} quarantines in a row{suffix}",
+            consecutive_failures=failures,
+            quarantined_until_s=None,
+        )
+    number = rec.quarantine_count + 1
+    delay_s = policy.backoff_s(number, rec.established)
+    return _move(
+        rec,
+        HealthState.QUARANTINED,
+        now_s,
+        f"quarantine {number} for {delay_s:g} s{suffix}",
+        consecutive_failures=failures,
+        quarantine_count=number,
+        quarantined_until_s=now_s + delay_s,
+    )
+
+
+def serving_slots(rec: HealthRecord, concurrency: int, now_s: float) -> int:
+    """How many jobs at once health allows: ``concurrency`` when HEALTHY, 1 on probation (PENDING,
+    RECOVERING, including a quarantine that has expired by ``now_s``), 0 otherwise."""
+    state = tick(rec, now_s).state
+    if state is HealthState.HEALTHY:
+        return concurrency
+    if state in PROBATION_STATES:
+        return min(1, concurrency)
+    return 0
+
+
+def can_serve(rec: HealthRecord, now_s: float) -> bool:
+    """True when the replica may be handed a job at ``now_s``: PENDING (the job is its check), HEALTHY,
+    RECOVERING, or QUARANTINED past its deadline (it is RECOVERING once ticked). False otherwise."""
+    return tick(rec, now_s).state in SERVING_STATES
