@@ -81,8 +81,11 @@ def is_active(state: WorkerState) -> bool:
 class InvalidWorkerTransition(ValueError):
     """A state change that ``TRANSITIONS`` does not allow (the HTTP layer maps it to 409)."""
 
-    def __init__(self, worker_id: str, from_state: WorkerState, to_state: WorkerState) -> None:
-        super().__init__(f"worker {worker_id}: {from_state.value} -> {to_state.value} is not allowed")
+    def __init__(
+        self, worker_id: str, from_state: WorkerState, to_state: WorkerState, detail: str = ""
+    ) -> None:
+        why = f" ({detail})" if detail else ""
+        super().__init__(f"worker {worker_id}: {from_state.value} -> {to_state.value} is not allowed{why}")
         self.worker_id = worker_id
         self.from_state = from_state
         self.to_state = to_state
@@ -222,11 +225,16 @@ def transition(record: WorkerRecord, to: WorkerState, now_s: float, reason: str)
     ``reason``. Leaving STARTING for IDLE sets ``cold_start_s`` to ``now_s - started_s``. Jobs held are
     kept (a STOPPED worker's jobs are the leases its caller must reclaim).
 
-    Raises ``InvalidWorkerTransition`` when ``TRANSITIONS`` has no edge ``record.state -> to``
-    (a self-transition included).
+    Raises ``InvalidWorkerTransition`` when ``TRANSITIONS`` has no edge ``record.state -> to`` (a
+    self-transition included), or when the move would contradict the jobs held: IDLE while holding jobs,
+    BUSY while holding none (``with_jobs`` makes those two moves from the held set).
     """
     if to not in TRANSITIONS[record.state]:
         raise InvalidWorkerTransition(record.worker_id, record.state, to)
+    if to is WorkerState.IDLE and record.jobs:
+        raise InvalidWorkerTransition(record.worker_id, record.state, to, f"holds {len(record.jobs)} job(s)")
+    if to is WorkerState.BUSY and not record.jobs:
+        raise InvalidWorkerTransition(record.worker_id, record.state, to, "holds no job")
     cold_start_s = record.cold_start_s
     if record.state is WorkerState.STARTING and to is WorkerState.IDLE:
         cold_start_s = max(0.0, now_s - record.started_s)
@@ -252,13 +260,13 @@ def with_jobs(record: WorkerRecord, jobs: Iterable[str], now_s: float) -> Worker
     """Sets the held jobs to ``jobs`` and moves IDLE <-> BUSY to match (through ``transition``).
 
     Dropping jobs is always allowed (they finished, were cancelled, or their lease was lost). Adding jobs
-    needs that many free slots (``free_slots``): otherwise ``JobsNotAccepted`` is raised and nothing
-    changes. A DRAINING or STOPPED worker keeps its state whatever it holds; a STARTING one holds nothing.
+    needs that many free slots once the dropped jobs are gone (``free_slots``): otherwise
+    ``JobsNotAccepted`` is raised and nothing changes. A DRAINING or STOPPED worker keeps its state whatever it holds; a STARTING one holds nothing.
     Returns ``record`` itself when nothing changes.
     """
     held = frozenset(jobs)
     added = held - record.jobs
-    if added and len(added) > free_slots(record, now_s):
+    if added and len(added) > free_slots(replace(record, jobs=held - added), now_s):
         raise JobsNotAccepted(
             f"worker {record.worker_id} ({record.state.value}, health {record.health.state.value}, "
             f"{len(record.jobs)}/{record.concurrency} held) cannot take {len(added)} new job(s)"
