@@ -53,9 +53,7 @@ class Latency:
 def summarize_latency(samples_s: Sequence[float]) -> Latency:
     """Summarize samples given in seconds as a Latency in milliseconds."""
     ms = [s * 1000.0 for s in samples_s]
-    return Latency(
-        n=len(ms), p50_ms=percentile(ms, 50), p99_ms=percentile(ms, 99), mean_ms=sum(ms) / len(ms)
-    )
+    return Latency(n=len(ms), p50_ms=percentile(ms, 50), p99_ms=percentile(ms, 99), mean_ms=sum(ms) / len(ms))
 
 
 def time_calls(call: Callable[[], object], n: int, warmup: int = 10) -> Latency:
@@ -186,7 +184,7 @@ def free_port() -> int:
 
 
 def wait_until(predicate: Callable[[], bool], timeout_s: float, interval_s: float = 0.05) -> bool:
-    """Poll predicate until it returns True (-> True) or timeout_s passes (-> False). Exceptions count as False."""
+    """Poll predicate until it is True (-> True) or timeout_s passes (-> False); exceptions count as False."""
     deadline_s = time.monotonic() + timeout_s
     while time.monotonic() < deadline_s:
         with contextlib.suppress(Exception):
@@ -241,7 +239,7 @@ class Launched:
             os.killpg(self.proc.pid, sig)
 
     def stop(self, grace_s: float = 30.0, first_signal: int = signal.SIGINT) -> int | None:
-        """Send first_signal to the group, wait up to grace_s, then SIGKILL whatever is left. Returns the code."""
+        """Send first_signal to the group, wait up to grace_s, then SIGKILL the rest; return the exit code."""
         self.remember_descendants()
         if self.alive():
             self.signal_group(first_signal)
@@ -300,7 +298,9 @@ def stopping(launched: Launched, grace_s: float = 30.0) -> Iterator[Launched]:
         launched.stop(grace_s=grace_s)
 
 
-def http_client(base_url: str, headers: dict[str, str] | None = None, timeout_s: float = 120.0) -> httpx.Client:
+def http_client(
+    base_url: str, headers: dict[str, str] | None = None, timeout_s: float = 120.0
+) -> httpx.Client:
     """The HTTP client used for every HTTP measurement (Ripple and peers alike): HTTP/1.1, keep-alive."""
     return httpx.Client(
         base_url=base_url,

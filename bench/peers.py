@@ -159,7 +159,7 @@ def start_celery_workers(url: str, workdir: Path, processes: int = 2) -> Launche
 
 
 def bench_celery(url: str, n_jobs: int, n_latency: int) -> PeerResult:
-    """Measure Celery: n_jobs submitted with apply_async then all results awaited; sequential delay().get()."""
+    """Measure Celery: n_jobs sent with apply_async then all results awaited; sequential delay().get()."""
     app = make_celery(url)
     try:
         for _ in range(20):
@@ -197,7 +197,7 @@ def local_ray(num_cpus: int = 2) -> Iterator[None]:
         with contextlib.suppress(Exception):
             from ray import serve
 
-            serve.shutdown()
+            serve.shutdown()  # type: ignore[no-untyped-call]
         ray.shutdown()
         _gone, alive = psutil.wait_procs(children, timeout=10)
         for proc in alive:
@@ -260,7 +260,7 @@ def bench_serve_echo(n_latency: int) -> Latency:
         async def echo(self, body: dict[str, Any]) -> dict[str, Any]:
             # The class travels by value, carrying only the globals its code names: naming Any here lets
             # FastAPI resolve the (string) annotations inside the replica, so `body` is read as the body.
-            return cast(dict[str, Any], body)
+            return cast(dict[str, Any], body)  # type: ignore[redundant-cast]
 
     port = free_port()
     serve.start(http_options={"host": "127.0.0.1", "port": port})
