@@ -261,8 +261,8 @@ def with_jobs(record: WorkerRecord, jobs: Iterable[str], now_s: float) -> Worker
 
     Dropping jobs is always allowed (they finished, were cancelled, or their lease was lost). Adding jobs
     needs that many free slots once the dropped jobs are gone (``free_slots``): otherwise
-    ``JobsNotAccepted`` is raised and nothing changes. A DRAINING or STOPPED worker keeps its state whatever it holds; a STARTING one holds nothing.
-    Returns ``record`` itself when nothing changes.
+    ``JobsNotAccepted`` is raised and nothing changes. A DRAINING or STOPPED worker keeps its state
+    whatever it holds; a STARTING one holds nothing. Returns ``record`` itself when nothing changes.
     """
     held = frozenset(jobs)
     added = held - record.jobs
