@@ -1,0 +1,273 @@
+"""Scenario tests of decide(): one rule each, with the Waverless bugs it must not repeat."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from orchestrator.autoscale import (
+    AutoscaleConfig,
+    AutoscalerState,
+    Blocked,
+    Decision,
+    Drain,
+    EndpointView,
+    Override,
+    Prewarm,
+    ReplicaView,
+    ScaleUp,
+    Snapshot,
+    decide,
+    decision_to_dict,
+)
+
+pytestmark = pytest.mark.timeout(30)
+
+EMPTY = AutoscalerState()
+
+
+def idle(rid: str, since_s: float = 0.0) -> ReplicaView:
+    return ReplicaView(rid, "idle", 0, since_s)
+
+
+def busy(rid: str, jobs: int = 1) -> ReplicaView:
+    return ReplicaView(rid, "busy", jobs)
+
+
+def ep(name: str = "a", **kw: object) -> EndpointView:
+    kw.setdefault("scale_up_cooldown_s", 0.0)
+    kw.setdefault("scale_down_cooldown_s", 0.0)
+    return EndpointView(name, **kw)  # type: ignore[arg-type]
+
+
+def run(
+    *eps: EndpointView, now_s: float = 100.0, gpus: float = 8, state: AutoscalerState = EMPTY, **kw: object
+) -> tuple[list[Decision], AutoscalerState]:
+    return decide(Snapshot(now_s, eps, gpus_total=gpus, **kw), state)  # type: ignore[arg-type]
+
+
+def ups(decisions: list[Decision]) -> dict[str, int]:
+    return {d.endpoint: d.count for d in decisions if isinstance(d, ScaleUp)}
+
+
+def drains(decisions: list[Decision]) -> dict[str, tuple[str, ...]]:
+    out: dict[str, tuple[str, ...]] = {}
+    for d in decisions:
+        if isinstance(d, Drain):
+            out[d.endpoint] = out.get(d.endpoint, ()) + d.replica_ids
+    return out
+
+
+def test_scale_up_sized_to_the_work() -> None:
+    out, _ = run(ep(queued=7, running=3, concurrency=2, replicas=(busy("r1", 2), busy("r2", 1))))
+    assert ups(out) == {"a": 3}  # ceil(10 / 2) = 5 replicas, 2 there
+    assert all(d.reason for d in out)
+
+
+def test_no_scale_up_below_threshold_but_starved_work_still_gets_served() -> None:
+    quiet, _ = run(ep(queued=3, scale_up_threshold=10, oldest_queued_age_s=20.0))
+    assert ups(quiet) == {}
+    late, _ = run(ep(queued=3, scale_up_threshold=10, oldest_queued_age_s=301.0))
+    assert ups(late) == {"a": 3}
+
+
+def test_capped_at_max_replicas_and_blocked_says_so() -> None:
+    out, _ = run(ep(queued=20, max_replicas=4), gpus=100)
+    assert ups(out) == {"a": 4}
+    blocked = [d for d in out if isinstance(d, Blocked)]
+    assert blocked and "maxReplicas" in blocked[0].reason and blocked[0].wanted == 16
+
+
+def test_starting_replicas_count_as_capacity() -> None:
+    starting = tuple(ReplicaView(f"r{i}", "starting") for i in range(3))
+    out, _ = run(ep(queued=3, replicas=starting))
+    assert ups(out) == {}
+
+
+def test_cooldown_delays_a_second_scale_up_but_not_a_first_replica() -> None:
+    e = ep(queued=2, scale_up_cooldown_s=30.0)
+    out, state = run(e, now_s=0.0)
+    assert ups(out) == {"a": 2}
+    more = ep(queued=6, scale_up_cooldown_s=30.0, replicas=(busy("r1"), busy("r2")), running=2)
+    assert ups(run(more, now_s=10.0, state=state)[0]) == {}
+    assert ups(run(more, now_s=31.0, state=state)[0]) == {"a": 6}
+
+
+def test_same_snapshot_twice_does_not_double_scale() -> None:
+    snap = Snapshot(5.0, (ep(queued=4),), gpus_total=8)
+    first, state = decide(snap, EMPTY)
+    second, state2 = decide(snap, state)
+    assert ups(first) == {"a": 4}
+    assert ups(second) == {}
+    # once the replicas are listed, the expectation is met and nothing more happens
+    listed = ep(queued=4, replicas=tuple(ReplicaView(f"r{i}", "starting") for i in range(4)))
+    assert ups(run(listed, now_s=6.0, state=state2)[0]) == {}
+
+
+def test_lost_scale_up_is_retried_after_the_expectation_expires() -> None:
+    _, state = run(ep(queued=1), now_s=0.0)
+    assert ups(run(ep(queued=1), now_s=5.0, state=state)[0]) == {}
+    assert ups(run(ep(queued=1), now_s=20.0, state=state)[0]) == {"a": 1}
+
+
+def test_min_replicas_hold_without_any_work() -> None:
+    out, _ = run(ep("vip", min_replicas=4), ep("batch", min_replicas=0))
+    assert ups(out) == {"vip": 4}
+
+
+def test_scale_down_after_idle_time_to_zero_idle_first() -> None:
+    e = ep(scale_down_idle_s=300.0, replicas=(idle("old", 0.0), idle("new", 250.0), busy("b")), running=1)
+    out, _ = run(e, now_s=299.0)
+    assert drains(out) == {}
+    out, state = run(e, now_s=301.0)
+    assert drains(out) == {"a": ("old",)}
+    assert state.memory("a").last_scale_down_s == 301.0
+    out, _ = run(ep(scale_down_idle_s=300.0, replicas=(idle("x", 0.0),)), now_s=300.0)
+    assert drains(out) == {"a": ("x",)}  # min 0: to zero
+
+
+def test_scale_down_waits_for_empty_queue_cooldown_and_keeps_min() -> None:
+    reps = (idle("r1"), idle("r2"), idle("r3"))
+    assert drains(run(ep(queued=1, scale_up_threshold=5, replicas=reps), now_s=1000.0)[0]) == {}
+    out, _ = run(ep(min_replicas=2, scale_down_idle_s=10.0, replicas=reps), now_s=1000.0)
+    assert drains(out) == {"a": ("r1",)}
+    cool = AutoscalerState({"a": run(ep(), now_s=990.0)[1].memory("a").__class__(last_scale_down_s=990.0)})
+    out, _ = run(ep(scale_down_idle_s=10.0, scale_down_cooldown_s=60.0, replicas=reps), now_s=1000.0, state=cool)
+    assert drains(out) == {}
+
+
+def test_above_max_or_pinned_drains_idle_at_once() -> None:
+    reps = (idle("r1", 99.0), idle("r2", 99.0), busy("r3"))
+    out, _ = run(ep(max_replicas=1, replicas=reps), now_s=100.0)
+    assert drains(out) == {"a": ("r1", "r2")}
+    out, _ = run(ep(override=Override(desired_replicas=2), replicas=reps), now_s=100.0)
+    assert drains(out) == {"a": ("r1",)}
+    assert ups(run(ep(override=Override(desired_replicas=5), replicas=reps))[0]) == {"a": 2}
+
+
+def test_disabled_endpoint_is_left_alone_but_its_gpus_count() -> None:
+    off = ep("off", queued=9, override=Override(disabled=True), replicas=(idle("o1", 0.0),))
+    out, _ = run(off, ep("b", queued=5), gpus=3, now_s=10_000.0)
+    assert "off" not in ups(out) and "off" not in drains(out)
+    assert ups(out) == {"b": 2}
+
+
+def test_autoscaler_disabled_decides_nothing() -> None:
+    out, state = run(ep(queued=5), enabled=False)
+    assert out == [] and "a" in state.endpoints
+
+
+def test_one_replica_per_endpoint_with_work_before_anyone_gets_a_second() -> None:
+    out, _ = run(
+        ep("hi", priority=90, queued=10),
+        ep("mid", priority=50, queued=3),
+        ep("lo", priority=10, queued=1),
+        gpus=4,
+    )
+    assert ups(out) == {"hi": 2, "mid": 1, "lo": 1}
+
+
+def test_rest_goes_by_effective_priority() -> None:
+    out, _ = run(ep("p70", priority=70, queued=5), ep("p50", priority=50, queued=5), gpus=7)
+    assert ups(out) == {"p70": 5, "p50": 2}
+    # p50 under high load (+20 = 70) overtakes p65
+    out, _ = run(ep("p65", priority=65, queued=5), ep("p50", priority=50, queued=12), gpus=7)
+    assert ups(out) == {"p65": 1, "p50": 6}
+
+
+def test_starvation_boost_fires_from_the_queue_age() -> None:
+    old = ep("old", priority=40, queued=5, oldest_queued_age_s=601.0)  # +20 after two steps = 60
+    new = ep("new", priority=55, queued=5, oldest_queued_age_s=1.0)
+    out, _ = run(old, new, gpus=3)
+    assert ups(out) == {"old": 2, "new": 1}
+
+
+def test_starvation_clock_is_saved_when_the_queue_gives_no_age() -> None:
+    waiting = ep("w", priority=40, queued=5)
+    _, state = run(waiting, ep("x", priority=55), now_s=0.0, gpus=0)
+    assert state.memory("w").waiting_since_s == 0.0
+    out, _ = run(waiting, ep("x", priority=55, queued=5), now_s=601.0, gpus=3, state=state)
+    assert ups(out) == {"w": 2, "x": 1}
+
+
+def test_preempts_idle_replicas_of_lower_priority_never_busy_ones() -> None:
+    lo = ep("lo", priority=30, running=1, replicas=(idle("l1", 99.0), idle("l2", 99.0), busy("l3")))
+    hi = ep("hi", priority=70, queued=2, running=1, replicas=(busy("h1"),))
+    out, _ = run(lo, hi, gpus=4)
+    assert drains(out) == {"lo": ("l1", "l2")}
+    drain = next(d for d in out if isinstance(d, Drain))
+    assert drain.preempted_by == "hi" and "preempted" in drain.reason
+    assert any(isinstance(d, Blocked) and d.endpoint == "hi" for d in out)
+
+
+def test_preemption_keeps_min_and_does_not_repeat_while_drains_are_under_way() -> None:
+    lo = ep("lo", priority=30, min_replicas=1, replicas=(idle("l1", 99.0), idle("l2", 99.0)))
+    hi = ep("hi", priority=70, queued=1)
+    out, _ = run(lo, hi, gpus=2)
+    assert drains(out) == {"lo": ("l1",)}
+    lo_after = ep("lo", priority=30, min_replicas=1, replicas=(ReplicaView("l1", "draining"), idle("l2", 99.0)))
+    out, _ = run(lo_after, hi, gpus=2)
+    assert drains(out) == {}
+    assert "draining" in next(d for d in out if isinstance(d, Blocked)).reason
+
+
+def test_preempt_busy_when_configured() -> None:
+    lo = ep("lo", priority=30, running=2, replicas=(busy("l1"), busy("l2")))
+    hi = ep("hi", priority=70, queued=1)
+    assert drains(run(lo, hi, gpus=2)[0]) == {}
+    out, _ = run(lo, hi, gpus=2, config=AutoscaleConfig(preempt_busy=True, starvation_reclaim_after_s=None))
+    assert drains(out) == {"lo": ("l1",)}
+
+
+def test_starving_endpoint_reclaims_one_replica_even_from_higher_priority() -> None:
+    hi = ep("hi", priority=90, queued=50, running=3, replicas=(busy("h1"), busy("h2"), busy("h3")))
+    lo = ep("lo", priority=10, queued=1, oldest_queued_age_s=100.0)
+    assert drains(run(hi, lo, gpus=3)[0]) == {}
+    lo = ep("lo", priority=10, queued=1, oldest_queued_age_s=1300.0)
+    out, _ = run(hi, lo, gpus=3)
+    assert drains(out) == {"hi": ("h1",)}
+    assert "starvation" in next(d for d in out if isinstance(d, Drain)).reason
+
+
+def test_never_plans_more_gpus_than_exist_counting_fractional_and_elsewhere() -> None:
+    out, _ = run(ep("a", queued=10, gpus_per_replica=0.5), ep("b", queued=10, gpus_per_replica=2), gpus=5)
+    total = sum(n * (0.5 if e == "a" else 2) for e, n in ups(out).items())
+    assert total <= 5
+    out, _ = run(ep("a", queued=10), gpus=8, gpus_used_elsewhere=6)
+    assert ups(out) == {"a": 2}
+    out, _ = run(ep("a", queued=10), gpus=8, max_gpus=3)
+    assert ups(out) == {"a": 3}
+
+
+def test_cpu_endpoints_do_not_need_gpus_but_respect_cpu_cap() -> None:
+    out, _ = run(ep("cpu", queued=4, gpus_per_replica=0, cpus_per_replica=2), gpus=0, cpus_total=6)
+    assert ups(out) == {"cpu": 3}
+
+
+def test_every_decision_has_a_reason_and_serialises() -> None:
+    lo = ep("lo", priority=30, replicas=(idle("l1", 0.0),))
+    out, state = run(lo, ep("hi", priority=70, queued=3), gpus=1)
+    assert out and all(d.reason for d in out)
+    json.dumps([decision_to_dict(d) for d in out])
+    assert AutoscalerState.from_dict(json.loads(json.dumps(state.to_dict()))) == state
+
+
+def test_learned_endpoint_prewarms_before_a_predicted_arrival() -> None:
+    state = EMPTY
+    period_s = 600.0
+    t = 0.0
+    # a job arrives every 10 minutes and runs for 5 s
+    for k in range(12):
+        t = k * period_s
+        run_ep = ep("p", keep_alive="learned", running=1, last_arrival_s=t, replicas=(busy("r"),), cold_start_s=20)
+        _, state = run(run_ep, now_s=t + 1, state=state)
+        quiet_ep = ep("p", keep_alive="learned", last_arrival_s=t, replicas=(idle("r", t + 5),), cold_start_s=20)
+        out, state = run(quiet_ep, now_s=t + 6, state=state)
+    assert drains(out) == {"p": ("r",)}  # released early: the next job is predictably far
+    assert "learned" in next(d for d in out if isinstance(d, Drain)).reason
+    gone = ep("p", keep_alive="learned", last_arrival_s=t, cold_start_s=20)
+    assert run(gone, now_s=t + 300, state=state)[0] == []
+    out, state = run(gone, now_s=t + 590, state=state)
+    assert [type(d) for d in out] == [Prewarm]
+    assert run(gone, now_s=t + 591, state=state)[0] == []  # not twice
