@@ -22,10 +22,12 @@ import html
 import secrets
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any, Protocol
 from urllib.parse import parse_qs
 
-from fastapi import APIRouter, Request
+from fastapi import APIRouter, FastAPI, Request
 from fastapi.responses import JSONResponse, RedirectResponse, Response
 
 from orchestrator.webui import session as sessions
@@ -84,25 +86,63 @@ def render_login(csrf_token: str, message: str = "") -> str:
     )
 
 
+@dataclass(frozen=True)
+class UiAuth:
+    """How the UI authenticates: the key check, the session secret and the cookie policy."""
+
+    check_api_key: Callable[[str], bool]
+    session_secret: bytes
+    secure_cookie: bool
+    auth_enabled: bool
+
+    def __post_init__(self) -> None:
+        if self.auth_enabled and len(self.session_secret) < 16:
+            raise ValueError("session_secret must be at least 16 bytes when auth is enabled")
+
+
+def _not_ready() -> Response:
+    body = "<!doctype html><title>Ripple</title><p>Ripple is starting. Reload in a few seconds.</p>"
+    return Response(
+        body, status_code=503, media_type="text/html; charset=utf-8", headers={"Retry-After": "2"}
+    )
+
+
 class _UiRoutes:
-    """The handlers behind the ``/ui`` routes, holding the configuration they share."""
+    """The handlers behind the ``/ui`` routes. The auth settings are read per request from ``settings``
+    (None while the app is starting), so the router can be mounted before the app knows its keys."""
 
     def __init__(
-        self,
-        check_api_key: Callable[[str], bool],
-        session_secret: bytes,
-        secure_cookie: bool,
-        auth_enabled: bool,
-        clock_s: Callable[[], float],
-        session_ttl_s: int,
+        self, settings: Callable[[], UiAuth | None], clock_s: Callable[[], float], session_ttl_s: int
     ) -> None:
-        self.check_api_key = check_api_key
-        self.secret = session_secret
-        self.secure_cookie = secure_cookie
-        self.auth_enabled = auth_enabled
+        self.settings = settings
         self.clock_s = clock_s
         self.session_ttl_s = session_ttl_s
         self.static_names = _static_names()
+
+    # The per-request view of the settings; handlers call ``self.ready()`` first.
+    @property
+    def auth_enabled(self) -> bool:
+        return self._auth().auth_enabled
+
+    @property
+    def secret(self) -> bytes:
+        return self._auth().session_secret
+
+    @property
+    def secure_cookie(self) -> bool:
+        return self._auth().secure_cookie
+
+    def check_api_key(self, key: str) -> bool:
+        return self._auth().check_api_key(key)
+
+    def _auth(self) -> UiAuth:
+        found = self.settings()
+        if found is None:
+            raise RuntimeError("UI auth settings used before the app was ready")
+        return found
+
+    def ready(self) -> bool:
+        return self.settings() is not None
 
     def current_session(self, request: Request) -> sessions.Session | None:
         return sessions.verify_session(request.cookies.get(SESSION_COOKIE), self.secret, self.clock_s())
@@ -125,16 +165,22 @@ class _UiRoutes:
         return response
 
     def index(self, request: Request) -> Response:
+        if not self.ready():
+            return _not_ready()
         if self.auth_enabled and self.current_session(request) is None:
             return _redirect("/ui/login")
         return _page((STATIC_DIR / "index.html").read_text(encoding="utf-8"))
 
     def login_form(self, request: Request) -> Response:
+        if not self.ready():
+            return _not_ready()
         if not self.auth_enabled or self.current_session(request) is not None:
             return _redirect("/ui/")
         return self.login_page()
 
     async def login(self, request: Request) -> Response:
+        if not self.ready():
+            return _not_ready()
         if not self.auth_enabled:
             return _redirect("/ui/")
         body = await request.body()
@@ -157,6 +203,8 @@ class _UiRoutes:
         return response
 
     def logout(self) -> Response:
+        if not self.ready():
+            return _not_ready()
         # Forcing a logout is harmless and SameSite=Strict already stops it cross-site, so no token here.
         response = _redirect("/ui/login" if self.auth_enabled else "/ui/")
         for name in (SESSION_COOKIE, CSRF_COOKIE):
@@ -165,6 +213,8 @@ class _UiRoutes:
 
     def session_info(self, request: Request) -> Response:
         headers = {"Cache-Control": "no-store"}
+        if not self.ready():
+            return JSONResponse({"error": "Ripple is starting", "detail": None}, 503, headers=headers)
         if not self.auth_enabled:
             body = {"authEnabled": False, "authenticated": True, "csrfToken": "", "expiresAt": None}
             return JSONResponse(body, headers=headers)
@@ -203,9 +253,21 @@ def build_ui_router(
     HTTPS). With ``auth_enabled`` False the UI needs no login and shows that authentication is off.
     Raises ValueError for a secret shorter than 16 bytes while auth is on.
     """
-    if auth_enabled and len(session_secret) < 16:
-        raise ValueError("session_secret must be at least 16 bytes when auth is enabled")
-    ui = _UiRoutes(check_api_key, session_secret, secure_cookie, auth_enabled, clock_s, session_ttl_s)
+    auth = UiAuth(check_api_key, session_secret, secure_cookie, auth_enabled)
+    return build_ui_router_from(lambda: auth, clock_s=clock_s, session_ttl_s=session_ttl_s)
+
+
+def build_ui_router_from(
+    settings: Callable[[], UiAuth | None],
+    *,
+    clock_s: Callable[[], float] = time.time,
+    session_ttl_s: int = sessions.DEFAULT_SESSION_TTL_S,
+) -> APIRouter:
+    """The ``/ui`` router with its auth settings read per request from ``settings()``.
+
+    ``settings()`` returns None while the app is starting; the pages then answer 503.
+    """
+    ui = _UiRoutes(settings, clock_s, session_ttl_s)
     router = APIRouter(prefix="/ui", include_in_schema=False)
     router.add_api_route("", ui.index, methods=["GET"])
     router.add_api_route("/", ui.index, methods=["GET"])
@@ -215,3 +277,50 @@ def build_ui_router(
     router.add_api_route("/session", ui.session_info, methods=["GET"])
     router.add_api_route("/static/{name}", ui.static_file, methods=["GET"])
     return router
+
+
+class AppAuth(Protocol):
+    """The part of the app's auth settings the UI reads (``orchestrator.auth.AuthConfig`` fits)."""
+
+    @property
+    def enabled(self) -> bool: ...
+
+    @property
+    def session_secret(self) -> bytes: ...
+
+    @property
+    def secure_cookie(self) -> bool: ...
+
+    def api_key_ok(self, presented: str) -> bool: ...
+
+
+def verify_browser_request(request: Request, auth: AppAuth, now_s: float | None = None) -> bool:
+    """True when ``request`` carries a valid UI session (and, unless it is a GET, a valid CSRF header)."""
+    if not auth.session_secret:
+        return False
+    return sessions.verify_request(
+        request.cookies.get(SESSION_COOKIE),
+        request.headers.get(CSRF_HEADER),
+        request.method,
+        auth.session_secret,
+        time.time() if now_s is None else now_s,
+    )
+
+
+def mount(api: FastAPI, state: Any) -> None:
+    """Mount ``/ui`` on ``api`` for an app whose auth settings appear later, at ``state.boot.auth``.
+
+    Sets ``state.ui_verify(request, auth) -> bool`` for the app's API-key dependency, so ``/api/v1`` and
+    ``/v2`` accept a UI session cookie (with the CSRF header on non-GET methods) as well as a Bearer key.
+    Until ``state.boot`` is set the pages answer 503.
+    """
+
+    def settings() -> UiAuth | None:
+        boot = getattr(state, "boot", None)
+        if boot is None:
+            return None
+        auth: AppAuth = boot.auth
+        return UiAuth(auth.api_key_ok, auth.session_secret, auth.secure_cookie, auth.enabled)
+
+    state.ui_verify = verify_browser_request
+    api.include_router(build_ui_router_from(settings))

@@ -4,13 +4,22 @@ from __future__ import annotations
 
 import hmac
 import re
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-from fastapi import FastAPI
+from fastapi import Depends, FastAPI, HTTPException, Request
 from fastapi.testclient import TestClient
 
-from orchestrator.webui import CSRF_COOKIE, CSRF_HEADER, SESSION_COOKIE, build_ui_router, verify_request
+from orchestrator.webui import (
+    CSRF_COOKIE,
+    CSRF_HEADER,
+    SESSION_COOKIE,
+    build_ui_router,
+    mount,
+    verify_request,
+)
 from orchestrator.webui import session as s
 from orchestrator.webui.routes import LOGIN_COOKIE, STATIC_DIR
 
@@ -277,3 +286,75 @@ def test_build_refuses_a_weak_secret() -> None:
 def test_csrf_header_name_is_the_one_the_page_sends() -> None:
     api_js = (Path(STATIC_DIR) / "api.js").read_text(encoding="utf-8")
     assert f'"{CSRF_HEADER}"' in api_js
+
+
+# --- mount(): the app's adapter, with settings that appear once the replica starts -------------------------
+
+
+@dataclass(frozen=True)
+class FakeAuth:
+    enabled: bool
+    session_secret: bytes
+    secure_cookie: bool = False
+
+    def api_key_ok(self, presented: str) -> bool:
+        return check_key(presented)
+
+
+@dataclass
+class FakeBoot:
+    auth: FakeAuth
+
+
+@dataclass
+class FakeState:
+    boot: FakeBoot | None = None
+    ui_verify: Callable[[Request, FakeAuth], bool] | None = None
+
+
+def make_mounted_app(state: FakeState) -> TestClient:
+    app = FastAPI()
+    mount(app, state)
+
+    def require(request: Request) -> None:
+        assert state.boot is not None
+        auth = state.boot.auth
+        bearer = request.headers.get("authorization", "").removeprefix("Bearer ")
+        if auth.api_key_ok(bearer) or (state.ui_verify is not None and state.ui_verify(request, auth)):
+            return
+        raise HTTPException(401, "no")
+
+    @app.get("/api/v1/things", dependencies=[Depends(require)])
+    def things() -> dict[str, str]:
+        return {"ok": "get"}
+
+    @app.post("/api/v1/things", dependencies=[Depends(require)])
+    def make_thing() -> dict[str, str]:
+        return {"ok": "post"}
+
+    return TestClient(app, follow_redirects=False)
+
+
+def test_mount_answers_503_until_the_app_is_ready_then_logs_in() -> None:
+    state = FakeState()
+    client = make_mounted_app(state)
+    assert client.get("/ui/").status_code == 503
+    assert client.get("/ui/session").status_code == 503
+    state.boot = FakeBoot(FakeAuth(True, SECRET))
+    assert log_in(client).status_code == 303
+    assert state.ui_verify is not None
+    assert client.get("/api/v1/things").json() == {"ok": "get"}
+    assert client.post("/api/v1/things").status_code == 401  # no CSRF header
+    csrf = client.get("/ui/session").json()["csrfToken"]
+    assert client.post("/api/v1/things", headers={CSRF_HEADER: csrf}).json() == {"ok": "post"}
+    assert make_mounted_app(state).get("/api/v1/things").status_code == 401  # no cookie at all
+
+
+def test_mount_in_insecure_mode() -> None:
+    state = FakeState(FakeBoot(FakeAuth(False, b"")))
+    client = make_mounted_app(state)
+    assert client.get("/ui/").status_code == 200
+    assert client.get("/ui/session").json()["authEnabled"] is False
+    assert state.ui_verify is not None
+    bare = Request({"type": "http", "method": "GET", "path": "/api/v1/things", "headers": []})
+    assert not state.ui_verify(bare, FakeAuth(False, b""))

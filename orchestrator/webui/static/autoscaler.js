@@ -88,7 +88,7 @@ export async function mount(root, ctx) {
         const to = pick(d, "to", "toReplicas", "desired", "target");
         return from === undefined && to === undefined ? "—" : `${fmtNumber(from)} → ${fmtNumber(to)}`;
       } },
-      { label: "Reason", cell: (d) => pick(d, "reason", "why") ?? "—" },
+      { label: "Reason", wrap: true, cell: (d) => pick(d, "reason", "why") ?? "—" },
     ], rows, "No decisions recorded for this endpoint yet."));
   };
 

@@ -11,17 +11,19 @@ function s(tag, attrs) {
   return el;
 }
 
+// The top of the y axis: four equal whole-number steps of 1, 2, 3 or 5 times a power of ten.
 function niceMax(value) {
-  if (value <= 4) return 4;
-  const magnitude = 10 ** Math.floor(Math.log10(value));
-  for (const step of [1, 2, 2.5, 5, 10]) {
-    if (step * magnitude >= value) return step * magnitude;
+  const raw = Math.max(1, value) / 4;
+  const magnitude = 10 ** Math.floor(Math.log10(raw));
+  for (const step of [1, 2, 3, 4, 5, 6, 8, 10]) {
+    if (step * magnitude >= raw) return Math.max(4, Math.ceil(step * magnitude) * 4);
   }
-  return 10 * magnitude;
+  return 40 * magnitude;
 }
 
-function timeLabel(ms) {
-  return new Date(ms).toLocaleTimeString([], { hour: "2-digit", minute: "2-digit" });
+function timeLabel(ms, withSeconds) {
+  const opts = withSeconds ? { hour: "2-digit", minute: "2-digit", second: "2-digit" } : { hour: "2-digit", minute: "2-digit" };
+  return new Date(ms).toLocaleTimeString([], opts);
 }
 
 /**
@@ -36,8 +38,10 @@ export function lineChart(series, opts = {}) {
   if (all.length < 2) {
     return h("div", { class: "chart-empty" }, opts.emptyText || "Collecting samples…");
   }
-  const x0 = opts.xStartMs ?? Math.min(...all.map((p) => p[0]));
-  const x1 = Math.max(opts.xEndMs ?? 0, ...all.map((p) => p[0]), x0 + 1);
+  const x1 = Math.max(opts.xEndMs ?? 0, ...all.map((p) => p[0]));
+  // At least five minutes wide, so a fresh page does not stretch a few samples across the chart.
+  const x0 = Math.min(opts.xStartMs ?? Math.min(...all.map((p) => p[0])), x1 - 5 * 60 * 1000);
+  const withSeconds = x1 - x0 < 5 * 60 * 1000;
   const yMax = niceMax(Math.max(1, ...all.map((p) => p[1])));
   const innerW = width - pad.left - pad.right;
   const innerH = height - pad.top - pad.bottom;
@@ -58,7 +62,7 @@ export function lineChart(series, opts = {}) {
     const t = x0 + ((x1 - x0) * i) / ticks;
     const anchor = i === 0 ? "start" : i === ticks ? "end" : "middle";
     const label = s("text", { class: "axis-label", x: xOf(t), y: height - 6, "text-anchor": anchor });
-    label.textContent = timeLabel(t);
+    label.textContent = timeLabel(t, withSeconds);
     svg.append(label);
   }
   for (const line of series) {
@@ -99,7 +103,7 @@ export function lineChart(series, opts = {}) {
     hover.setAttribute("x1", x);
     hover.setAttribute("x2", x);
     hover.setAttribute("visibility", "visible");
-    tip.textContent = `${timeLabel(t)} · ${rows.join(" · ")}`;
+    tip.textContent = `${timeLabel(t, true)} · ${rows.join(" · ")}`;
     tip.hidden = false;
     tip.style.left = `${(x / width) * box.width}px`;
     tip.style.top = `${event.clientY - box.top}px`;

@@ -139,9 +139,21 @@ function drawWorkers(box, workers) {
     replace(box, h("div", { class: "empty" }, "No workers running. The autoscaler starts them when jobs arrive."));
     return;
   }
+  const endpoints = [...new Set(workers.list.map((w) => w.endpoint || "—"))].sort();
+  const perEndpoint = endpoints.map((name) => {
+    const mine = workers.list.filter((w) => (w.endpoint || "—") === name);
+    const row = { name, total: mine.length };
+    for (const s of states) row[s] = mine.filter((w) => String(w.state || "UNKNOWN").toUpperCase() === s).length;
+    return row;
+  });
   replace(box,
     meter(states.map((s) => ({ value: counts[s], tone: tone(s), label: s }))),
-    h("div", { class: "legend" }, states.map((s) => h("span", {}, badge(s), ` ${counts[s]}`))));
+    h("div", { class: "legend" }, states.map((s) => h("span", {}, badge(s), ` ${counts[s]}`))),
+    h("div", { class: "spaced" }, table([
+      { label: "Endpoint", cell: (r) => r.name },
+      ...states.map((s) => ({ label: s.toLowerCase(), num: true, cell: (r) => (r[s] ? String(r[s]) : "·") })),
+      { label: "Total", num: true, cell: (r) => String(r.total) },
+    ], perEndpoint)));
 }
 
 function drawJobs(box, jobs) {

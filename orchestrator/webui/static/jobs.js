@@ -2,7 +2,7 @@
 
 import { cancelJob, getJob, listEndpoints, listJobs, retryJob, runJob } from "./api.js";
 import {
-  badge, card, fmtAgo, fmtMs, fmtTime, h, json, notAvailable, pageHead, pick, pre, replace, select, shortId,
+  badge, card, fmtAgo, fmtMs, fmtTime, h, humanize, json, notAvailable, pageHead, pick, pre, replace, select, shortId,
   table, toast,
 } from "./ui.js";
 
@@ -38,15 +38,16 @@ function jobActions(job, after) {
 
 function submitForm(endpoints, initial, after) {
   const pickEp = select("submit-endpoint", endpoints.map((ep) => ep.name), initial || endpoints[0]?.name);
-  const input = h("textarea", { id: "submit-input", rows: 5, spellcheck: "false" });
-  input.value = '{\n  "prompt": "hello"\n}';
-  const message = h("div", { class: "field" });
+  const input = h("textarea", { id: "submit-input", rows: 1, spellcheck: "false" });
+  input.value = '{"prompt": "hello"}';
+  const message = h("div", { class: "spaced", hidden: true });
   const button = h("button", { class: "btn btn-primary", type: "submit" }, "Submit job");
   const form = h("form", { id: "submit-job" },
-    h("div", { class: "field" }, h("label", { for: "submit-endpoint" }, "Endpoint"), pickEp),
-    h("div", { class: "field" }, h("label", { for: "submit-input" }, "Input (JSON)"), input,
-      h("div", { class: "help" }, "Sent as {\"input\": …} to POST /v2/<endpoint>/run.")),
-    message, button);
+    h("div", { class: "filters" },
+      h("div", { class: "field" }, h("label", { for: "submit-endpoint" }, "Endpoint"), pickEp),
+      h("div", { class: "field grow" }, h("label", { for: "submit-input" }, "Input (JSON), sent as {\"input\": …} to /v2/<endpoint>/run"), input),
+      button),
+    message);
   form.addEventListener("submit", async (event) => {
     event.preventDefault();
     let value;
@@ -54,10 +55,12 @@ function submitForm(endpoints, initial, after) {
       value = JSON.parse(input.value);
     } catch (err) {
       replace(message, h("div", { class: "err" }, `Not valid JSON: ${err.message}`));
+      message.hidden = false;
       return;
     }
     if (!pickEp.value) {
       replace(message, h("div", { class: "err" }, "Create an endpoint first."));
+      message.hidden = false;
       return;
     }
     button.disabled = true;
@@ -65,11 +68,13 @@ function submitForm(endpoints, initial, after) {
     button.disabled = false;
     if (!result.ok) {
       replace(message, h("div", { class: "err" }, `Not submitted: ${result.error}`));
+      message.hidden = false;
       return;
     }
     const id = result.data && result.data.id;
     replace(message, h("div", { class: "notice", id: "submitted" }, "Submitted ",
       h("a", { class: "id", href: `#/jobs/${enc(id)}` }, id), " ", badge(result.data.status)));
+    message.hidden = false;
     await after();
   });
   return form;
@@ -136,11 +141,10 @@ export async function mountList(root, ctx) {
     h("div", { class: "field" }, h("label", { for: "filter-limit" }, "Per page"), filterLimit));
   replace(root,
     pageHead("Jobs", "Newest first. Cancel, retry, or submit a test job."),
-    h("div", { class: "grid grid-side" },
-      h("div", {}, card(null, h("div", {}, filters)), card(null, h("div", {}, listBox, more))),
-      card("Submit a test job", endpoints.ok && names.length
-        ? submitForm(endpoints.list, ctx.query.get("endpoint"), reload)
-        : h("div", { class: "empty" }, endpoints.ok ? "Create an endpoint first." : "Endpoint list not available."))));
+    card("Submit a test job", endpoints.ok && names.length
+      ? submitForm(endpoints.list, ctx.query.get("endpoint"), reload)
+      : h("div", { class: "empty" }, endpoints.ok ? "Create an endpoint first." : "Endpoint list not available.")),
+    card(null, h("div", {}, filters, h("div", { class: "spaced" }, listBox), more)));
   ctx.every(() => { if (pagesLoaded === 1) reload(); }, 5000);
   await reload();
 }
@@ -149,7 +153,7 @@ function timings(job) {
   const keys = Object.keys(job).filter((k) => /(At|_at|Time|_ms|Ms|_s)$/.test(k) && typeof job[k] !== "object");
   if (keys.length === 0) return h("div", { class: "empty" }, "No timings recorded.");
   return h("dl", { class: "kv" }, keys.map((k) => [
-    h("dt", {}, k),
+    h("dt", {}, humanize(k)),
     h("dd", {}, /(At|_at)$/.test(k) ? fmtTime(job[k]) : /Time$|Ms$|_ms$/.test(k) ? fmtMs(job[k]) : String(job[k])),
   ]));
 }
@@ -159,7 +163,8 @@ function attempts(job) {
   if (!Array.isArray(list) || list.length === 0) return h("div", { class: "empty" }, "No attempts yet.");
   const keys = [...new Set(list.flatMap((a) => (a && typeof a === "object" ? Object.keys(a) : [])))];
   const columns = [{ label: "#", num: true, cell: (a) => String(list.indexOf(a) + 1) }].concat(keys.map((k) => ({
-    label: k,
+    label: humanize(k),
+    wrap: /reason|error/i.test(k),
     cell: (a) => (/status|state|outcome/i.test(k) ? badge(a[k])
       : /(At|_at)$/.test(k) ? fmtTime(a[k])
         : typeof a[k] === "object" && a[k] !== null ? json(a[k]) : String(a[k] ?? "—")),
@@ -188,7 +193,7 @@ export async function mountDetail(root, ctx) {
       h("div", { class: "grid grid-2" },
         card("Input", pre(job.input ?? null)),
         card(job.error ? "Error" : "Output", job.error ? pre(job.error, "error")
-          : job.output !== undefined ? pre(job.output) : h("div", { class: "empty" }, FINAL.has(status) ? "No output." : "Not finished yet."))),
+          : job.output !== undefined && job.output !== null ? pre(job.output) : h("div", { class: "empty" }, FINAL.has(status) ? "No output." : "Not finished yet."))),
       h("div", { class: "grid grid-2" }, card("Timings", timings(job)), card("Attempts", attempts(job))),
       Object.keys(rest).length ? card("More", pre(rest)) : null);
     return FINAL.has(status);

@@ -107,6 +107,12 @@ export function shortId(id) {
   return text.length > 14 ? `${text.slice(0, 8)}…${text.slice(-4)}` : text;
 }
 
+// "createdAt" -> "Created at", "delay_time" -> "Delay time".
+export function humanize(key) {
+  const words = String(key).replace(/_/g, " ").replace(/([a-z0-9])([A-Z])/g, "$1 $2").toLowerCase();
+  return words.charAt(0).toUpperCase() + words.slice(1);
+}
+
 export function json(value) {
   return JSON.stringify(value, null, 2);
 }
@@ -148,7 +154,7 @@ export function table(columns, rows, emptyText = "Nothing here yet.") {
   if (!rows || rows.length === 0) return h("div", { class: "empty" }, emptyText);
   const head = h("tr", {}, columns.map((c) => h("th", { class: c.num ? "num" : null }, c.label)));
   const body = rows.map((row) =>
-    h("tr", {}, columns.map((c) => h("td", { class: c.num ? "num" : null }, c.cell(row)))));
+    h("tr", {}, columns.map((c) => h("td", { class: c.num ? "num" : c.wrap ? "wrap" : null }, c.cell(row)))));
   return h("div", { class: "table-wrap" }, h("table", {}, h("thead", {}, head), h("tbody", {}, body)));
 }
 

@@ -60,7 +60,7 @@ export async function mount(root, ctx) {
       { label: "Jobs", cell: jobsCell },
       { label: "Cold start", num: true, cell: (w) => fmtSeconds(pick(w, "coldStartS", "coldStart")) },
       { label: "Last heartbeat", cell: (w) => fmtAgo(pick(w, "lastHeartbeatAt", "lastHeartbeat")) },
-      { label: "Reason", cell: (w) => pick(w, "reason") ?? "" },
+      { label: "Reason", wrap: true, cell: (w) => pick(w, "reason") ?? "" },
       { label: "", cell: (w) => h("button", {
         class: "btn", type: "button", "data-drain": w.workerId,
         disabled: NOT_DRAINABLE.has(String(w.state).toUpperCase()), onclick: () => drain(w, draw),
