@@ -17,6 +17,8 @@ from orchestrator.autoscale.priority import effective_priority
 # A ScaleUp the pool has not shown us yet still counts for this long (crash between save and apply, or a
 # second call on the same snapshot): a slow registration never causes a second scale-up.
 EXPECTATION_TTL_S = 15.0
+# A pre-warm starts as many replicas as the busiest of the last few busy spells needed.
+RECENT_PEAKS = 4
 
 
 def observe(view: EndpointView, mem: EndpointMemory, now_s: float, config: AutoscaleConfig) -> EndpointMemory:
@@ -36,7 +38,7 @@ def observe(view: EndpointView, mem: EndpointMemory, now_s: float, config: Autos
         quiet = None
         last_arrival = arrival
     busy = view.queued > 0 or view.running > 0
-    peak, last_peak = mem.busy_peak_replicas, mem.last_peak_replicas
+    peak, peaks = mem.busy_peak_replicas, mem.recent_peaks
     if busy:
         quiet = None
         peak = max(peak, min(view.demand_replicas(), view.max_replicas))
@@ -44,14 +46,14 @@ def observe(view: EndpointView, mem: EndpointMemory, now_s: float, config: Autos
         went_idle = max((r.idle_since_s for r in view.replicas if r.idle_since_s is not None), default=now_s)
         quiet = min(now_s, max(went_idle, last_arrival))
         if peak > 0:
-            last_peak, peak = peak, 0
+            peaks, peak = (*peaks[-(RECENT_PEAKS - 1) :], peak), 0
     waiting = (mem.waiting_since_s if mem.waiting_since_s is not None else now_s) if view.queued > 0 else None
     if (
         quiet == mem.quiet_since_s
         and last_arrival == mem.last_arrival_s
         and waiting == mem.waiting_since_s
         and peak == mem.busy_peak_replicas
-        and last_peak == mem.last_peak_replicas
+        and peaks is mem.recent_peaks
         and gaps is mem.gaps
     ):
         return mem
@@ -63,7 +65,8 @@ def observe(view: EndpointView, mem: EndpointMemory, now_s: float, config: Autos
         waiting_since_s=waiting,
         blocked_since_s=mem.blocked_since_s,
         busy_peak_replicas=peak,
-        last_peak_replicas=last_peak,
+        recent_peaks=peaks,
+        released_for_s=mem.released_for_s if quiet is not None else None,
         prewarmed_for_s=mem.prewarmed_for_s if quiet is not None else None,
         expected_capacity=mem.expected_capacity,
         expected_at_s=mem.expected_at_s,
@@ -88,6 +91,7 @@ class EndpointPlan:
         "preempted",
         "prewarm",
         "prewarm_reason",
+        "released",
         "shortage",
         "spare",
         "ups",
@@ -136,6 +140,7 @@ class EndpointPlan:
         self.ups_reason = ""
         self.prewarm = 0
         self.prewarm_reason = ""
+        self.released = False
         self.drain_ids: list[str] = []
         self.drain_reason = ""
         self.preempted: dict[str, tuple[list[str], str]] = {}
@@ -150,13 +155,15 @@ def _idle_key(r: ReplicaView) -> float:
     return r.idle_since_s if r.idle_since_s is not None else math.inf
 
 
-def keep_alive_plan(plan: EndpointPlan, config: AutoscaleConfig) -> KeepAlivePlan | None:
+def keep_alive_plan(plan: EndpointPlan, config: AutoscaleConfig, now_s: float) -> KeepAlivePlan | None:
     """The learned plan for a ``keep_alive="learned"`` endpoint, else ``None`` (fixed idle time)."""
     view = plan.view
     if view.keep_alive != "learned":
         return None
+    quiet = plan.mem.quiet_since_s
     return plan_keep_alive(
         plan.mem.gaps,
+        quiet_for_s=None if quiet is None else now_s - quiet,
         fixed_idle_s=view.scale_down_idle_s,
         cold_start_s=view.cold_start_s,
         config=config.keep_alive,
@@ -168,8 +175,8 @@ def scale_down(plan: EndpointPlan, keep: KeepAlivePlan | None, now_s: float) -> 
 
     Only idle replicas are chosen: a busy one is never scaled down. Above a pinned size or above
     ``max_replicas`` the excess goes at once. Otherwise a scale-down needs an empty queue, the
-    ``scale_down_cooldown_s`` passed, replicas idle past the keep-alive, and never goes below
-    ``min_replicas``.
+    ``scale_down_cooldown_s`` passed, replicas idle past the keep-alive (or a learned early release), and
+    never goes below ``min_replicas``.
     """
     view, mem, idle = plan.view, plan.mem, plan.idle
     if not idle:
@@ -194,6 +201,8 @@ def scale_down(plan: EndpointPlan, keep: KeepAlivePlan | None, now_s: float) -> 
     if chosen:
         plan.drain_ids = [r.id for r in chosen[:room]]
         plan.drain_reason = f"{why}; empty queue; keeping minReplicas {view.min_replicas}"
+        if keep is not None and not keep.warm:
+            plan.released = True
 
 
 def _expired(plan: EndpointPlan, keep: KeepAlivePlan | None, now_s: float) -> tuple[list[ReplicaView], str]:
@@ -204,23 +213,21 @@ def _expired(plan: EndpointPlan, keep: KeepAlivePlan | None, now_s: float) -> tu
         chosen = [r for r in idle if r.idle_since_s is not None and now_s - r.idle_since_s >= limit]
         why = f"idle >= {limit:g} s" + ("" if keep is None else f" ({keep.reason})")
         return chosen, why
-    if keep.release_early and keep.prewarm_after_s is not None and now_s < quiet + keep.prewarm_after_s:
+    if not keep.warm:
         return list(idle), f"quiet since {quiet:g} s; {keep.reason}"
-    if now_s >= quiet + keep.keep_alive_s:
-        return list(idle), f"quiet for {now_s - quiet:.0f} s >= {keep.reason}"
+    if now_s - quiet >= keep.keep_alive_s:
+        return list(idle), f"quiet for {now_s - quiet:.0f} s >= learned keep-alive {keep.keep_alive_s:.0f} s"
     return [], ""
 
 
-def prewarm_wanted(plan: EndpointPlan, keep: KeepAlivePlan | None, now_s: float) -> int:
-    """Replicas to pre-warm now for a learned endpoint that released early; 0 otherwise."""
-    quiet = plan.mem.quiet_since_s
-    if keep is None or not keep.release_early or keep.prewarm_after_s is None or quiet is None:
+def prewarm_wanted(plan: EndpointPlan, keep: KeepAlivePlan | None) -> int:
+    """Replicas to pre-warm now: only for a learned endpoint released early in this quiet spell, once."""
+    mem = plan.mem
+    quiet = mem.quiet_since_s
+    if keep is None or not keep.prewarm or quiet is None:
         return 0
-    if (
-        plan.mem.prewarmed_for_s == quiet
-        or not quiet + keep.prewarm_after_s <= now_s < quiet + keep.keep_alive_s
-    ):
+    if mem.released_for_s != quiet or mem.prewarmed_for_s == quiet:
         return 0
     view = plan.view
-    target = min(view.max_replicas, max(view.min_replicas, plan.mem.last_peak_replicas, 1))
+    target = min(view.max_replicas, max(view.min_replicas, *mem.recent_peaks, 1))
     return max(0, target - plan.capacity)

@@ -19,6 +19,8 @@ memory). Pure: no clock, no randomness.
 
 from __future__ import annotations
 
+import bisect
+import itertools
 import math
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -58,11 +60,12 @@ class KeepAliveConfig:
     head_quantile: float = 0.05
     tail_quantile: float = 0.99
     tail_margin: float = 1.1
-    min_samples: float = 8.0
+    min_samples: float = 5.0
     min_cv: float = 1.0
     decay: float = 0.02
     min_keep_alive_s: float = 2.0
     prewarm_lead_s: float = 2.0
+    cold_start_margin: float = 0.3
     min_release_s: float = 10.0
 
     def __post_init__(self) -> None:
@@ -78,11 +81,15 @@ class KeepAliveConfig:
 
 @dataclass(frozen=True)
 class GapStats:
-    """Derived numbers of a histogram (cached on it)."""
+    """Derived numbers of a histogram (cached on it). ``cumulative[i]``: count in bins ``0..i``."""
 
     total: float
     overflow_share: float
     cv: float
+    cumulative: tuple[float, ...]
+
+
+_NO_STATS = GapStats(0.0, 0.0, 0.0, ())
 
 
 @dataclass(frozen=True)
@@ -100,29 +107,48 @@ class GapHistogram:
 
     @cached_property
     def stats(self) -> GapStats:
-        total = math.fsum(self.counts)
+        if not self.counts:
+            return _NO_STATS
+        cumulative = tuple(itertools.accumulate(self.counts))
+        total = cumulative[-1]
         if total <= 0.0:
-            return GapStats(0.0, 0.0, 0.0)
+            return _NO_STATS
         mean = total / N_BINS
         var = math.fsum((c - mean) ** 2 for c in self.counts) / N_BINS
-        return GapStats(total, self.counts[-1] / total, math.sqrt(var) / mean)
+        return GapStats(total, self.counts[-1] / total, math.sqrt(var) / mean, cumulative)
 
-    def quantile_s(self, q: float) -> float:
-        """The ``q`` quantile gap in seconds, log-interpolated inside its bin (``inf`` in the overflow)."""
-        total = self.stats.total
-        if total <= 0.0:
+    def cdf_count(self, gap_s: float) -> float:
+        """The (decayed) count of gaps shorter than ``gap_s`` (log-interpolated inside its bin)."""
+        if not self.counts or gap_s <= 0.0:
+            return 0.0
+        index = bin_index(gap_s)
+        below = self.stats.cumulative[index - 1] if index > 0 else 0.0
+        lo, hi = bin_edges_s(index)
+        if math.isinf(hi):
+            return below
+        frac = gap_s / hi if index == 0 else math.log(gap_s / lo) / math.log(hi / lo)
+        return below + self.counts[index] * frac
+
+    def quantile_s(self, q: float, above_s: float = 0.0) -> float:
+        """The ``q`` quantile of the gaps longer than ``above_s``, in seconds (log-interpolated in its bin).
+
+        ``nan`` when no gap is recorded; ``inf`` when the quantile falls in the overflow bin.
+        """
+        stats = self.stats
+        if stats.total <= 0.0:
             return math.nan
-        target = q * total
-        seen = 0.0
-        for index, count in enumerate(self.counts):
-            if count > 0.0 and seen + count >= target:
-                lo, hi = bin_edges_s(index)
-                if math.isinf(hi):
-                    return math.inf
-                frac = (target - seen) / count
-                return lo + (hi - lo) * frac if index == 0 else lo * (hi / lo) ** frac
-            seen += count
-        return bin_edges_s(N_BINS - 1)[0]
+        floor = self.cdf_count(above_s) if above_s > 0.0 else 0.0
+        target = floor + q * (stats.total - floor)
+        index = min(bisect.bisect_left(stats.cumulative, target), N_BINS - 1)
+        while index > 0 and self.counts[index] <= 0.0:  # land on a bin that holds gaps
+            index -= 1
+        count = self.counts[index]
+        seen = stats.cumulative[index] - count
+        lo, hi = bin_edges_s(index)
+        if math.isinf(hi):
+            return math.inf
+        frac = min(1.0, max(0.0, (target - seen) / count)) if count > 0.0 else 1.0
+        return lo + (hi - lo) * frac if index == 0 else lo * (hi / lo) ** frac
 
     def to_dict(self) -> dict[str, Any]:
         """Sparse JSON form: ``{"bins": [[index, count], ...]}``."""
@@ -141,24 +167,36 @@ class GapHistogram:
 
 @dataclass(frozen=True)
 class KeepAlivePlan:
-    """How long to keep an endpoint's idle replicas, and when to pre-warm.
+    """What to do with an endpoint's idle replicas now.
 
-    ``keep_alive_s``: an idle replica may be drained once the endpoint has been quiet (or the replica idle)
-    this long. ``prewarm_after_s`` (only when ``release_early``): idle replicas are released as soon as
-    the endpoint is quiet, and replicas are started again this long after it went quiet.
+    ``keep_alive_s``: idle replicas may be drained once the endpoint has been quiet (or, while it has work,
+    the replica idle) this long. ``warm``: keep idle replicas now; when false, release them now (the next
+    arrival is predictably far). ``prewarm``: the next arrival is likely within a cold start, so replicas
+    released earlier in this quiet spell should be started again.
     """
 
     learned: bool
     keep_alive_s: float
-    release_early: bool
-    prewarm_after_s: float | None
+    warm: bool
+    prewarm: bool
     reason: str
 
 
 def plan_keep_alive(
-    gaps: GapHistogram, *, fixed_idle_s: float, cold_start_s: float, config: KeepAliveConfig
+    gaps: GapHistogram,
+    *,
+    quiet_for_s: float | None,
+    fixed_idle_s: float,
+    cold_start_s: float,
+    config: KeepAliveConfig,
 ) -> KeepAlivePlan:
-    """The keep-alive plan for one endpoint; ``fixed_idle_s`` when the histogram can't be trusted."""
+    """The keep-alive plan for one endpoint quiet for ``quiet_for_s`` (``None``: it has work now).
+
+    With a representative histogram: keep warm until ``tail * tail_margin``; while quiet for ``x``, look at
+    the gaps longer than ``x`` (the ones still possible): if even their ``head_quantile`` leaves more than a
+    cold start (times ``1 + cold_start_margin``, plus ``prewarm_lead_s``) and ``min_release_s`` to spare,
+    release now; once it leaves less than a cold start, pre-warm. Otherwise ``fixed_idle_s``.
+    """
     stats = gaps.stats
     fallback = None
     if stats.total < config.min_samples:
@@ -169,21 +207,23 @@ def plan_keep_alive(
         fallback = f"idle gaps too spread (bin CV {stats.cv:.2f} < {config.min_cv})"
     if fallback is not None:
         return KeepAlivePlan(
-            False, fixed_idle_s, False, None, f"fixed keep-alive {fixed_idle_s:g} s: {fallback}"
+            False, fixed_idle_s, True, False, f"fixed keep-alive {fixed_idle_s:g} s: {fallback}"
         )
-    head_s = gaps.quantile_s(config.head_quantile)
-    tail_s = gaps.quantile_s(config.tail_quantile)
-    keep_s = max(config.min_keep_alive_s, tail_s * config.tail_margin)
-    prewarm_after_s = head_s - cold_start_s - config.prewarm_lead_s
-    if prewarm_after_s >= config.min_release_s:
+    keep_s = max(config.min_keep_alive_s, gaps.quantile_s(config.tail_quantile) * config.tail_margin)
+    tail = f"keep-alive {keep_s:.0f} s (p{config.tail_quantile * 100:g} idle gap)"
+    if quiet_for_s is None or quiet_for_s >= keep_s:
+        return KeepAlivePlan(True, keep_s, True, False, f"learned {tail}")
+    head_s = gaps.quantile_s(config.head_quantile, above_s=quiet_for_s)
+    start_s = cold_start_s * (1.0 + config.cold_start_margin) + config.prewarm_lead_s
+    ahead_s = head_s - quiet_for_s
+    if ahead_s <= start_s:
+        return KeepAlivePlan(True, keep_s, True, True, f"learned: next arrival likely within {ahead_s:.0f} s")
+    if ahead_s - start_s >= config.min_release_s:
         return KeepAlivePlan(
             True,
             keep_s,
-            True,
-            prewarm_after_s,
-            f"learned: next arrival after {head_s:.0f} s (p{config.head_quantile * 100:g}), release now, "
-            f"pre-warm at {prewarm_after_s:.0f} s, keep to {keep_s:.0f} s",
+            False,
+            False,
+            f"learned: next arrival not within {ahead_s:.0f} s (p{config.head_quantile * 100:g}): release",
         )
-    return KeepAlivePlan(
-        True, keep_s, False, None, f"learned keep-alive {keep_s:.0f} s (p{config.tail_quantile * 100:g} gap)"
-    )
+    return KeepAlivePlan(True, keep_s, True, False, f"learned {tail}")

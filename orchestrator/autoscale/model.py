@@ -224,8 +224,9 @@ class EndpointMemory:
 
     ``waiting_since_s``: first call that saw queued work in the current waiting spell (the starvation clock
     when the queue gives no oldest age). ``quiet_since_s``: when the endpoint last ran out of work (nothing
-    queued or running). ``busy_peak_replicas``/``last_peak_replicas``: demand peak of the current / last busy
-    spell (what a pre-warm starts). ``prewarmed_for_s``: the quiet spell a pre-warm was issued for.
+    queued or running). ``busy_peak_replicas``: demand peak of the current busy spell; ``recent_peaks``:
+    those of the last few spells (a pre-warm starts their maximum). ``released_for_s``/``prewarmed_for_s``:
+    the quiet spell (its ``quiet_since_s``) in which replicas were released early / pre-warmed.
     ``expected_capacity``/``expected_at_s``: replicas the last ScaleUp/Prewarm should have brought the
     endpoint to, and when it was decided (an expectation, as KubeRay keeps them).
     """
@@ -237,7 +238,8 @@ class EndpointMemory:
     waiting_since_s: float | None = None
     blocked_since_s: float | None = None
     busy_peak_replicas: int = 0
-    last_peak_replicas: int = 0
+    recent_peaks: tuple[int, ...] = ()
+    released_for_s: float | None = None
     prewarmed_for_s: float | None = None
     expected_capacity: int = 0
     expected_at_s: float | None = None
@@ -245,6 +247,7 @@ class EndpointMemory:
 
     def to_dict(self) -> dict[str, Any]:
         out: dict[str, Any] = {k: v for k, v in vars(self).items() if k != "gaps"}
+        out["recent_peaks"] = list(self.recent_peaks)
         out["gaps"] = self.gaps.to_dict()
         return out
 
@@ -258,13 +261,14 @@ class EndpointMemory:
             "waiting_since_s",
             "blocked_since_s",
             "prewarmed_for_s",
+            "released_for_s",
             "expected_at_s",
         )
         kwargs: dict[str, Any] = {k: _opt_float(data.get(k)) for k in floats}
         return cls(
             **kwargs,
             busy_peak_replicas=int(data.get("busy_peak_replicas", 0)),
-            last_peak_replicas=int(data.get("last_peak_replicas", 0)),
+            recent_peaks=tuple(int(x) for x in data.get("recent_peaks", ())),
             expected_capacity=int(data.get("expected_capacity", 0)),
             gaps=GapHistogram.from_dict(data.get("gaps", {})),
         )

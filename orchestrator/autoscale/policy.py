@@ -107,13 +107,13 @@ def decide(snapshot: Snapshot, state: AutoscalerState) -> tuple[list[Decision], 
     wants: tuple[list[_Want], list[_Want], list[_Want], list[_Want]] = ([], [], [], [])
     live = [p for p in plans if p.view.override is None or not p.view.override.disabled]
     for p in live:
-        keep = keep_alive_plan(p, cfg)
+        keep = keep_alive_plan(p, cfg, now_s)
         scale_down(p, keep, now_s)
         gpr = p.view.gpus_per_replica
         budget.draining_g += (p.draining + len(p.drain_ids)) * gpr
         _collect_wants(p, cfg, now_s, wants)
         if p.view.queued == 0 and p.view.running == 0:
-            n = prewarm_wanted(p, keep, now_s)
+            n = prewarm_wanted(p, keep)
             if n > 0:
                 wants[3].append((p, n, keep.reason if keep is not None else ""))
     relief = _Relief(live, budget, cfg)
@@ -202,6 +202,8 @@ class _Relief:
         self.plans = plans
         self.owners: list[EndpointPlan] | None = None  # built on first need, lowest effective priority first
         self.start = 0
+        self.quiet: list[EndpointPlan] | None = None  # owners with no work at all (phase 0 may take theirs)
+        self.qstart = 0
         self.victims: dict[str, list[ReplicaView]] = {}
 
     def _victims_of(self, owner: EndpointPlan) -> list[ReplicaView]:
@@ -234,7 +236,7 @@ class _Relief:
                 self.budget.draining_g -= claim
                 need -= claim
                 notes.append(f"waiting for {claim:g} GPUs from draining replicas")
-            need = self._preempt(p, need, notes)
+            need = self._preempt(p, need, notes, phase)
             if need > _EPS and phase == 0:
                 self._reclaim(p, need, notes)
         free = self.budget.gpus if limit == "GPUs" else None
@@ -243,36 +245,61 @@ class _Relief:
         )
         p.shortage.append((short, "; ".join([what, *notes])))
 
-    def _preempt(self, p: EndpointPlan, need: float, notes: list[str]) -> float:
+    def _preempt(self, p: EndpointPlan, need: float, notes: list[str], phase: int) -> float:
         owners = self._owners()
-        while self.start < len(owners) and owners[self.start].spare <= 0:
-            self.start += 1
-        taken: list[tuple[EndpointPlan, ReplicaView]] = []
-        got = 0.0
-        for owner in owners[self.start :]:
-            if owner.eff >= p.eff or got >= need - _EPS:
-                break
-            pool = self._victims_of(owner)
-            budget = owner.spare
-            while budget > 0 and pool and got < need - _EPS and owner.view.gpus_per_replica > 0:
-                taken.append((owner, pool.pop()))
-                budget -= 1
-                got += owner.view.gpus_per_replica
+        self.start = _skip_spent(owners, self.start)
+        taken: list[tuple[EndpointPlan, ReplicaView, str]] = []
+        got = self._gather(p, need, owners[self.start :], True, taken)
+        if phase == 0 and got < need - _EPS:
+            # Work waiting with no replica at all beats an idle replica of an endpoint with no work.
+            if self.quiet is None:
+                self.quiet = [o for o in owners if o.view.queued == 0 and o.view.running == 0]
+            self.qstart = _skip_spent(self.quiet, self.qstart)
+            got += self._gather(p, need - got, self.quiet[self.qstart :], False, taken)
         if got + _EPS < min(need, p.view.gpus_per_replica):
-            for owner, r in taken:  # not even one replica's worth: drain nothing
+            for owner, r, _ in reversed(taken):  # not even one replica's worth: drain nothing
+                owner.spare += 1
                 self.victims[owner.view.name].append(r)
             return need
-        for owner, r in taken:
-            owner.spare -= 1
-            why = (
-                f"preempted for {p.view.name} (effective priority {p.eff} > {owner.eff}), blocked on GPUs; "
-                f"keeping {owner.view.min_replicas} minReplicas"
-            )
+        for owner, r, why in taken:
             owner.preempted.setdefault(p.view.name, ([], why))[0].append(r.id)
         if taken:
-            names = sorted({o.view.name for o, _ in taken})
+            names = sorted({o.view.name for o, _, _ in taken})
             notes.append(f"preempting {len(taken)} replica(s) of {', '.join(names)}")
         return max(0.0, need - got)
+
+    def _gather(
+        self,
+        p: EndpointPlan,
+        need: float,
+        owners: list[EndpointPlan],
+        lower_only: bool,
+        taken: list[tuple[EndpointPlan, ReplicaView, str]],
+    ) -> float:
+        """Tentatively take victims from ``owners`` (in order) until ``need`` GPUs; returns GPUs taken."""
+        got = 0.0
+        for owner in owners:
+            if got >= need - _EPS or (lower_only and owner.eff >= p.eff):
+                break
+            gpr = owner.view.gpus_per_replica
+            if owner is p or gpr <= 0:
+                continue
+            if lower_only:
+                why = (
+                    f"preempted for {p.view.name} (effective priority {p.eff} > {owner.eff}), blocked on "
+                    f"GPUs; keeping {owner.view.min_replicas} minReplicas"
+                )
+            else:
+                why = (
+                    f"preempted for {p.view.name}, which has queued work and no replica, while this endpoint "
+                    f"has no work; keeping {owner.view.min_replicas} minReplicas"
+                )
+            pool = self._victims_of(owner)
+            while owner.spare > 0 and pool and got < need - _EPS:
+                taken.append((owner, pool.pop(), why))
+                owner.spare -= 1
+                got += gpr
+        return got
 
     def _reclaim(self, p: EndpointPlan, need: float, notes: list[str]) -> None:
         after = self.cfg.starvation_reclaim_after_s
@@ -303,6 +330,12 @@ class _Relief:
         notes.append(f"reclaiming replica {pick.id} of {best.view.name} (starvation relief)")
 
 
+def _skip_spent(owners: list[EndpointPlan], start: int) -> int:
+    while start < len(owners) and owners[start].spare <= 0:
+        start += 1
+    return start
+
+
 def _emit(plans: list[EndpointPlan], now_s: float) -> tuple[list[Decision], AutoscalerState]:
     out: list[Decision] = []
     memories: dict[str, EndpointMemory] = {}
@@ -311,6 +344,8 @@ def _emit(plans: list[EndpointPlan], now_s: float) -> tuple[list[Decision], Auto
         if p.drain_ids:
             out.append(Drain(name, tuple(p.drain_ids), p.drain_reason))
             mem = replace(mem, last_scale_down_s=now_s)
+            if p.released:
+                mem = replace(mem, released_for_s=mem.quiet_since_s)
         for by, (ids, why) in p.preempted.items():
             out.append(Drain(name, tuple(ids), why, preempted_by=by))
         if p.ups:

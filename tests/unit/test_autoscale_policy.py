@@ -133,7 +133,9 @@ def test_scale_down_waits_for_empty_queue_cooldown_and_keeps_min() -> None:
     out, _ = run(ep(min_replicas=2, scale_down_idle_s=10.0, replicas=reps), now_s=1000.0)
     assert drains(out) == {"a": ("r1",)}
     cool = AutoscalerState({"a": run(ep(), now_s=990.0)[1].memory("a").__class__(last_scale_down_s=990.0)})
-    out, _ = run(ep(scale_down_idle_s=10.0, scale_down_cooldown_s=60.0, replicas=reps), now_s=1000.0, state=cool)
+    out, _ = run(
+        ep(scale_down_idle_s=10.0, scale_down_cooldown_s=60.0, replicas=reps), now_s=1000.0, state=cool
+    )
     assert drains(out) == {}
 
 
@@ -206,7 +208,9 @@ def test_preemption_keeps_min_and_does_not_repeat_while_drains_are_under_way() -
     hi = ep("hi", priority=70, queued=1)
     out, _ = run(lo, hi, gpus=2)
     assert drains(out) == {"lo": ("l1",)}
-    lo_after = ep("lo", priority=30, min_replicas=1, replicas=(ReplicaView("l1", "draining"), idle("l2", 99.0)))
+    lo_after = ep(
+        "lo", priority=30, min_replicas=1, replicas=(ReplicaView("l1", "draining"), idle("l2", 99.0))
+    )
     out, _ = run(lo_after, hi, gpus=2)
     assert drains(out) == {}
     assert "draining" in next(d for d in out if isinstance(d, Blocked)).reason
@@ -260,9 +264,13 @@ def test_learned_endpoint_prewarms_before_a_predicted_arrival() -> None:
     # a job arrives every 10 minutes and runs for 5 s
     for k in range(12):
         t = k * period_s
-        run_ep = ep("p", keep_alive="learned", running=1, last_arrival_s=t, replicas=(busy("r"),), cold_start_s=20)
+        run_ep = ep(
+            "p", keep_alive="learned", running=1, last_arrival_s=t, replicas=(busy("r"),), cold_start_s=20
+        )
         _, state = run(run_ep, now_s=t + 1, state=state)
-        quiet_ep = ep("p", keep_alive="learned", last_arrival_s=t, replicas=(idle("r", t + 5),), cold_start_s=20)
+        quiet_ep = ep(
+            "p", keep_alive="learned", last_arrival_s=t, replicas=(idle("r", t + 5),), cold_start_s=20
+        )
         out, state = run(quiet_ep, now_s=t + 6, state=state)
     assert drains(out) == {"p": ("r",)}  # released early: the next job is predictably far
     assert "learned" in next(d for d in out if isinstance(d, Drain)).reason
