@@ -376,6 +376,17 @@ def test_ray_version_is_pinned_consistently(rendered: list[Obj]) -> None:
         assert cluster_spec(obj)["rayVersion"] == pin
 
 
+def test_no_deprecated_rayservice_fields(rendered: list[Obj]) -> None:
+    # Still in the 1.7 CRD but ignored by the operator: setting them would only mislead.
+    deprecated = {"serviceUnhealthySecondThreshold", "deploymentUnhealthySecondThreshold"}
+    for rayservice in of_kind(rendered, "RayService"):
+        assert not deprecated & set(rayservice["spec"])
+        assert rayservice["spec"]["upgradeStrategy"]["type"] in (
+            "NewCluster",
+            "NewClusterWithIncrementalUpgrade",
+        )
+
+
 def test_head_hosts_only_the_control_actors(rendered: list[Obj]) -> None:
     spec = cluster_spec(the(rendered, "RayService"))
     params = spec["headGroupSpec"]["rayStartParams"]
