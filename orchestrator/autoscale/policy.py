@@ -341,26 +341,28 @@ def _emit(plans: list[EndpointPlan], now_s: float) -> tuple[list[Decision], Auto
     memories: dict[str, EndpointMemory] = {}
     for p in plans:
         name, mem = p.view.name, p.mem
+        changes: dict[str, object] = {}
         if p.drain_ids:
             out.append(Drain(name, tuple(p.drain_ids), p.drain_reason))
-            mem = replace(mem, last_scale_down_s=now_s)
+            changes["last_scale_down_s"] = now_s
             if p.released:
-                mem = replace(mem, released_for_s=mem.quiet_since_s)
+                changes["released_for_s"] = mem.quiet_since_s
         for by, (ids, why) in p.preempted.items():
             out.append(Drain(name, tuple(ids), why, preempted_by=by))
         if p.ups:
             out.append(ScaleUp(name, p.ups, p.ups_reason))
-            mem = replace(mem, last_scale_up_s=now_s)
+            changes["last_scale_up_s"] = now_s
         if p.prewarm:
             out.append(Prewarm(name, p.prewarm, f"pre-warm {p.prewarm} replica(s): {p.prewarm_reason}"))
-            mem = replace(mem, prewarmed_for_s=mem.quiet_since_s)
+            changes["prewarmed_for_s"] = mem.quiet_since_s
         if p.ups or p.prewarm:
-            mem = replace(mem, expected_capacity=p.capacity + p.ups + p.prewarm, expected_at_s=now_s)
+            changes["expected_capacity"] = p.capacity + p.ups + p.prewarm
+            changes["expected_at_s"] = now_s
         if p.shortage:
             out.append(Blocked(name, sum(n for n, _ in p.shortage), "; ".join(w for _, w in p.shortage)))
             if mem.blocked_since_s is None:
-                mem = replace(mem, blocked_since_s=now_s)
+                changes["blocked_since_s"] = now_s
         elif mem.blocked_since_s is not None:
-            mem = replace(mem, blocked_since_s=None)
-        memories[name] = mem
+            changes["blocked_since_s"] = None
+        memories[name] = replace(mem, **changes) if changes else mem  # type: ignore[arg-type]
     return out, AutoscalerState(memories)
