@@ -22,6 +22,8 @@ def starvation_boost(wait_s: float | None, config: AutoscaleConfig) -> int:
     """``min(max_boost, per_step * floor(wait_s / step_s))``; 0 when nothing waits."""
     if wait_s is None or wait_s <= 0.0:
         return 0
+    if not math.isfinite(wait_s):
+        return config.starvation_max_boost
     steps = math.floor(wait_s / config.starvation_step_s)
     return min(config.starvation_max_boost, config.starvation_boost_per_step * steps)
 
