@@ -1,0 +1,10 @@
+"""``python -m orchestrator deploy``: deploy or update Ripple on the Ray cluster this runs in."""
+
+from __future__ import annotations
+
+import sys
+
+from orchestrator.deploy import main
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

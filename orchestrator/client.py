@@ -1,0 +1,277 @@
+"""Python client for Ripple: over HTTP (``Client(base_url, api_key)``) or, from code running inside the
+same Ray cluster, straight to the queue actor (``Client.in_cluster()``) without an HTTP hop.
+
+Both speak the same methods: ``submit``, ``submit_many``, ``status``, ``result``, ``stream``, ``cancel``, with
+async twins prefixed ``a`` (``asubmit`` ...). Errors arrive as :mod:`orchestrator.errors` exceptions.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncIterator, Iterator, Sequence
+from typing import Any
+
+import httpx
+
+from orchestrator.errors import (
+    Conflict,
+    InvalidInput,
+    NotFound,
+    NotReady,
+    PayloadTooLarge,
+    QueueFull,
+    RippleError,
+    Unauthorized,
+)
+from orchestrator.jobs import FINAL, JobStatus
+
+_BY_STATUS: dict[int, type[RippleError]] = {
+    400: InvalidInput,
+    401: Unauthorized,
+    404: NotFound,
+    409: Conflict,
+    413: PayloadTooLarge,
+    422: InvalidInput,
+    429: QueueFull,
+    503: NotReady,
+}
+FINAL_NAMES = {s.value for s in FINAL}
+
+
+def _body(
+    input: Any,
+    webhook: str | None,
+    execution_timeout_s: float | None,
+    ttl_s: float | None,
+    low_priority: bool,
+) -> dict[str, Any]:
+    body: dict[str, Any] = {"input": input}
+    if webhook:
+        body["webhook"] = webhook
+    policy: dict[str, Any] = {}
+    if execution_timeout_s is not None:
+        policy["executionTimeout"] = int(execution_timeout_s * 1000)
+    if ttl_s is not None:
+        policy["ttl"] = int(ttl_s * 1000)
+    if low_priority:
+        policy["lowPriority"] = True
+    if policy:
+        body["policy"] = policy
+    return body
+
+
+def _raise(resp: httpx.Response) -> Any:
+    if resp.status_code == 204:
+        return None
+    try:
+        data = resp.json()
+    except ValueError:
+        data = {"error": resp.text}
+    if resp.status_code >= 400:
+        cls = _BY_STATUS.get(resp.status_code, RippleError)
+        raise cls(str(data.get("error", resp.reason_phrase)), data.get("detail"))
+    return data
+
+
+class Client:
+    """Ripple client over HTTP. ``base_url`` is the app's root (``http://127.0.0.1:8000``)."""
+
+    def __init__(self, base_url: str, api_key: str | None = None, timeout_s: float = 30.0) -> None:
+        self.base_url = base_url.rstrip("/")
+        headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
+        self._http = httpx.Client(base_url=self.base_url, headers=headers, timeout=timeout_s)
+        self._ahttp: httpx.AsyncClient | None = None
+        self._headers = headers
+        self._timeout_s = timeout_s
+
+    @staticmethod
+    def in_cluster(namespace: str = "ripple") -> InClusterClient:
+        """A client for code running inside the Ray cluster (talks to the queue actor directly)."""
+        return InClusterClient(namespace)
+
+    def close(self) -> None:
+        self._http.close()
+
+    def request(self, method: str, path: str, **kwargs: Any) -> Any:
+        """One API call; raises the matching :class:`RippleError` on an error status."""
+        return _raise(self._http.request(method, path, **kwargs))
+
+    # Jobs
+
+    def submit(
+        self,
+        endpoint: str,
+        input: Any,
+        *,
+        webhook: str | None = None,
+        execution_timeout_s: float | None = None,
+        ttl_s: float | None = None,
+        low_priority: bool = False,
+    ) -> str:
+        body = _body(input, webhook, execution_timeout_s, ttl_s, low_priority)
+        return str(self.request("POST", f"/v2/{endpoint}/run", json=body)["id"])
+
+    def submit_many(self, endpoint: str, inputs: Sequence[Any], chunk: int = 5000) -> list[str]:
+        ids: list[str] = []
+        for start in range(0, len(inputs), chunk):
+            jobs = [{"input": x} for x in inputs[start : start + chunk]]
+            ids += self.request("POST", f"/v2/{endpoint}/run-batch", json={"jobs": jobs})["ids"]
+        return ids
+
+    def status(self, job_id: str, endpoint: str | None = None) -> dict[str, Any]:
+        if endpoint is None:
+            job = self.request("GET", f"/api/v1/jobs/{job_id}")
+            return dict(job)
+        return dict(self.request("GET", f"/v2/{endpoint}/status/{job_id}"))
+
+    def result(self, job_id: str, timeout_s: float = 90.0, endpoint: str | None = None) -> dict[str, Any]:
+        """Wait for a final state (server-side long-poll when the endpoint is known) and return the status."""
+        deadline = time.monotonic() + timeout_s
+        while True:
+            st = self.status(job_id, endpoint)
+            if st["status"] in FINAL_NAMES or time.monotonic() >= deadline:
+                return st
+            time.sleep(min(0.2, max(0.0, deadline - time.monotonic())))
+
+    def stream(self, job_id: str, endpoint: str, poll_s: float = 0.2) -> Iterator[Any]:
+        while True:
+            reply = self.request("GET", f"/v2/{endpoint}/stream/{job_id}")
+            yield from (c["output"] for c in reply["stream"])
+            if reply["status"] in FINAL_NAMES and not reply["stream"]:
+                return
+            time.sleep(poll_s)
+
+    def cancel(self, job_id: str, endpoint: str) -> dict[str, Any]:
+        return dict(self.request("POST", f"/v2/{endpoint}/cancel/{job_id}"))
+
+    # Async twins
+
+    def _async(self) -> httpx.AsyncClient:
+        if self._ahttp is None:
+            self._ahttp = httpx.AsyncClient(
+                base_url=self.base_url, headers=self._headers, timeout=self._timeout_s
+            )
+        return self._ahttp
+
+    async def arequest(self, method: str, path: str, **kwargs: Any) -> Any:
+        return _raise(await self._async().request(method, path, **kwargs))
+
+    async def asubmit(self, endpoint: str, input: Any, **kw: Any) -> str:
+        body = _body(
+            input,
+            kw.get("webhook"),
+            kw.get("execution_timeout_s"),
+            kw.get("ttl_s"),
+            kw.get("low_priority", False),
+        )
+        return str((await self.arequest("POST", f"/v2/{endpoint}/run", json=body))["id"])
+
+    async def asubmit_many(self, endpoint: str, inputs: Sequence[Any]) -> list[str]:
+        reply = await self.arequest(
+            "POST", f"/v2/{endpoint}/run-batch", json={"jobs": [{"input": x} for x in inputs]}
+        )
+        return list(reply["ids"])
+
+    async def astatus(self, job_id: str, endpoint: str) -> dict[str, Any]:
+        return dict(await self.arequest("GET", f"/v2/{endpoint}/status/{job_id}"))
+
+    async def aresult(self, job_id: str, endpoint: str, timeout_s: float = 90.0) -> dict[str, Any]:
+        deadline = time.monotonic() + timeout_s
+        while True:
+            st = await self.astatus(job_id, endpoint)
+            if st["status"] in FINAL_NAMES or time.monotonic() >= deadline:
+                return st
+            await asyncio.sleep(0.2)
+
+    async def astream(self, job_id: str, endpoint: str) -> AsyncIterator[Any]:
+        while True:
+            reply = await self.arequest("GET", f"/v2/{endpoint}/stream/{job_id}")
+            for c in reply["stream"]:
+                yield c["output"]
+            if reply["status"] in FINAL_NAMES and not reply["stream"]:
+                return
+            await asyncio.sleep(0.2)
+
+    async def acancel(self, job_id: str, endpoint: str) -> dict[str, Any]:
+        return dict(await self.arequest("POST", f"/v2/{endpoint}/cancel/{job_id}"))
+
+
+class InClusterClient:
+    """The same calls, made straight to the JobQueue actor (for Ray jobs, notebooks on the head)."""
+
+    def __init__(self, namespace: str = "ripple") -> None:
+        from orchestrator import runtime
+
+        self._queue = runtime.get_actor(runtime.QUEUE_NAME, namespace)
+
+    def _get(self, ref: Any) -> Any:
+        import ray
+
+        return ray.get(ref)
+
+    def submit(
+        self,
+        endpoint: str,
+        input: Any,
+        *,
+        webhook: str | None = None,
+        execution_timeout_s: float | None = None,
+        ttl_s: float | None = None,
+        low_priority: bool = False,
+    ) -> str:
+        body = _body(input, webhook, execution_timeout_s, ttl_s, low_priority)
+        return str(self._get(self._queue.submit.remote(endpoint, [body]))[0])
+
+    def submit_many(self, endpoint: str, inputs: Sequence[Any], chunk: int = 5000) -> list[str]:
+        refs = [
+            self._queue.submit.remote(endpoint, [{"input": x} for x in inputs[s : s + chunk]])
+            for s in range(0, len(inputs), chunk)
+        ]
+        return [i for ids in self._get(refs) for i in ids]
+
+    def status(self, job_id: str, endpoint: str) -> dict[str, Any]:
+        return dict(self._get(self._queue.status.remote(endpoint, job_id)))
+
+    def statuses(self, job_ids: Sequence[str]) -> list[dict[str, Any] | None]:
+        """Status objects of many jobs in one call (None for unknown ids)."""
+        return list(self._get(self._queue.statuses.remote(list(job_ids))))
+
+    def result(self, job_id: str, endpoint: str, timeout_s: float = 90.0) -> dict[str, Any]:
+        return dict(self._get(self._queue.wait_final.remote(endpoint, job_id, timeout_s)))
+
+    def stream(self, job_id: str, endpoint: str, poll_s: float = 0.1) -> Iterator[Any]:
+        while True:
+            reply = self._get(self._queue.stream.remote(endpoint, job_id))
+            yield from (c["output"] for c in reply["stream"])
+            if reply["status"] in FINAL_NAMES and not reply["stream"]:
+                return
+            time.sleep(poll_s)
+
+    def cancel(self, job_id: str, endpoint: str) -> dict[str, Any]:
+        return dict(self._get(self._queue.cancel.remote(endpoint, job_id)))
+
+    async def asubmit(self, endpoint: str, input: Any, **kw: Any) -> str:
+        body = _body(
+            input,
+            kw.get("webhook"),
+            kw.get("execution_timeout_s"),
+            kw.get("ttl_s"),
+            kw.get("low_priority", False),
+        )
+        return str((await self._queue.submit.remote(endpoint, [body]))[0])
+
+    async def asubmit_many(self, endpoint: str, inputs: Sequence[Any]) -> list[str]:
+        return list(await self._queue.submit.remote(endpoint, [{"input": x} for x in inputs]))
+
+    async def astatus(self, job_id: str, endpoint: str) -> dict[str, Any]:
+        return dict(await self._queue.status.remote(endpoint, job_id))
+
+    async def aresult(self, job_id: str, endpoint: str, timeout_s: float = 90.0) -> dict[str, Any]:
+        return dict(await self._queue.wait_final.remote(endpoint, job_id, timeout_s))
+
+    async def acancel(self, job_id: str, endpoint: str) -> dict[str, Any]:
+        return dict(await self._queue.cancel.remote(endpoint, job_id))
+
+
+__all__ = ["Client", "InClusterClient", "JobStatus"]
