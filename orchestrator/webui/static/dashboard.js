@@ -59,7 +59,7 @@ function drawStats(box, latest, workers) {
   const names = Object.keys(latest.perEndpoint || {});
   const rates = names.map(throughputPerMin).filter((v) => v !== null);
   const gpus = latest.status && latest.status.ok ? autoscalerGpus(latest.status.data) : null;
-  const active = workers.list.filter((w) => !["STOPPED"].includes(String(w.state).toUpperCase()));
+  const active = workers.list.filter((w) => String(w.state).toUpperCase() !== "STOPPED");
   const busy = workers.list.filter((w) => String(w.state).toUpperCase() === "BUSY").length;
   replace(box,
     stat("Endpoints", latest.endpoints.ok ? fmtNumber(latest.endpoints.list.length) : "—",

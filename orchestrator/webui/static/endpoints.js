@@ -19,7 +19,7 @@ const SECTIONS = [
   ]],
   ["Resources per worker", [
     { key: "gpus", label: "GPUs", kind: "float", min: 0, def: 1 },
-    { key: "cpus", label: "CPUs", kind: "float", min: 0, def: 1 },
+    { key: "cpus", label: "CPUs", kind: "float", min: 0, def: 0.25 },
     { key: "memoryMb", label: "Memory (MB)", kind: "int", min: 0 },
     { key: "concurrency", label: "Concurrency", kind: "int", min: 1, def: 1, help: "Jobs at once per worker." },
   ]],
@@ -27,10 +27,11 @@ const SECTIONS = [
     { key: "minReplicas", label: "Min replicas", kind: "int", min: 0, def: 0 },
     { key: "maxReplicas", label: "Max replicas", kind: "int", min: 0, def: 10 },
     { key: "scaleUpThreshold", label: "Scale-up threshold", kind: "int", min: 1, def: 1, help: "Queued jobs that trigger a scale-up." },
-    { key: "scaleDownIdleTime", label: "Scale-down idle time (s)", kind: "int", min: 0, def: 300 },
-    { key: "scaleUpCooldown", label: "Scale-up cooldown (s)", kind: "int", min: 0, def: 30 },
-    { key: "scaleDownCooldown", label: "Scale-down cooldown (s)", kind: "int", min: 0, def: 60 },
+    { key: "scaleDownIdleTime", label: "Scale-down idle time (s)", kind: "float", min: 0, def: 300 },
+    { key: "scaleUpCooldown", label: "Scale-up cooldown (s)", kind: "float", min: 0, def: 30 },
+    { key: "scaleDownCooldown", label: "Scale-down cooldown (s)", kind: "float", min: 0, def: 60 },
     { key: "priority", label: "Priority (0–100)", kind: "int", min: 0, max: 100, def: 50 },
+    { key: "keepAlive", label: "Keep-alive", kind: "choice", options: [["", "default (fixed)"], ["fixed", "fixed: idle time"], ["learned", "learned from arrivals"]], def: "fixed", help: "How long idle replicas are kept." },
   ]],
   ["Jobs", [
     { key: "executionTimeout", label: "Execution timeout (ms)", kind: "int", min: 1, def: 600000 },
@@ -89,6 +90,9 @@ async function removeEndpoint(name, after) {
 
 function inputFor(f) {
   const id = `f-${f.key}`;
+  if (f.kind === "choice") {
+    return h("select", { id, name: f.key }, f.options.map(([value, label]) => h("option", { value }, label)));
+  }
   if (f.kind === "json") return h("textarea", { id, name: f.key, rows: 4, placeholder: f.placeholder, spellcheck: "false" });
   const attrs = { id, name: f.key, placeholder: f.placeholder ?? (f.def !== undefined ? String(f.def) : ""), autocomplete: "off" };
   if (f.kind === "int" || f.kind === "float") {
@@ -209,7 +213,8 @@ export async function mountForm(root, ctx) {
       if (creating) {
         if (value !== undefined) body[f.key] = value;
       } else if (JSON.stringify(value ?? null) !== JSON.stringify(original[f.key] ?? null)) {
-        body[f.key] = value === undefined ? null : value;
+        // A cleared field goes back to its default; only fields without one can be null.
+        body[f.key] = value === undefined ? f.def ?? null : value;
       }
     }
     checkRules({ ...original, ...values }, errors, creating);

@@ -149,26 +149,51 @@ export async function mountList(root, ctx) {
   await reload();
 }
 
+const isTimeKey = (k) => /(^at$|At$|_at$)/.test(k);
+const isDurationKey = (k) => /(Time|Ms|_ms)$/.test(k);
+
 function timings(job) {
-  const keys = Object.keys(job).filter((k) => /(At|_at|Time|_ms|Ms|_s)$/.test(k) && typeof job[k] !== "object");
+  const keys = Object.keys(job).filter((k) => (isTimeKey(k) || isDurationKey(k)) && typeof job[k] !== "object");
   if (keys.length === 0) return h("div", { class: "empty" }, "No timings recorded.");
   return h("dl", { class: "kv" }, keys.map((k) => [
     h("dt", {}, humanize(k)),
-    h("dd", {}, /(At|_at)$/.test(k) ? fmtTime(job[k]) : /Time$|Ms$|_ms$/.test(k) ? fmtMs(job[k]) : String(job[k])),
+    h("dd", {}, isTimeKey(k) ? fmtTime(job[k]) : fmtMs(job[k])),
   ]));
 }
 
-function attempts(job) {
-  const list = pick(job, "attempts", "attemptHistory", "history");
-  if (!Array.isArray(list) || list.length === 0) return h("div", { class: "empty" }, "No attempts yet.");
+function details(job) {
+  const rows = [
+    ["Attempts", pick(job, "attempts", "attemptCount")],
+    ["Max retries", pick(job, "maxRetries")],
+    ["Execution timeout", job.executionTimeout !== undefined ? fmtMs(job.executionTimeout) : undefined],
+    ["TTL", job.ttl !== undefined ? fmtMs(job.ttl) : undefined],
+    ["Low priority", job.lowPriority === undefined ? undefined : job.lowPriority ? "yes" : "no"],
+    ["Worker", pick(job, "workerId")],
+    ["Webhook", pick(job, "webhook")],
+  ].filter(([, v]) => v !== undefined && v !== null && !Array.isArray(v));
+  if (rows.length === 0) return h("div", { class: "empty" }, "No details recorded.");
+  return h("dl", { class: "kv" }, rows.map(([k, v]) => [h("dt", {}, k), h("dd", {}, String(v))]));
+}
+
+function historyCell(key, value) {
+  if (typeof value === "string" && (STATES.includes(value.toUpperCase()) || /status|state|outcome/i.test(key))) {
+    return badge(value);
+  }
+  if (isTimeKey(key)) return fmtTime(value);
+  if (value !== null && typeof value === "object") return json(value);
+  return value === undefined || value === null ? "—" : String(value);
+}
+
+// The attempt history: the first list among the usual names (``attempts`` may be just a count).
+function history(job) {
+  const list = [job.history, job.attempts, job.attemptHistory].find(Array.isArray);
+  if (!list || list.length === 0) return h("div", { class: "empty" }, "No history yet.");
   const keys = [...new Set(list.flatMap((a) => (a && typeof a === "object" ? Object.keys(a) : [])))];
-  const columns = [{ label: "#", num: true, cell: (a) => String(list.indexOf(a) + 1) }].concat(keys.map((k) => ({
+  const columns = keys.map((k) => ({
     label: humanize(k),
     wrap: /reason|error/i.test(k),
-    cell: (a) => (/status|state|outcome/i.test(k) ? badge(a[k])
-      : /(At|_at)$/.test(k) ? fmtTime(a[k])
-        : typeof a[k] === "object" && a[k] !== null ? json(a[k]) : String(a[k] ?? "—")),
-  })));
+    cell: (a) => historyCell(k, a[k]),
+  }));
   return table(columns, list);
 }
 
@@ -176,15 +201,15 @@ export async function mountDetail(root, ctx) {
   const id = ctx.params[0];
   const draw = async () => {
     const result = await getJob(id);
-    if (!ctx.alive()) return true;
+    if (!ctx.alive()) return;
     if (!result.ok) {
       replace(root, pageHead(`Job ${shortId(id)}`), notAvailable(`Job ${id}`, result));
-      return true;
+      return;
     }
     const job = result.data.job ?? result.data;
     const endpoint = endpointOf(job);
     const status = String(job.status || "").toUpperCase();
-    const known = new Set(["id", "input", "output", "error", "attempts", "status", "endpoint", "stream"]);
+    const known = new Set(["id", "input", "output", "error", "attempts", "history", "status", "endpoint", "stream"]);
     const rest = Object.fromEntries(Object.entries(job).filter(([k, v]) => !known.has(k) && typeof v === "object" && v !== null));
     replace(root,
       pageHead(h("span", {}, "Job ", h("span", { class: "id" }, id), " ", badge(job.status)),
@@ -194,10 +219,11 @@ export async function mountDetail(root, ctx) {
         card("Input", pre(job.input ?? null)),
         card(job.error ? "Error" : "Output", job.error ? pre(job.error, "error")
           : job.output !== undefined && job.output !== null ? pre(job.output) : h("div", { class: "empty" }, FINAL.has(status) ? "No output." : "Not finished yet."))),
-      h("div", { class: "grid grid-2" }, card("Timings", timings(job)), card("Attempts", attempts(job))),
+      h("div", { class: "grid grid-2" }, card("Timings", timings(job)), card("Details", details(job))),
+      card("History", history(job)),
       Object.keys(rest).length ? card("More", pre(rest)) : null);
-    return FINAL.has(status);
   };
-  const done = await draw();
-  if (!done) ctx.every(draw, 3000);
+  // Keep polling even for a final state: a retry from this page puts the job back in the queue.
+  await draw();
+  ctx.every(draw, 3000);
 }

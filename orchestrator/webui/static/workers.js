@@ -5,7 +5,7 @@ import {
   badge, card, confirmDialog, fmtAgo, fmtSeconds, h, notAvailable, pageHead, pick, replace, select, table, toast,
 } from "./ui.js";
 
-const NOT_DRAINABLE = new Set(["DRAINING", "STOPPED", "STOPPING", "DEAD"]);
+const NOT_DRAINABLE = new Set(["DRAINING", "STOPPED", "STOPPING", "DEAD", "LOST"]);
 
 function jobsCell(worker) {
   const jobs = pick(worker, "jobs", "jobIds", "currentJobs");
@@ -55,7 +55,8 @@ export async function mount(root, ctx) {
       { label: "Worker", cell: (w) => h("span", { class: "id" }, w.workerId ?? "—") },
       { label: "Endpoint", cell: (w) => w.endpoint ?? "—" },
       { label: "Kind", cell: (w) => pick(w, "kind") ?? "—" },
-      { label: "State", cell: (w) => badge(w.state) },
+      { label: "State", cell: (w) => h("span", { class: "actions" }, badge(w.state),
+        w.draining === true && String(w.state).toUpperCase() !== "DRAINING" ? badge("DRAINING") : null) },
       { label: "Health", cell: (w) => badge(pick(w, "health")) },
       { label: "Jobs", cell: jobsCell },
       { label: "Cold start", num: true, cell: (w) => fmtSeconds(pick(w, "coldStartS", "coldStart")) },
@@ -63,7 +64,7 @@ export async function mount(root, ctx) {
       { label: "Reason", wrap: true, cell: (w) => pick(w, "reason") ?? "" },
       { label: "", cell: (w) => h("button", {
         class: "btn", type: "button", "data-drain": w.workerId,
-        disabled: NOT_DRAINABLE.has(String(w.state).toUpperCase()), onclick: () => drain(w, draw),
+        disabled: w.draining === true || NOT_DRAINABLE.has(String(w.state).toUpperCase()), onclick: () => drain(w, draw),
       }, "Drain") },
     ], rows, "No workers. The autoscaler starts them when jobs arrive; outside workers appear on their first poll."));
   };

@@ -1,0 +1,300 @@
+"""The web UI in a real headless Chromium against a real ``ripple up``.
+
+Covers: login (wrong key, then the right one), creating an endpoint (with a server-side validation error shown
+next to its field), submitting jobs from the UI and seeing one complete through an outside worker speaking
+the worker protocol, cancelling and retrying a job, editing an endpoint, draining a worker, and logging out.
+Screenshots of every page go to ``$RIPPLE_SCREENSHOT_DIR`` (or a temporary folder).
+
+Needs Debian's chromium at /usr/bin/chromium (``.ci/install-browser.sh``) and Playwright's Python package;
+never downloads a browser.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+pytestmark = pytest.mark.timeout(900)
+
+CHROMIUM = Path("/usr/bin/chromium")
+CHROMIUM_ARGS = [
+    "--headless=new",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
+READY_TIMEOUT_S = 300.0
+ENDPOINT = "e2e-echo"
+
+
+@dataclass(frozen=True)
+class Instance:
+    base_url: str
+    api_key: str
+    worker_key: str
+    data_dir: Path
+
+
+def _ripple_command() -> list[str]:
+    """The ``ripple`` script next to this interpreter, else the same entry point run by it."""
+    script = Path(sys.executable).with_name("ripple")
+    if script.exists():
+        return [str(script)]
+    return [sys.executable, "-c", "import sys; from orchestrator.cli import main; sys.exit(main())"]
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+def _wait_ready(base_url: str, proc: subprocess.Popen[bytes], log_path: Path) -> None:
+    deadline = time.monotonic() + READY_TIMEOUT_S
+    last = "no answer"
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise AssertionError(f"ripple up exited with {proc.returncode}:\n{log_path.read_text()[-4000:]}")
+        try:
+            answer = httpx.get(f"{base_url}/health/ready", timeout=5)
+            if answer.status_code == 200:
+                return
+            last = f"{answer.status_code} {answer.text[:300]}"
+        except httpx.HTTPError as exc:
+            last = repr(exc)
+        time.sleep(1.0)
+    log = log_path.read_text()[-4000:]
+    raise AssertionError(f"ripple up not ready in {READY_TIMEOUT_S} s (last: {last}):\n{log}")
+
+
+def _stop(proc: subprocess.Popen[bytes], data_dir: Path) -> None:
+    with contextlib.suppress(Exception):
+        subprocess.run(
+            [*_ripple_command(), "--data-dir", str(data_dir), "down"],
+            timeout=240,
+            capture_output=True,
+            check=False,
+        )
+    if proc.poll() is None:
+        proc.send_signal(signal.SIGINT)
+        try:
+            proc.wait(timeout=120)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(timeout=30)
+
+
+@pytest.fixture(scope="module")
+def ripple(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Instance]:
+    if not CHROMIUM.exists():
+        pytest.skip("Debian's chromium is not installed at /usr/bin/chromium (run .ci/install-browser.sh)")
+    data_dir = tmp_path_factory.mktemp("ripple-data")
+    port = _free_port()
+    base_url = f"http://127.0.0.1:{port}"
+    log_path = data_dir / "up.log"
+    env = {k: v for k, v in os.environ.items() if not k.startswith("RIPPLE_") and k != "RAY_ADDRESS"}
+    command = [*_ripple_command(), "--data-dir", str(data_dir), "up", "--port", str(port), "--num-gpus", "2"]
+    with log_path.open("wb") as log:
+        proc = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, env=env)
+    try:
+        _wait_ready(base_url, proc, log_path)
+        keys = json.loads((data_dir / "keys.json").read_text())
+        yield Instance(base_url, keys["api_key"], keys["worker_key"], data_dir)
+    finally:
+        _stop(proc, data_dir)
+
+
+class OutsideWorker:
+    """A tiny worker speaking the RunPod worker protocol over HTTP: take a job, answer with an echo."""
+
+    def __init__(self, instance: Instance, endpoint: str, worker_id: str) -> None:
+        self.url = f"{instance.base_url}/v2/{endpoint}"
+        self.worker_id = worker_id
+        self.headers = {"Authorization": instance.worker_key}
+        self.done: list[str] = []
+        self.errors: list[str] = []
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name=f"worker-{worker_id}", daemon=True)
+
+    def start(self) -> OutsideWorker:
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join(timeout=120)
+
+    def _run(self) -> None:
+        with httpx.Client(headers=self.headers, timeout=120) as http:
+            while not self._stop.is_set():
+                try:
+                    self._step(http)
+                except httpx.HTTPError as exc:
+                    self.errors.append(repr(exc))
+                    time.sleep(0.5)
+
+    def _step(self, http: httpx.Client) -> None:
+        taken = http.get(f"{self.url}/job-take/{self.worker_id}", params={"job_in_progress": "0"})
+        if taken.status_code == 204:
+            return
+        if taken.status_code != 200:
+            self.errors.append(f"take answered {taken.status_code}: {taken.text[:200]}")
+            time.sleep(0.5)
+            return
+        job: dict[str, Any] = taken.json()
+        output = {"echo": job.get("input"), "worker": self.worker_id}
+        done = http.post(f"{self.url}/job-done/{self.worker_id}/{job['id']}", json={"output": output})
+        if done.status_code == 200:
+            self.done.append(job["id"])
+        else:
+            self.errors.append(f"done answered {done.status_code}: {done.text[:200]}")
+
+
+@pytest.fixture
+def shots(tmp_path: Path) -> Path:
+    folder = Path(os.environ.get("RIPPLE_SCREENSHOT_DIR") or tmp_path / "screenshots")
+    folder.mkdir(parents=True, exist_ok=True)
+    return folder
+
+
+def test_operator_workflow_in_a_real_browser(ripple: Instance, shots: Path) -> None:
+    from playwright.sync_api import expect, sync_playwright
+
+    page_errors: list[str] = []
+    worker = OutsideWorker(ripple, ENDPOINT, "e2e-worker-1")
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
+        try:
+            page = browser.new_page(viewport={"width": 1400, "height": 900})
+            page.set_default_timeout(30_000)
+            page.on("pageerror", lambda exc: page_errors.append(str(exc)))
+
+            # Login: the UI sends us to the form; a wrong key is refused with a message.
+            page.goto(f"{ripple.base_url}/ui/")
+            expect(page).to_have_url(f"{ripple.base_url}/ui/login")
+            page.fill("#api_key", "not-the-key")
+            page.click("button[type=submit]")
+            expect(page.locator(".login-error")).to_contain_text("not valid")
+            page.screenshot(path=str(shots / "01-login-wrong-key.png"))
+            page.fill("#api_key", ripple.api_key)
+            page.click("button[type=submit]")
+            expect(page.locator("h1")).to_have_text("Dashboard")
+            expect(page.locator("#auth-banner")).to_be_hidden()
+            assert ripple.api_key not in page.content()
+            page.screenshot(path=str(shots / "02-dashboard-empty.png"), full_page=True)
+
+            # Create an endpoint: first with a value the server refuses, shown next to its field.
+            page.click("a[data-nav=endpoints]")
+            page.click("text=New endpoint")
+            page.fill("#f-name", ENDPOINT)
+            page.fill("#f-gpus", "100")
+            page.fill("#f-priority", "70")
+            page.fill("#f-maxRetries", "2")
+            expect(page.locator("pre.json")).to_contain_text('"gpus": 100')
+            page.click("button:has-text('Create endpoint')")
+            expect(page.locator("[data-error-for=gpus]")).to_be_visible()
+            page.screenshot(path=str(shots / "03-endpoint-validation.png"), full_page=True)
+            page.fill("#f-gpus", "0")
+            page.click("button:has-text('Create endpoint')")
+            expect(page.locator("h1")).to_have_text(f"Endpoint {ENDPOINT}")
+            created = httpx.get(
+                f"{ripple.base_url}/api/v1/endpoints/{ENDPOINT}",
+                headers={"Authorization": f"Bearer {ripple.api_key}"},
+            ).json()
+            assert created["priority"] == 70 and created["gpus"] == 0 and created["maxRetries"] == 2
+
+            # Edit it: only the changed field is sent.
+            page.fill("#f-priority", "80")
+            expect(page.locator("pre.json")).to_contain_text("PATCH")
+            page.click("button:has-text('Save changes')")
+            expect(page.locator(".toast")).to_contain_text("saved")
+            page.screenshot(path=str(shots / "04-endpoint-edit.png"), full_page=True)
+
+            # A job submitted with no worker yet stays queued; cancel it from the list.
+            page.goto(f"{ripple.base_url}/ui/#/jobs?endpoint={ENDPOINT}")
+            page.fill("#submit-input", '{"prompt": "cancel me"}')
+            page.click("button:has-text('Submit job')")
+            cancelled_id = page.locator("#submitted a").inner_text()
+            row = page.locator("tr", has=page.locator(f'a[title="{cancelled_id}"]'))
+            expect(row.locator("[data-state=IN_QUEUE]")).to_be_visible()
+            row.locator(f'button[data-cancel="{cancelled_id}"]').click()
+            expect(row.locator("[data-state=CANCELLED]")).to_be_visible()
+
+            # With a worker running, a submitted job completes and its output shows.
+            worker.start()
+            page.fill("#submit-input", '{"prompt": "hello from the browser"}')
+            page.click("button:has-text('Submit job')")
+            expect(page.locator("#submitted a")).not_to_have_text(cancelled_id)
+            done_id = page.locator("#submitted a").inner_text()
+            page.click("#submitted a")
+            expect(page.locator(".page-head .id")).to_have_text(done_id)
+            expect(page.locator(".page-head [data-state=COMPLETED]")).to_be_visible(timeout=90_000)
+            expect(page.locator("pre.json").nth(1)).to_contain_text("hello from the browser")
+            page.screenshot(path=str(shots / "05-job-completed.png"), full_page=True)
+
+            # Retry the cancelled job from its page: the worker completes it too.
+            page.goto(f"{ripple.base_url}/ui/#/jobs/{cancelled_id}")
+            page.click(f'button[data-retry="{cancelled_id}"]')
+            expect(page.locator(".page-head [data-state=COMPLETED]")).to_be_visible(timeout=90_000)
+            page.goto(f"{ripple.base_url}/ui/#/jobs")
+            expect(page.locator("[data-state=COMPLETED]").first).to_be_visible()
+            page.screenshot(path=str(shots / "06-jobs.png"), full_page=True)
+
+            # Drain the worker from the workers page.
+            page.click("a[data-nav=workers]")
+            drain = page.locator(f'button[data-drain="{worker.worker_id}"]')
+            expect(drain).to_be_enabled()
+            drain.click()
+            expect(page.locator("#confirm")).to_be_visible()
+            page.screenshot(path=str(shots / "07-drain-confirm.png"))
+            page.click("#confirm-ok")
+            drained_row = page.locator("tr", has=drain)
+            expect(drained_row.locator('[data-state="draining" i]').first).to_be_visible()
+            expect(drain).to_be_disabled()
+            page.screenshot(path=str(shots / "08-workers.png"), full_page=True)
+
+            # The dashboard and autoscaler pages render with live data (or say what is not available).
+            page.click("a[data-nav=autoscaler]")
+            expect(page.locator("h1")).to_contain_text("Autoscaler")
+            page.wait_for_timeout(1500)
+            page.screenshot(path=str(shots / "09-autoscaler.png"), full_page=True)
+            page.click("a[data-nav=dashboard]")
+            expect(page.locator(".chart svg").first).to_be_visible(timeout=30_000)
+            page.wait_for_timeout(1500)
+            page.screenshot(path=str(shots / "10-dashboard.png"), full_page=True)
+            assert ripple.api_key not in page.content()
+            for name in ("app.js", "api.js", "style.css"):
+                asset = page.request.get(f"{ripple.base_url}/ui/static/{name}")
+                assert asset.ok and ripple.api_key not in asset.text(), name
+
+            # Logging out ends the session: the API no longer accepts the browser.
+            page.click("#logout")
+            expect(page).to_have_url(f"{ripple.base_url}/ui/login")
+            status = page.evaluate(
+                "fetch('/api/v1/endpoints', {credentials: 'same-origin'}).then(r => r.status)"
+            )
+            assert status == 401
+        finally:
+            browser.close()
+            worker.stop()
+    assert page_errors == [], page_errors
+    assert worker.done, worker.errors
