@@ -367,6 +367,11 @@ def parser() -> argparse.ArgumentParser:
     dr.add_argument("--save-report")
     dr.add_argument("--include-sensitive", action="store_true")
     dr.set_defaults(fn=cmd_doctor)
+    for command in sub.choices.values():
+        # Also accepted after the command (`ripple up --data-dir D`); SUPPRESS keeps a value given before it.
+        command.add_argument("--data-dir", default=argparse.SUPPRESS, help="Data dir (RIPPLE_DATA_DIR).")
+        command.add_argument("--config", default=argparse.SUPPRESS, help="YAML settings file.")
+        command.add_argument("--url", default=argparse.SUPPRESS, help="Base URL of a running instance.")
     return p
 
 
