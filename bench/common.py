@@ -238,11 +238,20 @@ class Launched:
         with contextlib.suppress(ProcessLookupError, PermissionError):
             os.killpg(self.proc.pid, sig)
 
-    def stop(self, grace_s: float = 30.0, first_signal: int = signal.SIGINT) -> int | None:
-        """Send first_signal to the group, wait up to grace_s, then SIGKILL the rest; return the exit code."""
+    def stop(
+        self, grace_s: float = 30.0, first_signal: int = signal.SIGINT, group: bool = True
+    ) -> int | None:
+        """Send first_signal to the group (or to the command only), wait up to grace_s, then SIGKILL the rest.
+
+        Returns the command's exit code.
+        """
         self.remember_descendants()
         if self.alive():
-            self.signal_group(first_signal)
+            if group:
+                self.signal_group(first_signal)
+            else:
+                with contextlib.suppress(ProcessLookupError):
+                    self.proc.send_signal(first_signal)
             with contextlib.suppress(subprocess.TimeoutExpired):
                 self.proc.wait(timeout=grace_s)
         self.kill()
