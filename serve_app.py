@@ -20,6 +20,7 @@ import ray
 from fastapi import APIRouter, Depends, FastAPI, Header, Path, Query, Request, Response
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from pydantic import BaseModel, ConfigDict, Field
 from ray import serve
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
@@ -476,6 +477,60 @@ async def specs() -> dict[str, Any]:
             }
         )
     return {"specs": out}
+
+
+# Autoscaler ------------------------------------------------------------------------------------------
+
+
+def _autoscaler() -> Any:
+    return runtime.get_actor(runtime.AUTOSCALER_NAME, _boot().namespace)
+
+
+@manage.get("/autoscaler/status")
+async def autoscaler_status() -> dict[str, Any]:
+    """Cluster GPUs total/used/free and, per endpoint, current/desired replicas, queue, priority, effective
+    priority, idle and waiting times."""
+    result: dict[str, Any] = await asyncio.wait_for(_autoscaler().status.remote(), 30.0)
+    return result
+
+
+@manage.post("/autoscaler/enable")
+async def autoscaler_enable() -> dict[str, Any]:
+    result: dict[str, Any] = await _autoscaler().set_enabled.remote(True)
+    return result
+
+
+@manage.post("/autoscaler/disable")
+async def autoscaler_disable() -> dict[str, Any]:
+    result: dict[str, Any] = await _autoscaler().set_enabled.remote(False)
+    return result
+
+
+@manage.get("/autoscaler/history/{endpoint}")
+async def autoscaler_history(endpoint: EP, limit: Annotated[int, Query(ge=1, le=500)] = 50) -> dict[str, Any]:
+    """Decisions for the endpoint, newest first, each with its reason."""
+    return {"endpoint": endpoint, "history": await _autoscaler().history.remote(endpoint, limit)}
+
+
+class OverrideBody(BaseModel):
+    """A per-endpoint override: pin the replica count, or leave the endpoint alone."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    desiredReplicas: int | None = Field(default=None, ge=0, le=1000)  # noqa: N815
+    disabled: bool = False
+
+
+@manage.put("/autoscaler/overrides/{endpoint}")
+async def autoscaler_override(endpoint: EP, body: OverrideBody) -> dict[str, Any]:
+    result: dict[str, Any] = await _autoscaler().set_override.remote(endpoint, body.model_dump())
+    return result
+
+
+@manage.delete("/autoscaler/overrides/{endpoint}")
+async def autoscaler_override_clear(endpoint: EP) -> dict[str, Any]:
+    result: dict[str, Any] = await _autoscaler().set_override.remote(endpoint, None)
+    return result
 
 
 # The app --------------------------------------------------------------------------------------------

@@ -43,8 +43,9 @@ def _errors(exc: ValidationError) -> list[dict[str, Any]]:
 class JobQueue:
     """Dispatch, leases, long-polls and the worker registry. See the module docstring."""
 
-    def __init__(self, config: QueueConfig) -> None:
+    def __init__(self, config: QueueConfig, namespace: str = "ripple") -> None:
         self.cfg = config
+        self.namespace = namespace
         self.store = RedisStore.connect(config.redis_url, config.key_prefix)
         self.metrics = QueueMetrics()
         self.registry = WorkerRegistry(config.heartbeat_timeout_s)
@@ -59,6 +60,8 @@ class JobQueue:
         self._boot_lock = asyncio.Lock()
         self._tasks: list[asyncio.Task[None]] = []
         self.recovery: dict[str, Any] = {}
+        self.last_arrival_s: dict[str, float] = {}
+        self._notified_s: dict[str, float] = {}
 
     # Boot and background ------------------------------------------------------------------------
 
@@ -196,8 +199,23 @@ class JobQueue:
             )
         await self.store.submit(endpoint, jobs, spec.max_queue_size, _now_ms())
         self.metrics.submitted.labels(endpoint).inc(len(jobs))
-        self.takers.wake(endpoint, len(jobs))
+        self.last_arrival_s[endpoint] = time.time()
+        if self.takers.wake(endpoint, len(jobs)) == 0:
+            self._notify_autoscaler(endpoint)
         return [j.id for j in jobs]
+
+    def _notify_autoscaler(self, endpoint: str) -> None:
+        """Work arrived that no worker is waiting for: let the autoscaler tick now (at most every 50 ms)."""
+        now = time.monotonic()
+        if now - self._notified_s.get(endpoint, 0.0) < 0.05:
+            return
+        self._notified_s[endpoint] = now
+        try:
+            from orchestrator.runtime import AUTOSCALER_NAME, get_actor
+
+            get_actor(AUTOSCALER_NAME, self.namespace).notify.remote(endpoint)
+        except Exception:  # no autoscaler (yet): its interval tick will see the work
+            log.debug("autoscaler not notified", exc_info=True)
 
     async def runsync(self, endpoint: str, request: dict[str, Any], wait_s: float | None) -> dict[str, Any]:
         """Submit one job and hold until it is final or ``wait_s`` passes; return its status object."""
@@ -417,6 +435,30 @@ class JobQueue:
             self.stoppers.wake(worker_id)
         return sorted(self.stops.get(worker_id, ()))
 
+    async def heartbeat(
+        self, endpoint: str, worker_id: str, job_ids: Sequence[str], state: dict[str, Any]
+    ) -> dict[str, Any]:
+        """A Ray replica's heartbeat: its held jobs and lifecycle state in; jobs to stop and whether it
+        must drain out (asked through the API or the store) back."""
+        stop = await self.ping(endpoint, worker_id, job_ids, "ray", state)
+        self.stops.pop(worker_id, None)
+        return {"stop": stop, "drain": self.registry.is_draining(worker_id)}
+
+    async def report_workers(self, endpoint: str, records: Sequence[dict[str, Any]]) -> None:
+        """A pool vouches for replicas that cannot heartbeat yet (starting, waiting for placement) or that
+        have stopped."""
+        await self._endpoint(endpoint)
+        now_s = time.time()
+        for rec in records:
+            wid = str(rec["workerId"])
+            if rec.get("state") == "stopped":
+                await self.store.set_draining(wid, False)
+                if self.registry.exists(wid):
+                    self.registry.touch(wid, endpoint, "ray", now_s, rec)
+                    self.registry.mark_lost(wid, now_s)
+            else:
+                self.registry.touch(wid, endpoint, "ray", now_s, rec)
+
     async def stop_poll(self, endpoint: str, worker_id: str, wait_s: float | None = None) -> list[str]:
         """Long-poll for jobs the worker must stop; returns (and clears) them, or [] at the timeout."""
         await self._endpoint(endpoint)
@@ -538,6 +580,7 @@ class JobQueue:
                 "running": counts.get("in_progress", 0),
                 "oldestQueuedAgeS": (now_ms - oldest) / 1000 if oldest else None,
                 "waitingTakers": self.takers.count(ep),
+                "lastArrivalS": self.last_arrival_s.get(ep),
             }
         return out
 

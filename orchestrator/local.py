@@ -101,6 +101,8 @@ def start_ray_head(
         cmd.append(f"--num-cpus={num_cpus:g}")
     env = dict(os.environ)
     env.setdefault("RAY_AUTH_MODE", "disabled")
+    # Handler modules next to where `ripple up` runs are importable by replicas, as with `serve run`.
+    env["PYTHONPATH"] = os.pathsep.join(p for p in (os.getcwd(), env.get("PYTHONPATH", "")) if p)
     env.setdefault("RAY_GRACEFUL_SHUTDOWN_DRAIN_TIMEOUT_S", "5")
     log = open(data_dir / "ray-head.log", "ab")
     proc = subprocess.Popen(

@@ -80,7 +80,7 @@ def ensure_queue(boot: BootConfig, timeout_s: float = 60.0) -> Any:
     handle = (
         ray.remote(JobQueue)
         .options(**control_options(boot.namespace, QUEUE_NAME, 100_000))
-        .remote(boot.queue)
+        .remote(boot.queue, boot.namespace)
     )
     _wait(handle.ready.remote(), timeout_s, "job queue")
     return handle
@@ -157,7 +157,7 @@ def boot_config(
         runsync_wait_s=settings.runsync_wait_s,
         data_dir=str(settings.data_dir.resolve()),
         embedded_store=embedded,
-        autoscaler=settings.autoscaler.model_dump(),
+        autoscaler={**settings.autoscaler.model_dump(), "drain_timeout_s": settings.drain_timeout_s},
         dashboard_url=dashboard_url,
     )
 
@@ -173,7 +173,7 @@ def shutdown(namespace: str, *, drain_timeout_s: float = 60.0) -> None:
     from ray import serve
 
     try:
-        from actors.pools import drain_all_pools
+        from actors.pool import drain_all_pools
     except ImportError:
         drain_all_pools = None
     if drain_all_pools is not None:

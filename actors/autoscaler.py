@@ -1,0 +1,282 @@
+"""The Autoscaler actor: the one controller of the cluster (``ripple-autoscaler``, named, detached).
+
+Each tick — every ``interval_s`` and within milliseconds of a queue event — it gathers a snapshot (endpoint
+specs, queue stats, pool summaries, Ray's GPUs), calls the pure :func:`orchestrator.autoscale.decide`, saves
+the returned state to Redis, records every decision with its reason, then applies: one WorkerPool per
+endpoint with a handler (created and removed here), its target and drains. Only the holder of the Redis
+leadership lease acts, so a second instance (a restart racing the old one) never acts at once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import time
+import uuid
+from typing import Any
+
+import ray
+
+from actors import ray_cluster
+from actors.pool import PoolConfig, ensure_pool, pool_name
+from orchestrator.autoscale import (
+    AutoscaleConfig,
+    AutoscalerState,
+    Blocked,
+    Override,
+    decide,
+    decision_to_dict,
+)
+from orchestrator.autoscale.snapshot import build_snapshot, pool_actions
+from orchestrator.autoscale.priority import effective_priority
+from orchestrator.keys import Keys
+from orchestrator.runtime import AUTOSCALER_NAME, QUEUE_NAME, BootConfig, control_options, get_actor
+from orchestrator.store import RedisStore
+
+log = logging.getLogger("ripple.autoscaler")
+HISTORY_LIMIT = 500
+
+
+class Autoscaler:
+    """See the module docstring."""
+
+    def __init__(self, boot: BootConfig) -> None:
+        self.boot = boot
+        self.settings = dict(boot.autoscaler)
+        self.interval_s = float(self.settings.get("interval_s", 2.0))
+        self.config = AutoscaleConfig(
+            high_load_threshold=int(self.settings.get("high_load_threshold", 10)),
+            high_load_boost=int(self.settings.get("high_load_boost", 20)),
+            starvation_step_s=float(self.settings.get("starvation_step_s", 300)),
+            starvation_boost_per_step=int(self.settings.get("starvation_boost_per_step", 10)),
+            starvation_max_boost=int(self.settings.get("starvation_max_boost", 30)),
+            preempt_busy=bool(self.settings.get("preempt_busy", False)),
+        )
+        self.store = RedisStore.connect(boot.queue.redis_url, boot.queue.key_prefix)
+        self.k = Keys(boot.queue.key_prefix)
+        self.queue = get_actor(QUEUE_NAME, boot.namespace)
+        self.pool_cfg = PoolConfig(
+            namespace=boot.namespace,
+            take_wait_s=min(5.0, boot.take_wait_s),
+            heartbeat_s=max(0.5, boot.queue.heartbeat_timeout_s / 4),
+            drain_timeout_s=float(self.settings.get("drain_timeout_s", 600.0)),
+        )
+        self.pools: dict[str, Any] = {}
+        self.instance = uuid.uuid4().hex
+        self.state: AutoscalerState | None = None
+        self.last: dict[str, Any] = {}
+        self.last_blocked: dict[str, str] = {}
+        self._wake = asyncio.Event()
+        self._task: asyncio.Task[None] | None = None
+        self.ticks = 0
+
+    async def start(self) -> bool:
+        if self._task is None:
+            self._task = asyncio.get_running_loop().create_task(self._loop())
+        return True
+
+    async def notify(self, endpoint: str) -> None:
+        """A queue event (work arrived where nothing serves it): tick now."""
+        self._wake.set()
+
+    async def _loop(self) -> None:
+        while True:
+            try:
+                await self.tick()
+            except Exception:  # a tick never kills the loop
+                log.exception("autoscaler tick failed")
+            self._wake.clear()
+            try:
+                await asyncio.wait_for(self._wake.wait(), self.interval_s)
+            except asyncio.TimeoutError:
+                pass
+            await asyncio.sleep(0.02)  # coalesce bursts of events
+
+    async def _leader(self) -> bool:
+        ttl_ms = int(max(10.0, self.interval_s * 5) * 1000)
+        key = self.k.autoscaler_leader
+        if await self.store.r.set(key, self.instance, nx=True, px=ttl_ms):
+            return True
+        if await self.store.r.get(key) == self.instance:
+            await self.store.r.pexpire(key, ttl_ms)
+            return True
+        return False
+
+    async def enabled(self) -> bool:
+        raw = await self.store.r.get(self.k.autoscaler_enabled)
+        return bool(self.settings.get("enabled", True)) if raw is None else raw == "1"
+
+    async def tick(self) -> dict[str, Any]:
+        """Gather, decide, save, apply. Returns a summary of what it did."""
+        if not await self._leader():
+            return {"leader": False}
+        self.ticks += 1
+        specs = await self.queue.endpoint_specs.remote()
+        managed = {n: s for n, s in specs.items() if s.handler is not None}
+        await self._sync_pools(managed)
+        stats = await self.queue.stats.remote()
+        summaries = dict(
+            zip(
+                self.pools,
+                await asyncio.gather(*(p.summary.remote() for p in self.pools.values())),
+                strict=True,
+            )
+        )
+        total, available = ray_cluster.gpus()
+        if self.state is None:
+            saved = await self.store.get_doc(self.k.autoscaler_state)
+            self.state = AutoscalerState.from_dict(saved) if saved else AutoscalerState()
+        enabled = await self.enabled()
+        snapshot = build_snapshot(
+            time.time(),
+            managed,
+            stats,
+            summaries,
+            gpus_total=total,
+            gpus_available=available,
+            max_gpus=self.settings.get("max_gpus"),
+            enabled=enabled,
+            config=self.config,
+            overrides=await self._overrides(),
+        )
+        decisions, new_state = decide(snapshot, self.state)
+        await self.store.put_doc(self.k.autoscaler_state, new_state.to_dict())
+        self.state = new_state
+        await self._record(decisions, snapshot.now_s)
+        if enabled:
+            for action in pool_actions(snapshot, decisions):
+                pool = self.pools[action.endpoint]
+                if action.drain:
+                    await pool.drain.remote(list(action.drain), "autoscaler")
+                await pool.set_target.remote(action.target)
+        self.last = {
+            "at": snapshot.now_s,
+            "snapshot": snapshot,
+            "summaries": summaries,
+            "stats": stats,
+            "gpus": (total, available),
+        }
+        return {"leader": True, "decisions": [decision_to_dict(d) for d in decisions]}
+
+    async def _sync_pools(self, managed: dict[str, Any]) -> None:
+        for name in managed:
+            if name not in self.pools:
+                self.pools[name] = ensure_pool(name, self.pool_cfg)
+        for name in [n for n in self.pools if n not in managed]:
+            handle = self.pools.pop(name)
+            try:
+                await handle.close.remote(self.pool_cfg.drain_timeout_s)
+            finally:
+                ray.kill(handle, no_restart=True)
+
+    async def _overrides(self) -> dict[str, Override]:
+        raw = await self.store.r.hgetall(self.k.autoscaler_overrides)
+        out = {}
+        for name, text in raw.items():
+            d = json.loads(text)
+            out[name] = Override(
+                desired_replicas=d.get("desiredReplicas"), disabled=bool(d.get("disabled", False))
+            )
+        return out
+
+    async def _record(self, decisions: list[Any], now_s: float) -> None:
+        async with self.store.r.pipeline(transaction=False) as p:
+            n = 0
+            for d in decisions:
+                if isinstance(d, Blocked):
+                    if self.last_blocked.get(d.endpoint) == d.reason:
+                        continue
+                    self.last_blocked[d.endpoint] = d.reason
+                else:
+                    self.last_blocked.pop(d.endpoint, None)
+                entry = {"at": int(now_s * 1000), **decision_to_dict(d)}
+                key = self.k.autoscaler_history(d.endpoint)
+                p.lpush(key, json.dumps(entry))
+                p.ltrim(key, 0, HISTORY_LIMIT - 1)
+                n += 1
+                log.info("autoscaler %s", entry)
+            if n:
+                await p.execute()
+
+    # API --------------------------------------------------------------------------------------------
+
+    async def set_enabled(self, on: bool) -> dict[str, Any]:
+        await self.store.r.set(self.k.autoscaler_enabled, "1" if on else "0")
+        self._wake.set()
+        return {"enabled": on}
+
+    async def set_override(self, endpoint: str, override: dict[str, Any] | None) -> dict[str, Any]:
+        """Pin an endpoint's replica count or exclude it from autoscaling (None clears)."""
+        if override is None:
+            await self.store.r.hdel(self.k.autoscaler_overrides, endpoint)
+        else:
+            await self.store.r.hset(self.k.autoscaler_overrides, endpoint, json.dumps(override))
+        self._wake.set()
+        return {"endpoint": endpoint, "override": override}
+
+    async def history(self, endpoint: str, limit: int) -> list[dict[str, Any]]:
+        rows = await self.store.r.lrange(self.k.autoscaler_history(endpoint), 0, max(0, limit - 1))
+        return [json.loads(r) for r in rows]
+
+    async def status(self) -> dict[str, Any]:
+        """Cluster GPUs and, per endpoint, current/desired replicas, queue, priorities, idle and wait times."""
+        await self.start()
+        if not self.last:
+            await self.tick()
+        snap = self.last["snapshot"]
+        total, available = self.last["gpus"]
+        rows = []
+        for v in snap.endpoints:
+            mem = self.state.endpoints.get(v.name) if self.state else None
+            wait_s = v.oldest_queued_age_s or 0.0
+            idle = [snap.now_s - r.idle_since_s for r in v.replicas if r.state == "idle" and r.idle_since_s]
+            rows.append(
+                {
+                    "endpoint": v.name,
+                    "current": sum(1 for r in v.replicas if r.state != "draining"),
+                    "desired": self.last["summaries"].get(v.name, {}).get("target"),
+                    "starting": sum(1 for r in v.replicas if r.state == "starting"),
+                    "queued": v.queued,
+                    "running": v.running,
+                    "priority": v.priority,
+                    "effectivePriority": effective_priority(v.priority, v.queued, wait_s, self.config),
+                    "idleS": round(min(idle), 1) if idle else None,
+                    "waitingS": round(wait_s, 1),
+                    "minReplicas": v.min_replicas,
+                    "maxReplicas": v.max_replicas,
+                    "keepAlive": v.keep_alive,
+                    "blocked": self.last_blocked.get(v.name),
+                    "lastScaleUpAt": getattr(mem, "last_scale_up_s", None),
+                }
+            )
+        return {
+            "enabled": await self.enabled(),
+            "ticks": self.ticks,
+            "intervalS": self.interval_s,
+            "gpus": {
+                "total": total,
+                "used": total - available,
+                "free": available,
+                "maxGpus": self.settings.get("max_gpus"),
+            },
+            "endpoints": rows,
+        }
+
+    async def workers(self) -> list[dict[str, Any]]:
+        out: list[dict[str, Any]] = []
+        for p in self.pools.values():
+            out += await p.workers.remote()
+        return out
+
+
+def ensure_autoscaler(boot: BootConfig, timeout_s: float = 60.0) -> Any:
+    """Get or create the autoscaler actor and start its loop."""
+    handle = (
+        ray.remote(Autoscaler).options(**control_options(boot.namespace, AUTOSCALER_NAME, 1000)).remote(boot)
+    )
+    ray.get(handle.start.remote(), timeout=timeout_s)
+    return handle
+
+
+__all__ = ["Autoscaler", "ensure_autoscaler", "pool_name"]

@@ -1,0 +1,352 @@
+"""WorkerPool: one actor per endpoint (``pool:<endpoint>``) that owns its WorkerReplica actors.
+
+Each tick it observes its replicas (placed or pending, serving, draining, dead) and the cluster's draining
+nodes, asks :func:`orchestrator.pool_plan.plan` what to start and drain for the target the autoscaler set
+(``minReplicas`` while no target is set), and applies that. Replicas are Ray actors owned by this pool;
+the pool is detached and restarted by Ray (its replicas die with it and are started again).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+import uuid
+from dataclasses import dataclass, field
+from typing import Any
+
+import ray
+
+from actors import ray_cluster
+from actors.replica import ReplicaConfig, WorkerReplica
+from orchestrator.health import HealthState
+from orchestrator.models import EndpointSpec
+from orchestrator.pool_plan import ReplicaInfo, plan
+from orchestrator.runtime import QUEUE_NAME, control_options, get_actor
+from orchestrator.worker_state import WorkerState
+
+log = logging.getLogger("ripple.pool")
+MIB = 1024 * 1024
+
+
+def pool_name(endpoint: str) -> str:
+    return f"pool:{endpoint}"
+
+
+@dataclass(frozen=True)
+class PoolConfig:
+    """Settings of every pool."""
+
+    namespace: str
+    take_wait_s: float = 5.0
+    heartbeat_s: float = 5.0
+    drain_timeout_s: float = 600.0
+    tick_s: float = 1.0
+    pending_check_s: float = 2.0
+
+
+@dataclass
+class _Replica:
+    worker_id: str
+    handle: Any
+    created_s: float
+    ready_ref: Any
+    ready: bool = False
+    run_ref: Any = None
+    info: dict[str, Any] = field(default_factory=dict)
+    pending_placement: bool = False
+    draining: bool = False
+    node_id: str | None = None
+    cold_start_s: float | None = None
+    error: str | None = None
+
+    def view(self, endpoint: str) -> dict[str, Any]:
+        if self.ready:
+            state = self.info.get("state", "idle")
+        else:
+            state = "starting"
+        if self.draining and state not in ("stopped",):
+            state = "draining"
+        reason = self.info.get("reason") or (
+            "waiting for resources (pending placement)"
+            if self.pending_placement
+            else "starting: loading handler"
+        )
+        return {
+            "workerId": self.worker_id,
+            "endpoint": endpoint,
+            "kind": "ray",
+            "state": state,
+            "health": self.info.get("health", "pending"),
+            "coldStartS": self.cold_start_s,
+            "nodeId": self.node_id,
+            "pendingPlacement": self.pending_placement,
+            "reason": reason,
+            "error": self.error,
+        }
+
+
+class WorkerPool:
+    """See the module docstring."""
+
+    def __init__(self, endpoint: str, cfg: PoolConfig) -> None:
+        self.endpoint = endpoint
+        self.cfg = cfg
+        self.queue = get_actor(QUEUE_NAME, cfg.namespace)
+        self.replicas: dict[str, _Replica] = {}
+        self.target: int | None = None
+        self.spec: EndpointSpec | None = None
+        self.last_errors: list[dict[str, Any]] = []
+        self._wake = asyncio.Event()
+        self._task: asyncio.Task[None] | None = None
+        self._closing = False
+
+    async def start(self) -> bool:
+        """Start the reconcile loop (idempotent)."""
+        if self._task is None:
+            self._task = asyncio.get_running_loop().create_task(self._loop())
+        return True
+
+    async def set_target(self, replicas: int | None) -> None:
+        """The autoscaler's target (None: ``minReplicas``); reconciled at once."""
+        await self.start()
+        self.target = replicas
+        self._wake.set()
+
+    async def workers(self) -> list[dict[str, Any]]:
+        return [r.view(self.endpoint) for r in self.replicas.values()]
+
+    async def summary(self) -> dict[str, Any]:
+        """Counts for the autoscaler: replicas by state with held jobs and idle times."""
+        await self.start()
+        return {
+            "endpoint": self.endpoint,
+            "target": self.target,
+            "replicas": [
+                {
+                    "id": r.worker_id,
+                    "state": r.view(self.endpoint)["state"],
+                    "jobsHeld": r.info.get("jobsHeld", 0),
+                    "idleSince": r.info.get("idleSince"),
+                    "pendingPlacement": r.pending_placement,
+                    "health": r.info.get("health", "pending"),
+                    "coldStartS": r.cold_start_s,
+                }
+                for r in self.replicas.values()
+            ],
+            "errors": self.last_errors[-5:],
+        }
+
+    async def drain(self, worker_ids: list[str], reason: str) -> list[str]:
+        """Drain these replicas (the autoscaler's scale-down and preemption)."""
+        done = []
+        for wid in worker_ids:
+            r = self.replicas.get(wid)
+            if r is not None and not r.draining:
+                await self._drain(r, reason, self.cfg.drain_timeout_s)
+                done.append(wid)
+        return done
+
+    async def close(self, timeout_s: float) -> int:
+        """Drain every replica (jobs finish within ``timeout_s``) and stop; returns how many were drained."""
+        self._closing = True
+        for r in list(self.replicas.values()):
+            if not r.draining:
+                await self._drain(r, "pool closing", timeout_s)
+        deadline = time.monotonic() + timeout_s + 5
+        while self.replicas and time.monotonic() < deadline:
+            await self._observe()
+            await asyncio.sleep(0.2)
+        n = len(self.replicas)
+        for r in list(self.replicas.values()):
+            ray.kill(r.handle, no_restart=True)
+        return n
+
+    # Reconcile --------------------------------------------------------------------------------------
+
+    async def _loop(self) -> None:
+        while not self._closing:
+            try:
+                await self.tick()
+            except Exception:
+                log.exception("pool %s tick failed", self.endpoint)
+            self._wake.clear()
+            try:
+                await asyncio.wait_for(self._wake.wait(), self.cfg.tick_s)
+            except asyncio.TimeoutError:
+                pass
+
+    async def tick(self) -> dict[str, Any]:
+        """One reconcile step: observe, plan, apply. Returns what it did."""
+        specs = await self.queue.endpoint_specs.remote()
+        self.spec = specs.get(self.endpoint)
+        if self.spec is None or self.spec.handler is None:
+            desired = 0
+        else:
+            base = self.spec.min_replicas if self.target is None else self.target
+            desired = max(self.spec.min_replicas, min(self.spec.max_replicas, base))
+        await self._observe()
+        draining_nodes = ray_cluster.draining_nodes()
+        now_s = time.time()
+        infos = [self._info(r, draining_nodes, now_s) for r in self.replicas.values()]
+        p = plan(desired, infos, now_s)
+        for d in p.drains:
+            r = self.replicas[d.replica_id]
+            deadline = draining_nodes.get(r.node_id or "", 0)
+            timeout = (deadline / 1000 - now_s) if deadline else self.cfg.drain_timeout_s
+            await self._drain(r, d.reason, max(1.0, timeout - 2.0))
+        for _ in range(p.to_start if self.spec is not None and self.spec.handler else 0):
+            self._start(self.spec)
+        await self._report()
+        return {"desired": desired, "started": p.to_start, "drained": list(p.to_drain)}
+
+    def _info(self, r: _Replica, draining_nodes: dict[str, int], now_s: float) -> ReplicaInfo:
+        view = r.view(self.endpoint)
+        state = (
+            WorkerState(view["state"])
+            if view["state"] in WorkerState._value2member_map_
+            else WorkerState.IDLE
+        )
+        health = (
+            HealthState(view["health"])
+            if view["health"] in HealthState._value2member_map_
+            else HealthState.PENDING
+        )
+        return ReplicaInfo(
+            id=r.worker_id,
+            state=state,
+            health=health,
+            jobs_held=int(r.info.get("jobsHeld", 0)),
+            idle_since_s=r.info.get("idleSince"),
+            node_draining=bool(r.node_id and r.node_id in draining_nodes),
+            pending_placement=r.pending_placement,
+        )
+
+    def _start(self, spec: EndpointSpec) -> None:
+        wid = f"{self.endpoint}-{uuid.uuid4().hex[:8]}"
+        opts: dict[str, Any] = {
+            "name": f"worker:{self.endpoint}:{wid.rsplit('-', 1)[1]}",
+            "namespace": self.cfg.namespace,
+            "num_gpus": spec.gpus,
+            "num_cpus": spec.cpus,
+            "max_restarts": 0,
+            "max_task_retries": 0,
+            "max_concurrency": spec.concurrency + 16,
+        }
+        if spec.memory_mb:
+            opts["memory"] = spec.memory_mb * MIB
+        if spec.runtime_env:
+            opts["runtime_env"] = spec.runtime_env
+        cfg = ReplicaConfig(
+            self.endpoint,
+            wid,
+            spec.handler or "",
+            spec.concurrency,
+            self.cfg.namespace,
+            self.cfg.take_wait_s,
+            self.cfg.heartbeat_s,
+        )
+        handle = ray.remote(WorkerReplica).options(**opts).remote(cfg)
+        self.replicas[wid] = _Replica(wid, handle, time.time(), handle.ready.remote())
+        log.info("pool %s started replica %s", self.endpoint, wid)
+
+    async def _drain(self, r: _Replica, reason: str, timeout_s: float) -> None:
+        r.draining = True
+        r.info["reason"] = f"draining: {reason}"
+        if not r.ready:
+            ray.kill(r.handle, no_restart=True)  # never placed or still loading: nothing to finish
+            return
+        try:
+            await self.queue.drain_worker.remote(r.worker_id)
+        except Exception:
+            log.debug("queue did not know %s yet", r.worker_id)
+        r.handle.drain.remote(timeout_s)
+
+    async def _observe(self) -> None:
+        now_s = time.time()
+        for wid, r in list(self.replicas.items()):
+            if not r.ready:
+                done, _ = ray.wait([r.ready_ref], timeout=0)
+                if done:
+                    try:
+                        info = ray.get(done[0])
+                    except Exception as exc:
+                        await self._lost(r, f"failed to start: {_short(exc)}", str(exc))
+                        continue
+                    r.ready, r.pending_placement = True, False
+                    r.node_id, r.cold_start_s = info["nodeId"], info["coldStartS"]
+                    r.run_ref = r.handle.run.remote()
+                elif now_s - r.created_s > self.cfg.pending_check_s:
+                    r.pending_placement = ray_cluster.actor_state(r.handle._actor_id.hex()) in (
+                        "PENDING_CREATION",
+                        "DEPENDENCIES_UNREADY",
+                    )
+                continue
+            done, _ = ray.wait([r.run_ref], timeout=0)
+            if done:
+                try:
+                    ray.get(done[0])
+                    await self._stopped(r, "drained")
+                except Exception as exc:
+                    await self._lost(r, f"died: {_short(exc)}", None)
+                continue
+            try:
+                r.info = await asyncio.wait_for(r.handle.status.remote(), 2.0)
+            except Exception:
+                log.debug("status of %s unavailable", wid)
+
+    async def _stopped(self, r: _Replica, reason: str) -> None:
+        self.replicas.pop(r.worker_id, None)
+        ray.kill(r.handle, no_restart=True)
+        await self.queue.report_workers.remote(
+            self.endpoint, [{**r.view(self.endpoint), "state": "stopped", "reason": reason}]
+        )
+
+    async def _lost(self, r: _Replica, reason: str, error: str | None) -> None:
+        self.replicas.pop(r.worker_id, None)
+        if error:
+            self.last_errors.append({"workerId": r.worker_id, "at": time.time(), "error": error[-4000:]})
+            self.last_errors = self.last_errors[-20:]
+        log.warning("replica %s %s", r.worker_id, reason)
+        try:
+            await self.queue.worker_gone.remote(r.worker_id, reason)
+        except Exception:
+            log.debug("queue did not know %s", r.worker_id)
+        await self.queue.report_workers.remote(
+            self.endpoint, [{**r.view(self.endpoint), "state": "stopped", "reason": reason, "error": error}]
+        )
+
+    async def _report(self) -> None:
+        records = [r.view(self.endpoint) for r in self.replicas.values() if not r.ready]
+        if records:
+            await self.queue.report_workers.remote(self.endpoint, records)
+
+
+def _short(exc: BaseException) -> str:
+    text = str(exc).strip().splitlines()
+    return text[-1][:300] if text else type(exc).__name__
+
+
+def ensure_pool(endpoint: str, cfg: PoolConfig) -> Any:
+    """Get or create the pool actor of an endpoint and start its loop."""
+    handle = (
+        ray.remote(WorkerPool)
+        .options(**control_options(cfg.namespace, pool_name(endpoint), 1000))
+        .remote(endpoint, cfg)
+    )
+    handle.start.remote()
+    return handle
+
+
+def drain_all_pools(namespace: str, timeout_s: float) -> int:
+    """Drain every pool of the namespace (graceful shutdown); returns replicas drained."""
+    from ray.util import list_named_actors
+
+    handles = []
+    for entry in list_named_actors(all_namespaces=True):
+        if entry.get("namespace") == namespace and str(entry.get("name", "")).startswith("pool:"):
+            handles.append(ray.get_actor(entry["name"], namespace=namespace))
+    counts = ray.get([h.close.remote(timeout_s) for h in handles], timeout=timeout_s + 30) if handles else []
+    for h in handles:
+        ray.kill(h, no_restart=True)
+    return int(sum(counts))

@@ -1,0 +1,47 @@
+"""Thin adapters over the Ray internals the pools need: draining nodes, actor placement, GPUs.
+
+Kept in one place because they are private Ray APIs (read from Ray 2.60's own Serve controller, which
+polls draining nodes the same way).
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import ray
+
+log = logging.getLogger("ripple.cluster")
+_gcs: Any = None
+
+
+def _client() -> Any:
+    global _gcs
+    if _gcs is None:
+        from ray._raylet import GcsClient
+
+        _gcs = GcsClient(address=ray.get_runtime_context().gcs_address)
+    return _gcs
+
+
+def draining_nodes() -> dict[str, int]:
+    """Node id (hex) to drain deadline (ms since the epoch, 0 when none) of every draining node."""
+    try:
+        return {str(k): int(v) for k, v in _client().get_draining_nodes(timeout=5).items()}
+    except Exception:
+        log.warning("could not read draining nodes from the GCS", exc_info=True)
+        return {}
+
+
+def actor_state(actor_id_hex: str) -> str:
+    """The GCS state of an actor: DEPENDENCIES_UNREADY, PENDING_CREATION, ALIVE, RESTARTING or DEAD."""
+    try:
+        info = ray._private.state.actors(actor_id=actor_id_hex)
+    except Exception:
+        return "UNKNOWN"
+    return str(info.get("State", "UNKNOWN")) if info else "UNKNOWN"
+
+
+def gpus() -> tuple[float, float]:
+    """(total, available) GPUs of the cluster."""
+    return float(ray.cluster_resources().get("GPU", 0.0)), float(ray.available_resources().get("GPU", 0.0))

@@ -1,0 +1,248 @@
+"""WorkerReplica: one Ray actor per replica, placed with the endpoint's resources, running its handler.
+
+Lifecycle hooks, as the design asks:
+- start (``__init__``): import the handler once — the cold start, timed and reported;
+- ``run``: take jobs from the queue with no HTTP hop (``concurrency`` at once, health permitting), stream
+  chunks, batch results, heartbeat with the held jobs; returns when drained;
+- drain (``drain``): take nothing new, finish what is held within the deadline, hand back the rest;
+- ``__ray_shutdown__``: best-effort: tell the queue this worker is gone so its leases return at once.
+Leases cover everything no hook sees (a killed actor, a lost node).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from typing import Any
+
+import ray
+
+from orchestrator import health as hs
+from orchestrator.handlers import error_body, invoke, load_handler, result_body
+from orchestrator.runtime import QUEUE_NAME, get_actor
+
+log = logging.getLogger("ripple.replica")
+
+
+@dataclass(frozen=True)
+class ReplicaConfig:
+    """What a replica needs besides its handler."""
+
+    endpoint: str
+    worker_id: str
+    handler: str
+    concurrency: int
+    namespace: str
+    take_wait_s: float = 5.0
+    heartbeat_s: float = 5.0
+    result_batch: int = 256
+
+
+class WorkerReplica:
+    """See the module docstring. Create through :class:`actors.pool.WorkerPool`."""
+
+    def __init__(self, cfg: ReplicaConfig) -> None:
+        self.cfg = cfg
+        t0 = time.perf_counter()
+        self.handler = load_handler(cfg.handler)
+        self.cold_start_s = time.perf_counter() - t0
+        ctx = ray.get_runtime_context()
+        self.node_id = ctx.get_node_id()
+        self.gpu_ids = [str(g) for g in ray.get_gpu_ids()]
+        self.queue = get_actor(QUEUE_NAME, cfg.namespace)
+        self.executor = ThreadPoolExecutor(max_workers=max(1, cfg.concurrency), thread_name_prefix="handler")
+        self.health = hs.HealthRecord()
+        self.active: dict[str, asyncio.Task[None]] = {}
+        self.results: list[tuple[str, Any, bool]] = []
+        self.draining = False
+        self.drain_deadline: float | None = None
+        self.idle_since_s: float | None = time.time()
+        self.started_s = time.time()
+        self.completed = 0
+        self.failed = 0
+        self._wake = asyncio.Event()
+        self._flush = asyncio.Event()
+        self._stopped = False
+
+    # Hooks ------------------------------------------------------------------------------------------
+
+    async def ready(self) -> dict[str, Any]:
+        """Placed and loaded: the cold start and where this replica runs."""
+        return {
+            "workerId": self.cfg.worker_id,
+            "coldStartS": round(self.cold_start_s, 4),
+            "nodeId": self.node_id,
+            "gpuIds": self.gpu_ids,
+        }
+
+    async def run(self) -> dict[str, Any]:
+        """Serve until drained; returns a summary."""
+        beat = asyncio.get_running_loop().create_task(self._heartbeat_forever())
+        flusher = asyncio.get_running_loop().create_task(self._flush_forever())
+        try:
+            await self._take_loop()
+            await self._finish_held()
+        finally:
+            self._stopped = True
+            beat.cancel()
+            await self._flush_now()
+            flusher.cancel()
+            await self._beat(final=True)
+        return {"workerId": self.cfg.worker_id, "completed": self.completed, "failed": self.failed}
+
+    async def drain(self, deadline_s: float | None = None) -> None:
+        """Stop taking jobs; held jobs finish until ``deadline_s`` (seconds from now) and are handed back
+        after it."""
+        self.draining = True
+        if deadline_s is not None:
+            self.drain_deadline = time.monotonic() + deadline_s
+        self._wake.set()
+
+    def __ray_shutdown__(self) -> None:
+        if not self._stopped:
+            try:
+                self.queue.worker_gone.remote(self.cfg.worker_id, "replica shut down")
+            except Exception:  # best effort only: leases cover the rest
+                pass
+        self.executor.shutdown(wait=False, cancel_futures=True)
+
+    async def status(self) -> dict[str, Any]:
+        """What the pool plans with."""
+        return self._state()
+
+    # Loops ------------------------------------------------------------------------------------------
+
+    def _lifecycle(self) -> str:
+        if self._stopped:
+            return "stopped"
+        if self.draining:
+            return "draining"
+        return "busy" if self.active else "idle"
+
+    def _state(self) -> dict[str, Any]:
+        h = hs.tick(self.health, time.time())
+        return {
+            "workerId": self.cfg.worker_id,
+            "state": self._lifecycle(),
+            "health": h.state.value,
+            "coldStartS": round(self.cold_start_s, 4),
+            "nodeId": self.node_id,
+            "gpuIds": self.gpu_ids,
+            "concurrency": self.cfg.concurrency,
+            "jobsHeld": len(self.active),
+            "idleSince": self.idle_since_s,
+            "completed": self.completed,
+            "failed": self.failed,
+            "handler": self.cfg.handler,
+            "startedAt": int(self.started_s * 1000),
+            "reason": self._reason(h),
+        }
+
+    def _reason(self, h: hs.HealthRecord) -> str:
+        if self.draining:
+            return "draining: taking no new jobs"
+        if h.state is hs.HealthState.QUARANTINED:
+            return f"quarantined after {h.consecutive_failures} failed jobs"
+        return "serving"
+
+    async def _take_loop(self) -> None:
+        while not self.draining:
+            self.health = hs.tick(self.health, time.time())
+            free = hs.serving_slots(self.health, self.cfg.concurrency, time.time()) - len(self.active)
+            if free <= 0:
+                self._wake.clear()
+                try:
+                    await asyncio.wait_for(self._wake.wait(), 0.5)
+                except asyncio.TimeoutError:
+                    pass
+                continue
+            jobs = await self.queue.take.remote(
+                self.cfg.endpoint, self.cfg.worker_id, free, self.cfg.take_wait_s, "ray"
+            )
+            for job in jobs:
+                self.idle_since_s = None
+                self.active[job["id"]] = asyncio.get_running_loop().create_task(self._run_job(job))
+
+    async def _finish_held(self) -> None:
+        while self.active:
+            if self.drain_deadline is not None and time.monotonic() >= self.drain_deadline:
+                held = list(self.active)
+                for task in self.active.values():
+                    task.cancel()
+                await self.queue.worker_gone.remote(self.cfg.worker_id, "drain deadline passed")
+                log.warning("drain deadline passed; handed back %d jobs", len(held))
+                return
+            self._wake.clear()
+            try:
+                await asyncio.wait_for(self._wake.wait(), 0.2)
+            except asyncio.TimeoutError:
+                pass
+
+    async def _run_job(self, job: dict[str, Any]) -> None:
+        job_id = job["id"]
+
+        async def push(chunk: Any) -> None:
+            await self.queue.stream_push.remote(self.cfg.endpoint, self.cfg.worker_id, job_id, [chunk])
+
+        try:
+            output = await invoke(self.handler, {"id": job_id, "input": job["input"]}, self.executor, push)
+            body = result_body([] if self.handler.streams else output)
+            self.health = hs.on_success(self.health, time.time())
+            self.completed += 1
+        except asyncio.CancelledError:
+            return  # stopped: the job is already final (cancelled or timed out), or handed back
+        except Exception as exc:
+            body = error_body(exc, self.cfg.worker_id)
+            self.health = hs.on_failure(self.health, time.time(), detail=type(exc).__name__)
+            self.failed += 1
+        finally:
+            self.active.pop(job_id, None)
+            if not self.active:
+                self.idle_since_s = time.time()
+            self._wake.set()
+        self.results.append((job_id, body, self.handler.streams))
+        self._flush.set()
+
+    async def _flush_forever(self) -> None:
+        while True:
+            await self._flush.wait()
+            self._flush.clear()
+            await self._flush_now()
+
+    async def _flush_now(self) -> None:
+        while self.results:
+            batch, self.results = self.results[: self.cfg.result_batch], self.results[self.cfg.result_batch :]
+            for streamed in (False, True):
+                items = [(j, b) for j, b, s in batch if s is streamed]
+                if items:
+                    try:
+                        await self.queue.done_many.remote(
+                            self.cfg.endpoint, self.cfg.worker_id, items, streamed
+                        )
+                    except Exception:
+                        log.exception("reporting %d results failed; their leases will expire", len(items))
+
+    async def _heartbeat_forever(self) -> None:
+        while True:
+            await asyncio.sleep(self.cfg.heartbeat_s)
+            await self._beat()
+
+    async def _beat(self, final: bool = False) -> None:
+        try:
+            reply = await self.queue.heartbeat.remote(
+                self.cfg.endpoint, self.cfg.worker_id, list(self.active), self._state()
+            )
+        except Exception:
+            log.warning("heartbeat failed", exc_info=True)
+            return
+        if final:
+            return
+        for job_id in reply["stop"]:
+            task = self.active.get(job_id)
+            if task is not None:
+                task.cancel()
+        if reply["drain"] and not self.draining:
+            await self.drain()
