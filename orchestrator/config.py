@@ -130,13 +130,17 @@ def load_settings(config_file: str | Path | None = None, **overrides: Any) -> Se
             os.environ["_RIPPLE_CONFIG_FILE"] = previous
 
 
+_NOT_SECRET = frozenset({"key_prefix"})  # names with "key" or "url" in them whose values are safe to echo
+
+
 def _describe(exc: ValidationError) -> str:
     lines = []
     for err in exc.errors():
         name = ".".join(str(p) for p in err["loc"]) or "settings"
         env = "RIPPLE_" + "__".join(str(p) for p in err["loc"]).upper()
         value = err.get("input")
-        shown = "***" if any(s in name for s in ("key", "url")) else repr(value)
+        secret = name not in _NOT_SECRET and any(s in name.lower() for s in ("key", "url", "secret", "token"))
+        shown = "***" if secret else repr(value)
         lines.append(f"invalid setting {name} ({env}) = {shown}: {err['msg']}")
     return "; ".join(lines)
 
