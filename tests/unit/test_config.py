@@ -1,0 +1,142 @@
+"""Settings: defaults < YAML < env < flags; errors name the setting and echo its value; secrets masked."""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from orchestrator.config import QueueConfig, Settings, load_settings
+from orchestrator.errors import ConfigError
+
+pytestmark = pytest.mark.timeout(60)
+
+
+@pytest.fixture(autouse=True)
+def clean_env(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    """No RIPPLE_* variable from the outside leaks into these tests."""
+    for name in list(os.environ):
+        if name.startswith(("RIPPLE_", "_RIPPLE_")):
+            monkeypatch.delenv(name)
+    yield
+    assert "_RIPPLE_CONFIG_FILE" not in os.environ, "load_settings restores the environment"
+
+
+def write_yaml(tmp_path: Path, text: str) -> Path:
+    path = tmp_path / "ripple.yaml"
+    path.write_text(text)
+    return path
+
+
+def test_defaults() -> None:
+    s = load_settings()
+    assert (s.host, s.port, s.data_dir, s.key_prefix) == ("127.0.0.1", 8000, Path(".ripple"), "ripple:")
+    assert s.redis_url is None and s.api_key is None and not s.insecure
+    assert s.autoscaler.enabled and s.autoscaler.interval_s == 2.0
+
+
+def test_precedence_defaults_yaml_env_flags(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    path = write_yaml(tmp_path, "port: 9001\nhost: 0.0.0.0\nnamespace: fromyaml\nlog_level: debug\n")
+    s = load_settings(path)
+    assert (s.port, s.host, s.namespace, s.log_level) == (9001, "0.0.0.0", "fromyaml", "DEBUG")
+    monkeypatch.setenv("RIPPLE_PORT", "9002")
+    monkeypatch.setenv("RIPPLE_NAMESPACE", "fromenv")
+    s = load_settings(path)
+    assert (s.port, s.host, s.namespace) == (9002, "0.0.0.0", "fromenv"), "env over YAML, YAML over defaults"
+    s = load_settings(path, port=9003, host=None)
+    assert (s.port, s.host, s.namespace) == (9003, "0.0.0.0", "fromenv"), "flags over env; None flags ignored"
+    assert s.sweep_interval_s == 0.5, "untouched settings keep their defaults"
+
+
+def test_yaml_from_ripple_config_env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("RIPPLE_CONFIG", str(write_yaml(tmp_path, "port: 9100\n")))
+    assert load_settings().port == 9100
+    other = tmp_path / "other.yaml"
+    other.write_text("port: 9200\n")
+    assert load_settings(other).port == 9200, "--config wins over RIPPLE_CONFIG"
+
+
+def test_nested_settings_merge_across_sources(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    path = write_yaml(tmp_path, "autoscaler:\n  interval_s: 5\n  max_gpus: 4\n")
+    monkeypatch.setenv("RIPPLE_AUTOSCALER__ENABLED", "false")
+    s = load_settings(path)
+    assert (s.autoscaler.enabled, s.autoscaler.interval_s, s.autoscaler.max_gpus) == (False, 5.0, 4)
+
+
+def test_missing_config_file(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="does not exist"):
+        load_settings(tmp_path / "nope.yaml")
+
+
+@pytest.mark.parametrize(
+    ("env", "value", "setting"),
+    [
+        ("RIPPLE_PORT", "abc", "port"),
+        ("RIPPLE_PORT", "70000", "port"),
+        ("RIPPLE_TAKE_WAIT_S", "61", "take_wait_s"),
+        ("RIPPLE_SWEEP_INTERVAL_S", "0", "sweep_interval_s"),
+        ("RIPPLE_LOG_LEVEL", "chatty", "log_level"),
+        ("RIPPLE_KEY_PREFIX", "a b", "key_prefix"),
+        ("RIPPLE_AUTOSCALER__INTERVAL_S", "-1", "autoscaler.interval_s"),
+        ("RIPPLE_MAX_BODY_BYTES", "10", "max_body_bytes"),
+    ],
+)
+def test_invalid_env_value_names_setting_and_value(
+    monkeypatch: pytest.MonkeyPatch, env: str, value: str, setting: str
+) -> None:
+    monkeypatch.setenv(env, value)
+    with pytest.raises(ConfigError) as info:
+        load_settings()
+    msg = str(info.value)
+    assert f"invalid setting {setting} ({env})" in msg
+    assert repr(value) in msg, msg
+
+
+def test_invalid_flag_and_yaml_values(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match=r"invalid setting port \(RIPPLE_PORT\) = 0"):
+        load_settings(port=0)
+    with pytest.raises(ConfigError, match=r"serve_replicas.*'many'"):
+        load_settings(write_yaml(tmp_path, "serve_replicas: many\n"))
+    with pytest.raises(ConfigError, match=r"prot.*Extra inputs"):
+        load_settings(write_yaml(tmp_path, "prot: 1\n"))
+
+
+def test_every_invalid_setting_is_reported_at_once(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("RIPPLE_PORT", "x")
+    monkeypatch.setenv("RIPPLE_LOG_LEVEL", "y")
+    with pytest.raises(ConfigError) as info:
+        load_settings()
+    assert "port" in str(info.value) and "log_level" in str(info.value)
+    assert {tuple(loc) for loc in info.value.detail} == {("port",), ("log_level",)}
+
+
+def test_secrets_are_masked(tmp_path: Path) -> None:
+    s = load_settings(api_key="rk_secret", worker_key="wk_secret", redis_url="redis://:pw@host:6379/0")
+    assert s.api_key is not None and s.api_key.get_secret_value() == "rk_secret"
+    shown = json.dumps(s.public()) + repr(s) + str(s)
+    for secret in ("rk_secret", "wk_secret", "pw@host"):
+        assert secret not in shown
+    path = write_yaml(tmp_path, "api-key: typo_secret_value\n")
+    with pytest.raises(ConfigError) as info:
+        load_settings(path)
+    assert "typo_secret_value" not in str(info.value), "a misspelt secret is not echoed either"
+
+
+def test_queue_config_from_settings() -> None:
+    s = load_settings(heartbeat_timeout_s=12, take_wait_s=3, key_prefix="x:")
+    q = QueueConfig.from_settings(s, "unix:///tmp/r.sock")
+    assert (q.redis_url, q.key_prefix, q.heartbeat_timeout_s, q.take_wait_s) == (
+        "unix:///tmp/r.sock",
+        "x:",
+        12,
+        3,
+    )
+    assert q.runsync_wait_s == s.runsync_wait_s and q.webhook_max_attempts == s.webhook_max_attempts
+
+
+def test_settings_class_refuses_unknown_fields() -> None:
+    with pytest.raises(ValueError):
+        Settings(not_a_setting=1)  # type: ignore[call-arg]
