@@ -22,15 +22,12 @@ from actors.replica import ReplicaConfig, WorkerReplica
 from orchestrator.health import HealthState
 from orchestrator.models import EndpointSpec
 from orchestrator.pool_plan import ReplicaInfo, plan
-from orchestrator.runtime import QUEUE_NAME, control_options, get_actor
+from orchestrator.names import QUEUE_NAME, get_actor, pool_name
+from orchestrator.runtime import control_options
 from orchestrator.worker_state import WorkerState
 
 log = logging.getLogger("ripple.pool")
 MIB = 1024 * 1024
-
-
-def pool_name(endpoint: str) -> str:
-    return f"pool:{endpoint}"
 
 
 @dataclass(frozen=True)
@@ -294,6 +291,10 @@ class WorkerPool:
                 r.info = await asyncio.wait_for(r.handle.status.remote(), 2.0)
             except Exception:
                 log.debug("status of %s unavailable", wid)
+                continue
+            if int(r.info.get("stuck", 0)) >= int(r.info.get("concurrency", 1)):
+                ray.kill(r.handle, no_restart=True)  # every thread hangs in a stopped job: replace it
+                await self._lost(r, "hung past its jobs' execution timeout; replaced", None)
 
     async def _stopped(self, r: _Replica, reason: str) -> None:
         self.replicas.pop(r.worker_id, None)

@@ -22,7 +22,7 @@ import ray
 
 from orchestrator import health as hs
 from orchestrator.handlers import error_body, invoke, load_handler, result_body
-from orchestrator.runtime import QUEUE_NAME, get_actor
+from orchestrator.names import QUEUE_NAME, get_actor
 
 log = logging.getLogger("ripple.replica")
 
@@ -63,6 +63,7 @@ class WorkerReplica:
         self.started_s = time.time()
         self.completed = 0
         self.failed = 0
+        self.stuck = 0  # stopped jobs whose sync code still occupies a thread
         self._wake = asyncio.Event()
         self._flush = asyncio.Event()
         self._stopped = False
@@ -193,7 +194,11 @@ class WorkerReplica:
             self.health = hs.on_success(self.health, time.time())
             self.completed += 1
         except asyncio.CancelledError:
-            return  # stopped: the job is already final (cancelled or timed out), or handed back
+            # Stopped: the job is already final (cancelled or timed out) or handed back. Sync code cannot be
+            # interrupted; once every thread is stuck the pool replaces this replica.
+            if self.handler.kind in ("sync", "gen"):
+                self.stuck += 1
+            return
         except Exception as exc:
             body = error_body(exc, self.cfg.worker_id)
             self.health = hs.on_failure(self.health, time.time(), detail=type(exc).__name__)

@@ -12,17 +12,15 @@ import time
 from dataclasses import dataclass, replace
 from typing import Any
 
-from orchestrator import embedded_redis
 from orchestrator.auth import AuthConfig
 from orchestrator.config import QueueConfig, Settings
 from orchestrator.errors import NotReady
 
 log = logging.getLogger("ripple.runtime")
 
-QUEUE_NAME = "ripple-queue"
-AUTOSCALER_NAME = "ripple-autoscaler"
-APP_NAME = "ripple"
-CONTROL_RESOURCE = "ripple-control"
+from orchestrator.names import APP_NAME, AUTOSCALER_NAME, CONTROL_RESOURCE, QUEUE_NAME, get_actor
+
+__all__ = ["APP_NAME", "AUTOSCALER_NAME", "CONTROL_RESOURCE", "QUEUE_NAME", "BootConfig", "get_actor"]
 
 
 @dataclass(frozen=True)
@@ -47,6 +45,8 @@ def resolve_store(settings: Settings, *, detach: bool) -> tuple[str, bool]:
     adopted here). Returns ``(url, embedded)``."""
     if settings.redis_url is not None:
         return settings.redis_url.get_secret_value(), False
+    from orchestrator import embedded_redis
+
     server = embedded_redis.start(settings.data_dir, detach=detach)
     return server.url, True
 
@@ -104,16 +104,6 @@ def _wait(ref: Any, timeout_s: float, what: str) -> Any:
         return ray.get(ref, timeout=timeout_s)
     except ray.exceptions.GetTimeoutError:
         raise NotReady(f"the {what} did not become ready within {timeout_s:.0f} s") from None
-
-
-def get_actor(name: str, namespace: str) -> Any:
-    """Handle of a named control actor; raises NotReady when it does not exist."""
-    import ray
-
-    try:
-        return ray.get_actor(name, namespace=namespace)
-    except ValueError:
-        raise NotReady(f"actor {name!r} is not running in namespace {namespace!r}") from None
 
 
 def deploy_serve(boot: BootConfig, settings: Settings, *, blocking_ready_s: float = 120.0) -> str:
