@@ -170,7 +170,13 @@ def submit_batches(client: httpx.Client, endpoint: str, n: int, batch_size: int)
 
 
 def wait_for_count(
-    client: httpx.Client, endpoint: str, section: str, key: str, at_least: int, timeout_s: float
+    client: httpx.Client,
+    endpoint: str,
+    section: str,
+    key: str,
+    at_least: int,
+    timeout_s: float,
+    interval_s: float = 0.05,
 ) -> tuple[float, int]:
     """Poll the endpoint's health until health[section][key] >= at_least; return (moment, last value seen).
 
@@ -185,7 +191,7 @@ def wait_for_count(
             value = -1
         if value >= at_least:
             break
-        time.sleep(0.02)
+        time.sleep(interval_s)
     return time.perf_counter(), value
 
 
@@ -227,7 +233,8 @@ def bench_end_to_end(
     baseline = int(health(client, endpoint)["jobs"]["completed"])
     start_s = time.perf_counter()
     submit_s = submit_batches(client, endpoint, n, batch_size)
-    done_at_s, completed = wait_for_count(client, endpoint, "jobs", "completed", baseline + n, timeout_s)
+    # Polled every 0.1 s: often enough for a run of many seconds, rarely enough not to load the server.
+    done_at_s, completed = wait_for_count(client, endpoint, "jobs", "completed", baseline + n, timeout_s, 0.1)
     return EndToEnd(
         n=n, submit_s=submit_s, elapsed_s=done_at_s - start_s, completed=max(0, completed - baseline)
     )
@@ -257,23 +264,33 @@ class Recovery:
     to_all_queued_s: float | None
     queued_seen: int
     app_reported_s: float | None
+    app_reported_queued: int | None
 
 
 _RECOVERY_METRIC = re.compile(r"^(\S*recover\S*?)(\{[^}]*\})?\s+([0-9.eE+-]+)\s*$", re.MULTILINE)
 
 
-def app_reported_recovery_s(client: httpx.Client) -> float | None:
-    """Largest value of any `*recover*seconds*` sample on /metrics, if the app exports one; else None."""
+def app_reported_recovery(client: httpx.Client) -> tuple[float | None, int | None]:
+    """The queue's own recovery (seconds, jobs found), if the app reports it; else (None, None).
+
+    Looked for in GET /health/ready (a `recovery` object with `seconds` and `queued`), then on /metrics
+    (the largest `*recover*seconds*` sample).
+    """
     try:
+        body = client.get("/health/ready").json()
+        recovery = body.get("recovery") if isinstance(body, dict) else None
+        if isinstance(recovery, dict) and "seconds" in recovery:
+            queued = recovery.get("queued")
+            return float(recovery["seconds"]), int(queued) if queued is not None else None
         text = client.get("/metrics").text
-    except httpx.HTTPError:
-        return None
+    except (httpx.HTTPError, ValueError):
+        return None, None
     values = [
         float(match.group(3))
         for match in _RECOVERY_METRIC.finditer(text)
         if "second" in match.group(1) and not match.group(1).endswith(("_count", "_created", "_bucket"))
     ]
-    return max(values) if values else None
+    return (max(values) if values else None), None
 
 
 def measure_restart(
@@ -297,6 +314,6 @@ def measure_restart(
     ready_s = time.perf_counter() - started_s
     with client_for(server.base_url, None) as client:
         queued_at_s, seen = wait_for_count(client, endpoint, "jobs", "inQueue", jobs, queued_timeout_s)
-        reported = app_reported_recovery_s(client)
+        reported_s, reported_queued = app_reported_recovery(client)
     all_queued_s = queued_at_s - started_s if seen >= jobs else None
-    return Recovery(how, jobs, ready_s, all_queued_s, seen, reported)
+    return Recovery(how, jobs, ready_s, all_queued_s, seen, reported_s, reported_queued)

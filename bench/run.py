@@ -42,7 +42,8 @@ from bench.common import Row, Target, format_table  # noqa: E402
 class Plan:
     """How much of everything to run."""
 
-    jobs: int
+    jobs: int  # Celery, plain Ray and run-batch
+    e2e_jobs: int  # Ripple end to end through the worker protocol (one HTTP request per completion)
     latency_samples: int
     recovery_jobs: int  # 0 skips the recovery measurement
     submit_batch: int
@@ -52,9 +53,23 @@ class Plan:
 
 
 FULL = Plan(
-    jobs=20_000, latency_samples=1_000, recovery_jobs=100_000, submit_batch=500, workers=8, take_batch=32
+    jobs=10_000,
+    e2e_jobs=5_000,
+    latency_samples=1_000,
+    recovery_jobs=100_000,
+    submit_batch=500,
+    workers=8,
+    take_batch=32,
 )
-QUICK = Plan(jobs=2_000, latency_samples=200, recovery_jobs=0, submit_batch=500, workers=8, take_batch=32)
+QUICK = Plan(
+    jobs=2_000,
+    e2e_jobs=1_000,
+    latency_samples=200,
+    recovery_jobs=0,
+    submit_batch=500,
+    workers=8,
+    take_batch=32,
+)
 
 
 class Results:
@@ -163,7 +178,7 @@ def measure_ripple(
         time.sleep(1.0)  # let the workers register and start long-polling
         results.section(
             "ripple_end_to_end",
-            lambda: ripple_http.bench_end_to_end(client, ep, plan.jobs, plan.submit_batch, timeout_s=300),
+            lambda: ripple_http.bench_end_to_end(client, ep, plan.e2e_jobs, plan.submit_batch, timeout_s=300),
         )
         results.section(
             "ripple_round_trip", lambda: ripple_http.bench_round_trip(client, ep, plan.latency_samples)
@@ -293,7 +308,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.workers:
         plan = replace(plan, workers=args.workers)
     if args.jobs:
-        plan = replace(plan, jobs=args.jobs)
+        plan = replace(plan, jobs=args.jobs, e2e_jobs=args.jobs)
     if args.recovery_jobs is not None:
         plan = replace(plan, recovery_jobs=args.recovery_jobs)
     signal.signal(signal.SIGTERM, _raise_interrupt)
