@@ -1,0 +1,128 @@
+"""``python -m orchestrator.batch --endpoint E --input jobs.jsonl --output results.jsonl``
+
+Pushes a file of jobs through an endpoint from inside the Ray cluster (``Client.in_cluster()``, no HTTP),
+reports progress on stdout (visible in ``ray job logs``), and writes one result per input line, in input
+order. Resumable: submitted job ids are recorded next to the output (``<output>.ids``) as they are accepted,
+so a re-run submits only the lines never accepted and collects the rest.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from orchestrator.client import FINAL_NAMES, InClusterClient
+
+
+def _load_ids(path: Path) -> dict[int, str]:
+    ids: dict[int, str] = {}
+    if path.exists():
+        for line in path.read_text().splitlines():
+            if line.strip():
+                row = json.loads(line)
+                ids[int(row["line"])] = str(row["id"])
+    return ids
+
+
+def run(
+    endpoint: str,
+    input_path: Path,
+    output_path: Path,
+    *,
+    namespace: str = "ripple",
+    chunk: int = 1000,
+    poll_s: float = 1.0,
+    timeout_s: float = 86_400.0,
+    client: Any = None,
+) -> dict[str, int]:
+    """Submit what is not yet submitted, wait for every job, write results in order; returns counts."""
+    client = client or InClusterClient(namespace)
+    inputs = []
+    with input_path.open() as f:
+        for line in f:
+            if line.strip():
+                row = json.loads(line)
+                inputs.append(row["input"] if isinstance(row, dict) and "input" in row else row)
+    ids_path = output_path.with_name(output_path.name + ".ids")
+    ids = _load_ids(ids_path)
+    todo = [i for i in range(len(inputs)) if i not in ids]
+    print(
+        f"{len(inputs)} jobs in {input_path}; {len(ids)} already submitted; submitting {len(todo)}",
+        flush=True,
+    )
+    with ids_path.open("a") as log:
+        for start in range(0, len(todo), chunk):
+            lines = todo[start : start + chunk]
+            for i, job_id in zip(
+                lines, client.submit_many(endpoint, [inputs[i] for i in lines]), strict=True
+            ):
+                ids[i] = job_id
+                log.write(json.dumps({"line": i, "id": job_id}) + "\n")
+            log.flush()
+            os.fsync(log.fileno())
+            print(f"submitted {min(start + chunk, len(todo))}/{len(todo)}", flush=True)
+    order = [ids[i] for i in range(len(inputs))]
+    results: dict[str, dict[str, Any]] = {}
+    deadline = time.monotonic() + timeout_s
+    last_report = 0.0
+    while len(results) < len(order) and time.monotonic() < deadline:
+        pending = [j for j in order if j not in results]
+        for start in range(0, len(pending), 5000):
+            batch = pending[start : start + 5000]
+            for job_id, st in zip(batch, client.statuses(batch), strict=True):
+                if st is None:
+                    results[job_id] = {"id": job_id, "status": "UNKNOWN", "error": "job not found"}
+                elif st["status"] in FINAL_NAMES:
+                    results[job_id] = st
+        if time.monotonic() - last_report > 5 or len(results) == len(order):
+            last_report = time.monotonic()
+            print(
+                f"done {len(results)}/{len(order)} ({100 * len(results) // max(1, len(order))}%)", flush=True
+            )
+        if len(results) < len(order):
+            time.sleep(poll_s)
+    tmp = output_path.with_name(output_path.name + ".tmp")
+    counts: dict[str, int] = {}
+    with tmp.open("w") as out:
+        for line, job_id in enumerate(order):
+            st = results.get(job_id, {"id": job_id, "status": "PENDING"})
+            counts[st["status"]] = counts.get(st["status"], 0) + 1
+            out.write(json.dumps({"line": line, **st}) + "\n")
+    tmp.replace(output_path)
+    print(f"wrote {len(order)} results to {output_path}: {counts}", flush=True)
+    return counts
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="python -m orchestrator.batch", description=__doc__)
+    p.add_argument("--endpoint", required=True)
+    p.add_argument("--input", required=True, type=Path)
+    p.add_argument("--output", required=True, type=Path)
+    p.add_argument("--namespace", default=os.environ.get("RIPPLE_NAMESPACE", "ripple"))
+    p.add_argument("--chunk", type=int, default=1000)
+    p.add_argument("--timeout-s", type=float, default=86_400.0)
+    args = p.parse_args(argv)
+    import ray
+
+    ray.init(
+        address=os.environ.get("RAY_ADDRESS", "auto"), namespace=args.namespace, logging_level=logging.WARNING
+    )
+    counts = run(
+        args.endpoint,
+        args.input,
+        args.output,
+        namespace=args.namespace,
+        chunk=args.chunk,
+        timeout_s=args.timeout_s,
+    )
+    return 0 if set(counts) <= {"COMPLETED"} else 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())
