@@ -112,7 +112,7 @@ def test_progress_updates_never_complete(
         obj = job_status(ripple_app, name, job.job_id)
         if obj["status"] != "IN_PROGRESS":
             break
-        seen_progress = seen_progress or isinstance(obj.get("output"), dict) and "step" in obj["output"]
+        seen_progress = seen_progress or (isinstance(obj.get("output"), dict) and "step" in obj["output"])
         time.sleep(0.2)
     assert obj["status"] == "IN_PROGRESS", "a progress update completed the job"
     assert seen_progress, "progress updates were not visible in the status object"
