@@ -141,7 +141,8 @@ class OutsideWorker:
 
     def stop(self) -> None:
         self._stop.set()
-        self._thread.join(timeout=120)
+        if self._thread.is_alive():
+            self._thread.join(timeout=120)
 
     def _run(self) -> None:
         with httpx.Client(headers=self.headers, timeout=120) as http:
@@ -169,6 +170,12 @@ class OutsideWorker:
             self.errors.append(f"done answered {done.status_code}: {done.text[:200]}")
 
 
+def _snap(page: Any, path: Path, *, full_page: bool = True) -> None:
+    """A screenshot from the top of the page (the sidebar is sticky, so scrolling would shift it)."""
+    page.evaluate("window.scrollTo(0, 0)")
+    page.screenshot(path=str(path), full_page=full_page)
+
+
 @pytest.fixture
 def shots(tmp_path: Path) -> Path:
     folder = Path(os.environ.get("RIPPLE_SCREENSHOT_DIR") or tmp_path / "screenshots")
@@ -194,13 +201,13 @@ def test_operator_workflow_in_a_real_browser(ripple: Instance, shots: Path) -> N
             page.fill("#api_key", "not-the-key")
             page.click("button[type=submit]")
             expect(page.locator(".login-error")).to_contain_text("not valid")
-            page.screenshot(path=str(shots / "01-login-wrong-key.png"))
+            _snap(page, shots / "01-login-wrong-key.png", full_page=False)
             page.fill("#api_key", ripple.api_key)
             page.click("button[type=submit]")
             expect(page.locator("h1")).to_have_text("Dashboard")
             expect(page.locator("#auth-banner")).to_be_hidden()
             assert ripple.api_key not in page.content()
-            page.screenshot(path=str(shots / "02-dashboard-empty.png"), full_page=True)
+            _snap(page, shots / "02-dashboard-empty.png")
 
             # Create an endpoint: first with a value the server refuses, shown next to its field.
             page.click("a[data-nav=endpoints]")
@@ -212,7 +219,7 @@ def test_operator_workflow_in_a_real_browser(ripple: Instance, shots: Path) -> N
             expect(page.locator("pre.json")).to_contain_text('"gpus": 100')
             page.click("button:has-text('Create endpoint')")
             expect(page.locator("[data-error-for=gpus]")).to_be_visible()
-            page.screenshot(path=str(shots / "03-endpoint-validation.png"), full_page=True)
+            _snap(page, shots / "03-endpoint-validation.png")
             page.fill("#f-gpus", "0")
             page.click("button:has-text('Create endpoint')")
             expect(page.locator("h1")).to_have_text(f"Endpoint {ENDPOINT}")
@@ -226,8 +233,8 @@ def test_operator_workflow_in_a_real_browser(ripple: Instance, shots: Path) -> N
             page.fill("#f-priority", "80")
             expect(page.locator("pre.json")).to_contain_text("PATCH")
             page.click("button:has-text('Save changes')")
-            expect(page.locator(".toast")).to_contain_text("saved")
-            page.screenshot(path=str(shots / "04-endpoint-edit.png"), full_page=True)
+            expect(page.locator(".toast", has_text="saved")).to_be_visible()
+            _snap(page, shots / "04-endpoint-edit.png")
 
             # A job submitted with no worker yet stays queued; cancel it from the list.
             page.goto(f"{ripple.base_url}/ui/#/jobs?endpoint={ENDPOINT}")
@@ -249,7 +256,7 @@ def test_operator_workflow_in_a_real_browser(ripple: Instance, shots: Path) -> N
             expect(page.locator(".page-head .id")).to_have_text(done_id)
             expect(page.locator(".page-head [data-state=COMPLETED]")).to_be_visible(timeout=90_000)
             expect(page.locator("pre.json").nth(1)).to_contain_text("hello from the browser")
-            page.screenshot(path=str(shots / "05-job-completed.png"), full_page=True)
+            _snap(page, shots / "05-job-completed.png")
 
             # Retry the cancelled job from its page: the worker completes it too.
             page.goto(f"{ripple.base_url}/ui/#/jobs/{cancelled_id}")
@@ -257,7 +264,7 @@ def test_operator_workflow_in_a_real_browser(ripple: Instance, shots: Path) -> N
             expect(page.locator(".page-head [data-state=COMPLETED]")).to_be_visible(timeout=90_000)
             page.goto(f"{ripple.base_url}/ui/#/jobs")
             expect(page.locator("[data-state=COMPLETED]").first).to_be_visible()
-            page.screenshot(path=str(shots / "06-jobs.png"), full_page=True)
+            _snap(page, shots / "06-jobs.png")
 
             # Drain the worker from the workers page.
             page.click("a[data-nav=workers]")
@@ -265,22 +272,44 @@ def test_operator_workflow_in_a_real_browser(ripple: Instance, shots: Path) -> N
             expect(drain).to_be_enabled()
             drain.click()
             expect(page.locator("#confirm")).to_be_visible()
-            page.screenshot(path=str(shots / "07-drain-confirm.png"))
+            _snap(page, shots / "07-drain-confirm.png", full_page=False)
             page.click("#confirm-ok")
             drained_row = page.locator("tr", has=drain)
             expect(drained_row.locator('[data-state="draining" i]').first).to_be_visible()
             expect(drain).to_be_disabled()
-            page.screenshot(path=str(shots / "08-workers.png"), full_page=True)
+            _snap(page, shots / "08-workers.png")
+
+            # With the only worker draining, new jobs wait: the dashboard shows them queued.
+            for n in range(3):
+                queued = httpx.post(
+                    f"{ripple.base_url}/v2/{ENDPOINT}/run",
+                    json={"input": {"n": n}},
+                    headers={"Authorization": f"Bearer {ripple.api_key}"},
+                )
+                assert queued.status_code == 200, queued.text
+
+            # A Ray-backed endpoint: the autoscaler keeps its one replica, which shows with its cold start.
+            ray_endpoint = httpx.post(
+                f"{ripple.base_url}/api/v1/endpoints",
+                json={"name": "e2e-ray", "handler": "examples.handlers:echo", "gpus": 1, "minReplicas": 1},
+                headers={"Authorization": f"Bearer {ripple.api_key}"},
+            )
+            assert ray_endpoint.status_code == 201, ray_endpoint.text
+            page.click("a[data-nav=workers]")
+            ray_row = page.locator("tr", has_text="e2e-ray")
+            expect(ray_row.locator('[data-state="idle" i]')).to_be_visible(timeout=180_000)
+            _snap(page, shots / "08b-workers-ray.png")
 
             # The dashboard and autoscaler pages render with live data (or say what is not available).
             page.click("a[data-nav=autoscaler]")
             expect(page.locator("h1")).to_contain_text("Autoscaler")
             page.wait_for_timeout(1500)
-            page.screenshot(path=str(shots / "09-autoscaler.png"), full_page=True)
+            _snap(page, shots / "09-autoscaler.png")
             page.click("a[data-nav=dashboard]")
-            expect(page.locator(".chart svg").first).to_be_visible(timeout=30_000)
-            page.wait_for_timeout(1500)
-            page.screenshot(path=str(shots / "10-dashboard.png"), full_page=True)
+            expect(page.locator(".chart svg")).to_have_count(2, timeout=30_000)
+            page.wait_for_timeout(6000)  # a few more samples for the charts and the throughput
+            expect(page.locator(".stat", has_text="Queued jobs").locator(".value")).to_have_text("3")
+            _snap(page, shots / "10-dashboard.png")
             assert ripple.api_key not in page.content()
             for name in ("app.js", "api.js", "style.css"):
                 asset = page.request.get(f"{ripple.base_url}/ui/static/{name}")

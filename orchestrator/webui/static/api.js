@@ -99,6 +99,7 @@ export const autoscalerHistory = (name, limit = 50) =>
 export const cancelJob = (endpoint, id) => post(`/v2/${enc(endpoint)}/cancel/${enc(id)}`);
 export const retryJob = (endpoint, id) => post(`/v2/${enc(endpoint)}/retry/${enc(id)}`);
 export const runJob = (endpoint, input) => post(`/v2/${enc(endpoint)}/run`, { input });
+export const specs = () => get("/api/v1/specs");
 export const drainWorker = (id) => post(`/api/v1/workers/${enc(id)}/drain`);
 
 // The per-endpoint rows of the autoscaler status, whatever the exact shape.

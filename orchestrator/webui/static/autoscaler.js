@@ -2,9 +2,25 @@
 
 import { autoscalerGpus, autoscalerHistory, autoscalerRows, autoscalerStatus, asList, listEndpoints, post } from "./api.js";
 import {
-  badge, card, confirmDialog, fmtAgo, fmtNumber, fmtSeconds, fmtTime, h, meter, notAvailable, pageHead, pick,
-  replace, select, table, toast,
+  badge, card, confirmDialog, fmtNumber, fmtSeconds, fmtTime, h, meter, notAvailable, pageHead, pick,
+  replace, select, stat, table, toast,
 } from "./ui.js";
+
+// What one decision changed: "+2 replicas", "drain r-1, r-2", "wanted 1 more", or from -> to.
+function change(d) {
+  const ids = pick(d, "replica_ids", "replicaIds");
+  if (Array.isArray(ids)) {
+    const by = pick(d, "preempted_by", "preemptedBy");
+    return `drain ${ids.length}${by ? ` for ${by}` : ""}`;
+  }
+  const count = pick(d, "count");
+  if (count !== undefined) return `+${fmtNumber(count)} replica${count === 1 ? "" : "s"}`;
+  const wanted = pick(d, "wanted");
+  if (wanted !== undefined) return `wanted ${fmtNumber(wanted)} more`;
+  const from = pick(d, "from", "fromReplicas");
+  const to = pick(d, "to", "toReplicas");
+  return from === undefined && to === undefined ? "—" : `${fmtNumber(from)} → ${fmtNumber(to)}`;
+}
 
 function enabledOf(status) {
   const value = pick(status, "enabled", "autoscalerEnabled", "isEnabled");
@@ -17,11 +33,7 @@ export async function mount(root, ctx) {
   const rowsBox = h("div", {});
   const historyPick = select("history-endpoint", [], "");
   const historyBox = h("div", {});
-  replace(root, head,
-    h("div", { class: "grid grid-side" },
-      card("Endpoints", rowsBox),
-      card("Cluster", statusBox)),
-    card("Decision history", historyBox, historyPick));
+  replace(root, head, statusBox, card("Endpoints", rowsBox), card("Decision history", historyBox, historyPick));
 
   const toggle = async (enable) => {
     if (!enable && !(await confirmDialog("Disable the autoscaler?",
@@ -41,29 +53,29 @@ export async function mount(root, ctx) {
       [h("button", { class: "btn btn-primary", type: "button", id: "autoscaler-enable", disabled: enabled === true, onclick: () => toggle(true) }, "Enable"),
         h("button", { class: "btn btn-danger", type: "button", id: "autoscaler-disable", disabled: enabled === false, onclick: () => toggle(false) }, "Disable")]));
     if (!result.ok) {
-      replace(statusBox, notAvailable("Autoscaler status", result));
+      replace(statusBox, h("div", { class: "grid" }, notAvailable("Autoscaler status", result)));
       replace(rowsBox, notAvailable("Per-endpoint status", result));
       return;
     }
-    const gpus = autoscalerGpus(status);
-    replace(statusBox, gpus
-      ? h("div", {},
-        h("dl", { class: "kv" },
-          h("dt", {}, "GPUs total"), h("dd", {}, fmtNumber(gpus.total, 2)),
-          h("dt", {}, "GPUs used"), h("dd", {}, fmtNumber(gpus.used, 2)),
-          h("dt", {}, "GPUs free"), h("dd", {}, fmtNumber(gpus.free, 2)),
-          h("dt", {}, "Last decision"), h("dd", {}, fmtAgo(pick(status, "lastTickAt", "lastDecisionAt", "updatedAt")))),
-        meter([{ value: Number(gpus.used) || 0, tone: "indigo" }], Number(gpus.total) || 1))
-      : h("div", { class: "empty" }, "No GPU figures reported."));
+    const gpus = autoscalerGpus(status) || {};
+    const maxGpus = pick(status.gpus || {}, "maxGpus");
+    replace(statusBox, h("div", { class: "grid grid-stats" },
+      stat("GPUs in use", `${fmtNumber(gpus.used, 2)} / ${fmtNumber(gpus.total, 2)}`,
+        `${fmtNumber(gpus.free, 2)} free${maxGpus ? `, at most ${fmtNumber(maxGpus, 2)} for Ripple` : ""}`,
+        meter([{ value: Number(gpus.used) || 0, tone: "indigo" }], Number(gpus.total) || 1)),
+      stat("Endpoints scaled", fmtNumber(autoscalerRows(status).length), "with a pool of Ray replicas"),
+      stat("Decision loop", fmtSeconds(pick(status, "intervalS")), `${fmtNumber(pick(status, "ticks"))} ticks so far`)));
     replace(rowsBox, table([
       { label: "Endpoint", cell: (r) => h("a", { href: `#/endpoints/${encodeURIComponent(r.name)}` }, r.name ?? "—") },
       { label: "Replicas", num: true, cell: (r) => fmtNumber(pick(r, "currentReplicas", "current", "replicas")) },
       { label: "Desired", num: true, cell: (r) => fmtNumber(pick(r, "desiredReplicas", "desired", "target")) },
+      { label: "Starting", num: true, cell: (r) => fmtNumber(pick(r, "starting")) },
       { label: "Queued", num: true, cell: (r) => fmtNumber(pick(r, "queued", "queueDepth", "inQueue")) },
       { label: "Priority", num: true, cell: (r) => fmtNumber(pick(r, "priority")) },
       { label: "Effective", num: true, cell: (r) => fmtNumber(pick(r, "effectivePriority"), 1) },
       { label: "Idle for", num: true, cell: (r) => fmtSeconds(pick(r, "idleS", "idleTimeS", "idleSeconds")) },
       { label: "Waiting for", num: true, cell: (r) => fmtSeconds(pick(r, "waitingS", "waitingTimeS", "waitSeconds")) },
+      { label: "Blocked", wrap: true, cell: (r) => pick(r, "blocked") ?? "" },
     ], autoscalerRows(status), "No endpoints."));
   };
 
@@ -82,21 +94,18 @@ export async function mount(root, ctx) {
     const rows = asList(result.data, "history", "decisions", "items");
     replace(historyBox, table([
       { label: "When", cell: (d) => fmtTime(pick(d, "at", "timestamp", "time", "atMs", "createdAt")) },
-      { label: "Action", cell: (d) => badge(pick(d, "action", "kind", "type", "decision")) },
-      { label: "Replicas", num: true, cell: (d) => {
-        const from = pick(d, "from", "fromReplicas", "current");
-        const to = pick(d, "to", "toReplicas", "desired", "target");
-        return from === undefined && to === undefined ? "—" : `${fmtNumber(from)} → ${fmtNumber(to)}`;
-      } },
+      { label: "Decision", cell: (d) => badge(pick(d, "kind", "action", "type", "decision")) },
+      { label: "Change", cell: change },
       { label: "Reason", wrap: true, cell: (d) => pick(d, "reason", "why") ?? "—" },
     ], rows, "No decisions recorded for this endpoint yet."));
   };
 
-  const endpoints = await listEndpoints();
+  const [endpoints, first] = await Promise.all([listEndpoints(), autoscalerStatus()]);
   if (!ctx.alive()) return;
   const names = endpoints.list.map((ep) => ep.name);
   replace(historyPick, h("option", { value: "" }, "Choose an endpoint"), names.map((n) => h("option", { value: n }, n)));
-  if (names.length) historyPick.value = names[0];
+  const scaled = first.ok ? autoscalerRows(first.data).map((r) => r.name).filter((n) => names.includes(n)) : [];
+  if (names.length) historyPick.value = scaled[0] || names[0];
   historyPick.addEventListener("change", drawHistory);
   ctx.every(draw, 5000);
   ctx.every(drawHistory, 10000);

@@ -35,7 +35,7 @@ export function lineChart(series, opts = {}) {
   const width = opts.width || 640;
   const pad = { left: 36, right: 12, top: 10, bottom: 24 };
   const all = series.flatMap((line) => line.points);
-  if (all.length < 2) {
+  if (all.length === 0) {
     return h("div", { class: "chart-empty" }, opts.emptyText || "Collecting samples…");
   }
   const x1 = Math.max(opts.xEndMs ?? 0, ...all.map((p) => p[0]));
@@ -78,6 +78,8 @@ export function lineChart(series, opts = {}) {
     const attrs = { d, fill: "none", stroke: line.color, "stroke-width": 2, "stroke-linejoin": "round" };
     if (line.dashed) attrs["stroke-dasharray"] = "5 4";
     svg.append(s("path", attrs));
+    const [lastT, lastV] = line.points[line.points.length - 1];
+    svg.append(s("circle", { cx: xOf(lastT), cy: yOf(lastV), r: 3, fill: line.color }));
   }
   const hover = s("line", { class: "hover-line", y1: pad.top, y2: pad.top + innerH, visibility: "hidden" });
   svg.append(hover);

@@ -1,6 +1,6 @@
 // Dashboard: headline numbers, charts of the last hour, endpoints, workers by state, recent jobs.
 
-import { autoscalerGpus, listJobs, listWorkers } from "./api.js";
+import { asList, autoscalerGpus, listJobs, listWorkers, specs } from "./api.js";
 import { chartLegend, lineChart, PALETTE } from "./charts.js";
 import { getLatest, getSamples, sampleNow, subscribe, throughputPerMin, WINDOW_MS } from "./sampler.js";
 import {
@@ -30,10 +30,11 @@ export async function mount(root, ctx) {
 
   let workers = { ok: false, list: [] };
   let jobs = { ok: false, list: [] };
+  let gpusTotal = null;
   const draw = () => {
     const latest = getLatest();
     if (!latest || !ctx.alive()) return;
-    drawStats(stats, latest, workers);
+    drawStats(stats, latest, workers, gpusTotal);
     drawCharts(queueChart, replicaChart, replicaPick);
     drawEndpoints(endpointsBox, latest);
     drawWorkers(workersBox, workers);
@@ -44,6 +45,12 @@ export async function mount(root, ctx) {
     draw();
   };
   replicaPick.addEventListener("change", draw);
+  // Without the autoscaler's figures, the cluster's GPU count still comes from the worker specs.
+  specs().then((result) => {
+    if (!result.ok) return;
+    gpusTotal = asList(result.data, "specs", "nodes").reduce((acc, node) => acc + (Number(node.gpus) || 0), 0);
+    draw();
+  });
   ctx.onLeave(subscribe(() => draw()));
   ctx.every(refreshLists, 5000);
   if (!getLatest()) await sampleNow();
@@ -54,7 +61,7 @@ function sum(values) {
   return values.reduce((acc, v) => acc + (Number(v) || 0), 0);
 }
 
-function drawStats(box, latest, workers) {
+function drawStats(box, latest, workers, gpusTotal) {
   const eps = Object.values(latest.perEndpoint || {});
   const names = Object.keys(latest.perEndpoint || {});
   const rates = names.map(throughputPerMin).filter((v) => v !== null);
@@ -70,9 +77,10 @@ function drawStats(box, latest, workers) {
     stat("Workers", workers.ok ? fmtNumber(active.length) : "—",
       workers.ok ? `${busy} busy` : "not available",
       workers.ok ? meter([{ value: busy, tone: "indigo" }], Math.max(active.length, 1)) : null),
-    stat("GPUs in use", gpus ? `${fmtNumber(gpus.used, 2)} / ${fmtNumber(gpus.total, 2)}` : "—",
-      gpus ? `${fmtNumber(gpus.free, 2)} free` : "not available",
-      gpus ? meter([{ value: Number(gpus.used) || 0, tone: "indigo" }], Number(gpus.total) || 1) : null));
+    gpus
+      ? stat("GPUs in use", `${fmtNumber(gpus.used, 2)} / ${fmtNumber(gpus.total, 2)}`, `${fmtNumber(gpus.free, 2)} free`,
+        meter([{ value: Number(gpus.used) || 0, tone: "indigo" }], Number(gpus.total) || 1))
+      : stat("GPUs", gpusTotal === null ? "—" : fmtNumber(gpusTotal, 2), gpusTotal === null ? "not available" : "in the cluster; use not reported"));
 }
 
 function drawCharts(queueBox, replicaBox, replicaPick) {

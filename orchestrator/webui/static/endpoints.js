@@ -284,8 +284,9 @@ function applyServerErrors(result, showErrors, formError) {
     }
   }
   showErrors(errors);
-  const summary = Object.keys(errors).length ? "Please fix the fields marked above." : "";
-  formError.textContent = [result.error, summary, ...unplaced].filter(Boolean).join(" ");
+  const placed = Object.keys(errors).length > 0;
+  const head = placed ? "Ripple refused some fields: see the messages above." : `Not saved: ${result.error}.`;
+  formError.textContent = [head, ...unplaced].join(" ");
   formError.hidden = false;
 }
 

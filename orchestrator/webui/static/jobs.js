@@ -188,7 +188,9 @@ function historyCell(key, value) {
 function history(job) {
   const list = [job.history, job.attempts, job.attemptHistory].find(Array.isArray);
   if (!list || list.length === 0) return h("div", { class: "empty" }, "No history yet.");
-  const keys = [...new Set(list.flatMap((a) => (a && typeof a === "object" ? Object.keys(a) : [])))];
+  const found = new Set(list.flatMap((a) => (a && typeof a === "object" ? Object.keys(a) : [])));
+  const preferred = ["at", "from", "to", "worker", "workerId", "reason"].filter((k) => found.has(k));
+  const keys = [...preferred, ...[...found].filter((k) => !preferred.includes(k))];
   const columns = keys.map((k) => ({
     label: humanize(k),
     wrap: /reason|error/i.test(k),

@@ -38,10 +38,10 @@ export function pick(obj, ...keys) {
 
 const TONES = {
   green: ["COMPLETED", "IDLE", "HEALTHY", "READY", "RUNNING", "ENABLED", "ON", "OK", "ALIVE", "SCALE_UP"],
-  blue: ["IN_QUEUE", "STARTING", "INITIALIZING", "PENDING", "QUEUED"],
+  blue: ["IN_QUEUE", "STARTING", "INITIALIZING", "PENDING", "QUEUED", "PREWARM"],
   indigo: ["IN_PROGRESS", "BUSY"],
-  amber: ["DRAINING", "RECOVERING", "TIMED_OUT", "DEGRADED", "SCALE_DOWN", "STALE", "SUSPECT"],
-  red: ["FAILED", "UNHEALTHY", "QUARANTINED", "DEAD", "ERROR", "OFF", "DISABLED", "LOST"],
+  amber: ["DRAINING", "DRAIN", "RECOVERING", "TIMED_OUT", "DEGRADED", "SCALE_DOWN", "STALE", "SUSPECT", "BLOCKED"],
+  red: ["FAILED", "UNHEALTHY", "QUARANTINED", "EVICTED", "DEAD", "ERROR", "OFF", "DISABLED", "LOST"],
 };
 
 export function tone(state) {
@@ -168,6 +168,7 @@ export function toast(message, isError = false) {
   const box = document.getElementById("toasts");
   const el = h("div", { class: `toast${isError ? " error" : ""}`, role: "status" }, message);
   box.append(el);
+  while (box.children.length > 3) box.firstElementChild.remove();
   setTimeout(() => el.remove(), isError ? 7000 : 3500);
 }
 
