@@ -112,11 +112,24 @@ class JobQueue:
             self._finalized(moved.job_id, moved.endpoint, S.TIMED_OUT)
         now_s = now_ms / 1000
         for worker in self.registry.stale(now_s):
+            seen_s = await self._seen_elsewhere(worker)
+            if seen_s is not None and now_s - seen_s <= self.cfg.heartbeat_timeout_s:
+                self.registry.touch(worker, self.registry.endpoint_of(worker), None, seen_s)
+                continue
             await self._reclaim(worker, self.registry.held(worker), "heartbeat")
             self.registry.mark_lost(worker, now_s)
         changed, removed = self.registry.dirty(now_s)
         if changed or removed:
             await self.store.save_workers(changed, removed)
+
+    async def _seen_elsewhere(self, worker_id: str) -> float | None:
+        """Last sign of life another queue instance recorded (during an upgrade two clusters may share the
+        store): a worker that pings the other instance is alive."""
+        raw = await self.store.load_worker(worker_id)
+        if raw is None:
+            return None
+        seen_ms = json.loads(raw).get("lastSeenAt")
+        return seen_ms / 1000 if seen_ms else None
 
     # Endpoints ----------------------------------------------------------------------------------
 

@@ -376,6 +376,11 @@ class RedisStore:
                 p.hdel(self.k.workers, *removed)
             await p.execute()
 
+    async def load_worker(self, worker_id: str) -> str | None:
+        """One worker's persisted record (JSON), or None."""
+        raw = await self.r.hget(self.k.workers, worker_id)
+        return str(raw) if raw is not None else None
+
     async def load_workers(self) -> dict[str, str]:
         return dict(await self.r.hgetall(self.k.workers))
 
