@@ -123,16 +123,32 @@ class BodyLimit:
                 await _error(413, f"request body over the limit of {limit} bytes")(scope, receive, send)
                 return
         seen = 0
+        over = False
+        started = False
 
         async def limited() -> Message:
-            nonlocal seen
+            nonlocal seen, over
             message = await receive()
             seen += len(message.get("body", b""))
             if seen > limit:
+                over = True
                 raise PayloadTooLarge(f"request body over the limit of {limit} bytes")
             return message
 
-        await self.app(scope, limited, send)
+        async def send_unless_over(message: Message) -> None:
+            # FastAPI turns an error raised while it reads the body into its own 400: hold its reply back.
+            nonlocal started
+            if not over:
+                started = True
+                await send(message)
+
+        try:
+            await self.app(scope, limited, send_unless_over)
+        except PayloadTooLarge:
+            if not over:
+                raise
+        if over and not started:
+            await _error(413, f"request body over the limit of {limit} bytes")(scope, receive, send)
 
 
 def _as_json(scope: Scope) -> Scope:
