@@ -20,7 +20,7 @@ from typing import Any
 
 import httpx
 
-from bench.common import Latency, Launched, free_port, http_client, rate_per_s, time_calls, wait_until
+from bench.common import Latency, Launched, free_port, http_client, rate_per_s, time_calls
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 BODY = {"input": {"x": 1}}
@@ -70,17 +70,24 @@ class RippleServer:
         return started_s
 
     def wait_ready(self, timeout_s: float = 180.0) -> None:
-        """Block until GET /health/ready answers 200. Raises RuntimeError (with the log's tail) otherwise."""
+        """Block until GET /health/ready answers 200.
 
-        def ready() -> bool:
+        Raises RuntimeError, with the tail of the log, when `ripple up` exits first or timeout_s passes.
+        """
+        deadline_s = time.perf_counter() + timeout_s
+        while time.perf_counter() < deadline_s:
             if self.launched is None or not self.launched.alive():
-                raise RuntimeError("ripple up exited")
+                tail = self.launched.log_tail() if self.launched else ""
+                raise RuntimeError(f"ripple up exited before it was ready. Log tail:\n{tail}")
             self.launched.remember_descendants()
-            return httpx.get(f"{self.base_url}/health/ready", timeout=2.0).status_code == 200
-
-        if not wait_until(ready, timeout_s=timeout_s, interval_s=0.05):
-            tail = self.launched.log_tail() if self.launched else ""
-            raise RuntimeError(f"Ripple was not ready within {timeout_s:.0f} s. Log tail:\n{tail}")
+            try:
+                if httpx.get(f"{self.base_url}/health/ready", timeout=2.0).status_code == 200:
+                    return
+            except httpx.HTTPError:
+                pass
+            time.sleep(0.05)
+        tail = self.launched.log_tail() if self.launched else ""
+        raise RuntimeError(f"Ripple was not ready within {timeout_s:.0f} s. Log tail:\n{tail}")
 
     def stop(self, grace_s: float = 60.0) -> float:
         """Graceful stop (SIGINT to `ripple up`, as Ctrl-C), then kill what is left; return seconds taken."""
