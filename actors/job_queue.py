@@ -18,11 +18,13 @@ from typing import Any
 
 from pydantic import ValidationError
 
+from orchestrator import logs
 from orchestrator.config import QueueConfig
 from orchestrator.errors import Conflict, InvalidInput, NotFound
 from orchestrator.jobs import RETRYABLE, JobStatus, JobView, parse_worker_result
-from orchestrator.metrics import QueueMetrics
+from orchestrator.metrics import QueueMetrics, lease_reason, worker_state_counts
 from orchestrator.models import EndpointPatch, EndpointSpec, NewJob, RunRequest, new_job_id
+from orchestrator.ray_metrics import RaySink
 from orchestrator.registry import WorkerRegistry
 from orchestrator.store import REQUEUE_OR_FAIL, FinishItem, FinishOutcome, Moved, RedisStore
 from orchestrator.waiters import Waiters
@@ -47,7 +49,10 @@ class JobQueue:
         self.cfg = config
         self.namespace = namespace
         self.store = RedisStore.connect(config.redis_url, config.key_prefix)
-        self.metrics = QueueMetrics()
+        logs.configure("INFO")  # JSON lines in the actor's log file
+        self.ray_metrics = RaySink()
+        self.metrics = QueueMetrics(self.ray_metrics)
+        self._mirrored_s = 0.0
         self.registry = WorkerRegistry(config.heartbeat_timeout_s)
         self.endpoints: dict[str, EndpointSpec] = {}
         self.leased: dict[str, tuple[str, str, float]] = {}  # job -> (worker, endpoint, leased_at_s)
@@ -110,6 +115,10 @@ class JobQueue:
         for moved in await self.store.sweep("leases", now_ms, 1000):
             self._release(moved, "timeout")
             self._finalized(moved.job_id, moved.endpoint, S.TIMED_OUT)
+            log.info(
+                "job timed out (execution timeout)",
+                extra={"job_id": moved.job_id, "endpoint": moved.endpoint, "worker_id": moved.worker},
+            )
         now_s = now_ms / 1000
         for worker in self.registry.stale(now_s):
             seen_s = await self._seen_elsewhere(worker)
@@ -121,6 +130,9 @@ class JobQueue:
         changed, removed = self.registry.dirty(now_s)
         if changed or removed:
             await self.store.save_workers(changed, removed)
+        if now_s - self._mirrored_s >= 5.0:  # workers by state for the Ray dashboard
+            self._mirrored_s = now_s
+            self.ray_metrics.set_gauge("ripple_workers", worker_state_counts(self.registry.views()))
 
     async def _seen_elsewhere(self, worker_id: str) -> float | None:
         """Last sign of life another queue instance recorded (during an upgrade two clusters may share the
@@ -191,8 +203,13 @@ class JobQueue:
 
     # Client API ---------------------------------------------------------------------------------
 
-    async def submit(self, endpoint: str, requests: Sequence[dict[str, Any]]) -> list[str]:
-        """Accept jobs (all or nothing) and return their ids; durable in Redis before this returns."""
+    async def submit(
+        self, endpoint: str, requests: Sequence[dict[str, Any]], request_id: str | None = None
+    ) -> list[str]:
+        """Accept jobs (all or nothing) and return their ids; durable in Redis before this returns.
+
+        ``request_id`` (the HTTP request's ``X-Request-ID``) is carried by this call's log lines."""
+        logs.bind(request_id=request_id, endpoint=endpoint)
         spec = await self._endpoint(endpoint)
         jobs = []
         for raw in requests:
@@ -212,6 +229,7 @@ class JobQueue:
             )
         await self.store.submit(endpoint, jobs, spec.max_queue_size, _now_ms())
         self.metrics.submitted.labels(endpoint).inc(len(jobs))
+        log.debug("accepted %d jobs", len(jobs), extra={"job_id": jobs[0].id if len(jobs) == 1 else None})
         self.last_arrival_s[endpoint] = time.time()
         if self.takers.wake(endpoint, len(jobs)) == 0:
             self._notify_autoscaler(endpoint)
@@ -262,8 +280,9 @@ class JobQueue:
         status, chunks = await self.store.read_stream(job_id)
         return {"id": job_id, "status": status.value, "stream": [{"output": c} for c in chunks]}
 
-    async def cancel(self, endpoint: str, job_id: str) -> dict[str, Any]:
+    async def cancel(self, endpoint: str, job_id: str, request_id: str | None = None) -> dict[str, Any]:
         """Cancel a queued or running job; the worker is told to stop, its late result ignored."""
+        logs.bind(request_id=request_id, endpoint=endpoint, job_id=job_id)
         job = await self._job(endpoint, job_id)
         moved = await self.store.move(
             job_id, S.CANCELLED.value, _now_ms(), "cancelled", expect_from=(S.IN_QUEUE, S.IN_PROGRESS)
@@ -278,6 +297,7 @@ class JobQueue:
         if moved.before is S.IN_PROGRESS:
             self._release(moved, None)
         self._finalized(job_id, endpoint, S.CANCELLED)
+        log.info("job cancelled (was %s)", moved.before.value if moved.before else "?")
         return {"id": job_id, "status": S.CANCELLED.value}
 
     async def retry(self, endpoint: str, job_id: str) -> dict[str, Any]:
@@ -361,9 +381,16 @@ class JobQueue:
                 return []
 
     async def done(
-        self, endpoint: str, worker_id: str, job_id: str, body: Any, is_stream: bool = False
+        self,
+        endpoint: str,
+        worker_id: str,
+        job_id: str,
+        body: Any,
+        is_stream: bool = False,
+        request_id: str | None = None,
     ) -> dict[str, Any]:
         """A worker's result or progress update for one job (idempotent: the first final result wins)."""
+        logs.bind(request_id=request_id, endpoint=endpoint, job_id=job_id, worker_id=worker_id)
         return (await self.done_many(endpoint, worker_id, [(job_id, body)], is_stream))[0]
 
     async def done_many(
@@ -515,7 +542,8 @@ class JobQueue:
             self.registry.release(worker_id, job_id)
             if moved.moved and moved.after is not None:
                 n += 1
-                self.metrics.leases_lost.labels(moved.endpoint, reason).inc()
+                self.metrics.leases_lost.labels(moved.endpoint, lease_reason(reason)).inc()
+                log.info("lease lost: %s", reason, extra={"job_id": job_id, "worker_id": worker_id})
                 if moved.after is S.IN_QUEUE:
                     self.takers.wake(moved.endpoint, 1)
                 else:
@@ -619,13 +647,13 @@ class JobQueue:
             ("endpoint",),
             {(ep,): s["oldestQueuedAgeS"] or 0.0 for ep, s in stats.items()},
         )
-        m.set_state(
-            "ripple_workers",
-            "Workers by endpoint and state.",
-            ("endpoint", "state"),
-            self.registry.state_counts(),
-        )
+        m.set_gauge("ripple_workers", worker_state_counts(self.registry.views()))
         return self.metrics.render()
+
+    async def publish_metrics(self, payload: dict[str, Any]) -> int:
+        """Samples measured elsewhere (the autoscaler, once per tick: replicas, GPUs, decisions, cold
+        starts), kept in this registry so ``/metrics`` stays one actor call. Returns samples applied."""
+        return self.metrics.apply_published(payload)
 
     async def ready(self) -> dict[str, Any]:
         """Readiness: the store answers and recovery is done."""

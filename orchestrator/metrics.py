@@ -172,9 +172,9 @@ def bounded(value: str) -> str:
     return value if _LABEL_OK.match(value) else "other"
 
 
-def worker_state_counts(views: Iterable[Mapping[str, Any]]) -> dict[tuple[str, str], float]:
+def worker_state_counts(views: Iterable[Mapping[str, Any]]) -> dict[tuple[str, ...], float]:
     """Workers by (endpoint, state); a quarantined or evicted worker counts as ``quarantined``."""
-    out: dict[tuple[str, str], float] = {}
+    out: dict[tuple[str, ...], float] = {}
     for v in views:
         state = str(v.get("state", "idle"))
         if state != "stopped" and v.get("health") in ("quarantined", "evicted"):
