@@ -8,12 +8,11 @@ other's data. Async tests run under pytest-asyncio (``asyncio_mode = "auto"``).
 
 from __future__ import annotations
 
-import uuid
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import pytest
-import redis
+from store_support import delete_prefix, unique_prefix
 
 from orchestrator import embedded_redis
 from orchestrator.fakes import MemoryStore
@@ -38,27 +37,6 @@ def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[embedded_
 @pytest.fixture(scope="session")
 def redis_url(redis_server: embedded_redis.EmbeddedRedis) -> str:
     return redis_server.url
-
-
-def unique_prefix() -> str:
-    """A key prefix no other test uses."""
-    return f"t{uuid.uuid4().hex[:12]}:"
-
-
-def delete_prefix(url: str, prefix: str) -> None:
-    """Delete every key under ``prefix`` (synchronously, so it works outside any event loop)."""
-    client = redis.Redis.from_url(url)
-    try:
-        batch: list[bytes] = []
-        for key in client.scan_iter(match=prefix + "*", count=5000):
-            batch.append(key)
-            if len(batch) >= 5000:
-                client.unlink(*batch)
-                batch.clear()
-        if batch:
-            client.unlink(*batch)
-    finally:
-        client.close()
 
 
 @pytest.fixture
