@@ -20,6 +20,7 @@ import ray
 
 from actors import ray_cluster
 from actors.pool import PoolConfig, ensure_pool, pool_name
+from orchestrator import logs
 from orchestrator.autoscale import (
     AutoscaleConfig,
     AutoscalerState,
@@ -28,9 +29,12 @@ from orchestrator.autoscale import (
     decide,
     decision_to_dict,
 )
-from orchestrator.autoscale.snapshot import build_snapshot, pool_actions
 from orchestrator.autoscale.priority import effective_priority
+from orchestrator.autoscale.snapshot import build_snapshot, pool_actions
+from orchestrator.control_metrics import TickMemory, queue_gauges, tick_samples
 from orchestrator.keys import Keys
+from orchestrator.metrics import published
+from orchestrator.ray_metrics import RaySink
 from orchestrator.runtime import AUTOSCALER_NAME, QUEUE_NAME, BootConfig, control_options, get_actor
 from orchestrator.store import RedisStore
 
@@ -70,6 +74,9 @@ class Autoscaler:
         self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
         self.ticks = 0
+        logs.configure("INFO")  # JSON lines in the actor's log file
+        self.ray_metrics = RaySink()
+        self.metric_memory = TickMemory()
 
     async def start(self) -> bool:
         if self._task is None:
@@ -144,8 +151,9 @@ class Autoscaler:
         await self.store.put_doc(self.k.autoscaler_state, new_state.to_dict())
         self.state = new_state
         await self._record(decisions, snapshot.now_s)
+        actions = pool_actions(snapshot, decisions)
         if enabled:
-            for action in pool_actions(snapshot, decisions):
+            for action in actions:
                 pool = self.pools[action.endpoint]
                 if action.drain:
                     await pool.drain.remote(list(action.drain), "autoscaler")
@@ -157,7 +165,38 @@ class Autoscaler:
             "stats": stats,
             "gpus": (total, available),
         }
+        desired = (
+            {a.endpoint: a.target for a in actions}
+            if enabled
+            else {ep: s.get("target") for ep, s in summaries.items()}
+        )
+        await self._publish(summaries, stats, desired, (total, available), enabled, decisions)
         return {"leader": True, "decisions": [decision_to_dict(d) for d in decisions]}
+
+    async def _publish(
+        self,
+        summaries: dict[str, Any],
+        stats: dict[str, Any],
+        desired: dict[str, Any],
+        gpus: tuple[float, float],
+        enabled: bool,
+        decisions: list[Any],
+    ) -> None:
+        """This tick's metrics: into the queue's registry (one call) and Ray's metrics agent."""
+        samples, self.metric_memory = tick_samples(
+            summaries, desired, gpus[0], gpus[1], enabled, decisions, self.metric_memory
+        )
+        try:
+            await self.queue.publish_metrics.remote(
+                published(samples.gauges, samples.counters, samples.observations)
+            )
+        except Exception:  # metrics never fail a tick
+            log.debug("publishing metrics to the queue failed", exc_info=True)
+        for name, values in {**samples.gauges, **queue_gauges(stats)}.items():
+            self.ray_metrics.set_gauge(name, values)
+        for name, rows in samples.counters.items():
+            for labels, amount in rows:
+                self.ray_metrics.inc_labels(name, labels, amount)
 
     async def _sync_pools(self, managed: dict[str, Any]) -> None:
         for name in managed:

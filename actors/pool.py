@@ -19,10 +19,12 @@ import ray
 
 from actors import ray_cluster
 from actors.replica import ReplicaConfig, WorkerReplica
+from orchestrator import logs
 from orchestrator.health import HealthState
 from orchestrator.models import EndpointSpec
-from orchestrator.pool_plan import ReplicaInfo, plan
 from orchestrator.names import QUEUE_NAME, get_actor, pool_name
+from orchestrator.pool_plan import ReplicaInfo, plan
+from orchestrator.ray_metrics import RaySink
 from orchestrator.runtime import control_options
 from orchestrator.worker_state import WorkerState
 
@@ -97,6 +99,8 @@ class WorkerPool:
         self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
         self._closing = False
+        logs.configure("INFO")  # JSON lines in the actor's log file
+        self.ray_metrics = RaySink()
 
     async def start(self) -> bool:
         """Start the reconcile loop (idempotent)."""
@@ -272,6 +276,16 @@ class WorkerPool:
                         continue
                     r.ready, r.pending_placement = True, False
                     r.node_id, r.cold_start_s = info["nodeId"], info["coldStartS"]
+                    self.ray_metrics.observe(
+                        "ripple_worker_cold_start_seconds",
+                        {"endpoint": self.endpoint},
+                        float(info["coldStartS"]),
+                    )
+                    log.info(
+                        "replica ready, cold start %.3f s",
+                        info["coldStartS"],
+                        extra={"worker_id": wid, "endpoint": self.endpoint},
+                    )
                     r.run_ref = r.handle.run.remote()
                 elif now_s - r.created_s > self.cfg.pending_check_s:
                     r.pending_placement = ray_cluster.actor_state(r.handle._actor_id.hex()) in (

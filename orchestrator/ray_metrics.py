@@ -55,6 +55,10 @@ class RaySink:
     def set(self, name: str, tags: Mapping[str, str], value: float) -> None:
         self._record(name, tags, value, "set")
 
+    def inc_labels(self, name: str, labels: tuple[str, ...], amount: float) -> None:
+        """``inc`` with label values in the spec's order."""
+        self.inc(name, dict(zip(BY_NAME[name].labels, labels, strict=True)), amount)
+
     def set_gauge(self, name: str, values: Mapping[tuple[str, ...], float]) -> None:
         """Set every labelled value of a gauge (label tuples in the spec's order)."""
         labels = BY_NAME[name].labels
