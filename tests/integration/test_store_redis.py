@@ -1,0 +1,358 @@
+"""The Lua paths of RedisStore on a real (embedded) Redis.
+
+Submit, order, take, drain, finish, streams, sweeps, purge, progress, leases, webhooks, the small documents,
+durability across a restart, and the cost of submitting and recovering 100,000 queued jobs.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from pathlib import Path
+
+import pytest
+import redis
+
+from orchestrator import embedded_redis
+from orchestrator.errors import NotFound, QueueFull
+from orchestrator.jobs import JobStatus
+from orchestrator.models import NewJob
+from orchestrator.store import REQUEUE_OR_FAIL, FinishItem, RedisStore
+
+pytestmark = pytest.mark.timeout(120)
+S = JobStatus
+NOW = 1_700_000_000_000
+
+
+def jobs(n: int, start: int = 0, **kw: object) -> list[NewJob]:
+    """``n`` jobs j{start}.. with small inputs; keyword arguments override NewJob fields."""
+    fields: dict[str, object] = {"execution_timeout_ms": 10_000, "ttl_ms": 60_000, "max_retries": 1}
+    fields.update(kw)
+    return [
+        NewJob(id=f"j{i}", endpoint="ep", input_json=json.dumps({"i": i}), **fields)  # type: ignore[arg-type]
+        for i in range(start, start + n)
+    ]
+
+
+def done(job_id: str, worker: str, status: JobStatus = S.COMPLETED, **kw: object) -> FinishItem:
+    return FinishItem(job_id, worker, status, **kw)  # type: ignore[arg-type]
+
+
+async def test_submit_is_all_or_nothing_under_max_queue_size(redis_store: RedisStore) -> None:
+    assert await redis_store.submit("ep", jobs(3), 5, NOW) == 3
+    with pytest.raises(QueueFull) as info:
+        await redis_store.submit("ep", jobs(3, start=3), 5, NOW)
+    assert info.value.detail == {"endpoint": "ep", "queued": 3, "maxQueueSize": 5}
+    assert "3 queued" in info.value.message
+    assert await redis_store.depth("ep") == 3
+    assert await redis_store.get_many(["j3", "j4", "j5"]) == [None, None, None], "no job of the batch written"
+    assert await redis_store.submit("ep", jobs(2, start=3), 5, NOW) == 5, "exactly full is accepted"
+    assert await redis_store.submit("other", jobs(1, start=10), 1, NOW) == 1, "limits are per endpoint"
+    assert await redis_store.submit("ep", jobs(1, start=20), None, NOW) == 6, "no limit"
+
+
+async def test_order_normal_before_low_fifo_within_and_take_batches(redis_store: RedisStore) -> None:
+    await redis_store.submit("ep", jobs(2, low_priority=True), None, NOW)  # j0, j1 low
+    await redis_store.submit("ep", jobs(2, start=2), None, NOW + 1)  # j2, j3 normal
+    await redis_store.submit("ep", jobs(1, start=4, low_priority=True), None, NOW + 2)
+    await redis_store.submit("ep", jobs(1, start=5), None, NOW + 3)
+    assert await redis_store.oldest_queued_ms("ep") == NOW + 1, (
+        "the head of the queue is the first normal job"
+    )
+    taken = await redis_store.take("ep", "w1", 3, NOW + 10)
+    assert [t.id for t in taken] == ["j2", "j3", "j5"]
+    assert taken[0].wire() == {"id": "j2", "input": {"i": 2}, "attempt": 1}
+    assert [t.id for t in await redis_store.take("ep", "w2", 10, NOW + 10)] == ["j0", "j1", "j4"]
+    assert await redis_store.take("ep", "w2", 10, NOW + 10) == []
+    assert await redis_store.oldest_queued_ms("ep") is None
+    assert await redis_store.take("nowhere", "w1", 1, NOW) == []
+
+
+async def test_requeued_job_keeps_its_place(redis_store: RedisStore) -> None:
+    await redis_store.submit("ep", jobs(3), None, NOW)
+    (first,) = await redis_store.take("ep", "w1", 1, NOW)
+    moved = await redis_store.move(
+        first.id, REQUEUE_OR_FAIL, NOW + 5, "lease lost", expect_from=(S.IN_PROGRESS,), expect_worker="w1"
+    )
+    assert (moved.moved, moved.before, moved.after, moved.worker) == (True, S.IN_PROGRESS, S.IN_QUEUE, "w1")
+    again = await redis_store.take("ep", "w2", 1, NOW + 6)
+    assert [(t.id, t.attempt) for t in again] == [("j0", 2)]
+
+
+async def test_draining_worker_gets_nothing(redis_store: RedisStore) -> None:
+    await redis_store.submit("ep", jobs(2), None, NOW)
+    await redis_store.set_draining("w1", True)
+    assert await redis_store.draining_workers() == {"w1"}
+    assert await redis_store.take("ep", "w1", 5, NOW) == []
+    assert await redis_store.depth("ep") == 2, "a refused take pops nothing"
+    assert len(await redis_store.take("ep", "w2", 1, NOW)) == 1
+    await redis_store.set_draining("w1", False)
+    assert [t.id for t in await redis_store.take("ep", "w1", 5, NOW)] == ["j1"]
+
+
+async def test_finish_first_result_wins(redis_store: RedisStore) -> None:
+    await redis_store.submit("ep", jobs(2), None, NOW)
+    await redis_store.take("ep", "w1", 2, NOW + 100)
+    out = await redis_store.finish(
+        [done("j0", "w1", output_json='{"ok":1}'), done("j1", "w2"), done("ghost", "w1")], NOW + 350
+    )
+    assert (out[0].applied, out[0].status, out[0].queue_ms, out[0].execution_ms) == (
+        True,
+        S.COMPLETED,
+        100,
+        250,
+    )
+    assert (out[1].applied, out[1].status, out[1].drop_reason) == (False, S.IN_PROGRESS, "not_held")
+    assert (out[2].applied, out[2].status, out[2].drop_reason, out[2].endpoint) == (
+        False,
+        None,
+        "unknown_job",
+        "",
+    )
+    again = await redis_store.finish([done("j0", "w1", S.FAILED, error="late")], NOW + 400)
+    assert (again[0].applied, again[0].status) == (False, S.COMPLETED)
+    job = await redis_store.get("j0")
+    assert job is not None and job.output == {"ok": 1} and job.error is None and job.finished_ms == NOW + 350
+    assert [(h["from"], h["to"], h["reason"]) for h in job.history] == [
+        ("IN_QUEUE", "IN_PROGRESS", "taken"),
+        ("IN_PROGRESS", "COMPLETED", "result"),
+    ]
+    failed = await redis_store.finish([done("j1", "w1", S.FAILED, output_json='{"p":1}', error="boom")], NOW)
+    assert failed[0].applied
+    j1 = await redis_store.get("j1")
+    assert j1 is not None and (j1.status, j1.error, j1.output) == (S.FAILED, "boom", {"p": 1})
+    assert await redis_store.counts("ep") == {"in_progress": 0, "completed": 1, "failed": 1}
+    assert await redis_store.finish([], NOW) == []
+
+
+async def test_cancelled_job_drops_the_late_result(redis_store: RedisStore) -> None:
+    await redis_store.submit("ep", jobs(1), None, NOW)
+    await redis_store.take("ep", "w1", 1, NOW)
+    moved = await redis_store.move(
+        "j0", S.CANCELLED.value, NOW + 1, "cancelled", expect_from=(S.IN_PROGRESS,)
+    )
+    assert moved.moved and moved.worker == "w1"
+    (late,) = await redis_store.finish([done("j0", "w1", output_json="1")], NOW + 2)
+    assert (late.applied, late.status) == (False, S.CANCELLED)
+    assert await redis_store.push_chunks("j0", "w1", ["1"]) is False
+    assert await redis_store.progress("j0", "w1", "1") is False
+
+
+async def test_move_refusals(redis_store: RedisStore) -> None:
+    await redis_store.submit("ep", jobs(1), None, NOW)
+    missing = await redis_store.move("nope", S.CANCELLED.value, NOW, "x")
+    assert (missing.moved, missing.exists, missing.before) == (False, False, None)
+    wrong_state = await redis_store.move("j0", S.IN_QUEUE.value, NOW, "retry", expect_from=(S.FAILED,))
+    assert (wrong_state.moved, wrong_state.exists, wrong_state.before) == (False, True, S.IN_QUEUE)
+    illegal = await redis_store.move("j0", S.COMPLETED.value, NOW, "x")
+    assert not illegal.moved and illegal.after is S.IN_QUEUE, "the table itself refuses IN_QUEUE -> COMPLETED"
+    await redis_store.take("ep", "w1", 1, NOW)
+    other = await redis_store.move("j0", REQUEUE_OR_FAIL, NOW, "x", expect_worker="w2")
+    assert not other.moved and other.worker == "w1"
+
+
+async def test_lost_lease_respects_the_retry_budget(redis_store: RedisStore) -> None:
+    await redis_store.submit("ep", jobs(1, max_retries=1), None, NOW)
+    outcomes = []
+    for attempt in (1, 2):
+        (t,) = await redis_store.take("ep", "w1", 1, NOW + attempt)
+        assert t.attempt == attempt
+        m = await redis_store.move(
+            "j0", REQUEUE_OR_FAIL, NOW + attempt, "lost", expect_worker="w1", error="worker w1 lost"
+        )
+        outcomes.append(m.after)
+    assert outcomes == [S.IN_QUEUE, S.FAILED]
+    job = await redis_store.get("j0")
+    assert job is not None and (job.status, job.attempts, job.error) == (S.FAILED, 2, "worker w1 lost")
+    retried = await redis_store.move("j0", S.IN_QUEUE.value, NOW + 5, "retry", expect_from=(S.FAILED,))
+    assert retried.moved
+    job = await redis_store.get("j0")
+    assert job is not None and (job.status, job.error, job.output, job.retried) == (S.IN_QUEUE, None, None, 1)
+    assert job.status_object(NOW + 6)["retries"] == 1
+    assert (await redis_store.counts("ep"))["retried"] == 1
+
+
+async def test_stream_chunks_cursor_and_aggregate(redis_store: RedisStore) -> None:
+    await redis_store.submit("ep", jobs(2), None, NOW)
+    await redis_store.take("ep", "w1", 2, NOW)
+    assert await redis_store.push_chunks("j0", "w1", ['"a"', '{"b":2}'])
+    assert await redis_store.push_chunks("j0", "w2", ['"x"']) is False, "only the holder streams"
+    assert await redis_store.read_stream("j0") == (S.IN_PROGRESS, ["a", {"b": 2}])
+    assert await redis_store.read_stream("j0") == (S.IN_PROGRESS, []), "the cursor moved past what was read"
+    assert await redis_store.push_chunks("j0", "w1", ["3"])
+    (o,) = await redis_store.finish([done("j0", "w1", output_json="[]", is_stream=True)], NOW + 1)
+    assert o.applied
+    assert await redis_store.read_stream("j0") == (S.COMPLETED, [3])
+    job = await redis_store.get("j0")
+    assert job is not None and job.output == ["a", {"b": 2}, 3], "isStream with an empty result: the chunks"
+    await redis_store.push_chunks("j1", "w1", ["1"])
+    await redis_store.finish([done("j1", "w1", output_json='"own"', is_stream=True)], NOW + 1)
+    j1 = await redis_store.get("j1")
+    assert j1 is not None and j1.output == "own", "an explicit aggregate is kept"
+    with pytest.raises(NotFound):
+        await redis_store.read_stream("nope")
+
+
+async def test_progress(redis_store: RedisStore) -> None:
+    await redis_store.submit("ep", jobs(1), None, NOW)
+    assert await redis_store.progress("j0", "w1", '{"pct":1}') is False, "queued: nobody holds it"
+    await redis_store.take("ep", "w1", 1, NOW)
+    assert await redis_store.progress("j0", "w1", '{"pct":50}')
+    assert await redis_store.progress("j0", "w2", '{"pct":99}') is False
+    job = await redis_store.get("j0")
+    assert job is not None and job.progress == {"pct": 50}
+    assert job.status_object(NOW + 1)["output"] == {"pct": 50}
+    await redis_store.move("j0", REQUEUE_OR_FAIL, NOW + 2, "lost")
+    await redis_store.take("ep", "w2", 1, NOW + 3)
+    job = await redis_store.get("j0")
+    assert job is not None and job.progress is None, "a new attempt starts without the old progress"
+
+
+async def test_sweeps_time_out_expired_jobs(redis_store: RedisStore) -> None:
+    await redis_store.submit("ep", jobs(3, ttl_ms=1_000, webhook="http://hook/"), None, NOW)
+    await redis_store.submit("ep", jobs(1, start=3, ttl_ms=5_000, execution_timeout_ms=2_000), None, NOW)
+    assert await redis_store.sweep("ttl", NOW + 999, 100) == []
+    moved = await redis_store.sweep("ttl", NOW + 1_000, 2)
+    assert [(m.job_id, m.before, m.after) for m in moved] == [
+        ("j0", S.IN_QUEUE, S.TIMED_OUT),
+        ("j1", S.IN_QUEUE, S.TIMED_OUT),
+    ], "the limit is honoured"
+    assert [m.job_id for m in await redis_store.sweep("ttl", NOW + 1_000, 100)] == ["j2"]
+    j0 = await redis_store.get("j0")
+    assert j0 is not None and j0.error == "expired in the queue after its ttl"
+    assert await redis_store.webhook_claim(10) == ["j0", "j1", "j2"]
+    (t,) = await redis_store.take("ep", "w1", 1, NOW + 2_000)
+    assert (t.id, await redis_store.leases()) == ("j3", [("j3", "w1", "ep", NOW + 4_000)])
+    assert await redis_store.sweep("leases", NOW + 3_999, 10) == []
+    (m,) = await redis_store.sweep("leases", NOW + 4_000, 10)
+    assert (m.job_id, m.before, m.after, m.worker, m.endpoint) == (
+        "j3",
+        S.IN_PROGRESS,
+        S.TIMED_OUT,
+        "w1",
+        "ep",
+    )
+    j3 = await redis_store.get("j3")
+    assert j3 is not None and j3.error == "execution timeout exceeded"
+    assert await redis_store.leases() == []
+    assert await redis_store.counts("ep") == {"timed_out": 4, "in_progress": 0}
+
+
+async def test_purge_more_than_one_batch(redis_store: RedisStore) -> None:
+    n = 6_200
+    for start in range(0, n, 2_000):
+        await redis_store.submit("ep", jobs(min(2_000, n - start), start=start), None, NOW)
+    await redis_store.take("ep", "w1", 2, NOW)
+    await redis_store.submit("other", [NewJob("o1", "other", "1", 10_000, 60_000, 0)], None, NOW)
+    assert await redis_store.purge("ep", NOW + 1) == n - 2
+    assert await redis_store.depth("ep") == 0 and await redis_store.depth("other") == 1
+    counts = await redis_store.counts("ep")
+    assert (counts["cancelled"], counts["in_progress"]) == (n - 2, 2), "running jobs are not purged"
+    assert await redis_store.purge("ep", NOW + 2) == 0
+    last = await redis_store.get(f"j{n - 1}")
+    assert last is not None and last.status is S.CANCELLED and last.history[-1]["reason"] == "purged"
+
+
+async def test_webhooks_claim_done_and_recover(redis_store: RedisStore) -> None:
+    await redis_store.submit("ep", jobs(4, webhook="http://hook/"), None, NOW)
+    await redis_store.submit("ep", jobs(1, start=4), None, NOW)
+    taken = await redis_store.take("ep", "w1", 5, NOW)
+    await redis_store.finish([done(t.id, "w1") for t in taken], NOW + 1)
+    assert await redis_store.webhook_claim(2) == ["j0", "j1"], "only jobs with a webhook, in order"
+    assert await redis_store.webhook_claim(1) == ["j2"]
+    await redis_store.webhook_done("j1")
+    assert await redis_store.webhook_recover() == 2
+    assert await redis_store.webhook_claim(10) == ["j0", "j2", "j3"], "in-flight ones first, order kept"
+    assert await redis_store.webhook_recover() == 3
+
+
+async def test_listing_fields_and_documents(redis_store: RedisStore) -> None:
+    for i in range(3):
+        await redis_store.submit("ep", jobs(1, start=i), None, NOW + i)
+    await redis_store.take("ep", "w1", 1, NOW)
+    assert await redis_store.list_jobs(10, None) == ["j2", "j1", "j0"]
+    assert await redis_store.list_jobs(1, NOW + 2) == ["j1"]
+    assert await redis_store.get_fields(["j0", "j1", "nope"]) == [
+        ("IN_PROGRESS", "w1"),
+        ("IN_QUEUE", None),
+        (None, None),
+    ]
+    await redis_store.put_endpoint("ep", '{"name":"ep"}')
+    assert await redis_store.load_endpoints() == {"ep": '{"name":"ep"}'}
+    assert await redis_store.delete_endpoint("ep") and not await redis_store.delete_endpoint("ep")
+    await redis_store.save_workers({"w1": "{}", "w2": "{}"})
+    await redis_store.save_workers({"w3": "{}"}, removed=["w1"])
+    assert await redis_store.load_workers() == {"w2": "{}", "w3": "{}"}
+    key = redis_store.k.autoscaler_state
+    assert await redis_store.get_doc(key) is None
+    await redis_store.put_doc(key, {"a": [1, 2]})
+    assert await redis_store.get_doc(key) == {"a": [1, 2]}
+    assert await redis_store.ping()
+
+
+async def test_history_is_capped(redis_store: RedisStore) -> None:
+    await redis_store.submit("ep", jobs(1, max_retries=100), None, NOW)
+    for i in range(30):
+        await redis_store.take("ep", "w1", 1, NOW + i)
+        await redis_store.move("j0", REQUEUE_OR_FAIL, NOW + i, f"lost {i}")
+    job = await redis_store.get("j0")
+    assert job is not None and len(job.history) == 50 and job.history[-1]["reason"] == "lost 29"
+
+
+async def test_durable_across_a_redis_restart(tmp_path: Path) -> None:
+    data_dir = tmp_path / "durable"
+    server = embedded_redis.start(data_dir, detach=False)
+    prefix = "dur:"
+    try:
+        store = RedisStore.connect(server.url, prefix)
+        await store.submit("ep", jobs(5, webhook="http://hook/"), None, NOW)
+        await store.take("ep", "w1", 2, NOW)
+        await store.finish([done("j0", "w1", output_json='{"r":0}')], NOW + 1)
+        await store.set_draining("w9", True)
+        await store.put_endpoint("ep", '{"name":"ep"}')
+        await store.close()
+        client = redis.Redis.from_url(server.url)
+        client.shutdown(nosave=True)  # no RDB snapshot: only the append-only file can bring the data back
+        client.close()
+        os.waitpid(server.pid, 0)
+        for rdb in data_dir.rglob("*.rdb"):
+            rdb.unlink()
+        server = embedded_redis.start(data_dir, detach=False)
+        assert not server.adopted
+        store = RedisStore.connect(server.url, prefix)
+        assert await store.depth("ep") == 3
+        assert [(j, w) for j, w, _, _ in await store.leases()] == [("j1", "w1")]
+        j0 = await store.get("j0")
+        assert j0 is not None and (j0.status, j0.output) == (S.COMPLETED, {"r": 0})
+        assert await store.draining_workers() == {"w9"}
+        assert await store.load_endpoints() == {"ep": '{"name":"ep"}'}
+        assert await store.webhook_claim(10) == ["j0"]
+        assert [t.id for t in await store.take("ep", "w2", 5, NOW + 2)] == ["j2", "j3", "j4"]
+        await store.close()
+    finally:
+        embedded_redis.stop(data_dir)
+
+
+async def test_submit_and_recover_100k_queued_jobs(redis_store: RedisStore) -> None:
+    """Measured, not asserted: printed with ``-s``."""
+    n, batch = 100_000, 10_000
+    payload = "x" * 1000
+    t0 = time.perf_counter()
+    for start in range(0, n, batch):
+        chunk = [
+            NewJob(f"b{i}", "bulk", json.dumps({"p": payload}), 600_000, 86_400_000, 3)
+            for i in range(start, start + batch)
+        ]
+        await redis_store.submit("bulk", chunk, None, NOW)
+    submit_s = time.perf_counter() - t0
+    await redis_store.take("bulk", "w1", 1000, NOW)
+    t0 = time.perf_counter()
+    depth = await redis_store.depth("bulk")
+    leases = await redis_store.leases()
+    recover_s = time.perf_counter() - t0
+    assert (depth, len(leases)) == (n - 1000, 1000)
+    print(
+        f"\n100k x 1 KB jobs: submit {submit_s:.2f} s ({n / submit_s:,.0f} jobs/s, batches of {batch}); "
+        f"recover depth + 1,000 leases {recover_s * 1000:.1f} ms"
+    )
