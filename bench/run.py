@@ -311,7 +311,8 @@ def main(argv: list[str] | None = None) -> int:
         plan = replace(plan, jobs=args.jobs, e2e_jobs=args.jobs)
     if args.recovery_jobs is not None:
         plan = replace(plan, recovery_jobs=args.recovery_jobs)
-    signal.signal(signal.SIGTERM, _raise_interrupt)
+    for sig in (signal.SIGINT, signal.SIGTERM):  # also when started with SIGINT ignored (a background job)
+        signal.signal(sig, _raise_interrupt)
     results = Results()
     info = machine()
     workdir = Path(tempfile.mkdtemp(prefix="ripple-bench-"))
