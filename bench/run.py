@@ -17,6 +17,7 @@ import json
 import os
 import platform
 import shlex
+import shutil
 import signal
 import sys
 import tempfile
@@ -286,8 +287,8 @@ def _raise_interrupt(signum: int, frame: object) -> NoReturn:
     raise KeyboardInterrupt
 
 
-def main(argv: list[str] | None = None) -> int:
-    """Entry point; returns 0 when every section ran, 1 when any failed."""
+def parse_args(argv: list[str] | None) -> tuple[argparse.Namespace, Plan]:
+    """The command line and the plan it selects."""
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
@@ -311,6 +312,36 @@ def main(argv: list[str] | None = None) -> int:
         plan = replace(plan, jobs=args.jobs, e2e_jobs=args.jobs)
     if args.recovery_jobs is not None:
         plan = replace(plan, recovery_jobs=args.recovery_jobs)
+    return args, plan
+
+
+def report(
+    args: argparse.Namespace, plan: Plan, results: Results, info: dict[str, Any], elapsed_s: float
+) -> None:
+    """Print the table (and the failed sections); write the JSON file when asked."""
+    rows = build_rows(results, plan)
+    print()
+    print(
+        f"Ripple benchmark ({'quick' if args.quick else 'full'}): nproc={info['nproc']} "
+        f"Python {info['python']} Ray {info['ray']} Celery {info['celery']}, {elapsed_s:.0f} s"
+    )
+    print(format_table(rows))
+    for name, error in results.errors.items():
+        print(f"FAILED {name}: {error}")
+    if args.json:
+        payload = {
+            "machine": info,
+            "plan": asdict(plan),
+            "rows": [row.as_dict() for row in rows],
+            "raw": results.raw,
+            "errors": results.errors,
+        }
+        args.json.write_text(json.dumps(payload, indent=2, default=str))
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point; returns 0 when every section ran, 1 when any failed, 130 when interrupted."""
+    args, plan = parse_args(argv)
     for sig in (signal.SIGINT, signal.SIGTERM):  # also when started with SIGINT ignored (a background job)
         signal.signal(sig, _raise_interrupt)
     results = Results()
@@ -332,31 +363,11 @@ def main(argv: list[str] | None = None) -> int:
         print("[bench] interrupted; everything started has been stopped", flush=True)
         return 130
     finally:
-        if not args.keep:
-            import shutil
-
-            shutil.rmtree(workdir, ignore_errors=True)
-        else:
+        if args.keep:
             print(f"[bench] work dir kept: {workdir}")
-    rows = build_rows(results, plan)
-    print()
-    print(
-        f"Ripple benchmark ({'quick' if args.quick else 'full'}): nproc={info['nproc']} "
-        f"Python {info['python']} Ray {info['ray']} Celery {info['celery']}, "
-        f"{time.perf_counter() - started_s:.0f} s"
-    )
-    print(format_table(rows))
-    for name, error in results.errors.items():
-        print(f"FAILED {name}: {error}")
-    if args.json:
-        payload = {
-            "machine": info,
-            "plan": asdict(plan),
-            "rows": [row.as_dict() for row in rows],
-            "raw": results.raw,
-            "errors": results.errors,
-        }
-        args.json.write_text(json.dumps(payload, indent=2, default=str))
+        else:
+            shutil.rmtree(workdir, ignore_errors=True)
+    report(args, plan, results, info, time.perf_counter() - started_s)
     return 1 if results.errors else 0
 
 
