@@ -58,6 +58,8 @@ local function enter(jk, id, ep, from, to, now, wid)
     redis.call('ZADD', K_queue(ep), f[1], id)
     redis.call('ZADD', K_ttl, I(now + tonumber(f[2])), id)
     redis.call('HSET', jk, 'queued', I(now), 'lease', '')
+    -- Waiting again: no worker and no running attempt (else the status object shows a growing executionTime).
+    redis.call('HDEL', jk, 'worker', 'started')
     if FINAL[from] then
       redis.call('HINCRBY', jk, 'retried', 1)
       redis.call('HINCRBY', K_counts(ep), 'retried', 1)
