@@ -79,6 +79,8 @@ class MemoryStore:
             self.queues[ep][job_id] = float(h["score"])
             self.ttl_deadlines[job_id] = now_ms + int(h["ttl"])
             h.update(queued=str(now_ms), lease="")
+            h.pop("worker", None)
+            h.pop("started", None)
             if frm in FINAL:
                 h["retried"] = str(int(h.get("retried") or 0) + 1)
                 self._incr(ep, "retried")
@@ -333,6 +335,9 @@ class MemoryStore:
         self.workers.update(records)
         for worker_id in removed:
             self.workers.pop(worker_id, None)
+
+    async def load_worker(self, worker_id: str) -> str | None:
+        return self.workers.get(worker_id)
 
     async def load_workers(self) -> dict[str, str]:
         return dict(self.workers)

@@ -293,7 +293,8 @@ class LifecycleMachine(RuleBasedStateMachine):
             if job.status is S.COMPLETED:
                 assert view.output == {"r": job_id}, "a completed job never changes"
             if job.status is S.IN_QUEUE:
-                assert view.output is None and view.error is None
+                assert view.output is None and view.error is None and view.worker_id is None
+                assert view.execution_ms(self.now_ms) == 0, "a waiting job is not executing"
 
     @invariant()
     def queues_leases_and_counters_match(self) -> None:

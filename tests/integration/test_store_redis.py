@@ -169,7 +169,8 @@ async def test_lost_lease_respects_the_retry_budget(redis_store: RedisStore) -> 
     assert retried.moved
     job = await redis_store.get("j0")
     assert job is not None and (job.status, job.error, job.output, job.retried) == (S.IN_QUEUE, None, None, 1)
-    assert job.status_object(NOW + 6)["retries"] == 1
+    obj = job.status_object(NOW + 60_000)
+    assert obj["retries"] == 1 and obj["executionTime"] == 0 and "workerId" not in obj, "waiting, not running"
     assert (await redis_store.counts("ep"))["retried"] == 1
 
 
@@ -284,6 +285,7 @@ async def test_listing_fields_and_documents(redis_store: RedisStore) -> None:
     await redis_store.save_workers({"w1": "{}", "w2": "{}"})
     await redis_store.save_workers({"w3": "{}"}, removed=["w1"])
     assert await redis_store.load_workers() == {"w2": "{}", "w3": "{}"}
+    assert (await redis_store.load_worker("w2"), await redis_store.load_worker("w1")) == ("{}", None)
     key = redis_store.k.autoscaler_state
     assert await redis_store.get_doc(key) is None
     await redis_store.put_doc(key, {"a": [1, 2]})
