@@ -89,7 +89,7 @@ def _wait_ready(base_url: str, proc: subprocess.Popen[bytes], log_path: Path) ->
 def _stop(proc: subprocess.Popen[bytes], data_dir: Path) -> None:
     with contextlib.suppress(Exception):
         subprocess.run(
-            [*_ripple_command(), "--data-dir", str(data_dir), "down"],
+            [*_ripple_command(), "down", "--data-dir", str(data_dir)],
             timeout=240,
             capture_output=True,
             check=False,
@@ -112,7 +112,7 @@ def ripple(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Instance]:
     base_url = f"http://127.0.0.1:{port}"
     log_path = data_dir / "up.log"
     env = {k: v for k, v in os.environ.items() if not k.startswith("RIPPLE_") and k != "RAY_ADDRESS"}
-    command = [*_ripple_command(), "--data-dir", str(data_dir), "up", "--port", str(port), "--num-gpus", "2"]
+    command = [*_ripple_command(), "up", "--data-dir", str(data_dir), "--port", str(port), "--num-gpus", "2"]
     with log_path.open("wb") as log:
         proc = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, env=env)
     try:
