@@ -25,9 +25,10 @@ from ray import serve
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from orchestrator import runtime
+from orchestrator import logs, runtime
 from orchestrator.errors import InvalidInput, NotReady, PayloadTooLarge, RippleError, Unauthorized
 from orchestrator.models import BatchRunRequest, EndpointSpec, RunRequest, worker_id_ok
+from orchestrator.request_id import RequestIdMiddleware, current_request_id
 
 log = logging.getLogger("ripple.http")
 
@@ -271,7 +272,12 @@ client = APIRouter(prefix="/v2/{endpoint}", tags=["client"], dependencies=[Depen
 @client.post("/run")
 async def run(endpoint: EP, body: RunRequest) -> dict[str, Any]:
     """Queue one job; durable before the reply."""
-    (job_id,) = await call("submit", endpoint, [body.model_dump(by_alias=True, exclude_none=True)])
+    (job_id,) = await call(
+        "submit",
+        endpoint,
+        [body.model_dump(by_alias=True, exclude_none=True)],
+        request_id=current_request_id(),
+    )
     return {"id": job_id, "status": "IN_QUEUE"}
 
 
@@ -292,7 +298,12 @@ async def runsync(
 @client.post("/run-batch")
 async def run_batch(endpoint: EP, body: BatchRunRequest) -> dict[str, Any]:
     """Queue many jobs, all or nothing."""
-    ids = await call("submit", endpoint, [j.model_dump(by_alias=True, exclude_none=True) for j in body.jobs])
+    ids = await call(
+        "submit",
+        endpoint,
+        [j.model_dump(by_alias=True, exclude_none=True) for j in body.jobs],
+        request_id=current_request_id(),
+    )
     return {"ids": ids, "status": "IN_QUEUE"}
 
 
@@ -311,7 +322,7 @@ async def stream(endpoint: EP, job_id: JOB) -> dict[str, Any]:
 
 @client.post("/cancel/{job_id}")
 async def cancel(endpoint: EP, job_id: JOB) -> dict[str, Any]:
-    result: dict[str, Any] = await call("cancel", endpoint, job_id)
+    result: dict[str, Any] = await call("cancel", endpoint, job_id, request_id=current_request_id())
     return result
 
 
@@ -370,7 +381,13 @@ async def job_done(
     """A result (``{"output"}`` / ``{"error"}``) or progress update; idempotent."""
     body = await _json_body(request)
     result: dict[str, Any] = await call(
-        "done", endpoint, _worker(worker_id), job_id, body, isStream.lower() == "true"
+        "done",
+        endpoint,
+        _worker(worker_id),
+        job_id,
+        body,
+        isStream.lower() == "true",
+        request_id=current_request_id(),
     )
     return result
 
@@ -495,6 +512,55 @@ async def specs() -> dict[str, Any]:
     return {"specs": out}
 
 
+@manage.get("/info")
+async def info() -> dict[str, Any]:
+    """This instance, without an actor call: version, Ray dashboard URL, store kind, namespace, auth and
+    the timeouts that diagnostics compare against. Never a secret."""
+    from orchestrator import __version__
+
+    boot = _boot()
+    return {
+        "version": __version__,
+        "dashboardUrl": boot.dashboard_url,
+        "store": "embedded" if boot.embedded_store else "external",
+        "dataDir": boot.data_dir,
+        "namespace": boot.namespace,
+        "auth": boot.auth.enabled,
+        "heartbeatTimeoutS": boot.queue.heartbeat_timeout_s,
+        "leaseGraceS": boot.queue.lease_grace_s,
+        "sweepIntervalS": boot.queue.sweep_interval_s,
+        "autoscalerIntervalS": boot.autoscaler.get("interval_s"),
+    }
+
+
+@manage.get("/stats")
+async def queue_stats() -> dict[str, Any]:
+    """Per endpoint: queued, running, the oldest queued job's age and waiting takers (one actor call)."""
+    return {"endpoints": await call("stats")}
+
+
+def _cluster_facts() -> dict[str, Any]:
+    from actors.ray_cluster import draining_nodes
+    from orchestrator.cluster_info import shape_demand, shape_nodes, summarize
+
+    nodes = shape_nodes(ray.nodes(), draining_nodes())  # type: ignore[no-untyped-call]
+    demand: list[dict[str, Any]] | None
+    try:
+        from ray.autoscaler.v2.sdk import get_cluster_status
+
+        demand = shape_demand(get_cluster_status(ray.get_runtime_context().gcs_address, timeout=5))
+    except Exception:  # pending demand is a bonus: older GCS, no permission, a timeout
+        log.debug("pending resource demand unavailable", exc_info=True)
+        demand = None
+    return summarize(nodes, demand)
+
+
+@manage.get("/cluster")
+async def cluster() -> dict[str, Any]:
+    """Ray nodes (GPUs per node and type, alive, draining) and pending resource demand; no actor call."""
+    return await asyncio.get_running_loop().run_in_executor(None, _cluster_facts)
+
+
 # Autoscaler ------------------------------------------------------------------------------------------
 
 
@@ -560,6 +626,7 @@ def create_fastapi() -> FastAPI:
         description="Serverless GPU job orchestrator on Ray: RunPod-compatible API.",
     )
     api.add_middleware(BodyLimit)
+    api.add_middleware(RequestIdMiddleware)  # outermost: every reply, a 413 included, gets the id
     api.add_exception_handler(RippleError, _ripple_error)
     api.add_exception_handler(RequestValidationError, _validation_error)
     api.add_exception_handler(StarletteHTTPException, _http_error)
@@ -597,6 +664,7 @@ class RippleAPI:
 
         module.STATE.boot = boot
         module.STATE.queue = None
+        logs.configure("INFO")  # JSON lines in the replica's log file
         try:
             rt.ensure_control_actors(boot, timeout_s=120.0)
         except Exception:

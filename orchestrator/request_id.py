@@ -1,0 +1,45 @@
+"""``X-Request-ID`` on every HTTP request: accepted when well-formed, generated otherwise, echoed in the
+response, and bound to the log context so every line logged while handling the request carries it (and the
+queue actor's lines too, where the route passes it on)."""
+
+from __future__ import annotations
+
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from orchestrator import logs
+
+HEADER = b"x-request-id"
+
+
+class RequestIdMiddleware:
+    """Pure ASGI middleware (so the bound context reaches the route handler's task)."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        presented = None
+        for name, value in scope.get("headers", ()):
+            if name == HEADER:
+                presented = value.decode("latin-1")
+                break
+        rid = logs.clean_request_id(presented) or logs.new_request_id()
+        scope.setdefault("state", {})["request_id"] = rid
+
+        async def send_with_id(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                headers = [(k, v) for k, v in message.get("headers", []) if k.lower() != HEADER]
+                headers.append((HEADER, rid.encode("latin-1")))
+                message = {**message, "headers": headers}
+            await send(message)
+
+        with logs.log_context(request_id=rid):
+            await self.app(scope, receive, send_with_id)
+
+
+def current_request_id() -> str | None:
+    """The request id of the request being handled (None outside one)."""
+    return logs.current().get("request_id")
