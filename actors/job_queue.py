@@ -85,6 +85,9 @@ class JobQueue:
                 self.leased[job_id] = (worker, endpoint, now_s)
             self.registry.restore(await self.store.load_workers(), await self.store.draining_workers(), now_s)
             for job_id, (worker, endpoint, _) in self.leased.items():
+                # A holder saved as lost (or for another endpoint) before its latest take was persisted
+                # would never go stale: give it one heartbeat timeout from now, like every restored worker.
+                self.registry.touch(worker, endpoint, None, now_s)
                 self.registry.hold(worker, endpoint, job_id, now_s)
             requeued_hooks = await self.store.webhook_recover()
             queued = {ep: await self.store.depth(ep) for ep in self.endpoints}
