@@ -8,14 +8,17 @@ from __future__ import annotations
 
 import json
 import os
+import random
 import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 import redis
 
 from orchestrator import embedded_redis
 from orchestrator.errors import NotFound, QueueFull
+from orchestrator.fakes import MemoryStore
 from orchestrator.jobs import JobStatus
 from orchestrator.models import NewJob
 from orchestrator.store import REQUEUE_OR_FAIL, FinishItem, RedisStore
@@ -358,3 +361,101 @@ async def test_submit_and_recover_100k_queued_jobs(redis_store: RedisStore) -> N
         f"\n100k x 1 KB jobs: submit {submit_s:.2f} s ({n / submit_s:,.0f} jobs/s, batches of {batch}); "
         f"recover depth + 1,000 leases {recover_s * 1000:.1f} ms"
     )
+
+
+async def apply_op(store: RedisStore | MemoryStore, op: tuple[Any, ...], now_ms: int) -> Any:
+    """Run one operation and return its result in a comparable form."""
+    name, *args = op
+    try:
+        if name == "submit":
+            ep, n, start, low, limit = args
+            return await store.submit(
+                ep, jobs(n, start=start, low_priority=low, webhook="http://h/"), limit, now_ms
+            )
+        if name == "take":
+            return [t.wire() for t in await store.take(*args, now_ms)]
+        if name == "finish":
+            return await store.finish([FinishItem(*args)], now_ms)
+        if name == "move":
+            job_id, to, expect_from, expect_worker = args
+            return await store.move(
+                job_id, to, now_ms, "op", expect_from=expect_from, expect_worker=expect_worker
+            )
+        if name == "sweep":
+            return sorted(await store.sweep(args[0], now_ms, 1000), key=lambda m: m.job_id)
+        if name == "push":
+            return await store.push_chunks(*args)
+        if name == "read":
+            return await store.read_stream(args[0])
+        if name == "progress":
+            return await store.progress(*args)
+        if name == "drain":
+            return await store.set_draining(*args)
+        if name == "purge":
+            return await store.purge(args[0], now_ms)
+    except (QueueFull, NotFound) as exc:
+        return (type(exc).__name__, exc.message, exc.detail)
+    raise AssertionError(name)
+
+
+def random_ops(rng: random.Random, n: int) -> list[tuple[Any, ...]]:
+    ops: list[tuple[Any, ...]] = []
+    workers = ["w1", "w2"]
+    nxt = 0
+    kinds = ["submit", "take", "finish", "move", "sweep", "push", "read", "progress", "drain", "purge"]
+    weights = [6, 8, 6, 8, 2, 2, 2, 1, 1, 0.3]
+    for _ in range(n):
+        ids = [f"j{i}" for i in range(nxt + 1)]  # the newest id is not there yet: an unknown job
+        kind = rng.choices(kinds, weights)[0]
+        if kind == "submit" and nxt < 36:
+            k = rng.randint(1, 3)
+            ops.append(("submit", rng.choice("ab"), k, nxt, rng.random() < 0.3, rng.choice([None, 6])))
+            nxt += k
+        elif kind == "take":
+            ops.append(("take", rng.choice("ab"), rng.choice(workers), rng.randint(1, 3)))
+        elif kind == "finish":
+            to = rng.choice([S.COMPLETED, S.FAILED])
+            out = rng.choice(["", "[]", '{"r":1}'])
+            ops.append(("finish", rng.choice(ids), rng.choice(workers), to, out, "e", rng.random() < 0.5))
+        elif kind == "move":
+            to = rng.choice([REQUEUE_OR_FAIL, *(s.value for s in S)])
+            frm = rng.choice([(), (S.IN_PROGRESS,), (S.FAILED, S.CANCELLED, S.TIMED_OUT)])
+            ops.append(("move", rng.choice(ids), to, frm, rng.choice(["", *workers])))
+        elif kind == "sweep":
+            ops.append(("sweep", rng.choice(["ttl", "leases"])))
+        elif kind in ("push", "progress"):
+            ops.append((kind, rng.choice(ids), rng.choice(workers), ['"c"'] if kind == "push" else '"p"'))
+        elif kind == "read":
+            ops.append(("read", rng.choice(ids)))
+        elif kind == "drain":
+            ops.append(("drain", rng.choice(workers), rng.random() < 0.5))
+        elif kind == "purge":
+            ops.append(("purge", rng.choice("ab")))
+    return ops
+
+
+@pytest.mark.parametrize("seed", range(4))
+async def test_memory_store_behaves_like_redis_store(redis_store: RedisStore, seed: int) -> None:
+    """Differential test: the fake and the real store give the same replies and end in the same state."""
+    rng = random.Random(seed)
+    fake = MemoryStore()
+    now_ms = NOW
+    ids = [f"j{i}" for i in range(40)]
+    for n, op in enumerate(random_ops(rng, 300)):
+        now_ms += rng.choice([0, 0, 1, 100, 700, 3_000, 12_000])
+        got, expected = await apply_op(fake, op, now_ms), await apply_op(redis_store, op, now_ms)
+        assert got == expected, op
+        for job_id in ids if n % 10 == 0 else [a for a in op if a in ids]:
+            real, mine = await redis_store.get(job_id), await fake.get(job_id)
+            assert (mine.detail(now_ms) if mine else None) == (real.detail(now_ms) if real else None), op
+    assert await fake.get_fields(ids) == await redis_store.get_fields(ids)
+    assert await fake.leases() == await redis_store.leases()
+    assert await fake.list_jobs(100, None) == await redis_store.list_jobs(100, None)
+    for ep in "ab":
+        assert await fake.counts(ep) == await redis_store.counts(ep)
+        assert await fake.depth(ep) == await redis_store.depth(ep)
+        assert await fake.oldest_queued_ms(ep) == await redis_store.oldest_queued_ms(ep)
+    assert await fake.draining_workers() == await redis_store.draining_workers()
+    assert await fake.webhook_claim(3) == await redis_store.webhook_claim(3)
+    assert await fake.webhook_recover() == await redis_store.webhook_recover()
+    assert await fake.webhook_claim(1000) == await redis_store.webhook_claim(1000)
