@@ -246,14 +246,48 @@ def bench_ray_actor_pool(n_jobs: int, n_latency: int, n_actors: int = 2) -> Peer
     return PeerResult(Throughput(n_jobs, elapsed_s, submit_s), latency)
 
 
-def bench_serve_echo(n_latency: int) -> Latency:
-    """A Ray Serve FastAPI route (POST /echo returning the body) on its own port; sequential latency."""
+@dataclass(frozen=True)
+class ServeEcho:
+    """The Serve echo route: sequential latency, and requests/s with `concurrency` requests in flight."""
+
+    latency: Latency
+    requests_per_s: float
+    concurrency: int
+
+
+async def _concurrent_posts(url: str, n: int, concurrency: int) -> float:
+    """POST n small bodies to url, `concurrency` at a time, with aiohttp; return requests per second."""
+    import asyncio
+
+    import aiohttp
+
+    async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=concurrency)) as session:
+        left = iter(range(n))
+
+        async def lane() -> None:
+            for _ in left:
+                async with session.post(url, json={"input": {"x": 1}}) as reply:
+                    await reply.read()
+                    reply.raise_for_status()
+
+        start_s = time.perf_counter()
+        await asyncio.gather(*(lane() for _ in range(concurrency)))
+        return rate_per_s(n, time.perf_counter() - start_s)
+
+
+def bench_serve_echo(n_latency: int, n_requests: int = 2000, concurrency: int = 32) -> ServeEcho:
+    """A Ray Serve FastAPI route (POST /echo returning the body) on its own port.
+
+    Measures sequential latency with the shared httpx client settings, then requests/s with `concurrency`
+    requests in flight (aiohttp, as the protocol worker): the ceiling of one request per job on this machine.
+    """
     from fastapi import FastAPI
     from ray import serve
 
     api = FastAPI()
 
-    @serve.deployment(num_replicas=1)
+    # As many requests in flight as Ripple's API deployment allows (the default, 5, makes the proxy back off).
+    @serve.deployment(num_replicas=1, max_ongoing_requests=2000)
     @serve.ingress(api)
     class Echo:
         @api.post("/echo")
@@ -272,6 +306,10 @@ def bench_serve_echo(n_latency: int) -> Latency:
                 reply = client.post("/echo", json={"input": {"x": 1}})
                 reply.raise_for_status()
 
-            return time_calls(call, n_latency, warmup=20)
+            latency = time_calls(call, n_latency, warmup=20)
+        import asyncio
+
+        rps = asyncio.run(_concurrent_posts(f"http://127.0.0.1:{port}/echo", n_requests, concurrency))
+        return ServeEcho(latency, rps, concurrency)
     finally:
         serve.delete("echo")
