@@ -129,7 +129,7 @@ def check_reachable(f: Facts, now_s: float) -> list[Finding]:
             "configuration",
             "config.unreachable",
             f"Ripple is not reachable at {f.url} ({f.http_error or 'no answer'})",
-            f"{hint}; or point doctor at the right instance with --url / RIPPLE_URL.",
+            f"{hint[0].upper()}{hint[1:]}; or point doctor at the right instance with --url / RIPPLE_URL.",
         )
     ]
 
@@ -235,6 +235,16 @@ def check_unavailable(f: Facts, now_s: float) -> list[Finding]:
     """Facts the app could not give although it answers (an actor down, a route failing)."""
     if not f.reachable or f.ready is False:
         return []
+    if any(why.startswith("401") for why in f.errors.values()):
+        return [
+            _f(
+                "HIGH",
+                "configuration",
+                "config.unauthorized",
+                "Ripple refused this CLI's API key (401)",
+                "Use the instance's key: run doctor with its --data-dir (keys.json) or set RIPPLE_API_KEY.",
+            )
+        ]
     return [
         _f(
             "HIGH" if what in ("autoscaler", "workers", "stats") else "MEDIUM",

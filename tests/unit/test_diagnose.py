@@ -138,6 +138,11 @@ def test_facts_that_could_not_be_read() -> None:
     assert got.severity == "HIGH" and "ray list actors" in got.action
 
 
+def test_a_refused_key() -> None:
+    got = one(replace(healthy(), errors={"workers": "401 missing or wrong API key"}), "config.unauthorized")
+    assert got.severity == "HIGH" and "RIPPLE_API_KEY" in got.action
+
+
 def test_cluster_rules() -> None:
     f = replace(
         healthy(),
