@@ -137,6 +137,7 @@ class WorkerReplica:
             "idleSince": self.idle_since_s,
             "completed": self.completed,
             "failed": self.failed,
+            "stuck": self.stuck,
             "handler": self.cfg.handler,
             "startedAt": int(self.started_s * 1000),
             "reason": self._reason(h),
