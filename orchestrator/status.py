@@ -1,0 +1,145 @@
+"""``ripple status``: one screen of a running instance.
+
+The header (version, store, auth, autoscaler, GPUs, the Ray dashboard URL) and one row per endpoint: who
+runs it (a handler on Ray workers, or outside workers), queue depth and oldest wait, jobs in progress,
+replicas current/desired and workers by state. Five cheap reads; a read that fails shows as
+``unavailable`` instead of failing the screen. Colour only when asked (a terminal).
+"""
+
+from __future__ import annotations
+
+from collections import Counter, defaultdict
+from collections.abc import Mapping, Sequence
+from typing import Any, Protocol
+
+GREEN, YELLOW, RED, DIM, BOLD, RESET = "\033[32m", "\033[33m", "\033[31m", "\033[2m", "\033[1m", "\033[0m"
+STATE_ORDER = ("starting", "idle", "busy", "draining", "quarantined", "stopped")
+
+
+class Requester(Protocol):
+    """What status needs of :class:`orchestrator.client.Client`."""
+
+    def request(self, method: str, path: str, **kwargs: Any) -> Any: ...
+
+
+def _read(client: Requester, path: str) -> tuple[Any, str | None]:
+    try:
+        return client.request("GET", path), None
+    except Exception as exc:  # shown on screen, never raised: status is for when things go wrong too
+        return None, f"{type(exc).__name__}: {exc}"
+
+
+def _paint(text: str, code: str, color: bool) -> str:
+    return f"{code}{text}{RESET}" if color and code else text
+
+
+def _table(
+    rows: Sequence[Sequence[str]], header: Sequence[str], paints: Sequence[Sequence[str]]
+) -> list[str]:
+    """Columns padded to the widest cell; ``paints`` gives each cell's colour code ('' for none)."""
+    widths = [max([len(h)] + [len(r[i]) for r in rows]) for i, h in enumerate(header)]
+    lines = ["  ".join(h.ljust(w) for h, w in zip(header, widths, strict=True)).rstrip()]
+    for row, paint in zip(rows, paints, strict=True):
+        cells = [(c.ljust(w), p) for c, w, p in zip(row, widths, paint, strict=True)]
+        lines.append("  ".join(f"{p}{c}{RESET}" if p else c for c, p in cells).rstrip())
+    return lines
+
+
+def _age(seconds: Any) -> str:
+    if seconds is None:
+        return "-"
+    s = float(seconds)
+    return f"{s:.0f}s" if s < 120 else f"{s / 60:.0f}m" if s < 7200 else f"{s / 3600:.1f}h"
+
+
+def _workers_cell(counts: Mapping[str, int]) -> str:
+    parts = [f"{counts[s]} {s}" for s in STATE_ORDER if counts.get(s)]
+    parts += [f"{n} {s}" for s, n in sorted(counts.items()) if s not in STATE_ORDER and n]
+    return ", ".join(parts) or "none"
+
+
+def _worker_counts(workers: Sequence[Mapping[str, Any]]) -> dict[str, Counter[str]]:
+    out: dict[str, Counter[str]] = defaultdict(Counter)
+    for w in workers:
+        state = str(w.get("state"))
+        if state != "stopped" and w.get("health") in ("quarantined", "evicted"):
+            state = "quarantined"
+        out[str(w.get("endpoint"))][state] += 1
+    return out
+
+
+def render_status(client: Requester, color: bool) -> str:
+    """The status screen as text (ANSI colours when ``color``)."""
+    info, info_err = _read(client, "/api/v1/info")
+    eps, eps_err = _read(client, "/api/v1/endpoints")
+    stats, _ = _read(client, "/api/v1/stats")
+    workers, _ = _read(client, "/api/v1/workers")
+    auto, auto_err = _read(client, "/api/v1/autoscaler/status")
+    if info is None and eps is None:
+        why = info_err or eps_err
+        return (
+            _paint(f"Ripple is not answering: {why}\nRun `ripple doctor` for a diagnosis.", RED, color) + "\n"
+        )
+    info = info or {}
+    auto = auto or {}
+    gpus = auto.get("gpus") or {}
+    auto_state = (
+        _paint("unavailable", RED, color)
+        if auto_err
+        else _paint("on", GREEN, color)
+        if auto.get("enabled")
+        else _paint("off", YELLOW, color)
+    )
+    title = f"Ripple {info.get('version', '?')}"
+    lines = [
+        _paint(title, BOLD, color)
+        + f"   store: {info.get('store', '?')}   auth: {'on' if info.get('auth') else 'off'}"
+        + f"   autoscaler: {auto_state}",
+        f"GPUs: {gpus.get('used', 0):g} used / {gpus.get('total', 0):g} total ({gpus.get('free', 0):g} free)"
+        if gpus
+        else "GPUs: unknown (autoscaler unavailable)",
+        f"Ray dashboard: {info.get('dashboardUrl') or 'not running'}",
+        "",
+    ]
+    endpoints = (eps or {}).get("endpoints", [])
+    if not endpoints:
+        lines.append("No endpoints yet: `ripple endpoint create NAME --handler module:function`.")
+        return "\n".join(lines) + "\n"
+    queue = (stats or {}).get("endpoints", {})
+    per = {r.get("endpoint"): r for r in auto.get("endpoints") or []}
+    counts = _worker_counts((workers or {}).get("workers", []))
+    rows, paints = [], []
+    for e in endpoints:
+        name = str(e.get("name"))
+        q = queue.get(name) or {}
+        a = per.get(name) or {}
+        queued = int(q.get("queued") or 0)
+        handler = e.get("handler")
+        replicas = f"{a.get('current', 0)}/{a.get('desired') if a.get('desired') is not None else '-'}"
+        rows.append(
+            [
+                name,
+                str(handler) if handler else "outside workers",
+                f"{float(e.get('gpus') or 0):g}",
+                str(queued) if q else "?",
+                _age(q.get("oldestQueuedAgeS")),
+                str(q.get("running", "?")),
+                replicas if handler else "-",
+                _workers_cell(counts.get(name, Counter())),
+            ]
+        )
+        blocked = bool(a.get("blocked"))
+        paints.append(
+            ["", DIM if not handler else "", "", YELLOW if queued else "", "", "", RED if blocked else "", ""]
+            if color
+            else [""] * 8
+        )
+    header = ["ENDPOINT", "RUNS", "GPUS", "QUEUED", "OLDEST", "IN PROGRESS", "REPLICAS", "WORKERS"]
+    lines += _table(rows, header, paints)
+    blocked_rows = [
+        (r.get("endpoint"), r.get("blocked")) for r in auto.get("endpoints") or [] if r.get("blocked")
+    ]
+    if blocked_rows:
+        lines.append("")
+        lines += [_paint(f"blocked: {ep}: {why}", YELLOW, color) for ep, why in blocked_rows]
+    return "\n".join(lines) + "\n"

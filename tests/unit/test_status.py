@@ -1,0 +1,99 @@
+"""``ripple status`` rendering from API replies (a fake of the client's ``request``)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from orchestrator.errors import NotReady
+from orchestrator.status import render_status
+
+pytestmark = pytest.mark.timeout(10)
+
+REPLIES: dict[str, Any] = {
+    "/api/v1/info": {
+        "version": "0.1.0",
+        "store": "embedded",
+        "auth": True,
+        "dashboardUrl": "http://127.0.0.1:8265",
+    },
+    "/api/v1/endpoints": {
+        "endpoints": [
+            {"name": "gen", "handler": "examples.handlers:echo", "gpus": 1},
+            {"name": "ext", "handler": None, "gpus": 0},
+        ]
+    },
+    "/api/v1/stats": {
+        "endpoints": {
+            "gen": {"queued": 4, "running": 1, "oldestQueuedAgeS": 300.0},
+            "ext": {"queued": 0, "running": 0, "oldestQueuedAgeS": None},
+        }
+    },
+    "/api/v1/workers": {
+        "workers": [
+            {"workerId": "gen-1", "endpoint": "gen", "state": "busy", "health": "healthy"},
+            {"workerId": "gen-2", "endpoint": "gen", "state": "idle", "health": "quarantined"},
+            {"workerId": "w-1", "endpoint": "ext", "state": "idle", "health": "healthy"},
+            {"workerId": "w-2", "endpoint": "ext", "state": "stopped", "health": "healthy"},
+        ]
+    },
+    "/api/v1/autoscaler/status": {
+        "enabled": True,
+        "gpus": {"total": 2.0, "used": 1.0, "free": 1.0},
+        "endpoints": [
+            {"endpoint": "gen", "current": 2, "desired": 3, "blocked": "not enough GPUs (0 GPUs free)"}
+        ],
+    },
+}
+
+
+class FakeClient:
+    def __init__(self, replies: dict[str, Any], failing: tuple[str, ...] = ()) -> None:
+        self.replies = replies
+        self.failing = failing
+
+    def request(self, method: str, path: str, **kwargs: Any) -> Any:
+        if path in self.failing:
+            raise NotReady("a control actor is unavailable")
+        return self.replies[path]
+
+
+def test_one_screen_with_endpoints_queues_workers_gpus() -> None:
+    out = render_status(FakeClient(REPLIES), color=False)
+    assert "\033[" not in out
+    lines = out.splitlines()
+    assert (
+        lines[0].startswith("Ripple 0.1.0") and "autoscaler: on" in lines[0] and "store: embedded" in lines[0]
+    )
+    assert "GPUs: 1 used / 2 total (1 free)" in out
+    assert "Ray dashboard: http://127.0.0.1:8265" in out
+    gen = next(ln for ln in lines if ln.startswith("gen "))
+    assert "examples.handlers:echo" in gen and " 4 " in gen and "5m" in gen and "2/3" in gen
+    assert "1 idle" not in gen and "1 busy, 1 quarantined" in gen
+    ext = next(ln for ln in lines if ln.startswith("ext "))
+    assert "outside workers" in ext and "1 idle, 1 stopped" in ext
+    assert "blocked: gen: not enough GPUs" in out
+
+
+def test_colour_only_when_asked() -> None:
+    out = render_status(FakeClient(REPLIES), color=True)
+    assert "\033[32mon" in out and "\033[33m" in out
+
+
+def test_a_failing_autoscaler_shows_as_unavailable() -> None:
+    out = render_status(FakeClient(REPLIES, failing=("/api/v1/autoscaler/status",)), color=False)
+    assert "autoscaler: unavailable" in out
+    assert "GPUs: unknown" in out
+    assert "gen " in out
+
+
+def test_unreachable_app_says_so() -> None:
+    everything = tuple(REPLIES)
+    out = render_status(FakeClient(REPLIES, failing=everything), color=False)
+    assert "not answering" in out and "ripple doctor" in out
+
+
+def test_no_endpoints_yet() -> None:
+    out = render_status(FakeClient({**REPLIES, "/api/v1/endpoints": {"endpoints": []}}), color=False)
+    assert "No endpoints yet" in out
