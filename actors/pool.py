@@ -12,7 +12,7 @@ import asyncio
 import logging
 import time
 import uuid
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import ray
@@ -30,6 +30,8 @@ from orchestrator.worker_state import WorkerState
 
 log = logging.getLogger("ripple.pool")
 MIB = 1024 * 1024
+START_BACKOFF_S = 1.0  # after a failed start (the handler did not load): 1, 2, 4, ... s before the next
+START_BACKOFF_MAX_S = 60.0
 
 
 @dataclass(frozen=True)
@@ -99,6 +101,9 @@ class WorkerPool:
         self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
         self._closing = False
+        self.start_failures = 0  # failed starts in a row (reset by a good start or an endpoint update)
+        self.next_start_s = 0.0
+        self.failed_spec: EndpointSpec | None = None
         logs.configure("INFO")  # JSON lines in the actor's log file
         self.ray_metrics = RaySink()
 
@@ -136,6 +141,8 @@ class WorkerPool:
                 for r in self.replicas.values()
             ],
             "errors": self.last_errors[-5:],
+            "startFailures": self.start_failures,
+            "startBackoffS": round(max(0.0, self.next_start_s - time.time()), 3),
         }
 
     async def drain(self, worker_ids: list[str], reason: str) -> list[str]:
@@ -196,6 +203,10 @@ class WorkerPool:
             deadline = draining_nodes.get(r.node_id or "", 0)
             timeout = (deadline / 1000 - now_s) if deadline else self.cfg.drain_timeout_s
             await self._drain(r, d.reason, max(1.0, timeout - 2.0))
+        if self.start_failures and self.spec != self.failed_spec:
+            self.start_failures, self.next_start_s = 0, 0.0  # the endpoint changed: try at once
+        if now_s < self.next_start_s:
+            p = replace(p, to_start=0)  # backing off after failed starts: no crash loop
         for _ in range(p.to_start if self.spec is not None and self.spec.handler else 0):
             self._start(self.spec)
         await self._report()
@@ -272,9 +283,12 @@ class WorkerPool:
                     try:
                         info = ray.get(done[0])
                     except Exception as exc:
+                        if not r.draining:  # not one we stopped ourselves before it was ready
+                            self._start_failed(now_s)
                         await self._lost(r, f"failed to start: {_short(exc)}", str(exc))
                         continue
                     r.ready, r.pending_placement = True, False
+                    self.start_failures, self.next_start_s = 0, 0.0
                     r.node_id, r.cold_start_s = info["nodeId"], info["coldStartS"]
                     self.ray_metrics.observe(
                         "ripple_worker_cold_start_seconds",
@@ -309,6 +323,18 @@ class WorkerPool:
             if int(r.info.get("stuck", 0)) >= int(r.info.get("concurrency", 1)):
                 ray.kill(r.handle, no_restart=True)  # every thread hangs in a stopped job: replace it
                 await self._lost(r, "hung past its jobs' execution timeout; replaced", None)
+
+    def _start_failed(self, now_s: float) -> None:
+        self.start_failures += 1
+        self.failed_spec = self.spec
+        backoff_s = min(START_BACKOFF_MAX_S, START_BACKOFF_S * 2 ** (self.start_failures - 1))
+        self.next_start_s = now_s + backoff_s
+        log.warning(
+            "pool %s: start failed %d times in a row; next in %g s",
+            self.endpoint,
+            self.start_failures,
+            backoff_s,
+        )
 
     async def _stopped(self, r: _Replica, reason: str) -> None:
         self.replicas.pop(r.worker_id, None)
