@@ -63,9 +63,9 @@ FULL = Plan(
     take_batch=32,
 )
 QUICK = Plan(
-    jobs=2_000,
-    e2e_jobs=1_000,
-    latency_samples=200,
+    jobs=1_000,
+    e2e_jobs=500,
+    latency_samples=100,
     recovery_jobs=0,
     submit_batch=500,
     workers=8,
