@@ -56,7 +56,7 @@ class Plan:
 FULL = Plan(
     jobs=10_000,
     e2e_jobs=5_000,
-    latency_samples=1_000,
+    latency_samples=500,
     recovery_jobs=100_000,
     submit_batch=500,
     workers=8,
