@@ -49,13 +49,22 @@ class Autoscaler:
         self.boot = boot
         self.settings = dict(boot.autoscaler)
         self.interval_s = float(self.settings.get("interval_s", 2.0))
+        step_s = float(self.settings.get("starvation_step_s", 300))
+        per_step = int(self.settings.get("starvation_boost_per_step", 10))
+        max_boost = int(self.settings.get("starvation_max_boost", 30))
+        # Default reclaim: one starvation step after the boost has maxed (1200 s with the defaults), so it
+        # follows a configured step instead of staying at 1200 s.
+        steps_to_max = -(-max_boost // per_step) if per_step > 0 else 0
         self.config = AutoscaleConfig(
             high_load_threshold=int(self.settings.get("high_load_threshold", 10)),
             high_load_boost=int(self.settings.get("high_load_boost", 20)),
-            starvation_step_s=float(self.settings.get("starvation_step_s", 300)),
-            starvation_boost_per_step=int(self.settings.get("starvation_boost_per_step", 10)),
-            starvation_max_boost=int(self.settings.get("starvation_max_boost", 30)),
+            starvation_step_s=step_s,
+            starvation_boost_per_step=per_step,
+            starvation_max_boost=max_boost,
             preempt_busy=bool(self.settings.get("preempt_busy", False)),
+            starvation_reclaim_after_s=self.settings.get(
+                "starvation_reclaim_after_s", step_s * (steps_to_max + 1)
+            ),
         )
         self.store = RedisStore.connect(boot.queue.redis_url, boot.queue.key_prefix)
         self.k = Keys(boot.queue.key_prefix)
