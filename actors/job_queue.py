@@ -130,6 +130,7 @@ class JobQueue:
                 continue
             await self._reclaim(worker, self.registry.held(worker), "heartbeat")
             self.registry.mark_lost(worker, now_s)
+            await self.store.set_draining(worker, False)
         changed, removed = self.registry.dirty(now_s)
         if changed or removed:
             await self.store.save_workers(changed, removed)
@@ -527,6 +528,7 @@ class JobQueue:
         held = self.registry.held(worker_id)
         n = await self._reclaim(worker_id, held, reason)
         self.registry.mark_lost(worker_id, time.time())
+        await self.store.set_draining(worker_id, False)
         return n
 
     async def _reclaim(self, worker_id: str, job_ids: Sequence[str], reason: str) -> int:
