@@ -305,6 +305,37 @@ def _table(rows: list[dict[str, Any]], cols: list[str]) -> None:
         print("  ".join(str(r.get(c, "")).ljust(widths[c]) for c in cols))
 
 
+def cmd_autoscaler(args: argparse.Namespace) -> int:
+    """Autoscaler switch, status, decision history and per-endpoint overrides."""
+    c = _client(args)
+    if args.action == "status":
+        out = c.request("GET", "/api/v1/autoscaler/status")
+        print(f"autoscaler: {'on' if out['enabled'] else 'OFF'}   GPUs used {out['gpus']['used']:g} / "
+              f"{out['gpus']['total']:g} (free {out['gpus']['free']:g})")
+        _table(out["endpoints"], ["endpoint", "current", "desired", "queued", "running", "priority",
+                                  "effectivePriority", "waitingS", "idleS", "blocked"])
+        return 0
+    if args.action in ("enable", "disable"):
+        out = c.request("POST", f"/api/v1/autoscaler/{args.action}")
+    elif args.action == "history":
+        if not args.endpoint:
+            raise SystemExit("ripple autoscaler history: ENDPOINT is required")
+        rows = c.request("GET", f"/api/v1/autoscaler/history/{args.endpoint}?limit={args.limit}")["history"]
+        for row in rows:
+            print(f"{row['at']}  {row['kind']:<10} {row.get('count', row.get('replica_ids', ''))!s:<12} {row['reason']}")
+        return 0
+    else:
+        if not args.endpoint:
+            raise SystemExit("ripple autoscaler override: ENDPOINT is required")
+        if args.clear:
+            out = c.request("DELETE", f"/api/v1/autoscaler/overrides/{args.endpoint}")
+        else:
+            body = {"desiredReplicas": args.replicas, "disabled": bool(args.off)}
+            out = c.request("PUT", f"/api/v1/autoscaler/overrides/{args.endpoint}", json=body)
+    print(json.dumps(out, indent=2))
+    return 0
+
+
 def cmd_status(args: argparse.Namespace) -> int:
     from orchestrator.status import render_status
 
@@ -361,6 +392,15 @@ def parser() -> argparse.ArgumentParser:
     sm.set_defaults(fn=cmd_submit)
 
     sub.add_parser("status", help="One screen: endpoints, queues, workers, GPUs.").set_defaults(fn=cmd_status)
+
+    au = sub.add_parser("autoscaler", help="Autoscaler status, switch, history and overrides.")
+    au.add_argument("action", choices=["status", "enable", "disable", "history", "override"])
+    au.add_argument("endpoint", nargs="?")
+    au.add_argument("--limit", type=int, default=20)
+    au.add_argument("--replicas", type=int, help="override: pin this many replicas")
+    au.add_argument("--off", action="store_true", help="override: leave this endpoint alone")
+    au.add_argument("--clear", action="store_true", help="override: remove the override")
+    au.set_defaults(fn=cmd_autoscaler)
 
     dr = sub.add_parser("doctor", help="Diagnose the instance.")
     dr.add_argument("--json", action="store_true")
