@@ -43,6 +43,7 @@ class _State:
     boot: runtime.BootConfig | None = None
     queue: Any = None
     ui_verify: Any = None
+    behind_serve: bool = False  # Serve's proxy echoes X-Request-ID itself
 
 
 STATE = _State()
@@ -626,7 +627,8 @@ def create_fastapi() -> FastAPI:
         description="Serverless GPU job orchestrator on Ray: RunPod-compatible API.",
     )
     api.add_middleware(BodyLimit)
-    api.add_middleware(RequestIdMiddleware)  # outermost: every reply, a 413 included, gets the id
+    # Outermost: every reply, a 413 included, gets the id.
+    api.add_middleware(RequestIdMiddleware, echo=lambda: not STATE.behind_serve)
     api.add_exception_handler(RippleError, _ripple_error)
     api.add_exception_handler(RequestValidationError, _validation_error)
     api.add_exception_handler(StarletteHTTPException, _http_error)
@@ -664,6 +666,7 @@ class RippleAPI:
 
         module.STATE.boot = boot
         module.STATE.queue = None
+        module.STATE.behind_serve = True
         logs.configure("INFO")  # JSON lines in the replica's log file
         try:
             rt.ensure_control_actors(boot, timeout_s=120.0)

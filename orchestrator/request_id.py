@@ -4,6 +4,8 @@ queue actor's lines too, where the route passes it on)."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from orchestrator import logs
@@ -12,10 +14,16 @@ HEADER = b"x-request-id"
 
 
 class RequestIdMiddleware:
-    """Pure ASGI middleware (so the bound context reaches the route handler's task)."""
+    """Pure ASGI middleware (so the bound context reaches the route handler's task).
 
-    def __init__(self, app: ASGIApp) -> None:
+    ``echo`` says whether this middleware adds the response header: behind Ray Serve's proxy it must not,
+    because the proxy already sets ``x-request-id`` on the request (the client's, or one it generates) and
+    echoes it in the response; the id read here is then the same one the client gets back.
+    """
+
+    def __init__(self, app: ASGIApp, echo: Callable[[], bool] = lambda: True) -> None:
         self.app = app
+        self.echo = echo
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -29,8 +37,10 @@ class RequestIdMiddleware:
         rid = logs.clean_request_id(presented) or logs.new_request_id()
         scope.setdefault("state", {})["request_id"] = rid
 
+        echo = self.echo()
+
         async def send_with_id(message: Message) -> None:
-            if message["type"] == "http.response.start":
+            if echo and message["type"] == "http.response.start":
                 headers = [(k, v) for k, v in message.get("headers", []) if k.lower() != HEADER]
                 headers.append((HEADER, rid.encode("latin-1")))
                 message = {**message, "headers": headers}

@@ -81,3 +81,18 @@ def test_log_lines_inside_a_request_carry_its_id() -> None:
     assert seen == ["trace-7"]
     line = json.loads(out.getvalue().strip())
     assert line["request_id"] == "trace-7" and line["msg"] == "handled"
+
+
+def test_behind_serve_the_proxy_echoes_and_this_only_reads() -> None:
+    api = FastAPI()
+    api.add_middleware(RequestIdMiddleware, echo=lambda: False)
+    seen: list[str | None] = []
+
+    @api.get("/x")
+    async def x() -> dict[str, str]:
+        seen.append(current_request_id())
+        return {}
+
+    r = TestClient(api).get("/x", headers={"X-Request-ID": "from-proxy"})
+    assert "x-request-id" not in r.headers
+    assert seen == ["from-proxy"]
