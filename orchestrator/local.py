@@ -7,6 +7,7 @@ it; ``--detach`` starts them in their own sessions and records them in ``<data-d
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
@@ -104,22 +105,39 @@ def start_ray_head(
     # Handler modules next to where `ripple up` runs are importable by replicas, as with `serve run`.
     env["PYTHONPATH"] = os.pathsep.join(p for p in (os.getcwd(), env.get("PYTHONPATH", "")) if p)
     env.setdefault("RAY_GRACEFUL_SHUTDOWN_DRAIN_TIMEOUT_S", "5")
-    log = open(data_dir / "ray-head.log", "ab")
+    env["PYTHONUNBUFFERED"] = "1"  # the readiness line below must reach the log at once
+    log_path = data_dir / "ray-head.log"
+    log = open(log_path, "ab")
+    offset = log.tell()
     proc = subprocess.Popen(
         cmd, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=detach
     )
     address = f"127.0.0.1:{port}"
     deadline = time.monotonic() + timeout_s
+    # The GCS port opens long before the node is up, and a raylet that fails after that (it happens on a
+    # loaded machine) would leave `ray.init` retrying for minutes: wait for `ray start` to say it is done.
     while time.monotonic() < deadline:
         if proc.poll() is not None:
-            raise NotReady(f"ray start exited with {proc.returncode}; see {data_dir / 'ray-head.log'}")
-        try:
-            with socket.create_connection(("127.0.0.1", port), timeout=0.5):
-                return proc, address
-        except OSError:
-            time.sleep(0.2)
-    proc.kill()
+            raise NotReady(f"ray start exited with {proc.returncode}; see {log_path}")
+        if _head_started(log_path, offset):
+            return proc, address
+        time.sleep(0.2)
+    if detach:  # the head's own session: GCS, raylet and agents with it
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGKILL)
+    else:
+        proc.kill()
     raise NotReady(f"the Ray head did not start within {timeout_s:.0f} s; see {data_dir / 'ray-head.log'}")
+
+
+def _head_started(log_path: Path, offset: int) -> bool:
+    """True once ``ray start`` has logged, after ``offset``, that the node is up."""
+    try:
+        with open(log_path, "rb") as f:
+            f.seek(offset)
+            return b"Ray runtime started" in f.read()
+    except OSError:
+        return False
 
 
 def stop_process(pid: int, timeout_s: float = 30.0) -> None:
