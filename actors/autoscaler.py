@@ -83,6 +83,7 @@ class Autoscaler:
         self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
         self.ticks = 0
+        self._adopted = False
         logs.configure("INFO")  # JSON lines in the actor's log file
         self.ray_metrics = RaySink()
         self.metric_memory = TickMemory()
@@ -207,7 +208,27 @@ class Autoscaler:
             for labels, amount in rows:
                 self.ray_metrics.inc_labels(name, labels, amount)
 
+    def _adopt_pools(self) -> None:
+        """Pools a previous instance created (found by name): adopt them, so that one whose endpoint was
+        deleted while no autoscaler ran is still closed instead of holding its GPUs forever."""
+        from ray.util import list_named_actors
+
+        prefix = pool_name("")
+        for entry in list_named_actors(all_namespaces=True):
+            name = str(entry.get("name", ""))
+            if entry.get("namespace") != self.boot.namespace or not name.startswith(prefix):
+                continue
+            endpoint = name[len(prefix) :]
+            if endpoint not in self.pools:
+                try:
+                    self.pools[endpoint] = ray.get_actor(name, namespace=self.boot.namespace)
+                except ValueError:  # gone meanwhile
+                    continue
+
     async def _sync_pools(self, managed: dict[str, Any]) -> None:
+        if not self._adopted:
+            self._adopt_pools()
+            self._adopted = True
         for name in managed:
             if name not in self.pools:
                 self.pools[name] = ensure_pool(name, self.pool_cfg)
@@ -272,6 +293,16 @@ class Autoscaler:
         await self.start()
         if not self.last:
             await self.tick()
+        if not self.last:  # not the leader yet (a previous instance's lease has not expired): no snapshot
+            total, available = ray_cluster.gpus()
+            return {
+                "enabled": await self.enabled(),
+                "leader": False,
+                "ticks": self.ticks,
+                "intervalS": self.interval_s,
+                "gpus": {"total": total, "used": total - available, "free": available},
+                "endpoints": [],
+            }
         snap = self.last["snapshot"]
         total, available = self.last["gpus"]
         rows = []
