@@ -120,7 +120,7 @@ def gather(url: str, api_key: str | None, data_dir: Path, timeout_s: float = TIM
         cluster = _get(http, "/api/v1/cluster", errors, "cluster")
         jobs = _get(http, "/api/v1/jobs?status=IN_PROGRESS&limit=500", errors, "jobs") or {}
     hb = float((info or {}).get("heartbeatTimeoutS") or 60.0)
-    grace = float((info or {}).get("sweepIntervalS") or 0.5)
+    grace = float((info or {}).get("sweepIntervalS") or 0.5)  # the sweep acts within one interval
     return Facts(
         url=url,
         reachable=True,
@@ -135,7 +135,7 @@ def gather(url: str, api_key: str | None, data_dir: Path, timeout_s: float = TIM
         jobs_in_progress=jobs.get("jobs", []),
         local=lf,
         errors=errors,
-        thresholds=Thresholds(heartbeat_timeout_s=hb, timeout_grace_s=max(1.0, grace)),
+        thresholds=Thresholds(heartbeat_timeout_s=hb, timeout_grace_s=max(1.0, min(2 * grace, 5.0))),
     )
 
 
