@@ -236,16 +236,28 @@ async def live() -> dict[str, str]:
     return {"status": "ok"}
 
 
+async def _queue_ready() -> dict[str, Any]:
+    """The queue's readiness; any failure (the store down, the actor gone, a timeout) is a 503."""
+    try:
+        state: dict[str, Any] = await asyncio.wait_for(call("ready"), 5.0)
+    except Exception as exc:
+        err = _unwrap(exc)
+        if isinstance(err, RippleError):
+            raise err from None
+        raise NotReady(f"not ready: {type(err).__name__}: {str(err)[:200]}") from None
+    return state
+
+
 @probes.get("/health/ready")
 async def ready() -> dict[str, Any]:
     """The store and the job queue answer (503 otherwise)."""
-    return {"status": "ok", **(await asyncio.wait_for(call("ready"), 5.0))}
+    return {"status": "ok", **(await _queue_ready())}
 
 
 @probes.get("/health/startup")
 async def startup() -> dict[str, Any]:
     """Start-up is done: the queue has recovered every job from the store."""
-    return {"status": "ok", **(await asyncio.wait_for(call("ready"), 5.0))}
+    return {"status": "ok", **(await _queue_ready())}
 
 
 @probes.get("/health")

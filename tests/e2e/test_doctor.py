@@ -155,6 +155,12 @@ def test_doctor_names_each_unhealthy_condition(inst: Instance) -> None:
         (late,) = [f for f in by_rule(report, "jobs.past_timeout") if job["id"] in f["issue"]]
         assert late["severity"] == "HIGH" and f"/v2/{silent}/cancel/{job['id']}" in late["action"]
 
+        metrics = httpx.get(f"{inst.url}/metrics", timeout=30).text  # the autoscaler's samples, published
+        assert "ripple_gpus_total 1.0" in metrics
+        assert f'ripple_autoscaler_blocked_total{{endpoint="{huge}",reason="gpus"}}' in metrics
+        assert f'ripple_workers{{endpoint="{broken}",state="stopped"}}' in metrics
+        assert f'ripple_queue_depth{{endpoint="{huge}"}} 1.0' in metrics
+
         text = run_cli(["--data-dir", str(inst.data_dir), "doctor"], env=inst.env, timeout_s=60)
         assert text.returncode == 1
         assert "HIGH" in text.stdout and "ModuleNotFoundError" in text.stdout
@@ -172,7 +178,7 @@ def test_doctor_when_the_store_is_down(inst: Instance, tmp_path: Path) -> None:
     saved = tmp_path / "report.json"
 
     def not_ready() -> bool:
-        return httpx.get(f"{inst.url}/health/ready", timeout=15).status_code >= 500
+        return httpx.get(f"{inst.url}/health/ready", timeout=15).status_code == 503
 
     wait_for(not_ready, 30, "/health/ready to fail once Redis is gone")
     out = run_cli(
