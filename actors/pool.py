@@ -111,6 +111,9 @@ class WorkerPool:
         """Start the reconcile loop (idempotent)."""
         if self._task is None:
             self._task = asyncio.get_running_loop().create_task(self._loop())
+            specs = await self.queue.endpoint_specs.remote()
+            if self.endpoint in specs:
+                self._warm(specs[self.endpoint])
         return True
 
     async def set_target(self, replicas: int | None) -> None:
@@ -261,6 +264,12 @@ class WorkerPool:
         handle = ray.remote(WorkerReplica).options(**opts).remote(cfg)
         self.replicas[wid] = _Replica(wid, handle, time.time(), handle.ready.remote())
         log.info("pool %s started replica %s", self.endpoint, wid)
+        self._warm(spec)
+
+    def _warm(self, spec: EndpointSpec) -> None:
+        """Keep one idle worker process ready for the next replica of this endpoint."""
+        opts = {"runtime_env": spec.runtime_env} if spec.runtime_env else {}
+        _warm_worker.options(**opts).remote()
 
     async def _drain(self, r: _Replica, reason: str, timeout_s: float) -> None:
         r.draining = True
@@ -361,6 +370,12 @@ class WorkerPool:
         records = [r.view(self.endpoint) for r in self.replicas.values() if not r.ready]
         if records:
             await self.queue.report_workers.remote(self.endpoint, records)
+
+
+@ray.remote(num_cpus=0)
+def _warm_worker() -> None:
+    """A no-op task: it leaves an idle worker process of this pool's job behind, which Ray hands to the
+    next replica instead of starting a new Python process (the largest part of a start from zero)."""
 
 
 def _short(exc: BaseException) -> str:

@@ -83,6 +83,7 @@ class WorkerReplica:
         """Serve until drained; returns a summary."""
         beat = asyncio.get_running_loop().create_task(self._heartbeat_forever())
         flusher = asyncio.get_running_loop().create_task(self._flush_forever())
+        await self._beat()  # registers as serving at once, replacing the pool's "starting" record
         try:
             await self._take_loop()
             await self._finish_held()

@@ -105,6 +105,9 @@ def start_ray_head(
     # Handler modules next to where `ripple up` runs are importable by replicas, as with `serve run`.
     env["PYTHONPATH"] = os.pathsep.join(p for p in (os.getcwd(), env.get("PYTHONPATH", "")) if p)
     env.setdefault("RAY_GRACEFUL_SHUTDOWN_DRAIN_TIMEOUT_S", "5")
+    # Keep idle worker processes for minutes rather than 1 s, so a replica started from zero reuses one
+    # instead of paying for a new Python process (seconds on a small machine).
+    env.setdefault("RAY_idle_worker_killing_time_threshold_ms", "600000")
     env["PYTHONUNBUFFERED"] = "1"  # the readiness line below must reach the log at once
     log_path = data_dir / "ray-head.log"
     log = open(log_path, "ab")
