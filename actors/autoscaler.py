@@ -87,6 +87,12 @@ class Autoscaler:
         logs.configure("INFO")  # JSON lines in the actor's log file
         self.ray_metrics = RaySink()
         self.metric_memory = TickMemory()
+        # Ray runs an async actor's constructor on its event loop: start ticking here, so that an instance
+        # Ray restarted (after a crash) resumes by itself instead of waiting for someone to call start().
+        try:
+            self._task = asyncio.get_running_loop().create_task(self._loop())
+        except RuntimeError:  # constructed outside an event loop (tests): start() does it
+            pass
 
     async def start(self) -> bool:
         if self._task is None:
