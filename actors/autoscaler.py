@@ -10,6 +10,7 @@ leadership lease acts, so a second instance (a restart racing the old one) never
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
 import time
@@ -89,10 +90,8 @@ class Autoscaler:
         self.metric_memory = TickMemory()
         # Ray runs an async actor's constructor on its event loop: start ticking here, so that an instance
         # Ray restarted (after a crash) resumes by itself instead of waiting for someone to call start().
-        try:
+        with contextlib.suppress(RuntimeError):  # constructed outside an event loop: start() does it
             self._task = asyncio.get_running_loop().create_task(self._loop())
-        except RuntimeError:  # constructed outside an event loop (tests): start() does it
-            pass
 
     async def start(self) -> bool:
         if self._task is None:
