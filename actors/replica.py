@@ -21,6 +21,7 @@ from typing import Any
 import ray
 
 from orchestrator import health as hs
+from orchestrator import logs
 from orchestrator.handlers import error_body, invoke, load_handler, result_body
 from orchestrator.names import QUEUE_NAME, get_actor
 
@@ -46,6 +47,8 @@ class WorkerReplica:
 
     def __init__(self, cfg: ReplicaConfig) -> None:
         self.cfg = cfg
+        logs.configure("INFO")  # JSON lines in the actor's log file
+        self.log_fields = {"worker_id": cfg.worker_id, "endpoint": cfg.endpoint}
         t0 = time.perf_counter()
         self.handler = load_handler(cfg.handler)
         self.cold_start_s = time.perf_counter() - t0
@@ -176,7 +179,7 @@ class WorkerReplica:
                 for task in self.active.values():
                     task.cancel()
                 await self.queue.worker_gone.remote(self.cfg.worker_id, "drain deadline passed")
-                log.warning("drain deadline passed; handed back %d jobs", len(held))
+                log.warning("drain deadline passed; handed back %d jobs", len(held), extra=self.log_fields)
                 return
             self._wake.clear()
             try:
@@ -230,7 +233,11 @@ class WorkerReplica:
                             self.cfg.endpoint, self.cfg.worker_id, items, streamed
                         )
                     except Exception:
-                        log.exception("reporting %d results failed; their leases will expire", len(items))
+                        log.exception(
+                            "reporting %d results failed; their leases will expire",
+                            len(items),
+                            extra=self.log_fields,
+                        )
 
     async def _heartbeat_forever(self) -> None:
         while True:
@@ -243,7 +250,7 @@ class WorkerReplica:
                 self.cfg.endpoint, self.cfg.worker_id, list(self.active), self._state()
             )
         except Exception:
-            log.warning("heartbeat failed", exc_info=True)
+            log.warning("heartbeat failed", exc_info=True, extra=self.log_fields)
             return
         if final:
             return
