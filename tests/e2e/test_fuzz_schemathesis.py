@@ -130,7 +130,7 @@ def test_no_server_errors(ripple_app: Instance, targets: dict[str, str]) -> None
             except Unsatisfiable:  # nothing to make invalid (an operation without parameters)
                 assert mode is GenerationMode.NEGATIVE
             tested += 1
-    assert tested >= 2 * 30, f"only {tested} operation×mode runs: is the OpenAPI document complete?"
+    assert tested >= 2 * 30, f"only {tested} operation-and-mode runs: is the OpenAPI document complete?"
     # The app is still healthy afterwards.
     with contextlib.suppress(httpx.HTTPError):
         assert httpx.get(f"{ripple_app.url}/health/ready", timeout=10).status_code == 200
