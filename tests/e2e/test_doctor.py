@@ -44,24 +44,30 @@ ENV = {
 }
 
 
+def _up(data_dir: Path, env: dict[str, str]) -> subprocess.CompletedProcess[bytes]:
+    args = ["up", "--data-dir", str(data_dir), "--port", str(free_port()), "--num-gpus", "1", "--detach"]
+    with open(data_dir.parent / "up.log", "ab") as log:
+        return subprocess.run(
+            [ripple_exe(), *args],
+            env=env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            timeout=UP_TIMEOUT_S,
+            cwd=REPO,
+        )
+
+
 @pytest.fixture(scope="module")
 def inst(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Instance]:
     data_dir = tmp_path_factory.mktemp("doctor") / "data"
     data_dir.mkdir(parents=True)
     env = ripple_env(ENV)
-    args = ["up", "--data-dir", str(data_dir), "--port", str(free_port()), "--num-gpus", "1", "--detach"]
-    log_path = data_dir.parent / "up.log"
     try:
-        with open(log_path, "wb") as log:
-            proc = subprocess.run(
-                [ripple_exe(), *args],
-                env=env,
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                timeout=UP_TIMEOUT_S,
-                cwd=REPO,
-            )
-        assert proc.returncode == 0, log_path.read_text()[-4000:]
+        proc = _up(data_dir, env)
+        if proc.returncode != 0:  # a Ray head that times out starting on a loaded machine: once more
+            kill_instance(data_dir)
+            proc = _up(data_dir, env)
+        assert proc.returncode == 0, (data_dir.parent / "up.log").read_text()[-4000:]
         state = json.loads((data_dir / "ripple.json").read_text())
         keys = json.loads((data_dir / "keys.json").read_text())
         yield Instance(state["url"], keys["api_key"], keys["worker_key"], data_dir, state, env)
@@ -106,6 +112,32 @@ def test_status_prints_endpoints_and_gpus(inst: Instance) -> None:
     assert ep in out.stdout and "outside workers" in out.stdout
     assert "/ 1 total" in out.stdout, out.stdout
     assert "ENDPOINT" in out.stdout and "autoscaler: on" in out.stdout
+
+
+def _log_lines_with(text: str) -> list[dict[str, Any]]:
+    """JSON log lines containing ``text`` in the Ray workers' logs written in the last few minutes."""
+    out = []
+    recent = time.time() - 600
+    for path in Path("/tmp/ray").glob("session_*/logs/worker-*.err"):
+        with contextlib.suppress(OSError):
+            if path.stat().st_mtime < recent:
+                continue
+            for line in path.read_text(errors="replace").splitlines():
+                if text in line and line.startswith("{"):
+                    with contextlib.suppress(ValueError):
+                        out.append(json.loads(line))
+    return out
+
+
+def test_request_id_reaches_the_queue_actor_log(inst: Instance) -> None:
+    ep = endpoint(inst, "traced", handler=None)
+    rid = f"trace-{uuid.uuid4().hex[:12]}"
+    with inst.client() as c:
+        job_id = c.post(f"/v2/{ep}/run", json={"input": {}}).json()["id"]
+        r = c.post(f"/v2/{ep}/cancel/{job_id}", headers={"X-Request-ID": rid})
+    assert r.status_code == 200 and r.headers["x-request-id"] == rid
+    lines = wait_for(lambda: _log_lines_with(rid), 30, "a queue log line with the request id")
+    assert any(x["job_id"] == job_id and x["endpoint"] == ep and x["logger"] == "ripple.queue" for x in lines)
 
 
 def test_doctor_names_each_unhealthy_condition(inst: Instance) -> None:
