@@ -417,7 +417,10 @@ def parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
+    from orchestrator.logs import configure
+
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    configure(os.environ.get("RIPPLE_LOG_LEVEL", "WARNING"))  # Ripple's own lines: JSON when not on a TTY
     if args.command == "endpoint" and args.action != "list" and not args.name:
         print("ripple endpoint: NAME is required", file=sys.stderr)
         return 2
