@@ -61,12 +61,11 @@ def build_snapshot(
         if spec.handler is None:
             continue
         pool = pools.get(name, {})
-        replicas = tuple(replica_view(r) for r in pool.get("replicas", ()) if r.get("state") != "stopped")
-        placed_gpus += spec.gpus * sum(
-            1
-            for r in pool.get("replicas", ())
-            if not r.get("pendingPlacement") and r.get("state") != "stopped"
-        )
+        # A replica the pool still lists holds its GPUs, even once it reports "stopped": the pool drops it
+        # only after Ray has released them. Leaving it out would count its GPUs as used elsewhere for a
+        # moment, and a blocked endpoint would preempt a second replica for the same want.
+        replicas = tuple(replica_view(r) for r in pool.get("replicas", ()))
+        placed_gpus += spec.gpus * sum(1 for r in pool.get("replicas", ()) if not r.get("pendingPlacement"))
         s = stats.get(name, {})
         colds = [r["coldStartS"] for r in pool.get("replicas", ()) if r.get("coldStartS")]
         views.append(
