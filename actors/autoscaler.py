@@ -171,7 +171,7 @@ class Autoscaler:
             for action in actions:
                 pool = self.pools[action.endpoint]
                 if action.drain:
-                    await pool.drain.remote(list(action.drain), "autoscaler")
+                    await pool.drain.remote(list(action.drain), "autoscaler", action.target)
                 await pool.set_target.remote(action.target)
         self.last = {
             "at": snapshot.now_s,

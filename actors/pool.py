@@ -32,6 +32,8 @@ log = logging.getLogger("ripple.pool")
 MIB = 1024 * 1024
 START_BACKOFF_S = 1.0  # after a failed start (the handler did not load): 1, 2, 4, ... s before the next
 START_BACKOFF_MAX_S = 60.0
+GONE_LINGER_MAX_S = 30.0  # a stopped replica whose actor Ray never reports dead is forgotten after this
+GONE_RELEASE_MAX_S = 5.0  # how long a dead replica's GPUs may take to show as available on its node
 
 
 @dataclass(frozen=True)
@@ -60,13 +62,14 @@ class _Replica:
     node_id: str | None = None
     cold_start_s: float | None = None
     error: str | None = None
+    gone_s: float | None = None  # stopped or lost: listed (as draining) until Ray has released its actor
 
     def view(self, endpoint: str) -> dict[str, Any]:
         if self.ready:
             state = self.info.get("state", "idle")
         else:
             state = "starting"
-        if self.draining and state not in ("stopped",):
+        if (self.draining and state not in ("stopped",)) or self.gone_s is not None:
             state = "draining"
         reason = self.info.get("reason") or (
             "waiting for resources (pending placement)"
@@ -148,15 +151,18 @@ class WorkerPool:
             "startBackoffS": round(max(0.0, self.next_start_s - time.time()), 3),
         }
 
-    async def drain(self, worker_ids: list[str], reason: str) -> list[str]:
-        """Drain these replicas (the autoscaler's scale-down and preemption)."""
-        done = []
-        for wid in worker_ids:
-            r = self.replicas.get(wid)
-            if r is not None and not r.draining:
-                await self._drain(r, reason, self.cfg.drain_timeout_s)
-                done.append(wid)
-        return done
+    async def drain(self, worker_ids: list[str], reason: str, target: int | None = None) -> list[str]:
+        """Drain these replicas (the autoscaler's scale-down and preemption), and hold ``target`` replicas
+        from now on when given. The target and the drains change together, before anything awaits, so a
+        reconcile step never sees the drains with the old target (and never starts replacements)."""
+        if target is not None:
+            self.target = target
+        picked = [r for wid in worker_ids if (r := self.replicas.get(wid)) is not None and not r.draining]
+        for r in picked:
+            r.draining = True
+        for r in picked:
+            await self._drain(r, reason, self.cfg.drain_timeout_s)
+        return [r.worker_id for r in picked]
 
     async def close(self, timeout_s: float) -> int:
         """Drain every replica (jobs finish within ``timeout_s``) and stop; returns how many were drained."""
@@ -191,27 +197,29 @@ class WorkerPool:
         """One reconcile step: observe, plan, apply. Returns what it did."""
         specs = await self.queue.endpoint_specs.remote()
         self.spec = specs.get(self.endpoint)
+        await self._observe()
+        draining_nodes = ray_cluster.draining_nodes()
+        # From reading the target to starting replicas nothing awaits: a drain() with a new target that
+        # arrives meanwhile would otherwise be planned against the old target and replaced at once.
         if self.spec is None or self.spec.handler is None:
             desired = 0
         else:
             base = self.spec.min_replicas if self.target is None else self.target
             desired = max(self.spec.min_replicas, min(self.spec.max_replicas, base))
-        await self._observe()
-        draining_nodes = ray_cluster.draining_nodes()
         now_s = time.time()
         infos = [self._info(r, draining_nodes, now_s) for r in self.replicas.values()]
         p = plan(desired, infos, now_s)
-        for d in p.drains:
-            r = self.replicas[d.replica_id]
-            deadline = draining_nodes.get(r.node_id or "", 0)
-            timeout = (deadline / 1000 - now_s) if deadline else self.cfg.drain_timeout_s
-            await self._drain(r, d.reason, max(1.0, timeout - 2.0))
         if self.start_failures and self.spec != self.failed_spec:
             self.start_failures, self.next_start_s = 0, 0.0  # the endpoint changed: try at once
         if now_s < self.next_start_s:
             p = replace(p, to_start=0)  # backing off after failed starts: no crash loop
         for _ in range(p.to_start if self.spec is not None and self.spec.handler else 0):
             self._start(self.spec)
+        for d in p.drains:
+            r = self.replicas[d.replica_id]
+            deadline = draining_nodes.get(r.node_id or "", 0)
+            timeout = (deadline / 1000 - now_s) if deadline else self.cfg.drain_timeout_s
+            await self._drain(r, d.reason, max(1.0, timeout - 2.0))
         await self._report()
         return {"desired": desired, "started": p.to_start, "drained": list(p.to_drain)}
 
@@ -286,6 +294,9 @@ class WorkerPool:
     async def _observe(self) -> None:
         now_s = time.time()
         for wid, r in list(self.replicas.items()):
+            if r.gone_s is not None:
+                self._reap(r, now_s)
+                continue
             if not r.ready:
                 done, _ = ray.wait([r.ready_ref], timeout=0)
                 if done:
@@ -345,15 +356,35 @@ class WorkerPool:
             backoff_s,
         )
 
-    async def _stopped(self, r: _Replica, reason: str) -> None:
+    def _reap(self, r: _Replica, now_s: float) -> None:
+        """Drop a stopped replica once its actor is dead: its GPUs are free only then, and until then the
+        autoscaler must count them as held, or it would preempt a second replica for the same want."""
+        assert r.gone_s is not None
+        waited_s = now_s - r.gone_s
+        dead = ray_cluster.actor_state(r.handle._actor_id.hex()) in ("DEAD", "UNKNOWN")
+        if not dead and waited_s <= GONE_LINGER_MAX_S:
+            return
+        # Ray marks a killed actor dead before its process exits and its GPUs show as available.
+        gpus = self.spec.gpus if self.spec is not None else 0.0
+        releasing = gpus > 0 and r.node_id and waited_s <= GONE_RELEASE_MAX_S
+        if releasing and ray_cluster.node_available(r.node_id or "", "GPU") < gpus:
+            return
         self.replicas.pop(r.worker_id, None)
+
+    def _forget(self, r: _Replica) -> None:
+        """Stop counting a replica: it stays listed as draining until its actor is dead (``_observe``)."""
+        r.draining, r.gone_s = True, time.time()
+        r.info["jobsHeld"] = 0
+
+    async def _stopped(self, r: _Replica, reason: str) -> None:
+        self._forget(r)
         ray.kill(r.handle, no_restart=True)
         await self.queue.report_workers.remote(
             self.endpoint, [{**r.view(self.endpoint), "state": "stopped", "reason": reason}]
         )
 
     async def _lost(self, r: _Replica, reason: str, error: str | None) -> None:
-        self.replicas.pop(r.worker_id, None)
+        self._forget(r)
         if error:
             self.last_errors.append({"workerId": r.worker_id, "at": time.time(), "error": error[-4000:]})
             self.last_errors = self.last_errors[-20:]
@@ -367,7 +398,7 @@ class WorkerPool:
         )
 
     async def _report(self) -> None:
-        records = [r.view(self.endpoint) for r in self.replicas.values() if not r.ready]
+        records = [r.view(self.endpoint) for r in self.replicas.values() if not r.ready and r.gone_s is None]
         if records:
             await self.queue.report_workers.remote(self.endpoint, records)
 

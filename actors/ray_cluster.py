@@ -45,3 +45,12 @@ def actor_state(actor_id_hex: str) -> str:
 def gpus() -> tuple[float, float]:
     """(total, available) GPUs of the cluster."""
     return float(ray.cluster_resources().get("GPU", 0.0)), float(ray.available_resources().get("GPU", 0.0))
+
+
+def node_available(node_id_hex: str, resource: str) -> float:
+    """How much of ``resource`` is free on one node right now (0.0 when unknown)."""
+    try:
+        per_node = ray._private.state.available_resources_per_node()
+    except Exception:
+        return 0.0
+    return float(per_node.get(node_id_hex, {}).get(resource, 0.0))
