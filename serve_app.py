@@ -405,6 +405,22 @@ async def job_done(
     return result
 
 
+@worker.post("/job-done-batch/{worker_id}")
+async def job_done_batch(endpoint: EP, worker_id: WORKER, request: Request) -> dict[str, Any]:
+    """Extension: results of many jobs in one request, ``[{"id": ..., "output": ...} | {"id", "error"}]``
+    (at most 1,000), each applied as ``job-done`` would; one store round trip for all."""
+    body = await _json_body(request)
+    if not isinstance(body, list) or not 1 <= len(body) <= 1000:
+        raise InvalidInput("body must be a JSON list of 1 to 1000 results", {"loc": ["body"]})
+    results = []
+    for n, item in enumerate(body):
+        if not isinstance(item, dict) or not isinstance(item.get("id"), str) or not item["id"]:
+            raise InvalidInput("each result needs a string id", {"loc": ["body", n, "id"]})
+        results.append((item["id"], {k: v for k, v in item.items() if k != "id"}))
+    replies = await call("done_many", endpoint, _worker(worker_id), results, False)
+    return {"results": replies}
+
+
 @worker.post("/job-stream/{worker_id}/{job_id}")
 async def job_stream(endpoint: EP, worker_id: WORKER, job_id: JOB, request: Request) -> dict[str, Any]:
     """One stream chunk ``{"output": chunk}``; never finishes the job."""
