@@ -1,0 +1,266 @@
+"""Worker pools and replicas on a real local Ray (2 logical GPUs, 4 CPUs) with a real embedded Redis.
+
+The autoscaler runs (it creates and removes the pools) but is switched off, so every replica count here is
+set by hand through ``minReplicas``: what the pool does is deterministic.
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+import ray
+
+from tests.integration.ray_fixtures import Ripple, local_ray, module_redis, ripple, rp, wait_for
+
+__all__ = ["local_ray", "module_redis", "ripple", "rp"]
+
+pytestmark = pytest.mark.timeout(90)
+
+RAY_INIT = {"num_cpus": 4, "num_gpus": 2}
+AUTOSCALER = {"enabled": False, "interval_s": 0.5}
+SETTINGS = {"drain_timeout_s": 40.0}
+
+
+def _log_lines(path: Path) -> list[dict[str, Any]]:
+    if not path.exists():
+        return []
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+
+
+def test_replicas_get_logical_gpus_and_a_short_one_waits_for_placement(rp: Ripple) -> None:
+    rp.create_endpoint("gpu", "work_sync", gpus=1, minReplicas=3, maxReplicas=3)
+
+    def two_placed_one_pending() -> list[dict[str, Any]] | None:
+        ws = rp.workers("gpu")
+        idle = [w for w in ws if w["state"] == "idle"]
+        pending = [w for w in ws if w.get("pendingPlacement")]
+        return ws if len(idle) == 2 and len(pending) == 1 and len(ws) == 3 else None
+
+    ws = wait_for(two_placed_one_pending, 60, "two replicas placed and one pending")
+    idle = [w for w in ws if w["state"] == "idle"]
+    assert sorted(g for w in idle for g in w["gpuIds"]) == ["0", "1"]
+    (pending,) = [w for w in ws if w.get("pendingPlacement")]
+    assert pending["state"] == "starting"
+    assert "waiting for resources" in pending["reason"]
+
+    ids = rp.submit("gpu", [{"value": k, "sleep_s": 0.2} for k in range(2)])
+    done = rp.wait_final(ids, 30)
+    assert {j["status"] for j in done} == {"COMPLETED"}
+    seen = {j["workerId"]: j["output"]["cuda"] for j in done}
+    for w in idle:
+        if w["workerId"] in seen:
+            assert seen[w["workerId"]] == w["gpuIds"][0]  # CUDA_VISIBLE_DEVICES is the replica's GPU
+
+
+def test_cold_start_is_timed_and_reported_per_replica(rp: Ripple) -> None:
+    env = {"env_vars": {"RIPPLE_TEST_INIT_S": "1.5"}}
+    rp.create_endpoint("cold", "work_async", gpus=0, minReplicas=2, runtimeEnv=env)
+    ws = wait_for(
+        lambda: len(ready := [w for w in rp.workers("cold") if w["state"] == "idle"]) == 2 and ready,
+        60,
+        "two loaded replicas",
+    )
+    pool = {r["id"]: r for r in rp.pool_replicas("cold")}
+    for w in ws:
+        print(f"cold start of {w['workerId']}: {w['coldStartS']:.3f} s (handler init 1.5 s)")
+        assert 1.5 <= w["coldStartS"] < 30
+        assert pool[w["workerId"]]["coldStartS"] == w["coldStartS"]
+
+
+def test_handler_import_error_is_reported_with_its_traceback_and_retried_with_backoff(rp: Ripple) -> None:
+    env = {"env_vars": {"RIPPLE_TEST_FAIL_IMPORT": "1"}}
+    rp.create_endpoint("broken", "work_async", gpus=0, minReplicas=1, runtimeEnv=env)
+    errors = wait_for(lambda: rp.pool_summary("broken")["errors"], 60, "a start error in the pool summary")
+    first_at = errors[0]["at"]
+    assert "import failed on purpose" in errors[0]["error"]
+    assert 'handlers_for_tests.py", line' in errors[0]["error"]  # the traceback, with the failing frame
+    failed = [w for w in rp.workers("broken", live_only=False) if w["state"] == "stopped"]
+    assert failed and failed[0]["error"] and "import failed on purpose" in failed[0]["error"]
+    # Watch 20 s: failed starts are retried, but with a growing backoff (1, 2, 4, 8 s), not in a loop.
+    wait_for(lambda: time.time() - first_at >= 20, 30, "20 s of retries", 0.5)
+    summary = rp.pool_summary("broken")
+    at = [e["at"] for e in summary["errors"]]
+    starts = [w for w in rp.workers("broken", live_only=False) if w["state"] == "stopped"]
+    print(
+        f"failed starts in 20 s: {len(starts)}; gaps {[round(b - a, 1) for a, b in itertools.pairwise(at)]}"
+    )
+    assert 2 <= len(starts) <= 6
+    gaps = [b - a for a, b in itertools.pairwise(at)]
+    assert gaps and all(g >= 2.0**k for k, g in enumerate(gaps))  # 1, 2, 4, ... s between attempts
+    assert summary["startFailures"] >= len(at)
+
+
+def _overlap(outputs: list[dict[str, Any]]) -> float:
+    """Seconds during which all of these runs were running at once (<= 0: they never all overlapped)."""
+    return float(min(o["end"] for o in outputs) - max(o["start"] for o in outputs))
+
+
+def test_sync_async_and_generator_handlers_run_jobs_concurrently_and_stream(rp: Ripple) -> None:
+    kinds = {"c-sync": "work_sync", "c-async": "work_async", "c-gen": "chunks"}
+    for name, fn in kinds.items():
+        rp.create_endpoint(name, fn, gpus=0, concurrency=3, minReplicas=1)
+    for name in kinds:
+        rp.wait_replicas(name, 1, 60)
+    # A new replica's first job is its health check (one slot); after it the replica serves 3 at once.
+    warm = {name: rp.submit(name, [{"sleep_s": 0, "n": 1, "value": "warm"}])[0] for name in kinds}
+    rp.wait_final(list(warm.values()), 30)
+    ids = {name: rp.submit(name, [{"sleep_s": 1.5, "n": 3, "value": k} for k in range(3)]) for name in kinds}
+
+    # Stream: chunks of a running generator job arrive before it finishes.
+    gen_id = ids["c-gen"][0]
+    streamed: list[dict[str, Any]] = []
+    while_running = 0
+    deadline = time.monotonic() + 40
+    while time.monotonic() < deadline:
+        reply = rp.call(rp.queue.stream.remote("c-gen", gen_id))
+        streamed += [c["output"] for c in reply["stream"]]
+        if reply["stream"] and reply["status"] == "IN_PROGRESS":
+            while_running += len(reply["stream"])
+        if reply["status"] == "COMPLETED":
+            break
+        time.sleep(0.2)
+    assert while_running >= 1
+    assert [c["i"] for c in streamed] == [0, 1, 2]
+
+    for name, job_ids in ids.items():
+        done = rp.wait_final(job_ids, 40)
+        assert {j["status"] for j in done} == {"COMPLETED"}, done
+        assert len({j["workerId"] for j in done}) == 1  # one replica ran all three
+        if name == "c-gen":
+            assert done[0]["output"] == streamed  # the final output aggregates the stream
+            runs = [{"start": o[0]["start"], "end": o[-1]["at"]} for o in (j["output"] for j in done)]
+        else:
+            runs = [j["output"] for j in done]
+        print(f"{name}: three 1.5 s jobs overlapped for {_overlap(runs):.2f} s")
+        assert _overlap(runs) > 0.5, runs
+
+
+def test_min_replicas_by_hand_converges_up_and_down_idle_first_busy_last(rp: Ripple, tmp_path: Path) -> None:
+    log = tmp_path / "runs.jsonl"
+    rp.create_endpoint("manual", "work_async", gpus=1, minReplicas=2, maxReplicas=4)
+    rp.wait_replicas("manual", 2, 60)
+    (job,) = rp.submit("manual", [{"sleep_s": 10, "log": str(log)}])
+    busy = rp.wait_status(job, "IN_PROGRESS", 20)["workerId"]
+
+    rp.update_endpoint("manual", minReplicas=1)  # the idle one goes, the busy one stays
+    left = wait_for(
+        lambda: [r["id"] for r in rp.pool_replicas("manual")] == [busy], 30, "only the busy replica left"
+    )
+    assert left
+    assert rp.job(job)["status"] == "IN_PROGRESS"
+
+    rp.update_endpoint("manual", minReplicas=0)  # now the busy one drains: it finishes its job first
+    wait_for(
+        lambda: [w["state"] for w in rp.workers("manual") if w["workerId"] == busy] == ["draining"],
+        20,
+        "the busy replica draining",
+    )
+    assert rp.job(job)["status"] == "IN_PROGRESS"
+    (final,) = rp.wait_final([job], 30)
+    assert final["status"] == "COMPLETED" and final["attempts"] == 1, final
+    rp.wait_replicas("manual", 0, 30)
+    assert [e["event"] for e in _log_lines(log)] == ["start", "end"]
+
+    rp.update_endpoint("manual", minReplicas=2)  # and up again
+    rp.wait_replicas("manual", 2, 60)
+
+
+def test_killed_replica_job_returns_to_the_queue_and_completes_once_elsewhere(
+    rp: Ripple, tmp_path: Path
+) -> None:
+    log = tmp_path / "runs.jsonl"
+    rp.create_endpoint("killme", "work_async", gpus=1, minReplicas=1, maxRetries=2)
+    rp.wait_replicas("killme", 1, 60)
+    (job,) = rp.submit("killme", [{"sleep_s": 4, "log": str(log)}])
+    victim = rp.wait_status(job, "IN_PROGRESS", 20)["workerId"]
+    ray.kill(rp.replica_actor(victim), no_restart=True)
+
+    (final,) = rp.wait_final([job], 60)
+    assert final["status"] == "COMPLETED"
+    assert final["workerId"] != victim
+    assert final["attempts"] == 2
+    events = _log_lines(log)
+    assert [e["event"] for e in events].count("end") == 1
+    assert [e["event"] for e in events].count("start") == 2
+    stopped = [w for w in rp.workers("killme", live_only=False) if w["workerId"] == victim]
+    assert stopped and stopped[0]["state"] == "stopped"
+
+
+def test_hanging_sync_handler_times_out_and_its_replica_is_replaced(rp: Ripple) -> None:
+    rp.create_endpoint("hangs", "hang", gpus=0, minReplicas=1, concurrency=1, executionTimeout=2000)
+    (first,) = rp.wait_replicas("hangs", 1, 60)
+    (job,) = rp.submit("hangs", [{"value": 1}])
+    (final,) = rp.wait_final([job], 30)
+    assert final["status"] == "TIMED_OUT"
+    assert final["workerId"] == first["id"]
+
+    def replaced() -> bool:
+        ws = rp.workers("hangs", live_only=False)
+        old = [w for w in ws if w["workerId"] == first["id"]]
+        new = [w for w in ws if w["workerId"] != first["id"] and w["state"] == "idle"]
+        return bool(old and old[0]["state"] == "stopped" and "hung" in (old[0]["reason"] or "") and new)
+
+    wait_for(replaced, 40, "the hung replica stopped and a new one idle")
+
+
+def test_drained_worker_takes_nothing_new_and_finishes_what_it_holds(rp: Ripple, tmp_path: Path) -> None:
+    log = tmp_path / "runs.jsonl"
+    rp.create_endpoint("drainme", "work_async", gpus=0, minReplicas=2, concurrency=1)
+    rp.wait_replicas("drainme", 2, 60)
+    ids = rp.submit("drainme", [{"sleep_s": 1.5, "value": k, "log": str(log)} for k in range(8)])
+    running = wait_for(
+        lambda: len(r := [j for j in rp.jobs(ids) if j["status"] == "IN_PROGRESS"]) == 2 and r,
+        30,
+        "both replicas busy",
+    )
+    victim = running[0]["workerId"]
+    held = running[0]["id"]
+    rp.call(rp.queue.drain_worker.remote(victim))
+    drained_at_ms = time.time() * 1000
+
+    done = rp.wait_final(ids, 60)
+    assert {j["status"] for j in done} == {"COMPLETED"}
+    assert all(j["attempts"] == 1 for j in done)
+    by_victim = [j for j in done if j["workerId"] == victim]
+    assert [j["id"] for j in by_victim] == [held] or all(j["startedAt"] <= drained_at_ms for j in by_victim)
+    events = _log_lines(log)
+    assert sorted(e["job"] for e in events if e["event"] == "start") == sorted(ids)
+    assert sorted(e["job"] for e in events if e["event"] == "end") == sorted(ids)
+    wait_for(
+        lambda: (
+            [w["state"] for w in rp.workers("drainme", live_only=False) if w["workerId"] == victim]
+            == ["stopped"]
+        ),
+        30,
+        "the drained replica stopped",
+    )
+
+
+def test_failing_handler_quarantines_the_replica_with_backoff_and_it_recovers(rp: Ripple) -> None:
+    rp.create_endpoint("flaky", "work_async", gpus=0, minReplicas=1, concurrency=1, maxRetries=0)
+    (w,) = rp.wait_replicas("flaky", 1, 60)
+    rp.wait_final(rp.submit("flaky", [{"value": "ok"}]), 30)  # healthy once: established backoff
+    fails = rp.submit("flaky", [{"fail": f"bad {k}"} for k in range(3)])
+
+    def quarantined() -> bool:
+        return any(x["health"] == "quarantined" for x in rp.workers("flaky") if x["workerId"] == w["id"])
+
+    wait_for(quarantined, 30, "the replica quarantined", 0.1)
+    done = rp.wait_final(fails, 40)
+    assert {j["status"] for j in done} == {"FAILED"}
+    gaps_s = [(b["startedAt"] - a["finishedAt"]) / 1000 for a, b in itertools.pairwise(done)]
+    print(f"quarantine gaps between failing jobs: {[round(g, 2) for g in gaps_s]} s")
+    assert gaps_s[0] >= 0.9 and gaps_s[1] >= 1.9  # backoff 1 s, then 2 s
+
+    (ok,) = rp.wait_final(rp.submit("flaky", [{"value": "ok again"}]), 30)
+    assert ok["status"] == "COMPLETED" and ok["workerId"] == w["id"]
+    wait_for(
+        lambda: [x["health"] for x in rp.workers("flaky") if x["workerId"] == w["id"]] == ["healthy"],
+        15,
+        "the replica healthy again",
+    )
