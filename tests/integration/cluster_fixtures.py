@@ -339,11 +339,20 @@ class LocalCluster:
 
     def teardown(self) -> list[int]:
         """SIGKILL every process this cluster started; remove its temp dir. Returns the pids killed."""
-        pids = _pids_matching({n.pid for n in self.nodes}, str(self.temp_dir))
-        pids |= {n.pid for n in self.nodes if n.running()}
-        for pid in pids:
-            with contextlib.suppress(ProcessLookupError, PermissionError):
-                os.kill(pid, signal.SIGKILL)
+        pids: set[int] = {n.pid for n in self.nodes if n.running()}
+        # A raylet may fork a worker while it is being killed: sweep until a pass finds nothing new.
+        for _ in range(5):
+            found = _pids_matching({n.pid for n in self.nodes}, str(self.temp_dir)) | (
+                {n.pid for n in self.nodes if n.running()}
+            )
+            alive = {p for p in found if _alive(p)}
+            if not alive:
+                break
+            pids |= alive
+            for pid in alive:
+                with contextlib.suppress(ProcessLookupError, PermissionError):
+                    os.kill(pid, signal.SIGKILL)
+            time.sleep(1.0)
         for n in self.nodes:
             with contextlib.suppress(Exception):
                 n.proc.wait(timeout=10)
