@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import re
 from typing import Annotated, Any
 
 import ray
@@ -221,8 +222,51 @@ async def _json_body(request: Request) -> Any:
         return None
     try:
         return json.loads(raw)
-    except (ValueError, UnicodeDecodeError):
+    except (ValueError, UnicodeDecodeError, RecursionError):
         raise InvalidInput("body is not valid JSON", {"loc": ["body"]}) from None
+
+
+_SURROGATE_ESCAPE = re.compile(rb"\\u[dD][89a-fA-F]")
+
+
+def _lone_surrogate_at(value: Any, path: tuple[str, ...] = ()) -> tuple[str, ...] | None:
+    """Where the first string (or key) that UTF-8 cannot encode is, or None."""
+    if isinstance(value, str):
+        try:
+            value.encode("utf-8")
+        except UnicodeEncodeError:
+            return path
+        return None
+    if isinstance(value, dict):
+        items: Any = value.items()
+    elif isinstance(value, list):
+        items = ((str(i), v) for i, v in enumerate(value))
+    else:
+        return None
+    for key, item in items:
+        where = (*path, key.encode("utf-8", "replace").decode())
+        found = _lone_surrogate_at(key, where)
+        if found is None:
+            found = _lone_surrogate_at(item, where)
+        if found is not None:
+            return found
+    return None
+
+
+async def utf8_body(request: Request) -> None:
+    """Refuse JSON strings that are not Unicode (a lone surrogate, ``"\\ud800"``): valid JSON, but stored they
+    would make every reply that includes them (job listings, job-take, status) fail to encode."""
+    raw = await request.body()
+    if not _SURROGATE_ESCAPE.search(raw):
+        return
+    try:
+        where = _lone_surrogate_at(json.loads(raw))
+    except (ValueError, UnicodeDecodeError, RecursionError):
+        return  # not JSON at all: the route's own parsing says so
+    if where is not None:
+        raise InvalidInput(
+            "body has a string that is not valid Unicode (a lone surrogate)", {"loc": ["body", *where]}
+        )
 
 
 # Probes and metrics ----------------------------------------------------------------------------------
@@ -279,7 +323,9 @@ async def metrics() -> Response:
 
 # Client API (RunPod-compatible) ------------------------------------------------------------------------
 
-client = APIRouter(prefix="/v2/{endpoint}", tags=["client"], dependencies=[Depends(require_api_key)])
+client = APIRouter(
+    prefix="/v2/{endpoint}", tags=["client"], dependencies=[Depends(require_api_key), Depends(utf8_body)]
+)
 
 
 @client.post("/run")
@@ -359,7 +405,9 @@ async def endpoint_health(endpoint: EP) -> dict[str, Any]:
 
 # Worker protocol (RunPod worker SDK) --------------------------------------------------------------------
 
-worker = APIRouter(prefix="/v2/{endpoint}", tags=["worker"], dependencies=[Depends(require_worker_key)])
+worker = APIRouter(
+    prefix="/v2/{endpoint}", tags=["worker"], dependencies=[Depends(require_worker_key), Depends(utf8_body)]
+)
 
 
 @worker.get("/job-take/{worker_id}", response_model=None)
@@ -449,7 +497,9 @@ async def ping(
 
 # Management API ------------------------------------------------------------------------------------
 
-manage = APIRouter(prefix="/api/v1", tags=["management"], dependencies=[Depends(require_api_key)])
+manage = APIRouter(
+    prefix="/api/v1", tags=["management"], dependencies=[Depends(require_api_key), Depends(utf8_body)]
+)
 
 
 @manage.post("/endpoints", status_code=201)
