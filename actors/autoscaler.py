@@ -146,6 +146,13 @@ class Autoscaler:
             )
         )
         total, available = ray_cluster.gpus()
+        # On a cluster that grows (KubeRay, Ray's autoscaler), maxGpus is the budget Ripple plans with even
+        # before those GPUs exist: replicas beyond today's GPUs wait for placement, which is exactly the
+        # demand Ray's autoscaler acts on. Unset, Ripple plans with the GPUs the cluster has now.
+        budget = self.settings.get("max_gpus")
+        if budget is not None and float(budget) > total:
+            available += float(budget) - total
+            total = float(budget)
         if self.state is None:
             saved = await self.store.get_doc(self.k.autoscaler_state)
             self.state = AutoscalerState.from_dict(saved) if saved else AutoscalerState()
