@@ -1,0 +1,354 @@
+"""No-op jobs through Ripple's own worker actors, against Celery, plain Ray tasks and a plain Ray actor pool.
+
+    python bench/incluster.py [--quick] [--jobs N] [--samples N] [--no-profile] [--keep]
+
+Peers first (each started and stopped here): Celery 5 with Redis (AOF off, then AOF everysec) and 2 prefork
+workers, then a fresh local Ray (no-op tasks, a pool of 2 actors). Then Ripple: `ripple up --detach`, an
+endpoint running `bench.noop_handler:noop` on 2 warm replicas (gpus 0, cpus 0, concurrency 64), and
+
+- throughput: N jobs submitted with `Client.in_cluster().submit_many` (a driver on Ripple's Ray head), and
+  N jobs with `POST /v2/{ep}/run-batch` (500 a request), each timed from the first submit until the queue
+  counts them all completed;
+- per-job latency under that burst: createdAt -> finishedAt of every job (delayTime + executionTime);
+- round trip on an idle system: sequential in-cluster submit + result, and sequential HTTP runsync.
+
+When a target is missed (and not with --no-profile), the in-cluster run is repeated under py-spy attached to
+the JobQueue actor and to one replica, and the functions holding the GIL most are printed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import os
+import signal
+import sys
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+if str(REPO_ROOT) not in sys.path:
+    sys.path.insert(0, str(REPO_ROOT))
+os.environ["PYTHONPATH"] = os.pathsep.join([str(REPO_ROOT), os.environ.get("PYTHONPATH", "")]).rstrip(
+    os.pathsep
+)
+
+from bench import peers, profile_actor, ripple_http  # noqa: E402
+from bench.common import (  # noqa: E402
+    Latency,
+    Row,
+    Target,
+    format_table,
+    rate_per_s,
+    summarize_latency,
+    wait_until,
+)
+from bench.ripple_instance import RippleInstance, load_average  # noqa: E402
+
+ENDPOINT = "noop"
+SPEC: dict[str, Any] = {
+    "name": ENDPOINT,
+    "handler": "bench.noop_handler:noop",
+    "gpus": 0,
+    "cpus": 0,
+    "concurrency": 64,
+    "minReplicas": 2,
+    "maxReplicas": 2,
+}
+
+
+@dataclass(frozen=True)
+class Burst:
+    """n jobs pushed through: client-observed jobs/s, and each job's createdAt -> finishedAt."""
+
+    n: int
+    submit_s: float
+    elapsed_s: float
+    job_latency: Latency | None
+
+    @property
+    def jobs_per_s(self) -> float:
+        return rate_per_s(self.n, self.elapsed_s)
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Peers
+
+
+def run_peers(jobs: int, samples: int, workdir: Path) -> dict[str, peers.PeerResult]:
+    """Celery (AOF off and AOF everysec), plain Ray tasks and a 2-actor pool; every process stopped after."""
+    out: dict[str, peers.PeerResult] = {}
+    for appendonly in (False, True):
+        name = "celery_aof" if appendonly else "celery"
+        print(f"[incluster] {name} ...", flush=True)
+        server, url = peers.start_redis(workdir / f"redis-{name}", appendonly=appendonly)
+        try:
+            workers = peers.start_celery_workers(url, workdir / f"redis-{name}", processes=2)
+            try:
+                out[name] = peers.bench_celery(url, jobs, samples)
+            finally:
+                workers.stop(grace_s=10, first_signal=signal.SIGTERM)
+        finally:
+            server.stop(grace_s=5, first_signal=signal.SIGTERM)
+    print("[incluster] plain Ray ...", flush=True)
+    with peers.local_ray(num_cpus=2):
+        out["ray_tasks"] = peers.bench_ray_tasks(jobs, samples)
+        out["ray_actor_pool"] = peers.bench_ray_actor_pool(jobs, samples)
+    return out
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Ripple
+
+
+def _completed(queue: Any) -> int:
+    import ray
+
+    return int(ray.get(queue.health.remote(ENDPOINT))["jobs"]["completed"])
+
+
+def _wait_completed(queue: Any, at_least: int, timeout_s: float) -> float:
+    """Poll the queue (every 20 ms) until it counts at_least completed jobs; return that moment."""
+    if not wait_until(lambda: _completed(queue) >= at_least, timeout_s, interval_s=0.02):
+        raise RuntimeError(f"only {_completed(queue)} of {at_least} jobs completed within {timeout_s:.0f} s")
+    return time.perf_counter()
+
+
+def _job_latencies(client: Any, ids: list[str]) -> Latency:
+    """createdAt -> finishedAt of every job (delayTime + executionTime: one attempt each), in one call."""
+    samples_s = []
+    for status in client.statuses(ids):
+        if status is None or status["status"] != "COMPLETED":
+            raise RuntimeError(f"job not completed: {status}")
+        samples_s.append((status["delayTime"] + status["executionTime"]) / 1000.0)
+    return summarize_latency(samples_s)
+
+
+def burst_in_cluster(client: Any, queue: Any, n: int, latencies: bool = True) -> Burst:
+    """n no-op jobs with submit_many (chunks of 5000, sent concurrently), until all are completed; then
+    (when `latencies`) every job's status, in one call."""
+    baseline = _completed(queue)
+    start_s = time.perf_counter()
+    ids = client.submit_many(ENDPOINT, list(range(n)))
+    submit_s = time.perf_counter() - start_s
+    done_s = _wait_completed(queue, baseline + n, timeout_s=300)
+    return Burst(n, submit_s, done_s - start_s, _job_latencies(client, ids) if latencies else None)
+
+
+def burst_run_batch(http: Any, client: Any, queue: Any, n: int, batch: int = 500) -> Burst:
+    """n no-op jobs with POST /v2/{ep}/run-batch, `batch` a request, until all are completed."""
+    baseline = _completed(queue)
+    ids: list[str] = []
+    start_s = time.perf_counter()
+    for first in range(0, n, batch):
+        jobs = [{"input": i} for i in range(first, min(n, first + batch))]
+        reply = http.post(f"/v2/{ENDPOINT}/run-batch", json={"jobs": jobs})
+        reply.raise_for_status()
+        ids += reply.json()["ids"]
+    submit_s = time.perf_counter() - start_s
+    done_s = _wait_completed(queue, baseline + n, timeout_s=300)
+    return Burst(n, submit_s, done_s - start_s, _job_latencies(client, ids))
+
+
+def round_trips(client: Any, n: int, warmup: int = 10) -> tuple[Latency, Latency]:
+    """Sequential in-cluster submit + result: (client-observed, server createdAt -> finishedAt)."""
+    client_s: list[float] = []
+    server_s: list[float] = []
+    for k in range(warmup + n):
+        start_s = time.perf_counter()
+        job_id = client.submit(ENDPOINT, k)
+        status = client.result(job_id, ENDPOINT, timeout_s=30)
+        elapsed_s = time.perf_counter() - start_s
+        if status["status"] != "COMPLETED":
+            raise RuntimeError(f"round trip job not completed: {status}")
+        if k >= warmup:
+            client_s.append(elapsed_s)
+            server_s.append((status["delayTime"] + status["executionTime"]) / 1000.0)
+    return summarize_latency(client_s), summarize_latency(server_s)
+
+
+def durability(instance: RippleInstance) -> str:
+    """What the store promises: the append-only file and its fsync policy, as Redis reports them."""
+    r = instance.redis()
+    try:
+        aof = r.info("persistence").get("aof_enabled")
+        fsync = r.config_get("appendfsync").get("appendfsync")
+        return f"Redis aof_enabled={aof} appendfsync={fsync!s}"
+    finally:
+        r.close()
+
+
+def profile_in_cluster(instance: RippleInstance, client: Any, queue: Any, n: int, workdir: Path) -> str:
+    """Repeat the in-cluster burst under py-spy on the JobQueue actor and on one replica; the summaries."""
+    procs = instance.actor_processes()
+    targets = [("JobQueue", procs["JobQueue"][0].pid)]
+    if procs["WorkerReplica"]:
+        targets.append(("WorkerReplica", procs["WorkerReplica"][0].pid))
+    with contextlib.ExitStack() as stack:
+        recordings = [
+            (name, stack.enter_context(profile_actor.record(pid, workdir / f"profile-{name}.txt")))
+            for name, pid in targets
+        ]
+        burst = burst_in_cluster(client, queue, n, latencies=False)
+    parts = [f"profiled in-cluster run: {burst.jobs_per_s:,.0f} jobs/s (py-spy attached)"]
+    for name, rec in recordings:
+        parts.append(
+            rec.summary.format(f"{name} (pid {dict(targets)[name]})") if rec.summary else str(rec.error)
+        )
+    return "\n".join(parts)
+
+
+def run_ripple(jobs: int, samples: int, workdir: Path, profile: bool, raw: dict[str, Any]) -> None:
+    """Start Ripple, measure it into raw, stop it (always)."""
+    instance = RippleInstance(workdir)
+    try:
+        print("[incluster] ripple up ...", flush=True)
+        raw["ripple_up_s"] = instance.start()
+        with instance.http() as http:
+            instance.create_endpoint(http, SPEC)
+            instance.wait_serving(http, ENDPOINT, 2)
+            instance.connect_ray()
+            from orchestrator.client import Client
+
+            client = Client.in_cluster()
+            queue = instance.queue()
+            burst_in_cluster(
+                client, queue, min(500, jobs), latencies=False
+            )  # warm-up: replicas, connections, code paths
+            print("[incluster] ripple in-cluster burst ...", flush=True)
+            raw["in_cluster"] = burst_in_cluster(client, queue, jobs)
+            print("[incluster] ripple run-batch burst ...", flush=True)
+            raw["run_batch"] = burst_run_batch(http, client, queue, jobs)
+            print("[incluster] ripple round trips ...", flush=True)
+            raw["round_trip"], raw["round_trip_server"] = round_trips(client, samples)
+            raw["runsync"] = ripple_http.bench_round_trip(http, ENDPOINT, samples)
+            raw["durability"] = durability(instance)
+            raw["workers"] = [
+                {k: w.get(k) for k in ("workerId", "completed", "coldStartS")}
+                for w in instance.workers(http, ENDPOINT)
+            ]
+            if profile and _missed(raw):
+                print("[incluster] a target was missed: profiling ...", flush=True)
+                raw["profile"] = profile_in_cluster(instance, client, queue, jobs, workdir)
+    finally:
+        instance.stop()
+
+
+def _missed(raw: dict[str, Any]) -> bool:
+    return any(row.met is False for row in build_rows(raw, raw.get("peers", {})))
+
+
+# ---------------------------------------------------------------------------------------------------------
+# The table
+
+
+def _pct(latency: Latency | None, pct: str) -> float | None:
+    return float(getattr(latency, f"{pct}_ms")) if latency is not None else None
+
+
+def build_rows(raw: dict[str, Any], peer: dict[str, peers.PeerResult]) -> list[Row]:
+    """The table: throughput against every peer, latency under the burst, round trips against Celery."""
+
+    def tput(name: str) -> float | None:
+        result = peer.get(name)
+        return result.throughput.jobs_per_s if result and result.throughput else None
+
+    def lat(name: str, pct: str) -> float | None:
+        result = peer.get(name)
+        return _pct(result.latency, pct) if result else None
+
+    celery_aof, celery = "Celery AOF everysec", "Celery AOF off"
+    rows: list[Row] = []
+    for key, label in (("in_cluster", "in-cluster submit_many"), ("run_batch", "HTTP run-batch")):
+        burst: Burst | None = raw.get(key)
+        metric = f"no-op jobs, {label}"
+        value = burst.jobs_per_s if burst else None
+        rows.append(Row(metric, "jobs/s", value, celery_aof, tput("celery_aof"), Target("min_ratio", 2.0)))
+        rows.append(Row(metric, "jobs/s", value, celery, tput("celery"), Target("min_ratio", 2.0)))
+        if key == "in_cluster":
+            rows.append(Row(metric, "jobs/s", value, "Ray tasks", tput("ray_tasks")))
+            rows.append(Row(metric, "jobs/s", value, "Ray 2-actor pool", tput("ray_actor_pool")))
+        for pct in ("p50", "p99"):
+            job_latency = burst.job_latency if burst else None
+            rows.append(Row(f"job latency in that burst {pct} ({label})", "ms", _pct(job_latency, pct)))
+    for pct in ("p50", "p99"):
+        target = Target("max_ratio", 1.0) if pct == "p50" else None
+        metric = f"round trip {pct}, in-cluster submit+result"
+        ours = _pct(raw.get("round_trip"), pct)
+        rows.append(Row(metric, "ms", ours, celery_aof, lat("celery_aof", pct), target))
+        rows.append(Row(metric, "ms", ours, celery, lat("celery", pct), target))
+        rows.append(Row(metric, "ms", ours, "Ray actor call", lat("ray_actor_pool", pct)))
+        runsync = _pct(raw.get("runsync"), pct)
+        rows.append(
+            Row(f"round trip {pct}, HTTP runsync", "ms", runsync, celery_aof, lat("celery_aof", pct), target)
+        )
+        server = _pct(raw.get("round_trip_server"), pct)
+        rows.append(Row(f"idle job latency {pct}, createdAt->finishedAt", "ms", server))
+    return rows
+
+
+# ---------------------------------------------------------------------------------------------------------
+
+
+def _raise_interrupt(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--quick", action="store_true", help="1,000 jobs and 50 round trips")
+    parser.add_argument("--jobs", type=int, default=None, help="jobs per throughput run (default 10,000)")
+    parser.add_argument("--samples", type=int, default=None, help="sequential round trips (default 200)")
+    parser.add_argument("--skip-peers", action="store_true")
+    parser.add_argument("--no-profile", action="store_true", help="never attach py-spy")
+    parser.add_argument("--keep", action="store_true", help="keep the work dir (logs, profiles)")
+    args = parser.parse_args(argv)
+    jobs = args.jobs or (1_000 if args.quick else 10_000)
+    samples = args.samples or (50 if args.quick else 200)
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, _raise_interrupt)
+    workdir = Path(tempfile.mkdtemp(prefix="ripple-incluster-"))
+    raw: dict[str, Any] = {"load_before": load_average()}
+    started_s = time.perf_counter()
+    error = None
+    try:
+        raw["peers"] = {} if args.skip_peers else run_peers(jobs, samples, workdir)
+        run_ripple(jobs, samples, workdir, not args.no_profile, raw)
+    except KeyboardInterrupt:
+        print("[incluster] interrupted; everything started has been stopped", flush=True)
+        return 130
+    except Exception as exc:  # report what was measured before the failure
+        error = f"{type(exc).__name__}: {exc}"
+    finally:
+        if args.keep:
+            print(f"[incluster] work dir kept: {workdir}")
+        else:
+            import shutil
+
+            shutil.rmtree(workdir, ignore_errors=True)
+    print()
+    print(
+        f"Ripple worker pools vs peers: {jobs:,} no-op jobs, {samples} round trips, "
+        f"{time.perf_counter() - started_s:.0f} s; {raw['load_before']} before, {load_average()} after"
+    )
+    print(format_table(build_rows(raw, raw.get("peers", {}))))
+    for key in ("durability", "ripple_up_s", "workers"):
+        if key in raw:
+            print(f"{key}: {raw[key]}")
+    for key in ("in_cluster", "run_batch"):
+        if key in raw:
+            print(f"{key}: submit took {raw[key].submit_s:.2f} s of {raw[key].elapsed_s:.2f} s")
+    if "profile" in raw:
+        print(raw["profile"])
+    if error:
+        print(f"FAILED: {error}")
+    return 1 if error else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
