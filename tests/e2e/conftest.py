@@ -119,26 +119,35 @@ def _read_instance(data_dir: Path, env: dict[str, str]) -> Instance:
 
 
 def start_instance(
-    data_dir: Path, *, extra_env: dict[str, str] | None = None, port: int | None = None
+    data_dir: Path, *, extra_env: dict[str, str] | None = None, port: int | None = None, attempts: int = 3
 ) -> Instance:
-    """``ripple up --detach`` on ``data_dir``; returns once the app answers /health/ready."""
+    """``ripple up --detach`` on ``data_dir``; returns once the app answers /health/ready.
+
+    On a loaded 2-core machine Ray's raylet sometimes gives up on its dashboard agent (it allows 15 s for a
+    Python process to import and report its ports) and ``ray start`` exits: that start is retried.
+    """
     env = ripple_env(extra_env)
     port = port or free_port()
     data_dir.mkdir(parents=True, exist_ok=True)
     args = ["up", "--data-dir", str(data_dir), "--port", str(port), "--num-gpus", "2", "--detach"]
-    with open(data_dir.parent / f"{data_dir.name}-up.log", "a") as log:
-        proc = subprocess.run(
-            [ripple_exe(), *args],
-            env=env,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            timeout=UP_TIMEOUT_S,
-            cwd=REPO,
-        )
-    if proc.returncode != 0:
+    log_path = data_dir.parent / f"{data_dir.name}-up.log"
+    for attempt in range(1, attempts + 1):
+        offset = log_path.stat().st_size if log_path.exists() else 0
+        with open(log_path, "a") as log:
+            proc = subprocess.run(
+                [ripple_exe(), *args],
+                env=env,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                timeout=UP_TIMEOUT_S,
+                cwd=REPO,
+            )
+        if proc.returncode == 0:
+            break
+        text = log_path.read_text()[offset:]
         kill_instance(data_dir)
-        text = (data_dir.parent / f"{data_dir.name}-up.log").read_text()[-4000:]
-        raise AssertionError(f"ripple up exited with {proc.returncode}:\n{text}")
+        if attempt == attempts or "ray start exited" not in text:
+            raise AssertionError(f"ripple up exited with {proc.returncode}:\n{text[-4000:]}")
     inst = _read_instance(data_dir, env)
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline:

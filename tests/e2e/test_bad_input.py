@@ -236,12 +236,38 @@ def test_keys_are_required(ripple_app: Instance, ep: str) -> None:
         assert httpx.get(f"{url}{probe}").status_code == 200
 
 
+def test_strings_that_are_not_unicode_are_refused(ripple_app: Instance, api: httpx.Client, ep: str) -> None:
+    """A lone surrogate is valid JSON but not Unicode: stored, it would break every reply that carries it."""
+    for body, loc in (
+        (b'{"input": "\\ud800"}', ["body", "input"]),
+        (b'{"input": {"k": ["ok", "\\uDFFF"]}}', ["body", "input", "k", "1"]),
+        (b'{"jobs": [{"input": 1}, {"input": "\\udbff"}]}', ["body", "jobs", "1", "input"]),
+    ):
+        route = "run-batch" if b"jobs" in body else "run"
+        assert assert_error(api.post(f"/v2/{ep}/{route}", content=body), 422)["detail"]["loc"] == loc
+    ok = api.post(f"/v2/{ep}/run", content=b'{"input": "\\ud83d\\ude00"}')  # a surrogate pair is fine
+    assert ok.status_code == 200, ok.text
+    assert api.get(f"/v2/{ep}/status/{ok.json()['id']}").status_code == 200
+    job = api.post(f"/v2/{ep}/run", json={"input": 1}).json()["id"]
+    w = _worker_headers(ripple_app)
+    taken = httpx.get(f"{ripple_app.v2}/{ep}/job-take/sur?job_in_progress=0", headers=w).json()
+    assert taken["id"] in (ok.json()["id"], job)
+    r = httpx.post(
+        f"{ripple_app.v2}/{ep}/job-done/sur/{taken['id']}", content=b'{"output": "\\ud800"}', headers=w
+    )
+    assert_error(r, 422)
+    assert api.get("/api/v1/jobs", params={"endpoint": ep}).status_code == 200
+    assert api.get("/api/v1/jobs").status_code == 200  # nothing stored above breaks the listing
+    api.post(f"/v2/{ep}/purge-queue")
+
+
 def test_error_bodies_never_leak_tracebacks(ripple_app: Instance, api: httpx.Client, ep: str) -> None:
     """A sweep of odd requests: no 5xx, no traceback, every error in the contract's shape."""
     weird: list[tuple[str, str, Any]] = [
         ("POST", f"/v2/{ep}/run", json.dumps({"input": {"deep": [[[[[[[[[[1]]]]]]]]]]}})),
         ("POST", f"/v2/{ep}/run", '{"input": 1e999}'),
         ("POST", f"/v2/{ep}/run", '{"input": "\\ud800"}'),
+        ("POST", f"/v2/{ep}/run", "[" * 100_000 + "]" * 100_000),
         ("POST", f"/v2/{ep}/run", '{"input": 1, "policy": []}'),
         ("POST", f"/v2/{ep}/run", '{"input": 1, "policy": {"executionTimeout": 1e30}}'),
         ("GET", f"/v2/{ep}/status/{'%00' * 3}", None),
@@ -259,4 +285,5 @@ def test_error_bodies_never_leak_tracebacks(ripple_app: Instance, api: httpx.Cli
         assert not TRACEBACK.search(r.text), r.text
         if r.status_code >= 400:
             assert_error(r, r.status_code)
+    assert api.get("/api/v1/jobs").status_code == 200  # nothing stored above breaks the listing
     api.post(f"/v2/{ep}/purge-queue")
