@@ -420,7 +420,10 @@ def main(argv: list[str] | None = None) -> int:
     from orchestrator.logs import configure
 
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
-    configure(os.environ.get("RIPPLE_LOG_LEVEL", "WARNING"))  # Ripple's own lines: JSON when not on a TTY
+    # Ripple's own lines: JSON when not on a TTY. The settings accept any case and report a bad value
+    # by name, so a value logging does not know must not crash here first.
+    level = os.environ.get("RIPPLE_LOG_LEVEL", "WARNING").upper()
+    configure(level if level in ("DEBUG", "INFO", "WARNING", "ERROR") else "WARNING")
     if args.command == "endpoint" and args.action != "list" and not args.name:
         print("ripple endpoint: NAME is required", file=sys.stderr)
         return 2
