@@ -31,7 +31,7 @@ from orchestrator.autoscale import (
     decision_to_dict,
 )
 from orchestrator.autoscale.priority import effective_priority
-from orchestrator.autoscale.snapshot import build_snapshot, pool_actions
+from orchestrator.autoscale.snapshot import build_snapshot, pool_actions, settle_expectations
 from orchestrator.control_metrics import TickMemory, queue_gauges, tick_samples
 from orchestrator.keys import Keys
 from orchestrator.metrics import published
@@ -170,6 +170,7 @@ class Autoscaler:
             overrides=await self._overrides(),
         )
         decisions, new_state = decide(snapshot, self.state)
+        new_state = settle_expectations(new_state, decisions)
         await self.store.put_doc(self.k.autoscaler_state, new_state.to_dict())
         self.state = new_state
         await self._record(decisions, snapshot.now_s)
