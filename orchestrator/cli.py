@@ -17,6 +17,8 @@ import threading
 from pathlib import Path
 from typing import Any
 
+import httpx
+
 from orchestrator import local
 from orchestrator.errors import ConfigError, RippleError
 
@@ -415,6 +417,13 @@ def parser() -> argparse.ArgumentParser:
     return p
 
 
+def _where(exc: httpx.TransportError) -> str:
+    try:
+        return f" at {exc.request.url}"
+    except RuntimeError:  # raised when the error carries no request
+        return ""
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
     from orchestrator.logs import configure
@@ -435,6 +444,10 @@ def main(argv: list[str] | None = None) -> int:
     except RippleError as exc:
         detail = f" {json.dumps(exc.detail)}" if exc.detail else ""
         print(f"ripple: {exc}{detail}", file=sys.stderr)
+        return 1
+    except httpx.TransportError as exc:  # no instance there: say so rather than print a traceback
+        hint = "is it up? see --url / --data-dir"
+        print(f"ripple: cannot reach Ripple{_where(exc)}: {exc} ({hint})", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
         return 130
