@@ -7,7 +7,7 @@ import uuid
 from pathlib import Path
 
 import pytest
-from conftest import Instance, run_cli
+from conftest import Instance, free_port, run_cli
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -127,3 +127,12 @@ def test_invalid_settings_stop_up(tmp_path: Path, env: dict[str, str], args: lis
     assert "Traceback" not in proc.stderr
     assert not (data_dir / "ripple.json").exists()
     assert not (data_dir / "redis.pid").exists()
+
+
+def test_no_instance_is_one_line_not_a_traceback(tmp_path: Path) -> None:
+    url = f"http://127.0.0.1:{free_port()}"
+    for args in (["endpoint", "list"], ["submit", "x", "--input", "{}"]):
+        proc = run_cli(["--url", url, "--data-dir", str(tmp_path), *args])
+        assert proc.returncode == 1
+        assert "cannot reach Ripple" in proc.stderr and url in proc.stderr
+        assert "Traceback" not in proc.stderr
