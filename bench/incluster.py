@@ -25,6 +25,7 @@ import signal
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -153,10 +154,21 @@ def burst_run_batch(http: Any, client: Any, queue: Any, n: int, batch: int = 500
     return Burst(n, submit_s, done_s - start_s, _job_latencies(client, ids))
 
 
-def round_trips(client: Any, n: int, warmup: int = 10) -> tuple[Latency, Latency]:
-    """Sequential in-cluster submit + result: (client-observed, server createdAt -> finishedAt)."""
+@dataclass(frozen=True)
+class RoundTrips:
+    """Sequential in-cluster submit + result: client-observed, and the app's timestamps of each job."""
+
+    client: Latency
+    server: Latency  # createdAt -> finishedAt
+    delay: Latency  # createdAt -> startedAt: queued until a replica's take returned it
+    execution: Latency  # startedAt -> finishedAt: the handler and the result's way back into the store
+
+
+def round_trips(client: Any, n: int, warmup: int = 10) -> RoundTrips:
+    """n sequential in-cluster submit + result (after `warmup` untimed ones)."""
     client_s: list[float] = []
-    server_s: list[float] = []
+    delay_s: list[float] = []
+    execution_s: list[float] = []
     for k in range(warmup + n):
         start_s = time.perf_counter()
         job_id = client.submit(ENDPOINT, k)
@@ -166,8 +178,31 @@ def round_trips(client: Any, n: int, warmup: int = 10) -> tuple[Latency, Latency
             raise RuntimeError(f"round trip job not completed: {status}")
         if k >= warmup:
             client_s.append(elapsed_s)
-            server_s.append((status["delayTime"] + status["executionTime"]) / 1000.0)
-    return summarize_latency(client_s), summarize_latency(server_s)
+            delay_s.append(status["delayTime"] / 1000.0)
+            execution_s.append(status["executionTime"] / 1000.0)
+    server_s = [d + e for d, e in zip(delay_s, execution_s, strict=True)]
+    return RoundTrips(
+        summarize_latency(client_s),
+        summarize_latency(server_s),
+        summarize_latency(delay_s),
+        summarize_latency(execution_s),
+    )
+
+
+def one_call_round_trips(queue: Any, n: int, warmup: int = 10) -> Latency:
+    """n sequential `JobQueue.runsync` actor calls (submit and wait in one call, as HTTP runsync does):
+    what an in-cluster client saves by not making two calls."""
+    import ray
+
+    samples_s: list[float] = []
+    for k in range(warmup + n):
+        start_s = time.perf_counter()
+        status = ray.get(queue.runsync.remote(ENDPOINT, {"input": k}, 30.0))
+        if status["status"] != "COMPLETED":
+            raise RuntimeError(f"runsync job not completed: {status}")
+        if k >= warmup:
+            samples_s.append(time.perf_counter() - start_s)
+    return summarize_latency(samples_s)
 
 
 def durability(instance: RippleInstance) -> str:
@@ -181,27 +216,24 @@ def durability(instance: RippleInstance) -> str:
         r.close()
 
 
-def profile_in_cluster(instance: RippleInstance, client: Any, queue: Any, n: int, workdir: Path) -> str:
-    """Repeat the in-cluster burst under py-spy on the JobQueue actor and on one replica; the summaries."""
+def profile(instance: RippleInstance, workload: Callable[[], str], title: str, workdir: Path) -> str:
+    """Run workload under py-spy (GIL samples) on the JobQueue actor and on every replica; the summaries."""
     procs = instance.actor_processes()
-    targets = [("JobQueue", procs["JobQueue"][0].pid)]
-    if procs["WorkerReplica"]:
-        targets.append(("WorkerReplica", procs["WorkerReplica"][0].pid))
+    targets = [(f"JobQueue pid {p.pid}", p.pid) for p in procs["JobQueue"][:1]]
+    targets += [(f"WorkerReplica pid {p.pid}", p.pid) for p in procs["WorkerReplica"]]
     with contextlib.ExitStack() as stack:
         recordings = [
-            (name, stack.enter_context(profile_actor.record(pid, workdir / f"profile-{name}.txt")))
+            (name, stack.enter_context(profile_actor.record(pid, workdir / f"profile-{title}-{pid}.txt")))
             for name, pid in targets
         ]
-        burst = burst_in_cluster(client, queue, n, latencies=False)
-    parts = [f"profiled in-cluster run: {burst.jobs_per_s:,.0f} jobs/s (py-spy attached)"]
+        outcome = workload()
+    parts = [f"== profile of {title}, py-spy attached: {outcome}"]
     for name, rec in recordings:
-        parts.append(
-            rec.summary.format(f"{name} (pid {dict(targets)[name]})") if rec.summary else str(rec.error)
-        )
+        parts.append(rec.summary.format(name) if rec.summary else f"{name}: {rec.error}")
     return "\n".join(parts)
 
 
-def run_ripple(jobs: int, samples: int, workdir: Path, profile: bool, raw: dict[str, Any]) -> None:
+def run_ripple(jobs: int, samples: int, workdir: Path, with_profile: bool, raw: dict[str, Any]) -> None:
     """Start Ripple, measure it into raw, stop it (always)."""
     instance = RippleInstance(workdir)
     try:
@@ -223,22 +255,34 @@ def run_ripple(jobs: int, samples: int, workdir: Path, profile: bool, raw: dict[
             print("[incluster] ripple run-batch burst ...", flush=True)
             raw["run_batch"] = burst_run_batch(http, client, queue, jobs)
             print("[incluster] ripple round trips ...", flush=True)
-            raw["round_trip"], raw["round_trip_server"] = round_trips(client, samples)
+            raw["round_trip"] = round_trips(client, samples)
+            raw["one_call"] = one_call_round_trips(queue, samples)
             raw["runsync"] = ripple_http.bench_round_trip(http, ENDPOINT, samples)
             raw["durability"] = durability(instance)
             raw["workers"] = [
-                {k: w.get(k) for k in ("workerId", "completed", "coldStartS")}
-                for w in instance.workers(http, ENDPOINT)
+                {k: w.get(k) for k in ("workerId", "coldStartS")} for w in instance.workers(http, ENDPOINT)
             ]
-            if profile and _missed(raw):
-                print("[incluster] a target was missed: profiling ...", flush=True)
-                raw["profile"] = profile_in_cluster(instance, client, queue, jobs, workdir)
+            if with_profile and _missed(raw, "jobs/s"):
+                print("[incluster] throughput target missed: profiling a burst ...", flush=True)
+
+                def burst() -> str:
+                    return f"{burst_in_cluster(client, queue, jobs, latencies=False).jobs_per_s:,.0f} jobs/s"
+
+                raw["profile_burst"] = profile(instance, burst, "the in-cluster burst", workdir)
+            if with_profile and _missed(raw, "ms"):
+                print("[incluster] latency target missed: profiling round trips ...", flush=True)
+
+                def sequential() -> str:
+                    return f"round trip p50 {round_trips(client, samples).client.p50_ms:.1f} ms"
+
+                raw["profile_round_trips"] = profile(instance, sequential, "in-cluster round trips", workdir)
     finally:
         instance.stop()
 
 
-def _missed(raw: dict[str, Any]) -> bool:
-    return any(row.met is False for row in build_rows(raw, raw.get("peers", {})))
+def _missed(raw: dict[str, Any], unit: str) -> bool:
+    rows = build_rows(raw, raw.get("peers", {}))
+    return any(row.met is False for row in rows if row.unit == unit)
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -274,23 +318,43 @@ def build_rows(raw: dict[str, Any], peer: dict[str, peers.PeerResult]) -> list[R
         for pct in ("p50", "p99"):
             job_latency = burst.job_latency if burst else None
             rows.append(Row(f"job latency in that burst {pct} ({label})", "ms", _pct(job_latency, pct)))
+    trips: RoundTrips | None = raw.get("round_trip")
     for pct in ("p50", "p99"):
         target = Target("max_ratio", 1.0) if pct == "p50" else None
         metric = f"round trip {pct}, in-cluster submit+result"
-        ours = _pct(raw.get("round_trip"), pct)
+        ours = _pct(trips.client if trips else None, pct)
         rows.append(Row(metric, "ms", ours, celery_aof, lat("celery_aof", pct), target))
         rows.append(Row(metric, "ms", ours, celery, lat("celery", pct), target))
         rows.append(Row(metric, "ms", ours, "Ray actor call", lat("ray_actor_pool", pct)))
+        one_call = _pct(raw.get("one_call"), pct)
+        rows.append(Row(f"round trip {pct}, JobQueue.runsync actor call", "ms", one_call, celery_aof,
+                        lat("celery_aof", pct)))  # fmt: skip
         runsync = _pct(raw.get("runsync"), pct)
         rows.append(
             Row(f"round trip {pct}, HTTP runsync", "ms", runsync, celery_aof, lat("celery_aof", pct), target)
         )
-        server = _pct(raw.get("round_trip_server"), pct)
-        rows.append(Row(f"idle job latency {pct}, createdAt->finishedAt", "ms", server))
+        for part, label in (("server", "createdAt->finishedAt"), ("delay", "createdAt->startedAt"),
+                            ("execution", "startedAt->finishedAt")):  # fmt: skip
+            value = _pct(getattr(trips, part) if trips else None, pct)
+            rows.append(Row(f"idle job latency {pct}, {label}", "ms", value))
     return rows
 
 
 # ---------------------------------------------------------------------------------------------------------
+
+
+def print_notes(raw: dict[str, Any]) -> None:
+    """What sits under the table: durability, start-up, replicas, submit shares, profiles."""
+    for key in ("durability", "ripple_up_s", "workers"):
+        if key in raw:
+            print(f"{key}: {raw[key]}")
+    tputs = {key: raw[key] for key in ("in_cluster", "run_batch") if key in raw}
+    tputs.update({k: r.throughput for k, r in raw.get("peers", {}).items() if r.throughput})
+    for name, tput in tputs.items():
+        print(f"{name}: submitting took {tput.submit_s:.2f} s of {tput.elapsed_s:.2f} s")
+    for key in ("profile_burst", "profile_round_trips"):
+        if key in raw:
+            print(raw[key])
 
 
 def _raise_interrupt(signum: int, frame: object) -> None:
@@ -337,14 +401,7 @@ def main(argv: list[str] | None = None) -> int:
         f"{time.perf_counter() - started_s:.0f} s; {raw['load_before']} before, {load_average()} after"
     )
     print(format_table(build_rows(raw, raw.get("peers", {}))))
-    for key in ("durability", "ripple_up_s", "workers"):
-        if key in raw:
-            print(f"{key}: {raw[key]}")
-    for key in ("in_cluster", "run_batch"):
-        if key in raw:
-            print(f"{key}: submit took {raw[key].submit_s:.2f} s of {raw[key].elapsed_s:.2f} s")
-    if "profile" in raw:
-        print(raw["profile"])
+    print_notes(raw)
     if error:
         print(f"FAILED: {error}")
     return 1 if error else 0
