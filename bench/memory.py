@@ -8,7 +8,7 @@ Measures, before and after queueing the jobs with POST /v2/{ep}/run-batch (500 a
 memory (RSS, MiB) of Ripple's actor processes (JobQueue, Autoscaler, WorkerPool, the Serve replica of the
 API), found under the instance's Ray head by their process titles, and of the embedded redis-server
 (<data-dir>/redis.pid); and Redis's own used_memory (INFO memory on <data-dir>/redis.sock). For comparison,
-the same number of tasks with the same input queued with Celery (no worker) into a fresh Redis.
+Celery tasks with the same input queued (no worker) into a fresh Redis: bytes of used_memory per task.
 """
 
 from __future__ import annotations
@@ -143,6 +143,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--input-bytes", type=int, default=1000, help="input size (default 1,000 bytes)")
     parser.add_argument("--keep", action="store_true", help="keep the work dir (logs, data)")
     parser.add_argument("--skip-celery", action="store_true", help="no Celery queue for comparison")
+    parser.add_argument(
+        "--celery-tasks", type=int, default=10_000, help="Celery tasks queued for the per-task size (10,000)"
+    )
     args = parser.parse_args(argv)
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, _raise_interrupt)
@@ -175,7 +178,7 @@ def main(argv: list[str] | None = None) -> int:
         instance.stop()
         if not args.skip_celery:
             print("[memory] Celery ...", flush=True)
-            celery_per_task = celery_bytes_per_task(workdir, args.jobs, args.input_bytes)
+            celery_per_task = celery_bytes_per_task(workdir, args.celery_tasks, args.input_bytes)
     except KeyboardInterrupt:
         print("[memory] interrupted; everything started has been stopped", flush=True)
         return 130

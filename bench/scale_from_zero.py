@@ -24,6 +24,7 @@ import sys
 import tempfile
 import time
 from dataclasses import dataclass
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -51,6 +52,10 @@ class ColdRun:
     to_decision_s: float | None  # createdAt -> the first scale-up decided after it
     to_ready_s: float | None  # decision -> replica ready (its startedAt: handler imported), init included
     ready_to_start_s: float  # replica ready -> job startedAt
+    # From the replica process's Ray core worker log (None when it could not be read):
+    to_creation_s: float | None = None  # decision -> the actor creation task reaches a worker process
+    creation_s: float | None = None  # creation task received -> finished (class load, __init__, init)
+    process_ready_before: bool | None = None  # the worker process was up before the decision (warm)
 
     @property
     def overhead_s(self) -> float:
@@ -85,11 +90,13 @@ def one_run(instance: RippleInstance, http: Any, timeout_s: float = 120.0) -> Co
     reply.raise_for_status()
     job_id = reply.json()["id"]
     worker: dict[str, Any] | None = None
+    replica: tuple[int, Path | None] | None = None  # (pid, Ray logs dir) of the replica that took it
     job: dict[str, Any] = {}
     deadline_s = time.monotonic() + timeout_s
     while time.monotonic() < deadline_s:
         job = http.get(f"/api/v1/jobs/{job_id}").json()
         if job.get("workerId") and worker is None:  # read the replica before it scales down again
+            replica = _newest_replica(instance)
             worker = next(
                 (w for w in instance.workers(http, ENDPOINT) if w["workerId"] == job["workerId"]), None
             )
@@ -105,13 +112,58 @@ def one_run(instance: RippleInstance, http: Any, timeout_s: float = 120.0) -> Co
     ups = [h["at"] for h in history if h.get("kind") == "scale_up" and h["at"] >= created_ms - 50]
     decided_ms = min(ups) if ups else None
     ready_ms = int(worker["startedAt"])
+    marks = _core_worker_marks(*replica) if replica else {}
+    decided_s = decided_ms / 1000 if decided_ms is not None else None
     return ColdRun(
         wait_s=(started_ms - created_ms) / 1000,
         init_s=float(worker["coldStartS"]),
         to_decision_s=(decided_ms - created_ms) / 1000 if decided_ms is not None else None,
         to_ready_s=(ready_ms - decided_ms) / 1000 if decided_ms is not None else None,
         ready_to_start_s=(started_ms - ready_ms) / 1000,
+        to_creation_s=_minus(marks.get("creating"), decided_s),
+        creation_s=_minus(marks.get("created"), marks.get("creating")),
+        process_ready_before=(
+            marks["constructed"] < decided_s if "constructed" in marks and decided_s is not None else None
+        ),
     )
+
+
+def _minus(a: float | None, b: float | None) -> float | None:
+    return a - b if a is not None and b is not None else None
+
+
+def _newest_replica(instance: RippleInstance) -> tuple[int, Path | None] | None:
+    """(pid, Ray logs dir) of the newest WorkerReplica process (an older one is a replica leaving)."""
+    procs = instance.actor_processes()["WorkerReplica"]
+    if not procs:
+        return None
+    proc = max(procs, key=lambda p: p.create_time())
+    try:  # a Ray worker's stdout is its log file in <session>/logs
+        return proc.pid, Path(os.readlink(f"/proc/{proc.pid}/fd/1")).parent
+    except OSError:
+        return proc.pid, None
+
+
+_MARKS = {
+    "constructed": "Constructing CoreWorkerProcess",
+    "creating": "Creating actor",
+    "created": "Actor creation task finished",
+}
+
+
+def _core_worker_marks(pid: int, logs_dir: Path | None) -> dict[str, float]:
+    """When (epoch s) the replica's core worker was constructed, received and finished its creation
+    task, from `python-core-worker-*_<pid>.log` (lines start `[YYYY-mm-dd HH:MM:SS,mmm ...`, local time)."""
+    if logs_dir is None:
+        return {}
+    out: dict[str, float] = {}
+    for path in logs_dir.glob(f"python-core-worker-*_{pid}.log"):
+        for line in path.read_text(errors="replace").splitlines():
+            for key, text in _MARKS.items():
+                if key not in out and text in line:
+                    with contextlib.suppress(ValueError):
+                        out[key] = datetime.strptime(line[1:24], "%Y-%m-%d %H:%M:%S,%f").timestamp()
+    return out
 
 
 def plain_ray_actor_starts(runs: int, gpus: float) -> list[float]:
@@ -192,12 +244,16 @@ def build_rows(runs: list[ColdRun], peer: list[float], parts_ms: dict[str, float
         ("job created -> scale-up decided", [r.to_decision_s for r in runs]),
         ("decided -> replica ready (init included)", [r.to_ready_s for r in runs]),
         ("handler init (coldStartS)", [r.init_s for r in runs]),
+        ("  decided -> creation task at a worker process", [r.to_creation_s for r in runs]),
+        ("  creation task: class load + __init__ (init included)", [r.creation_s for r in runs]),
         ("replica ready -> job started", [r.ready_to_start_s for r in runs]),
         ("job created -> started", [r.wait_s for r in runs]),
     )
     for label, values in parts:
         known = [v for v in values if v is not None]
         rows.append(Row(f"p50 {label}", "s", stat(known, "p50")))
+    warm = [r.process_ready_before for r in runs if r.process_ready_before is not None]
+    rows.append(Row("runs whose worker process was up before the decision", "runs", float(sum(warm))))
     for name, ms in parts_ms.items():
         rows.append(Row(f"idle, p50 of 5: {name}", "ms", ms))
     return rows
