@@ -678,7 +678,7 @@ class OverrideBody(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    desiredReplicas: int | None = Field(default=None, ge=0, le=1000)  # noqa: N815
+    desiredReplicas: int | None = Field(default=None, ge=0, le=1000)
     disabled: bool = False
 
 

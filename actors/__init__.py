@@ -1,1 +1,2 @@
-"""Ripple's Ray actors: thin shells that gather state, call the pure logic in ``orchestrator``, and apply it."""
+"""Ripple's Ray actors: thin shells that gather state, call the pure logic in ``orchestrator``,
+and apply it."""

@@ -109,10 +109,8 @@ class Autoscaler:
             except Exception:  # a tick never kills the loop
                 log.exception("autoscaler tick failed")
             self._wake.clear()
-            try:
+            with contextlib.suppress(asyncio.TimeoutError):
                 await asyncio.wait_for(self._wake.wait(), self.interval_s)
-            except asyncio.TimeoutError:
-                pass
             await asyncio.sleep(0.02)  # coalesce bursts of events
 
     async def _leader(self) -> bool:
@@ -302,7 +300,8 @@ class Autoscaler:
         return [json.loads(r) for r in rows]
 
     async def status(self) -> dict[str, Any]:
-        """Cluster GPUs and, per endpoint, current/desired replicas, queue, priorities, idle and wait times."""
+        """Cluster GPUs and, per endpoint, current/desired replicas, queue, priorities, idle and wait
+        times."""
         await self.start()
         if not self.last:
             await self.tick()

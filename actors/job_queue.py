@@ -464,7 +464,9 @@ class JobQueue:
         self.registry.touch(worker_id, endpoint, kind, now_s, state)
         reported = set(job_ids)
         if reported:
-            for jid, (status, holder) in zip(reported, await self.store.get_fields(list(reported))):
+            for jid, (status, holder) in zip(
+                reported, await self.store.get_fields(list(reported)), strict=False
+            ):
                 if status != S.IN_PROGRESS.value or holder != worker_id:
                     self.stops[worker_id].add(jid)
         forgotten = [

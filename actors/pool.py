@@ -9,6 +9,7 @@ the pool is detached and restarted by Ray (its replicas die with it and are star
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 import uuid
@@ -65,10 +66,7 @@ class _Replica:
     gone_s: float | None = None  # stopped or lost: listed (as draining) until Ray has released its actor
 
     def view(self, endpoint: str) -> dict[str, Any]:
-        if self.ready:
-            state = self.info.get("state", "idle")
-        else:
-            state = "starting"
+        state = self.info.get("state", "idle") if self.ready else "starting"
         if (self.draining and state not in ("stopped",)) or self.gone_s is not None:
             state = "draining"
         reason = self.info.get("reason") or (
@@ -188,10 +186,8 @@ class WorkerPool:
             except Exception:
                 log.exception("pool %s tick failed", self.endpoint)
             self._wake.clear()
-            try:
+            with contextlib.suppress(asyncio.TimeoutError):
                 await asyncio.wait_for(self._wake.wait(), self.cfg.tick_s)
-            except asyncio.TimeoutError:
-                pass
 
     async def tick(self) -> dict[str, Any]:
         """One reconcile step: observe, plan, apply. Returns what it did."""

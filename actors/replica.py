@@ -12,6 +12,7 @@ Leases cover everything no hook sees (a killed actor, a lost node).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -108,10 +109,8 @@ class WorkerReplica:
 
     def __ray_shutdown__(self) -> None:
         if not self._stopped:
-            try:
+            with contextlib.suppress(Exception):  # best effort only: leases cover the rest
                 self.queue.worker_gone.remote(self.cfg.worker_id, "replica shut down")
-            except Exception:  # best effort only: leases cover the rest
-                pass
         self.executor.shutdown(wait=False, cancel_futures=True)
 
     async def status(self) -> dict[str, Any]:
@@ -160,10 +159,8 @@ class WorkerReplica:
             free = hs.serving_slots(self.health, self.cfg.concurrency, time.time()) - len(self.active)
             if free <= 0:
                 self._wake.clear()
-                try:
+                with contextlib.suppress(asyncio.TimeoutError):
                     await asyncio.wait_for(self._wake.wait(), 0.5)
-                except asyncio.TimeoutError:
-                    pass
                 continue
             jobs = await self.queue.take.remote(
                 self.cfg.endpoint, self.cfg.worker_id, free, self.cfg.take_wait_s, "ray"
@@ -182,10 +179,8 @@ class WorkerReplica:
                 log.warning("drain deadline passed; handed back %d jobs", len(held), extra=self.log_fields)
                 return
             self._wake.clear()
-            try:
+            with contextlib.suppress(asyncio.TimeoutError):
                 await asyncio.wait_for(self._wake.wait(), 0.2)
-            except asyncio.TimeoutError:
-                pass
 
     async def _run_job(self, job: dict[str, Any]) -> None:
         job_id = job["id"]

@@ -68,6 +68,21 @@ def run(
             os.fsync(log.fileno())
             print(f"submitted {min(start + chunk, len(todo))}/{len(todo)}", flush=True)
     order = [ids[i] for i in range(len(inputs))]
+    results = _collect(client, order, poll_s, timeout_s)
+    tmp = output_path.with_name(output_path.name + ".tmp")
+    counts: dict[str, int] = {}
+    with tmp.open("w") as out:
+        for line, job_id in enumerate(order):
+            st = results.get(job_id, {"id": job_id, "status": "PENDING"})
+            counts[st["status"]] = counts.get(st["status"], 0) + 1
+            out.write(json.dumps({"line": line, **st}) + "\n")
+    tmp.replace(output_path)
+    print(f"wrote {len(order)} results to {output_path}: {counts}", flush=True)
+    return counts
+
+
+def _collect(client: Any, order: list[str], poll_s: float, timeout_s: float) -> dict[str, dict[str, Any]]:
+    """Poll statuses (5,000 per call) until every job is final or the timeout; report progress."""
     results: dict[str, dict[str, Any]] = {}
     deadline = time.monotonic() + timeout_s
     last_report = 0.0
@@ -82,21 +97,10 @@ def run(
                     results[job_id] = st
         if time.monotonic() - last_report > 5 or len(results) == len(order):
             last_report = time.monotonic()
-            print(
-                f"done {len(results)}/{len(order)} ({100 * len(results) // max(1, len(order))}%)", flush=True
-            )
+            print(f"done {len(results)}/{len(order)} ({100 * len(results) // max(1, len(order))}%)", flush=True)
         if len(results) < len(order):
             time.sleep(poll_s)
-    tmp = output_path.with_name(output_path.name + ".tmp")
-    counts: dict[str, int] = {}
-    with tmp.open("w") as out:
-        for line, job_id in enumerate(order):
-            st = results.get(job_id, {"id": job_id, "status": "PENDING"})
-            counts[st["status"]] = counts.get(st["status"], 0) + 1
-            out.write(json.dumps({"line": line, **st}) + "\n")
-    tmp.replace(output_path)
-    print(f"wrote {len(order)} results to {output_path}: {counts}", flush=True)
-    return counts
+    return results
 
 
 def main(argv: list[str] | None = None) -> int:

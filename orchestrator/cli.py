@@ -282,11 +282,11 @@ def cmd_submit(args: argparse.Namespace) -> int:
     for n, job_id in enumerate(ids, 1):
         results.append(c.result(job_id, timeout_s=args.timeout, endpoint=args.endpoint))
         _progress(n, len(ids))
-    out = open(args.out, "w") if args.out else sys.stdout
-    for r in results:
-        out.write(json.dumps(r) + "\n")
+    lines = "".join(json.dumps(r) + "\n" for r in results)
     if args.out:
-        out.close()
+        Path(args.out).write_text(lines)
+    else:
+        sys.stdout.write(lines)
     return 0 if all(r["status"] == "COMPLETED" for r in results) else 2
 
 
@@ -312,10 +312,25 @@ def cmd_autoscaler(args: argparse.Namespace) -> int:
     c = _client(args)
     if args.action == "status":
         out = c.request("GET", "/api/v1/autoscaler/status")
-        print(f"autoscaler: {'on' if out['enabled'] else 'OFF'}   GPUs used {out['gpus']['used']:g} / "
-              f"{out['gpus']['total']:g} (free {out['gpus']['free']:g})")
-        _table(out["endpoints"], ["endpoint", "current", "desired", "queued", "running", "priority",
-                                  "effectivePriority", "waitingS", "idleS", "blocked"])
+        print(
+            f"autoscaler: {'on' if out['enabled'] else 'OFF'}   GPUs used {out['gpus']['used']:g} / "
+            f"{out['gpus']['total']:g} (free {out['gpus']['free']:g})"
+        )
+        _table(
+            out["endpoints"],
+            [
+                "endpoint",
+                "current",
+                "desired",
+                "queued",
+                "running",
+                "priority",
+                "effectivePriority",
+                "waitingS",
+                "idleS",
+                "blocked",
+            ],
+        )
         return 0
     if args.action in ("enable", "disable"):
         out = c.request("POST", f"/api/v1/autoscaler/{args.action}")
@@ -324,7 +339,10 @@ def cmd_autoscaler(args: argparse.Namespace) -> int:
             raise SystemExit("ripple autoscaler history: ENDPOINT is required")
         rows = c.request("GET", f"/api/v1/autoscaler/history/{args.endpoint}?limit={args.limit}")["history"]
         for row in rows:
-            print(f"{row['at']}  {row['kind']:<10} {row.get('count', row.get('replica_ids', ''))!s:<12} {row['reason']}")
+            print(
+                f"{row['at']}  {row['kind']:<10} "
+                f"{row.get('count', row.get('replica_ids', ''))!s:<12} {row['reason']}"
+            )
         return 0
     else:
         if not args.endpoint:

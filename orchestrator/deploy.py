@@ -58,7 +58,8 @@ def main(argv: list[str]) -> int:
         print(f"deploy failed: {exc}")
         return 1
     print(
-        f"Ripple deployed: {url} (store: {'embedded in ' + str(settings.data_dir) if embedded else 'external'})"
+        f"Ripple deployed: {url} "
+        f"(store: {'embedded in ' + str(settings.data_dir) if embedded else 'external'})"
     )
     if keys.generated:
         print(f"New keys were generated and stored in {keys.path} on the head node (mode 0600).")

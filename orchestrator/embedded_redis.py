@@ -7,6 +7,7 @@ fixtures); a start finds and adopts a server left running by a crash on the same
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import os
 import signal
@@ -164,7 +165,5 @@ def stop(data_dir: Path, timeout_s: float = 30.0) -> bool:
 
 
 def _reap(pid: int) -> None:
-    try:
+    with contextlib.suppress(ChildProcessError):
         os.waitpid(pid, os.WNOHANG)
-    except ChildProcessError:
-        pass

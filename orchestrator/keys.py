@@ -4,11 +4,11 @@ Each name is a template relative to the instance's prefix (``RIPPLE_KEY_PREFIX``
 
 | template | type | contents |
 | --- | --- | --- |
-| ``job:{id}`` | hash | one job: ep, status, input, output, error, webhook, times (ms), attempts, policy |
-| ``hist:{id}`` | list | the job's attempt history, JSON entries ``{at, from, to, reason, worker}`` (last 50) |
-| ``stream:{id}`` | list | stream chunks (JSON) in order; the job hash's ``stream_read`` is the client cursor |
+| ``job:{id}`` | hash | one job: ep, status, input, output, error, webhook, times, attempts, policy |
+| ``hist:{id}`` | list | attempt history, JSON entries ``{at, from, to, reason, worker}`` (last 50) |
+| ``stream:{id}`` | list | stream chunks (JSON); the job hash's ``stream_read`` is the client cursor |
 | ``q:{ep}`` | zset | queued job ids of an endpoint, scored normal before low priority, FIFO within |
-| ``counts:{ep}`` | hash | per-endpoint counters: in_progress, completed, failed, timed_out, cancelled, retried |
+| ``counts:{ep}`` | hash | counters: in_progress, completed, failed, timed_out, cancelled, retried |
 | ``leases`` | zset | in-progress job ids scored by their execution deadline (ms) |
 | ``ttl`` | zset | queued job ids scored by the time they expire in the queue (ms) |
 | ``jobs`` | zset | every job id scored by creation time (ms), for listings |
@@ -17,7 +17,7 @@ Each name is a template relative to the instance's prefix (``RIPPLE_KEY_PREFIX``
 | ``workers`` | hash | worker id to its last known record (JSON) |
 | ``draining`` | set | worker ids refused by ``take`` (checked inside the same script that hands out jobs) |
 | ``webhooks`` / ``webhooks:inflight`` | list | job ids whose final status is still to be POSTed |
-| ``autoscaler:state`` / ``autoscaler:history:{ep}`` / ``autoscaler:leader`` / ``autoscaler:enabled`` | | autoscaler memory |
+| ``autoscaler:*`` | | autoscaler state, history per endpoint, leader lease, switch, overrides |
 """
 
 from __future__ import annotations

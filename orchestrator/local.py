@@ -110,7 +110,7 @@ def start_ray_head(
     env.setdefault("RAY_idle_worker_killing_time_threshold_ms", "600000")
     env["PYTHONUNBUFFERED"] = "1"  # the readiness line below must reach the log at once
     log_path = data_dir / "ray-head.log"
-    log = open(log_path, "ab")
+    log = open(log_path, "ab")  # noqa: SIM115 (handed to the child process, closed by the caller)
     offset = log.tell()
     proc = subprocess.Popen(
         cmd, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=detach
@@ -160,10 +160,8 @@ def stop_process(pid: int, timeout_s: float = 30.0) -> None:
         if not alive(pid):
             return
         time.sleep(0.1)
-    try:
+    with contextlib.suppress(ProcessLookupError):
         os.kill(pid, signal.SIGKILL)
-    except ProcessLookupError:
-        pass
 
 
 def alive(pid: int) -> bool:

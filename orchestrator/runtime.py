@@ -15,10 +15,9 @@ from typing import Any
 from orchestrator.auth import AuthConfig
 from orchestrator.config import QueueConfig, Settings
 from orchestrator.errors import NotReady
+from orchestrator.names import APP_NAME, AUTOSCALER_NAME, CONTROL_RESOURCE, QUEUE_NAME, get_actor
 
 log = logging.getLogger("ripple.runtime")
-
-from orchestrator.names import APP_NAME, AUTOSCALER_NAME, CONTROL_RESOURCE, QUEUE_NAME, get_actor
 
 __all__ = ["APP_NAME", "AUTOSCALER_NAME", "CONTROL_RESOURCE", "QUEUE_NAME", "BootConfig", "get_actor"]
 

@@ -1,7 +1,9 @@
-"""The durable job store on Redis: every job write is here, every state change a Lua compare-and-set.
+"""The durable job store on Redis: every job write is here; every state change is a Lua
+compare-and-set.
 
 :class:`RedisStore` is the real one (redis-py asyncio); :class:`orchestrator.fakes.MemoryStore` implements
-the same :class:`JobStore` protocol in memory for unit tests. Both follow :data:`orchestrator.jobs.TRANSITIONS`.
+the same :class:`JobStore` protocol in memory for unit tests. Both follow
+:data:`orchestrator.jobs.TRANSITIONS`.
 """
 
 from __future__ import annotations
@@ -308,7 +310,7 @@ class RedisStore:
             for jid in job_ids:
                 p.hgetall(self.k.job(jid))
             hashes = await p.execute()
-        return [_job_view(jid, h, []) if h else None for jid, h in zip(job_ids, hashes)]
+        return [_job_view(jid, h, []) if h else None for jid, h in zip(job_ids, hashes, strict=False)]
 
     async def get_fields(self, job_ids: Sequence[str]) -> list[tuple[str | None, str | None]]:
         """``(status, worker)`` of each job, ``(None, None)`` for unknown ones."""
@@ -343,7 +345,10 @@ class RedisStore:
                 for jid, _ in chunk:
                     p.hmget(self.k.job(jid), "worker", "ep")
                 fields = await p.execute()
-            out += [(jid, f[0] or "", f[1] or "", int(score)) for (jid, score), f in zip(chunk, fields)]
+            out += [
+                (jid, f[0] or "", f[1] or "", int(score))
+                for (jid, score), f in zip(chunk, fields, strict=False)
+            ]
         return out
 
     async def set_draining(self, worker_id: str, draining: bool) -> None:

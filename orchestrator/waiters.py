@@ -8,6 +8,7 @@ before a check that may come back empty, and :meth:`Waiters.wait` returns at onc
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections import defaultdict, deque
 from collections.abc import Hashable
 from typing import Generic, TypeVar
@@ -50,10 +51,8 @@ class Waiters(Generic[K]):
         finally:
             if not fut.done():
                 fut.cancel()
-            try:
+            with contextlib.suppress(ValueError):
                 queue.remove(fut)
-            except ValueError:
-                pass
             if not queue:
                 self._queues.pop(key, None)
 

@@ -7,6 +7,7 @@ Runs as a background task of the queue actor and never blocks dispatch. Pending 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 from typing import TYPE_CHECKING
@@ -22,7 +23,7 @@ log = logging.getLogger("ripple.webhooks")
 
 
 def backoff_s(attempt: int, base_s: float, cap_s: float = 60.0) -> float:
-    """Delay before retry number ``attempt`` (1-based): base, 2×base, 4×base, … capped."""
+    """Delay before retry number ``attempt`` (1-based): base, 2 x base, 4 x base, … capped."""
     return float(min(cap_s, base_s * (2 ** (attempt - 1))))
 
 
@@ -51,10 +52,8 @@ class WebhookSender:
                 except Exception:
                     log.exception("webhook claim failed")
                 self._wake.clear()
-                try:
+                with contextlib.suppress(asyncio.TimeoutError):
                     await asyncio.wait_for(self._wake.wait(), 1.0)
-                except asyncio.TimeoutError:
-                    pass
 
     async def _deliver(self, client: httpx.AsyncClient, job_id: str) -> None:
         job = await self.store.get(job_id)

@@ -8,6 +8,8 @@ other's data. Async tests run under pytest-asyncio (``asyncio_mode = "auto"``).
 
 from __future__ import annotations
 
+import os
+
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
@@ -54,3 +56,12 @@ async def redis_store(redis_url: str) -> AsyncIterator[RedisStore]:
 @pytest.fixture
 def memory_store() -> MemoryStore:
     return MemoryStore()
+
+
+# Property tests explore new examples on a developer's machine; in CI they replay a fixed set, so a run is
+# reproducible and a submission never fails on an example nobody saw.
+from hypothesis import settings as _hypothesis_settings  # noqa: E402
+
+_hypothesis_settings.register_profile("ci", derandomize=True, deadline=None, print_blob=True)
+_hypothesis_settings.register_profile("dev", deadline=None)
+_hypothesis_settings.load_profile("ci" if os.environ.get("CI") else "dev")

@@ -171,6 +171,8 @@ def test_one_replica_per_endpoint_with_work_before_any_second(s: Snapshot) -> No
         and capacity(e) == 0
         and e.gpus_per_replica > 0
         and e.name not in got
+        # unhealthy replicas count toward maxReplicas: an endpoint already at its max cannot get one
+        and sum(1 for r in e.replicas if r.state != "draining") < e.max_replicas
     ]
     if starved:
         for e in s.endpoints:
