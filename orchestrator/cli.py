@@ -20,7 +20,7 @@ from typing import Any
 import httpx
 
 from orchestrator import local
-from orchestrator.errors import ConfigError, RippleError
+from orchestrator.errors import ConfigError, NotReady, RippleError
 
 log = logging.getLogger("ripple.cli")
 
@@ -77,14 +77,22 @@ def cmd_up(args: argparse.Namespace) -> int:
     try:
         if not address:
             print("Starting a local Ray head ...", flush=True)
-            head, address = local.start_ray_head(
-                data_dir,
-                num_gpus=settings.num_gpus,
-                num_cpus=settings.num_cpus,
-                dashboard=settings.dashboard,
-                dashboard_port=settings.dashboard_port,
-                detach=True,
-            )
+            for attempt in (1, 2):
+                try:
+                    head, address = local.start_ray_head(
+                        data_dir,
+                        num_gpus=settings.num_gpus,
+                        num_cpus=settings.num_cpus,
+                        dashboard=settings.dashboard,
+                        dashboard_port=settings.dashboard_port,
+                        detach=True,
+                    )
+                    break
+                except NotReady as exc:
+                    # Ray's raylet gives up when its agents are slow to start (an overloaded machine): retry once.
+                    if attempt == 2:
+                        raise
+                    print(f"The Ray head did not start ({exc}); retrying once ...", flush=True)
             state.ray_address, state.ray_head_pid = address, head.pid
         ctx = ray.init(
             address=address,
