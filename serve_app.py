@@ -622,7 +622,7 @@ def _cluster_facts() -> dict[str, Any]:
     from actors.ray_cluster import draining_nodes
     from orchestrator.cluster_info import shape_demand, shape_nodes, summarize
 
-    nodes = shape_nodes(ray.nodes(), draining_nodes())  # type: ignore[no-untyped-call]
+    nodes = shape_nodes(ray.nodes(), draining_nodes())
     demand: list[dict[str, Any]] | None
     try:
         from ray.autoscaler.v2.sdk import get_cluster_status
@@ -762,7 +762,7 @@ class RippleAPI:
 
 def build(boot: runtime.BootConfig, replicas: int = 1) -> Any:
     """The Serve application for a resolved boot config."""
-    return RippleAPI.options(num_replicas=replicas).bind(boot)
+    return RippleAPI.options(num_replicas=replicas).bind(boot)  # type: ignore[attr-defined]
 
 
 def app(args: dict[str, Any]) -> Any:

@@ -20,7 +20,7 @@ from typing import Any
 import ray
 
 from actors import ray_cluster
-from actors.pool import PoolConfig, ensure_pool, pool_name
+from actors.pool import PoolConfig, ensure_pool
 from orchestrator import logs
 from orchestrator.autoscale import (
     AutoscaleConfig,
@@ -35,6 +35,7 @@ from orchestrator.autoscale.snapshot import build_snapshot, pool_actions, settle
 from orchestrator.control_metrics import TickMemory, queue_gauges, tick_samples
 from orchestrator.keys import Keys
 from orchestrator.metrics import published
+from orchestrator.names import pool_name
 from orchestrator.ray_metrics import RaySink
 from orchestrator.runtime import AUTOSCALER_NAME, QUEUE_NAME, BootConfig, control_options, get_actor
 from orchestrator.store import RedisStore

@@ -399,7 +399,7 @@ class WorkerPool:
             await self.queue.report_workers.remote(self.endpoint, records)
 
 
-@ray.remote(num_cpus=0)
+@ray.remote(num_cpus=0)  # type: ignore[untyped-decorator]
 def _warm_worker() -> None:
     """A no-op task: it leaves an idle worker process of this pool's job behind, which Ray hands to the
     next replica instead of starting a new Python process (the largest part of a start from zero)."""

@@ -18,7 +18,7 @@ _gcs: Any = None
 def _client() -> Any:
     global _gcs
     if _gcs is None:
-        from ray._raylet import GcsClient
+        from ray._raylet import GcsClient  # type: ignore[attr-defined]
 
         _gcs = GcsClient(address=ray.get_runtime_context().gcs_address)
     return _gcs

@@ -72,10 +72,10 @@ def run(
     tmp = output_path.with_name(output_path.name + ".tmp")
     counts: dict[str, int] = {}
     with tmp.open("w") as out:
-        for line, job_id in enumerate(order):
-            st = results.get(job_id, {"id": job_id, "status": "PENDING"})
+        for n, job_id in enumerate(order):
+            st: dict[str, Any] = results.get(job_id, {"id": job_id, "status": "PENDING"})
             counts[st["status"]] = counts.get(st["status"], 0) + 1
-            out.write(json.dumps({"line": line, **st}) + "\n")
+            out.write(json.dumps({"line": n, **st}) + "\n")
     tmp.replace(output_path)
     print(f"wrote {len(order)} results to {output_path}: {counts}", flush=True)
     return counts
@@ -97,7 +97,8 @@ def _collect(client: Any, order: list[str], poll_s: float, timeout_s: float) -> 
                     results[job_id] = st
         if time.monotonic() - last_report > 5 or len(results) == len(order):
             last_report = time.monotonic()
-            print(f"done {len(results)}/{len(order)} ({100 * len(results) // max(1, len(order))}%)", flush=True)
+            pct = 100 * len(results) // max(1, len(order))
+            print(f"done {len(results)}/{len(order)} ({pct}%)", flush=True)
         if len(results) < len(order):
             time.sleep(poll_s)
     return results

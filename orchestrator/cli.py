@@ -89,10 +89,11 @@ def cmd_up(args: argparse.Namespace) -> int:
                     )
                     break
                 except NotReady as exc:
-                    # Ray's raylet gives up when its agents are slow to start (an overloaded machine): retry once.
+                    # Ray's raylet gives up when its agents start slowly (an overloaded machine): retry once.
                     if attempt == 2:
                         raise
                     print(f"The Ray head did not start ({exc}); retrying once ...", flush=True)
+            assert head is not None and address is not None
             state.ray_address, state.ray_head_pid = address, head.pid
         ctx = ray.init(
             address=address,

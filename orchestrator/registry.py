@@ -166,9 +166,10 @@ class WorkerRegistry:
                 self._dirty.add(w)
         changed = {}
         for w in self._dirty:
-            e = self._w.get(w)
-            if e is None:
+            entry = self._w.get(w)
+            if entry is None:
                 continue
+            e = entry
             e.persisted_s = now_s
             changed[w] = json.dumps(
                 {

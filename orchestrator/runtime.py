@@ -161,15 +161,12 @@ def shutdown(namespace: str, *, drain_timeout_s: float = 60.0) -> None:
     import ray
     from ray import serve
 
+    from actors.pool import drain_all_pools
+
     try:
-        from actors.pool import drain_all_pools
-    except ImportError:
-        drain_all_pools = None
-    if drain_all_pools is not None:
-        try:
-            drain_all_pools(namespace, drain_timeout_s)
-        except Exception:
-            log.exception("draining pools failed")
+        drain_all_pools(namespace, drain_timeout_s)
+    except Exception:
+        log.exception("draining pools failed")
     try:
         serve.delete(APP_NAME)
     except Exception:

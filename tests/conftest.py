@@ -9,7 +9,6 @@ other's data. Async tests run under pytest-asyncio (``asyncio_mode = "auto"``).
 from __future__ import annotations
 
 import os
-
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 

@@ -35,8 +35,8 @@ def replica_view(r: Mapping[str, Any]) -> ReplicaView:
         state = "draining" if state == "stopped" else "idle"
     return ReplicaView(
         id=str(r["id"]),
-        state=state,
-        jobs_held=int(r.get("jobsHeld") or 0),  # type: ignore[arg-type]
+        state=state,  # type: ignore[arg-type]  # narrowed to the policy's states above
+        jobs_held=int(r.get("jobsHeld") or 0),
         idle_since_s=r.get("idleSince"),
     )
 
