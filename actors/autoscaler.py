@@ -105,11 +105,11 @@ class Autoscaler:
 
     async def _loop(self) -> None:
         while True:
+            self._wake.clear()  # before the tick: an event during the tick runs the next one at once
             try:
                 await self.tick()
             except Exception:  # a tick never kills the loop
                 log.exception("autoscaler tick failed")
-            self._wake.clear()
             with contextlib.suppress(asyncio.TimeoutError):
                 await asyncio.wait_for(self._wake.wait(), self.interval_s)
             await asyncio.sleep(0.02)  # coalesce bursts of events

@@ -112,9 +112,6 @@ class WorkerPool:
         """Start the reconcile loop (idempotent)."""
         if self._task is None:
             self._task = asyncio.get_running_loop().create_task(self._loop())
-            specs = await self.queue.endpoint_specs.remote()
-            if self.endpoint in specs:
-                self._warm(specs[self.endpoint])
         return True
 
     async def set_target(self, replicas: int | None) -> None:
@@ -181,11 +178,11 @@ class WorkerPool:
 
     async def _loop(self) -> None:
         while not self._closing:
+            self._wake.clear()  # before the tick: a wake during the tick runs the next one at once
             try:
                 await self.tick()
             except Exception:
                 log.exception("pool %s tick failed", self.endpoint)
-            self._wake.clear()
             with contextlib.suppress(asyncio.TimeoutError):
                 await asyncio.wait_for(self._wake.wait(), self.cfg.tick_s)
 
@@ -265,15 +262,9 @@ class WorkerPool:
             self.cfg.take_wait_s,
             self.cfg.heartbeat_s,
         )
-        handle = ray.remote(WorkerReplica).options(**opts).remote(cfg)
+        handle = _REPLICA_CLASS.options(**opts).remote(cfg)
         self.replicas[wid] = _Replica(wid, handle, time.time(), handle.ready.remote())
         log.info("pool %s started replica %s", self.endpoint, wid)
-        self._warm(spec)
-
-    def _warm(self, spec: EndpointSpec) -> None:
-        """Keep one idle worker process ready for the next replica of this endpoint."""
-        opts = {"runtime_env": spec.runtime_env} if spec.runtime_env else {}
-        _warm_worker.options(**opts).remote()
 
     async def _drain(self, r: _Replica, reason: str, timeout_s: float) -> None:
         r.draining = True
@@ -399,10 +390,7 @@ class WorkerPool:
             await self.queue.report_workers.remote(self.endpoint, records)
 
 
-@ray.remote(num_cpus=0)  # type: ignore[untyped-decorator]
-def _warm_worker() -> None:
-    """A no-op task: it leaves an idle worker process of this pool's job behind, which Ray hands to the
-    next replica instead of starting a new Python process (the largest part of a start from zero)."""
+_REPLICA_CLASS = ray.remote(WorkerReplica)  # exported once per pool process, not once per start
 
 
 def _short(exc: BaseException) -> str:

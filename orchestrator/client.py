@@ -233,6 +233,10 @@ class InClusterClient:
     def status(self, job_id: str, endpoint: str) -> dict[str, Any]:
         return dict(self._get(self._queue.status.remote(endpoint, job_id)))
 
+    def runsync(self, endpoint: str, input: Any, timeout_s: float = 90.0) -> dict[str, Any]:
+        """Submit one job and wait for its final status in a single actor call."""
+        return dict(self._get(self._queue.runsync.remote(endpoint, {"input": input}, timeout_s)))
+
     def statuses(self, job_ids: Sequence[str]) -> list[dict[str, Any] | None]:
         """Status objects of many jobs in one call (None for unknown ids)."""
         return list(self._get(self._queue.statuses.remote(list(job_ids))))
