@@ -67,13 +67,27 @@ def _config(data_dir: Path, sock: Path) -> str:
 
 
 def _alive(pid: int) -> bool:
+    """True for a running process; a zombie (killed, not yet reaped by a lax init) is not running."""
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
         return False
     except PermissionError:
         return True
-    return True
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except (OSError, IndexError):
+        return True
+
+
+def _is_redis(pid: int) -> bool:
+    """The pid still belongs to a redis-server (pids are reused after a crash)."""
+    try:
+        with open(f"/proc/{pid}/cmdline", "rb") as f:
+            return b"redis-server" in f.read()
+    except OSError:
+        return True  # no /proc: trust the pid file
 
 
 def _running_pid(data_dir: Path) -> int | None:
@@ -82,7 +96,7 @@ def _running_pid(data_dir: Path) -> int | None:
         pid = int(pidfile.read_text().strip())
     except (OSError, ValueError):
         return None
-    return pid if _alive(pid) else None
+    return pid if _alive(pid) and _is_redis(pid) else None
 
 
 def _wait_ready(url: str, timeout_s: float) -> None:
@@ -120,8 +134,11 @@ def start(data_dir: Path, *, detach: bool, timeout_s: float = 60.0) -> EmbeddedR
     url = f"unix://{sock}"
     pid = _running_pid(data_dir)
     if pid is not None:
-        _wait_ready(url, timeout_s)
-        return EmbeddedRedis(url, pid, data_dir, adopted=True)
+        try:
+            _wait_ready(url, min(timeout_s, 10.0))
+            return EmbeddedRedis(url, pid, data_dir, adopted=True)
+        except NotReady:
+            os.kill(pid, signal.SIGKILL)  # left by a crash and not answering: start afresh from its files
     sock.unlink(missing_ok=True)
     conf = data_dir / "redis.conf"
     conf.write_text(_config(data_dir, sock))
