@@ -244,12 +244,21 @@ class Autoscaler:
         for name in managed:
             if name not in self.pools:
                 self.pools[name] = ensure_pool(name, self.pool_cfg)
+                self._forget(name)  # a new (or re-created) endpoint starts with no memory
         for name in [n for n in self.pools if n not in managed]:
             handle = self.pools.pop(name)
+            self._forget(name)
             try:
                 await handle.close.remote(self.pool_cfg.drain_timeout_s)
             finally:
                 ray.kill(handle, no_restart=True)
+
+    def _forget(self, endpoint: str) -> None:
+        """Drop an endpoint's policy memory: a deleted endpoint re-created under the same name must not
+        inherit the old one's expected replicas or cooldowns."""
+        if self.state is not None and endpoint in self.state.endpoints:
+            kept = {k: v for k, v in self.state.endpoints.items() if k != endpoint}
+            self.state = AutoscalerState(kept)
 
     async def _overrides(self) -> dict[str, Override]:
         raw = await self.store.r.hgetall(self.k.autoscaler_overrides)

@@ -84,9 +84,12 @@ def test_min_replicas_held_with_no_work(rp: Ripple) -> None:
 
 
 def test_idle_low_priority_replicas_are_preempted_for_blocked_higher_priorities(rp: Ripple) -> None:
+    # Both GPUs free first (the previous test's replicas may still be releasing theirs), and lo's jobs long
+    # enough that its second replica is still wanted when it starts.
+    wait_for(lambda: rp.gpus_free() == 2, 60, "both GPUs free")
     for name in ("hi", "mid", "lo"):
-        _endpoint(rp, name, scaleDownIdleTime=300)
-    lo_jobs = rp.submit("lo", [{"sleep_s": 0.3, "value": k} for k in range(2)])
+        _endpoint(rp, name, scaleDownIdleTime=300, scaleUpCooldown=1)
+    lo_jobs = rp.submit("lo", [{"sleep_s": 3, "value": k} for k in range(2)])
     rp.wait_final(lo_jobs, 60)
     rp.wait_replicas("lo", 2, 60)  # both GPUs held by idle lo replicas
     assert rp.gpus_free() == 0
