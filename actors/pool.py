@@ -263,8 +263,17 @@ class WorkerPool:
             self.cfg.heartbeat_s,
         )
         handle = _REPLICA_CLASS.options(**opts).remote(cfg)
-        self.replicas[wid] = _Replica(wid, handle, time.time(), handle.ready.remote())
+        ready_ref = handle.ready.remote()
+        self.replicas[wid] = _Replica(wid, handle, time.time(), ready_ref)
         log.info("pool %s started replica %s", self.endpoint, wid)
+        asyncio.get_running_loop().create_task(self._tick_when_ready(ready_ref))
+
+    async def _tick_when_ready(self, ready_ref: Any) -> None:
+        """Reconcile as soon as a replica is placed and loaded, so it starts serving at once rather than at
+        the next tick."""
+        with contextlib.suppress(Exception):  # a failed start is handled by the tick it wakes
+            await ready_ref
+        self._wake.set()
 
     async def _drain(self, r: _Replica, reason: str, timeout_s: float) -> None:
         r.draining = True
