@@ -432,8 +432,6 @@ class JobQueue:
         if o.status is None:
             raise NotFound(f"job {o.job_id} not found", {"id": o.job_id})
         self.metrics.results_dropped.labels(o.endpoint, o.drop_reason or "not_held").inc()
-        if o.status is S.IN_PROGRESS:
-            pass  # re-leased to another worker: this worker's copy is stale
         return {"id": o.job_id, "accepted": False, "status": o.status.value, "reason": o.drop_reason}
 
     async def stream_push(

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import logging
 import time
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from typing import Any
 
 from orchestrator.auth import AuthConfig
@@ -149,10 +149,6 @@ def boot_config(
         autoscaler={**settings.autoscaler.model_dump(), "drain_timeout_s": settings.drain_timeout_s},
         dashboard_url=dashboard_url,
     )
-
-
-def with_dashboard(boot: BootConfig, url: str | None) -> BootConfig:
-    return replace(boot, dashboard_url=url)
 
 
 def shutdown(namespace: str, *, drain_timeout_s: float = 60.0) -> None:
