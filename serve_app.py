@@ -761,8 +761,14 @@ class RippleAPI:
 
 
 def build(boot: runtime.BootConfig, replicas: int = 1) -> Any:
-    """The Serve application for a resolved boot config."""
-    return RippleAPI.options(num_replicas=replicas).bind(boot)  # type: ignore[attr-defined]
+    """The Serve application for a resolved boot config, its replicas placed by
+    :func:`orchestrator.runtime.ingress_actor_options` (call with Ray initialised)."""
+    import ray
+
+    options = runtime.ingress_actor_options(ray.cluster_resources())
+    return RippleAPI.options(  # type: ignore[attr-defined]
+        num_replicas=replicas, ray_actor_options=options
+    ).bind(boot)
 
 
 def app(args: dict[str, Any]) -> Any:

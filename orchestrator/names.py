@@ -13,6 +13,7 @@ QUEUE_NAME = "ripple-queue"
 AUTOSCALER_NAME = "ripple-autoscaler"
 APP_NAME = "ripple"
 CONTROL_RESOURCE = "ripple-control"
+API_RESOURCE = "ripple-api"
 
 
 def pool_name(endpoint: str) -> str:

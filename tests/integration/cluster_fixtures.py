@@ -177,10 +177,10 @@ class LocalCluster:
         self.nodes.append(node)
         return node
 
-    def _node_args(self) -> list[str]:
+    def _node_args(self, temp_dir: Path) -> list[str]:
         return [
             "--node-ip-address=127.0.0.1",
-            f"--temp-dir={self.temp_dir}",
+            f"--temp-dir={temp_dir}",
             f"--dashboard-agent-listen-port={free_port()}",
             f"--metrics-export-port={free_port()}",
             f"--runtime-env-agent-port={free_port()}",
@@ -207,7 +207,7 @@ class LocalCluster:
             "--dashboard-host=127.0.0.1",
             f"--dashboard-port={self.dashboard_port}",
             f"--ray-client-server-port={free_port()}",
-            *self._node_args(),
+            *self._node_args(self.temp_dir),
         ]
         if autoscaling is not None:
             cfg = dict(autoscaling)
@@ -250,6 +250,9 @@ class LocalCluster:
     ) -> tuple[NodeProc, str]:
         """Start a worker node; returns it and its Ray node id once the GCS lists it alive."""
         before = set(self.alive_nodes())
+        # Each node gets its own temp dir, as on separate machines: nodes sharing one would share its
+        # runtime_resources, and one node's runtime-env agent would delete a job's working dir under another.
+        temp_dir = self.root / f"w{len(self.nodes)}"
         env = base_env({**self.env_extra, "RAY_GRACEFUL_SHUTDOWN_DRAIN_TIMEOUT_S": f"{drain_timeout_s:g}"})
         node = self._spawn(
             f"worker{len(self.nodes)}",
@@ -257,7 +260,7 @@ class LocalCluster:
                 f"--address={self.address}",
                 f"--num-gpus={num_gpus:g}",
                 f"--num-cpus={num_cpus:g}",
-                *self._node_args(),
+                *self._node_args(temp_dir),
             ],
             env,
         )
@@ -342,7 +345,7 @@ class LocalCluster:
         pids: set[int] = {n.pid for n in self.nodes if n.running()}
         # A raylet may fork a worker while it is being killed: sweep until a pass finds nothing new.
         for _ in range(5):
-            found = _pids_matching({n.pid for n in self.nodes}, str(self.temp_dir)) | (
+            found = _pids_matching({n.pid for n in self.nodes}, f"{self.root}/") | (
                 {n.pid for n in self.nodes if n.running()}
             )
             alive = {p for p in found if _alive(p)}
