@@ -349,7 +349,11 @@ async def runsync(
     """Queue one job and hold until it is final or ``wait`` ms (default 90 s) pass."""
     wait_s = None if wait is None else wait / 1000
     result: dict[str, Any] = await call(
-        "runsync", endpoint, body.model_dump(by_alias=True, exclude_none=True), wait_s
+        "runsync",
+        endpoint,
+        body.model_dump(by_alias=True, exclude_none=True),
+        wait_s,
+        request_id=current_request_id(),
     )
     return result
 
@@ -387,13 +391,13 @@ async def cancel(endpoint: EP, job_id: JOB) -> dict[str, Any]:
 
 @client.post("/retry/{job_id}")
 async def retry(endpoint: EP, job_id: JOB) -> dict[str, Any]:
-    result: dict[str, Any] = await call("retry", endpoint, job_id)
+    result: dict[str, Any] = await call("retry", endpoint, job_id, request_id=current_request_id())
     return result
 
 
 @client.post("/purge-queue")
 async def purge_queue(endpoint: EP) -> dict[str, Any]:
-    result: dict[str, Any] = await call("purge", endpoint)
+    result: dict[str, Any] = await call("purge", endpoint, request_id=current_request_id())
     return result
 
 
@@ -415,7 +419,9 @@ async def job_take(
     endpoint: EP, worker_id: WORKER, job_in_progress: Annotated[int, Query(ge=0, le=1)] = 0
 ) -> Response | dict[str, Any]:
     """Long-poll for one job: 204 when none arrives within the hold."""
-    jobs = await call("take", endpoint, _worker(worker_id), 1, _boot().take_wait_s)
+    jobs = await call(
+        "take", endpoint, _worker(worker_id), 1, _boot().take_wait_s, request_id=current_request_id()
+    )
     return jobs[0] if jobs else Response(status_code=204)
 
 
@@ -427,7 +433,9 @@ async def job_take_batch(
     job_in_progress: Annotated[int, Query(ge=0, le=1)] = 0,
 ) -> Response | list[Any]:
     """Long-poll for up to ``batch_size`` jobs: a JSON list, or 204."""
-    jobs: list[Any] = await call("take", endpoint, _worker(worker_id), batch_size, _boot().take_wait_s)
+    jobs: list[Any] = await call(
+        "take", endpoint, _worker(worker_id), batch_size, _boot().take_wait_s, request_id=current_request_id()
+    )
     return jobs if jobs else Response(status_code=204)
 
 
@@ -491,7 +499,7 @@ async def ping(
 ) -> dict[str, Any]:
     """Heartbeat with the comma-separated ids of the jobs the worker holds."""
     ids = [j for j in (job_id or "").split(",") if j]
-    stop = await call("ping", endpoint, _worker(worker_id), ids)
+    stop = await call("ping", endpoint, _worker(worker_id), ids, request_id=current_request_id())
     return {"status": "ok", "jobsToStop": stop}
 
 

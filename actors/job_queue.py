@@ -252,9 +252,11 @@ class JobQueue:
         except Exception:  # no autoscaler (yet): its interval tick will see the work
             log.debug("autoscaler not notified", exc_info=True)
 
-    async def runsync(self, endpoint: str, request: dict[str, Any], wait_s: float | None) -> dict[str, Any]:
+    async def runsync(
+        self, endpoint: str, request: dict[str, Any], wait_s: float | None, request_id: str | None = None
+    ) -> dict[str, Any]:
         """Submit one job and hold until it is final or ``wait_s`` passes; return its status object."""
-        (job_id,) = await self.submit(endpoint, [request])
+        (job_id,) = await self.submit(endpoint, [request], request_id)
         return await self.wait_final(endpoint, job_id, wait_s)
 
     async def wait_final(self, endpoint: str, job_id: str, wait_s: float | None) -> dict[str, Any]:
@@ -304,8 +306,9 @@ class JobQueue:
         log.info("job cancelled (was %s)", moved.before.value if moved.before else "?")
         return {"id": job_id, "status": S.CANCELLED.value}
 
-    async def retry(self, endpoint: str, job_id: str) -> dict[str, Any]:
+    async def retry(self, endpoint: str, job_id: str, request_id: str | None = None) -> dict[str, Any]:
         """Put a FAILED, TIMED_OUT or CANCELLED job back in the queue."""
+        logs.bind(request_id=request_id, endpoint=endpoint, job_id=job_id)
         job = await self._job(endpoint, job_id)
         moved = await self.store.move(
             job_id, S.IN_QUEUE.value, _now_ms(), "retry", expect_from=tuple(RETRYABLE)
@@ -318,11 +321,15 @@ class JobQueue:
             )
         self.metrics.retried.labels(endpoint).inc()
         self.takers.wake(endpoint, 1)
+        log.info("job retried (was %s)", moved.before.value if moved.before else "?")
         return {"id": job_id, "status": S.IN_QUEUE.value}
 
-    async def purge(self, endpoint: str) -> dict[str, Any]:
+    async def purge(self, endpoint: str, request_id: str | None = None) -> dict[str, Any]:
+        logs.bind(request_id=request_id, endpoint=endpoint)
         await self._endpoint(endpoint)
-        return {"removed": await self._purge(endpoint), "status": "completed"}
+        removed = await self._purge(endpoint)
+        log.info("queue purged: %d jobs cancelled", removed)
+        return {"removed": removed, "status": "completed"}
 
     async def _purge(self, endpoint: str) -> int:
         n = await self.store.purge(endpoint, _now_ms())
@@ -363,8 +370,10 @@ class JobQueue:
         max_jobs: int = 1,
         wait_s: float | None = None,
         kind: str = "external",
+        request_id: str | None = None,
     ) -> list[dict[str, Any]]:
         """Lease up to ``max_jobs`` jobs to the worker, holding up to ``wait_s`` (long-poll) for one."""
+        logs.bind(request_id=request_id, endpoint=endpoint, worker_id=worker_id)
         await self._endpoint(endpoint)
         wait = self.cfg.take_wait_s if wait_s is None else max(0.0, min(wait_s, 60.0))
         deadline = time.monotonic() + wait
@@ -451,12 +460,14 @@ class JobQueue:
         job_ids: Sequence[str],
         kind: str = "external",
         state: dict[str, Any] | None = None,
+        request_id: str | None = None,
     ) -> list[str]:
         """Heartbeat with the jobs the worker holds; returns the ids it must stop.
 
         A reported job the worker no longer holds (cancelled, timed out, re-leased) is put on its stop
         channel again; a job leased to it that it stops reporting for ``lease_grace_s`` is taken back.
         """
+        logs.bind(request_id=request_id, endpoint=endpoint, worker_id=worker_id)
         await self._endpoint(endpoint)
         now_s = time.time()
         self.registry.touch(worker_id, endpoint, kind, now_s, state)

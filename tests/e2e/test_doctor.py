@@ -138,6 +138,13 @@ def test_request_id_reaches_the_queue_actor_log(inst: Instance) -> None:
     assert r.status_code == 200 and r.headers["x-request-id"] == rid
     lines = wait_for(lambda: _log_lines_with(rid), 30, "a queue log line with the request id")
     assert any(x["job_id"] == job_id and x["endpoint"] == ep and x["logger"] == "ripple.queue" for x in lines)
+    for path in (f"/v2/{ep}/retry/{job_id}", f"/v2/{ep}/purge-queue"):
+        rid = f"trace-{uuid.uuid4().hex[:12]}"
+        with inst.client() as c:
+            r = c.post(path, headers={"X-Request-ID": rid})
+        assert r.status_code == 200, r.text
+        lines = wait_for(lambda r=rid: _log_lines_with(r), 30, f"a queue log line of {path} with its id")
+        assert any(x["endpoint"] == ep and x["logger"] == "ripple.queue" for x in lines), lines
 
 
 def test_doctor_names_each_unhealthy_condition(inst: Instance) -> None:
