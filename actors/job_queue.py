@@ -436,7 +436,7 @@ class JobQueue:
                 self.metrics.queue_time.labels(o.endpoint).observe(o.queue_ms / 1000)
             if o.execution_ms is not None:
                 self.metrics.execution_time.labels(o.endpoint).observe(o.execution_ms / 1000)
-            self._finalized(o.job_id, o.endpoint, o.status)
+            self._finalized(o.job_id, o.endpoint, o.status, webhook=o.webhook)
             return {"id": o.job_id, "accepted": True, "status": o.status.value}
         if o.status is None:
             raise NotFound(f"job {o.job_id} not found", {"id": o.job_id})
@@ -575,10 +575,13 @@ class JobQueue:
         if stop_reason:
             self.metrics.leases_lost.labels(moved.endpoint, stop_reason).inc()
 
-    def _finalized(self, job_id: str, endpoint: str, status: JobStatus) -> None:
+    def _finalized(self, job_id: str, endpoint: str, status: JobStatus, webhook: bool = True) -> None:
+        """A job became final: count it, wake its waiters, and (when it may have one) deliver its webhook
+        now; the webhook loop's own poll catches any kick skipped."""
         self.metrics.finished.labels(endpoint, status.value).inc()
         self.finals.wake(job_id)
-        self.webhooks.kick()
+        if webhook:
+            self.webhooks.kick()
 
     # Management ---------------------------------------------------------------------------------
 

@@ -219,6 +219,7 @@ class MemoryStore:
                     endpoint=before.get("ep", ""),
                     queue_ms=int(first) - int(created) if applied and first and created else None,
                     execution_ms=now_ms - int(started) if applied and started else None,
+                    webhook=applied and bool(before.get("webhook")),
                 )
             )
         return out

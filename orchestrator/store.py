@@ -59,6 +59,7 @@ class FinishOutcome:
     endpoint: str
     queue_ms: int | None = None
     execution_ms: int | None = None
+    webhook: bool = False  # applied, and the job's webhook delivery is queued
 
     @property
     def drop_reason(self) -> str | None:
@@ -242,7 +243,7 @@ class RedisStore:
         reply = await self._finish(args=args)
         out = []
         for n, it in enumerate(items):
-            code, status, ep, created, first, started = reply[n * 6 : n * 6 + 6]
+            code, status, ep, created, first, started, webhook = reply[n * 7 : n * 7 + 7]
             applied = int(code) == 1
             out.append(
                 FinishOutcome(
@@ -252,6 +253,7 @@ class RedisStore:
                     endpoint=ep,
                     queue_ms=(int(first) - int(created)) if applied and first and created else None,
                     execution_ms=(now_ms - int(started)) if applied and started else None,
+                    webhook=applied and int(webhook) == 1,
                 )
             )
         return out

@@ -166,7 +166,8 @@ FINISH = _script(
     r"""
 -- ARGV: P, now, n, then n x (id, worker, to, output ('' = none), error ('' = none), is_stream '0'|'1').
 -- The first final result wins: a result from a worker that no longer holds the job is refused (code 0).
--- Returns n x (code, status, ep, created, first_started, started).
+-- Returns n x (code, status, ep, created, first_started, started, webhook): webhook 1 when a delivery was
+-- queued.
 local now, n = tonumber(ARGV[2]), tonumber(ARGV[3])
 local out = {}
 for i = 0, n - 1 do
@@ -190,12 +191,15 @@ for i = 0, n - 1 do
     log(id, now, 'IN_PROGRESS', to, 'result', wid)
   end
   local status = redis.call('HGET', jk, 'status') or ''
+  local webhook = 0
+  if code == 1 then webhook = redis.call('HEXISTS', jk, 'webhook') end
   out[#out + 1] = code
   out[#out + 1] = status
   out[#out + 1] = cur[2] or ''
   out[#out + 1] = cur[4] or ''
   out[#out + 1] = cur[5] or ''
   out[#out + 1] = cur[6] or ''
+  out[#out + 1] = webhook
 end
 return out
 """

@@ -262,7 +262,10 @@ async def test_webhooks_claim_done_and_recover(redis_store: RedisStore) -> None:
     await redis_store.submit("ep", jobs(4, webhook="http://hook/"), None, NOW)
     await redis_store.submit("ep", jobs(1, start=4), None, NOW)
     taken = await redis_store.take("ep", "w1", 5, NOW)
-    await redis_store.finish([done(t.id, "w1") for t in taken], NOW + 1)
+    outcomes = await redis_store.finish([done(t.id, "w1") for t in taken], NOW + 1)
+    assert [o.webhook for o in outcomes] == [True] * 4 + [False], "the queue kicks deliveries only for these"
+    again = await redis_store.finish([done("j0", "w1")], NOW + 2)
+    assert not again[0].applied and not again[0].webhook, "a refused result queues nothing"
     assert await redis_store.webhook_claim(2) == ["j0", "j1"], "only jobs with a webhook, in order"
     assert await redis_store.webhook_claim(1) == ["j2"]
     await redis_store.webhook_done("j1")
