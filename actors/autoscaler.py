@@ -31,7 +31,7 @@ from orchestrator.autoscale import (
     decision_to_dict,
 )
 from orchestrator.autoscale.priority import effective_priority
-from orchestrator.autoscale.snapshot import build_snapshot, pool_actions, settle_expectations
+from orchestrator.autoscale.snapshot import build_snapshot, pool_actions
 from orchestrator.control_metrics import TickMemory, queue_gauges, tick_samples
 from orchestrator.keys import Keys
 from orchestrator.metrics import published
@@ -169,7 +169,6 @@ class Autoscaler:
             overrides=await self._overrides(),
         )
         decisions, new_state = decide(snapshot, self.state)
-        new_state = settle_expectations(new_state, decisions)
         await self.store.put_doc(self.k.autoscaler_state, new_state.to_dict())
         self.state = new_state
         await self._record(decisions, snapshot.now_s)
@@ -254,8 +253,10 @@ class Autoscaler:
                 ray.kill(handle, no_restart=True)
 
     def _forget(self, endpoint: str) -> None:
-        """Drop an endpoint's policy memory: a deleted endpoint re-created under the same name must not
-        inherit the old one's expected replicas or cooldowns."""
+        """Drop an endpoint's policy memory with its pool. ``decide`` keeps memory only for the endpoints
+        of its snapshot, but the tick that closes a deleted endpoint's pool may not get that far (the close
+        can fail), and an endpoint re-created under the same name before the next tick must not inherit the
+        old one's expected replicas or cooldowns."""
         if self.state is not None and endpoint in self.state.endpoints:
             kept = {k: v for k, v in self.state.endpoints.items() if k != endpoint}
             self.state = AutoscalerState(kept)

@@ -17,7 +17,10 @@ One call, in order:
    the endpoint holding the most.
 
 Replicas still starting, and ones asked for but not yet listed (for ``EXPECTATION_TTL_S``), count as
-capacity and as GPUs in use, so a slow start or a second call on the same snapshot never scales twice.
+capacity and as GPUs in use, so a slow start or a second call on the same snapshot never scales twice. The
+expectation drops by every replica a call drains (scale-down or preemption): a drained replica leaves the
+listing for good, and would otherwise stay counted as phantom capacity holding GPUs nobody holds. Memory is
+kept only for the endpoints in the snapshot: one that disappears and comes back starts afresh.
 """
 
 from __future__ import annotations
@@ -358,6 +361,10 @@ def _emit(plans: list[EndpointPlan], now_s: float) -> tuple[list[Decision], Auto
         if p.ups or p.prewarm:
             changes["expected_capacity"] = p.capacity + p.ups + p.prewarm
             changes["expected_at_s"] = now_s
+        drained = set(p.drain_ids).union(*(ids for ids, _ in p.preempted.values()))
+        expected = int(changes.get("expected_capacity", mem.expected_capacity))  # type: ignore[call-overload]
+        if drained and expected > 0:
+            changes["expected_capacity"] = max(0, expected - len(drained))
         if p.shortage:
             out.append(Blocked(name, sum(n for n, _ in p.shortage), "; ".join(w for _, w in p.shortage)))
             if mem.blocked_since_s is None:

@@ -5,12 +5,11 @@ from endpoint specs, queue stats and pool summaries, and turning decisions into 
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from typing import Any
 
 from orchestrator.autoscale.model import (
     AutoscaleConfig,
-    AutoscalerState,
     Decision,
     Drain,
     EndpointView,
@@ -131,26 +130,3 @@ def pool_actions(snapshot: Snapshot, decisions: Sequence[Decision]) -> list[Pool
         target = max(0, current[name] + add.get(name, 0) - len(drained))
         out.append(PoolAction(name, target, drained))
     return out
-
-
-def settle_expectations(state: AutoscalerState, decisions: Sequence[Decision]) -> AutoscalerState:
-    """``state`` with each endpoint's expected capacity lowered by the replicas ``decisions`` drain.
-
-    The policy remembers how many replicas its last ScaleUp should bring (``expected_capacity``), and counts
-    the ones not listed yet as capacity and as GPUs in use for ``EXPECTATION_TTL_S``. A replica drained
-    after that (scale-down or preemption) leaves the listing for good, so without this it would turn into
-    phantom capacity: GPUs held by nothing, blocking other endpoints and making a blocked endpoint preempt
-    more replicas than it needs. Apply to the state ``decide`` returns, before saving it.
-    """
-    drained: dict[str, int] = {}
-    for d in decisions:
-        if isinstance(d, Drain):
-            drained[d.endpoint] = drained.get(d.endpoint, 0) + len(d.replica_ids)
-    memories = dict(state.endpoints)
-    changed = False
-    for name, n in drained.items():
-        mem = memories.get(name)
-        if mem is not None and mem.expected_capacity > 0:
-            memories[name] = replace(mem, expected_capacity=max(0, mem.expected_capacity - n))
-            changed = True
-    return AutoscalerState(memories) if changed else state

@@ -279,3 +279,32 @@ def test_learned_endpoint_prewarms_before_a_predicted_arrival() -> None:
     out, state = run(gone, now_s=t + 590, state=state)
     assert [type(d) for d in out] == [Prewarm]
     assert run(gone, now_s=t + 591, state=state)[0] == []  # not twice
+
+
+def test_drained_replicas_leave_the_expectation_no_phantom_capacity() -> None:
+    """Two replicas asked for, listed, then drained at once: nothing of them may stay counted as capacity
+    holding GPUs (it would block the next scale-up of this and every other endpoint)."""
+    _, state = run(ep(queued=2), gpus=2, now_s=100.0)
+    assert state.memory("a").expected_capacity == 2
+    listed = ep(replicas=(idle("r1", 100.5), idle("r2", 100.5)), scale_down_idle_s=1.0)
+    out, state = run(listed, gpus=2, now_s=103.0, state=state)
+    assert sorted(drains(out)["a"]) == ["r1", "r2"]
+    assert state.memory("a").expected_capacity == 0
+    # Both drained replicas are gone from the listing: work for another endpoint gets both GPUs at once.
+    out, _ = run(ep(), ep("b", queued=2), gpus=2, now_s=104.0, state=state)
+    assert ups(out) == {"b": 2}
+
+
+def test_preempted_replicas_leave_the_victims_expectation() -> None:
+    _, state = run(ep("lo", priority=10, queued=2), gpus=2, now_s=100.0)
+    lo = ep("lo", priority=10, replicas=(idle("l1", 100.5), idle("l2", 100.5)), scale_down_idle_s=300.0)
+    out, state = run(lo, ep("hi", priority=90, queued=1), gpus=2, now_s=101.0, state=state)
+    assert drains(out) == {"lo": ("l1",)}
+    assert state.memory("lo").expected_capacity == 1
+
+
+def test_memory_is_kept_only_for_endpoints_in_the_snapshot() -> None:
+    _, state = run(ep(queued=2), ep("b", queued=1), gpus=4)
+    assert set(state.endpoints) == {"a", "b"}
+    _, state = run(ep("b"), gpus=4, now_s=101.0, state=state)
+    assert set(state.endpoints) == {"b"}, "a deleted endpoint's memory goes; re-created, it starts afresh"
