@@ -9,12 +9,14 @@ from __future__ import annotations
 import contextlib
 import math
 import os
+import shutil
 import signal
 import socket
 import subprocess
+import tempfile
 import time
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import httpx
@@ -317,3 +319,68 @@ def http_client(
         timeout=timeout_s,
         limits=httpx.Limits(max_connections=64, max_keepalive_connections=64),
     )
+
+
+# ---------------------------------------------------------------------------------------------------------
+# One benchmark run
+
+
+def load_average() -> str:
+    """The 1, 5 and 15 minute load averages and the core count, as one string."""
+    one, five, fifteen = os.getloadavg()
+    return f"load average {one:.2f} {five:.2f} {fifteen:.2f} on {os.cpu_count()} cores"
+
+
+@dataclass
+class Session:
+    """A benchmark run's frame: its work dir, when it started and the load then, and how it ended."""
+
+    tag: str
+    workdir: Path
+    load_before: str = field(default_factory=load_average)
+    started_s: float = field(default_factory=time.perf_counter)
+    error: str | None = None
+    interrupted: bool = False
+    _on_exit: list[Callable[[], None]] = field(default_factory=list)
+
+    def on_exit(self, stop: Callable[[], None]) -> None:
+        """Run ``stop`` when the run ends, however it ends (last registered, first run)."""
+        self._on_exit.append(stop)
+
+    def elapsed_s(self) -> float:
+        return time.perf_counter() - self.started_s
+
+    def finish(self) -> int:
+        """After the report: say how the run failed, if it did; the exit code."""
+        if self.error:
+            print(f"FAILED: {self.error}")
+        return 1 if self.error else 0
+
+
+def _raise_interrupt(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt
+
+
+@contextlib.contextmanager
+def bench_session(tag: str, *, keep: bool = False) -> Iterator[Session]:
+    """Frame one run: SIGINT/SIGTERM interrupt it, a fresh work dir, and on the way out every ``on_exit``
+    stop runs and the work dir goes (unless ``keep``). A failure is recorded in ``error`` (what was measured
+    before it is still reported) and an interrupt in ``interrupted``; neither propagates."""
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, _raise_interrupt)
+    session = Session(tag, Path(tempfile.mkdtemp(prefix=f"ripple-{tag}-")))
+    try:
+        yield session
+    except KeyboardInterrupt:
+        session.interrupted = True
+        print(f"[{tag}] interrupted; everything started has been stopped", flush=True)
+    except Exception as exc:  # report what was measured before the failure
+        session.error = f"{type(exc).__name__}: {exc}"
+    finally:
+        for stop in reversed(session._on_exit):
+            with contextlib.suppress(Exception):
+                stop()
+        if keep:
+            print(f"[{tag}] work dir kept: {session.workdir}")
+        else:
+            shutil.rmtree(session.workdir, ignore_errors=True)

@@ -23,7 +23,6 @@ import contextlib
 import os
 import signal
 import sys
-import tempfile
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -42,12 +41,14 @@ from bench.common import (  # noqa: E402
     Latency,
     Row,
     Target,
+    bench_session,
     format_table,
+    load_average,
     rate_per_s,
     summarize_latency,
     wait_until,
 )
-from bench.ripple_instance import RippleInstance, load_average  # noqa: E402
+from bench.ripple_instance import RippleInstance  # noqa: E402
 
 ENDPOINT = "noop"
 SPEC: dict[str, Any] = {
@@ -357,10 +358,6 @@ def print_notes(raw: dict[str, Any]) -> None:
             print(raw[key])
 
 
-def _raise_interrupt(signum: int, frame: object) -> None:
-    raise KeyboardInterrupt
-
-
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -374,37 +371,20 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     jobs = args.jobs or (1_000 if args.quick else 10_000)
     samples = args.samples or (50 if args.quick else 200)
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        signal.signal(sig, _raise_interrupt)
-    workdir = Path(tempfile.mkdtemp(prefix="ripple-incluster-"))
-    raw: dict[str, Any] = {"load_before": load_average()}
-    started_s = time.perf_counter()
-    error = None
-    try:
-        raw["peers"] = {} if args.skip_peers else run_peers(jobs, samples, workdir)
-        run_ripple(jobs, samples, workdir, not args.no_profile, raw)
-    except KeyboardInterrupt:
-        print("[incluster] interrupted; everything started has been stopped", flush=True)
+    raw: dict[str, Any] = {}
+    with bench_session("incluster", keep=args.keep) as session:
+        raw["peers"] = {} if args.skip_peers else run_peers(jobs, samples, session.workdir)
+        run_ripple(jobs, samples, session.workdir, not args.no_profile, raw)
+    if session.interrupted:
         return 130
-    except Exception as exc:  # report what was measured before the failure
-        error = f"{type(exc).__name__}: {exc}"
-    finally:
-        if args.keep:
-            print(f"[incluster] work dir kept: {workdir}")
-        else:
-            import shutil
-
-            shutil.rmtree(workdir, ignore_errors=True)
     print()
     print(
         f"Ripple worker pools vs peers: {jobs:,} no-op jobs, {samples} round trips, "
-        f"{time.perf_counter() - started_s:.0f} s; {raw['load_before']} before, {load_average()} after"
+        f"{session.elapsed_s():.0f} s; {session.load_before} before, {load_average()} after"
     )
     print(format_table(build_rows(raw, raw.get("peers", {}))))
     print_notes(raw)
-    if error:
-        print(f"FAILED: {error}")
-    return 1 if error else 0
+    return session.finish()
 
 
 if __name__ == "__main__":

@@ -17,7 +17,6 @@ import argparse
 import os
 import signal
 import sys
-import tempfile
 import time
 from pathlib import Path
 from typing import Any
@@ -31,8 +30,8 @@ os.environ["PYTHONPATH"] = os.pathsep.join([str(REPO_ROOT), os.environ.get("PYTH
     os.pathsep
 )
 
-from bench.common import Row, format_table, rate_per_s, wait_until  # noqa: E402
-from bench.ripple_instance import RIPPLE_ACTORS, RippleInstance, load_average  # noqa: E402
+from bench.common import Row, bench_session, format_table, load_average, rate_per_s, wait_until  # noqa: E402
+from bench.ripple_instance import RIPPLE_ACTORS, RippleInstance  # noqa: E402
 
 QUEUED = "deep"
 IDLE = "idle"
@@ -131,10 +130,6 @@ def build_rows(
     return rows
 
 
-def _raise_interrupt(signum: int, frame: object) -> None:
-    raise KeyboardInterrupt
-
-
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -147,18 +142,13 @@ def main(argv: list[str] | None = None) -> int:
         "--celery-tasks", type=int, default=10_000, help="Celery tasks queued for the per-task size (10,000)"
     )
     args = parser.parse_args(argv)
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        signal.signal(sig, _raise_interrupt)
-    workdir = Path(tempfile.mkdtemp(prefix="ripple-memory-"))
-    load_before = load_average()
-    started_s = time.perf_counter()
     before: dict[str, float] = {}
     after: dict[str, float] = {}
     fill_s = 0.0
     celery_per_task: float | None = None
-    error = None
-    instance = RippleInstance(workdir)
-    try:
+    with bench_session("memory", keep=args.keep) as session:
+        instance = RippleInstance(session.workdir)
+        session.on_exit(instance.stop)
         print("[memory] ripple up ...", flush=True)
         instance.start()
         with instance.http() as http:
@@ -178,29 +168,17 @@ def main(argv: list[str] | None = None) -> int:
         instance.stop()
         if not args.skip_celery:
             print("[memory] Celery ...", flush=True)
-            celery_per_task = celery_bytes_per_task(workdir, args.celery_tasks, args.input_bytes)
-    except KeyboardInterrupt:
-        print("[memory] interrupted; everything started has been stopped", flush=True)
+            celery_per_task = celery_bytes_per_task(session.workdir, args.celery_tasks, args.input_bytes)
+    if session.interrupted:
         return 130
-    except Exception as exc:  # report what was measured before the failure
-        error = f"{type(exc).__name__}: {exc}"
-    finally:
-        instance.stop()
-        if not args.keep:
-            import shutil
-
-            shutil.rmtree(workdir, ignore_errors=True)
     print()
     print(
         f"Memory with {args.jobs:,} queued jobs of {args.input_bytes:,} input bytes (queued in "
         f"{fill_s:.1f} s, {rate_per_s(args.jobs, fill_s):,.0f} jobs/s), "
-        f"{time.perf_counter() - started_s:.0f} s; "
-        f"{load_before} before, {load_average()} after"
+        f"{session.elapsed_s():.0f} s; {session.load_before} before, {load_average()} after"
     )
     print(format_table(build_rows(before, after, args.jobs, celery_per_task)))
-    if error:
-        print(f"FAILED: {error}")
-    return 1 if error else 0
+    return session.finish()
 
 
 if __name__ == "__main__":

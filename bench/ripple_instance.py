@@ -222,9 +222,3 @@ def running(workdir: Path, num_gpus: int = 2) -> Iterator[RippleInstance]:
         yield instance
     finally:
         instance.stop()
-
-
-def load_average() -> str:
-    """The 1, 5 and 15 minute load averages and the core count, as one string."""
-    one, five, fifteen = os.getloadavg()
-    return f"load average {one:.2f} {five:.2f} {fifteen:.2f} on {os.cpu_count()} cores"

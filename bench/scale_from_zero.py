@@ -19,9 +19,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import os
-import signal
 import sys
-import tempfile
 import time
 from dataclasses import dataclass
 from datetime import datetime
@@ -35,9 +33,17 @@ os.environ["PYTHONPATH"] = os.pathsep.join([str(REPO_ROOT), os.environ.get("PYTH
     os.pathsep
 )
 
-from bench.common import Row, Target, format_table, percentile, wait_until  # noqa: E402
+from bench.common import (  # noqa: E402
+    Row,
+    Target,
+    bench_session,
+    format_table,
+    load_average,
+    percentile,
+    wait_until,
+)
 from bench.profile_actor import record  # noqa: E402
-from bench.ripple_instance import RippleInstance, load_average  # noqa: E402
+from bench.ripple_instance import RippleInstance  # noqa: E402
 
 ENDPOINT = "cold"
 INIT_ENV = "RIPPLE_BENCH_INIT_S"
@@ -294,10 +300,6 @@ def measure(instance: RippleInstance, args: argparse.Namespace, workdir: Path, o
         print(f"[cold] plain Ray actor starts minus init: {[round(p, 3) for p in out.peer]}", flush=True)
 
 
-def _raise_interrupt(signum: int, frame: object) -> None:
-    raise KeyboardInterrupt
-
-
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -311,43 +313,27 @@ def main(argv: list[str] | None = None) -> int:
         "--profile", action="store_true", help="py-spy (wall clock) on the Autoscaler and the pool"
     )
     args = parser.parse_args(argv)
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        signal.signal(sig, _raise_interrupt)
     os.environ[INIT_ENV] = str(args.init_s)  # inherited by the Ray head, so by the replicas
-    workdir = Path(tempfile.mkdtemp(prefix="ripple-cold-"))
-    load_before = load_average()
-    started_s = time.perf_counter()
     out = Results()
-    error = None
-    instance = RippleInstance(workdir)
-    try:
+    with bench_session("cold", keep=args.keep) as session:
+        instance = RippleInstance(session.workdir)
+        session.on_exit(instance.stop)
         print("[cold] ripple up ...", flush=True)
         instance.start()
-        measure(instance, args, workdir, out)
-    except KeyboardInterrupt:
-        print("[cold] interrupted; everything started has been stopped", flush=True)
+        measure(instance, args, session.workdir, out)
+    if session.interrupted:
         return 130
-    except Exception as exc:  # report the runs measured before the failure
-        error = f"{type(exc).__name__}: {exc}"
-    finally:
-        instance.stop()
-        if not args.keep:
-            import shutil
-
-            shutil.rmtree(workdir, ignore_errors=True)
     print()
     print(
         f"Scale from zero: {len(out.runs)} runs, handler init {args.init_s} s, {args.gpus:g} logical GPU "
-        f"per replica, {time.perf_counter() - started_s:.0f} s; {load_before} before, {load_average()} after"
+        f"per replica, {session.elapsed_s():.0f} s; {session.load_before} before, {load_average()} after"
     )
     print(format_table(build_rows(out.runs, out.peer, out.parts_ms)))
     if out.runs:
         print("first run (no warm worker process yet):", out.runs[0])
     for text in out.profiles:
         print(text)
-    if error:
-        print(f"FAILED: {error}")
-    return 1 if error else 0
+    return session.finish()
 
 
 if __name__ == "__main__":
