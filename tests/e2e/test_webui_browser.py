@@ -315,6 +315,22 @@ def test_operator_workflow_in_a_real_browser(ripple: Instance, shots: Path) -> N
                 asset = page.request.get(f"{ripple.base_url}/ui/static/{name}")
                 assert asset.ok and ripple.api_key not in asset.text(), name
 
+            # Delete the Ray-backed endpoint from the list, through the confirmation dialog.
+            page.click("a[data-nav=endpoints]")
+            page.locator('button[data-delete="e2e-ray"]').click()
+            expect(page.locator("#confirm")).to_be_visible()
+            expect(page.locator("#confirm-title")).to_contain_text("e2e-ray")
+            page.click("#confirm-ok")
+            expect(page.locator(".toast", has_text="e2e-ray deleted")).to_be_visible()
+            expect(page.locator('button[data-delete="e2e-ray"]')).to_have_count(0)
+            expect(page.locator(f'button[data-delete="{ENDPOINT}"]')).to_have_count(1)
+            gone = httpx.get(
+                f"{ripple.base_url}/api/v1/endpoints/e2e-ray",
+                headers={"Authorization": f"Bearer {ripple.api_key}"},
+            )
+            assert gone.status_code == 404, gone.text
+            _snap(page, shots / "11-endpoint-deleted.png")
+
             # Logging out ends the session: the API no longer accepts the browser.
             page.click("#logout")
             expect(page).to_have_url(f"{ripple.base_url}/ui/login")

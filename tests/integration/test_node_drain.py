@@ -92,8 +92,13 @@ def test_drained_node_hands_its_replica_over_without_interrupting_a_job(
     log = tmp_path / "runs.jsonl"
     rp.create_endpoint("preempt", "work_async", gpus=1, minReplicas=1, concurrency=1, maxRetries=3)
     (first,) = rp.wait_replicas("preempt", 1, 60)
-    (worker,) = [w for w in rp.workers("preempt") if w["workerId"] == first["id"]]
-    node_a = worker["nodeId"]
+
+    def placed_node() -> str | None:
+        # The worker record learns its node from the replica's first heartbeat, which may trail readiness.
+        node = next((w.get("nodeId") for w in rp.workers("preempt") if w["workerId"] == first["id"]), None)
+        return node if node in gpu_nodes else None
+
+    node_a = wait_for(placed_node, 30, "the replica's node in its worker record")
     (node_b,) = gpu_nodes - {node_a}
 
     ids = rp.submit("preempt", [{"sleep_s": JOB_S, "value": k, "log": str(log)} for k in range(4)])
