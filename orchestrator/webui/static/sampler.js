@@ -39,12 +39,16 @@ export function subscribe(listener) {
   return () => listeners.delete(listener);
 }
 
-function replicaCounts(row, health) {
+// Replicas now and wanted. Without the autoscaler's row for the endpoint (a tick not answered, an endpoint
+// it skipped once), the count of workers stands in for "now" and the last known target for "wanted", so
+// the chart does not jump to a made-up target and back.
+function replicaCounts(row, health, previous) {
   const workers = (health && health.workers) || {};
   const fromHealth = ["idle", "running", "initializing"].reduce((acc, k) => acc + (Number(workers[k]) || 0), 0);
   return {
     current: Number(pick(row, "currentReplicas", "current", "replicas", "running") ?? fromHealth) || 0,
-    desired: Number(pick(row, "desiredReplicas", "desired", "target", "targetReplicas") ?? fromHealth) || 0,
+    desired: Number(pick(row, "desiredReplicas", "desired", "target", "targetReplicas")
+      ?? (previous ? previous.desired : fromHealth)) || 0,
   };
 }
 
@@ -65,7 +69,7 @@ async function collect() {
       inProgress: Number(jobs.inProgress ?? pick(row, "inProgress", "running") ?? 0) || 0,
       completed: Number(jobs.completed ?? 0) || 0,
       failed: Number(jobs.failed ?? 0) || 0,
-      ...replicaCounts(row, health),
+      ...replicaCounts(row, health, samples.length ? samples[samples.length - 1].eps[name] : null),
     };
   });
   return { endpoints, status, healths: Object.fromEntries(polled.map((n, i) => [n, healths[i]])), perEndpoint, rows };
