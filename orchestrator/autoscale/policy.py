@@ -358,13 +358,14 @@ def _emit(plans: list[EndpointPlan], now_s: float) -> tuple[list[Decision], Auto
         if p.prewarm:
             out.append(Prewarm(name, p.prewarm, f"pre-warm {p.prewarm} replica(s): {p.prewarm_reason}"))
             changes["prewarmed_for_s"] = mem.quiet_since_s
+        expected = mem.expected_capacity
         if p.ups or p.prewarm:
-            changes["expected_capacity"] = p.capacity + p.ups + p.prewarm
+            expected = p.capacity + p.ups + p.prewarm
             changes["expected_at_s"] = now_s
         drained = set(p.drain_ids).union(*(ids for ids, _ in p.preempted.values()))
-        expected = int(changes.get("expected_capacity", mem.expected_capacity))  # type: ignore[call-overload]
-        if drained and expected > 0:
-            changes["expected_capacity"] = max(0, expected - len(drained))
+        expected = max(0, expected - len(drained))
+        if expected != mem.expected_capacity:
+            changes["expected_capacity"] = expected
         if p.shortage:
             out.append(Blocked(name, sum(n for n, _ in p.shortage), "; ".join(w for _, w in p.shortage)))
             if mem.blocked_since_s is None:
