@@ -19,7 +19,7 @@ from typing import Any
 
 import httpx
 
-from orchestrator import local
+from orchestrator import local, procs
 from orchestrator.errors import ConfigError, NotReady, RippleError
 
 log = logging.getLogger("ripple.cli")
@@ -53,10 +53,10 @@ def cmd_up(args: argparse.Namespace) -> int:
     data_dir = settings.data_dir.resolve()
     data_dir.mkdir(parents=True, exist_ok=True)
     previous = local.read_state(data_dir)
-    if previous is not None and local.alive(previous.pid):
+    if previous is not None and procs.alive(previous.pid):
         print(f"Ripple is already running from {data_dir} at {previous.url} (pid {previous.pid}).")
         return 1
-    if previous is not None and previous.ray_head_pid and local.alive(previous.ray_head_pid):
+    if previous is not None and previous.ray_head_pid and procs.alive(previous.ray_head_pid):
         local.stop_process(previous.ray_head_pid)  # a head left behind by a crash of the last instance
     keys = load_or_create_keys(settings, create=not settings.insecure)
     os.environ.setdefault("RAY_AUTH_MODE", "disabled")
@@ -188,7 +188,7 @@ def cmd_down(args: argparse.Namespace) -> int:
     if state is None:
         print(f"No Ripple instance recorded in {data_dir}.")
         return 1
-    if not state.detached and state.pid != os.getpid() and local.alive(state.pid):
+    if not state.detached and state.pid != os.getpid() and procs.alive(state.pid):
         local.stop_process(state.pid, timeout_s=settings.drain_timeout_s + 60)
         if local.read_state(data_dir) is None:
             print("Ripple stopped.")

