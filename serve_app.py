@@ -26,10 +26,12 @@ from ray import serve
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from orchestrator import logs, runtime
-from orchestrator.errors import InvalidInput, NotReady, PayloadTooLarge, RippleError, Unauthorized
-from orchestrator.models import BatchRunRequest, EndpointSpec, RunRequest, worker_id_ok
-from orchestrator.request_id import RequestIdMiddleware, current_request_id
+from orchestrator import logs, names
+from orchestrator.api.middleware import RequestIdMiddleware, current_request_id
+from orchestrator.boot import BootConfig
+from orchestrator.core.errors import InvalidInput, NotReady, PayloadTooLarge, RippleError, Unauthorized
+from orchestrator.core.models import BatchRunRequest, EndpointSpec, RunRequest, worker_id_ok
+from orchestrator.core.placement import ingress_actor_options
 
 log = logging.getLogger("ripple.http")
 
@@ -41,7 +43,7 @@ WORKER = Annotated[str, Path(max_length=128, description="Worker id (RUNPOD_POD_
 class _State:
     """Per-replica state, set by the deployment's constructor."""
 
-    boot: runtime.BootConfig | None = None
+    boot: BootConfig | None = None
     queue: Any = None
     ui_verify: Any = None
     behind_serve: bool = False  # Serve's proxy echoes X-Request-ID itself
@@ -165,7 +167,7 @@ def _as_json(scope: Scope) -> Scope:
 # Dependencies ---------------------------------------------------------------------------------------
 
 
-def _boot() -> runtime.BootConfig:
+def _boot() -> BootConfig:
     if STATE.boot is None:
         raise NotReady("the app is starting")
     return STATE.boot
@@ -174,7 +176,7 @@ def _boot() -> runtime.BootConfig:
 def queue() -> Any:
     """Handle of the JobQueue actor (looked up once per replica, again after it was lost)."""
     if STATE.queue is None:
-        STATE.queue = runtime.get_actor(runtime.QUEUE_NAME, _boot().namespace)
+        STATE.queue = names.get_actor(names.QUEUE_NAME, _boot().namespace)
     return STATE.queue
 
 
@@ -628,7 +630,7 @@ async def queue_stats() -> dict[str, Any]:
 
 def _cluster_facts() -> dict[str, Any]:
     from actors.ray_cluster import draining_nodes
-    from orchestrator.cluster_info import shape_demand, shape_nodes, summarize
+    from orchestrator.core.cluster import shape_demand, shape_nodes, summarize
 
     nodes = shape_nodes(ray.nodes(), draining_nodes())
     demand: list[dict[str, Any]] | None
@@ -652,7 +654,7 @@ async def cluster() -> dict[str, Any]:
 
 
 def _autoscaler() -> Any:
-    return runtime.get_actor(runtime.AUTOSCALER_NAME, _boot().namespace)
+    return names.get_actor(names.AUTOSCALER_NAME, _boot().namespace)
 
 
 @manage.get("/autoscaler/status")
@@ -727,7 +729,7 @@ def create_fastapi() -> FastAPI:
 
 def _mount_ui(api: FastAPI) -> None:
     try:
-        from orchestrator.webui import mount
+        from orchestrator.api.webui import mount
     except ImportError:
         return
     mount(api, STATE)
@@ -745,17 +747,17 @@ class RippleAPI:
     routes see this replica's state rather than a pickled copy.
     """
 
-    def __init__(self, boot: runtime.BootConfig) -> None:
+    def __init__(self, boot: BootConfig) -> None:
         # Serve may pickle this class by value: reach the module's state through a fresh import.
         import serve_app as module
-        from orchestrator import runtime as rt
+        from actors.bootstrap import ensure_control_actors
 
         module.STATE.boot = boot
         module.STATE.queue = None
         module.STATE.behind_serve = True
         logs.configure("INFO")  # JSON lines in the replica's log file
         try:
-            rt.ensure_control_actors(boot, timeout_s=120.0)
+            ensure_control_actors(boot, timeout_s=120.0)
         except Exception:
             logging.getLogger("ripple.http").exception(
                 "control actors not ready; answering 503 until they are"
@@ -768,12 +770,12 @@ class RippleAPI:
         return app
 
 
-def build(boot: runtime.BootConfig, replicas: int = 1) -> Any:
+def build(boot: BootConfig, replicas: int = 1) -> Any:
     """The Serve application for a resolved boot config, its replicas placed by
-    :func:`orchestrator.runtime.ingress_actor_options` (call with Ray initialised)."""
+    :func:`orchestrator.core.placement.ingress_actor_options` (call with Ray initialised)."""
     import ray
 
-    options = runtime.ingress_actor_options(ray.cluster_resources())
+    options = ingress_actor_options(ray.cluster_resources())
     return RippleAPI.options(  # type: ignore[attr-defined]
         num_replicas=replicas, ray_actor_options=options
     ).bind(boot)
@@ -791,6 +793,9 @@ def app(args: dict[str, Any]) -> Any:
 
     settings = load_settings(**args)
     keys = load_or_create_keys(settings, create=not settings.insecure)
-    store_url, embedded = runtime.resolve_store(settings, detach=True)
-    boot = runtime.boot_config(settings, store_url, embedded, auth_config(settings, keys))
+    from orchestrator.boot import boot_config
+    from orchestrator.ops.instance import resolve_store
+
+    store_url, embedded = resolve_store(settings, detach=True)
+    boot = boot_config(settings, store_url, embedded, auth_config(settings, keys))
     return build(boot, settings.serve_replicas)

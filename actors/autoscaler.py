@@ -1,8 +1,8 @@
 """The Autoscaler actor: the one controller of the cluster (``ripple-autoscaler``, named, detached).
 
 Each tick — every ``interval_s`` and within milliseconds of a queue event — it gathers a snapshot (endpoint
-specs, queue stats, pool summaries, Ray's GPUs), calls the pure :func:`orchestrator.autoscale.decide`, saves
-the returned state to Redis, records every decision with its reason, then applies: one WorkerPool per
+specs, queue stats, pool summaries, Ray's GPUs), calls the pure :func:`orchestrator.core.autoscale.decide`,
+saves the returned state to Redis, records every decision with its reason, then applies: one WorkerPool per
 endpoint with a handler (created and removed here), its target and drains. Only the holder of the Redis
 leadership lease acts, so a second instance (a restart racing the old one) never acts at once.
 """
@@ -20,9 +20,12 @@ from typing import Any
 import ray
 
 from actors import ray_cluster
+from actors.bootstrap import control_options
 from actors.pool import PoolConfig, ensure_pool
 from orchestrator import logs
-from orchestrator.autoscale import (
+from orchestrator.boot import BootConfig
+from orchestrator.control_metrics import TickMemory, queue_gauges, tick_samples
+from orchestrator.core.autoscale import (
     AutoscaleConfig,
     AutoscalerState,
     Blocked,
@@ -30,15 +33,13 @@ from orchestrator.autoscale import (
     decide,
     decision_to_dict,
 )
-from orchestrator.autoscale.priority import effective_priority
-from orchestrator.autoscale.snapshot import build_snapshot, pool_actions
-from orchestrator.control_metrics import TickMemory, queue_gauges, tick_samples
-from orchestrator.keys import Keys
+from orchestrator.core.autoscale.priority import effective_priority
+from orchestrator.core.autoscale.snapshot import build_snapshot, pool_actions
 from orchestrator.metrics import published
-from orchestrator.names import pool_name
+from orchestrator.names import AUTOSCALER_NAME, QUEUE_NAME, get_actor, pool_name
 from orchestrator.ray_metrics import RaySink
-from orchestrator.runtime import AUTOSCALER_NAME, QUEUE_NAME, BootConfig, control_options, get_actor
-from orchestrator.store import RedisStore
+from orchestrator.store.keys import Keys
+from orchestrator.store.redis import RedisStore
 
 log = logging.getLogger("ripple.autoscaler")
 HISTORY_LIMIT = 500

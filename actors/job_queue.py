@@ -1,7 +1,7 @@
 """The JobQueue actor: dispatch for every endpoint, with Redis as the only source of truth.
 
-Named, detached and restarted by Ray; an async actor, so long-polls (takers, stop channels, ``runsync``)
-cost no thread. Every job write goes through :class:`orchestrator.store.RedisStore` before a method returns,
+Named, detached and restarted by Ray; an async actor, so long-polls (takers, stop channels, ``runsync``) cost
+no thread. Every job write goes through :class:`orchestrator.store.redis.RedisStore` before a method returns,
 so a restart (of this actor or of everything) resumes from Redis: queued jobs stay queued, leases of workers
 that never come back are reclaimed after the heartbeat timeout, finished jobs keep their results.
 """
@@ -20,14 +20,15 @@ from pydantic import ValidationError
 
 from orchestrator import logs
 from orchestrator.config import QueueConfig
-from orchestrator.errors import Conflict, InvalidInput, NotFound
-from orchestrator.jobs import RETRYABLE, JobStatus, JobView, parse_worker_result
+from orchestrator.core.errors import Conflict, InvalidInput, NotFound
+from orchestrator.core.jobs import RETRYABLE, JobStatus, JobView, parse_worker_result
+from orchestrator.core.models import EndpointPatch, EndpointSpec, NewJob, RunRequest, new_job_id
+from orchestrator.core.registry import WorkerRegistry
+from orchestrator.core.waiters import Waiters
 from orchestrator.metrics import QueueMetrics, lease_reason, worker_state_counts
-from orchestrator.models import EndpointPatch, EndpointSpec, NewJob, RunRequest, new_job_id
 from orchestrator.ray_metrics import RaySink
-from orchestrator.registry import WorkerRegistry
-from orchestrator.store import REQUEUE_OR_FAIL, FinishItem, FinishOutcome, Moved, RedisStore
-from orchestrator.waiters import Waiters
+from orchestrator.store.protocol import REQUEUE_OR_FAIL, FinishItem, FinishOutcome, Moved
+from orchestrator.store.redis import RedisStore
 from orchestrator.webhooks import WebhookSender
 
 log = logging.getLogger("ripple.queue")
@@ -246,7 +247,7 @@ class JobQueue:
             return
         self._notified_s[endpoint] = now
         try:
-            from orchestrator.runtime import AUTOSCALER_NAME, get_actor
+            from orchestrator.names import AUTOSCALER_NAME, get_actor
 
             get_actor(AUTOSCALER_NAME, self.namespace).notify.remote(endpoint)
         except Exception:  # no autoscaler (yet): its interval tick will see the work

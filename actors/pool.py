@@ -1,7 +1,7 @@
 """WorkerPool: one actor per endpoint (``pool:<endpoint>``) that owns its WorkerReplica actors.
 
 Each tick it observes its replicas (placed or pending, serving, draining, dead) and the cluster's draining
-nodes, asks :func:`orchestrator.pool_plan.plan` what to start and drain for the target the autoscaler set
+nodes, asks :func:`orchestrator.core.pool_plan.plan` what to start and drain for the target the autoscaler set
 (``minReplicas`` while no target is set), and applies that. Replicas are Ray actors owned by this pool;
 the pool is detached and restarted by Ray (its replicas die with it and are started again).
 """
@@ -19,15 +19,15 @@ from typing import Any
 import ray
 
 from actors import ray_cluster
+from actors.bootstrap import control_options
 from actors.replica import ReplicaConfig, WorkerReplica
 from orchestrator import logs
-from orchestrator.health import HealthState
-from orchestrator.models import EndpointSpec
+from orchestrator.core.health import HealthState
+from orchestrator.core.models import EndpointSpec
+from orchestrator.core.pool_plan import ReplicaInfo, plan
+from orchestrator.core.workers import WorkerState
 from orchestrator.names import QUEUE_NAME, get_actor, pool_name
-from orchestrator.pool_plan import ReplicaInfo, plan
 from orchestrator.ray_metrics import RaySink
-from orchestrator.runtime import control_options
-from orchestrator.worker_state import WorkerState
 
 log = logging.getLogger("ripple.pool")
 MIB = 1024 * 1024

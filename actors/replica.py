@@ -21,9 +21,9 @@ from typing import Any
 
 import ray
 
-from orchestrator import health as hs
 from orchestrator import logs
-from orchestrator.handlers import error_body, invoke, load_handler, result_body
+from orchestrator.core import health as hs
+from orchestrator.core.handlers import error_body, invoke, load_handler, result_body
 from orchestrator.names import QUEUE_NAME, get_actor
 
 log = logging.getLogger("ripple.replica")

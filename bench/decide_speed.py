@@ -19,7 +19,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from orchestrator.autoscale import AutoscalerState, EndpointView, ReplicaView, Snapshot, decide
+from orchestrator.core.autoscale import AutoscalerState, EndpointView, ReplicaView, Snapshot, decide
 
 
 def build(n_endpoints: int, n_replicas: int, now_s: float, seed: int = 3) -> Snapshot:

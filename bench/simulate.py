@@ -30,7 +30,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench.traces import EndpointTrace, Trace, load_azure_csv, synthetic_traces
-from orchestrator.autoscale import (
+from orchestrator.core.autoscale import (
     AutoscalerState,
     Drain,
     EndpointView,

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import sys
 
-from orchestrator.deploy import main
+from orchestrator.ops.deploy import main
 
 if __name__ == "__main__":
     sys.exit(main(sys.argv[1:]))

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from orchestrator.config import Settings
-from orchestrator.errors import ConfigError
+from orchestrator.core.errors import ConfigError
 
 KEYS_FILE = "keys.json"
 

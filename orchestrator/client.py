@@ -2,7 +2,7 @@
 same Ray cluster, straight to the queue actor (``Client.in_cluster()``) without an HTTP hop.
 
 Both speak the same methods: ``submit``, ``submit_many``, ``status``, ``result``, ``stream``, ``cancel``, with
-async twins prefixed ``a`` (``asubmit`` ...). Errors arrive as :mod:`orchestrator.errors` exceptions.
+async twins prefixed ``a`` (``asubmit`` ...). Errors arrive as :mod:`orchestrator.core.errors` exceptions.
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ from typing import Any
 
 import httpx
 
-from orchestrator.errors import (
+from orchestrator.core.errors import (
     Conflict,
     InvalidInput,
     NotFound,
@@ -24,7 +24,7 @@ from orchestrator.errors import (
     RippleError,
     Unauthorized,
 )
-from orchestrator.jobs import FINAL, JobStatus
+from orchestrator.core.jobs import FINAL, JobStatus
 
 _BY_STATUS: dict[int, type[RippleError]] = {
     400: InvalidInput,
@@ -201,9 +201,9 @@ class InClusterClient:
     """The same calls, made straight to the JobQueue actor (for Ray jobs, notebooks on the head)."""
 
     def __init__(self, namespace: str = "ripple") -> None:
-        from orchestrator import runtime
+        from orchestrator.names import QUEUE_NAME, get_actor
 
-        self._queue = runtime.get_actor(runtime.QUEUE_NAME, namespace)
+        self._queue = get_actor(QUEUE_NAME, namespace)
 
     def _get(self, ref: Any) -> Any:
         import ray

@@ -20,7 +20,7 @@ from pydantic_settings import (
     YamlConfigSettingsSource,
 )
 
-from orchestrator.errors import ConfigError
+from orchestrator.core.errors import ConfigError
 
 
 class AutoscalerSettings(BaseModel):

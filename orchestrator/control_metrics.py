@@ -12,7 +12,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from orchestrator.autoscale import Blocked, Decision
+from orchestrator.core.autoscale import Blocked, Decision
 from orchestrator.metrics import blocked_reason
 
 Series = dict[tuple[str, ...], float]

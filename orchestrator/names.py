@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from orchestrator.errors import NotReady
+from orchestrator.core.errors import NotReady
 
 QUEUE_NAME = "ripple-queue"
 AUTOSCALER_NAME = "ripple-autoscaler"

@@ -17,7 +17,7 @@ import httpx
 if TYPE_CHECKING:
     from orchestrator.config import QueueConfig
     from orchestrator.metrics import QueueMetrics
-    from orchestrator.store import RedisStore
+    from orchestrator.store.redis import RedisStore
 
 log = logging.getLogger("ripple.webhooks")
 

@@ -15,9 +15,9 @@ from pathlib import Path
 import pytest
 from store_support import delete_prefix, unique_prefix
 
-from orchestrator import embedded_redis
-from orchestrator.fakes import MemoryStore
-from orchestrator.store import RedisStore
+from orchestrator.ops import embedded_redis
+from orchestrator.store.memory import MemoryStore
+from orchestrator.store.redis import RedisStore
 
 
 def pytest_configure(config: pytest.Config) -> None:

@@ -21,10 +21,10 @@ import redis
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, rule
 
-from orchestrator.errors import QueueFull
-from orchestrator.jobs import JobStatus
-from orchestrator.models import NewJob
-from orchestrator.store import REQUEUE_OR_FAIL, FinishItem
+from orchestrator.core.errors import QueueFull
+from orchestrator.core.jobs import JobStatus
+from orchestrator.core.models import NewJob
+from orchestrator.store.protocol import REQUEUE_OR_FAIL, FinishItem
 
 S = JobStatus
 T = TypeVar("T")

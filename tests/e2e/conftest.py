@@ -30,7 +30,7 @@ from typing import Any
 import httpx
 import pytest
 
-from orchestrator.procs import alive
+from orchestrator.ops.procs import alive
 
 REPO = Path(__file__).resolve().parents[2]
 HANDLERS = REPO / "examples" / "handlers.py"

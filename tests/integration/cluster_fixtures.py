@@ -33,7 +33,7 @@ from typing import Any, TypeVar
 
 import httpx
 
-from orchestrator.procs import alive
+from orchestrator.ops.procs import alive
 
 REPO = Path(__file__).resolve().parents[2]
 T = TypeVar("T")
@@ -465,7 +465,7 @@ class RippleOnCluster:
 
     def stop_store(self) -> None:
         """Stop the embedded Redis the deploy started on the head (it outlives the cluster)."""
-        from orchestrator import embedded_redis
+        from orchestrator.ops import embedded_redis
 
         embedded_redis.stop(self.data_dir)
         shutil.rmtree(self.data_dir, ignore_errors=True)

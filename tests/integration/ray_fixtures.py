@@ -30,11 +30,12 @@ from typing import Any, Literal, TypeVar, cast
 import pytest
 import ray
 
-from orchestrator import embedded_redis
+from actors.bootstrap import ensure_control_actors
 from orchestrator.auth import AuthConfig
+from orchestrator.boot import BootConfig, boot_config
 from orchestrator.config import load_settings
 from orchestrator.names import AUTOSCALER_NAME, QUEUE_NAME, pool_name
-from orchestrator.runtime import BootConfig, boot_config, ensure_control_actors
+from orchestrator.ops import embedded_redis
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 HANDLERS = "tests.integration.handlers_for_tests"

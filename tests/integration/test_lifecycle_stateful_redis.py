@@ -10,7 +10,7 @@ from hypothesis import HealthCheck, settings
 from hypothesis.stateful import run_state_machine_as_test
 from store_support import LifecycleMachine, delete_prefix, unique_prefix
 
-from orchestrator.store import RedisStore
+from orchestrator.store.redis import RedisStore
 
 pytestmark = pytest.mark.timeout(120)
 

@@ -16,12 +16,13 @@ from typing import Any
 import pytest
 import redis
 
-from orchestrator import embedded_redis
-from orchestrator.errors import NotFound, QueueFull
-from orchestrator.fakes import MemoryStore
-from orchestrator.jobs import JobStatus
-from orchestrator.models import NewJob
-from orchestrator.store import REQUEUE_OR_FAIL, FinishItem, RedisStore
+from orchestrator.core.errors import NotFound, QueueFull
+from orchestrator.core.jobs import JobStatus
+from orchestrator.core.models import NewJob
+from orchestrator.ops import embedded_redis
+from orchestrator.store.memory import MemoryStore
+from orchestrator.store.protocol import REQUEUE_OR_FAIL, FinishItem
+from orchestrator.store.redis import RedisStore
 
 pytestmark = pytest.mark.timeout(120)
 S = JobStatus

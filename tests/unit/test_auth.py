@@ -12,7 +12,7 @@ import pytest
 
 from orchestrator.auth import KEYS_FILE, auth_config, digest, load_or_create_keys, write_keys
 from orchestrator.config import Settings, load_settings
-from orchestrator.errors import ConfigError
+from orchestrator.core.errors import ConfigError
 
 pytestmark = pytest.mark.timeout(60)
 

@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from orchestrator.autoscale import GapHistogram, KeepAliveConfig, plan_keep_alive
-from orchestrator.autoscale.keepalive import MAX_GAP_S, N_BINS, bin_edges_s, bin_index
+from orchestrator.core.autoscale import GapHistogram, KeepAliveConfig, plan_keep_alive
+from orchestrator.core.autoscale.keepalive import MAX_GAP_S, N_BINS, bin_edges_s, bin_index
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 

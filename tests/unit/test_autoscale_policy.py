@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from orchestrator.autoscale import (
+from orchestrator.core.autoscale import (
     AutoscaleConfig,
     AutoscalerState,
     Blocked,

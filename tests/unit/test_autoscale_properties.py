@@ -9,7 +9,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from orchestrator.autoscale import (
+from orchestrator.core.autoscale import (
     AutoscaleConfig,
     AutoscalerState,
     Blocked,
@@ -246,7 +246,7 @@ def test_starvation_is_bounded_under_constant_high_priority_load(gpus: int, hi_p
 
 
 def test_effective_priority_bounded() -> None:
-    from orchestrator.autoscale import effective_priority
+    from orchestrator.core.autoscale import effective_priority
 
     cfg = AutoscaleConfig()
     for wait in (0.0, 299.0, 300.0, 900.0, 1e9, math.inf):

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from orchestrator.config import QueueConfig, Settings, load_settings
-from orchestrator.errors import ConfigError
+from orchestrator.core.errors import ConfigError
 
 pytestmark = pytest.mark.timeout(60)
 

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from orchestrator.autoscale import Blocked, Drain, ScaleUp
 from orchestrator.control_metrics import TickMemory, queue_gauges, tick_samples
+from orchestrator.core.autoscale import Blocked, Drain, ScaleUp
 from orchestrator.metrics import (
     QueueMetrics,
     blocked_reason,

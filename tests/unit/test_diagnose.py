@@ -8,13 +8,12 @@ from typing import Any
 
 import pytest
 
-from orchestrator.diagnose import (
+from orchestrator.ops.doctor.diagnose import diagnose, exit_code
+from orchestrator.ops.doctor.facts import (
     Facts,
     Finding,
     LocalFacts,
     Thresholds,
-    diagnose,
-    exit_code,
     mask,
     mask_url,
 )

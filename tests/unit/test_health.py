@@ -10,8 +10,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from orchestrator import health as h
-from orchestrator.health import (
+from orchestrator.core import health as h
+from orchestrator.core.health import (
     HEALTH_TRANSITIONS,
     HISTORY_LIMIT,
     PROBATION_STATES,

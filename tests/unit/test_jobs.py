@@ -10,8 +10,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from orchestrator.errors import Conflict
-from orchestrator.jobs import (
+from orchestrator.core.errors import Conflict
+from orchestrator.core.jobs import (
     FINAL,
     RETRYABLE,
     TRANSITIONS,

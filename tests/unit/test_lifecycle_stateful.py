@@ -9,7 +9,7 @@ import pytest
 from hypothesis import HealthCheck, settings
 from store_support import LifecycleMachine
 
-from orchestrator.fakes import MemoryStore
+from orchestrator.store.memory import MemoryStore
 
 pytestmark = pytest.mark.timeout(120)
 

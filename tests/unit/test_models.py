@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 from pydantic import ValidationError
 
-from orchestrator.models import (
+from orchestrator.core.models import (
     BatchRunRequest,
     EndpointPatch,
     EndpointSpec,

@@ -8,8 +8,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from orchestrator.health import HealthState
-from orchestrator.pool_plan import (
+from orchestrator.core.health import HealthState
+from orchestrator.core.pool_plan import (
     DEFAULT_POOL_POLICY,
     PlannedDrain,
     PoolPlan,
@@ -18,7 +18,7 @@ from orchestrator.pool_plan import (
     apply_plan,
     plan,
 )
-from orchestrator.worker_state import WorkerState, is_active
+from orchestrator.core.workers import WorkerState, is_active
 
 pytestmark = pytest.mark.timeout(60)
 

@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from orchestrator.registry import PERSIST_EVERY_S, WorkerRegistry
+from orchestrator.core.registry import PERSIST_EVERY_S, WorkerRegistry
 
 pytestmark = pytest.mark.timeout(30)
 

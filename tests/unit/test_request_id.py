@@ -14,10 +14,10 @@ from fastapi.testclient import TestClient
 
 import serve_app
 from orchestrator import logs
+from orchestrator.api.middleware import RequestIdMiddleware, current_request_id
 from orchestrator.auth import AuthConfig
+from orchestrator.boot import boot_config
 from orchestrator.config import load_settings
-from orchestrator.request_id import RequestIdMiddleware, current_request_id
-from orchestrator.runtime import boot_config
 
 pytestmark = pytest.mark.timeout(30)
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from orchestrator.runtime import ingress_actor_options
+from orchestrator.core.placement import ingress_actor_options
 
 
 def test_api_slots_win_over_the_control_node() -> None:

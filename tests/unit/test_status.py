@@ -6,8 +6,8 @@ from typing import Any
 
 import pytest
 
-from orchestrator.errors import NotReady
-from orchestrator.status import render_status
+from orchestrator.cli.status import render_status
+from orchestrator.core.errors import NotReady
 
 pytestmark = pytest.mark.timeout(10)
 

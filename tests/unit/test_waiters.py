@@ -7,7 +7,7 @@ import time
 
 import pytest
 
-from orchestrator.waiters import Waiters
+from orchestrator.core.waiters import Waiters
 
 pytestmark = pytest.mark.timeout(30)
 

@@ -12,7 +12,7 @@ import pytest
 from fastapi import Depends, FastAPI, HTTPException, Request
 from fastapi.testclient import TestClient
 
-from orchestrator.webui import (
+from orchestrator.api.webui import (
     CSRF_COOKIE,
     CSRF_HEADER,
     SESSION_COOKIE,
@@ -20,8 +20,8 @@ from orchestrator.webui import (
     mount,
     verify_request,
 )
-from orchestrator.webui import session as s
-from orchestrator.webui.routes import LOGIN_COOKIE, STATIC_DIR
+from orchestrator.api.webui import session as s
+from orchestrator.api.webui.routes import LOGIN_COOKIE, STATIC_DIR
 
 pytestmark = pytest.mark.timeout(30)
 

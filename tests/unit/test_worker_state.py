@@ -10,8 +10,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from orchestrator.health import HealthRecord, HealthState, on_failure, on_success
-from orchestrator.worker_state import (
+from orchestrator.core.health import HealthRecord, HealthState, on_failure, on_success
+from orchestrator.core.workers import (
     HISTORY_LIMIT,
     INITIAL_STATES,
     TRANSITIONS,

@@ -1,0 +1,45 @@
+"""What the HTTP replicas and the control actors receive: the settings resolved once, on the driver."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from orchestrator.auth import AuthConfig
+from orchestrator.config import QueueConfig, Settings
+
+
+@dataclass(frozen=True)
+class BootConfig:
+    """Everything the HTTP replicas and the control actors need, resolved once on the driver."""
+
+    namespace: str
+    queue: QueueConfig
+    auth: AuthConfig
+    max_body_bytes: int
+    take_wait_s: float
+    stop_wait_s: float
+    runsync_wait_s: float
+    data_dir: str
+    embedded_store: bool
+    autoscaler: dict[str, Any]
+    dashboard_url: str | None = None
+
+
+def boot_config(
+    settings: Settings, store_url: str, embedded: bool, auth: AuthConfig, dashboard_url: str | None = None
+) -> BootConfig:
+    """Freeze the resolved settings into what replicas and actors receive."""
+    return BootConfig(
+        namespace=settings.namespace,
+        queue=QueueConfig.from_settings(settings, store_url),
+        auth=auth,
+        max_body_bytes=settings.max_body_bytes,
+        take_wait_s=settings.take_wait_s,
+        stop_wait_s=settings.stop_wait_s,
+        runsync_wait_s=settings.runsync_wait_s,
+        data_dir=str(settings.data_dir.resolve()),
+        embedded_store=embedded,
+        autoscaler={**settings.autoscaler.model_dump(), "drain_timeout_s": settings.drain_timeout_s},
+        dashboard_url=dashboard_url,
+    )

@@ -1,0 +1,485 @@
+"""The ``ripple`` command line: ``up``, ``down``, ``endpoint``, ``submit``, ``status``, ``doctor``.
+
+``up`` and ``down`` manage a local instance (see :mod:`orchestrator.ops.local`); every other command talks to
+a running instance over its HTTP API, found through ``--url`` / ``RIPPLE_URL`` or the data dir's state
+file, with the key from ``RIPPLE_API_KEY`` or the data dir's keys.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import signal
+import sys
+import threading
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from orchestrator.core.errors import ConfigError, NotReady, RippleError
+from orchestrator.ops import local, procs
+
+log = logging.getLogger("ripple.cli")
+
+
+def _settings(args: argparse.Namespace, **flags: Any) -> Any:
+    from orchestrator.config import load_settings
+
+    return load_settings(getattr(args, "config", None), data_dir=getattr(args, "data_dir", None), **flags)
+
+
+# up / down ------------------------------------------------------------------------------------------
+
+
+def cmd_up(args: argparse.Namespace) -> int:
+    """Start a local Ray head (or join RAY_ADDRESS), the store, the actors and the Serve app."""
+    import ray
+
+    from actors.bootstrap import ensure_control_actors
+    from orchestrator.auth import auth_config, load_or_create_keys
+    from orchestrator.boot import boot_config
+    from orchestrator.ops import instance as runtime
+
+    settings = _settings(
+        args,
+        host=args.host,
+        port=args.port,
+        redis_url=args.redis_url,
+        num_gpus=args.num_gpus,
+        num_cpus=args.num_cpus,
+        insecure=True if args.insecure else None,
+    )
+    data_dir = settings.data_dir.resolve()
+    data_dir.mkdir(parents=True, exist_ok=True)
+    previous = local.read_state(data_dir)
+    if previous is not None and procs.alive(previous.pid):
+        print(f"Ripple is already running from {data_dir} at {previous.url} (pid {previous.pid}).")
+        return 1
+    if previous is not None and previous.ray_head_pid and procs.alive(previous.ray_head_pid):
+        local.stop_process(previous.ray_head_pid)  # a head left behind by a crash of the last instance
+    keys = load_or_create_keys(settings, create=not settings.insecure)
+    os.environ.setdefault("RAY_AUTH_MODE", "disabled")
+    store_url, embedded = runtime.resolve_store(settings, detach=True)
+    head = None
+    address = os.environ.get("RAY_ADDRESS")
+    state = local.InstanceState(
+        url="",
+        data_dir=str(data_dir),
+        ray_address=address or "",
+        namespace=settings.namespace,
+        pid=os.getpid(),
+        ray_head_pid=None,
+        embedded_store=embedded,
+        dashboard_url=None,
+        detached=bool(args.detach),
+    )
+    try:
+        if not address:
+            print("Starting a local Ray head ...", flush=True)
+            for attempt in (1, 2):
+                try:
+                    head, address = local.start_ray_head(
+                        data_dir,
+                        num_gpus=settings.num_gpus,
+                        num_cpus=settings.num_cpus,
+                        dashboard=settings.dashboard,
+                        dashboard_port=settings.dashboard_port,
+                        detach=True,
+                    )
+                    break
+                except NotReady as exc:
+                    # Ray's raylet gives up when its agents start slowly (an overloaded machine): retry once.
+                    if attempt == 2:
+                        raise
+                    print(f"The Ray head did not start ({exc}); retrying once ...", flush=True)
+            assert head is not None and address is not None
+            state.ray_address, state.ray_head_pid = address, head.pid
+        ctx = ray.init(
+            address=address,
+            namespace=settings.namespace,
+            logging_level=logging.WARNING,
+            log_to_driver=False,
+            **({} if os.environ.get("RAY_ADDRESS") else {"_node_ip_address": "127.0.0.1"}),
+        )
+        dashboard = getattr(ctx, "dashboard_url", None)
+        state.dashboard_url = f"http://{dashboard}" if dashboard else None
+        boot = boot_config(settings, store_url, embedded, auth_config(settings, keys), state.dashboard_url)
+        ensure_control_actors(boot)
+        state.url = runtime.deploy_serve(boot, settings)
+    except BaseException:
+        _stop(state, settings.drain_timeout_s)
+        raise
+    local.write_state(data_dir, state)
+    _banner(state, settings, keys)
+    if args.detach:
+        ray.shutdown()
+        return 0
+    stop = threading.Event()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, lambda *_: stop.set())
+    while not stop.wait(1.0):
+        if head is not None and head.poll() is not None:
+            print("The Ray head exited; stopping.", file=sys.stderr)
+            break
+    print("Stopping Ripple: draining workers ...", flush=True)
+    _stop(state, settings.drain_timeout_s)
+    print("Ripple stopped.")
+    return 0
+
+
+def _banner(state: local.InstanceState, settings: Any, keys: Any) -> None:
+    print(f"\nRipple is up: {state.url}")
+    print(f"  client API:   {state.url}/v2/<endpoint>/run   (runpod SDK: endpoint_url_base={state.url}/v2)")
+    print(f"  management:   {state.url}/api/v1   web UI: {state.url}/ui   metrics: {state.url}/metrics")
+    if state.dashboard_url:
+        print(f"  Ray dashboard: {state.dashboard_url}")
+    store = f"embedded Redis in {state.data_dir} (append-only)" if state.embedded_store else "external Redis"
+    print(f"  store:        {store}")
+    if settings.insecure:
+        print("  WARNING: authentication is OFF (--insecure): anyone who can reach this port can use it.")
+    elif keys.generated:
+        print(f"  API key:      {keys.api_key}")
+        print(f"  worker key:   {keys.worker_key}")
+        print(f"  (printed once; kept in {keys.path}, mode 0600)")
+    else:
+        print(f"  keys:         {keys.path} (or RIPPLE_API_KEY / RIPPLE_WORKER_KEY)")
+    print("" if state.detached else "Press Ctrl-C to stop.", flush=True)
+
+
+def _stop(state: local.InstanceState, drain_timeout_s: float) -> None:
+    import ray
+
+    from orchestrator.ops import embedded_redis
+    from orchestrator.ops import instance as runtime
+
+    try:
+        if not ray.is_initialized() and state.ray_address:
+            ray.init(
+                address=state.ray_address,
+                namespace=state.namespace,
+                logging_level=logging.WARNING,
+                log_to_driver=False,
+                _node_ip_address="127.0.0.1",
+            )
+        if ray.is_initialized():
+            from ray import serve
+
+            runtime.shutdown(state.namespace, drain_timeout_s=drain_timeout_s)
+            serve.shutdown()
+    except Exception as exc:  # stopping must go on: the head and the store still need stopping
+        print(f"warning: graceful stop incomplete: {exc}", file=sys.stderr)
+    finally:
+        if ray.is_initialized():
+            ray.shutdown()
+    if state.ray_head_pid:
+        local.stop_process(state.ray_head_pid, timeout_s=60)
+    if state.embedded_store:
+        embedded_redis.stop(Path(state.data_dir))
+    local.clear_state(Path(state.data_dir))
+
+
+def cmd_down(args: argparse.Namespace) -> int:
+    """Gracefully stop the instance of the data dir."""
+    settings = _settings(args)
+    data_dir = settings.data_dir.resolve()
+    state = local.read_state(data_dir)
+    if state is None:
+        print(f"No Ripple instance recorded in {data_dir}.")
+        return 1
+    if not state.detached and state.pid != os.getpid() and procs.alive(state.pid):
+        local.stop_process(state.pid, timeout_s=settings.drain_timeout_s + 60)
+        if local.read_state(data_dir) is None:
+            print("Ripple stopped.")
+            return 0
+    _stop(state, settings.drain_timeout_s)
+    print("Ripple stopped.")
+    return 0
+
+
+# HTTP commands --------------------------------------------------------------------------------------
+
+
+def _client(args: argparse.Namespace) -> Any:
+    from orchestrator.client import Client
+
+    settings = _settings(args)
+    data_dir = settings.data_dir.resolve()
+    url = args.url or os.environ.get("RIPPLE_URL")
+    if not url:
+        state = local.read_state(data_dir)
+        url = state.url if state else f"http://127.0.0.1:{settings.port}"
+    key = settings.api_key.get_secret_value() if settings.api_key else None
+    if key is None and (data_dir / "keys.json").exists():
+        key = json.loads((data_dir / "keys.json").read_text()).get("api_key")
+    return Client(url, key)
+
+
+ENDPOINT_FLAGS = {
+    "handler": ("handler", str),
+    "gpus": ("gpus", float),
+    "cpus": ("cpus", float),
+    "memory_mb": ("memoryMb", int),
+    "concurrency": ("concurrency", int),
+    "min": ("minReplicas", int),
+    "max": ("maxReplicas", int),
+    "priority": ("priority", int),
+    "scale_up_threshold": ("scaleUpThreshold", int),
+    "scale_down_idle_time": ("scaleDownIdleTime", float),
+    "execution_timeout": ("executionTimeout", int),
+    "ttl": ("ttl", int),
+    "max_retries": ("maxRetries", int),
+    "max_queue_size": ("maxQueueSize", int),
+    "keep_alive": ("keepAlive", str),
+}
+
+
+def _endpoint_body(args: argparse.Namespace) -> dict[str, Any]:
+    body: dict[str, Any] = {}
+    for flag, (field, _) in ENDPOINT_FLAGS.items():
+        value = getattr(args, flag, None)
+        if value is not None:
+            body[field] = value
+    if getattr(args, "runtime_env", None):
+        body["runtimeEnv"] = json.loads(args.runtime_env)
+    for item in getattr(args, "set", None) or []:
+        key, _, raw = item.partition("=")
+        try:
+            body[key] = json.loads(raw)
+        except ValueError:
+            body[key] = raw
+    return body
+
+
+def cmd_endpoint(args: argparse.Namespace) -> int:
+    c = _client(args)
+    if args.action == "create":
+        out = c.request("POST", "/api/v1/endpoints", json={"name": args.name, **_endpoint_body(args)})
+    elif args.action == "update":
+        out = c.request("PATCH", f"/api/v1/endpoints/{args.name}", json=_endpoint_body(args))
+    elif args.action == "show":
+        out = c.request("GET", f"/api/v1/endpoints/{args.name}")
+    elif args.action == "delete":
+        out = c.request("DELETE", f"/api/v1/endpoints/{args.name}")
+    else:
+        rows = c.request("GET", "/api/v1/endpoints")["endpoints"]
+        _table(rows, ["name", "handler", "gpus", "minReplicas", "maxReplicas", "priority", "concurrency"])
+        return 0
+    print(json.dumps(out, indent=2))
+    return 0
+
+
+def cmd_submit(args: argparse.Namespace) -> int:
+    c = _client(args)
+    if args.input is not None:
+        inputs = [json.loads(args.input)]
+    else:
+        with open(args.file) as f:
+            inputs = [json.loads(line) for line in f if line.strip()]
+    inputs = [x["input"] if isinstance(x, dict) and "input" in x else x for x in inputs]
+    ids = (
+        c.submit_many(args.endpoint, inputs, chunk=1000)
+        if len(inputs) > 1
+        else [c.submit(args.endpoint, inputs[0])]
+    )
+    if not args.wait:
+        for job_id in ids:
+            print(job_id)
+        return 0
+    results = []
+    for n, job_id in enumerate(ids, 1):
+        results.append(c.result(job_id, timeout_s=args.timeout, endpoint=args.endpoint))
+        _progress(n, len(ids))
+    lines = "".join(json.dumps(r) + "\n" for r in results)
+    if args.out:
+        Path(args.out).write_text(lines)
+    else:
+        sys.stdout.write(lines)
+    return 0 if all(r["status"] == "COMPLETED" for r in results) else 2
+
+
+def _progress(done: int, total: int) -> None:
+    if sys.stderr.isatty():
+        width = 30
+        fill = int(width * done / total)
+        sys.stderr.write(f"\r[{'#' * fill}{'.' * (width - fill)}] {done}/{total}")
+        if done == total:
+            sys.stderr.write("\n")
+        sys.stderr.flush()
+
+
+def _table(rows: list[dict[str, Any]], cols: list[str]) -> None:
+    widths = {c: max([len(c)] + [len(str(r.get(c, ""))) for r in rows]) for c in cols}
+    print("  ".join(c.ljust(widths[c]) for c in cols))
+    for r in rows:
+        print("  ".join(str(r.get(c, "")).ljust(widths[c]) for c in cols))
+
+
+def cmd_autoscaler(args: argparse.Namespace) -> int:
+    """Autoscaler switch, status, decision history and per-endpoint overrides."""
+    c = _client(args)
+    if args.action == "status":
+        out = c.request("GET", "/api/v1/autoscaler/status")
+        print(
+            f"autoscaler: {'on' if out['enabled'] else 'OFF'}   GPUs used {out['gpus']['used']:g} / "
+            f"{out['gpus']['total']:g} (free {out['gpus']['free']:g})"
+        )
+        _table(
+            out["endpoints"],
+            [
+                "endpoint",
+                "current",
+                "desired",
+                "queued",
+                "running",
+                "priority",
+                "effectivePriority",
+                "waitingS",
+                "idleS",
+                "blocked",
+            ],
+        )
+        return 0
+    if args.action in ("enable", "disable"):
+        out = c.request("POST", f"/api/v1/autoscaler/{args.action}")
+    elif args.action == "history":
+        if not args.endpoint:
+            raise SystemExit("ripple autoscaler history: ENDPOINT is required")
+        rows = c.request("GET", f"/api/v1/autoscaler/history/{args.endpoint}?limit={args.limit}")["history"]
+        for row in rows:
+            print(
+                f"{row['at']}  {row['kind']:<10} "
+                f"{row.get('count', row.get('replica_ids', ''))!s:<12} {row['reason']}"
+            )
+        return 0
+    else:
+        if not args.endpoint:
+            raise SystemExit("ripple autoscaler override: ENDPOINT is required")
+        if args.clear:
+            out = c.request("DELETE", f"/api/v1/autoscaler/overrides/{args.endpoint}")
+        else:
+            body = {"desiredReplicas": args.replicas, "disabled": bool(args.off)}
+            out = c.request("PUT", f"/api/v1/autoscaler/overrides/{args.endpoint}", json=body)
+    print(json.dumps(out, indent=2))
+    return 0
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    from orchestrator.cli.status import render_status
+
+    c = _client(args)
+    print(render_status(c, color=sys.stdout.isatty()))
+    return 0
+
+
+def cmd_doctor(args: argparse.Namespace) -> int:
+    from orchestrator.ops.doctor.report import run_doctor
+
+    return run_doctor(args, _settings(args))
+
+
+# Parser ---------------------------------------------------------------------------------------------
+
+
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="ripple", description="Serverless GPU job orchestrator on Ray.")
+    p.add_argument("--config", help="YAML settings file (also RIPPLE_CONFIG).")
+    p.add_argument("--data-dir", help="Data dir (default .ripple; RIPPLE_DATA_DIR).")
+    p.add_argument("--url", help="Base URL of a running instance (RIPPLE_URL).")
+    sub = p.add_subparsers(dest="command", required=True)
+
+    up = sub.add_parser("up", help="Start Ripple on this machine.")
+    up.add_argument("--host")
+    up.add_argument("--port", type=int)
+    up.add_argument("--redis-url", help="External Redis (RIPPLE_REDIS_URL); default: embedded.")
+    up.add_argument("--num-gpus", type=float, help="Declare logical GPUs on the local Ray head.")
+    up.add_argument("--num-cpus", type=float, help="CPUs the local Ray head offers.")
+    up.add_argument("--insecure", action="store_true", help="Turn authentication off (local experiments).")
+    up.add_argument("--detach", action="store_true", help="Return once ready; stop with `ripple down`.")
+    up.set_defaults(fn=cmd_up)
+
+    sub.add_parser("down", help="Gracefully stop a detached instance.").set_defaults(fn=cmd_down)
+
+    ep = sub.add_parser("endpoint", help="Manage endpoints.")
+    ep.add_argument("action", choices=["create", "list", "show", "update", "delete"])
+    ep.add_argument("name", nargs="?")
+    for flag in ENDPOINT_FLAGS:
+        ep.add_argument("--" + flag.replace("_", "-"), dest=flag, type=ENDPOINT_FLAGS[flag][1])
+    ep.add_argument("--runtime-env", help="Ray runtime_env as JSON.")
+    ep.add_argument("--set", action="append", metavar="FIELD=VALUE", help="Any endpoint field (JSON value).")
+    ep.set_defaults(fn=cmd_endpoint)
+
+    sm = sub.add_parser("submit", help="Submit one job or a file of jobs.")
+    sm.add_argument("endpoint")
+    src = sm.add_mutually_exclusive_group(required=True)
+    src.add_argument("--input", help="The job input as JSON.")
+    src.add_argument("--file", help='A JSONL file, one input (or {"input": ...}) per line.')
+    sm.add_argument("--wait", action="store_true")
+    sm.add_argument("--timeout", type=float, default=600.0)
+    sm.add_argument("--out", help="Write results (JSONL) here.")
+    sm.set_defaults(fn=cmd_submit)
+
+    sub.add_parser("status", help="One screen: endpoints, queues, workers, GPUs.").set_defaults(fn=cmd_status)
+
+    au = sub.add_parser("autoscaler", help="Autoscaler status, switch, history and overrides.")
+    au.add_argument("action", choices=["status", "enable", "disable", "history", "override"])
+    au.add_argument("endpoint", nargs="?")
+    au.add_argument("--limit", type=int, default=20)
+    au.add_argument("--replicas", type=int, help="override: pin this many replicas")
+    au.add_argument("--off", action="store_true", help="override: leave this endpoint alone")
+    au.add_argument("--clear", action="store_true", help="override: remove the override")
+    au.set_defaults(fn=cmd_autoscaler)
+
+    dr = sub.add_parser("doctor", help="Diagnose the instance.")
+    dr.add_argument("--json", action="store_true")
+    dr.add_argument("--save-report")
+    dr.add_argument("--include-sensitive", action="store_true")
+    dr.set_defaults(fn=cmd_doctor)
+    for command in sub.choices.values():
+        # Also accepted after the command (`ripple up --data-dir D`); SUPPRESS keeps a value given before it.
+        command.add_argument("--data-dir", default=argparse.SUPPRESS, help="Data dir (RIPPLE_DATA_DIR).")
+        command.add_argument("--config", default=argparse.SUPPRESS, help="YAML settings file.")
+        command.add_argument("--url", default=argparse.SUPPRESS, help="Base URL of a running instance.")
+    return p
+
+
+def _where(exc: httpx.TransportError) -> str:
+    try:
+        return f" at {exc.request.url}"
+    except RuntimeError:  # raised when the error carries no request
+        return ""
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parser().parse_args(argv)
+    from orchestrator.logs import configure
+
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    # Ripple's own lines: JSON when not on a TTY. The settings accept any case and report a bad value
+    # by name, so a value logging does not know must not crash here first.
+    level = os.environ.get("RIPPLE_LOG_LEVEL", "WARNING").upper()
+    configure(level if level in ("DEBUG", "INFO", "WARNING", "ERROR") else "WARNING")
+    if args.command == "endpoint" and args.action != "list" and not args.name:
+        print("ripple endpoint: NAME is required", file=sys.stderr)
+        return 2
+    try:
+        return int(args.fn(args))
+    except ConfigError as exc:
+        print(f"ripple: configuration error: {exc}", file=sys.stderr)
+        return 2
+    except RippleError as exc:
+        detail = f" {json.dumps(exc.detail)}" if exc.detail else ""
+        print(f"ripple: {exc}{detail}", file=sys.stderr)
+        return 1
+    except httpx.TransportError as exc:  # no instance there: say so rather than print a traceback
+        hint = "is it up? see --url / --data-dir"
+        print(f"ripple: cannot reach Ripple{_where(exc)}: {exc} ({hint})", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

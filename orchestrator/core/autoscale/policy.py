@@ -1,0 +1,376 @@
+"""``decide(snapshot, state) -> (decisions, state)``: the whole autoscaling policy, as a pure function.
+
+One call, in order:
+
+1. fold the snapshot into each endpoint's memory (arrivals, quiet and waiting clocks);
+2. scale down: idle replicas past their keep-alive, with an empty queue, past the cooldown, never below
+   ``min_replicas`` (above a pinned size or ``max_replicas``: at once);
+3. collect wants in phases: (0) one replica for every endpoint with queued work and none at all,
+   (1) ``min_replicas`` (or a pinned size), (2) the rest of the work, ``ceil((queued + running) /
+   concurrency)`` capped at ``max_replicas``, when the queue reached ``scale_up_threshold`` (or its oldest
+   job waited one starvation step) past ``scale_up_cooldown_s``, (3) learned pre-warms;
+4. grant them phase by phase, by effective priority within a phase, from the GPUs (and CPU/memory caps)
+   left after every listed replica, expected replica and planned start; a want that does not fit is
+   ``Blocked`` and may preempt: GPUs already draining are claimed first, then idle replicas (busy ones with
+   ``preempt_busy``) of endpoints of lower effective priority above ``max(min_replicas, 1 if work)``,
+   and, for an endpoint with no replica whose job waited ``starvation_reclaim_after_s``, one replica of
+   the endpoint holding the most.
+
+Replicas still starting, and ones asked for but not yet listed (for ``EXPECTATION_TTL_S``), count as
+capacity and as GPUs in use, so a slow start or a second call on the same snapshot never scales twice. The
+expectation drops by every replica a call drains (scale-down or preemption): a drained replica leaves the
+listing for good, and would otherwise stay counted as phantom capacity holding GPUs nobody holds. Memory is
+kept only for the endpoints in the snapshot: one that disappears and comes back starts afresh.
+"""
+
+from __future__ import annotations
+
+from dataclasses import replace
+
+from orchestrator.core.autoscale.endpoint_plan import (
+    EndpointPlan,
+    keep_alive_plan,
+    observe,
+    prewarm_wanted,
+    scale_down,
+)
+from orchestrator.core.autoscale.model import (
+    AutoscaleConfig,
+    AutoscalerState,
+    Blocked,
+    Decision,
+    Drain,
+    EndpointMemory,
+    Prewarm,
+    ReplicaView,
+    ScaleUp,
+    Snapshot,
+)
+
+_EPS = 1e-9
+_Want = tuple[EndpointPlan, int, str]
+
+
+class _Budget:
+    """Resources left for new replicas (``None``: no cap on that resource)."""
+
+    def __init__(self, snapshot: Snapshot, plans: list[EndpointPlan]) -> None:
+        gpu_cap = snapshot.gpus_total - snapshot.gpus_used_elsewhere
+        if snapshot.max_gpus is not None:
+            gpu_cap = min(gpu_cap, snapshot.max_gpus)
+        used_g = used_c = used_m = 0.0
+        self.draining_g = 0.0
+        for p in plans:
+            n = len(p.view.replicas) + p.expected
+            used_g += n * p.view.gpus_per_replica
+            used_c += n * p.view.cpus_per_replica
+            used_m += n * p.view.memory_mb_per_replica
+        self.gpus = gpu_cap - used_g
+        self.cpus = None if snapshot.cpus_total is None else snapshot.cpus_total - used_c
+        self.memory_mb = None if snapshot.memory_mb_total is None else snapshot.memory_mb_total - used_m
+
+    def fit(self, p: EndpointPlan, units: int) -> tuple[int, str]:
+        """How many of ``units`` replicas fit, and the name of the resource that limits them."""
+        v = p.view
+        n, limit = units, ""
+        for free, per, name in (
+            (self.gpus, v.gpus_per_replica, "GPUs"),
+            (self.cpus, v.cpus_per_replica, "CPUs"),
+            (self.memory_mb, v.memory_mb_per_replica, "memory"),
+        ):
+            if free is not None and per > 0:
+                room = max(0, int((free + _EPS) // per))
+                if room < n:
+                    n, limit = room, name
+        return n, limit
+
+    def take(self, p: EndpointPlan, units: int) -> None:
+        v = p.view
+        self.gpus -= units * v.gpus_per_replica
+        if self.cpus is not None:
+            self.cpus -= units * v.cpus_per_replica
+        if self.memory_mb is not None:
+            self.memory_mb -= units * v.memory_mb_per_replica
+
+
+def decide(snapshot: Snapshot, state: AutoscalerState) -> tuple[list[Decision], AutoscalerState]:
+    """Decisions for this snapshot and the memory to save before applying them.
+
+    An empty list means "do nothing". ``Blocked`` entries are records, not actions. Deterministic: the
+    same snapshot and state give the same result; a second call with the returned state changes nothing
+    that the first did not already ask for. With ``snapshot.enabled`` false, only the memory is updated.
+    """
+    cfg, now_s = snapshot.config, snapshot.now_s
+    plans = [
+        EndpointPlan(v, observe(v, state.memory(v.name), now_s, cfg), now_s, cfg) for v in snapshot.endpoints
+    ]
+    if not snapshot.enabled:
+        return [], AutoscalerState({p.view.name: p.mem for p in plans})
+    budget = _Budget(snapshot, plans)
+    wants: tuple[list[_Want], list[_Want], list[_Want], list[_Want]] = ([], [], [], [])
+    live = [p for p in plans if p.view.override is None or not p.view.override.disabled]
+    for p in live:
+        keep = keep_alive_plan(p, cfg, now_s)
+        scale_down(p, keep, now_s)
+        gpr = p.view.gpus_per_replica
+        budget.draining_g += (p.draining + len(p.drain_ids)) * gpr
+        _collect_wants(p, cfg, now_s, wants)
+        if p.view.queued == 0 and p.view.running == 0:
+            n = prewarm_wanted(p, keep)
+            if n > 0:
+                wants[3].append((p, n, keep.reason if keep is not None else ""))
+    relief = _Relief(live, budget, cfg)
+    for phase, group in enumerate(wants):
+        group.sort(key=_want_order)
+        for p, units, why in group:
+            grant, limit = budget.fit(p, units)
+            if grant > 0:
+                budget.take(p, grant)
+                if phase == 3:
+                    p.prewarm += grant
+                    p.prewarm_reason = why
+                else:
+                    p.ups += grant
+                    if why not in p.ups_reason:
+                        p.ups_reason = f"{p.ups_reason}; {why}" if p.ups_reason else why
+            if grant < units and phase < 3:
+                relief.relieve(p, units - grant, limit, phase)
+    return _emit(plans, now_s)
+
+
+def _want_order(want: _Want) -> tuple[int, int, float, str]:
+    p = want[0]
+    return (-p.eff, -p.view.priority, -(p.wait_s or 0.0), p.view.name)
+
+
+def _collect_wants(
+    p: EndpointPlan,
+    cfg: AutoscaleConfig,
+    now_s: float,
+    wants: tuple[list[_Want], list[_Want], list[_Want], list[_Want]],
+) -> None:
+    v, mem = p.view, p.mem
+    pinned = v.override.desired_replicas if v.override is not None else None
+    if pinned is not None:
+        if pinned > p.capacity:
+            wants[1].append((p, pinned - p.capacity, f"pinned to {pinned} replicas, have {p.capacity}"))
+        return
+    room = max(0, v.max_replicas - p.active)
+    floor_units = max(0, v.min_replicas - p.capacity)
+    work_units, why = 0, ""
+    if v.queued > 0:
+        waited = p.wait_s is not None and p.wait_s >= cfg.starvation_step_s
+        cooled = (
+            p.capacity == 0
+            or mem.last_scale_up_s is None
+            or now_s - mem.last_scale_up_s >= v.scale_up_cooldown_s
+        )
+        if (v.queued >= v.scale_up_threshold or waited) and cooled:
+            demand = v.demand_replicas()
+            target = min(max(demand, v.min_replicas), v.max_replicas)
+            work_units = max(0, target - p.capacity)
+            trigger = (
+                f"queued {v.queued} >= threshold {v.scale_up_threshold}"
+                if v.queued >= v.scale_up_threshold
+                else f"oldest job waited {p.wait_s:.0f} s"
+            )
+            why = (
+                f"{trigger}: needs ceil(({v.queued} queued + {v.running} running) / {v.concurrency}) = "
+                f"{demand} replicas, has {p.capacity}"
+            )
+            if demand > v.max_replicas:
+                p.shortage.append(
+                    (demand - v.max_replicas, f"demand {demand} above maxReplicas {v.max_replicas}")
+                )
+    total = min(room, max(floor_units, work_units))
+    if total <= 0:
+        return
+    first = 1 if v.queued > 0 and p.capacity == 0 else 0
+    min_part = max(0, min(floor_units, total) - first)
+    rest = total - first - min_part
+    if first:
+        wants[0].append((p, 1, why or f"{v.queued} queued, no replica"))
+    if min_part:
+        wants[1].append((p, min_part, f"below minReplicas {v.min_replicas} (has {p.capacity})"))
+    if rest:
+        wants[2].append((p, rest, why))
+
+
+class _Relief:
+    """Finds GPUs for blocked wants: draining GPUs first, then lower-priority idle replicas, then reclaim."""
+
+    def __init__(self, plans: list[EndpointPlan], budget: _Budget, cfg: AutoscaleConfig) -> None:
+        self.budget = budget
+        self.cfg = cfg
+        self.plans = plans
+        self.owners: list[EndpointPlan] | None = None  # built on first need, lowest effective priority first
+        self.start = 0
+        self.quiet: list[EndpointPlan] | None = None  # owners with no work at all (phase 0 may take theirs)
+        self.qstart = 0
+        self.victims: dict[str, list[ReplicaView]] = {}
+
+    def _victims_of(self, owner: EndpointPlan) -> list[ReplicaView]:
+        got = self.victims.get(owner.view.name)
+        if got is None:
+            drained = set(owner.drain_ids)
+            got = [r for r in owner.idle if r.id not in drained]
+            if self.cfg.preempt_busy:
+                got += sorted(owner.busy, key=lambda r: r.jobs_held)
+            got.reverse()  # pop() from the end takes the longest-idle first
+            self.victims[owner.view.name] = got
+        return got
+
+    def _owners(self) -> list[EndpointPlan]:
+        if self.owners is None:
+            for p in self.plans:
+                v = p.view
+                keep = max(v.min_replicas, 1 if v.queued > 0 else 0)
+                p.spare = max(0, p.capacity - p.expected - len(p.drain_ids) - keep)
+            self.owners = sorted((p for p in self.plans if p.spare > 0), key=lambda p: p.eff)
+        return self.owners
+
+    def relieve(self, p: EndpointPlan, short: int, limit: str, phase: int) -> None:
+        gpr = p.view.gpus_per_replica
+        notes: list[str] = []
+        if limit == "GPUs" and gpr > 0:
+            need = short * gpr
+            claim = min(self.budget.draining_g, need)
+            if claim > _EPS:
+                self.budget.draining_g -= claim
+                need -= claim
+                notes.append(f"waiting for {claim:g} GPUs from draining replicas")
+            need = self._preempt(p, need, notes, phase)
+            if need > _EPS and phase == 0:
+                self._reclaim(p, need, notes)
+        free = self.budget.gpus if limit == "GPUs" else None
+        what = f"not enough {limit or 'room'}" + (
+            f" ({max(0.0, free):g} GPUs free)" if free is not None else ""
+        )
+        p.shortage.append((short, "; ".join([what, *notes])))
+
+    def _preempt(self, p: EndpointPlan, need: float, notes: list[str], phase: int) -> float:
+        owners = self._owners()
+        self.start = _skip_spent(owners, self.start)
+        taken: list[tuple[EndpointPlan, ReplicaView, str]] = []
+        got = self._gather(p, need, owners[self.start :], True, taken)
+        if phase == 0 and got < need - _EPS:
+            # Work waiting with no replica at all beats an idle replica of an endpoint with no work.
+            if self.quiet is None:
+                self.quiet = [o for o in owners if o.view.queued == 0 and o.view.running == 0]
+            self.qstart = _skip_spent(self.quiet, self.qstart)
+            got += self._gather(p, need - got, self.quiet[self.qstart :], False, taken)
+        if got + _EPS < min(need, p.view.gpus_per_replica):
+            for owner, r, _ in reversed(taken):  # not even one replica's worth: drain nothing
+                owner.spare += 1
+                self.victims[owner.view.name].append(r)
+            return need
+        for owner, r, why in taken:
+            owner.preempted.setdefault(p.view.name, ([], why))[0].append(r.id)
+        if taken:
+            names = sorted({o.view.name for o, _, _ in taken})
+            notes.append(f"preempting {len(taken)} replica(s) of {', '.join(names)}")
+        return max(0.0, need - got)
+
+    def _gather(
+        self,
+        p: EndpointPlan,
+        need: float,
+        owners: list[EndpointPlan],
+        lower_only: bool,
+        taken: list[tuple[EndpointPlan, ReplicaView, str]],
+    ) -> float:
+        """Tentatively take victims from ``owners`` (in order) until ``need`` GPUs; returns GPUs taken."""
+        got = 0.0
+        for owner in owners:
+            if got >= need - _EPS or (lower_only and owner.eff >= p.eff):
+                break
+            gpr = owner.view.gpus_per_replica
+            if owner is p or gpr <= 0:
+                continue
+            if lower_only:
+                why = (
+                    f"preempted for {p.view.name} (effective priority {p.eff} > {owner.eff}), blocked on "
+                    f"GPUs; keeping {owner.view.min_replicas} minReplicas"
+                )
+            else:
+                why = (
+                    f"preempted for {p.view.name}, which has queued work and no replica, while this endpoint "
+                    f"has no work; keeping {owner.view.min_replicas} minReplicas"
+                )
+            pool = self._victims_of(owner)
+            while owner.spare > 0 and pool and got < need - _EPS:
+                taken.append((owner, pool.pop(), why))
+                owner.spare -= 1
+                got += gpr
+        return got
+
+    def _reclaim(self, p: EndpointPlan, need: float, notes: list[str]) -> None:
+        after = self.cfg.starvation_reclaim_after_s
+        if after is None or p.wait_s is None or p.wait_s < after:
+            return
+        best: EndpointPlan | None = None
+        for o in self.plans:
+            keep = max(o.view.min_replicas, 1)
+            left = o.capacity - o.expected - o.drained_count() - keep
+            if o is p or left <= 0 or o.view.gpus_per_replica + _EPS < need:
+                continue
+            if best is None or (o.capacity, -o.eff) > (best.capacity, -best.eff):
+                best = o
+        if best is None:
+            notes.append("no endpoint holds a replica it can spare for starvation relief")
+            return
+        drained = set(best.drain_ids) | {i for ids, _ in best.preempted.values() for i in ids}
+        pick = next((r for r in best.idle if r.id not in drained), None)
+        if pick is None:
+            pick = min((r for r in best.busy if r.id not in drained), key=lambda r: r.jobs_held, default=None)
+        if pick is None:
+            return
+        why = (
+            f"starvation relief for {p.view.name}: its oldest job waited {p.wait_s:.0f} s >= {after:g} s "
+            f"with no replica; the drained replica finishes the job it holds first"
+        )
+        best.preempted.setdefault(p.view.name, ([], why))[0].append(pick.id)
+        notes.append(f"reclaiming replica {pick.id} of {best.view.name} (starvation relief)")
+
+
+def _skip_spent(owners: list[EndpointPlan], start: int) -> int:
+    while start < len(owners) and owners[start].spare <= 0:
+        start += 1
+    return start
+
+
+def _emit(plans: list[EndpointPlan], now_s: float) -> tuple[list[Decision], AutoscalerState]:
+    out: list[Decision] = []
+    memories: dict[str, EndpointMemory] = {}
+    for p in plans:
+        name, mem = p.view.name, p.mem
+        changes: dict[str, object] = {}
+        if p.drain_ids:
+            out.append(Drain(name, tuple(p.drain_ids), p.drain_reason))
+            changes["last_scale_down_s"] = now_s
+            if p.released:
+                changes["released_for_s"] = mem.quiet_since_s
+        for by, (ids, why) in p.preempted.items():
+            out.append(Drain(name, tuple(ids), why, preempted_by=by))
+        if p.ups:
+            out.append(ScaleUp(name, p.ups, p.ups_reason))
+            changes["last_scale_up_s"] = now_s
+        if p.prewarm:
+            out.append(Prewarm(name, p.prewarm, f"pre-warm {p.prewarm} replica(s): {p.prewarm_reason}"))
+            changes["prewarmed_for_s"] = mem.quiet_since_s
+        expected = mem.expected_capacity
+        if p.ups or p.prewarm:
+            expected = p.capacity + p.ups + p.prewarm
+            changes["expected_at_s"] = now_s
+        drained = set(p.drain_ids).union(*(ids for ids, _ in p.preempted.values()))
+        expected = max(0, expected - len(drained))
+        if expected != mem.expected_capacity:
+            changes["expected_capacity"] = expected
+        if p.shortage:
+            out.append(Blocked(name, sum(n for n, _ in p.shortage), "; ".join(w for _, w in p.shortage)))
+            if mem.blocked_since_s is None:
+                changes["blocked_since_s"] = now_s
+        elif mem.blocked_since_s is not None:
+            changes["blocked_since_s"] = None
+        memories[name] = replace(mem, **changes) if changes else mem  # type: ignore[arg-type]
+    return out, AutoscalerState(memories)

@@ -1,0 +1,132 @@
+"""Pure glue between what the autoscaler actor gathers and the policy: building the :class:`Snapshot`
+from endpoint specs, queue stats and pool summaries, and turning decisions into per-pool actions.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from orchestrator.core.autoscale.model import (
+    AutoscaleConfig,
+    Decision,
+    Drain,
+    EndpointView,
+    Override,
+    Prewarm,
+    ReplicaView,
+    ScaleUp,
+    Snapshot,
+)
+from orchestrator.core.models import EndpointSpec
+
+_STATES = {"starting", "idle", "busy", "draining"}
+_UNHEALTHY = {"quarantined", "evicted"}
+
+
+def replica_view(r: Mapping[str, Any]) -> ReplicaView:
+    """A pool's replica summary as the policy sees it."""
+    state = str(r.get("state", "starting"))
+    if r.get("health") in _UNHEALTHY and state != "draining":
+        state = "unhealthy"
+    elif state not in _STATES:
+        state = "draining" if state == "stopped" else "idle"
+    return ReplicaView(
+        id=str(r["id"]),
+        state=state,  # type: ignore[arg-type]  # narrowed to the policy's states above
+        jobs_held=int(r.get("jobsHeld") or 0),
+        idle_since_s=r.get("idleSince"),
+    )
+
+
+def build_snapshot(
+    now_s: float,
+    specs: Mapping[str, EndpointSpec],
+    stats: Mapping[str, Mapping[str, Any]],
+    pools: Mapping[str, Mapping[str, Any]],
+    *,
+    gpus_total: float,
+    gpus_available: float,
+    max_gpus: float | None,
+    enabled: bool,
+    config: AutoscaleConfig,
+    overrides: Mapping[str, Override] | None = None,
+) -> Snapshot:
+    """The policy's input. Only endpoints with a handler (Ray replicas) are sized; GPUs held by anything
+    that is not a placed Ripple replica count as used elsewhere."""
+    views = []
+    placed_gpus = 0.0
+    for name, spec in sorted(specs.items()):
+        if spec.handler is None:
+            continue
+        pool = pools.get(name, {})
+        # A replica the pool still lists holds its GPUs, even once it reports "stopped": the pool drops it
+        # only after Ray has released them. Leaving it out would count its GPUs as used elsewhere for a
+        # moment, and a blocked endpoint would preempt a second replica for the same want.
+        replicas = tuple(replica_view(r) for r in pool.get("replicas", ()))
+        placed_gpus += spec.gpus * sum(1 for r in pool.get("replicas", ()) if not r.get("pendingPlacement"))
+        s = stats.get(name, {})
+        colds = [r["coldStartS"] for r in pool.get("replicas", ()) if r.get("coldStartS")]
+        views.append(
+            EndpointView(
+                name=name,
+                priority=spec.priority,
+                min_replicas=spec.min_replicas,
+                max_replicas=spec.max_replicas,
+                scale_up_threshold=spec.scale_up_threshold,
+                scale_down_idle_s=spec.scale_down_idle_time,
+                scale_up_cooldown_s=spec.scale_up_cooldown,
+                scale_down_cooldown_s=spec.scale_down_cooldown,
+                gpus_per_replica=spec.gpus,
+                cpus_per_replica=spec.cpus,
+                memory_mb_per_replica=float(spec.memory_mb or 0),
+                concurrency=spec.concurrency,
+                keep_alive=spec.keep_alive,
+                queued=int(s.get("queued", 0)),
+                running=int(s.get("running", 0)),
+                oldest_queued_age_s=s.get("oldestQueuedAgeS"),
+                replicas=replicas,
+                override=(overrides or {}).get(name),
+                last_arrival_s=s.get("lastArrivalS"),
+                cold_start_s=max(colds) if colds else 30.0,
+            )
+        )
+    elsewhere = max(0.0, gpus_total - gpus_available - placed_gpus)
+    return Snapshot(
+        now_s=now_s,
+        endpoints=tuple(views),
+        gpus_total=gpus_total,
+        gpus_used_elsewhere=elsewhere,
+        max_gpus=max_gpus,
+        enabled=enabled,
+        config=config,
+    )
+
+
+@dataclass(frozen=True)
+class PoolAction:
+    """What to tell one pool: drain these replicas, then hold ``target`` replicas."""
+
+    endpoint: str
+    target: int
+    drain: tuple[str, ...]
+
+
+def pool_actions(snapshot: Snapshot, decisions: Sequence[Decision]) -> list[PoolAction]:
+    """Per-pool targets: the replicas that count as capacity now, plus scale-ups and pre-warms, minus
+    drains. Endpoints the decisions do not touch keep their current count (so a restart causes no churn)."""
+    current = {v.name: sum(1 for r in v.replicas if r.state != "draining") for v in snapshot.endpoints}
+    add: dict[str, int] = {}
+    drains: dict[str, list[str]] = {}
+    for d in decisions:
+        if isinstance(d, (ScaleUp, Prewarm)):
+            add[d.endpoint] = add.get(d.endpoint, 0) + d.count
+        elif isinstance(d, Drain):
+            drains.setdefault(d.endpoint, []).extend(d.replica_ids)
+    out = []
+    for name in current:
+        drained = tuple(dict.fromkeys(drains.get(name, ())))
+        target = max(0, current[name] + add.get(name, 0) - len(drained))
+        out.append(PoolAction(name, target, drained))
+    return out

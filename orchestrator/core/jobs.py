@@ -1,0 +1,192 @@
+"""The job lifecycle: one enum, one transition table, and the pure rules around it.
+
+The table is the single source of truth: the Redis store renders it into its Lua scripts, the in-memory
+fake applies it through :func:`check_transition`, and the tests walk every edge of it.
+
+    IN_QUEUE ──take──▶ IN_PROGRESS ──result──▶ COMPLETED | FAILED
+       │                  │  └──timeout / cancel──▶ TIMED_OUT | CANCELLED
+       │                  └──lease lost (budget left) / handed back──▶ IN_QUEUE
+       └──cancel / purge / ttl──▶ CANCELLED | TIMED_OUT
+    FAILED | TIMED_OUT | CANCELLED ──retry──▶ IN_QUEUE
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from dataclasses import dataclass
+from enum import Enum
+from typing import Any
+
+from orchestrator.core.errors import Conflict
+
+
+class JobStatus(str, Enum):
+    """States of a job, spelled as the RunPod API spells them."""
+
+    IN_QUEUE = "IN_QUEUE"
+    IN_PROGRESS = "IN_PROGRESS"
+    COMPLETED = "COMPLETED"
+    FAILED = "FAILED"
+    TIMED_OUT = "TIMED_OUT"
+    CANCELLED = "CANCELLED"
+
+
+S = JobStatus
+
+TRANSITIONS: Mapping[JobStatus, frozenset[JobStatus]] = {
+    S.IN_QUEUE: frozenset({S.IN_PROGRESS, S.CANCELLED, S.TIMED_OUT}),
+    S.IN_PROGRESS: frozenset({S.COMPLETED, S.FAILED, S.TIMED_OUT, S.CANCELLED, S.IN_QUEUE}),
+    S.COMPLETED: frozenset(),
+    S.FAILED: frozenset({S.IN_QUEUE}),
+    S.TIMED_OUT: frozenset({S.IN_QUEUE}),
+    S.CANCELLED: frozenset({S.IN_QUEUE}),
+}
+
+FINAL: frozenset[JobStatus] = frozenset({S.COMPLETED, S.FAILED, S.TIMED_OUT, S.CANCELLED})
+"""States that end an attempt; only ``retry`` leaves them (and never COMPLETED)."""
+
+RETRYABLE: frozenset[JobStatus] = frozenset(s for s in FINAL if S.IN_QUEUE in TRANSITIONS[s])
+
+
+def can_transition(current: JobStatus, to: JobStatus) -> bool:
+    """True when the table allows ``current -> to``."""
+    return to in TRANSITIONS[current]
+
+
+def check_transition(job_id: str, current: JobStatus, to: JobStatus) -> None:
+    """Raise :class:`Conflict` unless the table allows ``current -> to``."""
+    if not can_transition(current, to):
+        raise Conflict(
+            f"job {job_id} is {current.value} and cannot become {to.value}",
+            {"id": job_id, "status": current.value, "requested": to.value},
+        )
+
+
+def status_after_lost_lease(attempts: int, max_retries: int) -> JobStatus:
+    """Where a job goes when its worker disappears mid-attempt.
+
+    ``attempts`` counts the takes so far (the lost one included); ``max_retries`` is how many times a job
+    may be run again after its first attempt. A job with budget left goes back to the queue, else it fails.
+    """
+    return S.IN_QUEUE if attempts <= max_retries else S.FAILED
+
+
+def queue_score(low_priority: bool, seq: int) -> float:
+    """Sort key of a queued job: normal priority before low, FIFO (by sequence number) within each.
+
+    Scores stay exact in a Redis double: ``seq`` is far below 2**52.
+    """
+    return float((1 << 50) * int(low_priority) + seq)
+
+
+@dataclass(frozen=True)
+class WorkerResult:
+    """What a worker's ``job-done`` post means, decoded from any of the RunPod SDK's shapes."""
+
+    kind: str
+    """``"completed"``, ``"failed"`` or ``"progress"`` (a progress update never finishes a job)."""
+    output: Any = None
+    error: str | None = None
+    stop_worker: bool = False
+
+
+def parse_worker_result(body: Any) -> WorkerResult:
+    """Decode the body of ``POST job-done`` as the RunPod worker SDK sends it.
+
+    Shapes (see reference/runpod-protocol.md): ``{"output": x}``; ``{"output": rest, "error": e}`` when
+    the handler returned a dict with ``"error"``; ``{"error": "<json string>"}`` on an exception;
+    ``{"status": "IN_PROGRESS", "output": p}`` from ``progress_update()``; ``"stopPod": true`` with
+    ``refresh_worker``. Anything that is not a JSON object is treated as the output itself.
+    """
+    if not isinstance(body, dict):
+        return WorkerResult("completed", output=body)
+    stop = bool(body.get("stopPod", False))
+    if body.get("status") == S.IN_PROGRESS.value:
+        return WorkerResult("progress", output=body.get("output"), stop_worker=stop)
+    if body.get("error") not in (None, ""):
+        error = body["error"]
+        text = error if isinstance(error, str) else json.dumps(error)
+        return WorkerResult("failed", output=body.get("output"), error=text, stop_worker=stop)
+    return WorkerResult("completed", output=body.get("output"), stop_worker=stop)
+
+
+@dataclass(frozen=True)
+class JobView:
+    """A job as read from the store; the source of the status objects the APIs return."""
+
+    id: str
+    endpoint: str
+    status: JobStatus
+    created_ms: int
+    input: Any = None
+    output: Any = None
+    error: str | None = None
+    webhook: str | None = None
+    worker_id: str | None = None
+    started_ms: int | None = None
+    finished_ms: int | None = None
+    first_started_ms: int | None = None
+    attempts: int = 0
+    max_retries: int = 0
+    execution_timeout_ms: int = 0
+    ttl_ms: int = 0
+    low_priority: bool = False
+    retried: int = 0
+    progress: Any = None
+    history: tuple[Mapping[str, Any], ...] = ()
+
+    def delay_ms(self, now_ms: int) -> int:
+        """Time in the queue: from creation to the first start (or to now while queued)."""
+        start = self.first_started_ms if self.first_started_ms is not None else None
+        end = start if start is not None else (self.finished_ms or now_ms)
+        return max(0, end - self.created_ms)
+
+    def execution_ms(self, now_ms: int) -> int:
+        """Time running in the latest attempt (0 when it never started)."""
+        if self.started_ms is None:
+            return 0
+        end = self.finished_ms if self.finished_ms is not None else now_ms
+        return max(0, end - self.started_ms)
+
+    def status_object(self, now_ms: int) -> dict[str, Any]:
+        """The RunPod status object: ``id``, ``status``, ``delayTime``, ``executionTime`` and, when known,
+        ``workerId``, ``output``, ``error``, ``retries``."""
+        obj: dict[str, Any] = {
+            "id": self.id,
+            "status": self.status.value,
+            "delayTime": self.delay_ms(now_ms),
+            "executionTime": self.execution_ms(now_ms),
+        }
+        if self.worker_id:
+            obj["workerId"] = self.worker_id
+        if self.status is S.COMPLETED or self.output is not None:
+            obj["output"] = self.output
+        if self.status is S.IN_PROGRESS and self.progress is not None and self.output is None:
+            obj["output"] = self.progress
+        if self.error is not None:
+            obj["error"] = self.error
+        if self.retried:
+            obj["retries"] = self.retried
+        return obj
+
+    def detail(self, now_ms: int) -> dict[str, Any]:
+        """The management view: the status object plus input, timings, policy and attempt history."""
+        obj = self.status_object(now_ms)
+        obj.update(
+            {
+                "endpoint": self.endpoint,
+                "input": self.input,
+                "webhook": self.webhook,
+                "createdAt": self.created_ms,
+                "startedAt": self.started_ms,
+                "finishedAt": self.finished_ms,
+                "attempts": self.attempts,
+                "maxRetries": self.max_retries,
+                "executionTimeout": self.execution_timeout_ms,
+                "ttl": self.ttl_ms,
+                "lowPriority": self.low_priority,
+                "history": list(self.history),
+            }
+        )
+        return obj

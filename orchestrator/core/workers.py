@@ -1,0 +1,303 @@
+"""The lifecycle of one worker (a Ray replica or an outside worker): one enum, one table, one door.
+
+``STARTING -> IDLE <-> BUSY -> DRAINING -> STOPPED``; any live state may go straight to STOPPED (the
+worker died, its actor or node was lost, its heartbeat went stale) and any live state may start DRAINING
+(scale-down, a draining node, an operator's drain). STOPPED is terminal: an outside worker that pings
+again after being stopped is registered anew (a new record), never revived, because its leases are
+already gone.
+
+Health (quarantine, probation, eviction) is a separate machine in ``health``, held in ``WorkerRecord.health``.
+Whether a worker may be handed a job combines both plus its free slots: ``free_slots`` / ``can_take_jobs``.
+The dispatcher must check it in the same critical section that hands out jobs, so a worker that has just
+started DRAINING can never receive one.
+
+Everything here is pure: records are frozen values, the clock is passed in as ``now_s`` (seconds, the
+caller's clock; the HTTP API's ``startedAt`` and ``lastHeartbeatAt`` are these same seconds).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, replace
+from enum import Enum
+from typing import Any, Literal, NamedTuple, cast
+
+from orchestrator.core.health import HealthRecord, serving_slots
+
+HISTORY_LIMIT = 50
+"""How many state changes a ``WorkerRecord`` keeps (the oldest are dropped)."""
+
+WorkerKind = Literal["ray", "external"]
+WORKER_KINDS: frozenset[str] = frozenset({"ray", "external"})
+
+
+class WorkerState(str, Enum):
+    """Lifecycle state of a worker. The values are the wire names."""
+
+    STARTING = "starting"
+    IDLE = "idle"
+    BUSY = "busy"
+    DRAINING = "draining"
+    STOPPED = "stopped"
+
+
+TRANSITIONS: Mapping[WorkerState, frozenset[WorkerState]] = {
+    # Ready (handler loaded / first ping), drained before it was ever ready, or failed to start.
+    WorkerState.STARTING: frozenset({WorkerState.IDLE, WorkerState.DRAINING, WorkerState.STOPPED}),
+    WorkerState.IDLE: frozenset({WorkerState.BUSY, WorkerState.DRAINING, WorkerState.STOPPED}),
+    WorkerState.BUSY: frozenset({WorkerState.IDLE, WorkerState.DRAINING, WorkerState.STOPPED}),
+    # A drain is not undone: a worker that should serve again is a new worker (Cerebrium: back to pending).
+    WorkerState.DRAINING: frozenset({WorkerState.STOPPED}),
+    WorkerState.STOPPED: frozenset(),
+}
+"""Every legal state change. ``transition`` is the only function that applies one."""
+
+INITIAL_STATES: frozenset[WorkerState] = frozenset({WorkerState.STARTING, WorkerState.IDLE})
+"""States a new record may be created in: STARTING for a Ray replica still loading its handler, IDLE for an
+outside worker that registers with its first take or ping (it is ready by then)."""
+
+
+def is_terminal(state: WorkerState) -> bool:
+    """True when no transition leaves ``state`` (STOPPED)."""
+    return not TRANSITIONS[state]
+
+
+def accepts_jobs(state: WorkerState) -> bool:
+    """True when a worker in ``state`` may be handed jobs: it is BUSY or may become BUSY (IDLE).
+
+    Derived from the table, so a new state is classified by its edges, not by a second list.
+    """
+    return state is WorkerState.BUSY or WorkerState.BUSY in TRANSITIONS[state]
+
+
+def is_active(state: WorkerState) -> bool:
+    """True when the worker is not leaving: it can still be told to drain (STARTING, IDLE, BUSY).
+
+    Derived from the table: the states with an edge to DRAINING.
+    """
+    return WorkerState.DRAINING in TRANSITIONS[state]
+
+
+class InvalidWorkerTransition(ValueError):
+    """A state change that ``TRANSITIONS`` does not allow (the HTTP layer maps it to 409)."""
+
+    def __init__(
+        self, worker_id: str, from_state: WorkerState, to_state: WorkerState, detail: str = ""
+    ) -> None:
+        why = f" ({detail})" if detail else ""
+        super().__init__(f"worker {worker_id}: {from_state.value} -> {to_state.value} is not allowed{why}")
+        self.worker_id = worker_id
+        self.from_state = from_state
+        self.to_state = to_state
+
+
+class JobsNotAccepted(ValueError):
+    """New jobs handed to a worker that has no free slot for them (draining, stopped, starting,
+    quarantined, or full). The HTTP layer maps it to 409."""
+
+
+class WorkerChange(NamedTuple):
+    """One state change: when (seconds), from, to, and why."""
+
+    at_s: float
+    from_state: WorkerState
+    to_state: WorkerState
+    reason: str
+
+
+@dataclass(frozen=True)
+class WorkerRecord:
+    """One worker as the pool and the queue see it (a value: every change returns a new one).
+
+    ``jobs``: ids of the jobs it holds now. ``concurrency``: jobs at once (>= 1). ``started_s``: when the
+    record was created. ``cold_start_s``: seconds from STARTING to IDLE (None until ready, and for
+    workers created IDLE). ``node_id``: the Ray node (None for outside workers). ``reason``: why it is in
+    its state. ``history``: the last ``HISTORY_LIMIT`` state changes, oldest first.
+    """
+
+    worker_id: str
+    endpoint: str
+    kind: WorkerKind
+    state: WorkerState
+    health: HealthRecord
+    concurrency: int
+    jobs: frozenset[str]
+    started_s: float
+    last_heartbeat_s: float
+    cold_start_s: float | None = None
+    node_id: str | None = None
+    reason: str = ""
+    history: tuple[WorkerChange, ...] = ()
+
+    def __post_init__(self) -> None:
+        if self.kind not in WORKER_KINDS:
+            raise ValueError(f"kind ({self.kind!r}) must be one of {sorted(WORKER_KINDS)}")
+        if self.concurrency < 1:
+            raise ValueError(f"concurrency ({self.concurrency}) must be >= 1")
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready dict with the HTTP API's camelCase keys; jobs sorted, history oldest first."""
+        return {
+            "workerId": self.worker_id,
+            "endpoint": self.endpoint,
+            "kind": self.kind,
+            "state": self.state.value,
+            "health": self.health.to_dict(),
+            "concurrency": self.concurrency,
+            "jobs": sorted(self.jobs),
+            "startedAt": self.started_s,
+            "lastHeartbeatAt": self.last_heartbeat_s,
+            "coldStartS": self.cold_start_s,
+            "nodeId": self.node_id,
+            "reason": self.reason,
+            "history": [
+                {"at": h.at_s, "from": h.from_state.value, "to": h.to_state.value, "reason": h.reason}
+                for h in self.history
+            ],
+        }
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> WorkerRecord:
+        """Inverse of ``to_dict``. Raises ``ValueError`` naming a missing key or a bad value."""
+        try:
+            cold = data["coldStartS"]
+            node = data["nodeId"]
+            return cls(
+                worker_id=str(data["workerId"]),
+                endpoint=str(data["endpoint"]),
+                kind=cast(WorkerKind, data["kind"]),
+                state=WorkerState(data["state"]),
+                health=HealthRecord.from_dict(data["health"]),
+                concurrency=int(data["concurrency"]),
+                jobs=frozenset(str(j) for j in data["jobs"]),
+                started_s=float(data["startedAt"]),
+                last_heartbeat_s=float(data["lastHeartbeatAt"]),
+                cold_start_s=None if cold is None else float(cold),
+                node_id=None if node is None else str(node),
+                reason=str(data.get("reason", "")),
+                history=tuple(
+                    WorkerChange(
+                        float(h["at"]), WorkerState(h["from"]), WorkerState(h["to"]), str(h["reason"])
+                    )
+                    for h in data.get("history", ())
+                ),
+            )
+        except KeyError as exc:
+            raise ValueError(f"worker record is missing {exc.args[0]!r}") from exc
+
+
+def new_worker(
+    worker_id: str,
+    endpoint: str,
+    kind: WorkerKind,
+    now_s: float,
+    *,
+    concurrency: int = 1,
+    state: WorkerState = WorkerState.STARTING,
+    node_id: str | None = None,
+    health: HealthRecord | None = None,
+    reason: str = "",
+) -> WorkerRecord:
+    """A fresh record in ``state`` (one of ``INITIAL_STATES``), health PENDING, holding no job.
+
+    Raises ``ValueError`` for a state outside ``INITIAL_STATES``, an unknown kind or concurrency < 1.
+    """
+    if state not in INITIAL_STATES:
+        raise ValueError(f"state ({state.value}) must be one of {sorted(s.value for s in INITIAL_STATES)}")
+    return WorkerRecord(
+        worker_id=worker_id,
+        endpoint=endpoint,
+        kind=kind,
+        state=state,
+        health=HealthRecord() if health is None else health,
+        concurrency=concurrency,
+        jobs=frozenset(),
+        started_s=now_s,
+        last_heartbeat_s=now_s,
+        reason=reason or ("starting" if state is WorkerState.STARTING else "registered"),
+    )
+
+
+def transition(record: WorkerRecord, to: WorkerState, now_s: float, reason: str) -> WorkerRecord:
+    """The one door: moves ``record`` to ``to`` at ``now_s`` because of ``reason``.
+
+    Appends ``(now_s, from, to, reason)`` to the history (last ``HISTORY_LIMIT`` kept) and sets
+    ``reason``. Leaving STARTING for IDLE sets ``cold_start_s`` to ``now_s - started_s``. Jobs held are
+    kept (a STOPPED worker's jobs are the leases its caller must reclaim).
+
+    Raises ``InvalidWorkerTransition`` when ``TRANSITIONS`` has no edge ``record.state -> to`` (a
+    self-transition included), or when the move would contradict the jobs held: IDLE while holding jobs,
+    BUSY while holding none (``with_jobs`` makes those two moves from the held set).
+    """
+    if to not in TRANSITIONS[record.state]:
+        raise InvalidWorkerTransition(record.worker_id, record.state, to)
+    if to is WorkerState.IDLE and record.jobs:
+        raise InvalidWorkerTransition(record.worker_id, record.state, to, f"holds {len(record.jobs)} job(s)")
+    if to is WorkerState.BUSY and not record.jobs:
+        raise InvalidWorkerTransition(record.worker_id, record.state, to, "holds no job")
+    cold_start_s = record.cold_start_s
+    if record.state is WorkerState.STARTING and to is WorkerState.IDLE:
+        cold_start_s = max(0.0, now_s - record.started_s)
+    history = (*record.history, WorkerChange(now_s, record.state, to, reason))[-HISTORY_LIMIT:]
+    return replace(record, state=to, reason=reason, cold_start_s=cold_start_s, history=history)
+
+
+def free_slots(record: WorkerRecord, now_s: float) -> int:
+    """How many more jobs ``record`` may be handed at ``now_s``: 0 unless its state accepts jobs; else
+    the slots its health allows (``health.serving_slots``: full concurrency when HEALTHY, 1 on probation,
+    0 in quarantine) minus the jobs it holds, never below 0."""
+    if not accepts_jobs(record.state):
+        return 0
+    return max(0, serving_slots(record.health, record.concurrency, now_s) - len(record.jobs))
+
+
+def can_take_jobs(record: WorkerRecord, now_s: float) -> bool:
+    """True when ``record`` may be handed one more job now (``free_slots(record, now_s) > 0``)."""
+    return free_slots(record, now_s) > 0
+
+
+def with_jobs(record: WorkerRecord, jobs: Iterable[str], now_s: float) -> WorkerRecord:
+    """Sets the held jobs to ``jobs`` and moves IDLE <-> BUSY to match (through ``transition``).
+
+    Dropping jobs is always allowed (they finished, were cancelled, or their lease was lost). Adding jobs
+    needs that many free slots once the dropped jobs are gone (``free_slots``): otherwise
+    ``JobsNotAccepted`` is raised and nothing changes. A DRAINING or STOPPED worker keeps its state
+    whatever it holds; a STARTING one holds nothing. Returns ``record`` itself when nothing changes.
+    """
+    held = frozenset(jobs)
+    added = held - record.jobs
+    if added and len(added) > free_slots(replace(record, jobs=held - added), now_s):
+        raise JobsNotAccepted(
+            f"worker {record.worker_id} ({record.state.value}, health {record.health.state.value}, "
+            f"{len(record.jobs)}/{record.concurrency} held) cannot take {len(added)} new job(s)"
+        )
+    if held == record.jobs:
+        return record
+    updated = replace(record, jobs=held)
+    if updated.state is WorkerState.IDLE and held:
+        return transition(updated, WorkerState.BUSY, now_s, f"holds {len(held)} job(s)")
+    if updated.state is WorkerState.BUSY and not held:
+        return transition(updated, WorkerState.IDLE, now_s, "holds no job")
+    return updated
+
+
+def heartbeat(record: WorkerRecord, now_s: float) -> WorkerRecord:
+    """Records a heartbeat at ``now_s`` (the latest one wins: an out-of-order older beat is ignored)."""
+    if now_s <= record.last_heartbeat_s:
+        return record
+    return replace(record, last_heartbeat_s=now_s)
+
+
+def is_heartbeat_stale(record: WorkerRecord, now_s: float, timeout_s: float) -> bool:
+    """True when a live worker's last heartbeat is more than ``timeout_s`` before ``now_s``.
+
+    A STOPPED worker is never stale (nothing is expected of it). The heartbeat clock starts at creation.
+    """
+    if is_terminal(record.state):
+        return False
+    return now_s - record.last_heartbeat_s > timeout_s
+
+
+def is_start_overdue(record: WorkerRecord, now_s: float, timeout_s: float) -> bool:
+    """True when the worker has been STARTING for more than ``timeout_s`` (``doctor``'s "stuck starting")."""
+    return record.state is WorkerState.STARTING and now_s - record.started_s > timeout_s

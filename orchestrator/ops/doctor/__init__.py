@@ -1,0 +1,1 @@
+"""``ripple doctor``: facts gathered over HTTP and from the data dir, pure rules, a rendered report."""

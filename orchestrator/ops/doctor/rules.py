@@ -1,0 +1,392 @@
+"""Doctor rules about the running system: Ray cluster, workers, jobs and the autoscaler (pure).
+
+Each ``check_*`` takes :class:`~orchestrator.ops.doctor.facts.Facts` and the time, and returns findings; see
+:func:`orchestrator.ops.doctor.diagnose.diagnose`.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Mapping
+from typing import Any
+
+from orchestrator.metrics import blocked_reason
+from orchestrator.ops.doctor.facts import Facts, Finding, _age_s, _f, _live
+
+
+def _endpoints(f: Facts) -> dict[str, Mapping[str, Any]]:
+    return {str(e.get("name")): e for e in f.endpoints}
+
+
+def _live_by_endpoint(f: Facts) -> dict[str, int]:
+    out: dict[str, int] = defaultdict(int)
+    for w in f.workers:
+        if _live(w) and w.get("state") != "draining":
+            out[str(w.get("endpoint"))] += 1
+    return out
+
+
+# Ray cluster --------------------------------------------------------------------------------------------
+
+
+def check_cluster(f: Facts, now_s: float) -> list[Finding]:
+    c = f.cluster
+    if c is None:
+        return []
+    out: list[Finding] = []
+    if not c.get("aliveNodes"):
+        out.append(
+            _f(
+                "HIGH",
+                "cluster",
+                "cluster.no_nodes",
+                "The Ray cluster reports no alive node",
+                "Check the Ray head (`ray status`); restart Ripple with `ripple down` then `ripple up`.",
+            )
+        )
+    dead = [n["nodeId"][:12] for n in c.get("nodes", []) if not n.get("alive")]
+    if dead:
+        out.append(
+            _f(
+                "LOW",
+                "cluster",
+                "cluster.dead_nodes",
+                f"{len(dead)} Ray node(s) are dead",
+                "Nothing to do if they were removed on purpose; otherwise check those machines.",
+                dead,
+            )
+        )
+    if c.get("draining"):
+        out.append(
+            _f(
+                "MEDIUM",
+                "cluster",
+                "cluster.draining",
+                f"{len(c['draining'])} Ray node(s) are draining; their replicas are being moved",
+                "Wait for the drain to finish; if it was not planned, check the node provider (KubeRay).",
+                [n[:12] for n in c["draining"]],
+            )
+        )
+    demand = c.get("pendingDemand") or []
+    if demand:
+        shapes = ", ".join(f"{d.get('count', 1)} x {d.get('resources')}" for d in demand[:5])
+        out.append(
+            _f(
+                "MEDIUM",
+                "cluster",
+                "cluster.pending_demand",
+                f"Ray has resource demand it cannot place now: {shapes}",
+                "Add nodes with those resources (or let the Ray autoscaler add them), or lower the "
+                "endpoints' gpus / cpus / memoryMb.",
+                list(demand),
+            )
+        )
+    return out
+
+
+# Workers -------------------------------------------------------------------------------------------------
+
+
+def check_workers(f: Facts, now_s: float) -> list[Finding]:
+    out: list[Finding] = []
+    t = f.thresholds
+    eps = _endpoints(f)
+    live = _live_by_endpoint(f)
+    for w in f.workers:
+        wid, ep, state = w.get("workerId"), w.get("endpoint"), w.get("state")
+        seen = _age_s(now_s, w.get("lastHeartbeatAt"))
+        if state == "starting":
+            age = _age_s(now_s, w.get("firstSeenAt"))
+            if age is not None and age > t.stuck_starting_s:
+                placing = bool(w.get("pendingPlacement"))
+                out.append(
+                    _f(
+                        "MEDIUM",
+                        "workers",
+                        "workers.stuck_starting",
+                        f"Worker {wid} of {ep} has been starting for {age:.0f} s"
+                        + (" (waiting for resources)" if placing else " (loading its handler)"),
+                        "No node has the resources it asks for: add capacity or lower gpus/cpus/memoryMb."
+                        if placing
+                        else "Its handler import is slow or hangs: check the worker's log in the Ray "
+                        "dashboard (actor worker:" + f"{ep}:...).",
+                    )
+                )
+        if _live(w) and state != "starting" and seen is not None and seen > t.heartbeat_timeout_s:
+            out.append(
+                _f(
+                    "HIGH",
+                    "workers",
+                    "workers.stale_heartbeat",
+                    f"Worker {wid} of {ep} has sent no heartbeat for {seen:.0f} s "
+                    f"(timeout {t.heartbeat_timeout_s:g} s) and holds {len(w.get('jobs') or [])} job(s)",
+                    f"Check the worker process and that it reaches /v2/{ep}/ping; its jobs go back to the "
+                    "queue when the queue's sweep reclaims it. If it is gone for good, start another.",
+                )
+            )
+        elif state == "stopped" and w.get("reason") == "heartbeat lost":
+            outside = (eps.get(str(ep)) or {}).get("handler") is None
+            alone = live.get(str(ep), 0) == 0
+            out.append(
+                _f(
+                    "HIGH" if outside and alone else "MEDIUM",
+                    "workers",
+                    "workers.heartbeat_lost",
+                    f"Worker {wid} of {ep} stopped sending heartbeats {seen or 0:.0f} s ago; its leases "
+                    "were taken back" + (" and no other worker serves the endpoint" if alone else ""),
+                    f"Restart that worker (RUNPOD_POD_ID={wid}) or start another for {ep}; check its logs "
+                    "and that it can reach the /ping URL.",
+                )
+            )
+        if _live(w) and w.get("health") in ("quarantined", "evicted"):
+            out.append(
+                _f(
+                    "MEDIUM",
+                    "workers",
+                    "workers.quarantined",
+                    f"Worker {wid} of {ep} is {w.get('health')}: its jobs keep failing or it failed checks",
+                    f"Check its log; drain it if it does not recover: POST /api/v1/workers/{wid}/drain.",
+                )
+            )
+    return out + _failed_workers(f)
+
+
+def _failed_workers(f: Facts) -> list[Finding]:
+    eps = _endpoints(f)
+    imports: dict[str, list[Mapping[str, Any]]] = defaultdict(list)
+    crashes: dict[str, list[Mapping[str, Any]]] = defaultdict(list)
+    for w in f.workers:
+        if w.get("state") != "stopped":
+            continue
+        reason = str(w.get("reason") or "")
+        if reason.startswith("failed to start"):
+            imports[str(w.get("endpoint"))].append(w)
+        elif reason.startswith(("died", "hung")):
+            crashes[str(w.get("endpoint"))].append(w)
+    out = []
+    for ep, ws in sorted(imports.items()):
+        handler = (eps.get(ep) or {}).get("handler")
+        last = ws[-1]
+        trace = str(last.get("error") or last.get("reason"))
+        out.append(
+            _f(
+                "HIGH",
+                "workers",
+                "workers.handler_import",
+                f"Endpoint {ep}: {len(ws)} worker(s) failed to start; the handler {handler!r} does not "
+                f"load: {str(last.get('reason'))[len('failed to start: ') :][:200]}",
+                f"Fix the handler: make its module importable on the Ray workers (PYTHONPATH, the "
+                f"endpoint's runtimeEnv working_dir / pip), or point the endpoint at the right one: "
+                f"`ripple endpoint update {ep} --handler MODULE:FUNCTION`.",
+                trace[-3000:],
+            )
+        )
+    for ep, ws in sorted(crashes.items()):
+        if len(ws) < f.thresholds.repeated_failures:
+            continue
+        out.append(
+            _f(
+                "HIGH",
+                "workers",
+                "workers.repeated_failures",
+                f"Endpoint {ep}: {len(ws)} workers died or hung recently ({ws[-1].get('reason')})",
+                "Check the handler for crashes, memory use (OOM) and hangs in the workers' logs; raise "
+                "memoryMb or fix the handler.",
+                [w.get("workerId") for w in ws],
+            )
+        )
+    return out
+
+
+# Jobs ----------------------------------------------------------------------------------------------------
+
+
+def check_jobs(f: Facts, now_s: float) -> list[Finding]:
+    return _no_worker(f) + _never_fits(f) + _past_timeout(f, now_s) + _orphans(f) + _old_queue(f)
+
+
+def _no_worker(f: Facts) -> list[Finding]:
+    out = []
+    live = _live_by_endpoint(f)
+    enabled = (f.autoscaler or {}).get("enabled", True)
+    for ep, spec in sorted(_endpoints(f).items()):
+        queued = int((f.stats.get(ep) or {}).get("queued") or 0)
+        if queued == 0 or live.get(ep, 0) > 0:
+            continue
+        if spec.get("handler") is None:
+            out.append(
+                _f(
+                    "HIGH",
+                    "jobs",
+                    "jobs.no_worker",
+                    f"{queued} job(s) queued at {ep} and no worker takes them (outside workers only)",
+                    f"Start a RunPod worker for {ep} (RUNPOD_WEBHOOK_GET_JOB=<url>/v2/{ep}/job-take/$ID, "
+                    "RUNPOD_AI_API_KEY=<worker key>), or give the endpoint a handler.",
+                )
+            )
+        elif int(spec.get("maxReplicas") or 0) == 0:
+            out.append(
+                _f(
+                    "HIGH",
+                    "jobs",
+                    "jobs.no_worker",
+                    f"{queued} job(s) queued at {ep} but its maxReplicas is 0",
+                    f"`ripple endpoint update {ep} --max 1` (or more).",
+                )
+            )
+        elif enabled is False:
+            out.append(
+                _f(
+                    "HIGH",
+                    "jobs",
+                    "jobs.no_worker",
+                    f"{queued} job(s) queued at {ep}, no replica, and the autoscaler is off",
+                    "Turn it on (POST /api/v1/autoscaler/enable) or raise the endpoint's minReplicas.",
+                )
+            )
+    return out
+
+
+def _never_fits(f: Facts) -> list[Finding]:
+    c = f.cluster
+    if c is None:
+        return []
+    nodes = [n for n in c.get("nodes", []) if n.get("alive")]
+    out = []
+    for ep, spec in sorted(_endpoints(f).items()):
+        if spec.get("handler") is None:
+            continue
+        for key, flag, unit in (("gpus", "--gpus", "GPUs"), ("cpus", "--cpus", "CPUs")):
+            need = float(spec.get(key) or 0)
+            most = max((float(n.get(key) or 0) for n in nodes), default=0.0)
+            if need <= 0 or need <= most:
+                continue
+            queued = int((f.stats.get(ep) or {}).get("queued") or 0)
+            wanted = queued > 0 or int(spec.get("minReplicas") or 0) > 0
+            out.append(
+                _f(
+                    "HIGH" if wanted else "MEDIUM",
+                    "jobs",
+                    "jobs.never_fits",
+                    f"Endpoint {ep} needs {need:g} {unit} per replica but the largest node has {most:g}"
+                    + (f"; {queued} job(s) wait for it" if queued else "")
+                    + ": no replica can ever be placed",
+                    f"Lower it (`ripple endpoint update {ep} {flag} {most:g}`) or add a node with at least "
+                    f"{need:g} {unit}.",
+                    {"need": need, "largestNode": most, "queued": queued},
+                )
+            )
+    return out
+
+
+def _past_timeout(f: Facts, now_s: float) -> list[Finding]:
+    out = []
+    for j in f.jobs_in_progress:
+        started, limit_ms = j.get("startedAt"), j.get("executionTimeout")
+        if not started or not limit_ms:
+            continue
+        ran_s = now_s - float(started) / 1000
+        if ran_s <= float(limit_ms) / 1000 + f.thresholds.timeout_grace_s:
+            continue
+        ep, jid = j.get("endpoint"), j.get("id")
+        out.append(
+            _f(
+                "HIGH",
+                "jobs",
+                "jobs.past_timeout",
+                f"Job {jid} at {ep} has run {ran_s:.0f} s, past its execution timeout of "
+                f"{float(limit_ms) / 1000:g} s (worker {j.get('workerId')})",
+                f"The queue's sweep times it out shortly; if it stays, the sweep is stuck: check the "
+                f"ripple-queue actor's log in the Ray dashboard. Cancel it now: POST /v2/{ep}/cancel/{jid}.",
+            )
+        )
+    return out
+
+
+def _orphans(f: Facts) -> list[Finding]:
+    known = {str(w.get("workerId")): w for w in f.workers}
+    out = []
+    for j in f.jobs_in_progress:
+        wid = str(j.get("workerId") or "")
+        w = known.get(wid)
+        if w is not None and _live(w):
+            continue
+        ep, jid = j.get("endpoint"), j.get("id")
+        why = "a stopped worker" if w is not None else "a worker the queue does not know"
+        out.append(
+            _f(
+                "HIGH" if w is not None else "MEDIUM",
+                "jobs",
+                "jobs.orphan",
+                f"Job {jid} at {ep} is in progress, leased to {why} ({wid or '?'})",
+                f"It returns to the queue at its execution timeout; to act now: POST /v2/{ep}/cancel/{jid} "
+                f"then POST /v2/{ep}/retry/{jid}.",
+            )
+        )
+    return out
+
+
+def _old_queue(f: Facts) -> list[Finding]:
+    out = []
+    for ep, s in sorted(f.stats.items()):
+        age = s.get("oldestQueuedAgeS")
+        if age is not None and float(age) > f.thresholds.old_queue_s:
+            out.append(
+                _f(
+                    "MEDIUM",
+                    "jobs",
+                    "jobs.old_queue",
+                    f"The oldest job queued at {ep} has waited {float(age):.0f} s ({s.get('queued')} queued)",
+                    "See the worker and autoscaler findings for this endpoint; raise maxReplicas or its "
+                    "priority if it is starved.",
+                )
+            )
+    return out
+
+
+# Autoscaler ----------------------------------------------------------------------------------------------
+
+_BLOCKED_ACTIONS = {
+    "gpus": "Free GPUs (lower other endpoints' minReplicas or priority), add GPU nodes, or raise "
+    "RIPPLE_AUTOSCALER__MAX_GPUS if it caps Ripple.",
+    "cpus": "Add CPU capacity or lower the endpoint's cpus.",
+    "memory": "Add memory or lower the endpoint's memoryMb.",
+    "max_replicas": "Raise the endpoint's maxReplicas (`ripple endpoint update NAME --max N`).",
+    "other": "Read the autoscaler's history: GET /api/v1/autoscaler/history/NAME.",
+}
+
+
+def check_autoscaler(f: Facts, now_s: float) -> list[Finding]:
+    a = f.autoscaler
+    if a is None:
+        return []
+    out = []
+    managed = [ep for ep, s in _endpoints(f).items() if s.get("handler") is not None]
+    if a.get("enabled") is False:
+        waiting = [ep for ep in managed if int((f.stats.get(ep) or {}).get("queued") or 0) > 0]
+        out.append(
+            _f(
+                "MEDIUM" if waiting else "LOW",
+                "autoscaler",
+                "autoscaler.off",
+                "The autoscaler is off" + (f"; work waits at {', '.join(waiting)}" if waiting else ""),
+                "Turn it on: POST /api/v1/autoscaler/enable (replica counts stay as they are while off).",
+            )
+        )
+    for row in a.get("endpoints") or []:
+        reason = row.get("blocked")
+        if not reason:
+            continue
+        cause = blocked_reason(str(reason))
+        ep = row.get("endpoint")
+        out.append(
+            _f(
+                "MEDIUM",
+                "autoscaler",
+                "autoscaler.blocked",
+                f"The autoscaler cannot give {ep} the replicas it wants ({cause}): {reason}",
+                _BLOCKED_ACTIONS[cause].replace("NAME", str(ep)),
+                {"current": row.get("current"), "desired": row.get("desired"), "queued": row.get("queued")},
+            )
+        )
+    return out

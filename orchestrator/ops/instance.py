@@ -1,0 +1,79 @@
+"""Bringing a Ripple instance up and down on a Ray cluster: the store, then the Serve app.
+
+Used by ``ripple up`` (on a Ray head it starts) and ``python -m orchestrator deploy`` (on any running
+cluster); the control actors themselves are created by :mod:`actors.bootstrap`.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+
+from orchestrator.boot import BootConfig
+from orchestrator.config import Settings
+from orchestrator.core.errors import NotReady
+from orchestrator.names import APP_NAME, AUTOSCALER_NAME, QUEUE_NAME
+
+log = logging.getLogger("ripple.instance")
+
+
+def resolve_store(settings: Settings, *, detach: bool) -> tuple[str, bool]:
+    """The store URL: ``RIPPLE_REDIS_URL`` when set, else the embedded Redis of the data dir (started or
+    adopted here). Returns ``(url, embedded)``."""
+    if settings.redis_url is not None:
+        return settings.redis_url.get_secret_value(), False
+    from orchestrator.ops import embedded_redis
+
+    server = embedded_redis.start(settings.data_dir, detach=detach)
+    return server.url, True
+
+
+def deploy_serve(boot: BootConfig, settings: Settings, *, blocking_ready_s: float = 120.0) -> str:
+    """Start Serve's HTTP proxy on host:port and (re)deploy the app; returns the base URL."""
+    from ray import serve
+
+    import serve_app
+
+    serve.start(http_options={"host": settings.host, "port": settings.port})
+    serve.run(
+        serve_app.build(boot, replicas=settings.serve_replicas),
+        name=APP_NAME,
+        route_prefix="/",
+        blocking=False,
+    )
+    deadline = time.monotonic() + blocking_ready_s
+    while time.monotonic() < deadline:
+        status = serve.status().applications.get(APP_NAME)
+        if status is not None and status.status == "RUNNING":
+            break
+        if status is not None and status.status in ("DEPLOY_FAILED", "UNHEALTHY"):
+            raise NotReady(f"the Serve app failed to deploy: {status.message}")
+        time.sleep(0.2)
+    else:
+        raise NotReady(f"the Serve app did not start within {blocking_ready_s:.0f} s")
+    host = "127.0.0.1" if settings.host in ("0.0.0.0", "::") else settings.host
+    return f"http://{host}:{settings.port}"
+
+
+def shutdown(namespace: str, *, drain_timeout_s: float = 60.0) -> None:
+    """Gracefully stop Ripple on the connected cluster: drain worker pools, stop the Serve app, then the
+    control actors. Jobs stay in the store."""
+    import ray
+    from ray import serve
+
+    from actors.pool import drain_all_pools
+
+    try:
+        drain_all_pools(namespace, drain_timeout_s)
+    except Exception:
+        log.exception("draining pools failed")
+    try:
+        serve.delete(APP_NAME)
+    except Exception:
+        log.debug("no Serve app to delete", exc_info=True)
+    for name in (AUTOSCALER_NAME, QUEUE_NAME):
+        try:
+            handle = ray.get_actor(name, namespace=namespace)
+        except ValueError:
+            continue
+        ray.kill(handle, no_restart=True)

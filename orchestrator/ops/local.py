@@ -1,0 +1,184 @@
+"""A local Ripple instance: the Ray head it starts, its state file, and a graceful stop.
+
+``ripple up`` in the foreground keeps every process it starts in its own process group, so they end with
+it; ``--detach`` starts them in their own sessions and records them in ``<data-dir>/ripple.json`` for
+``ripple down``. With ``RAY_ADDRESS`` set, Ripple joins that cluster and never stops it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+from orchestrator.core.errors import NotReady
+from orchestrator.ops.procs import alive
+
+STATE_FILE = "ripple.json"
+
+
+@dataclass
+class InstanceState:
+    """What ``ripple down`` and the CLI need to find a running instance."""
+
+    url: str
+    data_dir: str
+    ray_address: str
+    namespace: str
+    pid: int
+    ray_head_pid: int | None
+    embedded_store: bool
+    dashboard_url: str | None
+    detached: bool
+
+
+def free_port() -> int:
+    """A TCP port free on 127.0.0.1 right now."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def port_free(port: int) -> bool:
+    """True when nothing listens on 127.0.0.1:port."""
+    with socket.socket() as s:
+        try:
+            s.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+        return True
+
+
+def _ray_cli() -> str:
+    exe = Path(sys.executable).with_name("ray")
+    return str(exe) if exe.exists() else (shutil.which("ray") or "ray")
+
+
+def start_ray_head(
+    data_dir: Path,
+    *,
+    num_gpus: float | None,
+    num_cpus: float | None,
+    dashboard: bool,
+    dashboard_port: int,
+    detach: bool,
+    timeout_s: float = 90.0,
+) -> tuple[subprocess.Popen[bytes], str]:
+    """Start ``ray start --head --block`` bound to loopback with the ``ripple-control`` resource.
+
+    Returns the process and the GCS address. Raises NotReady when the head does not come up in time.
+    """
+    port = free_port()
+    cmd = [
+        _ray_cli(),
+        "start",
+        "--head",
+        "--block",
+        f"--port={port}",
+        "--node-ip-address=127.0.0.1",
+        "--disable-usage-stats",
+        f"--ray-client-server-port={free_port()}",
+        f"--dashboard-agent-listen-port={free_port()}",
+        '--resources={"ripple-control": 1000}',
+        f"--include-dashboard={'true' if dashboard else 'false'}",
+    ]
+    if dashboard:
+        port_ok = dashboard_port and port_free(dashboard_port)
+        cmd += [
+            "--dashboard-host=127.0.0.1",
+            f"--dashboard-port={dashboard_port if port_ok else free_port()}",
+        ]
+    if num_gpus is not None:
+        cmd.append(f"--num-gpus={num_gpus:g}")
+    if num_cpus is not None:
+        cmd.append(f"--num-cpus={num_cpus:g}")
+    env = dict(os.environ)
+    env.setdefault("RAY_AUTH_MODE", "disabled")
+    # Handler modules next to where `ripple up` runs are importable by replicas, as with `serve run`.
+    env["PYTHONPATH"] = os.pathsep.join(p for p in (os.getcwd(), env.get("PYTHONPATH", "")) if p)
+    env.setdefault("RAY_GRACEFUL_SHUTDOWN_DRAIN_TIMEOUT_S", "5")
+    # Keep idle worker processes for minutes rather than 1 s, so a replica started from zero reuses one
+    # instead of paying for a new Python process (seconds on a small machine).
+    env.setdefault("RAY_idle_worker_killing_time_threshold_ms", "600000")
+    env["PYTHONUNBUFFERED"] = "1"  # the readiness line below must reach the log at once
+    log_path = data_dir / "ray-head.log"
+    log = open(log_path, "ab")  # noqa: SIM115 (handed to the child process, closed by the caller)
+    offset = log.tell()
+    proc = subprocess.Popen(
+        cmd, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=detach
+    )
+    address = f"127.0.0.1:{port}"
+    deadline = time.monotonic() + timeout_s
+    # The GCS port opens long before the node is up, and a raylet that fails after that (it happens on a
+    # loaded machine) would leave `ray.init` retrying for minutes: wait for `ray start` to say it is done.
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise NotReady(f"ray start exited with {proc.returncode}; see {log_path}")
+        if _head_started(log_path, offset):
+            return proc, address
+        time.sleep(0.2)
+    if detach:  # the head's own session: GCS, raylet and agents with it
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGKILL)
+    else:
+        proc.kill()
+    raise NotReady(f"the Ray head did not start within {timeout_s:.0f} s; see {data_dir / 'ray-head.log'}")
+
+
+def _head_started(log_path: Path, offset: int) -> bool:
+    """True once ``ray start`` has logged, after ``offset``, that the node is up."""
+    try:
+        with open(log_path, "rb") as f:
+            f.seek(offset)
+            return b"Ray runtime started" in f.read()
+    except OSError:
+        return False
+
+
+def stop_process(pid: int, timeout_s: float = 30.0) -> None:
+    """SIGTERM, wait, then SIGKILL."""
+    try:
+        os.kill(pid, signal.SIGTERM)
+    except ProcessLookupError:
+        return
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        try:
+            done, _ = os.waitpid(pid, os.WNOHANG)
+            if done == pid:
+                return
+        except ChildProcessError:
+            pass
+        if not alive(pid):
+            return
+        time.sleep(0.1)
+    with contextlib.suppress(ProcessLookupError):
+        os.kill(pid, signal.SIGKILL)
+
+
+def write_state(data_dir: Path, state: InstanceState) -> None:
+    path = data_dir / STATE_FILE
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps(asdict(state), indent=2))
+    tmp.replace(path)
+
+
+def read_state(data_dir: Path) -> InstanceState | None:
+    try:
+        raw: dict[str, Any] = json.loads((data_dir / STATE_FILE).read_text())
+    except (OSError, ValueError):
+        return None
+    return InstanceState(**raw)
+
+
+def clear_state(data_dir: Path) -> None:
+    (data_dir / STATE_FILE).unlink(missing_ok=True)

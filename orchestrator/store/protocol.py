@@ -1,0 +1,154 @@
+"""What the dispatcher needs from storage, and the values that cross that line.
+
+:class:`orchestrator.store.redis.RedisStore` is the real store; :class:`orchestrator.store.memory.MemoryStore`
+the in-memory fake for unit tests. Both follow :data:`orchestrator.core.jobs.TRANSITIONS`.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+from orchestrator.core.jobs import JobStatus, JobView
+from orchestrator.core.models import NewJob
+
+REQUEUE_OR_FAIL = "REQUEUE_OR_FAIL"
+
+
+@dataclass(frozen=True)
+class TakenJob:
+    """A job handed to a worker: what the worker receives."""
+
+    id: str
+    input: Any
+    attempt: int
+
+    def wire(self) -> dict[str, Any]:
+        """The job dict the RunPod worker SDK (and our replicas) hand to the handler."""
+        return {"id": self.id, "input": self.input, "attempt": self.attempt}
+
+
+@dataclass(frozen=True)
+class FinishItem:
+    """A worker's final result for one job."""
+
+    job_id: str
+    worker_id: str
+    status: JobStatus
+    output_json: str = ""
+    error: str = ""
+    is_stream: bool = False
+
+
+@dataclass(frozen=True)
+class FinishOutcome:
+    """What the store did with a result: ``applied`` (first final result), else dropped and why."""
+
+    job_id: str
+    applied: bool
+    status: JobStatus | None
+    endpoint: str
+    queue_ms: int | None = None
+    execution_ms: int | None = None
+    webhook: bool = False  # applied, and the job's webhook delivery is queued
+
+    @property
+    def drop_reason(self) -> str | None:
+        if self.applied:
+            return None
+        return "unknown_job" if self.status is None else "not_held"
+
+
+@dataclass(frozen=True)
+class Moved:
+    """Reply of a compare-and-set: ``moved`` tells whether it happened; ``worker`` held the job before."""
+
+    job_id: str
+    moved: bool
+    exists: bool
+    before: JobStatus | None
+    after: JobStatus | None
+    worker: str
+    endpoint: str
+
+
+class JobStore(Protocol):
+    """What the queue actor needs from storage. Every method is atomic on its own."""
+
+    async def submit(
+        self, endpoint: str, jobs: Sequence[NewJob], max_queue_size: int | None, now_ms: int
+    ) -> int:
+        """Write ``jobs`` as IN_QUEUE, all or nothing; return the new depth. Raises QueueFull."""
+        ...
+
+    async def take(self, endpoint: str, worker_id: str, max_jobs: int, now_ms: int) -> list[TakenJob]:
+        """Lease up to ``max_jobs`` queued jobs to the worker; none when it is draining."""
+        ...
+
+    async def finish(self, items: Sequence[FinishItem], now_ms: int) -> list[FinishOutcome]:
+        """Apply final results; the first final result wins, later ones are refused."""
+        ...
+
+    async def move(
+        self,
+        job_id: str,
+        to: str,
+        now_ms: int,
+        reason: str,
+        *,
+        expect_from: Sequence[JobStatus] = (),
+        expect_worker: str = "",
+        error: str = "",
+    ) -> Moved:
+        """Compare-and-set ``job_id`` to ``to`` (a JobStatus value or REQUEUE_OR_FAIL)."""
+        ...
+
+    async def sweep(self, which: str, now_ms: int, limit: int) -> list[Moved]:
+        """Time out queued jobs past ttl (``"ttl"``) or running jobs past their deadline (``"leases"``)."""
+        ...
+
+    async def purge(self, endpoint: str, now_ms: int) -> int: ...
+    async def push_chunks(self, job_id: str, worker_id: str, chunks_json: Sequence[str]) -> bool: ...
+    async def read_stream(self, job_id: str) -> tuple[JobStatus, list[Any]]: ...
+    async def progress(self, job_id: str, worker_id: str, output_json: str) -> bool: ...
+    async def get(self, job_id: str) -> JobView | None: ...
+    async def get_fields(self, job_ids: Sequence[str]) -> list[tuple[str | None, str | None]]: ...
+    async def depth(self, endpoint: str) -> int: ...
+    async def counts(self, endpoint: str) -> dict[str, int]: ...
+    async def leases(self) -> list[tuple[str, str, str, int]]: ...
+    async def set_draining(self, worker_id: str, draining: bool) -> None: ...
+
+
+def job_view(job_id: str, h: dict[str, str], history: list[str]) -> JobView:
+    def num(name: str) -> int | None:
+        v = h.get(name)
+        return int(v) if v not in (None, "") else None
+
+    def js(name: str) -> Any:
+        v = h.get(name)
+        return json.loads(v) if v not in (None, "") else None
+
+    return JobView(
+        id=job_id,
+        endpoint=h.get("ep", ""),
+        status=JobStatus(h["status"]),
+        created_ms=num("created") or 0,
+        input=js("input"),
+        output=js("output"),
+        error=h.get("error") or None,
+        webhook=h.get("webhook") or None,
+        worker_id=h.get("worker") or None,
+        started_ms=num("started"),
+        finished_ms=num("finished"),
+        first_started_ms=num("first_started"),
+        attempts=num("attempts") or 0,
+        max_retries=num("max_retries") or 0,
+        execution_timeout_ms=num("timeout") or 0,
+        ttl_ms=num("ttl") or 0,
+        low_priority=h.get("low") == "1",
+        retried=num("retried") or 0,
+        progress=js("progress"),
+        history=tuple(json.loads(e) for e in history),
+    )

@@ -1,0 +1,282 @@
+"""The durable job store on Redis: every job write is here; every state change is a Lua compare-and-set.
+
+:class:`RedisStore` is the real one (redis-py asyncio); :class:`orchestrator.store.memory.MemoryStore`
+implements the same :class:`JobStore` protocol in memory for unit tests. Both follow
+:data:`orchestrator.core.jobs.TRANSITIONS`.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from typing import Any
+
+import redis.asyncio as aioredis
+
+from orchestrator.core.errors import NotFound, QueueFull
+from orchestrator.core.jobs import JobStatus, JobView
+from orchestrator.core.models import NewJob
+from orchestrator.store import scripts as lua
+from orchestrator.store.keys import Keys
+from orchestrator.store.protocol import FinishItem, FinishOutcome, Moved, TakenJob, job_view
+
+
+def moved_from_reply(job_id: str, r: list[Any]) -> Moved:
+    code, before, worker, ep, to = int(r[0]), r[1], r[2], r[3], r[4]
+    return Moved(
+        job_id=job_id,
+        moved=code == 1,
+        exists=code != -1,
+        before=JobStatus(before) if before else None,
+        after=JobStatus(to) if code == 1 else (JobStatus(before) if before else None),
+        worker=worker,
+        endpoint=ep,
+    )
+
+
+class RedisStore:
+    """:class:`JobStore` on Redis (decoded responses). Create with :meth:`connect`."""
+
+    def __init__(self, client: aioredis.Redis, keys: Keys) -> None:
+        self.r = client
+        self.k = keys
+        self._submit = client.register_script(lua.SUBMIT)
+        self._take = client.register_script(lua.TAKE)
+        self._finish = client.register_script(lua.FINISH)
+        self._move = client.register_script(lua.MOVE)
+        self._sweep = client.register_script(lua.SWEEP)
+        self._purge = client.register_script(lua.PURGE)
+        self._push = client.register_script(lua.STREAM_PUSH)
+        self._read = client.register_script(lua.STREAM_READ)
+        self._progress = client.register_script(lua.PROGRESS)
+
+    @classmethod
+    def connect(cls, url: str, prefix: str = "ripple:") -> RedisStore:
+        """A store on the Redis at ``url`` (``redis://``, ``rediss://`` or ``unix://``)."""
+        client = aioredis.from_url(url, decode_responses=True, health_check_interval=30)
+        return cls(client, Keys(prefix))
+
+    async def close(self) -> None:
+        await self.r.aclose()
+
+    async def ping(self) -> bool:
+        return bool(await self.r.ping())
+
+    @property
+    def _p(self) -> str:
+        return self.k.prefix
+
+    async def submit(
+        self, endpoint: str, jobs: Sequence[NewJob], max_queue_size: int | None, now_ms: int
+    ) -> int:
+        args: list[Any] = [self._p, endpoint, max_queue_size or 0, now_ms, len(jobs)]
+        for j in jobs:
+            args += [
+                j.id,
+                j.input_json,
+                j.webhook or "",
+                int(j.low_priority),
+                j.execution_timeout_ms,
+                j.ttl_ms,
+                j.max_retries,
+            ]
+        reply = await self._submit(args=args)
+        if int(reply[0]) == -1:
+            raise QueueFull(
+                f"queue of endpoint {endpoint!r} is full ({reply[1]} queued, maxQueueSize {max_queue_size})",
+                {"endpoint": endpoint, "queued": int(reply[1]), "maxQueueSize": max_queue_size},
+            )
+        return int(reply[1])
+
+    async def take(self, endpoint: str, worker_id: str, max_jobs: int, now_ms: int) -> list[TakenJob]:
+        reply = await self._take(args=[self._p, endpoint, worker_id, max_jobs, now_ms])
+        return [
+            TakenJob(reply[i], json.loads(reply[i + 1]), int(reply[i + 2])) for i in range(0, len(reply), 3)
+        ]
+
+    async def finish(self, items: Sequence[FinishItem], now_ms: int) -> list[FinishOutcome]:
+        if not items:
+            return []
+        args: list[Any] = [self._p, now_ms, len(items)]
+        for it in items:
+            args += [it.job_id, it.worker_id, it.status.value, it.output_json, it.error, int(it.is_stream)]
+        reply = await self._finish(args=args)
+        out = []
+        for n, it in enumerate(items):
+            code, status, ep, created, first, started, webhook = reply[n * 7 : n * 7 + 7]
+            applied = int(code) == 1
+            out.append(
+                FinishOutcome(
+                    job_id=it.job_id,
+                    applied=applied,
+                    status=JobStatus(status) if status else None,
+                    endpoint=ep,
+                    queue_ms=(int(first) - int(created)) if applied and first and created else None,
+                    execution_ms=(now_ms - int(started)) if applied and started else None,
+                    webhook=applied and int(webhook) == 1,
+                )
+            )
+        return out
+
+    async def move(
+        self,
+        job_id: str,
+        to: str,
+        now_ms: int,
+        reason: str,
+        *,
+        expect_from: Sequence[JobStatus] = (),
+        expect_worker: str = "",
+        error: str = "",
+    ) -> Moved:
+        frm = ",".join(s.value for s in expect_from)
+        r = await self._move(args=[self._p, job_id, to, now_ms, reason, frm, expect_worker, error])
+        return moved_from_reply(job_id, r)
+
+    async def sweep(self, which: str, now_ms: int, limit: int) -> list[Moved]:
+        r = await self._sweep(args=[self._p, which, now_ms, limit])
+        return [
+            Moved(r[i], True, True, JobStatus(r[i + 1]), JobStatus.TIMED_OUT, r[i + 2], r[i + 3])
+            for i in range(0, len(r), 4)
+        ]
+
+    async def purge(self, endpoint: str, now_ms: int) -> int:
+        total = 0
+        while True:
+            n = int(await self._purge(args=[self._p, endpoint, now_ms, 5000]))
+            total += n
+            if n == 0:
+                return total
+
+    async def push_chunks(self, job_id: str, worker_id: str, chunks_json: Sequence[str]) -> bool:
+        return int(await self._push(args=[self._p, job_id, worker_id, len(chunks_json), *chunks_json])) == 1
+
+    async def read_stream(self, job_id: str) -> tuple[JobStatus, list[Any]]:
+        r = await self._read(args=[self._p, job_id])
+        if not r:
+            raise NotFound(f"job {job_id} not found", {"id": job_id})
+        return JobStatus(r[0]), [json.loads(c) for c in r[1:]]
+
+    async def progress(self, job_id: str, worker_id: str, output_json: str) -> bool:
+        return int(await self._progress(args=[self._p, job_id, worker_id, output_json])) == 1
+
+    async def get(self, job_id: str) -> JobView | None:
+        async with self.r.pipeline(transaction=False) as p:
+            p.hgetall(self.k.job(job_id))
+            p.lrange(self.k.hist(job_id), 0, -1)
+            h, hist = await p.execute()
+        return job_view(job_id, h, hist) if h else None
+
+    async def get_many(self, job_ids: Sequence[str]) -> list[JobView | None]:
+        async with self.r.pipeline(transaction=False) as p:
+            for jid in job_ids:
+                p.hgetall(self.k.job(jid))
+            hashes = await p.execute()
+        return [job_view(jid, h, []) if h else None for jid, h in zip(job_ids, hashes, strict=False)]
+
+    async def get_fields(self, job_ids: Sequence[str]) -> list[tuple[str | None, str | None]]:
+        """``(status, worker)`` of each job, ``(None, None)`` for unknown ones."""
+        async with self.r.pipeline(transaction=False) as p:
+            for jid in job_ids:
+                p.hmget(self.k.job(jid), "status", "worker")
+            rows = await p.execute()
+        return [(r[0], r[1]) for r in rows]
+
+    async def depth(self, endpoint: str) -> int:
+        return int(await self.r.zcard(self.k.queue(endpoint)))
+
+    async def oldest_queued_ms(self, endpoint: str) -> int | None:
+        """Creation time of the job at the head of the queue (None when empty)."""
+        head = await self.r.zrange(self.k.queue(endpoint), 0, 0)
+        if not head:
+            return None
+        created = await self.r.hget(self.k.job(head[0]), "created")
+        return int(created) if created else None
+
+    async def counts(self, endpoint: str) -> dict[str, int]:
+        raw = await self.r.hgetall(self.k.counts(endpoint))
+        return {k: int(v) for k, v in raw.items()}
+
+    async def leases(self) -> list[tuple[str, str, str, int]]:
+        """Every in-progress job as ``(job_id, worker_id, endpoint, deadline_ms)``."""
+        rows = await self.r.zrange(self.k.leases, 0, -1, withscores=True)
+        out: list[tuple[str, str, str, int]] = []
+        for start in range(0, len(rows), 1000):
+            chunk = rows[start : start + 1000]
+            async with self.r.pipeline(transaction=False) as p:
+                for jid, _ in chunk:
+                    p.hmget(self.k.job(jid), "worker", "ep")
+                fields = await p.execute()
+            out += [
+                (jid, f[0] or "", f[1] or "", int(score))
+                for (jid, score), f in zip(chunk, fields, strict=False)
+            ]
+        return out
+
+    async def set_draining(self, worker_id: str, draining: bool) -> None:
+        if draining:
+            await self.r.sadd(self.k.draining, worker_id)
+        else:
+            await self.r.srem(self.k.draining, worker_id)
+
+    async def list_jobs(self, limit: int, before_ms: int | None) -> list[str]:
+        """Job ids newest first, created strictly before ``before_ms`` when given."""
+        top = f"({before_ms}" if before_ms is not None else "+inf"
+        return list(await self.r.zrevrangebyscore(self.k.jobs, top, "-inf", start=0, num=limit))
+
+    # Endpoints, workers, webhooks and small documents -------------------------------------------
+
+    async def put_endpoint(self, name: str, spec_json: str) -> None:
+        await self.r.hset(self.k.endpoints, name, spec_json)
+
+    async def delete_endpoint(self, name: str) -> bool:
+        return bool(await self.r.hdel(self.k.endpoints, name))
+
+    async def load_endpoints(self) -> dict[str, str]:
+        return dict(await self.r.hgetall(self.k.endpoints))
+
+    async def save_workers(self, records: dict[str, str], removed: Sequence[str] = ()) -> None:
+        async with self.r.pipeline(transaction=True) as p:
+            if records:
+                p.hset(self.k.workers, mapping=records)
+            if removed:
+                p.hdel(self.k.workers, *removed)
+            await p.execute()
+
+    async def load_worker(self, worker_id: str) -> str | None:
+        """One worker's persisted record (JSON), or None."""
+        raw = await self.r.hget(self.k.workers, worker_id)
+        return str(raw) if raw is not None else None
+
+    async def load_workers(self) -> dict[str, str]:
+        return dict(await self.r.hgetall(self.k.workers))
+
+    async def draining_workers(self) -> set[str]:
+        return set(await self.r.smembers(self.k.draining))
+
+    async def webhook_claim(self, max_items: int) -> list[str]:
+        """Move up to ``max_items`` pending webhook job ids to the in-flight list and return them."""
+        out = []
+        for _ in range(max_items):
+            jid = await self.r.lmove(self.k.webhooks, self.k.webhooks_inflight, "LEFT", "RIGHT")
+            if jid is None:
+                break
+            out.append(jid)
+        return out
+
+    async def webhook_done(self, job_id: str) -> None:
+        await self.r.lrem(self.k.webhooks_inflight, 1, job_id)
+
+    async def webhook_recover(self) -> int:
+        """After a restart: put in-flight deliveries back in front of the pending list."""
+        n = 0
+        while await self.r.lmove(self.k.webhooks_inflight, self.k.webhooks, "RIGHT", "LEFT"):
+            n += 1
+        return n
+
+    async def get_doc(self, key: str) -> Any:
+        raw = await self.r.get(key)
+        return json.loads(raw) if raw else None
+
+    async def put_doc(self, key: str, value: Any) -> None:
+        await self.r.set(key, json.dumps(value))

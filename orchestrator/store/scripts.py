@@ -1,0 +1,289 @@
+"""Lua scripts that make every job state change an atomic compare-and-set inside Redis.
+
+All scripts take the key prefix as ``ARGV[1]`` and build key names with the helpers generated from
+:mod:`orchestrator.store.keys`; the transition table is generated from
+:data:`orchestrator.core.jobs.TRANSITIONS`, so Python and Lua cannot disagree about which moves are legal.
+Times are integer milliseconds. Scripts touch keys they compute, so they target a single Redis (not Redis
+Cluster), which is how Ripple deploys it.
+
+Job hash fields: ep, status, input, output, error, webhook, created, queued, started, first_started, finished,
+attempts, max_retries, timeout, ttl, low, score, worker, lease, retried, progress, stream_read.
+"""
+
+from __future__ import annotations
+
+from orchestrator.core.jobs import FINAL, TRANSITIONS
+from orchestrator.store.keys import lua_prelude
+
+
+def _table_lua() -> str:
+    rows = []
+    for src, targets in TRANSITIONS.items():
+        inner = ", ".join(f"{t.value}=true" for t in sorted(targets, key=lambda s: s.value))
+        rows.append(f"  {src.value}={{{inner}}}")
+    final = ", ".join(f"{s.value}=true" for s in sorted(FINAL, key=lambda s: s.value))
+    return "local ALLOWED = {\n" + ",\n".join(rows) + "\n}\n" + f"local FINAL = {{{final}}}\n"
+
+
+_COMMON = r"""
+local function I(x) return string.format('%d', x) end
+local COUNTER = {COMPLETED='completed', FAILED='failed', TIMED_OUT='timed_out', CANCELLED='cancelled'}
+
+local function allowed(from, to)
+  local t = ALLOWED[from]
+  return t ~= nil and t[to] == true
+end
+
+local function log(id, now, from, to, reason, worker)
+  local hk = K_hist(id)
+  redis.call('RPUSH', hk, cjson.encode({at=now, from=from, to=to, reason=reason, worker=worker}))
+  redis.call('LTRIM', hk, -50, -1)
+end
+
+-- Side effects of leaving a state.
+local function leave(jk, id, ep, from)
+  if from == 'IN_QUEUE' then
+    redis.call('ZREM', K_queue(ep), id)
+    redis.call('ZREM', K_ttl, id)
+  elseif from == 'IN_PROGRESS' then
+    redis.call('ZREM', K_leases, id)
+    redis.call('HINCRBY', K_counts(ep), 'in_progress', -1)
+  end
+end
+
+-- Side effects of entering a state (the status field included).
+local function enter(jk, id, ep, from, to, now, wid)
+  redis.call('HSET', jk, 'status', to)
+  if to == 'IN_QUEUE' then
+    local f = redis.call('HMGET', jk, 'score', 'ttl')
+    redis.call('ZADD', K_queue(ep), f[1], id)
+    redis.call('ZADD', K_ttl, I(now + tonumber(f[2])), id)
+    redis.call('HSET', jk, 'queued', I(now), 'lease', '')
+    -- Waiting again: no worker and no running attempt (else the status object shows a growing executionTime).
+    redis.call('HDEL', jk, 'worker', 'started')
+    if FINAL[from] then
+      redis.call('HINCRBY', jk, 'retried', 1)
+      redis.call('HINCRBY', K_counts(ep), 'retried', 1)
+      redis.call('HDEL', jk, 'output', 'error', 'finished', 'progress', 'stream_read')
+      redis.call('DEL', K_stream(id))
+    end
+  elseif to == 'IN_PROGRESS' then
+    local timeout = tonumber(redis.call('HGET', jk, 'timeout'))
+    redis.call('HINCRBY', jk, 'attempts', 1)
+    redis.call('HSET', jk, 'worker', wid, 'started', I(now), 'lease', I(now + timeout))
+    redis.call('HSETNX', jk, 'first_started', I(now))
+    redis.call('HDEL', jk, 'finished', 'progress')
+    redis.call('ZADD', K_leases, I(now + timeout), id)
+    redis.call('HINCRBY', K_counts(ep), 'in_progress', 1)
+  else
+    redis.call('HSET', jk, 'finished', I(now), 'lease', '')
+    redis.call('HINCRBY', K_counts(ep), COUNTER[to], 1)
+    if redis.call('HEXISTS', jk, 'webhook') == 1 then
+      redis.call('RPUSH', K_webhooks, id)
+    end
+  end
+end
+
+-- Compare-and-set one job to `to`. `expect_from` is a comma list of states or ''; `expect_worker` or ''.
+-- `to` may be REQUEUE_OR_FAIL: back to the queue while attempts <= max_retries, else FAILED.
+-- Returns {code, from, worker, ep, to}: code 1 moved, 0 refused, -1 no such job.
+local function move(id, to, now, reason, expect_from, expect_worker, err)
+  local jk = K_job(id)
+  local cur = redis.call('HMGET', jk, 'status', 'ep', 'worker', 'attempts', 'max_retries')
+  local from, ep, worker = cur[1], cur[2], cur[3] or ''
+  if not from then return {-1, '', '', '', to} end
+  if expect_from ~= '' and not string.find(',' .. expect_from .. ',', ',' .. from .. ',', 1, true) then
+    return {0, from, worker, ep, to}
+  end
+  if expect_worker ~= '' and worker ~= expect_worker then return {0, from, worker, ep, to} end
+  if to == 'REQUEUE_OR_FAIL' then
+    if tonumber(cur[4] or '0') <= tonumber(cur[5] or '0') then to = 'IN_QUEUE' else to = 'FAILED' end
+  end
+  if not allowed(from, to) then return {0, from, worker, ep, to} end
+  leave(jk, id, ep, from)
+  enter(jk, id, ep, from, to, now, '')
+  if err ~= '' and (to == 'FAILED' or to == 'TIMED_OUT') then redis.call('HSET', jk, 'error', err) end
+  log(id, now, from, to, reason, worker)
+  return {1, from, worker, ep, to}
+end
+"""
+
+
+def _script(body: str) -> str:
+    return lua_prelude() + _table_lua() + _COMMON + body
+
+
+SUBMIT = _script(
+    r"""
+-- ARGV: P, ep, max_queue (0 = none), now, n, then n x (id, input, webhook, low, timeout_ms, ttl_ms, retries)
+local ep, maxq, now, n = ARGV[2], tonumber(ARGV[3]), tonumber(ARGV[4]), tonumber(ARGV[5])
+local q = K_queue(ep)
+local depth = redis.call('ZCARD', q)
+if maxq > 0 and depth + n > maxq then return {-1, depth} end
+local base = redis.call('INCRBY', K_seq, n) - n
+for i = 0, n - 1 do
+  local o = 6 + i * 7
+  local id, webhook, low, ttl = ARGV[o], ARGV[o + 2], tonumber(ARGV[o + 3]), tonumber(ARGV[o + 5])
+  local score = I(low * 1125899906842624 + base + i + 1)
+  local jk = K_job(id)
+  redis.call('HSET', jk, 'ep', ep, 'status', 'IN_QUEUE', 'input', ARGV[o + 1], 'created', I(now),
+    'queued', I(now), 'attempts', 0, 'max_retries', ARGV[o + 6], 'timeout', ARGV[o + 4], 'ttl', ARGV[o + 5],
+    'low', low, 'score', score, 'retried', 0)
+  if webhook ~= '' then redis.call('HSET', jk, 'webhook', webhook) end
+  redis.call('ZADD', q, score, id)
+  redis.call('ZADD', K_ttl, I(now + ttl), id)
+  redis.call('ZADD', K_jobs, I(now), id)
+end
+return {1, depth + n}
+"""
+)
+
+TAKE = _script(
+    r"""
+-- ARGV: P, ep, worker, n, now. Returns {} when the worker is draining or the queue is empty, else
+-- n' x (id, input, attempts). The draining check sits in the same atomic step that hands out jobs.
+local ep, wid, n, now = ARGV[2], ARGV[3], tonumber(ARGV[4]), tonumber(ARGV[5])
+if redis.call('SISMEMBER', K_draining, wid) == 1 then return {} end
+local out = {}
+local popped = redis.call('ZPOPMIN', K_queue(ep), n)
+for i = 1, #popped, 2 do
+  local id = popped[i]
+  local jk = K_job(id)
+  if redis.call('HGET', jk, 'status') == 'IN_QUEUE' then
+    redis.call('ZREM', K_ttl, id)
+    enter(jk, id, ep, 'IN_QUEUE', 'IN_PROGRESS', now, wid)
+    log(id, now, 'IN_QUEUE', 'IN_PROGRESS', 'taken', wid)
+    local f = redis.call('HMGET', jk, 'input', 'attempts')
+    out[#out + 1] = id
+    out[#out + 1] = f[1]
+    out[#out + 1] = f[2]
+  end
+end
+return out
+"""
+)
+
+FINISH = _script(
+    r"""
+-- ARGV: P, now, n, then n x (id, worker, to, output ('' = none), error ('' = none), is_stream '0'|'1').
+-- The first final result wins: a result from a worker that no longer holds the job is refused (code 0).
+-- Returns n x (code, status, ep, created, first_started, started, webhook): webhook 1 when a delivery was
+-- queued.
+local now, n = tonumber(ARGV[2]), tonumber(ARGV[3])
+local out = {}
+for i = 0, n - 1 do
+  local o = 4 + i * 6
+  local id, wid, to, output, err, is_stream = ARGV[o], ARGV[o+1], ARGV[o+2], ARGV[o+3], ARGV[o+4], ARGV[o+5]
+  local jk = K_job(id)
+  local cur = redis.call('HMGET', jk, 'status', 'ep', 'worker', 'created', 'first_started', 'started')
+  local code = 0
+  if not cur[1] then
+    code = -1
+  elseif cur[1] == 'IN_PROGRESS' and cur[3] == wid and allowed('IN_PROGRESS', to) then
+    code = 1
+    leave(jk, id, cur[2], 'IN_PROGRESS')
+    if is_stream == '1' and (output == '' or output == '[]' or output == 'null') then
+      local chunks = redis.call('LRANGE', K_stream(id), 0, -1)
+      if #chunks > 0 then output = '[' .. table.concat(chunks, ',') .. ']' end
+    end
+    if output ~= '' then redis.call('HSET', jk, 'output', output) end
+    if err ~= '' then redis.call('HSET', jk, 'error', err) end
+    enter(jk, id, cur[2], 'IN_PROGRESS', to, now, wid)
+    log(id, now, 'IN_PROGRESS', to, 'result', wid)
+  end
+  local status = redis.call('HGET', jk, 'status') or ''
+  local webhook = 0
+  if code == 1 then webhook = redis.call('HEXISTS', jk, 'webhook') end
+  out[#out + 1] = code
+  out[#out + 1] = status
+  out[#out + 1] = cur[2] or ''
+  out[#out + 1] = cur[4] or ''
+  out[#out + 1] = cur[5] or ''
+  out[#out + 1] = cur[6] or ''
+  out[#out + 1] = webhook
+end
+return out
+"""
+)
+
+MOVE = _script(
+    r"""
+-- ARGV: P, id, to, now, reason, expect_from, expect_worker, error. Returns move()'s reply.
+return move(ARGV[2], ARGV[3], tonumber(ARGV[4]), ARGV[5], ARGV[6], ARGV[7], ARGV[8])
+"""
+)
+
+SWEEP = _script(
+    r"""
+-- ARGV: P, which ('ttl' | 'leases'), now, limit. Times out queued jobs past their ttl, or in-progress
+-- jobs past their execution deadline. Returns k x (id, from, worker, ep).
+local which, now, limit = ARGV[2], tonumber(ARGV[3]), tonumber(ARGV[4])
+local key, from, err = K_ttl, 'IN_QUEUE', 'expired in the queue after its ttl'
+if which == 'leases' then key, from, err = K_leases, 'IN_PROGRESS', 'execution timeout exceeded' end
+local ids = redis.call('ZRANGEBYSCORE', key, '-inf', I(now), 'LIMIT', 0, limit)
+local out = {}
+for _, id in ipairs(ids) do
+  local r = move(id, 'TIMED_OUT', now, which, from, '', err)
+  if r[1] == 1 then
+    out[#out + 1] = id
+    out[#out + 1] = r[2]
+    out[#out + 1] = r[3]
+    out[#out + 1] = r[4]
+  else
+    redis.call('ZREM', key, id)
+  end
+end
+return out
+"""
+)
+
+PURGE = _script(
+    r"""
+-- ARGV: P, ep, now, limit. Cancels up to `limit` queued jobs of the endpoint; returns how many.
+local ep, now, limit = ARGV[2], tonumber(ARGV[3]), tonumber(ARGV[4])
+local ids = redis.call('ZRANGE', K_queue(ep), 0, limit - 1)
+local n = 0
+for _, id in ipairs(ids) do
+  local r = move(id, 'CANCELLED', now, 'purged', 'IN_QUEUE', '', '')
+  if r[1] == 1 then n = n + 1 else redis.call('ZREM', K_queue(ep), id) end
+end
+return n
+"""
+)
+
+STREAM_PUSH = _script(
+    r"""
+-- ARGV: P, id, worker, n, chunks... Appends chunks only while the worker holds the job. Returns 1 or 0.
+local jk = K_job(ARGV[2])
+local cur = redis.call('HMGET', jk, 'status', 'worker')
+if cur[1] ~= 'IN_PROGRESS' or cur[2] ~= ARGV[3] then return 0 end
+for i = 1, tonumber(ARGV[4]) do redis.call('RPUSH', K_stream(ARGV[2]), ARGV[4 + i]) end
+return 1
+"""
+)
+
+STREAM_READ = _script(
+    r"""
+-- ARGV: P, id. Returns {status, chunk...} with the chunks not yet returned, advancing the cursor.
+local jk = K_job(ARGV[2])
+local cur = redis.call('HMGET', jk, 'status', 'stream_read')
+if not cur[1] then return {} end
+local start = tonumber(cur[2] or '0')
+local chunks = redis.call('LRANGE', K_stream(ARGV[2]), start, -1)
+if #chunks > 0 then redis.call('HSET', jk, 'stream_read', start + #chunks) end
+local out = {cur[1]}
+for _, c in ipairs(chunks) do out[#out + 1] = c end
+return out
+"""
+)
+
+PROGRESS = _script(
+    r"""
+-- ARGV: P, id, worker, output. Records a progress update while the worker holds the job. Returns 1 or 0.
+local jk = K_job(ARGV[2])
+local cur = redis.call('HMGET', jk, 'status', 'worker')
+if cur[1] ~= 'IN_PROGRESS' or cur[2] ~= ARGV[3] then return 0 end
+redis.call('HSET', jk, 'progress', ARGV[4])
+return 1
+"""
+)
