@@ -19,6 +19,7 @@ from enum import Enum
 from typing import Any
 
 from orchestrator.core.errors import Conflict
+from orchestrator.core.expr import Expr, Num, Op, Var
 
 
 class JobStatus(str, Enum):
@@ -63,21 +64,31 @@ def check_transition(job_id: str, current: JobStatus, to: JobStatus) -> None:
         )
 
 
-def status_after_lost_lease(attempts: int, max_retries: int) -> JobStatus:
-    """Where a job goes when its worker disappears mid-attempt.
+# Rules the Lua scripts apply too: written once as expressions, evaluated here, rendered into the scripts by
+# orchestrator.store.scripts.
 
-    ``attempts`` counts the takes so far (the lost one included); ``max_retries`` is how many times a job
-    may be run again after its first attempt. A job with budget left goes back to the queue, else it fails.
-    """
-    return S.IN_QUEUE if attempts <= max_retries else S.FAILED
+REQUEUE_AFTER_LOST_LEASE: Expr = Op("<=", Var("attempts"), Var("max_retries"))
+"""True while a job whose attempt was lost has budget left: ``attempts`` counts the takes so far (the lost
+one included), ``max_retries`` how many times the job may run again after its first attempt."""
+
+LOW_PRIORITY_STRIDE = 1 << 50
+"""Added to a low-priority job's queue score: above any sequence number, exact in a Redis double."""
+
+QUEUE_SCORE: Expr = Op("+", Op("*", Var("low"), Num(LOW_PRIORITY_STRIDE)), Var("seq"))
+"""Score of a queued job (``low`` is 0 or 1, ``seq`` the instance's submission sequence number)."""
+
+
+def status_after_lost_lease(attempts: int, max_retries: int) -> JobStatus:
+    """Where a job goes when its worker disappears mid-attempt: back to the queue while
+    :data:`REQUEUE_AFTER_LOST_LEASE` holds, else it fails."""
+    requeue = REQUEUE_AFTER_LOST_LEASE.evaluate({"attempts": attempts, "max_retries": max_retries})
+    return S.IN_QUEUE if requeue else S.FAILED
 
 
 def queue_score(low_priority: bool, seq: int) -> float:
-    """Sort key of a queued job: normal priority before low, FIFO (by sequence number) within each.
-
-    Scores stay exact in a Redis double: ``seq`` is far below 2**52.
-    """
-    return float((1 << 50) * int(low_priority) + seq)
+    """Sort key of a queued job (:data:`QUEUE_SCORE`): normal priority before low, FIFO (by sequence
+    number) within each. Scores stay exact in a Redis double: ``seq`` is far below 2**52."""
+    return float(QUEUE_SCORE.evaluate({"low": int(low_priority), "seq": seq}))
 
 
 @dataclass(frozen=True)

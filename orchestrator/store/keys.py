@@ -1,8 +1,11 @@
 """Every Redis key Ripple uses, in one place, for Python and for the Lua scripts alike.
 
-Each name is a template relative to the instance's prefix (``RIPPLE_KEY_PREFIX``, default ``ripple:``):
+:class:`Keys` is the single source: each key is an explicit attribute (a property for a singleton, a method
+for a key per job or endpoint), so a misspelt name fails type-checking, and :func:`lua_prelude` renders the
+same names for the Lua scripts from the class itself. Names are relative to the instance's prefix
+(``RIPPLE_KEY_PREFIX``, default ``ripple:``):
 
-| template | type | contents |
+| key | type | contents |
 | --- | --- | --- |
 | ``job:{id}`` | hash | one job: ep, status, input, output, error, webhook, times, attempts, policy |
 | ``hist:{id}`` | list | attempt history, JSON entries ``{at, from, to, reason, worker}`` (last 50) |
@@ -17,73 +20,136 @@ Each name is a template relative to the instance's prefix (``RIPPLE_KEY_PREFIX``
 | ``workers`` | hash | worker id to its last known record (JSON) |
 | ``draining`` | set | worker ids refused by ``take`` (checked inside the same script that hands out jobs) |
 | ``webhooks`` / ``webhooks:inflight`` | list | job ids whose final status is still to be POSTed |
-| ``autoscaler:*`` | | autoscaler state, history per endpoint, leader lease, switch, overrides |
+| ``autoscaler:state`` | string | the autoscaling policy's memory (JSON) |
+| ``autoscaler:leader`` | string | the leadership lease: the holding instance's id, with a TTL |
+| ``autoscaler:enabled`` | string | the operator's switch, ``1`` or ``0`` (absent: the setting decides) |
+| ``autoscaler:overrides`` | hash | endpoint name to an operator override (JSON) |
+| ``autoscaler:history:{ep}`` | list | the autoscaler's decisions for an endpoint, newest first (JSON) |
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
-TEMPLATES: dict[str, str] = {
-    "job": "job:{}",
-    "hist": "hist:{}",
-    "stream": "stream:{}",
-    "queue": "q:{}",
-    "counts": "counts:{}",
-}
-SINGLETONS: dict[str, str] = {
-    "leases": "leases",
-    "ttl": "ttl",
-    "jobs": "jobs",
-    "seq": "seq",
-    "endpoints": "endpoints",
-    "workers": "workers",
-    "draining": "draining",
-    "webhooks": "webhooks",
-    "webhooks_inflight": "webhooks:inflight",
-    "autoscaler_state": "autoscaler:state",
-    "autoscaler_leader": "autoscaler:leader",
-    "autoscaler_enabled": "autoscaler:enabled",
-    "autoscaler_overrides": "autoscaler:overrides",
-}
+_MARK = "\x00"
 
 
 @dataclass(frozen=True)
 class Keys:
-    """Key names under one prefix."""
+    """Key names under one prefix. Add a key here and the Lua scripts get ``K_<name>`` for it."""
 
     prefix: str = "ripple:"
 
+    # Keys of one job or one endpoint --------------------------------------------------------------
+
     def job(self, job_id: str) -> str:
-        return self.prefix + TEMPLATES["job"].format(job_id)
+        return f"{self.prefix}job:{job_id}"
 
     def hist(self, job_id: str) -> str:
-        return self.prefix + TEMPLATES["hist"].format(job_id)
+        return f"{self.prefix}hist:{job_id}"
 
     def stream(self, job_id: str) -> str:
-        return self.prefix + TEMPLATES["stream"].format(job_id)
+        return f"{self.prefix}stream:{job_id}"
 
     def queue(self, endpoint: str) -> str:
-        return self.prefix + TEMPLATES["queue"].format(endpoint)
+        return f"{self.prefix}q:{endpoint}"
 
     def counts(self, endpoint: str) -> str:
-        return self.prefix + TEMPLATES["counts"].format(endpoint)
+        return f"{self.prefix}counts:{endpoint}"
 
     def autoscaler_history(self, endpoint: str) -> str:
         return f"{self.prefix}autoscaler:history:{endpoint}"
 
-    def __getattr__(self, name: str) -> str:
-        if name in SINGLETONS:
-            return self.prefix + SINGLETONS[name]
-        raise AttributeError(name)
+    # One key per instance -------------------------------------------------------------------------
+
+    @property
+    def leases(self) -> str:
+        return f"{self.prefix}leases"
+
+    @property
+    def ttl(self) -> str:
+        return f"{self.prefix}ttl"
+
+    @property
+    def jobs(self) -> str:
+        return f"{self.prefix}jobs"
+
+    @property
+    def seq(self) -> str:
+        return f"{self.prefix}seq"
+
+    @property
+    def endpoints(self) -> str:
+        return f"{self.prefix}endpoints"
+
+    @property
+    def workers(self) -> str:
+        return f"{self.prefix}workers"
+
+    @property
+    def draining(self) -> str:
+        return f"{self.prefix}draining"
+
+    @property
+    def webhooks(self) -> str:
+        return f"{self.prefix}webhooks"
+
+    @property
+    def webhooks_inflight(self) -> str:
+        return f"{self.prefix}webhooks:inflight"
+
+    @property
+    def autoscaler_state(self) -> str:
+        return f"{self.prefix}autoscaler:state"
+
+    @property
+    def autoscaler_leader(self) -> str:
+        return f"{self.prefix}autoscaler:leader"
+
+    @property
+    def autoscaler_enabled(self) -> str:
+        return f"{self.prefix}autoscaler:enabled"
+
+    @property
+    def autoscaler_overrides(self) -> str:
+        return f"{self.prefix}autoscaler:overrides"
+
+
+def key_names() -> tuple[dict[str, str], dict[str, tuple[str, str]]]:
+    """Every key of :class:`Keys` without a prefix: ``(singletons, templates)``.
+
+    ``singletons`` maps a property's name to its key; ``templates`` maps a method's name to the
+    ``(head, tail)`` around its argument.
+    """
+    bare = Keys("")
+    singletons: dict[str, str] = {}
+    templates: dict[str, tuple[str, str]] = {}
+    for name, member in vars(Keys).items():
+        if name.startswith("_"):
+            continue
+        if isinstance(member, property):
+            singletons[name] = getattr(bare, name)
+        elif callable(member):
+            head, mark, tail = getattr(bare, name)(_MARK).partition(_MARK)
+            if not mark:
+                raise ValueError(f"Keys.{name} does not use its argument")
+            templates[name] = (head, tail)
+    return singletons, templates
 
 
 def lua_prelude() -> str:
-    """Lua helpers that build the same key names from ``P`` (the prefix, always ``ARGV[1]``)."""
+    """Lua helpers that build the same key names from ``P`` (the prefix, always ``ARGV[1]``): ``K_<name>``
+    for each singleton, ``K_<name>(x)`` for each per-job or per-endpoint key."""
+    singletons, templates = key_names()
     lines = ["local P = ARGV[1]"]
-    for name, template in TEMPLATES.items():
-        head, _, tail = template.partition("{}")
-        lines.append(f"local function K_{name}(x) return P .. '{head}' .. x .. '{tail}' end")
-    for name, suffix in SINGLETONS.items():
-        lines.append(f"local K_{name} = P .. '{suffix}'")
+    for name, (head, tail) in templates.items():
+        lines.append(f"local function K_{name}(x) return P .. {_lua_str(head)} .. x .. {_lua_str(tail)} end")
+    for name, key in singletons.items():
+        lines.append(f"local K_{name} = P .. {_lua_str(key)}")
     return "\n".join(lines) + "\n"
+
+
+def _lua_str(text: str) -> str:
+    if any(c in text for c in "'\\\n"):
+        raise ValueError(f"key text {text!r} needs escaping in Lua")
+    return f"'{text}'"

@@ -2,7 +2,9 @@
 
 All scripts take the key prefix as ``ARGV[1]`` and build key names with the helpers generated from
 :mod:`orchestrator.store.keys`; the transition table is generated from
-:data:`orchestrator.core.jobs.TRANSITIONS`, so Python and Lua cannot disagree about which moves are legal.
+:data:`orchestrator.core.jobs.TRANSITIONS`, so Python and Lua cannot disagree about which moves are legal, and
+the lost-lease budget and the queue score are rendered from their expressions in :mod:`orchestrator.core.jobs`
+(:data:`~orchestrator.core.jobs.REQUEUE_AFTER_LOST_LEASE`, :data:`~orchestrator.core.jobs.QUEUE_SCORE`).
 Times are integer milliseconds. Scripts touch keys they compute, so they target a single Redis (not Redis
 Cluster), which is how Ripple deploys it.
 
@@ -12,7 +14,7 @@ attempts, max_retries, timeout, ttl, low, score, worker, lease, retried, progres
 
 from __future__ import annotations
 
-from orchestrator.core.jobs import FINAL, TRANSITIONS
+from orchestrator.core.jobs import FINAL, QUEUE_SCORE, REQUEUE_AFTER_LOST_LEASE, TRANSITIONS
 from orchestrator.store.keys import lua_prelude
 
 
@@ -23,6 +25,14 @@ def _table_lua() -> str:
         rows.append(f"  {src.value}={{{inner}}}")
     final = ", ".join(f"{s.value}=true" for s in sorted(FINAL, key=lambda s: s.value))
     return "local ALLOWED = {\n" + ",\n".join(rows) + "\n}\n" + f"local FINAL = {{{final}}}\n"
+
+
+def _rule(text: str, name: str, lua: str) -> str:
+    """Put a shared rule's Lua where ``@name@`` stands (exactly once) in ``text``."""
+    placeholder = f"@{name}@"
+    if text.count(placeholder) != 1:
+        raise ValueError(f"{placeholder} must appear exactly once in the script it is rendered into")
+    return text.replace(placeholder, lua)
 
 
 _COMMON = r"""
@@ -97,7 +107,7 @@ local function move(id, to, now, reason, expect_from, expect_worker, err)
   end
   if expect_worker ~= '' and worker ~= expect_worker then return {0, from, worker, ep, to} end
   if to == 'REQUEUE_OR_FAIL' then
-    if tonumber(cur[4] or '0') <= tonumber(cur[5] or '0') then to = 'IN_QUEUE' else to = 'FAILED' end
+    if @REQUEUE_AFTER_LOST_LEASE@ then to = 'IN_QUEUE' else to = 'FAILED' end
   end
   if not allowed(from, to) then return {0, from, worker, ep, to} end
   leave(jk, id, ep, from)
@@ -107,6 +117,13 @@ local function move(id, to, now, reason, expect_from, expect_worker, err)
   return {1, from, worker, ep, to}
 end
 """
+_COMMON = _rule(
+    _COMMON,
+    "REQUEUE_AFTER_LOST_LEASE",
+    REQUEUE_AFTER_LOST_LEASE.lua(
+        {"attempts": "tonumber(cur[4] or '0')", "max_retries": "tonumber(cur[5] or '0')"}
+    ),
+)
 
 
 def _script(body: str) -> str:
@@ -114,7 +131,8 @@ def _script(body: str) -> str:
 
 
 SUBMIT = _script(
-    r"""
+    _rule(
+        r"""
 -- ARGV: P, ep, max_queue (0 = none), now, n, then n x (id, input, webhook, low, timeout_ms, ttl_ms, retries)
 local ep, maxq, now, n = ARGV[2], tonumber(ARGV[3]), tonumber(ARGV[4]), tonumber(ARGV[5])
 local q = K_queue(ep)
@@ -124,7 +142,7 @@ local base = redis.call('INCRBY', K_seq, n) - n
 for i = 0, n - 1 do
   local o = 6 + i * 7
   local id, webhook, low, ttl = ARGV[o], ARGV[o + 2], tonumber(ARGV[o + 3]), tonumber(ARGV[o + 5])
-  local score = I(low * 1125899906842624 + base + i + 1)
+  local score = I(@QUEUE_SCORE@)
   local jk = K_job(id)
   redis.call('HSET', jk, 'ep', ep, 'status', 'IN_QUEUE', 'input', ARGV[o + 1], 'created', I(now),
     'queued', I(now), 'attempts', 0, 'max_retries', ARGV[o + 6], 'timeout', ARGV[o + 4], 'ttl', ARGV[o + 5],
@@ -135,7 +153,10 @@ for i = 0, n - 1 do
   redis.call('ZADD', K_jobs, I(now), id)
 end
 return {1, depth + n}
-"""
+""",
+        "QUEUE_SCORE",
+        QUEUE_SCORE.lua({"low": "low", "seq": "base + i + 1"}),
+    )
 )
 
 TAKE = _script(
@@ -285,5 +306,20 @@ local cur = redis.call('HMGET', jk, 'status', 'worker')
 if cur[1] ~= 'IN_PROGRESS' or cur[2] ~= ARGV[3] then return 0 end
 redis.call('HSET', jk, 'progress', ARGV[4])
 return 1
+"""
+)
+
+AUTOSCALER_LEASE = (
+    lua_prelude()
+    + r"""
+-- ARGV: P, holder, ttl_ms. Compare-and-set of the autoscaler's leadership lease: taken when nobody holds it,
+-- renewed (its TTL reset) when `holder` does, left alone otherwise. Returns 1 when `holder` holds it now.
+local holder, ttl = ARGV[2], ARGV[3]
+local cur = redis.call('GET', K_autoscaler_leader)
+if cur == false or cur == holder then
+  redis.call('SET', K_autoscaler_leader, holder, 'PX', ttl)
+  return 1
+end
+return 0
 """
 )
