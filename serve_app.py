@@ -618,7 +618,7 @@ async def info() -> dict[str, Any]:
         "heartbeatTimeoutS": boot.queue.heartbeat_timeout_s,
         "leaseGraceS": boot.queue.lease_grace_s,
         "sweepIntervalS": boot.queue.sweep_interval_s,
-        "autoscalerIntervalS": boot.autoscaler.get("interval_s"),
+        "autoscalerIntervalS": boot.autoscaler.interval_s,
     }
 
 

@@ -2,16 +2,17 @@
 
 Each tick — every ``interval_s`` and within milliseconds of a queue event — it gathers a snapshot (endpoint
 specs, queue stats, pool summaries, Ray's GPUs), calls the pure :func:`orchestrator.core.autoscale.decide`,
-saves the returned state to Redis, records every decision with its reason, then applies: one WorkerPool per
-endpoint with a handler (created and removed here), its target and drains. Only the holder of the Redis
-leadership lease acts, so a second instance (a restart racing the old one) never acts at once.
+saves the returned state, records every decision with its reason, then applies: one WorkerPool per endpoint
+with a handler (created and removed here), its target and drains. Its state lives in the store
+(:mod:`orchestrator.store.autoscaler`; this actor never talks to Redis itself). Only the holder of the
+store's leadership lease acts, so a second instance (a restart racing the old one) never acts at once.
+Settings arrive typed (:class:`orchestrator.config.AutoscalerSettings` in the :class:`BootConfig`).
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import logging
 import time
 import uuid
@@ -20,16 +21,14 @@ from typing import Any
 import ray
 
 from actors import ray_cluster
-from actors.bootstrap import control_options
+from actors.options import control_options
 from actors.pool import PoolConfig, ensure_pool
 from orchestrator import logs
 from orchestrator.boot import BootConfig
 from orchestrator.control_metrics import TickMemory, queue_gauges, tick_samples
 from orchestrator.core.autoscale import (
-    AutoscaleConfig,
     AutoscalerState,
     Blocked,
-    Override,
     decide,
     decision_to_dict,
 )
@@ -38,11 +37,9 @@ from orchestrator.core.autoscale.snapshot import build_snapshot, pool_actions
 from orchestrator.metrics import published
 from orchestrator.names import AUTOSCALER_NAME, QUEUE_NAME, get_actor, pool_name
 from orchestrator.ray_metrics import RaySink
-from orchestrator.store.keys import Keys
-from orchestrator.store.redis import RedisStore
+from orchestrator.store.autoscaler import AutoscalerStore, RedisAutoscalerStore
 
 log = logging.getLogger("ripple.autoscaler")
-HISTORY_LIMIT = 500
 
 
 class Autoscaler:
@@ -50,33 +47,18 @@ class Autoscaler:
 
     def __init__(self, boot: BootConfig) -> None:
         self.boot = boot
-        self.settings = dict(boot.autoscaler)
-        self.interval_s = float(self.settings.get("interval_s", 2.0))
-        step_s = float(self.settings.get("starvation_step_s", 300))
-        per_step = int(self.settings.get("starvation_boost_per_step", 10))
-        max_boost = int(self.settings.get("starvation_max_boost", 30))
-        # Default reclaim: one starvation step after the boost has maxed (1200 s with the defaults), so it
-        # follows a configured step instead of staying at 1200 s.
-        steps_to_max = -(-max_boost // per_step) if per_step > 0 else 0
-        self.config = AutoscaleConfig(
-            high_load_threshold=int(self.settings.get("high_load_threshold", 10)),
-            high_load_boost=int(self.settings.get("high_load_boost", 20)),
-            starvation_step_s=step_s,
-            starvation_boost_per_step=per_step,
-            starvation_max_boost=max_boost,
-            preempt_busy=bool(self.settings.get("preempt_busy", False)),
-            starvation_reclaim_after_s=self.settings.get(
-                "starvation_reclaim_after_s", step_s * (steps_to_max + 1)
-            ),
+        self.settings = boot.autoscaler
+        self.interval_s = self.settings.interval_s
+        self.config = self.settings.policy()
+        self.store: AutoscalerStore = RedisAutoscalerStore.connect(
+            boot.queue.redis_url, boot.queue.key_prefix
         )
-        self.store = RedisStore.connect(boot.queue.redis_url, boot.queue.key_prefix)
-        self.k = Keys(boot.queue.key_prefix)
         self.queue = get_actor(QUEUE_NAME, boot.namespace)
         self.pool_cfg = PoolConfig(
             namespace=boot.namespace,
             take_wait_s=min(5.0, boot.take_wait_s),
             heartbeat_s=max(0.5, boot.queue.heartbeat_timeout_s / 4),
-            drain_timeout_s=float(self.settings.get("drain_timeout_s", 600.0)),
+            drain_timeout_s=boot.drain_timeout_s,
         )
         self.pools: dict[str, Any] = {}
         self.instance = uuid.uuid4().hex
@@ -116,18 +98,13 @@ class Autoscaler:
             await asyncio.sleep(0.02)  # coalesce bursts of events
 
     async def _leader(self) -> bool:
+        """Hold (take or renew) the leadership lease; a lease outlives a few missed ticks."""
         ttl_ms = int(max(10.0, self.interval_s * 5) * 1000)
-        key = self.k.autoscaler_leader
-        if await self.store.r.set(key, self.instance, nx=True, px=ttl_ms):
-            return True
-        if await self.store.r.get(key) == self.instance:
-            await self.store.r.pexpire(key, ttl_ms)
-            return True
-        return False
+        return await self.store.hold_lease(self.instance, ttl_ms)
 
     async def enabled(self) -> bool:
-        raw = await self.store.r.get(self.k.autoscaler_enabled)
-        return bool(self.settings.get("enabled", True)) if raw is None else raw == "1"
+        switch = await self.store.switch()
+        return self.settings.enabled if switch is None else switch
 
     async def tick(self) -> dict[str, Any]:
         """Gather, decide, save, apply. Returns a summary of what it did."""
@@ -149,12 +126,12 @@ class Autoscaler:
         # On a cluster that grows (KubeRay, Ray's autoscaler), maxGpus is the budget Ripple plans with even
         # before those GPUs exist: replicas beyond today's GPUs wait for placement, which is exactly the
         # demand Ray's autoscaler acts on. Unset, Ripple plans with the GPUs the cluster has now.
-        budget = self.settings.get("max_gpus")
-        if budget is not None and float(budget) > total:
-            available += float(budget) - total
-            total = float(budget)
+        budget = self.settings.max_gpus
+        if budget is not None and budget > total:
+            available += budget - total
+            total = budget
         if self.state is None:
-            saved = await self.store.get_doc(self.k.autoscaler_state)
+            saved = await self.store.load_state()
             self.state = AutoscalerState.from_dict(saved) if saved else AutoscalerState()
         enabled = await self.enabled()
         snapshot = build_snapshot(
@@ -164,13 +141,15 @@ class Autoscaler:
             summaries,
             gpus_total=total,
             gpus_available=available,
-            max_gpus=self.settings.get("max_gpus"),
+            max_gpus=self.settings.max_gpus,
+            max_cpus=self.settings.max_cpus,
+            max_memory_mb=self.settings.max_memory_mb,
             enabled=enabled,
             config=self.config,
-            overrides=await self._overrides(),
+            overrides=await self.store.overrides(),
         )
         decisions, new_state = decide(snapshot, self.state)
-        await self.store.put_doc(self.k.autoscaler_state, new_state.to_dict())
+        await self.store.save_state(new_state.to_dict())
         self.state = new_state
         await self._record(decisions, snapshot.now_s)
         actions = pool_actions(snapshot, decisions)
@@ -262,54 +241,36 @@ class Autoscaler:
             kept = {k: v for k, v in self.state.endpoints.items() if k != endpoint}
             self.state = AutoscalerState(kept)
 
-    async def _overrides(self) -> dict[str, Override]:
-        raw = await self.store.r.hgetall(self.k.autoscaler_overrides)
-        out = {}
-        for name, text in raw.items():
-            d = json.loads(text)
-            out[name] = Override(
-                desired_replicas=d.get("desiredReplicas"), disabled=bool(d.get("disabled", False))
-            )
-        return out
-
     async def _record(self, decisions: list[Any], now_s: float) -> None:
-        async with self.store.r.pipeline(transaction=False) as p:
-            n = 0
-            for d in decisions:
-                if isinstance(d, Blocked):
-                    if self.last_blocked.get(d.endpoint) == d.reason:
-                        continue
-                    self.last_blocked[d.endpoint] = d.reason
-                else:
-                    self.last_blocked.pop(d.endpoint, None)
-                entry = {"at": int(now_s * 1000), **decision_to_dict(d)}
-                key = self.k.autoscaler_history(d.endpoint)
-                p.lpush(key, json.dumps(entry))
-                p.ltrim(key, 0, HISTORY_LIMIT - 1)
-                n += 1
-                log.info("autoscaler %s", entry)
-            if n:
-                await p.execute()
+        """Every decision into its endpoint's history, except a Blocked that repeats the last one."""
+        entries: list[tuple[str, dict[str, Any]]] = []
+        for d in decisions:
+            if isinstance(d, Blocked):
+                if self.last_blocked.get(d.endpoint) == d.reason:
+                    continue
+                self.last_blocked[d.endpoint] = d.reason
+            else:
+                self.last_blocked.pop(d.endpoint, None)
+            entry = {"at": int(now_s * 1000), **decision_to_dict(d)}
+            entries.append((d.endpoint, entry))
+            log.info("autoscaler %s", entry)
+        await self.store.record(entries)
 
     # API --------------------------------------------------------------------------------------------
 
     async def set_enabled(self, on: bool) -> dict[str, Any]:
-        await self.store.r.set(self.k.autoscaler_enabled, "1" if on else "0")
+        await self.store.set_switch(on)
         self._wake.set()
         return {"enabled": on}
 
     async def set_override(self, endpoint: str, override: dict[str, Any] | None) -> dict[str, Any]:
         """Pin an endpoint's replica count or exclude it from autoscaling (None clears)."""
-        if override is None:
-            await self.store.r.hdel(self.k.autoscaler_overrides, endpoint)
-        else:
-            await self.store.r.hset(self.k.autoscaler_overrides, endpoint, json.dumps(override))
+        await self.store.set_override(endpoint, override)
         self._wake.set()
         return {"endpoint": endpoint, "override": override}
 
     async def history(self, endpoint: str, limit: int) -> list[dict[str, Any]]:
-        rows = await self.store.r.lrange(self.k.autoscaler_history(endpoint), 0, max(0, limit - 1))
-        return [json.loads(r) for r in rows]
+        return await self.store.history(endpoint, limit)
 
     async def status(self) -> dict[str, Any]:
         """Cluster GPUs and, per endpoint, current/desired replicas, queue, priorities, idle and wait
@@ -361,7 +322,7 @@ class Autoscaler:
                 "total": total,
                 "used": total - available,
                 "free": available,
-                "maxGpus": self.settings.get("max_gpus"),
+                "maxGpus": self.settings.max_gpus,
             },
             "endpoints": rows,
         }

@@ -3,10 +3,9 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
 
 from orchestrator.auth import AuthConfig
-from orchestrator.config import QueueConfig, Settings
+from orchestrator.config import AutoscalerSettings, QueueConfig, Settings
 
 
 @dataclass(frozen=True)
@@ -22,7 +21,8 @@ class BootConfig:
     runsync_wait_s: float
     data_dir: str
     embedded_store: bool
-    autoscaler: dict[str, Any]
+    autoscaler: AutoscalerSettings
+    drain_timeout_s: float
     dashboard_url: str | None = None
 
 
@@ -40,6 +40,7 @@ def boot_config(
         runsync_wait_s=settings.runsync_wait_s,
         data_dir=str(settings.data_dir.resolve()),
         embedded_store=embedded,
-        autoscaler={**settings.autoscaler.model_dump(), "drain_timeout_s": settings.drain_timeout_s},
+        autoscaler=settings.autoscaler,
+        drain_timeout_s=settings.drain_timeout_s,
         dashboard_url=dashboard_url,
     )

@@ -12,7 +12,15 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from pydantic import BaseModel, Field, SecretStr, ValidationError, field_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    SecretStr,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 from pydantic_settings import (
     BaseSettings,
     PydanticBaseSettingsSource,
@@ -20,21 +28,69 @@ from pydantic_settings import (
     YamlConfigSettingsSource,
 )
 
+from orchestrator.core.autoscale.model import AutoscaleConfig, default_reclaim_after_s
 from orchestrator.core.errors import ConfigError
+
+_POLICY = AutoscaleConfig()  # the policy's defaults, written once in orchestrator.core.autoscale.model
 
 
 class AutoscalerSettings(BaseModel):
-    """Cluster-wide autoscaler settings (``RIPPLE_AUTOSCALER__*``)."""
+    """Cluster-wide autoscaler settings (``RIPPLE_AUTOSCALER__*``, or ``autoscaler:`` in the YAML file).
+
+    An unknown key is an error, like an unknown top-level setting. The policy's knobs take their defaults
+    from :class:`~orchestrator.core.autoscale.AutoscaleConfig`; :meth:`policy` builds that config.
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
 
     enabled: bool = True
     interval_s: float = Field(default=2.0, gt=0, le=300)
     max_gpus: float | None = Field(default=None, ge=0, description="Cap on GPUs Ripple may use.")
-    high_load_threshold: int = Field(default=10, ge=1)
-    high_load_boost: int = Field(default=20, ge=0, le=100)
-    starvation_step_s: float = Field(default=300, gt=0)
-    starvation_boost_per_step: int = Field(default=10, ge=0, le=100)
-    starvation_max_boost: int = Field(default=30, ge=0, le=100)
-    preempt_busy: bool = False
+    max_cpus: float | None = Field(
+        default=None, ge=0, description="Cap on the CPUs Ripple's replicas may hold together."
+    )
+    max_memory_gb: float | None = Field(
+        default=None, ge=0, description="Cap on the memory (GB) Ripple's replicas may hold together."
+    )
+    high_load_threshold: int = Field(default=_POLICY.high_load_threshold, ge=1)
+    high_load_boost: int = Field(default=_POLICY.high_load_boost, ge=0, le=100)
+    starvation_step_s: float = Field(default=_POLICY.starvation_step_s, gt=0)
+    starvation_boost_per_step: int = Field(default=_POLICY.starvation_boost_per_step, ge=0, le=100)
+    starvation_max_boost: int = Field(default=_POLICY.starvation_max_boost, ge=0, le=100)
+    starvation_reclaim_after_s: float | None = Field(
+        default=None,
+        ge=0,
+        description="Wait of a job with no replica at all before a replica is reclaimed for it; "
+        "unset: one starvation step after the boost has reached its maximum.",
+    )
+    preempt_busy: bool = _POLICY.preempt_busy
+
+    @model_validator(mode="after")
+    def _policy_accepts(self) -> AutoscalerSettings:
+        self.policy()  # the policy's own checks (ValueError, reported as a setting error)
+        return self
+
+    @property
+    def max_memory_mb(self) -> float | None:
+        """``max_memory_gb`` in MB (the unit of endpoint specs and of the policy's snapshot)."""
+        return None if self.max_memory_gb is None else self.max_memory_gb * 1024
+
+    def policy(self) -> AutoscaleConfig:
+        """The autoscaling policy's config from these settings."""
+        reclaim_s = self.starvation_reclaim_after_s
+        if reclaim_s is None:
+            reclaim_s = default_reclaim_after_s(
+                self.starvation_step_s, self.starvation_boost_per_step, self.starvation_max_boost
+            )
+        return AutoscaleConfig(
+            high_load_threshold=self.high_load_threshold,
+            high_load_boost=self.high_load_boost,
+            starvation_step_s=self.starvation_step_s,
+            starvation_boost_per_step=self.starvation_boost_per_step,
+            starvation_max_boost=self.starvation_max_boost,
+            preempt_busy=self.preempt_busy,
+            starvation_reclaim_after_s=reclaim_s,
+        )
 
 
 class Settings(BaseSettings):
@@ -112,6 +168,7 @@ def load_settings(config_file: str | Path | None = None, **overrides: Any) -> Se
     Raises:
         ConfigError: naming each invalid setting with its bad value and why.
     """
+    _check_nested_env()
     path = config_file or os.environ.get("RIPPLE_CONFIG")
     if path is not None and not Path(path).is_file():
         raise ConfigError(f"config file {str(path)!r} (RIPPLE_CONFIG / --config) does not exist")
@@ -130,6 +187,32 @@ def load_settings(config_file: str | Path | None = None, **overrides: Any) -> Se
             os.environ["_RIPPLE_CONFIG_FILE"] = previous
 
 
+def _nested_groups() -> dict[str, type[BaseModel]]:
+    """Settings that are groups of settings (``autoscaler``), by name."""
+    out: dict[str, type[BaseModel]] = {}
+    for name, field in Settings.model_fields.items():
+        kind = field.annotation
+        if isinstance(kind, type) and issubclass(kind, BaseModel):
+            out[name] = kind
+    return out
+
+
+def _check_nested_env() -> None:
+    """Refuse a ``RIPPLE_<GROUP>...`` variable that does not name a setting of the group: one with a single
+    ``_`` after the group (``RIPPLE_AUTOSCALER_INTERVAL_S``), which the environment source would ignore.
+    Unknown names after ``__`` are refused by the group's own validation."""
+    for group, model in _nested_groups().items():
+        head = f"RIPPLE_{group.upper()}"
+        for env in os.environ:
+            name = env.upper()
+            if name.startswith(head) and name != head and not name.startswith(head + "__"):
+                known = ", ".join(f"{head}__{f.upper()}" for f in model.model_fields)
+                raise ConfigError(
+                    f"unknown setting {env}: settings of {group} are spelled {head}__NAME (known: {known})",
+                    [(group, env)],
+                )
+
+
 _NOT_SECRET = frozenset({"key_prefix"})  # names with "key" or "url" in them whose values are safe to echo
 
 
@@ -141,8 +224,22 @@ def _describe(exc: ValidationError) -> str:
         value = err.get("input")
         secret = name not in _NOT_SECRET and any(s in name.lower() for s in ("key", "url", "secret", "token"))
         shown = "***" if secret else repr(value)
-        lines.append(f"invalid setting {name} ({env}) = {shown}: {err['msg']}")
+        if err["type"] == "extra_forbidden":
+            lines.append(f"unknown setting {name} ({env}) = {shown}: {err['msg']}{_known(err['loc'])}")
+        else:
+            lines.append(f"invalid setting {name} ({env}) = {shown}: {err['msg']}")
     return "; ".join(lines)
+
+
+def _known(loc: tuple[int | str, ...]) -> str:
+    """`` (known: ...)``: the setting names valid where an unknown one was given."""
+    model: type[BaseModel] = Settings
+    for part in loc[:-1]:
+        group = _nested_groups().get(str(part)) if model is Settings else None
+        if group is None:
+            return ""
+        model = group
+    return " (known: " + ", ".join(model.model_fields) + ")"
 
 
 @dataclass(frozen=True)

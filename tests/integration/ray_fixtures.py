@@ -22,7 +22,7 @@ import os
 import time
 import uuid
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
 from typing import Any, Literal, TypeVar, cast
@@ -230,18 +230,14 @@ def start_ripple(
 ) -> Ripple:
     """Create the control actors on the connected Ray under a fresh key prefix."""
     merged = {**DEFAULT_SETTINGS, **(settings or {})}
-    extra_autoscaler = {**DEFAULT_AUTOSCALER, **(autoscaler or {})}
-    known = set(load_settings().autoscaler.model_dump())
     s = load_settings(
         namespace=namespace,
         key_prefix=f"{namespace}:",
         data_dir=data_dir,
-        autoscaler={k: v for k, v in extra_autoscaler.items() if k in known},
+        autoscaler={**DEFAULT_AUTOSCALER, **(autoscaler or {})},
         **merged,
     )
     boot = boot_config(s, redis_url, True, AuthConfig(enabled=False))
-    # Policy knobs the settings do not expose (such as starvation_reclaim_after_s) go to the actor as is.
-    boot = replace(boot, autoscaler={**boot.autoscaler, **extra_autoscaler})
     handles = ensure_control_actors(boot, timeout_s=90.0)
     return Ripple(boot, namespace, redis_url, handles[QUEUE_NAME], handles[AUTOSCALER_NAME])
 

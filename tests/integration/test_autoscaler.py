@@ -6,13 +6,25 @@ Timings are shortened: a 0.5 s tick, a 2 s starvation step and a 4 s starvation 
 
 from __future__ import annotations
 
+import contextlib
 import time
+import uuid
+from pathlib import Path
 from typing import Any
 
 import pytest
 import ray
 
-from tests.integration.ray_fixtures import Ripple, local_ray, module_redis, ripple, rp, wait_for
+from tests.integration.ray_fixtures import (
+    Ripple,
+    local_ray,
+    module_redis,
+    ripple,
+    rp,
+    start_ripple,
+    stop_control_actors,
+    wait_for,
+)
 
 __all__ = ["local_ray", "module_redis", "ripple", "rp"]
 
@@ -186,3 +198,28 @@ def test_disable_stops_decisions_and_enable_resumes_them(rp: Ripple) -> None:
     assert done["status"] == "COMPLETED"
     assert [h["kind"] for h in _actions(rp, "mid", began_ms)] == ["scale_up"]
     _check_reasons(rp, "mid")
+
+
+def test_cpu_cap_setting_reaches_the_policy(rp: Ripple, module_redis: str, tmp_path: Path) -> None:
+    """``max_cpus`` (RIPPLE_AUTOSCALER__MAX_CPUS) caps a CPU endpoint's replicas: a second Ripple on the same
+    Ray, capped at 1 CPU, runs three queued jobs on one replica and says why it adds no other."""
+    namespace = f"cap{uuid.uuid4().hex[:8]}"
+    capped = start_ripple(module_redis, tmp_path, namespace, None, {"max_cpus": 1})
+    try:
+        capped.create_endpoint("cpu", "work_async", gpus=0, cpus=1, concurrency=1, maxReplicas=3)
+        jobs = capped.submit("cpu", [{"sleep_s": 1.0, "value": k} for k in range(3)])
+        seen = 0
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            seen = max(seen, len(capped.pool_replicas("cpu")))
+            if all(j["status"] == "COMPLETED" for j in capped.jobs(jobs)):
+                break
+            time.sleep(0.2)
+        assert [j["status"] for j in capped.jobs(jobs)] == ["COMPLETED"] * 3
+        assert seen == 1, f"{seen} replicas under a 1-CPU cap"
+        blocked = [h for h in capped.history("cpu") if h["kind"] == "blocked"]
+        assert blocked and "CPUs" in blocked[0]["reason"], blocked
+    finally:
+        with contextlib.suppress(Exception):
+            capped.delete_all(timeout_s=30.0)
+        stop_control_actors(namespace)

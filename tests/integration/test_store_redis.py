@@ -10,6 +10,7 @@ import json
 import os
 import random
 import time
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -17,14 +18,32 @@ import pytest
 import redis
 
 from orchestrator.core.errors import NotFound, QueueFull
-from orchestrator.core.jobs import JobStatus
+from orchestrator.core.jobs import (
+    QUEUE_SCORE,
+    REQUEUE_AFTER_LOST_LEASE,
+    JobStatus,
+    queue_score,
+    status_after_lost_lease,
+)
 from orchestrator.core.models import NewJob
 from orchestrator.ops import embedded_redis
+from orchestrator.store.autoscaler import RedisAutoscalerStore
 from orchestrator.store.memory import MemoryStore
 from orchestrator.store.protocol import REQUEUE_OR_FAIL, FinishItem
 from orchestrator.store.redis import RedisStore
+from tests.store_support import delete_prefix, unique_prefix
+from tests.unit.test_autoscaler_store import (
+    test_history_keeps_the_newest,
+    test_lease_is_held_by_one_holder_and_renewed_only_by_it,
+    test_switch_state_overrides_and_history,
+)
 
 pytestmark = pytest.mark.timeout(120)
+__all__ = [  # the autoscaler store's behaviour tests, run here on Redis
+    "test_history_keeps_the_newest",
+    "test_lease_is_held_by_one_holder_and_renewed_only_by_it",
+    "test_switch_state_overrides_and_history",
+]
 S = JobStatus
 NOW = 1_700_000_000_000
 
@@ -463,3 +482,87 @@ async def test_memory_store_behaves_like_redis_store(redis_store: RedisStore, se
     assert await fake.webhook_claim(3) == await redis_store.webhook_claim(3)
     assert await fake.webhook_recover() == await redis_store.webhook_recover()
     assert await fake.webhook_claim(1000) == await redis_store.webhook_claim(1000)
+
+
+# The autoscaler's store: the same tests as on the in-memory fake, on Redis ------------------------------
+
+
+@pytest.fixture
+async def autoscaler_store(redis_url: str) -> AsyncIterator[RedisAutoscalerStore]:
+    prefix = unique_prefix()
+    store = RedisAutoscalerStore.connect(redis_url, prefix)
+    try:
+        yield store
+    finally:
+        await store.close()
+        delete_prefix(redis_url, prefix)
+
+
+async def test_autoscaler_lease_is_one_compare_and_set(
+    autoscaler_store: RedisAutoscalerStore, redis_url: str
+) -> None:
+    """The lease is written by the script only: a holder's renewal resets the TTL, a non-holder's call
+    leaves value and TTL alone, and a holder whose lease another instance took cannot renew it."""
+    client = redis.Redis.from_url(redis_url, decode_responses=True)
+    key = autoscaler_store.k.autoscaler_leader
+    try:
+        assert await autoscaler_store.hold_lease("a", 60_000)
+        assert client.get(key) == "a" and 59_000 < client.pttl(key) <= 60_000
+        assert not await autoscaler_store.hold_lease("b", 90_000)
+        assert client.get(key) == "a" and client.pttl(key) <= 60_000, "a non-holder changes nothing"
+        assert await autoscaler_store.hold_lease("a", 90_000)
+        assert client.pttl(key) > 60_000, "the holder's renewal resets the TTL"
+        client.set(key, "c", px=60_000)  # another instance took it (the lease had expired meanwhile)
+        assert not await autoscaler_store.hold_lease("a", 60_000), "a lost lease is not renewed"
+        assert client.get(key) == "c" and client.pttl(key) <= 60_000
+    finally:
+        client.close()
+
+
+# Rules shared by Python and Lua: one expression, the same answers ----------------------------------------
+
+RULE_CASES = [(attempts, retries) for attempts in (0, 1, 2, 3, 5, 11) for retries in (0, 1, 2, 3, 10)]
+SCORE_CASES = [(low, seq) for low in (0, 1) for seq in (0, 1, 2, 999, 2**31, 2**40, 2**50 - 1)]
+
+
+async def test_rendered_rules_evaluate_like_python(redis_store: RedisStore) -> None:
+    """Each rule's rendered Lua, run by Redis on a table of inputs, gives Python's answer."""
+    requeue = REQUEUE_AFTER_LOST_LEASE.lua(
+        {"attempts": "tonumber(ARGV[1])", "max_retries": "tonumber(ARGV[2])"}
+    )
+    score = QUEUE_SCORE.lua({"low": "tonumber(ARGV[1])", "seq": "tonumber(ARGV[2])"})
+    for attempts, retries in RULE_CASES:
+        lua = await redis_store.r.eval(f"if {requeue} then return 1 else return 0 end", 0, attempts, retries)
+        expected = status_after_lost_lease(attempts, retries)
+        assert (S.IN_QUEUE if lua == 1 else S.FAILED) is expected, (attempts, retries)
+    for low, seq in SCORE_CASES:
+        lua = await redis_store.r.eval(f"return string.format('%d', {score})", 0, low, seq)
+        assert int(lua) == int(queue_score(bool(low), seq)), (low, seq)
+
+
+@pytest.mark.parametrize("max_retries", [0, 1, 2, 4])
+async def test_store_scripts_apply_the_shared_rules(
+    redis_store: RedisStore, redis_url: str, max_retries: int
+) -> None:
+    """Through the real scripts: queued jobs carry queue_score's score, and a job whose lease is lost again
+    and again goes back to the queue exactly while status_after_lost_lease says so."""
+    await redis_store.submit("ep", jobs(1, max_retries=max_retries), None, NOW)
+    await redis_store.submit("ep", jobs(1, start=1, low_priority=True), None, NOW)
+    client = redis.Redis.from_url(redis_url, decode_responses=True)
+    try:
+        scores = [int(client.hget(redis_store.k.job(j), "score") or -1) for j in ("j0", "j1")]
+        seq = int(client.get(redis_store.k.seq) or 0)
+    finally:
+        client.close()
+    assert scores == [int(queue_score(False, seq - 1)), int(queue_score(True, seq))]
+    outcomes = []
+    for attempt in range(1, max_retries + 3):
+        (taken,) = await redis_store.take("ep", "w", 1, NOW + attempt)
+        assert taken.id == "j0" and taken.attempt == attempt
+        moved = await redis_store.move(taken.id, REQUEUE_OR_FAIL, NOW + attempt, "lease lost")
+        assert moved.moved
+        outcomes.append(moved.after)
+        if moved.after is S.FAILED:
+            break
+    assert outcomes == [status_after_lost_lease(a, max_retries) for a in range(1, len(outcomes) + 1)]
+    assert outcomes[-1] is S.FAILED and len(outcomes) == max_retries + 1

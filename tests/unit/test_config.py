@@ -4,13 +4,19 @@ from __future__ import annotations
 
 import json
 import os
+import pickle
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from orchestrator.config import QueueConfig, Settings, load_settings
+from orchestrator.auth import AuthConfig
+from orchestrator.boot import boot_config
+from orchestrator.config import AutoscalerSettings, QueueConfig, Settings, load_settings
+from orchestrator.core.autoscale import AutoscaleConfig, AutoscalerState, Blocked, ScaleUp, decide
+from orchestrator.core.autoscale.snapshot import build_snapshot
 from orchestrator.core.errors import ConfigError
+from orchestrator.core.models import EndpointSpec
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -140,3 +146,104 @@ def test_queue_config_from_settings() -> None:
 def test_settings_class_refuses_unknown_fields() -> None:
     with pytest.raises(ValueError):
         Settings(not_a_setting=1)  # type: ignore[call-arg]
+
+
+# The autoscaler's settings: typed end to end, strict, defaults from the policy --------------------------
+
+
+def test_unknown_autoscaler_key_in_yaml_stops_start_up(tmp_path: Path) -> None:
+    path = write_yaml(tmp_path, "autoscaler:\n  intervall_s: 5\n")
+    with pytest.raises(ConfigError) as info:
+        load_settings(path)
+    msg = str(info.value)
+    assert "unknown setting autoscaler.intervall_s (RIPPLE_AUTOSCALER__INTERVALL_S)" in msg, msg
+    assert "interval_s" in msg.split("known:")[1], "the valid names are listed"
+
+
+def test_unknown_autoscaler_env_variable_stops_start_up(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("RIPPLE_AUTOSCALER__INTERVALL_S", "5")
+    with pytest.raises(
+        ConfigError, match=r"unknown setting autoscaler\.intervall_s \(RIPPLE_AUTOSCALER__INTERVALL_S\)"
+    ):
+        load_settings()
+
+
+def test_autoscaler_env_variable_with_a_single_underscore_stops_start_up(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("RIPPLE_AUTOSCALER_MAX_GPUS", "4")
+    with pytest.raises(
+        ConfigError, match=r"unknown setting RIPPLE_AUTOSCALER_MAX_GPUS.*RIPPLE_AUTOSCALER__NAME"
+    ):
+        load_settings()
+
+
+def test_autoscaler_settings_the_policy_refuses_stop_start_up(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("RIPPLE_AUTOSCALER__STARVATION_BOOST_PER_STEP", "40")
+    with pytest.raises(ConfigError, match=r"starvation_boost_per_step \(40\) must be within"):
+        load_settings()
+
+
+def test_autoscaler_defaults_are_the_policy_defaults() -> None:
+    assert load_settings().autoscaler.policy() == AutoscaleConfig()
+
+
+def test_autoscaler_settings_build_the_policy_config(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    path = write_yaml(tmp_path, "autoscaler:\n  starvation_step_s: 10\n  preempt_busy: true\n")
+    monkeypatch.setenv("RIPPLE_AUTOSCALER__HIGH_LOAD_THRESHOLD", "3")
+    config = load_settings(path).autoscaler.policy()
+    assert (config.starvation_step_s, config.preempt_busy, config.high_load_threshold) == (10, True, 3)
+    assert config.starvation_reclaim_after_s == 40, "the reclaim follows the step: 3 steps to the max, +1"
+    monkeypatch.setenv("RIPPLE_AUTOSCALER__STARVATION_RECLAIM_AFTER_S", "7")
+    assert load_settings(path).autoscaler.policy().starvation_reclaim_after_s == 7
+
+
+def test_boot_config_carries_typed_autoscaler_settings() -> None:
+    s = load_settings(drain_timeout_s=42, autoscaler={"interval_s": 0.5, "max_gpus": 3})
+    boot = boot_config(s, "unix:///tmp/r.sock", True, AuthConfig(enabled=False))
+    assert isinstance(boot.autoscaler, AutoscalerSettings)
+    assert (boot.autoscaler.interval_s, boot.autoscaler.max_gpus, boot.drain_timeout_s) == (0.5, 3, 42)
+    assert pickle.loads(pickle.dumps(boot)) == boot, "it travels to the actors"
+
+
+def test_cpu_and_memory_caps_from_the_environment_reach_the_policy(monkeypatch: pytest.MonkeyPatch) -> None:
+    """RIPPLE_AUTOSCALER__MAX_CPUS / __MAX_MEMORY_GB become the snapshot's caps (as the autoscaler actor
+    passes them), and the policy grants no replica beyond them."""
+    monkeypatch.setenv("RIPPLE_AUTOSCALER__MAX_CPUS", "5")
+    monkeypatch.setenv("RIPPLE_AUTOSCALER__MAX_MEMORY_GB", "1.5")
+    settings = load_settings().autoscaler
+    assert (settings.max_cpus, settings.max_memory_gb, settings.max_memory_mb) == (5, 1.5, 1536)
+
+    def granted(cpus: float, memory_mb: int | None) -> tuple[int, str]:
+        spec = EndpointSpec.model_validate(
+            {
+                "name": "cpu",
+                "handler": "m:f",
+                "gpus": 0,
+                "cpus": cpus,
+                "memoryMb": memory_mb,
+                "maxReplicas": 10,
+            }
+        )
+        snapshot = build_snapshot(
+            0.0,
+            {"cpu": spec},
+            {"cpu": {"queued": 10}},
+            {},
+            gpus_total=0,
+            gpus_available=0,
+            max_gpus=settings.max_gpus,
+            max_cpus=settings.max_cpus,
+            max_memory_mb=settings.max_memory_mb,
+            enabled=True,
+            config=settings.policy(),
+        )
+        decisions, _ = decide(snapshot, AutoscalerState())
+        ups = sum(d.count for d in decisions if isinstance(d, ScaleUp))
+        reasons = " ".join(d.reason for d in decisions if isinstance(d, Blocked))
+        return ups, reasons
+
+    ups, reasons = granted(cpus=2, memory_mb=None)
+    assert ups == 2 and "CPUs" in reasons, "5 CPUs hold two 2-CPU replicas"
+    ups, reasons = granted(cpus=1, memory_mb=512)
+    assert ups == 3 and "memory" in reasons, "1536 MB hold three 512 MB replicas"

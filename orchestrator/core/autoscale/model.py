@@ -25,6 +25,13 @@ def _require(ok: bool, message: str) -> None:
         raise ValueError(message)
 
 
+def default_reclaim_after_s(step_s: float, boost_per_step: int, max_boost: int) -> float:
+    """The default ``starvation_reclaim_after_s``: one starvation step after the boost has reached its
+    maximum (so it follows a configured step: 1200 s with the default 300 s step, +10 per step, max 30)."""
+    steps_to_max = -(-max_boost // boost_per_step) if boost_per_step > 0 else 0
+    return step_s * (steps_to_max + 1)
+
+
 @dataclass(frozen=True)
 class AutoscaleConfig:
     """Cluster-wide policy knobs (defaults are the Waverless ones, with the bounds made explicit).
@@ -34,7 +41,9 @@ class AutoscaleConfig:
     job it holds before it stops) of an endpoint that holds more than ``max(min_replicas, 1)``. This is what
     bounds starvation when higher-priority load never lets a GPU go idle. ``None`` turns it off, and then
     only ``preempt_busy`` ever drains a busy replica. The default is one starvation step after the boost
-    has reached its maximum.
+    has reached its maximum (:func:`default_reclaim_after_s`).
+
+    These defaults are the only ones: the ``RIPPLE_AUTOSCALER__*`` settings take theirs from here.
     """
 
     high_load_threshold: int = 10
@@ -43,7 +52,9 @@ class AutoscaleConfig:
     starvation_boost_per_step: int = 10
     starvation_max_boost: int = 30
     preempt_busy: bool = False
-    starvation_reclaim_after_s: float | None = 1200.0
+    starvation_reclaim_after_s: float | None = default_reclaim_after_s(
+        starvation_step_s, starvation_boost_per_step, starvation_max_boost
+    )
     keep_alive: KeepAliveConfig = field(default_factory=KeepAliveConfig)
 
     def __post_init__(self) -> None:

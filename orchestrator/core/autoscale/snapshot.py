@@ -52,9 +52,12 @@ def build_snapshot(
     enabled: bool,
     config: AutoscaleConfig,
     overrides: Mapping[str, Override] | None = None,
+    max_cpus: float | None = None,
+    max_memory_mb: float | None = None,
 ) -> Snapshot:
     """The policy's input. Only endpoints with a handler (Ray replicas) are sized; GPUs held by anything
-    that is not a placed Ripple replica count as used elsewhere."""
+    that is not a placed Ripple replica count as used elsewhere. ``max_cpus``/``max_memory_mb`` cap the
+    CPUs and memory of Ripple's replicas as a whole (None: no cap)."""
     views = []
     placed_gpus = 0.0
     for name, spec in sorted(specs.items()):
@@ -99,6 +102,8 @@ def build_snapshot(
         gpus_total=gpus_total,
         gpus_used_elsewhere=elsewhere,
         max_gpus=max_gpus,
+        cpus_total=max_cpus,
+        memory_mb_total=max_memory_mb,
         enabled=enabled,
         config=config,
     )
