@@ -19,7 +19,7 @@ from typing import Any
 import ray
 
 from actors import ray_cluster
-from actors.bootstrap import control_options
+from actors.options import control_options
 from actors.replica import ReplicaConfig, WorkerReplica
 from orchestrator import logs
 from orchestrator.core.health import HealthState

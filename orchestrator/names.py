@@ -8,12 +8,12 @@ from __future__ import annotations
 from typing import Any
 
 from orchestrator.core.errors import NotReady
+from orchestrator.core.placement import API_RESOURCE as API_RESOURCE
+from orchestrator.core.placement import CONTROL_RESOURCE as CONTROL_RESOURCE
 
 QUEUE_NAME = "ripple-queue"
 AUTOSCALER_NAME = "ripple-autoscaler"
 APP_NAME = "ripple"
-CONTROL_RESOURCE = "ripple-control"
-API_RESOURCE = "ripple-api"
 
 
 def pool_name(endpoint: str) -> str:

@@ -4,7 +4,10 @@ from __future__ import annotations
 
 from typing import Any
 
-from orchestrator.names import API_RESOURCE, CONTROL_RESOURCE
+CONTROL_RESOURCE = "ripple-control"
+"""Custom Ray resource of the node that hosts Ripple's control actors (the head)."""
+API_RESOURCE = "ripple-api"
+"""Custom Ray resource of the slots for Ripple's HTTP ingress replicas."""
 
 
 def ingress_actor_options(cluster_resources: dict[str, float]) -> dict[str, Any]:
