@@ -325,11 +325,7 @@ class WorkerPool:
                 continue
             done, _ = ray.wait([r.run_ref], timeout=0)
             if done:
-                try:
-                    ray.get(done[0])
-                    await self._stopped(r, "drained")
-                except Exception as exc:
-                    await self._lost(r, f"died: {_short(exc)}", None)
+                await self._run_ended(r, done[0])
                 continue
             try:
                 r.info = await asyncio.wait_for(r.handle.status.remote(), 2.0)
@@ -339,6 +335,20 @@ class WorkerPool:
             if int(r.info.get("stuck", 0)) >= int(r.info.get("concurrency", 1)):
                 ray.kill(r.handle, no_restart=True)  # every thread hangs in a stopped job: replace it
                 await self._lost(r, "hung past its jobs' execution timeout; replaced", None)
+
+    async def _run_ended(self, r: _Replica, run_ref: Any) -> None:
+        """A replica's ``run`` returned (drained) or raised (its process died)."""
+        try:
+            summary = ray.get(run_ref)
+        except Exception as exc:
+            await self._lost(r, f"died: {_short(exc)}", None)
+            return
+        # A replica whose job asked for refresh_worker drained itself: it no longer counts toward the
+        # target, so a fresh replica replaces it, as RunPod restarts the worker.
+        refresh = summary.get("refresh") if isinstance(summary, dict) else None
+        await self._stopped(r, f"replaced: {refresh}" if refresh else "drained")
+        if refresh:
+            self._wake.set()
 
     def _start_failed(self, now_s: float) -> None:
         self.start_failures += 1

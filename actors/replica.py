@@ -1,9 +1,12 @@
 """WorkerReplica: one Ray actor per replica, placed with the endpoint's resources, running its handler.
 
 Lifecycle hooks, as the design asks:
-- start (``__init__``): import the handler once — the cold start, timed and reported;
-- ``run``: take jobs from the queue with no HTTP hop (``concurrency`` at once, health permitting), stream
-  chunks, batch results, heartbeat with the held jobs; returns when drained;
+- start (``__init__``): import the handler once — the cold start, timed and reported. A RunPod worker file
+  that calls ``runpod.serverless.start(config)`` loads as is: the config is captured (``core.handlers``);
+- ``run``: take jobs from the queue with no HTTP hop (``concurrency`` at once, or what the worker's
+  ``concurrency_modifier`` says before each take; health permitting), stream chunks, batch results,
+  heartbeat with the held jobs; returns when drained, or after a job asked for ``refresh_worker`` (the
+  pool then starts a fresh replica);
 - drain (``drain``): take nothing new, finish what is held within the deadline, hand back the rest;
 - ``__ray_shutdown__``: best-effort: tell the queue this worker is gone so its leases return at once.
 Leases cover everything no hook sees (a killed actor, a lost node).
@@ -23,7 +26,8 @@ import ray
 
 from orchestrator import logs
 from orchestrator.core import health as hs
-from orchestrator.core.handlers import error_body, invoke, load_handler, result_body
+from orchestrator.core import runpod_worker as rw
+from orchestrator.core.handlers import load_handler, run_job
 from orchestrator.names import QUEUE_NAME, get_actor
 
 log = logging.getLogger("ripple.replica")
@@ -53,11 +57,15 @@ class WorkerReplica:
         t0 = time.perf_counter()
         self.handler = load_handler(cfg.handler)
         self.cold_start_s = time.perf_counter() - t0
+        self.concurrency = cfg.concurrency  # what the worker SDK calls current_concurrency
+        self.refresh_reason: str | None = None
         ctx = ray.get_runtime_context()
         self.node_id = ctx.get_node_id()
         self.gpu_ids = [str(g) for g in ray.get_gpu_ids()]
         self.queue = get_actor(QUEUE_NAME, cfg.namespace)
-        self.executor = ThreadPoolExecutor(max_workers=max(1, cfg.concurrency), thread_name_prefix="handler")
+        threads = rw.MAX_CONCURRENCY if self.handler.options.concurrency_modifier else cfg.concurrency
+        self.executor = ThreadPoolExecutor(max_workers=max(1, threads), thread_name_prefix="handler")
+        rw.set_progress_sink(self._progress)
         self.health = hs.HealthRecord()
         self.active: dict[str, asyncio.Task[None]] = {}
         self.results: list[tuple[str, Any, bool]] = []
@@ -97,7 +105,12 @@ class WorkerReplica:
             await self._flush_now()
             flusher.cancel()
             await self._beat(final=True)
-        return {"workerId": self.cfg.worker_id, "completed": self.completed, "failed": self.failed}
+        return {
+            "workerId": self.cfg.worker_id,
+            "completed": self.completed,
+            "failed": self.failed,
+            "refresh": self.refresh_reason,
+        }
 
     async def drain(self, deadline_s: float | None = None) -> None:
         """Stop taking jobs; held jobs finish until ``deadline_s`` (seconds from now) and are handed back
@@ -135,7 +148,7 @@ class WorkerReplica:
             "coldStartS": round(self.cold_start_s, 4),
             "nodeId": self.node_id,
             "gpuIds": self.gpu_ids,
-            "concurrency": self.cfg.concurrency,
+            "concurrency": max(1, self.concurrency),
             "jobsHeld": len(self.active),
             "idleSince": self.idle_since_s,
             "completed": self.completed,
@@ -147,16 +160,21 @@ class WorkerReplica:
         }
 
     def _reason(self, h: hs.HealthRecord) -> str:
+        if self.refresh_reason:
+            return f"draining: {self.refresh_reason}"
         if self.draining:
             return "draining: taking no new jobs"
         if h.state is hs.HealthState.QUARANTINED:
-            return f"quarantined after {h.consecutive_failures} failed jobs"
+            return f"quarantined after {h.consecutive_failures} failed jobs in a row"
         return "serving"
 
     async def _take_loop(self) -> None:
         while not self.draining:
             self.health = hs.tick(self.health, time.time())
-            free = hs.serving_slots(self.health, self.cfg.concurrency, time.time()) - len(self.active)
+            self.concurrency = rw.next_concurrency(
+                self.handler.options.concurrency_modifier, self.concurrency, self.cfg.concurrency
+            )
+            free = hs.serving_slots(self.health, self.concurrency, time.time()) - len(self.active)
             if free <= 0:
                 self._wake.clear()
                 with contextlib.suppress(asyncio.TimeoutError):
@@ -189,27 +207,44 @@ class WorkerReplica:
             await self.queue.stream_push.remote(self.cfg.endpoint, self.cfg.worker_id, job_id, [chunk])
 
         try:
-            output = await invoke(self.handler, {"id": job_id, "input": job["input"]}, self.executor, push)
-            body = result_body([] if self.handler.streams else output)
-            self.health = hs.on_success(self.health, time.time())
-            self.completed += 1
+            # The job dict as the worker SDK hands it over (id, input, attempt), a copy per run.
+            outcome = await run_job(self.handler, dict(job), self.executor, push, self.cfg.worker_id)
         except asyncio.CancelledError:
             # Stopped: the job is already final (cancelled or timed out) or handed back. Sync code cannot be
             # interrupted; once every thread is stuck the pool replaces this replica.
             if self.handler.kind in ("sync", "gen"):
                 self.stuck += 1
             return
-        except Exception as exc:
-            body = error_body(exc, self.cfg.worker_id)
-            self.health = hs.on_failure(self.health, time.time(), detail=type(exc).__name__)
-            self.failed += 1
         finally:
             self.active.pop(job_id, None)
             if not self.active:
                 self.idle_since_s = time.time()
             self._wake.set()
-        self.results.append((job_id, body, self.handler.streams))
+        # A failed job counts against this replica only once the last N jobs all failed (core/health.py).
+        if outcome.failed:
+            self.health = hs.on_job_failed(self.health, time.time(), detail="handler error")
+            self.failed += 1
+        else:
+            self.health = hs.on_success(self.health, time.time())
+            self.completed += 1
+        self.results.append((job_id, outcome.body, self.handler.streams))
         self._flush.set()
+        if outcome.refresh and self.refresh_reason is None:
+            self.refresh_reason = f"refresh_worker after job {job_id}"
+            log.info("refresh_worker: replaced after this job", extra={**self.log_fields, "job_id": job_id})
+            await self.drain()
+
+    def _progress(self, job: dict[str, Any], progress: Any) -> None:
+        """``runpod.serverless.progress_update(job, data)`` inside this replica: shown in ``/status`` while
+        the job runs (may be called from a handler thread; never blocks)."""
+        job_id = job.get("id") if isinstance(job, dict) else None
+        if not isinstance(job_id, str) or job_id not in self.active:
+            log.warning(
+                "progress_update() for a job this replica does not hold; dropped", extra=self.log_fields
+            )
+            return
+        body = {"status": "IN_PROGRESS", "output": progress}
+        self.queue.done.remote(self.cfg.endpoint, self.cfg.worker_id, job_id, body)
 
     async def _flush_forever(self) -> None:
         while True:

@@ -1,8 +1,20 @@
-"""User handlers: loading ``"module:function"`` and calling it the way RunPod handlers are called.
+"""User handlers: finding them in a module, and running one job the way RunPod's worker SDK does.
 
-A handler receives the job dict (``{"id", "input"}``) and is a plain function, an ``async def``, a
-generator or an async generator (streaming). Sync code runs in a thread of the replica's executor so the
-event loop keeps heartbeating; streams hand each chunk to ``on_chunk`` as it is produced.
+An endpoint's ``handler`` is ``"module:function"`` or just ``"module"`` (``"handler"``, ``"src.handler"``).
+Importing the module is the replica's cold start (module-level model loads run). The handler is found by
+this rule (see docs/runpod.md):
+
+1. ``module:function``: that function. When the module called ``runpod.serverless.start(config)`` on import
+   with that same function as its ``handler``, the config's options apply too.
+2. ``module`` whose import called ``runpod.serverless.start(config)`` (RunPod's template, unguarded): the
+   config's ``handler`` and options. Ripple captured the call; the SDK's own loop never ran.
+3. ``module`` with ``start`` under ``if __name__ == "__main__":``: the argument of that ``start(...)`` call,
+   evaluated in the module's namespace; when that is not possible, the module's ``handler`` function with
+   the SDK's default options.
+
+A handler receives the job dict as the SDK passes it (``{"id", "input", ...}``) and is a plain function, an
+``async def``, a generator or an async generator (streaming). Sync code runs in a thread of the replica's
+executor so the event loop keeps heartbeating; streams hand each chunk to ``on_chunk`` as it is produced.
 """
 
 from __future__ import annotations
@@ -10,13 +22,12 @@ from __future__ import annotations
 import asyncio
 import importlib
 import inspect
-import json
-import traceback
 from collections.abc import Awaitable, Callable
 from concurrent.futures import Executor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
+from orchestrator.core import runpod_worker as rw
 from orchestrator.core.errors import InvalidInput
 
 _END = object()
@@ -24,39 +35,72 @@ _END = object()
 
 @dataclass(frozen=True)
 class Handler:
-    """A loaded handler and how to call it."""
+    """A loaded handler, how to call it, and the worker SDK options it was started with."""
 
     ref: str
     fn: Callable[..., Any]
     kind: str  # "sync" | "async" | "gen" | "agen"
+    options: rw.WorkerOptions = field(default_factory=rw.WorkerOptions)
+    source: str = "function"  # "function" | "start" | "main-block" | "handler-attribute"
 
     @property
     def streams(self) -> bool:
         return self.kind in ("gen", "agen")
 
 
+def _kind(fn: Callable[..., Any]) -> str:
+    if inspect.isasyncgenfunction(fn):
+        return "agen"
+    if inspect.isgeneratorfunction(fn):
+        return "gen"
+    if inspect.iscoroutinefunction(fn):
+        return "async"
+    return "sync"
+
+
+def _callable_attr(module: Any, name: str) -> Callable[..., Any] | None:
+    value: Any = getattr(module, name, None)
+    return value if callable(value) else None
+
+
 def load_handler(ref: str) -> Handler:
-    """Import ``module:function`` (this import is the replica's cold start: module-level model loads run).
+    """Import the module of ``ref`` and find its handler (the rule in the module docstring).
 
     Raises:
-        InvalidInput: the reference is malformed or does not name a callable.
+        InvalidInput: the reference is malformed, names no callable, or the module offers no handler.
         Exception: whatever the module raises on import (reported with its traceback).
     """
-    module_name, _, attr = ref.partition(":")
-    if not module_name or not attr:
-        raise InvalidInput(f"handler {ref!r} is not of the form 'module:function'")
-    fn = getattr(importlib.import_module(module_name), attr, None)
-    if not callable(fn):
-        raise InvalidInput(f"handler {ref!r}: {attr!r} is not a callable in module {module_name!r}")
-    if inspect.isasyncgenfunction(fn):
-        kind = "agen"
-    elif inspect.isgeneratorfunction(fn):
-        kind = "gen"
-    elif inspect.iscoroutinefunction(fn):
-        kind = "async"
-    else:
-        kind = "sync"
-    return Handler(ref, fn, kind)
+    module_name, sep, attr = ref.partition(":")
+    if not module_name or (sep and not attr):
+        raise InvalidInput(f"handler {ref!r} is not of the form 'module' or 'module:function'")
+    rw.install()
+    with rw.capture_starts() as started:
+        module = importlib.import_module(module_name)
+    config = rw.started_config(module_name)
+    if config is None and started:  # start() called by a module the handler's module imports
+        config = started[0]
+    if attr:
+        fn = _callable_attr(module, attr)
+        if fn is None:
+            raise InvalidInput(f"handler {ref!r}: {attr!r} is not a callable in module {module_name!r}")
+        options = rw.WorkerOptions()
+        if isinstance(config, dict) and config.get("handler") == fn:  # the same function
+            options = rw.parse_start_config(config, module_name).options
+        return Handler(ref, fn, _kind(fn), options, "function")
+    if config is not None:
+        sc = rw.parse_start_config(config, module_name)
+        return Handler(ref, sc.handler, _kind(sc.handler), sc.options, "start")
+    config = rw.main_block_config(module)
+    if config is not None:
+        sc = rw.parse_start_config(config, module_name)
+        return Handler(ref, sc.handler, _kind(sc.handler), sc.options, "main-block")
+    default = _callable_attr(module, "handler")
+    if default is not None:
+        return Handler(ref, default, _kind(default), rw.WorkerOptions(), "handler-attribute")
+    raise InvalidInput(
+        f"handler {ref!r}: module {module_name!r} neither calls runpod.serverless.start() nor defines a "
+        f"function named 'handler'; name the function as '{module_name}:FUNCTION'"
+    )
 
 
 async def invoke(
@@ -65,7 +109,8 @@ async def invoke(
     """Run the handler on one job; returns its output (for streams, the list of chunks).
 
     Raises whatever the handler raises; ``asyncio.CancelledError`` when the job is stopped (sync code
-    already running in a thread cannot be interrupted and is abandoned).
+    already running in a thread cannot be interrupted and is abandoned). A stream stops early at a chunk
+    that is an error (:func:`runpod_worker.chunk_error`), which is neither handed on nor returned.
     """
     loop = asyncio.get_running_loop()
     if handler.kind == "async":
@@ -75,6 +120,8 @@ async def invoke(
     chunks: list[Any] = []
     if handler.kind == "agen":
         async for chunk in handler.fn(job):
+            if rw.chunk_error(chunk) is not None:
+                raise StreamError(rw.chunk_error(chunk) or "", chunks)
             chunks.append(chunk)
             await on_chunk(chunk)
         return chunks
@@ -83,27 +130,41 @@ async def invoke(
         chunk = await loop.run_in_executor(executor, next, gen, _END)
         if chunk is _END:
             return chunks
+        if rw.chunk_error(chunk) is not None:
+            raise StreamError(rw.chunk_error(chunk) or "", chunks)
         chunks.append(chunk)
         await on_chunk(chunk)
 
 
-def error_body(exc: BaseException, worker_id: str) -> dict[str, Any]:
-    """The job-done body for a handler exception, in the RunPod SDK's shape (error as a JSON string)."""
-    return {
-        "error": json.dumps(
-            {
-                "error_type": str(type(exc)),
-                "error_message": str(exc),
-                "error_traceback": "".join(traceback.format_exception(exc)),
-                "worker_id": worker_id,
-            }
-        )
-    }
+class StreamError(Exception):
+    """A stream yielded an error chunk: the job fails with ``error``; ``chunks`` were streamed before."""
+
+    def __init__(self, error: str, chunks: list[Any]) -> None:
+        super().__init__(error)
+        self.error = error
+        self.chunks = chunks
 
 
-def result_body(output: Any) -> dict[str, Any]:
-    """The job-done body for a handler's return value (a dict with ``error`` fails the job, as in RunPod)."""
-    if isinstance(output, dict) and output.get("error"):
-        rest = {k: v for k, v in output.items() if k != "error"}
-        return {"output": rest or None, "error": output["error"]}
-    return {"output": output}
+async def run_job(
+    handler: Handler,
+    job: dict[str, Any],
+    executor: Executor,
+    on_chunk: Callable[[Any], Awaitable[None]],
+    worker_id: str,
+) -> rw.JobOutcome:
+    """Run one job and interpret the result as the worker SDK does (``runpod_worker.outcome_of_*``).
+
+    Never raises for what the handler does (an exception is a FAILED outcome with its message and
+    traceback); ``asyncio.CancelledError`` propagates when the job is stopped.
+    """
+    try:
+        output = await invoke(handler, job, executor, on_chunk)
+    except StreamError as exc:
+        return rw.outcome_of_stream(exc.chunks, exc.error, handler.options)
+    except Exception as exc:
+        if handler.streams:
+            return rw.outcome_of_stream([], rw.exception_error(exc, worker_id), handler.options)
+        return rw.outcome_of_exception(exc, worker_id, handler.options)
+    if handler.streams:
+        return rw.outcome_of_stream(output, None, handler.options)
+    return rw.outcome_of_return(output, handler.options)

@@ -9,6 +9,12 @@ lives here, in front of the jobs it is handed, after the per-pod state machine o
 - RECOVERING -> HEALTHY on one success, -> QUARANTINED (next, longer backoff) on a failure;
 - any serving state -> EVICTED on a failure after ``max_quarantines`` quarantines without a success.
 
+What counts against a replica (``on_failure``) is what shows the replica, not a job, is broken: a failed
+load, its process dying, a hang past the execution timeout (those the pool acts on by replacing it), and
+``on_job_failed`` once *every one* of the last ``HealthPolicy.failed_jobs_to_quarantine`` jobs (default 5)
+failed. A handler that raises on one bad input, or returns ``{"error": ...}``, fails that job only: the
+replica stays as it was (a PENDING one keeps its single probation slot until a job succeeds).
+
 Every event is a pure function ``(HealthRecord, now_s) -> HealthRecord``. Each event first applies
 ``tick`` (quarantine expiry), so a caller that forgot to tick still gets the right answer.
 
@@ -80,15 +86,18 @@ class HealthChange(NamedTuple):
 
 @dataclass(frozen=True)
 class HealthPolicy:
-    """Backoff schedules (seconds, the last value repeats) and the eviction limit.
+    """Backoff schedules (seconds, the last value repeats), the eviction limit, and how many failed jobs in
+    a row count against a replica (``failed_jobs_to_quarantine``: ``on_job_failed`` quarantines once the
+    last N jobs all failed; 1 makes every failed job count).
 
     Raises ``ValueError`` (echoing the bad value) for an empty schedule, a negative or non-finite delay,
-    or a negative ``max_quarantines``.
+    a negative ``max_quarantines`` or a ``failed_jobs_to_quarantine`` below 1.
     """
 
     new_backoff_s: tuple[float, ...] = (0.0, 1.0, 1.0, 2.0, 5.0)
     established_backoff_s: tuple[float, ...] = (1.0, 2.0, 5.0, 10.0, 20.0)
     max_quarantines: int = 5
+    failed_jobs_to_quarantine: int = 5
 
     def __post_init__(self) -> None:
         for name in ("new_backoff_s", "established_backoff_s"):
@@ -99,6 +108,8 @@ class HealthPolicy:
                 raise ValueError(f"{name} ({schedule!r}) must hold finite delays >= 0")
         if self.max_quarantines < 0:
             raise ValueError(f"max_quarantines ({self.max_quarantines}) must be >= 0")
+        if self.failed_jobs_to_quarantine < 1:
+            raise ValueError(f"failed_jobs_to_quarantine ({self.failed_jobs_to_quarantine}) must be >= 1")
 
     def backoff_s(self, quarantine_number: int, established: bool) -> float:
         """Delay of the ``quarantine_number``-th quarantine in a row (1-based), capped at the last value."""
@@ -249,6 +260,24 @@ def on_failure(
         quarantine_count=number,
         quarantined_until_s=now_s + delay_s,
     )
+
+
+def on_job_failed(
+    rec: HealthRecord, now_s: float, policy: HealthPolicy = DEFAULT_HEALTH_POLICY, detail: str = ""
+) -> HealthRecord:
+    """A job on this replica FAILED (the handler raised or returned an error): counts against the replica
+    only when every one of the last ``policy.failed_jobs_to_quarantine`` jobs failed.
+
+    Below that, only ``consecutive_failures`` grows (the state is unchanged: a bad input is the client's
+    problem). At the threshold (and after it, e.g. on probation after the quarantine it caused) this is
+    :func:`on_failure`, with ``detail`` prefixed by the count.
+    """
+    rec = tick(rec, now_s)
+    failures = rec.consecutive_failures + 1
+    if failures < policy.failed_jobs_to_quarantine and rec.state is not HealthState.EVICTED:
+        return replace(rec, consecutive_failures=failures)
+    why = f"last {failures} jobs failed" + (f" ({detail})" if detail else "")
+    return on_failure(rec, now_s, policy, why)
 
 
 def serving_slots(rec: HealthRecord, concurrency: int, now_s: float) -> int:

@@ -16,7 +16,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 from pydantic.alias_generators import to_camel
 
 DNS1123_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?\Z")
-HANDLER_REF = re.compile(r"^[A-Za-z_][\w.]*:[A-Za-z_]\w*\Z")
+HANDLER_REF = re.compile(r"^[A-Za-z_]\w*(\.[A-Za-z_]\w*)*(:[A-Za-z_]\w*)?\Z")
 
 DEFAULT_EXECUTION_TIMEOUT_MS = 600_000
 DEFAULT_TTL_MS = 86_400_000
@@ -34,12 +34,17 @@ class _Wire(BaseModel):
 class EndpointSpec(_Wire):
     """An endpoint: where jobs are sent, how its workers are placed, and how its pool scales.
 
-    ``handler`` is ``"module:function"`` run by Ray worker actors; ``None`` means outside workers only.
+    ``handler`` is ``"module:function"`` or ``"module"`` (a RunPod worker file: the config it passes to
+    ``runpod.serverless.start``, or its ``handler`` function; see ``core.handlers``) run by Ray worker
+    actors; ``None`` means outside workers only.
     Times follow the contract's units: ``scale*`` fields in seconds, ``executionTimeout``/``ttl`` in ms.
     """
 
     name: str = Field(description="DNS-1123 label: lowercase letters, digits and '-', at most 63.")
-    handler: str | None = Field(default=None, description="'module:function', or null for outside workers.")
+    handler: str | None = Field(
+        default=None,
+        description="'module:function' or 'module' (a RunPod worker file), or null for outside workers.",
+    )
     runtime_env: dict[str, Any] | None = Field(default=None, description="A Ray runtime_env for replicas.")
     gpus: float = Field(default=1.0, ge=0, le=64, description="GPUs per replica (fractions allowed).")
     cpus: float = Field(default=0.25, ge=0, le=256, description="CPUs per replica.")
@@ -77,7 +82,10 @@ class EndpointSpec(_Wire):
     @classmethod
     def _handler_ref(cls, value: str | None) -> str | None:
         if value is not None and not HANDLER_REF.match(value):
-            raise ValueError(f"{value!r} is not of the form 'module:function'")
+            raise ValueError(
+                f"{value!r} is not of the form 'module' or 'module:function' (dotted Python names, "
+                "e.g. 'handler', 'src.handler' or 'src.handler:run')"
+            )
         return value
 
     @model_validator(mode="after")

@@ -303,3 +303,62 @@ def test_any_event_sequence_keeps_the_invariants(
         if rec.state is S.HEALTHY:
             assert rec.established and rec.quarantine_count == 0
     assert HealthRecord.from_dict(json.loads(json.dumps(rec.to_dict()))) == rec
+
+
+# Failed jobs count against a replica only when the last N all failed ---------------------------------
+
+
+def test_failed_jobs_below_the_threshold_leave_the_state_alone() -> None:
+    policy = HealthPolicy(failed_jobs_to_quarantine=3)
+    healthy = on_success(HealthRecord(), 0.0)
+    rec = h.on_job_failed(healthy, 1.0, policy)
+    rec = h.on_job_failed(rec, 2.0, policy)
+    assert rec.state is S.HEALTHY and rec.consecutive_failures == 2 and rec.history == healthy.history
+    assert serving_slots(rec, 4, 2.0) == 4  # a bad input does not throttle the replica
+    rec = on_success(rec, 3.0)
+    assert rec.consecutive_failures == 0
+    # A PENDING replica keeps its one probation slot until a job succeeds.
+    pending = h.on_job_failed(HealthRecord(), 1.0, policy)
+    assert pending.state is S.PENDING and serving_slots(pending, 4, 1.0) == 1
+
+
+def test_the_nth_failed_job_in_a_row_quarantines_and_probation_fails_fast() -> None:
+    policy = HealthPolicy(failed_jobs_to_quarantine=3)
+    rec = on_success(HealthRecord(), 0.0)
+    for k in range(3):
+        rec = h.on_job_failed(rec, 1.0 + k, policy, detail="handler error")
+    assert rec.state is S.QUARANTINED and rec.quarantined_until_s == 3.0 + 1.0
+    assert "last 3 jobs failed (handler error)" in rec.history[-1].reason
+    # On probation after it, one more failure is again "every one of the last N": quarantine 2, longer.
+    rec = tick(rec, 4.0)
+    assert rec.state is S.RECOVERING
+    rec = h.on_job_failed(rec, 4.5, policy)
+    assert rec.state is S.QUARANTINED and rec.quarantined_until_s == 4.5 + 2.0
+
+
+def test_default_threshold_is_five_and_must_be_positive() -> None:
+    assert h.DEFAULT_HEALTH_POLICY.failed_jobs_to_quarantine == 5
+    rec = HealthRecord()
+    for k in range(4):
+        rec = h.on_job_failed(rec, float(k))
+    assert rec.state is S.PENDING
+    assert h.on_job_failed(rec, 5.0).state is S.QUARANTINED
+    with pytest.raises(ValueError, match=r"failed_jobs_to_quarantine \(0\)"):
+        HealthPolicy(failed_jobs_to_quarantine=0)
+
+
+@given(st.lists(st.booleans(), max_size=40), st.integers(1, 6))
+@settings(max_examples=200, deadline=None)
+def test_quarantine_only_after_n_failures_in_a_row(outcomes: list[bool], n: int) -> None:
+    policy = HealthPolicy(failed_jobs_to_quarantine=n, max_quarantines=100)
+    rec = HealthRecord()
+    run = 0
+    for k, ok in enumerate(outcomes):
+        before = rec
+        rec = on_success(rec, float(k)) if ok else h.on_job_failed(rec, float(k), policy)
+        run = 0 if ok else run + 1
+        if rec.state is S.QUARANTINED and before.state is not S.QUARANTINED:
+            # N failed jobs in a row (a success that lands during a quarantine does not reset the count)
+            assert rec.consecutive_failures >= n, "quarantined before N failed jobs in a row"
+        if not ok and run >= n and before.state in SERVING_STATES:
+            assert rec.state in (S.QUARANTINED, S.EVICTED)

@@ -103,16 +103,19 @@ def test_dns_1123_names_refused(name: str) -> None:
     assert "DNS-1123" in str(info.value)
 
 
-@pytest.mark.parametrize("ref", ["mod:fn", "pkg.sub.mod:handler", "_m:_f", "m1.m2:F9"])
+@pytest.mark.parametrize(
+    "ref", ["mod:fn", "pkg.sub.mod:handler", "_m:_f", "m1.m2:F9", "handler", "src.handler", "mod.fn"]
+)
 def test_handler_refs_accepted(ref: str) -> None:
     assert spec(handler=ref).handler == ref
 
 
 @pytest.mark.parametrize(
-    "ref", ["mod", "mod:", ":fn", "mod:fn:x", "1mod:fn", "mod:fn()", "a/b:fn", "mod.fn", "mod:fn\n"]
+    "ref",
+    ["mod:", ":fn", "mod:fn:x", "1mod:fn", "mod:fn()", "a/b:fn", "mod:fn\n", "a..b", "src.", ".mod", "a b"],
 )
 def test_handler_refs_refused(ref: str) -> None:
-    with pytest.raises(ValidationError, match="module:function"):
+    with pytest.raises(ValidationError, match="'module' or 'module:function'"):
         spec(handler=ref)
 
 
@@ -151,7 +154,7 @@ def test_patch_is_validated_as_a_whole() -> None:
     with pytest.raises(ValidationError):
         EndpointPatch.model_validate({"priority": 101}).apply(base)
     with pytest.raises(ValidationError):
-        EndpointPatch.model_validate({"handler": "nope"}).apply(base)
+        EndpointPatch.model_validate({"handler": "no pe"}).apply(base)
 
 
 def test_patch_cannot_rename_or_add_fields() -> None:

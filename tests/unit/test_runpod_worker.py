@@ -1,0 +1,306 @@
+"""RunPod worker files in a replica: start() captured, handlers found by the documented rule, and the worker
+SDK's result semantics (return values, streams, exceptions, concurrency_modifier, refresh_worker)."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import sys
+import textwrap
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from orchestrator.core import runpod_worker as rw
+from orchestrator.core.errors import InvalidInput
+from orchestrator.core.handlers import Handler, load_handler, run_job
+from orchestrator.core.jobs import parse_worker_result
+
+pytestmark = pytest.mark.timeout(60)
+
+WORKERS = "tests.e2e.runpod_workers"
+
+
+@pytest.fixture
+def modules(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Any]:
+    """``modules(name, source)`` writes an importable module; every one written is unloaded after."""
+    monkeypatch.syspath_prepend(str(tmp_path))
+    written: list[str] = []
+
+    def write(name: str, source: str) -> str:
+        (tmp_path / f"{name}.py").write_text(textwrap.dedent(source))
+        written.append(name)
+        return name
+
+    yield write
+    for name in written:
+        sys.modules.pop(name, None)
+
+
+@pytest.fixture
+def executor() -> Iterator[ThreadPoolExecutor]:
+    with ThreadPoolExecutor(4) as ex:
+        yield ex
+
+
+# Finding the handler ----------------------------------------------------------------------------------
+
+
+def test_module_level_start_is_captured_without_running_the_sdk() -> None:
+    h = load_handler(f"{WORKERS}.module_start")
+    mod = sys.modules[f"{WORKERS}.module_start"]
+    assert h.fn is mod.handler and h.kind == "sync" and h.source == "start"
+    assert h.options == rw.WorkerOptions()
+    import runpod
+
+    assert runpod.serverless.start is rw._start  # the SDK is patched in this process, not the file
+    # Loading again (the module is already imported, its code does not run twice) finds the same config.
+    assert load_handler(f"{WORKERS}.module_start").fn is mod.handler
+
+
+def test_start_options_are_read_from_the_config() -> None:
+    h = load_handler(f"{WORKERS}.stream_aggregate")
+    assert h.kind == "gen" and h.options.return_aggregate_stream and not h.options.refresh_worker
+
+
+def test_main_guarded_start_config_is_evaluated_in_the_module() -> None:
+    h = load_handler(f"{WORKERS}.async_concurrent")
+    mod = sys.modules[f"{WORKERS}.async_concurrent"]
+    assert h.fn is mod.handler and h.kind == "agen" and h.source == "main-block"
+    assert h.options.return_aggregate_stream
+    assert h.options.concurrency_modifier is not None and h.options.concurrency_modifier(1) == 2
+
+    g = load_handler(f"{WORKERS}.main_guarded")
+    assert g.fn is sys.modules[f"{WORKERS}.main_guarded"].handler and g.kind == "async"
+
+
+def test_main_block_config_built_in_the_block_falls_back_to_the_handler_function(modules: Any) -> None:
+    name = modules(
+        "guarded_var",
+        """
+        import runpod
+
+        def handler(job):
+            return job["input"]
+
+        if __name__ == "__main__":
+            config = {"handler": handler, "refresh_worker": True}
+            runpod.serverless.start(config)
+        """,
+    )
+    h = load_handler(name)
+    assert h.source == "handler-attribute" and h.options == rw.WorkerOptions()
+
+
+def test_module_function_ref_keeps_working_and_takes_the_options_of_its_own_start(modules: Any) -> None:
+    name = modules(
+        "two_fns",
+        """
+        import runpod
+
+        def handler(job):
+            return 1
+
+        def other(job):
+            return 2
+
+        runpod.serverless.start({"handler": handler, "refresh_worker": True})
+        """,
+    )
+    assert load_handler(f"{name}:handler").options.refresh_worker
+    other = load_handler(f"{name}:other")
+    assert other.fn(None) == 2 and other.options == rw.WorkerOptions()
+
+
+def test_a_module_with_no_handler_is_refused_with_the_rule(modules: Any) -> None:
+    name = modules("nothing_here", "def run(job):\n    return 1\n")
+    with pytest.raises(InvalidInput, match=r"neither calls runpod.serverless.start\(\) nor defines"):
+        load_handler(name)
+    with pytest.raises(InvalidInput, match="is not a callable"):
+        load_handler(f"{name}:missing")
+    with pytest.raises(InvalidInput, match="'module' or 'module:function'"):
+        load_handler(f"{name}:")
+
+
+@pytest.mark.parametrize(
+    ("config", "match"),
+    [
+        ([1], "not a dict"),
+        ({"handler": None}, "no callable 'handler'"),
+        ({"handler": print, "concurrency_modifier": 3}, "'concurrency_modifier' .* not callable"),
+    ],
+)
+def test_bad_start_configs_are_refused(config: Any, match: str) -> None:
+    with pytest.raises(InvalidInput, match=match):
+        rw.parse_start_config(config, "mod")
+
+
+def test_progress_update_goes_to_the_sink_however_it_was_imported() -> None:
+    rw.install()
+    import runpod
+    from runpod.serverless.modules import rp_progress
+
+    seen: list[tuple[str, Any]] = []
+    rw.set_progress_sink(lambda job, data: seen.append((job["id"], data)))
+    try:
+        runpod.serverless.progress_update({"id": "j1"}, {"step": 0})
+        rp_progress.progress_update({"id": "j1"}, {"step": 1})
+    finally:
+        rw.set_progress_sink(None)
+    runpod.serverless.progress_update({"id": "j1"}, {"step": 2})  # no sink: dropped, no error
+    assert seen == [("j1", {"step": 0}), ("j1", {"step": 1})]
+
+
+# The SDK's result semantics ---------------------------------------------------------------------------
+
+
+def _done(outcome: rw.JobOutcome) -> tuple[str, Any, str | None]:
+    res = parse_worker_result(outcome.body)
+    return res.kind, res.output, res.error
+
+
+def test_returned_values() -> None:
+    plain = rw.WorkerOptions()
+    assert _done(rw.outcome_of_return({"a": 1}, plain)) == ("completed", {"a": 1}, None)
+    assert _done(rw.outcome_of_return([1, 2], plain)) == ("completed", [1, 2], None)
+    assert _done(rw.outcome_of_return(None, plain)) == ("completed", None, None)
+    assert _done(rw.outcome_of_return({}, plain)) == ("completed", None, None)
+    # A falsy "error" is removed and means nothing, as in the SDK.
+    assert _done(rw.outcome_of_return({"a": 1, "error": ""}, plain)) == ("completed", {"a": 1}, None)
+
+
+def test_returned_error_fails_the_job_and_keeps_the_rest_as_output() -> None:
+    out = rw.outcome_of_return({"error": "bad prompt", "partial": True}, rw.WorkerOptions())
+    assert out.failed and not out.refresh
+    assert _done(out) == ("failed", {"partial": True}, "bad prompt")
+    structured = rw.outcome_of_return({"error": {"code": 7}}, rw.WorkerOptions())
+    assert json.loads(_done(structured)[2] or "") == {"code": 7}
+
+
+def test_refresh_worker_in_the_return_is_stripped_and_asks_for_a_new_worker() -> None:
+    out = rw.outcome_of_return({"x": 1, "refresh_worker": True}, rw.WorkerOptions())
+    assert out.refresh and not out.failed and out.body["stopPod"] is True
+    assert _done(out) == ("completed", {"x": 1}, None)
+    kept = rw.outcome_of_return({"x": 1, "refresh_worker": False}, rw.WorkerOptions())
+    assert not kept.refresh and _done(kept) == ("completed", {"x": 1}, None)
+    every = rw.WorkerOptions(refresh_worker=True)
+    assert rw.outcome_of_return("x", every).refresh
+    assert rw.outcome_of_exception(ValueError("x"), "w", every).refresh
+    assert rw.outcome_of_stream([1], None, every).refresh
+
+
+def test_exception_error_carries_message_and_traceback() -> None:
+    try:
+        raise KeyError("missing prompt")
+    except KeyError as exc:
+        out = rw.outcome_of_exception(exc, "w1", rw.WorkerOptions())
+    kind, _, error = _done(out)
+    assert kind == "failed" and out.failed and not out.refresh
+    err = json.loads(error or "")
+    assert err["error_message"] == "'missing prompt'" and err["worker_id"] == "w1"
+    assert "KeyError" in err["error_type"] and "raise KeyError" in err["error_traceback"]
+
+
+def test_stream_outcomes() -> None:
+    chunks = [{"t": 0}, {"t": 1}]
+    assert rw.outcome_of_stream(chunks, None, rw.WorkerOptions(return_aggregate_stream=True)).body == {
+        "output": chunks
+    }
+    assert rw.outcome_of_stream(chunks, None, rw.WorkerOptions()).body == {"output": []}
+    failed = rw.outcome_of_stream(chunks, "chunk 2 failed", rw.WorkerOptions(return_aggregate_stream=True))
+    assert failed.failed and _done(failed) == ("failed", None, "chunk 2 failed")
+    assert rw.chunk_error({"error": "e"}) == "e"
+    assert rw.chunk_error({"error": ""}) is None and rw.chunk_error("error") is None
+
+
+def test_concurrency_modifier_is_fed_its_last_value() -> None:
+    def ramp(current: int) -> int:
+        return current + 1
+
+    current = 1
+    seen = []
+    for _ in range(3):
+        current = rw.next_concurrency(ramp, current, default=1)
+        seen.append(current)
+    assert seen == [2, 3, 4]
+    assert rw.next_concurrency(None, 7, default=2) == 2
+    assert rw.next_concurrency(lambda c: 0, 3, default=1) == 0  # take nothing for now
+    assert rw.next_concurrency(lambda c: -5, 3, default=1) == 0
+    assert rw.next_concurrency(lambda c: 10**9, 3, default=1) == rw.MAX_CONCURRENCY
+    assert rw.next_concurrency(lambda c: 1 / 0, 3, default=1) == 3  # a failing modifier keeps the value
+    assert rw.next_concurrency(lambda c: "many", 3, default=1) == 3
+
+
+# Running a job -----------------------------------------------------------------------------------------
+
+
+async def _run(
+    h: Handler, job: dict[str, Any], executor: ThreadPoolExecutor
+) -> tuple[rw.JobOutcome, list[Any]]:
+    pushed: list[Any] = []
+
+    async def push(chunk: Any) -> None:
+        pushed.append(chunk)
+
+    return await run_job(h, job, executor, push, "w1"), pushed
+
+
+async def test_run_job_raise_and_error_chunk(executor: ThreadPoolExecutor) -> None:
+    h = load_handler(f"{WORKERS}.module_start")
+    out, _ = await _run(h, {"id": "j1", "input": {"raise": "bad input 7"}}, executor)
+    assert out.failed and "bad input 7" in json.loads(out.body["error"])["error_message"]
+    out, _ = await _run(h, {"id": "j2", "input": {"k": 1}, "attempt": 1}, executor)
+    assert not out.failed and out.body["output"]["id"] == "j2" and out.body["output"]["input"] == {"k": 1}
+
+    s = load_handler(f"{WORKERS}.stream_aggregate")
+    out, pushed = await _run(s, {"id": "j3", "input": {"n": 4, "sleep_s": 0, "fail_at": 2}}, executor)
+    assert out.failed and out.body == {"error": "chunk 2 failed"}
+    assert pushed == [{"token": "t0"}, {"token": "t1"}]  # the error chunk is not streamed
+    out, pushed = await _run(s, {"id": "j4", "input": {"n": 2, "sleep_s": 0}}, executor)
+    assert out.body == {"output": pushed} and len(pushed) == 2
+
+
+async def test_run_job_async_generator_aggregates(executor: ThreadPoolExecutor) -> None:
+    h = load_handler(f"{WORKERS}.async_concurrent")
+    out, pushed = await _run(h, {"id": "j1", "input": {"n": 3, "sleep_s": 0}}, executor)
+    assert [c["token"] for c in pushed] == ["p-0", "p-1", "p-2"]
+    assert out.body == {"output": pushed} and not out.failed
+
+
+async def test_run_job_stream_exception_fails_with_traceback(
+    modules: Any, executor: ThreadPoolExecutor
+) -> None:
+    name = modules(
+        "gen_raises",
+        """
+        def handler(job):
+            yield 1
+            raise RuntimeError("engine died")
+        """,
+    )
+    out, pushed = await _run(load_handler(name), {"id": "j", "input": {}}, executor)
+    assert pushed == [1] and out.failed
+    err = json.loads(out.body["error"])
+    assert err["error_message"] == "engine died" and "RuntimeError" in err["error_traceback"]
+
+
+async def test_run_job_cancel_propagates(modules: Any, executor: ThreadPoolExecutor) -> None:
+    name = modules(
+        "slow_async",
+        """
+        import asyncio
+
+        async def handler(job):
+            await asyncio.sleep(30)
+        """,
+    )
+    task = asyncio.get_running_loop().create_task(
+        _run(load_handler(name), {"id": "j", "input": {}}, executor)
+    )
+    await asyncio.sleep(0.05)
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
