@@ -15,6 +15,7 @@ from typing import Any
 import pytest
 import ray
 
+from orchestrator.core.health import DEFAULT_HEALTH_POLICY
 from tests.integration.ray_fixtures import Ripple, local_ray, module_redis, ripple, rp, wait_for
 
 __all__ = ["local_ray", "module_redis", "ripple", "rp"]
@@ -245,7 +246,16 @@ def test_failing_handler_quarantines_the_replica_with_backoff_and_it_recovers(rp
     rp.create_endpoint("flaky", "work_async", gpus=0, minReplicas=1, concurrency=1, maxRetries=0)
     (w,) = rp.wait_replicas("flaky", 1, 60)
     rp.wait_final(rp.submit("flaky", [{"value": "ok"}]), 30)  # healthy once: established backoff
-    fails = rp.submit("flaky", [{"fail": f"bad {k}"} for k in range(3)])
+    # One handler error fails its job only: the replica stays healthy and serves the next job.
+    (bad,) = rp.wait_final(rp.submit("flaky", [{"fail": "bad input"}]), 30)
+    assert bad["status"] == "FAILED" and "bad input" in bad["error"] and "Traceback" in bad["error"]
+    time.sleep(1.5)  # the pool's view is at most a tick old; a quarantine would show (or be on probation)
+    assert [r["health"] for r in rp.pool_replicas("flaky") if r["id"] == w["id"]] == ["healthy"]
+    (fine,) = rp.wait_final(rp.submit("flaky", [{"value": "fine"}]), 30)
+    assert fine["status"] == "COMPLETED" and fine["workerId"] == w["id"]
+    # Every one of the last N jobs failing counts against it: quarantine, then a longer one on probation.
+    n = DEFAULT_HEALTH_POLICY.failed_jobs_to_quarantine
+    fails = rp.submit("flaky", [{"fail": f"bad {k}"} for k in range(n + 2)])
 
     def quarantined() -> bool:
         return any(x["health"] == "quarantined" for x in rp.workers("flaky") if x["workerId"] == w["id"])
@@ -255,7 +265,7 @@ def test_failing_handler_quarantines_the_replica_with_backoff_and_it_recovers(rp
     assert {j["status"] for j in done} == {"FAILED"}
     gaps_s = [(b["startedAt"] - a["finishedAt"]) / 1000 for a, b in itertools.pairwise(done)]
     print(f"quarantine gaps between failing jobs: {[round(g, 2) for g in gaps_s]} s")
-    assert gaps_s[0] >= 0.9 and gaps_s[1] >= 1.9  # backoff 1 s, then 2 s
+    assert gaps_s[n - 1] >= 0.9 and gaps_s[n] >= 1.9  # after the Nth failure: backoff 1 s, then 2 s
 
     (ok,) = rp.wait_final(rp.submit("flaky", [{"value": "ok again"}]), 30)
     assert ok["status"] == "COMPLETED" and ok["workerId"] == w["id"]

@@ -304,3 +304,13 @@ async def test_run_job_cancel_propagates(modules: Any, executor: ThreadPoolExecu
     task.cancel()
     with pytest.raises(asyncio.CancelledError):
         await task
+
+
+async def test_the_example_worker_file_runs_as_a_replica_would(executor: ThreadPoolExecutor) -> None:
+    h = load_handler("examples.runpod_worker")
+    assert h.kind == "agen" and h.options.return_aggregate_stream and h.source == "start"
+    assert rw.next_concurrency(h.options.concurrency_modifier, 4, default=1) == 4
+    out, pushed = await _run(h, {"id": "j", "input": {"words": 3, "sleep_s": 0}}, executor)
+    assert out.body == {"output": ["ripple", "runs", "runpod"]} and pushed == out.body["output"]
+    bad, _ = await _run(h, {"id": "j", "input": {"words": "x"}}, executor)
+    assert bad.failed and "'words' must be" in bad.body["error"]
