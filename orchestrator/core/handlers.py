@@ -103,6 +103,15 @@ def load_handler(ref: str) -> Handler:
     )
 
 
+class StreamError(Exception):
+    """A stream yielded an error chunk: the job fails with ``error``; ``chunks`` were streamed before."""
+
+    def __init__(self, error: str, chunks: list[Any]) -> None:
+        super().__init__(error)
+        self.error = error
+        self.chunks = chunks
+
+
 async def invoke(
     handler: Handler, job: dict[str, Any], executor: Executor, on_chunk: Callable[[Any], Awaitable[None]]
 ) -> Any:
@@ -120,8 +129,8 @@ async def invoke(
     chunks: list[Any] = []
     if handler.kind == "agen":
         async for chunk in handler.fn(job):
-            if rw.chunk_error(chunk) is not None:
-                raise StreamError(rw.chunk_error(chunk) or "", chunks)
+            if (error := rw.chunk_error(chunk)) is not None:
+                raise StreamError(error, chunks)
             chunks.append(chunk)
             await on_chunk(chunk)
         return chunks
@@ -130,19 +139,10 @@ async def invoke(
         chunk = await loop.run_in_executor(executor, next, gen, _END)
         if chunk is _END:
             return chunks
-        if rw.chunk_error(chunk) is not None:
-            raise StreamError(rw.chunk_error(chunk) or "", chunks)
+        if (error := rw.chunk_error(chunk)) is not None:
+            raise StreamError(error, chunks)
         chunks.append(chunk)
         await on_chunk(chunk)
-
-
-class StreamError(Exception):
-    """A stream yielded an error chunk: the job fails with ``error``; ``chunks`` were streamed before."""
-
-    def __init__(self, error: str, chunks: list[Any]) -> None:
-        super().__init__(error)
-        self.error = error
-        self.chunks = chunks
 
 
 async def run_job(
