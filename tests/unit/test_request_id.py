@@ -12,8 +12,9 @@ import pytest
 from fastapi import FastAPI
 from fastapi.testclient import TestClient
 
-import serve_app
 from orchestrator import logs
+from orchestrator.api.app import create_app
+from orchestrator.api.deps import AppState
 from orchestrator.api.middleware import RequestIdMiddleware, current_request_id
 from orchestrator.auth import AuthConfig
 from orchestrator.boot import boot_config
@@ -25,14 +26,10 @@ pytestmark = pytest.mark.timeout(30)
 @pytest.fixture
 def app_client(tmp_path: Path) -> Iterator[TestClient]:
     settings = load_settings(data_dir=tmp_path, insecure=True)
-    old = serve_app.STATE.boot
-    serve_app.STATE.boot = boot_config(
+    boot = boot_config(
         settings, "redis://:hunter2@example:6379/0", False, AuthConfig(enabled=False), "http://127.0.0.1:8265"
     )
-    try:
-        yield TestClient(serve_app.create_fastapi())
-    finally:
-        serve_app.STATE.boot = old
+    yield TestClient(create_app(AppState(boot=boot)))
 
 
 def test_request_id_is_echoed(app_client: TestClient) -> None:

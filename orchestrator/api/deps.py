@@ -1,0 +1,367 @@
+"""Dependencies of the routes: the app's state, auth, the boot config and typed clients of the actors.
+
+Routes never name an actor method as a string: they call the typed ``async def`` methods of
+:class:`QueueClient` (the JobQueue actor) and :class:`AutoscalerClient` (the autoscaler actor), so mypy
+checks every call and every reply is parsed into its response model. Tests replace the clients through
+``app.dependency_overrides[queue_client]`` / ``[autoscaler_client]`` with fakes (subclasses without Ray).
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Annotated, Any
+
+from fastapi import Depends, Header, Path, Request
+
+from orchestrator import names
+from orchestrator.api import schemas as s
+from orchestrator.boot import BootConfig
+from orchestrator.core.errors import InvalidInput, NotReady, Unauthorized
+from orchestrator.core.models import EndpointPatch, EndpointSpec, RunRequest, worker_id_ok
+
+# Path parameters shared by the routers.
+EndpointName = Annotated[str, Path(max_length=63, description="Endpoint name.")]
+JobId = Annotated[str, Path(max_length=128, description="Job id.")]
+
+
+@dataclass
+class AppState:
+    """Per-replica state of the HTTP app; the Serve deployment's constructor sets ``boot``.
+
+    ``ui_verify(request, auth) -> bool`` is set by the web UI's ``mount`` (a session cookie counts as the
+    API key). ``behind_serve``: Serve's proxy echoes ``X-Request-ID`` itself. ``cluster_facts()`` reads
+    the Ray cluster's nodes and pending demand (blocking; the composer supplies it, as it reads Ray's GCS).
+    """
+
+    boot: BootConfig | None = None
+    ui_verify: Callable[[Request, Any], bool] | None = None
+    behind_serve: bool = False
+    cluster_facts: Callable[[], dict[str, Any]] | None = None
+    _queue: Any = None
+
+    def require_boot(self) -> BootConfig:
+        """The boot config; NotReady (503) while the replica is starting."""
+        if self.boot is None:
+            raise NotReady("the app is starting")
+        return self.boot
+
+    def require_cluster_facts(self) -> Callable[[], dict[str, Any]]:
+        if self.cluster_facts is None:
+            raise NotReady("cluster facts are not available in this app")
+        return self.cluster_facts
+
+    def queue_handle(self) -> Any:
+        """Handle of the JobQueue actor (looked up once per replica, again after it was lost)."""
+        if self._queue is None:
+            self._queue = names.get_actor(names.QUEUE_NAME, self.require_boot().namespace)
+        return self._queue
+
+    def autoscaler_handle(self) -> Any:
+        """Handle of the autoscaler actor (looked up per call: the management routes are rare)."""
+        return names.get_actor(names.AUTOSCALER_NAME, self.require_boot().namespace)
+
+    def forget_actors(self) -> None:
+        """A control actor could not be reached: look the handles up again on the next request."""
+        self._queue = None
+
+
+def app_state(request: Request) -> AppState:
+    """The state the app was created with (``create_app(state)``)."""
+    state: AppState = request.app.state.ripple
+    return state
+
+
+State = Annotated[AppState, Depends(app_state)]
+
+
+def boot_config(state: State) -> BootConfig:
+    return state.require_boot()
+
+
+Boot = Annotated[BootConfig, Depends(boot_config)]
+
+
+# Typed actor clients -----------------------------------------------------------------------------------
+
+
+class QueueClient:
+    """Typed calls to the JobQueue actor, one per method the routes use; replies parsed into the API's
+    response models. ``handle()`` returns the actor handle, looked up when a call is made (so a probe
+    that catches the call's failure catches a missing actor too); errors the actor raises (NotFound,
+    Conflict, InvalidInput, QueueFull, NotReady) propagate to the error handlers."""
+
+    def __init__(self, handle: Callable[[], Any]) -> None:
+        self._handle = handle
+
+    @property
+    def _h(self) -> Any:
+        return self._handle()
+
+    # Client API
+    async def submit(
+        self, endpoint: str, requests: Sequence[RunRequest], request_id: str | None = None
+    ) -> list[str]:
+        """Queue jobs, all or nothing; their ids in request order."""
+        ids = await self._h.submit.remote(endpoint, list(requests), request_id=request_id)
+        return [str(i) for i in ids]
+
+    async def runsync(
+        self, endpoint: str, request: RunRequest, wait_s: float | None, request_id: str | None = None
+    ) -> s.JobStatusObject:
+        """Queue one job and hold until it is final or ``wait_s`` passes (None: the configured default)."""
+        raw = await self._h.runsync.remote(endpoint, request, wait_s, request_id=request_id)
+        return s.JobStatusObject.model_validate(raw)
+
+    async def status(self, endpoint: str, job_id: str) -> s.JobStatusObject:
+        return s.JobStatusObject.model_validate(await self._h.status.remote(endpoint, job_id))
+
+    async def stream(self, endpoint: str, job_id: str) -> s.StreamReply:
+        return s.StreamReply.model_validate(await self._h.stream.remote(endpoint, job_id))
+
+    async def cancel(self, endpoint: str, job_id: str, request_id: str | None = None) -> s.JobStateReply:
+        raw = await self._h.cancel.remote(endpoint, job_id, request_id=request_id)
+        return s.JobStateReply.model_validate(raw)
+
+    async def retry(self, endpoint: str, job_id: str, request_id: str | None = None) -> s.JobStateReply:
+        raw = await self._h.retry.remote(endpoint, job_id, request_id=request_id)
+        return s.JobStateReply.model_validate(raw)
+
+    async def purge(self, endpoint: str, request_id: str | None = None) -> s.PurgeReply:
+        return s.PurgeReply.model_validate(await self._h.purge.remote(endpoint, request_id=request_id))
+
+    async def health(self, endpoint: str) -> s.EndpointHealth:
+        return s.EndpointHealth.model_validate(await self._h.health.remote(endpoint))
+
+    # Worker protocol
+    async def take(
+        self,
+        endpoint: str,
+        worker_id: str,
+        max_jobs: int,
+        wait_s: float | None,
+        request_id: str | None = None,
+    ) -> list[s.TakenJob]:
+        """Lease up to ``max_jobs`` jobs, holding up to ``wait_s`` for one; [] when none came."""
+        raw = await self._h.take.remote(endpoint, worker_id, max_jobs, wait_s, request_id=request_id)
+        return [s.TakenJob.model_validate(j) for j in raw]
+
+    async def done(
+        self,
+        endpoint: str,
+        worker_id: str,
+        job_id: str,
+        body: Any,
+        is_stream: bool,
+        request_id: str | None = None,
+    ) -> s.DoneReply:
+        raw = await self._h.done.remote(endpoint, worker_id, job_id, body, is_stream, request_id=request_id)
+        return s.DoneReply.model_validate(raw)
+
+    async def done_many(
+        self, endpoint: str, worker_id: str, results: Sequence[tuple[str, Any]], is_stream: bool = False
+    ) -> list[s.DoneReply]:
+        raw = await self._h.done_many.remote(endpoint, worker_id, list(results), is_stream)
+        return [s.DoneReply.model_validate(r) for r in raw]
+
+    async def stream_push(
+        self, endpoint: str, worker_id: str, job_id: str, outputs: Sequence[Any]
+    ) -> s.StreamPushReply:
+        raw = await self._h.stream_push.remote(endpoint, worker_id, job_id, list(outputs))
+        return s.StreamPushReply.model_validate(raw)
+
+    async def stop_poll(self, endpoint: str, worker_id: str, wait_s: float | None) -> list[str]:
+        return [str(i) for i in await self._h.stop_poll.remote(endpoint, worker_id, wait_s)]
+
+    async def ping(
+        self, endpoint: str, worker_id: str, job_ids: Sequence[str], request_id: str | None = None
+    ) -> list[str]:
+        """Heartbeat with the held jobs; the ids the worker must stop."""
+        raw = await self._h.ping.remote(endpoint, worker_id, list(job_ids), request_id=request_id)
+        return [str(i) for i in raw]
+
+    # Management
+    async def create_endpoint(self, spec: EndpointSpec) -> s.EndpointPublic:
+        return s.EndpointPublic.model_validate(await self._h.create_endpoint.remote(spec))
+
+    async def update_endpoint(self, name: str, patch: EndpointPatch) -> s.EndpointPublic:
+        return s.EndpointPublic.model_validate(await self._h.update_endpoint.remote(name, patch))
+
+    async def delete_endpoint(self, name: str) -> s.EndpointDeleted:
+        return s.EndpointDeleted.model_validate(await self._h.delete_endpoint.remote(name))
+
+    async def get_endpoint(self, name: str) -> s.EndpointPublic:
+        return s.EndpointPublic.model_validate(await self._h.get_endpoint.remote(name))
+
+    async def list_endpoints(self) -> list[s.EndpointPublic]:
+        return [s.EndpointPublic.model_validate(e) for e in await self._h.list_endpoints.remote()]
+
+    async def list_workers(self, endpoint: str | None = None) -> list[s.WorkerView]:
+        return [s.WorkerView.model_validate(w) for w in await self._h.list_workers.remote(endpoint)]
+
+    async def drain_worker(self, worker_id: str) -> s.WorkerView:
+        return s.WorkerView.model_validate(await self._h.drain_worker.remote(worker_id))
+
+    async def list_jobs(
+        self, endpoint: str | None, status: str | None, limit: int, cursor: int | None
+    ) -> s.JobList:
+        return s.JobList.model_validate(await self._h.list_jobs.remote(endpoint, status, limit, cursor))
+
+    async def get_job(self, job_id: str) -> s.JobDetail:
+        return s.JobDetail.model_validate(await self._h.get_job.remote(job_id))
+
+    async def stats(self) -> dict[str, s.EndpointStats]:
+        raw = await self._h.stats.remote()
+        return {name: s.EndpointStats.model_validate(row) for name, row in raw.items()}
+
+    async def metrics_text(self) -> bytes:
+        """Prometheus exposition of the queue's metrics."""
+        body: bytes = await self._h.metrics_text.remote()
+        return body
+
+    async def ready(self) -> s.QueueReady:
+        """The store answers and recovery is done (raises otherwise)."""
+        return s.QueueReady.model_validate(await self._h.ready.remote())
+
+
+class AutoscalerClient:
+    """Typed calls to the autoscaler actor; ``handle()`` as for :class:`QueueClient`."""
+
+    def __init__(self, handle: Callable[[], Any]) -> None:
+        self._handle = handle
+
+    @property
+    def _h(self) -> Any:
+        return self._handle()
+
+    async def status(self) -> s.AutoscalerStatus:
+        return s.AutoscalerStatus.model_validate(await self._h.status.remote())
+
+    async def set_enabled(self, on: bool) -> s.AutoscalerSwitch:
+        return s.AutoscalerSwitch.model_validate(await self._h.set_enabled.remote(on))
+
+    async def history(self, endpoint: str, limit: int) -> list[dict[str, Any]]:
+        """Decisions for the endpoint, newest first."""
+        rows: list[dict[str, Any]] = await self._h.history.remote(endpoint, limit)
+        return rows
+
+    async def set_override(self, endpoint: str, override: s.OverrideBody | None) -> s.OverrideReply:
+        """Pin or exclude an endpoint (None clears the override)."""
+        raw = await self._h.set_override.remote(endpoint, None if override is None else override.model_dump())
+        return s.OverrideReply.model_validate(raw)
+
+
+def queue_client(state: State) -> QueueClient:
+    return QueueClient(state.queue_handle)
+
+
+def autoscaler_client(state: State) -> AutoscalerClient:
+    return AutoscalerClient(state.autoscaler_handle)
+
+
+Queue = Annotated[QueueClient, Depends(queue_client)]
+Autoscaler = Annotated[AutoscalerClient, Depends(autoscaler_client)]
+
+
+# Auth ---------------------------------------------------------------------------------------------------
+
+
+def _bearer(authorization: str | None) -> str:
+    if not authorization:
+        return ""
+    scheme, _, rest = authorization.partition(" ")
+    return rest.strip() if scheme.lower() == "bearer" else authorization.strip()
+
+
+async def require_api_key(
+    request: Request, state: State, authorization: Annotated[str | None, Header()] = None
+) -> None:
+    """Client and management auth: ``Authorization: Bearer KEY``, or a web UI session (CSRF-checked)."""
+    auth = state.require_boot().auth
+    if not auth.enabled:
+        return
+    if authorization and auth.api_key_ok(_bearer(authorization)):
+        return
+    if state.ui_verify is not None and state.ui_verify(request, auth):
+        return
+    raise Unauthorized("missing or wrong API key (Authorization: Bearer KEY)")
+
+
+async def require_worker_key(state: State, authorization: Annotated[str | None, Header()] = None) -> None:
+    """Worker protocol auth: ``Authorization: KEY`` with or without ``Bearer``."""
+    auth = state.require_boot().auth
+    if auth.enabled and not (authorization and auth.worker_key_ok(_bearer(authorization))):
+        raise Unauthorized("missing or wrong worker key (Authorization: KEY)")
+
+
+# Validated inputs ---------------------------------------------------------------------------------------
+
+
+def _worker_id(
+    worker_id: Annotated[str, Path(max_length=128, description="Worker id (RUNPOD_POD_ID).")],
+) -> str:
+    if not worker_id_ok(worker_id):
+        raise InvalidInput("invalid worker id", {"loc": ["path", "worker_id"], "value": worker_id[:64]})
+    return worker_id
+
+
+WorkerId = Annotated[str, Depends(_worker_id)]
+
+
+async def json_body(request: Request) -> Any:
+    """The body as JSON whatever its content type (the worker SDK labels JSON as a form); None when empty.
+    For worker-protocol bodies, whose shape the queue interprets (a result, a chunk, progress)."""
+    raw = await request.body()
+    if not raw:
+        return None
+    try:
+        return json.loads(raw)
+    except (ValueError, UnicodeDecodeError, RecursionError):
+        raise InvalidInput("body is not valid JSON", {"loc": ["body"]}) from None
+
+
+JsonBody = Annotated[Any, Depends(json_body)]
+
+_SURROGATE_ESCAPE = re.compile(rb"\\u[dD][89a-fA-F]")
+
+
+def _lone_surrogate_at(value: Any, path: tuple[str, ...] = ()) -> tuple[str, ...] | None:
+    """Where the first string (or key) that UTF-8 cannot encode is, or None."""
+    if isinstance(value, str):
+        try:
+            value.encode("utf-8")
+        except UnicodeEncodeError:
+            return path
+        return None
+    if isinstance(value, dict):
+        items: Any = value.items()
+    elif isinstance(value, list):
+        items = ((str(i), v) for i, v in enumerate(value))
+    else:
+        return None
+    for key, item in items:
+        where = (*path, key.encode("utf-8", "replace").decode())
+        found = _lone_surrogate_at(key, where)
+        if found is None:
+            found = _lone_surrogate_at(item, where)
+        if found is not None:
+            return found
+    return None
+
+
+async def utf8_body(request: Request) -> None:
+    """Refuse JSON strings that are not Unicode (a lone surrogate, ``"\\ud800"``): valid JSON, but stored they
+    would make every reply that includes them (job listings, job-take, status) fail to encode."""
+    raw = await request.body()
+    if not _SURROGATE_ESCAPE.search(raw):
+        return
+    try:
+        where = _lone_surrogate_at(json.loads(raw))
+    except (ValueError, UnicodeDecodeError, RecursionError):
+        return  # not JSON at all: the route's own parsing says so
+    if where is not None:
+        raise InvalidInput(
+            "body has a string that is not valid Unicode (a lone surrogate)", {"loc": ["body", *where]}
+        )

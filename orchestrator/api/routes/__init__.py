@@ -1,0 +1,18 @@
+"""One router per resource; ``orchestrator.api.app.create_app`` includes them in this order."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter
+
+from orchestrator.api.routes import autoscaler, client, cluster, endpoints, jobs, probes, worker, workers
+
+ROUTERS: tuple[APIRouter, ...] = (
+    probes.router,
+    client.router,
+    worker.router,
+    endpoints.router,
+    jobs.router,
+    workers.router,
+    autoscaler.router,
+    cluster.router,
+)

@@ -1,0 +1,308 @@
+"""Request and response models of the HTTP API (the request models of jobs and endpoints live in
+``orchestrator.core.models``; this module holds what only the HTTP layer needs).
+
+The wire shapes are the RunPod protocol's and the contract's, key for key. Replies built by the actors keep
+their optional keys exactly as the actor sent them: the routes that return them declare
+``response_model_exclude_unset=True``, so a key the actor left out stays out and a key it sent as ``null``
+stays ``null`` (a COMPLETED job whose handler returned None has ``"output": null``). Models of replies that
+the actors assemble allow extra keys (``extra="allow"``), so a field an actor adds reaches the client
+instead of failing the reply; the declared fields document and check what clients rely on.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from orchestrator.core.models import EndpointSpec
+
+JobState = Literal["IN_QUEUE", "IN_PROGRESS", "COMPLETED", "FAILED", "CANCELLED", "TIMED_OUT"]
+
+
+class _Reply(BaseModel):
+    """A reply assembled by an actor: declared fields checked, extra keys passed through."""
+
+    model_config = ConfigDict(extra="allow")
+
+
+class _Fixed(BaseModel):
+    """A reply assembled by the route itself: exactly these keys."""
+
+    model_config = ConfigDict(extra="forbid")
+
+
+# Probes ------------------------------------------------------------------------------------------------
+
+
+class Live(_Fixed):
+    status: Literal["ok"]
+
+
+class Ready(_Reply):
+    """``/health/ready`` and ``/health/startup``: the queue's readiness (``store``, ``recovery``)."""
+
+    status: Literal["ok"]
+    store: str
+    recovery: dict[str, Any]
+
+
+class HealthSummary(_Fixed):
+    """``/health``: ``ok`` with the queue's readiness, or ``degraded`` with the error's type."""
+
+    status: Literal["ok", "degraded"]
+    queue: dict[str, Any]
+
+
+class QueueReady(_Reply):
+    """The queue actor's readiness: the store answers and recovery is done."""
+
+    store: str
+    recovery: dict[str, Any]
+
+
+# Client API (RunPod) -----------------------------------------------------------------------------------
+
+
+class RunAccepted(_Fixed):
+    """``/run``: the job is durable and queued."""
+
+    id: str
+    status: Literal["IN_QUEUE"]
+
+
+class BatchAccepted(_Fixed):
+    """``/run-batch``: every job is durable and queued, ids in the order of the request."""
+
+    ids: list[str]
+    status: Literal["IN_QUEUE"]
+
+
+class JobStatusObject(_Reply):
+    """RunPod's status object. ``workerId``, ``output``, ``error`` and ``retries`` appear only when known
+    (``output`` may be present and ``null``)."""
+
+    id: str
+    status: JobState
+    delayTime: int = Field(description="Milliseconds in the queue.")
+    executionTime: int = Field(description="Milliseconds running in the latest attempt.")
+    workerId: str | None = None
+    output: Any = None
+    error: str | None = None
+    retries: int | None = None
+
+
+class StreamChunk(_Reply):
+    output: Any
+
+
+class StreamReply(_Reply):
+    """``/stream``: chunks not yet returned; ``stream`` is always present (possibly empty)."""
+
+    id: str
+    status: JobState
+    stream: list[StreamChunk]
+
+
+class JobStateReply(_Reply):
+    """``/cancel`` and ``/retry``: the job's state after the call."""
+
+    id: str
+    status: JobState
+
+
+class PurgeReply(_Reply):
+    removed: int
+    status: str
+
+
+class JobCounts(_Reply):
+    completed: int
+    failed: int
+    inProgress: int
+    inQueue: int
+    retried: int
+
+
+class WorkerCounts(_Reply):
+    idle: int
+    running: int
+    initializing: int
+    draining: int
+    unhealthy: int
+
+
+class EndpointHealth(_Reply):
+    """``/health`` of an endpoint: RunPod's job counts and workers by state."""
+
+    jobs: JobCounts
+    workers: WorkerCounts
+
+
+# Worker protocol (RunPod worker SDK) --------------------------------------------------------------------
+
+
+class TakenJob(_Reply):
+    """A leased job as the worker SDK hands it to the handler."""
+
+    id: str
+    input: Any
+
+
+class DoneReply(_Reply):
+    """``/job-done``: ``accepted`` false (with ``reason``) when the result was dropped (not held, already
+    final); ``progress`` true for a progress update."""
+
+    id: str
+    accepted: bool
+    status: str | None = None
+    reason: str | None = None
+    progress: bool | None = None
+
+
+class DoneBatchReply(_Fixed):
+    results: list[DoneReply]
+
+
+class StreamPushReply(_Reply):
+    id: str
+    accepted: bool
+
+
+class JobsToStop(_Fixed):
+    jobsToStop: list[str]
+
+
+class PingReply(_Fixed):
+    status: Literal["ok"]
+    jobsToStop: list[str]
+
+
+# Management API ------------------------------------------------------------------------------------------
+
+
+class EndpointPublic(EndpointSpec):
+    """An endpoint as the API returns it (camelCase)."""
+
+    model_config = ConfigDict(extra="allow")
+
+
+class EndpointList(_Fixed):
+    endpoints: list[EndpointPublic]
+
+
+class EndpointDeleted(_Reply):
+    name: str
+    deleted: bool
+    cancelledJobs: int
+
+
+class WorkerView(_Reply):
+    """A worker as the registry reports it (state, jobs held, heartbeats, what the pool reported)."""
+
+    workerId: str
+    endpoint: str
+    state: str
+
+
+class WorkerList(_Fixed):
+    workers: list[WorkerView]
+
+
+class JobDetail(JobStatusObject):
+    """The management view of a job: the status object plus input, timings, policy and history."""
+
+    endpoint: str
+
+
+class JobList(_Fixed):
+    """Jobs newest first; ``nextCursor`` continues the listing (null at the end)."""
+
+    jobs: list[JobDetail]
+    nextCursor: int | None
+
+
+class NodeSpec(_Fixed):
+    nodeId: str | None
+    gpuType: str | None
+    gpus: float
+    cpus: float
+    memoryMb: int
+
+
+class SpecList(_Fixed):
+    specs: list[NodeSpec]
+
+
+class Info(_Fixed):
+    """This instance: never a secret."""
+
+    version: str
+    dashboardUrl: str | None
+    store: Literal["embedded", "external"]
+    dataDir: str
+    namespace: str
+    auth: bool
+    heartbeatTimeoutS: float
+    leaseGraceS: float
+    sweepIntervalS: float
+    autoscalerIntervalS: float | None
+
+
+class EndpointStats(_Reply):
+    queued: int
+    running: int
+    oldestQueuedAgeS: float | None
+    waitingTakers: int
+    lastArrivalS: float | None
+
+
+class QueueStats(_Fixed):
+    endpoints: dict[str, EndpointStats]
+
+
+class ClusterFacts(_Reply):
+    """Ray nodes, totals over alive nodes, draining node ids and pending demand (null: unknown)."""
+
+    nodes: list[dict[str, Any]]
+    aliveNodes: int
+    gpusTotal: float
+    maxGpusPerNode: float
+    gpuTypes: list[str]
+    draining: list[str]
+    pendingDemand: list[dict[str, Any]] | None
+
+
+# Autoscaler ----------------------------------------------------------------------------------------------
+
+
+class AutoscalerStatus(_Reply):
+    """Cluster GPUs and a row per endpoint; ``leader`` false (and no rows) before this instance leads."""
+
+    enabled: bool
+    ticks: int
+    intervalS: float
+    gpus: dict[str, Any]
+    endpoints: list[dict[str, Any]]
+    leader: bool | None = None
+
+
+class AutoscalerSwitch(_Fixed):
+    enabled: bool
+
+
+class AutoscalerHistory(_Fixed):
+    endpoint: str
+    history: list[dict[str, Any]]
+
+
+class OverrideBody(_Fixed):
+    """A per-endpoint override: pin the replica count, or leave the endpoint alone."""
+
+    desiredReplicas: int | None = Field(default=None, ge=0, le=1000)
+    disabled: bool = False
+
+
+class OverrideReply(_Fixed):
+    endpoint: str
+    override: OverrideBody | None

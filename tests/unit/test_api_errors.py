@@ -1,0 +1,147 @@
+"""Error mapping of the HTTP app (``orchestrator.api.errors``): every failure is ``{"error", "detail"}``
+with the right status, bad input names the field, and an unreachable actor is a 503, never a 500."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import ray
+from api_fakes import API_KEY, Harness, boot, harness
+
+import serve_app
+from orchestrator.core.errors import QueueFull
+from orchestrator.core.models import EndpointSpec
+
+pytestmark = pytest.mark.timeout(30)
+
+
+@pytest.fixture
+def h(tmp_path: Path) -> Harness:
+    return harness(boot(str(tmp_path)))
+
+
+def _error(r: Any, status: int) -> dict[str, Any]:
+    """The error body of ``r``, checked: exactly ``{"error", "detail"}``, no traceback."""
+    assert r.status_code == status, r.text
+    body = r.json()
+    assert isinstance(body, dict) and set(body) == {"error", "detail"}, body
+    assert isinstance(body["error"], str) and body["error"]
+    assert "Traceback" not in r.text
+    return body
+
+
+def test_unknown_endpoint_and_job_are_404(h: Harness) -> None:
+    body = _error(h.api.post("/v2/nope/run", json={"input": 1}), 404)
+    assert "nope" in str(body["error"]) and body["detail"] == {"endpoint": "nope"}
+    h.queue.endpoints["ep"] = h.queue.endpoints.get("ep") or _spec("ep")
+    assert _error(h.api.get("/v2/ep/status/missing"), 404)["detail"] == {"id": "missing"}
+    _error(h.api.get("/no/such/route"), 404)
+
+
+def test_conflict_is_409_with_the_state(h: Harness) -> None:
+    h.api.post("/api/v1/endpoints", json={"name": "ep", "handler": None})
+    body = _error(h.api.post("/api/v1/endpoints", json={"name": "ep"}), 409)
+    assert body["detail"] == {"name": "ep"}
+    job = h.api.post("/v2/ep/run", json={"input": 1}).json()["id"]
+    assert _error(h.api.post(f"/v2/ep/retry/{job}"), 409)["detail"] == {"id": job, "status": "IN_QUEUE"}
+
+
+def test_bad_input_is_422_naming_the_field(h: Harness) -> None:
+    h.queue.endpoints["ep"] = _spec("ep")
+    body = _error(h.api.post("/v2/ep/run", json={"webhook": "ftp://x"}), 422)
+    assert "input" in str(body["error"]) and "webhook" in str(body["error"])
+    assert isinstance(body["detail"], list) and {"loc", "msg", "type"} <= set(body["detail"][0])
+    assert "wait" in str(_error(h.api.post("/v2/ep/runsync?wait=-5", json={"input": 1}), 422)["error"])
+    assert "endpoint" in str(_error(h.api.post(f"/v2/{'e' * 64}/run", json={"input": 1}), 422)["error"])
+    assert "limit" in str(_error(h.api.get("/api/v1/jobs", params={"limit": 0}), 422)["error"])
+    _error(h.api.post("/v2/ep/run", content=b"{not json"), 422)
+    assert h.queue.calls == []  # nothing invalid reached the queue
+
+
+def test_lone_surrogates_are_refused_with_their_location(h: Harness) -> None:
+    h.queue.endpoints["ep"] = _spec("ep")
+    body = _error(h.api.post("/v2/ep/run", content=b'{"input": {"k": "\\ud800"}}'), 422)
+    assert body["detail"] == {"loc": ["body", "input", "k"]}
+
+
+def test_bodies_over_the_limit_are_413(tmp_path: Path) -> None:
+    h = harness(boot(str(tmp_path), max_body_bytes=100))
+    h.queue.endpoints["ep"] = _spec("ep")
+    body = _error(h.api.post("/v2/ep/run", json={"input": "x" * 200}), 413)
+    assert "100 bytes" in str(body["error"])
+
+    def chunks() -> Iterator[bytes]:
+        for _ in range(10):
+            yield b" " * 50
+
+    _error(h.api.post("/v2/ep/run", content=chunks()), 413)  # no Content-Length: counted
+    assert h.queue.jobs == {}
+
+
+def test_missing_or_wrong_keys_are_401_with_a_challenge(h: Harness) -> None:
+    h.queue.endpoints["ep"] = _spec("ep")
+    r = h.anonymous.post("/v2/ep/run", json={"input": 1})
+    _error(r, 401)
+    assert r.headers["www-authenticate"] == "Bearer"
+    _error(h.anonymous.get("/api/v1/endpoints", headers={"Authorization": "Bearer wrong"}), 401)
+    # The client key is not a worker key, and the other way round.
+    _error(h.anonymous.get("/v2/ep/job-take/w1", headers={"Authorization": API_KEY}), 401)
+    _error(h.worker.get("/api/v1/endpoints"), 401)
+    assert h.anonymous.get("/health/live").status_code == 200  # probes need no key
+    assert h.queue.calls == []
+
+
+@pytest.mark.parametrize(
+    "exc", [ray.exceptions.GetTimeoutError("slow"), asyncio.TimeoutError(), ray.exceptions.RayActorError()]
+)
+def test_an_unreachable_actor_is_503_and_forgotten(h: Harness, exc: BaseException) -> None:
+    h.queue.endpoints["ep"] = _spec("ep")
+    h.state._queue = object()  # a cached handle
+    h.queue.fail = exc
+    body = _error(h.api.post("/v2/ep/run", json={"input": 1}), 503)
+    assert "not ready" in str(body["error"])
+    assert h.state._queue is None  # looked up again on the next request
+
+
+def test_ripple_errors_keep_their_status(h: Harness) -> None:
+    h.queue.fail = QueueFull("queue of 'ep' is full", {"maxQueueSize": 1})
+    assert _error(h.api.post("/v2/ep/run", json={"input": 1}), 429)["detail"] == {"maxQueueSize": 1}
+
+
+def test_a_bug_is_a_500_without_a_traceback(h: Harness) -> None:
+    h.queue.fail = KeyError("oops")
+    body = _error(h.api.get("/api/v1/endpoints"), 500)
+    assert body["error"] == "internal error (logged on the server)"
+
+
+def test_before_boot_everything_but_liveness_is_503(tmp_path: Path) -> None:
+    h = harness(None)
+    assert h.anonymous.get("/health/live").status_code == 200
+    _error(h.api.post("/v2/ep/run", json={"input": 1}), 503)
+    _error(h.api.get("/api/v1/info"), 503)
+
+
+def test_readiness_failures_are_503_and_the_summary_degrades(h: Harness) -> None:
+    assert h.anonymous.get("/health/ready").json() == {"status": "ok", "store": "ok", "recovery": {"jobs": 0}}
+    h.queue.fail = ConnectionError("store down")
+    body = _error(h.anonymous.get("/health/ready"), 503)
+    assert "ConnectionError" in str(body["error"])
+    assert h.anonymous.get("/health").json() == {"status": "degraded", "queue": {"error": "ConnectionError"}}
+
+
+def test_serve_app_composes_every_router_around_its_state() -> None:
+    assert serve_app.fastapi_app.state.ripple is serve_app.STATE
+    paths = serve_app.fastapi_app.openapi()["paths"]
+    operations = [(m, p) for p, ops in paths.items() for m in ops if not p.startswith("/ui")]
+    assert len(operations) >= 40
+    for probe in ("/health", "/health/live", "/health/ready", "/health/startup", "/metrics"):
+        assert probe in paths
+    assert "/v2/{endpoint}/job-take/{worker_id}" in paths and "/api/v1/autoscaler/status" in paths
+
+
+def _spec(name: str) -> EndpointSpec:
+    return EndpointSpec(name=name)
