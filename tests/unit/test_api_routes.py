@@ -3,12 +3,16 @@ route's reply shape (the RunPod wire shapes key for key), the typed values it ha
 
 from __future__ import annotations
 
+import time
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
 from api_fakes import Harness, boot, harness
 
 from orchestrator import __version__
+from orchestrator.api.webui import CSRF_HEADER, SESSION_COOKIE
+from orchestrator.api.webui.session import csrf_token_for, issue_session
 from orchestrator.config import load_settings
 from orchestrator.core.models import EndpointPatch, EndpointSpec, RunRequest
 
@@ -283,3 +287,21 @@ def test_probes_and_metrics(h: Harness) -> None:
     assert metrics.text == "ripple_queue_depth 0\n" and metrics.headers["content-type"].startswith(
         "text/plain"
     )
+
+
+def test_a_web_ui_session_counts_as_the_api_key(tmp_path: Path) -> None:
+    """The web UI mounts on the app's state: its session cookie (with the CSRF header on non-GET methods)
+    passes the real API-key dependency; the worker routes still want the worker key."""
+    secret = b"s" * 32
+    resolved = boot(str(tmp_path))
+    h = harness(replace(resolved, auth=replace(resolved.auth, session_secret=secret)))
+    h.queue.endpoints["ep"] = EndpointSpec(name="ep")
+    assert h.state.ui_verify is not None
+    token = issue_session(secret, time.time(), b"n" * 16).token
+    h.anonymous.cookies.set(SESSION_COOKIE, token)
+    assert h.anonymous.get("/api/v1/endpoints").status_code == 200
+    assert h.anonymous.post("/v2/ep/run", json={"input": 1}).status_code == 401  # no CSRF header
+    csrf = {CSRF_HEADER: csrf_token_for(token, secret)}
+    assert h.anonymous.post("/v2/ep/run", json={"input": 1}, headers=csrf).status_code == 200
+    assert h.anonymous.get("/v2/ep/job-take/w1").status_code == 401
+    assert h.anonymous.get("/ui/session").json()["authenticated"] is True
