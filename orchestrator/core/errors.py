@@ -1,7 +1,8 @@
 """The one error root of Ripple.
 
-Pure code and actors raise these; only the HTTP adapter (``serve_app``) maps them to status codes. Every
-error pickles cleanly (it crosses Ray actor boundaries): its constructor arguments are its ``args``.
+Pure code and actors raise these; only the HTTP layer (``orchestrator.api.errors``) maps them to status
+codes. Every error pickles cleanly (it crosses Ray actor boundaries): its constructor arguments are its
+``args``.
 """
 
 from __future__ import annotations
