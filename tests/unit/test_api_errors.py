@@ -37,7 +37,7 @@ def _error(r: Any, status: int) -> dict[str, Any]:
 def test_unknown_endpoint_and_job_are_404(h: Harness) -> None:
     body = _error(h.api.post("/v2/nope/run", json={"input": 1}), 404)
     assert "nope" in str(body["error"]) and body["detail"] == {"endpoint": "nope"}
-    h.queue.endpoints["ep"] = h.queue.endpoints.get("ep") or _spec("ep")
+    h.queue.endpoints["ep"] = _spec("ep")
     assert _error(h.api.get("/v2/ep/status/missing"), 404)["detail"] == {"id": "missing"}
     _error(h.api.get("/no/such/route"), 404)
 
