@@ -20,7 +20,15 @@ from orchestrator.core.errors import NotFound, QueueFull
 from orchestrator.core.jobs import FINAL, JobStatus, JobView, can_transition, check_transition, queue_score
 from orchestrator.core.jobs import status_after_lost_lease as after_lost_lease
 from orchestrator.core.models import NewJob
-from orchestrator.store.protocol import REQUEUE_OR_FAIL, FinishItem, FinishOutcome, Moved, TakenJob, job_view
+from orchestrator.store.protocol import (
+    REQUEUE_OR_FAIL,
+    FinishItem,
+    FinishOutcome,
+    JobStore,
+    Moved,
+    TakenJob,
+    job_view,
+)
 
 S = JobStatus
 HISTORY_LIMIT = 50
@@ -367,3 +375,8 @@ class MemoryStore:
 
     async def put_doc(self, key: str, value: Any) -> None:
         self.docs[key] = json.dumps(value)
+
+
+def _implements_job_store(store: MemoryStore) -> JobStore:
+    """Never called: mypy checks here that MemoryStore satisfies the JobStore protocol."""
+    return store

@@ -18,7 +18,7 @@ from orchestrator.core.jobs import JobStatus, JobView
 from orchestrator.core.models import NewJob
 from orchestrator.store import scripts as lua
 from orchestrator.store.keys import Keys
-from orchestrator.store.protocol import FinishItem, FinishOutcome, Moved, TakenJob, job_view
+from orchestrator.store.protocol import FinishItem, FinishOutcome, JobStore, Moved, TakenJob, job_view
 
 
 def moved_from_reply(job_id: str, r: list[Any]) -> Moved:
@@ -280,3 +280,8 @@ class RedisStore:
 
     async def put_doc(self, key: str, value: Any) -> None:
         await self.r.set(key, json.dumps(value))
+
+
+def _implements_job_store(store: RedisStore) -> JobStore:
+    """Never called: mypy checks here that RedisStore satisfies the JobStore protocol."""
+    return store

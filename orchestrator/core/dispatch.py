@@ -1,0 +1,320 @@
+"""The queue's logic: endpoints, submission, leases, results, long-polls, cancellation, sweeps, listings.
+
+:class:`Dispatcher` is everything the JobQueue actor (:mod:`actors.job_queue`) does, without Ray: it is
+given a :class:`orchestrator.store.protocol.JobStore` (Redis in production, :class:`orchestrator.store.
+memory.MemoryStore` in unit tests), a :class:`~orchestrator.core.dispatch_ports.Clock` and narrow notifiers
+(autoscaler, metrics, webhooks). Every job write goes through the store before a method returns, so a new
+dispatcher on the same store resumes: queued jobs stay queued, leases of workers that never come back are
+reclaimed after the heartbeat timeout, finished jobs keep their results.
+
+Bodies arrive validated (:class:`RunRequest`, :class:`EndpointSpec`, :class:`EndpointPatch`): the HTTP
+edge and the in-cluster client validate once. Errors are :mod:`orchestrator.core.errors` (NotFound 404,
+Conflict 409, InvalidInput 422, QueueFull 429). The worker protocol lives in
+:mod:`orchestrator.core.dispatch_workers`.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Sequence
+from typing import Any
+
+from pydantic import ValidationError
+
+from orchestrator import logs
+from orchestrator.core.dispatch_workers import WorkerDispatch
+from orchestrator.core.errors import Conflict, InvalidInput, NotFound
+from orchestrator.core.jobs import RETRYABLE, JobStatus, JobView
+from orchestrator.core.models import EndpointPatch, EndpointSpec, NewJob, RunRequest, new_job_id
+
+log = logging.getLogger("ripple.queue")
+S = JobStatus
+NOTIFY_EVERY_S = 0.05  # at most one autoscaler wake-up per endpoint per 50 ms
+LIST_BATCH = 500
+
+
+def validation_errors(exc: ValidationError) -> list[dict[str, Any]]:
+    """Pydantic errors as the 422 detail: ``loc`` (the field's path), ``msg`` and ``type``."""
+    return [{"loc": list(e["loc"]), "msg": e["msg"], "type": e["type"]} for e in exc.errors()]
+
+
+class Dispatcher(WorkerDispatch):
+    """Dispatch for every endpoint (see the module docstring). Single event loop; not thread-safe."""
+
+    # Endpoints ------------------------------------------------------------------------------------
+
+    async def create_endpoint(self, spec: EndpointSpec) -> dict[str, Any]:
+        """Create an endpoint; returns its wire form. Raises Conflict (409) when the name is taken."""
+        await self.recover()
+        if spec.name in self.endpoints:
+            raise Conflict(f"endpoint {spec.name!r} already exists", {"name": spec.name})
+        await self.store.put_endpoint(spec.name, spec.model_dump_json())
+        self.endpoints[spec.name] = spec
+        return spec.wire()
+
+    async def update_endpoint(self, name: str, patch: EndpointPatch) -> dict[str, Any]:
+        """Apply a partial update; the patched spec is validated as a whole (InvalidInput 422 naming the
+        field when it is not valid). Raises NotFound."""
+        spec = await self._endpoint(name)
+        try:
+            updated = patch.apply(spec)
+        except ValidationError as exc:
+            raise InvalidInput("invalid endpoint update", validation_errors(exc)) from None
+        await self.store.put_endpoint(name, updated.model_dump_json())
+        self.endpoints[name] = updated
+        return updated.wire()
+
+    async def delete_endpoint(self, name: str) -> dict[str, Any]:
+        """Delete an endpoint with no job in progress (else Conflict 409); its queued jobs are cancelled."""
+        await self._endpoint(name)
+        running = (await self.store.counts(name)).get("in_progress", 0)
+        if running:
+            raise Conflict(
+                f"endpoint {name!r} has {running} jobs in progress; drain it first", {"inProgress": running}
+            )
+        removed = await self._purge(name)
+        await self.store.delete_endpoint(name)
+        self.endpoints.pop(name, None)
+        return {"name": name, "deleted": True, "cancelledJobs": removed}
+
+    async def get_endpoint(self, name: str) -> dict[str, Any]:
+        return (await self._endpoint(name)).wire()
+
+    async def list_endpoints(self) -> list[dict[str, Any]]:
+        """Every endpoint's wire form, by name."""
+        await self.recover()
+        return [self.endpoints[n].wire() for n in sorted(self.endpoints)]
+
+    async def endpoint_specs(self) -> dict[str, EndpointSpec]:
+        """Every endpoint spec (for pools and the autoscaler, inside the cluster)."""
+        await self.recover()
+        return dict(self.endpoints)
+
+    # Client API -----------------------------------------------------------------------------------
+
+    async def submit(
+        self, endpoint: str, requests: Sequence[RunRequest], request_id: str | None = None
+    ) -> list[str]:
+        """Accept jobs (all or nothing) and return their ids; durable in the store before this returns.
+
+        A request's ``policy`` (executionTimeout, ttl, lowPriority) overrides the endpoint's defaults.
+        Raises NotFound, QueueFull (429) past ``maxQueueSize``. ``request_id`` (the HTTP request's
+        ``X-Request-ID``) is carried by this call's log lines. Wakes one waiting taker per job, or the
+        autoscaler when none waits."""
+        logs.bind(request_id=request_id, endpoint=endpoint)
+        spec = await self._endpoint(endpoint)
+        jobs = [self._new_job(endpoint, spec, req) for req in requests]
+        await self.store.submit(endpoint, jobs, spec.max_queue_size, self.now_ms())
+        self.metrics.submitted(endpoint, len(jobs))
+        log.debug("accepted %d jobs", len(jobs), extra={"job_id": jobs[0].id if len(jobs) == 1 else None})
+        self.last_arrival_s[endpoint] = self.clock.now_s()
+        if self.takers.wake(endpoint, len(jobs)) == 0:
+            self._notify_autoscaler(endpoint)
+        return [j.id for j in jobs]
+
+    @staticmethod
+    def _new_job(endpoint: str, spec: EndpointSpec, req: RunRequest) -> NewJob:
+        policy = req.policy
+        return NewJob(
+            id=new_job_id(),
+            endpoint=endpoint,
+            input_json=json.dumps(req.input, separators=(",", ":")),
+            execution_timeout_ms=(policy and policy.execution_timeout) or spec.execution_timeout,
+            ttl_ms=(policy and policy.ttl) or spec.ttl,
+            max_retries=spec.max_retries,
+            low_priority=bool(policy and policy.low_priority),
+            webhook=req.webhook,
+        )
+
+    def _notify_autoscaler(self, endpoint: str) -> None:
+        """Work arrived that no worker is waiting for: let the autoscaler tick now (throttled)."""
+        now = self.clock.monotonic_s()
+        if now - self._notified_s.get(endpoint, 0.0) < NOTIFY_EVERY_S:
+            return
+        self._notified_s[endpoint] = now
+        self.autoscaler.work_arrived(endpoint)
+
+    async def runsync(
+        self, endpoint: str, request: RunRequest, wait_s: float | None, request_id: str | None = None
+    ) -> dict[str, Any]:
+        """Submit one job and hold until it is final or ``wait_s`` passes; return its status object."""
+        (job_id,) = await self.submit(endpoint, [request], request_id)
+        return await self.wait_final(endpoint, job_id, wait_s)
+
+    async def wait_final(self, endpoint: str, job_id: str, wait_s: float | None) -> dict[str, Any]:
+        """The job's status object once final (COMPLETED, FAILED, TIMED_OUT, CANCELLED), or as it is when
+        ``wait_s`` (default ``runsync_wait_s``, at most 300) runs out. Raises NotFound."""
+        wait = self.cfg.runsync_wait_s if wait_s is None else max(0.0, min(wait_s, 300.0))
+        deadline = self.clock.monotonic_s() + wait
+        while True:
+            version = self.finals.version(job_id)
+            job = await self._job(endpoint, job_id)
+            remaining = deadline - self.clock.monotonic_s()
+            if job.status in RETRYABLE | {S.COMPLETED} or remaining <= 0:
+                return job.status_object(self.now_ms())
+            await self.finals.wait(job_id, remaining, version)
+
+    async def status(self, endpoint: str, job_id: str) -> dict[str, Any]:
+        """RunPod's status object of one job of ``endpoint``. Raises NotFound."""
+        return (await self._job(endpoint, job_id)).status_object(self.now_ms())
+
+    async def statuses(self, job_ids: Sequence[str]) -> list[dict[str, Any] | None]:
+        """Status objects of many jobs in one store round trip (None for unknown ids)."""
+        await self.recover()
+        now_ms = self.now_ms()
+        return [j.status_object(now_ms) if j else None for j in await self.store.get_many(job_ids)]
+
+    async def stream(self, endpoint: str, job_id: str) -> dict[str, Any]:
+        """New stream chunks since the last call, RunPod style; always includes ``stream``."""
+        await self._job(endpoint, job_id)
+        status, chunks = await self.store.read_stream(job_id)
+        return {"id": job_id, "status": status.value, "stream": [{"output": c} for c in chunks]}
+
+    async def cancel(self, endpoint: str, job_id: str, request_id: str | None = None) -> dict[str, Any]:
+        """Cancel a queued or running job; its holder is told to stop (stop channel), its late result
+        ignored. Cancelling a cancelled job is a no-op; any other final job is a Conflict (409)."""
+        logs.bind(request_id=request_id, endpoint=endpoint, job_id=job_id)
+        job = await self._job(endpoint, job_id)
+        moved = await self.store.move(
+            job_id, S.CANCELLED.value, self.now_ms(), "cancelled", expect_from=(S.IN_QUEUE, S.IN_PROGRESS)
+        )
+        if not moved.moved:
+            if job.status is S.CANCELLED or moved.before is S.CANCELLED:
+                return {"id": job_id, "status": S.CANCELLED.value}
+            state = moved.before.value if moved.before else job.status.value
+            raise Conflict(
+                f"job {job_id} is {state} and cannot be cancelled", {"id": job_id, "status": state}
+            )
+        if moved.before is S.IN_PROGRESS:
+            self._release(moved, None)
+        self._finalized(job_id, endpoint, S.CANCELLED)
+        log.info("job cancelled (was %s)", moved.before.value if moved.before else "?")
+        return {"id": job_id, "status": S.CANCELLED.value}
+
+    async def retry(self, endpoint: str, job_id: str, request_id: str | None = None) -> dict[str, Any]:
+        """Put a FAILED, TIMED_OUT or CANCELLED job back in the queue (else Conflict 409)."""
+        logs.bind(request_id=request_id, endpoint=endpoint, job_id=job_id)
+        job = await self._job(endpoint, job_id)
+        moved = await self.store.move(
+            job_id, S.IN_QUEUE.value, self.now_ms(), "retry", expect_from=tuple(RETRYABLE)
+        )
+        if not moved.moved:
+            state = moved.before.value if moved.before else job.status.value
+            raise Conflict(
+                f"job {job_id} is {state}; only FAILED, TIMED_OUT or CANCELLED jobs can be retried",
+                {"id": job_id, "status": state},
+            )
+        self.metrics.retried(endpoint)
+        self.takers.wake(endpoint, 1)
+        log.info("job retried (was %s)", moved.before.value if moved.before else "?")
+        return {"id": job_id, "status": S.IN_QUEUE.value}
+
+    async def purge(self, endpoint: str, request_id: str | None = None) -> dict[str, Any]:
+        """Cancel every queued job of ``endpoint``; running jobs are untouched."""
+        logs.bind(request_id=request_id, endpoint=endpoint)
+        await self._endpoint(endpoint)
+        removed = await self._purge(endpoint)
+        log.info("queue purged: %d jobs cancelled", removed)
+        return {"removed": removed, "status": "completed"}
+
+    async def _purge(self, endpoint: str) -> int:
+        n = await self.store.purge(endpoint, self.now_ms())
+        if n:
+            self.metrics.finished(endpoint, S.CANCELLED.value, n)
+        return n
+
+    async def health(self, endpoint: str) -> dict[str, Any]:
+        """RunPod's health object: job counts and workers by state."""
+        await self._endpoint(endpoint)
+        counts = await self.store.counts(endpoint)
+        return {
+            "jobs": {
+                "completed": counts.get("completed", 0),
+                "failed": counts.get("failed", 0) + counts.get("timed_out", 0),
+                "inProgress": counts.get("in_progress", 0),
+                "inQueue": await self.store.depth(endpoint),
+                "retried": counts.get("retried", 0),
+                "cancelled": counts.get("cancelled", 0),
+                "timedOut": counts.get("timed_out", 0),
+            },
+            "workers": self.registry.health_counts(endpoint),
+        }
+
+    async def _job(self, endpoint: str, job_id: str) -> JobView:
+        await self._endpoint(endpoint)
+        job = await self.store.get(job_id)
+        if job is None or job.endpoint != endpoint:
+            raise NotFound(f"job {job_id} not found at endpoint {endpoint!r}", {"id": job_id})
+        return job
+
+    # Management -----------------------------------------------------------------------------------
+
+    async def list_jobs(
+        self, endpoint: str | None, status: str | None, limit: int, cursor: int | None
+    ) -> dict[str, Any]:
+        """Jobs newest first, filtered by endpoint and status: ``{"jobs": [...], "nextCursor": ms}``;
+        ``cursor`` is the creation time (ms) to continue below; ``nextCursor`` is None at the end."""
+        await self.recover()
+        out: list[dict[str, Any]] = []
+        before = cursor
+        now_ms = self.now_ms()
+        while len(out) < limit:
+            ids = await self.store.list_jobs(LIST_BATCH, before)
+            if not ids:
+                before = None
+                break
+            for job in await self.store.get_many(ids):
+                if job is None:
+                    continue
+                before = job.created_ms
+                if (endpoint is None or job.endpoint == endpoint) and (
+                    status is None or job.status.value == status
+                ):
+                    out.append(job.detail(now_ms))
+                    if len(out) >= limit:
+                        break
+            if len(ids) < LIST_BATCH:
+                if len(out) < limit:
+                    before = None
+                break
+        return {"jobs": out, "nextCursor": before}
+
+    async def get_job(self, job_id: str) -> dict[str, Any]:
+        """One job's detail (with its history), whatever its endpoint. Raises NotFound."""
+        await self.recover()
+        job = await self.store.get(job_id)
+        if job is None:
+            raise NotFound(f"job {job_id} not found", {"id": job_id})
+        return job.detail(self.now_ms())
+
+    async def list_workers(self, endpoint: str | None = None) -> list[dict[str, Any]]:
+        """Worker views, all or of one endpoint (NotFound when it does not exist)."""
+        await self.recover()
+        if endpoint is not None:
+            await self._endpoint(endpoint)
+        return self.registry.views(endpoint)
+
+    async def stats(self) -> dict[str, Any]:
+        """Per-endpoint queue state for the autoscaler and ``ripple status``: ``queued``, ``running``,
+        ``oldestQueuedAgeS``, ``waitingTakers``, ``lastArrivalS`` (wall clock)."""
+        await self.recover()
+        now_ms = self.now_ms()
+        out: dict[str, Any] = {}
+        for ep in self.endpoints:
+            oldest = await self.store.oldest_queued_ms(ep)
+            counts = await self.store.counts(ep)
+            out[ep] = {
+                "queued": await self.store.depth(ep),
+                "running": counts.get("in_progress", 0),
+                "oldestQueuedAgeS": (now_ms - oldest) / 1000 if oldest else None,
+                "waitingTakers": self.takers.count(ep),
+                "lastArrivalS": self.last_arrival_s.get(ep),
+            }
+        return out
+
+    async def ready(self) -> dict[str, Any]:
+        """Readiness: the store answers and recovery is done."""
+        await self.recover()
+        await self.store.ping()
+        return {"store": "ok", "recovery": self.recovery}

@@ -1,0 +1,587 @@
+"""The dispatcher's behaviour suite, run against every store: each layer's module imports these tests and
+provides a ``store`` fixture (``tests/unit/test_dispatch.py``: MemoryStore; ``tests/integration/
+test_dispatch_redis.py``: RedisStore on the embedded Redis). Nothing here needs Ray.
+
+Time is a :class:`FakeClock`: wall time only moves when a test advances it (leases, ttl, heartbeats are
+decided on it); monotonic time is the real one plus the same offset, so long-polls still time out.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import pytest
+
+from orchestrator.core.dispatch import Dispatcher
+from orchestrator.core.errors import Conflict, InvalidInput, NotFound, QueueFull
+from orchestrator.core.models import EndpointPatch, EndpointSpec, RunRequest
+from orchestrator.store.protocol import JobStore
+
+pytestmark = pytest.mark.timeout(30)
+
+T0_S = 1_700_000_000.0
+
+
+class FakeClock:
+    def __init__(self) -> None:
+        self.offset_s = 0.0
+
+    def now_s(self) -> float:
+        return T0_S + self.offset_s
+
+    def monotonic_s(self) -> float:
+        return time.monotonic() + self.offset_s
+
+    def advance(self, seconds: float) -> None:
+        self.offset_s += seconds
+
+
+@dataclass(frozen=True)
+class Settings:
+    heartbeat_timeout_s: float = 10.0
+    lease_grace_s: float = 5.0
+    take_wait_s: float = 0.2
+    stop_wait_s: float = 0.2
+    runsync_wait_s: float = 0.2
+
+
+class Recorder:
+    """Every notifier in one: metrics events, autoscaler wake-ups, webhook kicks."""
+
+    def __init__(self) -> None:
+        self.events: list[tuple[Any, ...]] = []
+        self.woken: list[str] = []
+        self.kicks = 0
+        self.recovered = 0
+
+    def submitted(self, endpoint: str, n: int) -> None:
+        self.events.append(("submitted", endpoint, n))
+
+    def finished(self, endpoint: str, status: str, n: int = 1) -> None:
+        self.events.append(("finished", endpoint, status, n))
+
+    def retried(self, endpoint: str) -> None:
+        self.events.append(("retried", endpoint))
+
+    def lease_lost(self, endpoint: str, reason: str) -> None:
+        self.events.append(("lease_lost", endpoint, reason))
+
+    def result_dropped(self, endpoint: str, reason: str) -> None:
+        self.events.append(("result_dropped", endpoint, reason))
+
+    def queue_time(self, endpoint: str, seconds: float) -> None:
+        self.events.append(("queue_time", endpoint, seconds))
+
+    def execution_time(self, endpoint: str, seconds: float) -> None:
+        self.events.append(("execution_time", endpoint, seconds))
+
+    def worker_states(self, views: Sequence[Mapping[str, Any]]) -> None:
+        self.events.append(("worker_states", len(views)))
+
+    def work_arrived(self, endpoint: str) -> None:
+        self.woken.append(endpoint)
+
+    def kick(self) -> None:
+        self.kicks += 1
+
+    def on_recovered(self) -> None:
+        self.recovered += 1
+
+    def named(self, kind: str) -> list[tuple[Any, ...]]:
+        return [e for e in self.events if e[0] == kind]
+
+
+@dataclass
+class Rig:
+    d: Dispatcher
+    clock: FakeClock
+    rec: Recorder
+    store: JobStore
+
+    def fresh(self) -> Dispatcher:
+        """A second dispatcher on the same store (a restarted actor)."""
+        return make(self.store, self.clock, Recorder())
+
+
+def make(store: JobStore, clock: FakeClock, rec: Recorder) -> Dispatcher:
+    return Dispatcher(
+        store,
+        Settings(),
+        clock,
+        metrics=rec,
+        autoscaler=rec,
+        webhooks=rec,
+        on_recovered=rec.on_recovered,
+    )
+
+
+@pytest.fixture
+def rig(store: JobStore) -> Rig:
+    clock, rec = FakeClock(), Recorder()
+    return Rig(make(store, clock, rec), clock, rec, store)
+
+
+def ep(name: str = "ep", **fields: Any) -> EndpointSpec:
+    return EndpointSpec.model_validate({"name": name, **fields})
+
+
+def run(input: Any = 1, **fields: Any) -> RunRequest:
+    return RunRequest.model_validate({"input": input, **fields})
+
+
+async def submit_one(d: Dispatcher, endpoint: str = "ep", **fields: Any) -> str:
+    (job_id,) = await d.submit(endpoint, [run(**fields)])
+    return job_id
+
+
+async def leased(rig: Rig, worker: str = "w1", endpoint: str = "ep", **fields: Any) -> str:
+    """Submit a job and lease it to ``worker``."""
+    job_id = await submit_one(rig.d, endpoint, **fields)
+    (job,) = await rig.d.take(endpoint, worker, 1, 0)
+    assert job["id"] == job_id
+    return job_id
+
+
+# Endpoints ----------------------------------------------------------------------------------------------
+
+
+async def test_endpoint_crud(rig: Rig) -> None:
+    d = rig.d
+    created = await d.create_endpoint(ep("b", maxReplicas=3))
+    assert created["name"] == "b" and created["maxReplicas"] == 3
+    await d.create_endpoint(ep("a"))
+    with pytest.raises(Conflict):
+        await d.create_endpoint(ep("a"))
+    assert [e["name"] for e in await d.list_endpoints()] == ["a", "b"]
+    assert (await d.get_endpoint("b"))["maxReplicas"] == 3
+    assert set(await d.endpoint_specs()) == {"a", "b"}
+    updated = await d.update_endpoint("b", EndpointPatch.model_validate({"minReplicas": 2}))
+    assert (updated["minReplicas"], updated["maxReplicas"]) == (2, 3)
+    assert (await rig.fresh().get_endpoint("b"))["minReplicas"] == 2, "durable in the store"
+    assert await d.delete_endpoint("a") == {"name": "a", "deleted": True, "cancelledJobs": 0}
+    for call in (d.get_endpoint("a"), d.delete_endpoint("a"), d.update_endpoint("zz", EndpointPatch())):
+        with pytest.raises(NotFound):
+            await call
+    assert rig.rec.recovered == 1, "recovery (and the actor's loops) happens once"
+
+
+async def test_update_endpoint_validates_the_patched_spec_as_a_whole(rig: Rig) -> None:
+    await rig.d.create_endpoint(ep(minReplicas=1, maxReplicas=2))
+    with pytest.raises(InvalidInput) as info:
+        await rig.d.update_endpoint("ep", EndpointPatch.model_validate({"minReplicas": 5}))
+    assert "maxReplicas" in str(info.value.detail) and info.value.status_code == 422
+    with pytest.raises(InvalidInput) as info:
+        await rig.d.update_endpoint("ep", EndpointPatch.model_validate({"gpus": -1}))
+    assert info.value.detail[0]["loc"] == ["gpus"]
+    assert (await rig.d.get_endpoint("ep"))["minReplicas"] == 1, "a refused update changes nothing"
+
+
+async def test_delete_endpoint_cancels_queued_and_refuses_while_running(rig: Rig) -> None:
+    await rig.d.create_endpoint(ep())
+    job = await leased(rig)
+    queued = await submit_one(rig.d)
+    with pytest.raises(Conflict):
+        await rig.d.delete_endpoint("ep")
+    await rig.d.done("ep", "w1", job, {"output": 1})
+    assert (await rig.d.delete_endpoint("ep"))["cancelledJobs"] == 1
+    assert (await rig.d.get_job(queued))["status"] == "CANCELLED"
+
+
+# Submission -----------------------------------------------------------------------------------------------
+
+
+async def test_submit_policy_overrides_endpoint_defaults(rig: Rig) -> None:
+    await rig.d.create_endpoint(ep(executionTimeout=5000, ttl=60_000, maxRetries=2))
+    plain = await submit_one(rig.d)
+    policy = {"executionTimeout": 2000, "ttl": 9000, "lowPriority": True}
+    custom = await submit_one(rig.d, input={"k": [1]}, policy=policy, webhook="http://h/x")
+    a, b = await rig.d.get_job(plain), await rig.d.get_job(custom)
+    assert (a["executionTimeout"], a["ttl"], a["lowPriority"], a["maxRetries"]) == (5000, 60_000, False, 2)
+    assert (b["executionTimeout"], b["ttl"], b["lowPriority"], b["maxRetries"]) == (2000, 9000, True, 2)
+    assert b["input"] == {"k": [1]} and b["webhook"] == "http://h/x" and b["status"] == "IN_QUEUE"
+    assert rig.rec.named("submitted") == [("submitted", "ep", 1)] * 2
+    (first,) = await rig.d.take("ep", "w1", 1, 0)
+    assert first["id"] == plain, "low priority goes after normal"
+
+
+async def test_submit_is_all_or_nothing_and_unknown_endpoint_is_404(rig: Rig) -> None:
+    await rig.d.create_endpoint(ep(maxQueueSize=3))
+    await rig.d.submit("ep", [run(), run()])
+    with pytest.raises(QueueFull):
+        await rig.d.submit("ep", [run(), run()])
+    assert (await rig.d.health("ep"))["jobs"]["inQueue"] == 2
+    with pytest.raises(NotFound):
+        await rig.d.submit("nope", [run()])
+
+
+async def test_submit_wakes_the_autoscaler_only_without_a_waiting_taker(rig: Rig) -> None:
+    await rig.d.create_endpoint(ep())
+    await submit_one(rig.d)
+    await submit_one(rig.d)
+    assert rig.rec.woken == ["ep"], "at most once per 50 ms per endpoint"
+    rig.clock.advance(1)
+    await submit_one(rig.d)
+    assert rig.rec.woken == ["ep", "ep"]
+    await rig.d.take("ep", "w1", 10, 0)
+    taker = asyncio.create_task(rig.d.take("ep", "w1", 1, 5))
+    await asyncio.sleep(0.05)
+    assert (await rig.d.stats())["ep"]["waitingTakers"] == 1
+    rig.clock.advance(1)
+    job = await submit_one(rig.d)
+    assert [j["id"] for j in await taker] == [job], "the long-poll wakes on submission"
+    assert rig.rec.woken == ["ep", "ep"], "a waiting taker got it: no autoscaler wake-up"
+
+
+# Worker protocol ----------------------------------------------------------------------------------------
+
+
+async def test_take_long_poll_times_out_and_draining_worker_gets_nothing(rig: Rig) -> None:
+    await rig.d.create_endpoint(ep())
+    t0 = time.monotonic()
+    assert await rig.d.take("ep", "w1", 1, 0.2) == []
+    assert time.monotonic() - t0 >= 0.15, "held for wait_s"
+    taker = asyncio.create_task(rig.d.take("ep", "w1", 1, 5))
+    await asyncio.sleep(0.05)
+    view = await rig.d.drain_worker("w1")
+    assert view["draining"] is True and view["state"] == "draining"
+    assert await taker == [], "draining wakes the taker, which leaves empty-handed"
+    await submit_one(rig.d)
+    assert await rig.d.take("ep", "w1", 1, 0) == [], "draining is refused inside take"
+    assert len(await rig.d.take("ep", "w2", 1, 0)) == 1
+    assert await rig.fresh().take("ep", "w1", 1, 0) == [], "draining is durable"
+    with pytest.raises(NotFound):
+        await rig.d.drain_worker("ghost")
+
+
+async def test_done_first_result_wins(rig: Rig) -> None:
+    await rig.d.create_endpoint(ep())
+    job = await submit_one(rig.d, webhook="http://h/x")
+    rig.clock.advance(2)
+    (taken,) = await rig.d.take("ep", "w1", 1, 0)
+    assert (taken["id"], taken["input"], taken["attempt"]) == (job, 1, 1)
+    rig.clock.advance(3)
+    kicks = rig.rec.kicks
+    assert await rig.d.done("ep", "w1", job, {"output": {"x": 1}}) == {
+        "id": job,
+        "accepted": True,
+        "status": "COMPLETED",
+    }
+    assert rig.rec.kicks == kicks + 1, "a job with a webhook kicks the sender"
+    again = await rig.d.done("ep", "w1", job, {"error": "late"})
+    assert again == {"id": job, "accepted": False, "status": "COMPLETED", "reason": "not_held"}
+    assert (await rig.d.status("ep", job))["output"] == {"x": 1}
+    assert ("queue_time", "ep", 2.0) in rig.rec.events and ("execution_time", "ep", 3.0) in rig.rec.events
+    assert rig.rec.named("finished") == [("finished", "ep", "COMPLETED", 1)]
+    assert rig.rec.named("result_dropped") == [("result_dropped", "ep", "not_held")]
+    with pytest.raises(NotFound):
+        await rig.d.done("ep", "w1", "no-such-job", {"output": 1})
+
+
+async def test_done_many_mixes_results_failures_and_progress(rig: Rig) -> None:
+    await rig.d.create_endpoint(ep())
+    ids = await rig.d.submit("ep", [run(1), run(2), run(3)])
+    await rig.d.take("ep", "w1", 3, 0)
+    replies = await rig.d.done_many(
+        "ep",
+        "w1",
+        [
+            (ids[0], {"output": "ok"}),
+            (ids[1], {"error": "boom"}),
+            (ids[2], {"status": "IN_PROGRESS", "output": 50}),
+        ],
+    )
+    assert [r.get("status") for r in replies] == ["COMPLETED", "FAILED", None]
+    assert replies[2] == {"id": ids[2], "accepted": True, "progress": True}
+    s = await rig.d.status("ep", ids[2])
+    assert (s["status"], s["output"]) == ("IN_PROGRESS", 50), "progress shows as the running job's output"
+    assert (await rig.d.status("ep", ids[1]))["error"] == "boom"
+    refused = await rig.d.done("ep", "w2", ids[2], {"status": "IN_PROGRESS", "output": 60})
+    assert refused["accepted"] is False, "progress from a worker that does not hold the job is refused"
+
+
+async def test_stream_push_and_read(rig: Rig) -> None:
+    await rig.d.create_endpoint(ep())
+    job = await leased(rig)
+    assert await rig.d.stream_push("ep", "w1", job, ["a", {"b": 2}]) == {"id": job, "accepted": True}
+    assert await rig.d.stream("ep", job) == {
+        "id": job,
+        "status": "IN_PROGRESS",
+        "stream": [{"output": "a"}, {"output": {"b": 2}}],
+    }
+    assert (await rig.d.stream("ep", job))["stream"] == [], "each chunk is read once"
+    assert (await rig.d.stream_push("ep", "w2", job, ["x"]))["accepted"] is False
+    assert rig.rec.named("result_dropped") == [("result_dropped", "ep", "stream_not_held")]
+    await rig.d.stream_push("ep", "w1", job, ["c"])
+    await rig.d.done("ep", "w1", job, {"output": None}, is_stream=True)
+    assert (await rig.d.status("ep", job))["output"] == ["a", {"b": 2}, "c"], "stream aggregated"
+    with pytest.raises(NotFound):
+        await rig.d.stream("other", job)
+
+
+async def test_cancel_reaches_the_holder(rig: Rig) -> None:
+    await rig.d.create_endpoint(ep())
+    job = await leased(rig)
+    poll = asyncio.create_task(rig.d.stop_poll("ep", "w1", 5))
+    await asyncio.sleep(0.05)
+    assert await rig.d.cancel("ep", job) == {"id": job, "status": "CANCELLED"}
+    assert await poll == [job], "the stop channel wakes the holder"
+    assert await rig.d.stop_poll("ep", "w1", 0.05) == [], "the stop list is cleared once read"
+    assert (await rig.d.done("ep", "w1", job, {"output": 1}))["accepted"] is False, "late result ignored"
+    assert await rig.d.cancel("ep", job) == {"id": job, "status": "CANCELLED"}, "idempotent"
+    assert (await rig.d.list_workers("ep"))[0]["jobs"] == []
+    queued = await submit_one(rig.d)
+    assert (await rig.d.cancel("ep", queued))["status"] == "CANCELLED"
+    done = await leased(rig)
+    await rig.d.done("ep", "w1", done, {"output": 1})
+    with pytest.raises(Conflict) as info:
+        await rig.d.cancel("ep", done)
+    assert info.value.detail == {"id": done, "status": "COMPLETED"}
+    assert [e[2] for e in rig.rec.named("finished")] == ["CANCELLED", "CANCELLED", "COMPLETED"]
+
+
+async def test_retry(rig: Rig) -> None:
+    await rig.d.create_endpoint(ep())
+    job = await leased(rig)
+    await rig.d.done("ep", "w1", job, {"error": "boom"})
+    assert await rig.d.retry("ep", job) == {"id": job, "status": "IN_QUEUE"}
+    s = await rig.d.status("ep", job)
+    assert (s["status"], s.get("retries"), "error" in s) == ("IN_QUEUE", 1, False)
+    with pytest.raises(Conflict):
+        await rig.d.retry("ep", job)
+    assert rig.rec.named("retried") == [("retried", "ep")]
+    (again,) = await rig.d.take("ep", "w2", 1, 0)
+    assert (again["id"], again["attempt"]) == (job, 2)
+
+
+async def test_purge(rig: Rig) -> None:
+    await rig.d.create_endpoint(ep())
+    running = await leased(rig)
+    await rig.d.submit("ep", [run(), run(), run()])
+    assert await rig.d.purge("ep") == {"removed": 3, "status": "completed"}
+    assert rig.rec.named("finished") == [("finished", "ep", "CANCELLED", 3)]
+    h = (await rig.d.health("ep"))["jobs"]
+    assert (h["inQueue"], h["cancelled"], h["inProgress"]) == (0, 3, 1)
+    assert (await rig.d.status("ep", running))["status"] == "IN_PROGRESS"
+    assert (await rig.d.purge("ep"))["removed"] == 0
+
+
+async def test_ping_stops_foreign_jobs_and_reclaims_forgotten_leases_after_the_grace(rig: Rig) -> None:
+    await rig.d.create_endpoint(ep())
+    job = await leased(rig)
+    other = await leased(rig, "w2")
+    assert await rig.d.ping("ep", "w1", [job, other]) == [other], "a job it does not hold: stop it"
+    rig.clock.advance(4)
+    assert await rig.d.ping("ep", "w1", []) == [other]
+    assert (await rig.d.status("ep", job))["status"] == "IN_PROGRESS", "within the lease grace"
+    rig.clock.advance(2)
+    await rig.d.ping("ep", "w1", [])
+    assert (await rig.d.status("ep", job))["status"] == "IN_QUEUE", "not reported past the grace: requeued"
+    assert rig.rec.named("lease_lost") == [("lease_lost", "ep", "not_reported")]
+    await rig.d.take("ep", "w3", 1, 0)  # the requeued job
+    ray_job = await leased(rig, "r1")
+    rig.clock.advance(60)
+    reply = await rig.d.heartbeat("ep", "r1", [], {"state": "idle"})
+    assert reply == {"stop": [], "drain": False}
+    assert (await rig.d.status("ep", ray_job))["status"] == "IN_PROGRESS", (
+        "replicas are not reclaimed by ping"
+    )
+
+
+async def test_heartbeat_returns_stops_once_and_drain(rig: Rig) -> None:
+    await rig.d.create_endpoint(ep())
+    job = await leased(rig, "r1")
+    await rig.d.cancel("ep", job)
+    assert await rig.d.heartbeat("ep", "r1", [job], {"state": "busy"}) == {"stop": [job], "drain": False}
+    assert (await rig.d.heartbeat("ep", "r1", [], {"state": "idle"}))["stop"] == []
+    await rig.d.drain_worker("r1")
+    assert (await rig.d.heartbeat("ep", "r1", [], {"state": "idle"}))["drain"] is True
+    (view,) = await rig.d.list_workers("ep")
+    assert (view["workerId"], view["kind"]) == ("r1", "ray")
+
+
+async def test_report_workers_and_worker_gone(rig: Rig) -> None:
+    await rig.d.create_endpoint(ep(maxRetries=0))
+    await rig.d.report_workers("ep", [{"workerId": "r9", "state": "starting"}])
+    (view,) = await rig.d.list_workers()
+    assert (view["workerId"], view["state"]) == ("r9", "starting")
+    job = await leased(rig, "r1")
+    assert await rig.d.worker_gone("r1", "died: oom") == 1
+    s = await rig.d.status("ep", job)
+    assert (s["status"], s["error"]) == ("FAILED", "worker r1 lost (died: oom) and no retries left")
+    assert ("lease_lost", "ep", "died: oom") in rig.rec.events
+    await rig.d.report_workers("ep", [{"workerId": "r9", "state": "stopped"}])
+    states = {v["workerId"]: v["state"] for v in await rig.d.list_workers("ep")}
+    assert states == {"r1": "stopped", "r9": "stopped"}
+    with pytest.raises(NotFound):
+        await rig.d.list_workers("nope")
+
+
+# Sweeps ---------------------------------------------------------------------------------------------------
+
+
+async def test_sweep_times_out_queued_jobs_past_ttl(rig: Rig) -> None:
+    await rig.d.create_endpoint(ep(ttl=5000))
+    job = await submit_one(rig.d)
+    waiter = asyncio.create_task(rig.d.wait_final("ep", job, 5))
+    rig.clock.advance(4)
+    await rig.d.sweep_once()
+    assert (await rig.d.status("ep", job))["status"] == "IN_QUEUE"
+    rig.clock.advance(2)
+    await rig.d.sweep_once()
+    assert (await waiter)["status"] == "TIMED_OUT", "the sweep wakes wait_final"
+    assert rig.rec.named("finished") == [("finished", "ep", "TIMED_OUT", 1)]
+
+
+async def test_sweep_times_out_running_jobs_and_stops_the_holder(rig: Rig) -> None:
+    await rig.d.create_endpoint(ep(executionTimeout=2000))
+    job = await leased(rig)
+    rig.clock.advance(3)
+    await rig.d.sweep_once()
+    s = await rig.d.status("ep", job)
+    assert s["status"] == "TIMED_OUT"
+    assert await rig.d.stop_poll("ep", "w1", 0) == [job], "the holder is told to stop"
+    assert ("lease_lost", "ep", "timeout") in rig.rec.events
+    assert (await rig.d.list_workers("ep"))[0]["jobs"] == []
+
+
+async def test_sweep_reclaims_leases_of_silent_workers(rig: Rig) -> None:
+    await rig.d.create_endpoint(ep(maxRetries=1))
+    job = await leased(rig)
+    rig.clock.advance(11)
+    await rig.d.sweep_once()
+    assert (await rig.d.status("ep", job))["status"] == "IN_QUEUE", "requeued: a retry is left"
+    (view,) = await rig.d.list_workers("ep")
+    assert (view["state"], view["jobs"]) == ("stopped", [])
+    assert rig.rec.named("lease_lost") == [("lease_lost", "ep", "heartbeat")]
+    assert rig.rec.named("worker_states"), "workers by state are mirrored"
+    (again,) = await rig.d.take("ep", "w2", 1, 0)
+    assert again["attempt"] == 2
+    rig.clock.advance(11)
+    await rig.d.sweep_once()
+    s = await rig.d.status("ep", job)
+    assert (s["status"], s["error"]) == ("FAILED", "worker w2 lost (heartbeat) and no retries left")
+
+
+async def test_sweep_spares_a_worker_seen_by_another_queue(rig: Rig) -> None:
+    await rig.d.create_endpoint(ep())
+    job = await leased(rig)
+    await rig.d.sweep_once()  # persists the worker record
+    other = rig.fresh()
+    rig.clock.advance(8)
+    await other.ping("ep", "w1", [job])  # the other instance sees it alive
+    await other.sweep_once()
+    rig.clock.advance(8)
+    await rig.d.sweep_once()
+    assert (await rig.d.status("ep", job))["status"] == "IN_PROGRESS"
+
+
+# Waiting and reading --------------------------------------------------------------------------------------
+
+
+async def test_runsync_and_wait_final(rig: Rig) -> None:
+    await rig.d.create_endpoint(ep())
+    pending = await rig.d.runsync("ep", run(7), 0.1)
+    assert pending["status"] == "IN_QUEUE", "as it is when the wait runs out"
+
+    async def worker() -> None:
+        (job,) = await rig.d.take("ep", "w1", 1, 5)
+        await rig.d.done("ep", "w1", job["id"], {"output": job["input"] * 2})
+
+    w = asyncio.create_task(worker())
+    await rig.d.take("ep", "w0", 1, 0)  # takes the first job, so the worker gets the next
+    result = await rig.d.runsync("ep", run(21), 5)
+    await w
+    assert (result["status"], result["output"]) == ("COMPLETED", 42)
+    assert (await rig.d.wait_final("ep", result["id"], 0))["output"] == 42
+    with pytest.raises(NotFound):
+        await rig.d.wait_final("ep", "nope", 0)
+
+
+async def test_status_statuses_get_job(rig: Rig) -> None:
+    await rig.d.create_endpoint(ep())
+    await rig.d.create_endpoint(ep("other"))
+    job = await submit_one(rig.d)
+    assert (await rig.d.status("ep", job))["status"] == "IN_QUEUE"
+    with pytest.raises(NotFound):
+        await rig.d.status("other", job)
+    got = await rig.d.statuses([job, "nope"])
+    assert got[0] is not None and got[0]["id"] == job and got[1] is None
+    detail = await rig.d.get_job(job)
+    assert detail["endpoint"] == "ep" and detail["createdAt"] == int(T0_S * 1000)
+    with pytest.raises(NotFound):
+        await rig.d.get_job("nope")
+
+
+async def test_list_jobs_filters_and_pages_with_a_cursor(rig: Rig) -> None:
+    await rig.d.create_endpoint(ep("a"))
+    await rig.d.create_endpoint(ep("b"))
+    ids = []
+    for n in range(7):
+        rig.clock.advance(0.01)
+        ids.append(await submit_one(rig.d, "a" if n % 2 == 0 else "b"))
+    newest_first = ids[::-1]
+    page = await rig.d.list_jobs(None, None, 3, None)
+    assert [j["id"] for j in page["jobs"]] == newest_first[:3]
+    assert page["nextCursor"] == page["jobs"][-1]["createdAt"]
+    page2 = await rig.d.list_jobs(None, None, 3, page["nextCursor"])
+    assert [j["id"] for j in page2["jobs"]] == newest_first[3:6]
+    last = await rig.d.list_jobs(None, None, 3, page2["nextCursor"])
+    assert [j["id"] for j in last["jobs"]] == newest_first[6:] and last["nextCursor"] is None
+    only_a = await rig.d.list_jobs("a", None, 10, None)
+    assert [j["id"] for j in only_a["jobs"]] == [ids[6], ids[4], ids[2], ids[0]]
+    await rig.d.cancel("b", ids[3])
+    cancelled = await rig.d.list_jobs(None, "CANCELLED", 10, None)
+    assert [j["id"] for j in cancelled["jobs"]] == [ids[3]] and cancelled["nextCursor"] is None
+
+
+async def test_stats_health_and_ready(rig: Rig) -> None:
+    await rig.d.create_endpoint(ep())
+    job = await leased(rig)
+    await submit_one(rig.d)
+    rig.clock.advance(2)
+    stats = (await rig.d.stats())["ep"]
+    assert stats == {
+        "queued": 1,
+        "running": 1,
+        "oldestQueuedAgeS": 2.0,
+        "waitingTakers": 0,
+        "lastArrivalS": T0_S,
+    }
+    await rig.d.done("ep", "w1", job, {"error": "x"})
+    health = await rig.d.health("ep")
+    assert health["jobs"] == {
+        "completed": 0,
+        "failed": 1,
+        "inProgress": 0,
+        "inQueue": 1,
+        "retried": 0,
+        "cancelled": 0,
+        "timedOut": 0,
+    }
+    assert health["workers"]["idle"] == 1
+    ready = await rig.d.ready()
+    assert ready["store"] == "ok" and ready["recovery"]["endpoints"] == 0, "as found at recovery"
+    assert (await rig.fresh().ready())["recovery"]["endpoints"] == 1
+
+
+async def test_a_new_dispatcher_recovers_endpoints_leases_and_workers(rig: Rig) -> None:
+    await rig.d.create_endpoint(ep(maxRetries=1))
+    job = await leased(rig)
+    await submit_one(rig.d)
+    await rig.d.sweep_once()
+    d2 = rig.fresh()
+    recovery = await d2.recover()
+    assert {k: recovery[k] for k in ("endpoints", "queued", "leases")} == {
+        "endpoints": 1,
+        "queued": 1,
+        "leases": 1,
+    }
+    assert (await d2.list_workers("ep"))[0]["jobs"] == [job], "the holder is known again"
+    assert (await d2.done("ep", "w1", job, {"output": 1}))["accepted"] is True
+    rig.clock.advance(11)
+    await d2.sweep_once()
+    assert (await d2.list_workers("ep"))[0]["state"] == "stopped", "restored workers still go stale"
