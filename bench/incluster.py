@@ -49,6 +49,7 @@ from bench.common import (  # noqa: E402
     wait_until,
 )
 from bench.ripple_instance import RippleInstance  # noqa: E402
+from orchestrator.core.models import RunRequest  # noqa: E402
 
 ENDPOINT = "noop"
 SPEC: dict[str, Any] = {
@@ -198,7 +199,7 @@ def one_call_round_trips(queue: Any, n: int, warmup: int = 10) -> Latency:
     samples_s: list[float] = []
     for k in range(warmup + n):
         start_s = time.perf_counter()
-        status = ray.get(queue.runsync.remote(ENDPOINT, {"input": k}, 30.0))
+        status = ray.get(queue.runsync.remote(ENDPOINT, RunRequest(input=k), 30.0))
         if status["status"] != "COMPLETED":
             raise RuntimeError(f"runsync job not completed: {status}")
         if k >= warmup:

@@ -13,6 +13,7 @@ from collections.abc import AsyncIterator, Iterator, Sequence
 from typing import Any
 
 import httpx
+from pydantic import ValidationError
 
 from orchestrator.core.errors import (
     Conflict,
@@ -25,6 +26,7 @@ from orchestrator.core.errors import (
     Unauthorized,
 )
 from orchestrator.core.jobs import FINAL, JobStatus
+from orchestrator.core.models import RunRequest
 
 _BY_STATUS: dict[int, type[RippleError]] = {
     400: InvalidInput,
@@ -59,6 +61,15 @@ def _body(
     if policy:
         body["policy"] = policy
     return body
+
+
+def _run_request(body: dict[str, Any]) -> RunRequest:
+    """``body`` validated as the queue actor takes it; InvalidInput naming the field when it is not valid."""
+    try:
+        return RunRequest.model_validate(body)
+    except ValidationError as exc:
+        errors = [{"loc": list(e["loc"]), "msg": e["msg"], "type": e["type"]} for e in exc.errors()]
+        raise InvalidInput("invalid job", errors) from None
 
 
 def _raise(resp: httpx.Response) -> Any:
@@ -220,12 +231,12 @@ class InClusterClient:
         ttl_s: float | None = None,
         low_priority: bool = False,
     ) -> str:
-        body = _body(input, webhook, execution_timeout_s, ttl_s, low_priority)
-        return str(self._get(self._queue.submit.remote(endpoint, [body]))[0])
+        req = _run_request(_body(input, webhook, execution_timeout_s, ttl_s, low_priority))
+        return str(self._get(self._queue.submit.remote(endpoint, [req]))[0])
 
     def submit_many(self, endpoint: str, inputs: Sequence[Any], chunk: int = 5000) -> list[str]:
         refs = [
-            self._queue.submit.remote(endpoint, [{"input": x} for x in inputs[s : s + chunk]])
+            self._queue.submit.remote(endpoint, [_run_request({"input": x}) for x in inputs[s : s + chunk]])
             for s in range(0, len(inputs), chunk)
         ]
         return [i for ids in self._get(refs) for i in ids]
@@ -235,7 +246,9 @@ class InClusterClient:
 
     def runsync(self, endpoint: str, input: Any, timeout_s: float = 90.0) -> dict[str, Any]:
         """Submit one job and wait for its final status in a single actor call."""
-        return dict(self._get(self._queue.runsync.remote(endpoint, {"input": input}, timeout_s)))
+        return dict(
+            self._get(self._queue.runsync.remote(endpoint, _run_request({"input": input}), timeout_s))
+        )
 
     def statuses(self, job_ids: Sequence[str]) -> list[dict[str, Any] | None]:
         """Status objects of many jobs in one call (None for unknown ids)."""
@@ -263,10 +276,11 @@ class InClusterClient:
             kw.get("ttl_s"),
             kw.get("low_priority", False),
         )
-        return str((await self._queue.submit.remote(endpoint, [body]))[0])
+        return str((await self._queue.submit.remote(endpoint, [_run_request(body)]))[0])
 
     async def asubmit_many(self, endpoint: str, inputs: Sequence[Any]) -> list[str]:
-        return list(await self._queue.submit.remote(endpoint, [{"input": x} for x in inputs]))
+        reqs = [_run_request({"input": x}) for x in inputs]
+        return list(await self._queue.submit.remote(endpoint, reqs))
 
     async def astatus(self, job_id: str, endpoint: str) -> dict[str, Any]:
         return dict(await self._queue.status.remote(endpoint, job_id))

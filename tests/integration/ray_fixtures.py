@@ -34,6 +34,7 @@ from actors.bootstrap import ensure_control_actors
 from orchestrator.auth import AuthConfig
 from orchestrator.boot import BootConfig, boot_config
 from orchestrator.config import load_settings
+from orchestrator.core.models import EndpointPatch, EndpointSpec, RunRequest
 from orchestrator.names import AUTOSCALER_NAME, QUEUE_NAME, pool_name
 from orchestrator.ops import embedded_redis
 
@@ -102,13 +103,16 @@ class Ripple:
     def create_endpoint(self, name: str, handler_name: str, **fields: Any) -> dict[str, Any]:
         """Create an endpoint running ``handler_name``; ``fields`` are camelCase endpoint fields."""
         body = {"name": name, "handler": handler(handler_name), **fields}
-        return dict(self.call(self.queue.create_endpoint.remote(body)))
+        return dict(self.call(self.queue.create_endpoint.remote(EndpointSpec.model_validate(body))))
 
     def update_endpoint(self, name: str, **fields: Any) -> dict[str, Any]:
-        return dict(self.call(self.queue.update_endpoint.remote(name, fields)))
+        patch = EndpointPatch.model_validate(fields)
+        return dict(self.call(self.queue.update_endpoint.remote(name, patch)))
 
     def submit(self, endpoint: str, inputs: list[Any], **policy: Any) -> list[str]:
-        reqs = [{"input": i, **({"policy": policy} if policy else {})} for i in inputs]
+        reqs = [
+            RunRequest.model_validate({"input": i, **({"policy": policy} if policy else {})}) for i in inputs
+        ]
         return list(self.call(self.queue.submit.remote(endpoint, reqs)))
 
     def job(self, job_id: str) -> dict[str, Any]:
