@@ -2,10 +2,10 @@
 
 Named, detached and restarted by Ray; an async actor, so long-polls (takers, stop channels, ``runsync``) cost
 no thread. A thin shell: the logic is :class:`orchestrator.core.dispatch.Dispatcher`; this actor builds it on
-a :class:`orchestrator.store.redis.RedisStore`, the system clock, the Prometheus/Ray metrics, the webhook
-sender and a Ray lookup of the autoscaler, runs the background loops (sweeps, webhook delivery) once the
-dispatcher has recovered from the store, and delegates every call. Bodies arrive validated (RunRequest,
-EndpointSpec, EndpointPatch): the HTTP edge and the in-cluster client validate them.
+a :class:`orchestrator.store.redis.RedisStore`, the webhook sender and :mod:`actors.queue_adapters` (clock,
+metrics, autoscaler wake-up), runs the background loops (sweeps, webhook delivery) once the dispatcher has
+recovered from the store, and delegates every call. Bodies arrive validated (RunRequest, EndpointSpec,
+EndpointPatch): the HTTP edge and the in-cluster client validate them.
 """
 
 from __future__ import annotations
@@ -17,33 +17,18 @@ from typing import Any
 
 from pydantic import ValidationError
 
+from actors.queue_adapters import AutoscalerByName, QueueMetricsSink, SystemClock
 from orchestrator import logs
 from orchestrator.config import QueueConfig
 from orchestrator.core.dispatch import Dispatcher, validation_errors
 from orchestrator.core.errors import InvalidInput
 from orchestrator.core.models import EndpointPatch, EndpointSpec, RunRequest
-from orchestrator.dispatch_adapters import QueueMetricsSink, SystemClock
 from orchestrator.metrics import QueueMetrics
 from orchestrator.ray_metrics import RaySink
 from orchestrator.store.redis import RedisStore
 from orchestrator.webhooks import WebhookSender
 
 log = logging.getLogger("ripple.queue")
-
-
-class AutoscalerByName:
-    """Wakes the autoscaler actor (looked up by name) when work arrives that no worker waits for."""
-
-    def __init__(self, namespace: str) -> None:
-        self.namespace = namespace
-
-    def work_arrived(self, endpoint: str) -> None:
-        try:
-            from orchestrator.names import AUTOSCALER_NAME, get_actor
-
-            get_actor(AUTOSCALER_NAME, self.namespace).notify.remote(endpoint)
-        except Exception:  # no autoscaler (yet): its interval tick will see the work
-            log.debug("autoscaler not notified", exc_info=True)
 
 
 def _model(cls: type[Any], body: Any, what: str) -> Any:

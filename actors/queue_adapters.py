@@ -1,17 +1,19 @@
-"""The real clock and metrics the JobQueue actor gives its :class:`orchestrator.core.dispatch.Dispatcher`.
-
-The Ray-specific notifier (waking the autoscaler actor) lives with the actor; the webhook sender
-(:class:`orchestrator.webhooks.WebhookSender`) is a notifier as it is.
+"""What the JobQueue actor gives its :class:`orchestrator.core.dispatch.Dispatcher`: the system clock, the
+Prometheus/Ray metrics and a Ray lookup of the autoscaler (see :mod:`orchestrator.core.dispatch_ports`). The
+webhook sender (:class:`orchestrator.webhooks.WebhookSender`) is a notifier as it is.
 """
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import Mapping, Sequence
 from typing import Any
 
 from orchestrator.metrics import QueueMetrics, lease_reason, worker_state_counts
 from orchestrator.ray_metrics import RaySink
+
+log = logging.getLogger("ripple.queue")
 
 
 class SystemClock:
@@ -22,6 +24,21 @@ class SystemClock:
 
     def monotonic_s(self) -> float:
         return time.monotonic()
+
+
+class AutoscalerByName:
+    """Wakes the autoscaler actor (looked up by name) when work arrives that no worker waits for."""
+
+    def __init__(self, namespace: str) -> None:
+        self.namespace = namespace
+
+    def work_arrived(self, endpoint: str) -> None:
+        try:
+            from orchestrator.names import AUTOSCALER_NAME, get_actor
+
+            get_actor(AUTOSCALER_NAME, self.namespace).notify.remote(endpoint)
+        except Exception:  # no autoscaler (yet): its interval tick will see the work
+            log.debug("autoscaler not notified", exc_info=True)
 
 
 class QueueMetricsSink:
