@@ -1,0 +1,55 @@
+"""The in-cluster client (``Client.in_cluster()``) against the real JobQueue actor on a local Ray: it
+validates each job into the RunRequest the actor takes, so a bad policy fails at the caller naming the field
+and the actor never sees it."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+
+from orchestrator.client import Client
+from orchestrator.core.errors import InvalidInput, NotFound
+from tests.integration.ray_fixtures import Ripple, local_ray, module_redis, ripple, rp
+
+__all__ = ["local_ray", "module_redis", "ripple", "rp"]
+
+pytestmark = pytest.mark.timeout(120)
+
+RAY_INIT = {"num_cpus": 2, "num_gpus": 0}
+AUTOSCALER = {"enabled": False, "interval_s": 0.5}
+
+
+def test_in_cluster_client_round_trip(rp: Ripple) -> None:
+    rp.create_endpoint("inc", "work_async", gpus=0, cpus=0, minReplicas=1, concurrency=4)
+    c = Client.in_cluster(rp.namespace)
+    out = c.runsync("inc", {"value": 1}, timeout_s=60)
+    assert (out["status"], out["output"]["echo"]) == ("COMPLETED", 1)
+    job = c.submit("inc", {"value": 2}, execution_timeout_s=30, ttl_s=60, low_priority=True)
+    assert c.result(job, "inc", timeout_s=60)["output"]["echo"] == 2
+    detail = rp.job(job)
+    assert (detail["executionTimeout"], detail["ttl"], detail["lowPriority"]) == (30_000, 60_000, True)
+    many = c.submit_many("inc", [{"value": n} for n in range(5)], chunk=2)
+    assert [c.result(j, "inc", timeout_s=60)["output"]["echo"] for j in many] == list(range(5))
+    assert [s and s["status"] for s in c.statuses([many[0], "nope"])] == ["COMPLETED", None]
+
+    async def run_async() -> list[int]:
+        ids = await c.asubmit_many("inc", [{"value": 7}, {"value": 8}])
+        one = await c.asubmit("inc", {"value": 9})
+        return [(await c.aresult(j, "inc", 60.0))["output"]["echo"] for j in [*ids, one]]
+
+    assert asyncio.run(run_async()) == [7, 8, 9]
+
+
+def test_in_cluster_client_validates_before_calling_the_actor(rp: Ripple) -> None:
+    rp.create_endpoint("inv", "work_async", gpus=0, cpus=0, minReplicas=0)
+    c = Client.in_cluster(rp.namespace)
+    with pytest.raises(InvalidInput) as info:
+        c.submit("inv", {"value": 1}, execution_timeout_s=0.5)  # executionTimeout must be >= 1000 ms
+    assert info.value.detail[0]["loc"] == ["policy", "executionTimeout"]
+    with pytest.raises(InvalidInput) as info:
+        c.submit("inv", None)
+    assert info.value.detail[0]["loc"] == ["input"]
+    assert rp.call(rp.queue.health.remote("inv"))["jobs"]["inQueue"] == 0, "nothing reached the queue"
+    with pytest.raises(NotFound):
+        c.submit("no-such-endpoint", {"value": 1})
