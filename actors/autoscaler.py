@@ -123,12 +123,15 @@ class Autoscaler:
             )
         )
         total, available = ray_cluster.gpus()
+        gpu_types = ray_cluster.gpu_inventory()
         # On a cluster that grows (KubeRay, Ray's autoscaler), maxGpus is the budget Ripple plans with even
         # before those GPUs exist: replicas beyond today's GPUs wait for placement, which is exactly the
         # demand Ray's autoscaler acts on. Unset, Ripple plans with the GPUs the cluster has now.
         budget = self.settings.max_gpus
+        growth = 0.0
         if budget is not None and budget > total:
-            available += budget - total
+            growth = budget - total
+            available += growth
             total = budget
         if self.state is None:
             saved = await self.store.load_state()
@@ -147,6 +150,8 @@ class Autoscaler:
             enabled=enabled,
             config=self.config,
             overrides=await self.store.overrides(),
+            gpu_types=gpu_types,
+            gpus_growth=growth,
         )
         decisions, new_state = decide(snapshot, self.state)
         await self.store.save_state(new_state.to_dict())
@@ -310,6 +315,7 @@ class Autoscaler:
                     "minReplicas": v.min_replicas,
                     "maxReplicas": v.max_replicas,
                     "keepAlive": v.keep_alive,
+                    "gpuTypes": list(v.gpu_types) if v.gpu_types else None,
                     "blocked": self.last_blocked.get(v.name),
                     "lastScaleUpAt": getattr(mem, "last_scale_up_s", None),
                 }
@@ -323,6 +329,10 @@ class Autoscaler:
                 "used": total - available,
                 "free": available,
                 "maxGpus": self.settings.max_gpus,
+                "byType": {
+                    t: {"total": n, "usedElsewhere": snap.gpus_used_elsewhere_by_type.get(t, 0.0)}
+                    for t, n in snap.gpus_by_type.items()
+                },
             },
             "endpoints": rows,
         }

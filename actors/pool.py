@@ -22,6 +22,7 @@ from actors import ray_cluster
 from actors.options import control_options
 from actors.replica import ReplicaConfig, WorkerReplica
 from orchestrator import logs
+from orchestrator.core.gpu_types import TypeCapacity, pick_gpu_type, placement_options
 from orchestrator.core.health import HealthState
 from orchestrator.core.models import EndpointSpec
 from orchestrator.core.pool_plan import ReplicaInfo, plan
@@ -64,6 +65,7 @@ class _Replica:
     cold_start_s: float | None = None
     error: str | None = None
     gone_s: float | None = None  # stopped or lost: listed (as draining) until Ray has released its actor
+    gpu_type: str | None = None  # the GPU type it asked for (None: any)
 
     def view(self, endpoint: str) -> dict[str, Any]:
         state = self.info.get("state", "idle") if self.ready else "starting"
@@ -83,6 +85,7 @@ class _Replica:
             "coldStartS": self.cold_start_s,
             "nodeId": self.node_id,
             "pendingPlacement": self.pending_placement,
+            "gpuType": self.info.get("gpuType") or self.gpu_type,
             "reason": reason,
             "error": self.error,
         }
@@ -138,6 +141,7 @@ class WorkerPool:
                     "pendingPlacement": r.pending_placement,
                     "health": r.info.get("health", "pending"),
                     "coldStartS": r.cold_start_s,
+                    "gpuType": r.info.get("gpuType") or r.gpu_type,
                 }
                 for r in self.replicas.values()
             ],
@@ -206,8 +210,11 @@ class WorkerPool:
             self.start_failures, self.next_start_s = 0, 0.0  # the endpoint changed: try at once
         if now_s < self.next_start_s:
             p = replace(p, to_start=0)  # backing off after failed starts: no crash loop
-        for _ in range(p.to_start if self.spec is not None and self.spec.handler else 0):
-            self._start(self.spec)
+        to_start = p.to_start if self.spec is not None and self.spec.handler else 0
+        capacity = ray_cluster.gpu_inventory() if to_start and self.spec and self.spec.gpu_types else {}
+        for _ in range(to_start):
+            assert self.spec is not None
+            self._start(self.spec, capacity)
         for d in p.drains:
             r = self.replicas[d.replica_id]
             deadline = draining_nodes.get(r.node_id or "", 0)
@@ -238,7 +245,9 @@ class WorkerPool:
             pending_placement=r.pending_placement,
         )
 
-    def _start(self, spec: EndpointSpec) -> None:
+    def _start(self, spec: EndpointSpec, capacity: dict[str, TypeCapacity]) -> None:
+        """Start one replica. With ``gpuTypes`` it asks for the first type with a free GPU in ``capacity``
+        (which this start then debits, so the next start of the same tick falls back down the list)."""
         wid = f"{self.endpoint}-{uuid.uuid4().hex[:8]}"
         opts: dict[str, Any] = {
             "name": f"worker:{self.endpoint}:{wid.rsplit('-', 1)[1]}",
@@ -253,6 +262,15 @@ class WorkerPool:
             opts["memory"] = spec.memory_mb * MIB
         if spec.runtime_env:
             opts["runtime_env"] = spec.runtime_env
+        gpu_type = None
+        if spec.gpu_types:
+            gpu_type = pick_gpu_type(spec.gpu_types, capacity, spec.gpus)
+            opts.update(placement_options(gpu_type, spec.gpus, capacity))
+            if gpu_type in capacity:
+                c = capacity[gpu_type]
+                capacity[gpu_type] = replace(
+                    c, free=c.free - spec.gpus, largest_free=max(0.0, c.largest_free - spec.gpus)
+                )
         cfg = ReplicaConfig(
             self.endpoint,
             wid,
@@ -261,10 +279,11 @@ class WorkerPool:
             self.cfg.namespace,
             self.cfg.take_wait_s,
             self.cfg.heartbeat_s,
+            gpu_type=gpu_type,
         )
         handle = _REPLICA_CLASS.options(**opts).remote(cfg)
         ready_ref = handle.ready.remote()
-        self.replicas[wid] = _Replica(wid, handle, time.time(), ready_ref)
+        self.replicas[wid] = _Replica(wid, handle, time.time(), ready_ref, gpu_type=gpu_type)
         log.info("pool %s started replica %s", self.endpoint, wid)
         asyncio.get_running_loop().create_task(self._tick_when_ready(ready_ref))
 
@@ -306,6 +325,7 @@ class WorkerPool:
                     r.ready, r.pending_placement = True, False
                     self.start_failures, self.next_start_s = 0, 0.0
                     r.node_id, r.cold_start_s = info["nodeId"], info["coldStartS"]
+                    r.gpu_type = info.get("gpuType") or r.gpu_type
                     self.ray_metrics.observe(
                         "ripple_worker_cold_start_seconds",
                         {"endpoint": self.endpoint},

@@ -11,6 +11,8 @@ from typing import Any
 
 import ray
 
+from orchestrator.core.gpu_types import TypeCapacity, inventory
+
 log = logging.getLogger("ripple.cluster")
 _gcs: Any = None
 
@@ -54,3 +56,25 @@ def node_available(node_id_hex: str, resource: str) -> float:
     except Exception:
         return 0.0
     return float(per_node.get(node_id_hex, {}).get(resource, 0.0))
+
+
+def gpu_inventory() -> dict[str, TypeCapacity]:
+    """GPUs of each type over the alive nodes: total and free (``{}`` when unknown or untyped)."""
+    try:
+        nodes = [n for n in ray.nodes() if n.get("Alive")]
+        per_node = ray._private.state.available_resources_per_node()
+    except Exception:
+        log.warning("could not read the nodes' GPU types", exc_info=True)
+        return {}
+    return inventory((n.get("Resources") or {}, per_node.get(n["NodeID"], {})) for n in nodes)
+
+
+def node_resources(node_id_hex: str) -> dict[str, float]:
+    """The total resources of one node (``{}`` when unknown)."""
+    try:
+        for n in ray.nodes():
+            if n.get("NodeID") == node_id_hex:
+                return {str(k): float(v) for k, v in (n.get("Resources") or {}).items()}
+    except Exception:
+        log.debug("could not read node %s", node_id_hex, exc_info=True)
+    return {}

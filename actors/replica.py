@@ -24,9 +24,11 @@ from typing import Any
 
 import ray
 
+from actors import ray_cluster
 from orchestrator import logs
 from orchestrator.core import health as hs
 from orchestrator.core import runpod_worker as rw
+from orchestrator.core.gpu_types import node_types
 from orchestrator.core.handlers import load_handler, run_job
 from orchestrator.names import QUEUE_NAME, get_actor
 
@@ -45,6 +47,7 @@ class ReplicaConfig:
     take_wait_s: float = 5.0
     heartbeat_s: float = 5.0
     result_batch: int = 256
+    gpu_type: str | None = None  # the GPU type the pool placed it for (None: any)
 
 
 class WorkerReplica:
@@ -62,6 +65,9 @@ class WorkerReplica:
         ctx = ray.get_runtime_context()
         self.node_id = ctx.get_node_id()
         self.gpu_ids = [str(g) for g in ray.get_gpu_ids()]
+        # The type it was placed for, else its node's one type (None: untyped, or several on the node).
+        types = node_types(ray_cluster.node_resources(self.node_id)) if self.gpu_ids else {}
+        self.gpu_type = cfg.gpu_type or (next(iter(types)) if len(types) == 1 else None)
         self.queue = get_actor(QUEUE_NAME, cfg.namespace)
         threads = rw.MAX_CONCURRENCY if self.handler.options.concurrency_modifier else cfg.concurrency
         self.executor = ThreadPoolExecutor(max_workers=max(1, threads), thread_name_prefix="handler")
@@ -89,6 +95,7 @@ class WorkerReplica:
             "coldStartS": round(self.cold_start_s, 4),
             "nodeId": self.node_id,
             "gpuIds": self.gpu_ids,
+            "gpuType": self.gpu_type,
         }
 
     async def run(self) -> dict[str, Any]:
@@ -148,6 +155,7 @@ class WorkerReplica:
             "coldStartS": round(self.cold_start_s, 4),
             "nodeId": self.node_id,
             "gpuIds": self.gpu_ids,
+            "gpuType": self.gpu_type,
             "concurrency": max(1, self.concurrency),
             "jobsHeld": len(self.active),
             "idleSince": self.idle_since_s,

@@ -224,7 +224,8 @@ class JobList(_Fixed):
 
 class NodeSpec(_Fixed):
     nodeId: str | None
-    gpuType: str | None
+    gpuType: str | None  # the node's type (the first by name when it declares several)
+    gpusByType: dict[str, float] = {}  # GPUs of each type on the node
     gpus: float
     cpus: float
     memoryMb: int

@@ -20,6 +20,7 @@ from typing import Any
 import httpx
 
 from orchestrator.core.errors import ConfigError, NotReady, RippleError
+from orchestrator.core.gpu_types import parse_gpus_flag
 from orchestrator.ops import local, procs
 
 log = logging.getLogger("ripple.cli")
@@ -34,6 +35,22 @@ def _settings(args: argparse.Namespace, **flags: Any) -> Any:
 # up / down ------------------------------------------------------------------------------------------
 
 
+def _typed_gpus(args: argparse.Namespace) -> dict[str, float] | None:
+    """``--gpus A100=1,L4=1`` parsed; SystemExit naming the flags when it is malformed or given with
+    ``--num-gpus``."""
+    if getattr(args, "gpus", None) is None:
+        return None
+    if args.num_gpus is not None:
+        raise SystemExit(
+            "ripple up: --gpus (typed GPUs) and --num-gpus (untyped GPUs) cannot be used together; "
+            "--gpus A100=1,L4=1 already declares 2 GPUs"
+        )
+    try:
+        return parse_gpus_flag(args.gpus)
+    except ValueError as exc:
+        raise SystemExit(f"ripple up: {exc}") from None
+
+
 def cmd_up(args: argparse.Namespace) -> int:
     """Start a local Ray head (or join RAY_ADDRESS), the store, the actors and the Serve app."""
     import ray
@@ -43,6 +60,7 @@ def cmd_up(args: argparse.Namespace) -> int:
     from orchestrator.boot import boot_config
     from orchestrator.ops import instance as runtime
 
+    typed_gpus = _typed_gpus(args)
     settings = _settings(
         args,
         host=args.host,
@@ -85,6 +103,7 @@ def cmd_up(args: argparse.Namespace) -> int:
                         data_dir,
                         num_gpus=settings.num_gpus,
                         num_cpus=settings.num_cpus,
+                        typed_gpus=typed_gpus,
                         dashboard=settings.dashboard,
                         dashboard_port=settings.dashboard_port,
                         detach=True,
@@ -217,9 +236,15 @@ def _client(args: argparse.Namespace) -> Any:
     return Client(url, key)
 
 
-ENDPOINT_FLAGS = {
+def _gpu_types_arg(text: str) -> list[str]:
+    """``--gpu-types H100,A100``: the preference list (validated by the API, which names the field)."""
+    return [t.strip() for t in text.split(",")]
+
+
+ENDPOINT_FLAGS: dict[str, tuple[str, Any]] = {
     "handler": ("handler", str),
     "gpus": ("gpus", float),
+    "gpu_types": ("gpuTypes", _gpu_types_arg),
     "cpus": ("cpus", float),
     "memory_mb": ("memoryMb", int),
     "concurrency": ("concurrency", int),
@@ -395,6 +420,11 @@ def parser() -> argparse.ArgumentParser:
     up.add_argument("--port", type=int)
     up.add_argument("--redis-url", help="External Redis (RIPPLE_REDIS_URL); default: embedded.")
     up.add_argument("--num-gpus", type=float, help="Declare logical GPUs on the local Ray head.")
+    up.add_argument(
+        "--gpus",
+        metavar="TYPE=N[,TYPE=N...]",
+        help="Declare typed logical GPUs on the local Ray head, e.g. A100=1,L4=1 (not with --num-gpus).",
+    )
     up.add_argument("--num-cpus", type=float, help="CPUs the local Ray head offers.")
     up.add_argument("--insecure", action="store_true", help="Turn authentication off (local experiments).")
     up.add_argument("--detach", action="store_true", help="Return once ready; stop with `ripple down`.")

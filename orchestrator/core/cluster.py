@@ -6,6 +6,8 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+from orchestrator.core.gpu_types import node_gpu_type, node_types
+
 
 def shape_nodes(nodes: Sequence[Mapping[str, Any]], draining: Mapping[str, int]) -> list[dict[str, Any]]:
     """One row per node (``ray.nodes()``), alive or not, with GPUs, their type and whether it drains.
@@ -16,7 +18,6 @@ def shape_nodes(nodes: Sequence[Mapping[str, Any]], draining: Mapping[str, int])
     for n in nodes:
         res = n.get("Resources") or {}
         node_id = str(n.get("NodeID", ""))
-        types = sorted(k.split(":", 1)[1] for k in res if k.startswith("accelerator_type:"))
         out.append(
             {
                 "nodeId": node_id,
@@ -24,11 +25,34 @@ def shape_nodes(nodes: Sequence[Mapping[str, Any]], draining: Mapping[str, int])
                 "alive": bool(n.get("Alive")),
                 "head": "node:__internal_head__" in res,
                 "gpus": float(res.get("GPU", 0.0)),
-                "gpuType": types[0] if types else None,
+                "gpuType": node_gpu_type(res),
+                "gpusByType": node_types(res),
                 "cpus": float(res.get("CPU", 0.0)),
                 "memoryMb": int(float(res.get("memory", 0.0)) / 2**20),
                 "draining": node_id in draining,
                 "drainDeadlineMs": draining.get(node_id) or None,
+            }
+        )
+    return out
+
+
+def shape_specs(nodes: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
+    """``GET /api/v1/specs``: one row per alive node (``ray.nodes()``) with its GPUs, their type, CPUs and
+    memory. ``gpuType`` is the node's type (the first by name when it declares several, as typed logical
+    GPUs on one machine do); ``gpusByType`` gives every type's count."""
+    out = []
+    for n in nodes:
+        if not n.get("Alive"):
+            continue
+        res = n.get("Resources") or {}
+        out.append(
+            {
+                "nodeId": n.get("NodeID"),
+                "gpuType": node_gpu_type(res),
+                "gpusByType": node_types(res),
+                "gpus": res.get("GPU", 0),
+                "cpus": res.get("CPU", 0),
+                "memoryMb": int(res.get("memory", 0) / 2**20),
             }
         )
     return out
@@ -60,7 +84,7 @@ def summarize(nodes: list[dict[str, Any]], demand: list[dict[str, Any]] | None) 
         "aliveNodes": len(alive),
         "gpusTotal": sum(n["gpus"] for n in alive),
         "maxGpusPerNode": max((n["gpus"] for n in alive), default=0.0),
-        "gpuTypes": sorted({n["gpuType"] for n in alive if n["gpuType"]}),
+        "gpuTypes": sorted({t for n in alive for t in n["gpusByType"]}),
         "draining": [n["nodeId"] for n in alive if n["draining"]],
         "pendingDemand": demand,
     }

@@ -15,6 +15,8 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 from pydantic.alias_generators import to_camel
 
+from orchestrator.core.gpu_types import MAX_GPU_TYPES, validate_gpu_types
+
 DNS1123_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?\Z")
 HANDLER_REF = re.compile(r"^[A-Za-z_]\w*(\.[A-Za-z_]\w*)*(:[A-Za-z_]\w*)?\Z")
 
@@ -47,6 +49,10 @@ class EndpointSpec(_Wire):
     )
     runtime_env: dict[str, Any] | None = Field(default=None, description="A Ray runtime_env for replicas.")
     gpus: float = Field(default=1.0, ge=0, le=64, description="GPUs per replica (fractions allowed).")
+    gpu_types: list[str] | None = Field(
+        default=None,
+        description=f"GPU types by preference (['H100', 'A100']), at most {MAX_GPU_TYPES}; null: any.",
+    )
     cpus: float = Field(default=0.25, ge=0, le=256, description="CPUs per replica.")
     memory_mb: int | None = Field(default=None, ge=1, le=4_194_304, description="Memory per replica, MiB.")
     concurrency: int = Field(default=1, ge=1, le=1000, description="Jobs at once per worker.")
@@ -88,6 +94,11 @@ class EndpointSpec(_Wire):
             )
         return value
 
+    @field_validator("gpu_types")
+    @classmethod
+    def _gpu_types(cls, value: list[str] | None) -> list[str] | None:
+        return validate_gpu_types(value)
+
     @model_validator(mode="after")
     def _bounds(self) -> EndpointSpec:
         if self.max_replicas < self.min_replicas:
@@ -104,6 +115,7 @@ class EndpointPatch(_Wire):
     handler: str | None = None
     runtime_env: dict[str, Any] | None = None
     gpus: float | None = None
+    gpu_types: list[str] | None = None
     cpus: float | None = None
     memory_mb: int | None = None
     concurrency: int | None = None

@@ -16,10 +16,12 @@ import socket
 import subprocess
 import sys
 import time
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
+from orchestrator.core import gpu_types
 from orchestrator.core.errors import NotReady
 from orchestrator.ops.procs import alive
 
@@ -63,6 +65,13 @@ def _ray_cli() -> str:
     return str(exe) if exe.exists() else (shutil.which("ray") or "ray")
 
 
+def head_resources(typed_gpus: Mapping[str, float] | None) -> dict[str, float]:
+    """Custom resources of the local head: ``ripple-control`` and, with typed GPUs, one
+    ``accelerator_type:<TYPE>`` per type."""
+    extra = gpu_types.head_resources(typed_gpus)[1] if typed_gpus else {}
+    return {"ripple-control": 1000, **extra}
+
+
 def start_ray_head(
     data_dir: Path,
     *,
@@ -72,8 +81,13 @@ def start_ray_head(
     dashboard_port: int,
     detach: bool,
     timeout_s: float = 90.0,
+    typed_gpus: Mapping[str, float] | None = None,
 ) -> tuple[subprocess.Popen[bytes], str]:
     """Start ``ray start --head --block`` bound to loopback with the ``ripple-control`` resource.
+
+    ``typed_gpus`` (``{"A100": 1, "L4": 1}``, from ``ripple up --gpus``) declares that many logical GPUs
+    in all and one ``accelerator_type:<TYPE>`` resource per type, valued at its count
+    (:func:`head_resources`); it replaces ``num_gpus``.
 
     Returns the process and the GCS address. Raises NotReady when the head does not come up in time.
     """
@@ -88,7 +102,7 @@ def start_ray_head(
         "--disable-usage-stats",
         f"--ray-client-server-port={free_port()}",
         f"--dashboard-agent-listen-port={free_port()}",
-        '--resources={"ripple-control": 1000}',
+        f"--resources={json.dumps(head_resources(typed_gpus))}",
         f"--include-dashboard={'true' if dashboard else 'false'}",
     ]
     if dashboard:
@@ -97,6 +111,8 @@ def start_ray_head(
             "--dashboard-host=127.0.0.1",
             f"--dashboard-port={dashboard_port if port_ok else free_port()}",
         ]
+    if typed_gpus:
+        num_gpus = gpu_types.head_resources(typed_gpus)[0]
     if num_gpus is not None:
         cmd.append(f"--num-gpus={num_gpus:g}")
     if num_cpus is not None:

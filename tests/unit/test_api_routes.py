@@ -257,7 +257,14 @@ def test_node_specs_shape() -> None:
         },
     ]
     assert [n.model_dump() for n in node_specs(nodes)] == [
-        {"nodeId": "n1", "gpuType": "A100", "gpus": 2.0, "cpus": 8.0, "memoryMb": 2048}
+        {
+            "nodeId": "n1",
+            "gpuType": "A100",
+            "gpusByType": {"A100": 2.0},
+            "gpus": 2.0,
+            "cpus": 8.0,
+            "memoryMb": 2048,
+        }
     ]
 
 

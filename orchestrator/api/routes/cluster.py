@@ -11,6 +11,7 @@ from fastapi import APIRouter, Depends
 
 from orchestrator.api import schemas as s
 from orchestrator.api.deps import Boot, State, require_api_key, utf8_body
+from orchestrator.core.cluster import shape_specs
 
 router = APIRouter(
     prefix="/api/v1", tags=["management"], dependencies=[Depends(require_api_key), Depends(utf8_body)]
@@ -18,23 +19,9 @@ router = APIRouter(
 
 
 def node_specs(nodes: list[dict[str, Any]]) -> list[s.NodeSpec]:
-    """Each alive node's GPUs (type and count), CPUs and memory, from ``ray.nodes()``."""
-    out = []
-    for n in nodes:
-        if not n.get("Alive"):
-            continue
-        res = n.get("Resources", {})
-        gpu_types = [k.split(":", 1)[1] for k in res if k.startswith("accelerator_type:")]
-        out.append(
-            s.NodeSpec(
-                nodeId=n.get("NodeID"),
-                gpuType=gpu_types[0] if gpu_types else None,
-                gpus=res.get("GPU", 0),
-                cpus=res.get("CPU", 0),
-                memoryMb=int(res.get("memory", 0) / 2**20),
-            )
-        )
-    return out
+    """Each alive node's GPUs (type and count, every type of a node declaring several), CPUs and memory,
+    from ``ray.nodes()`` (shaped by :func:`orchestrator.core.cluster.shape_specs`)."""
+    return [s.NodeSpec.model_validate(row) for row in shape_specs(nodes)]
 
 
 @router.get("/specs", response_model=s.SpecList)

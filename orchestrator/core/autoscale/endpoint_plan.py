@@ -94,6 +94,7 @@ class EndpointPlan:
         "released",
         "shortage",
         "spare",
+        "typed_ups",
         "ups",
         "ups_reason",
         "view",
@@ -146,6 +147,7 @@ class EndpointPlan:
         self.preempted: dict[str, tuple[list[str], str]] = {}
         self.shortage: list[tuple[int, str]] = []
         self.spare = 0
+        self.typed_ups: dict[str, int] = {}  # replicas granted per GPU type ("growth": nodes to come)
 
     def drained_count(self) -> int:
         return len(self.drain_ids) + sum(len(ids) for ids, _ in self.preempted.values())

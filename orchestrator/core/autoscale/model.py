@@ -83,6 +83,7 @@ class ReplicaView:
     state: ReplicaState
     jobs_held: int = 0
     idle_since_s: float | None = None
+    gpu_type: str | None = None  # the GPU type it holds or asked for; None: untyped or not known yet
 
 
 @dataclass(frozen=True)
@@ -100,7 +101,8 @@ class EndpointView:
     ``queued``/``running`` count jobs; ``oldest_queued_age_s`` is the wait of the oldest queued job, read
     from the queue itself (so a restart loses nothing). ``last_arrival_s`` is the submission time of the
     newest job: the learned keep-alive measures idle gaps from it. ``cold_start_s`` is the expected time a
-    new replica takes to become ready (the pool's measured median is best).
+    new replica takes to become ready (the pool's measured median is best). ``gpu_types``: the GPU types
+    its replicas may use, in order of preference (None: any).
     """
 
     name: str
@@ -123,6 +125,7 @@ class EndpointView:
     override: Override | None = None
     last_arrival_s: float | None = None
     cold_start_s: float = 30.0
+    gpu_types: tuple[str, ...] | None = None
 
     def __post_init__(self) -> None:
         _require(0 <= self.priority <= 100, f"{self.name}: priority ({self.priority}) must be within 0..100")
@@ -136,6 +139,7 @@ class EndpointView:
         _require(self.gpus_per_replica >= 0, f"{self.name}: gpus_per_replica must be >= 0")
         _require(self.queued >= 0 and self.running >= 0, f"{self.name}: queued/running must be >= 0")
         _require(self.keep_alive in ("fixed", "learned"), f"{self.name}: keep_alive ({self.keep_alive!r})")
+        _require(self.gpu_types is None or len(self.gpu_types) > 0, f"{self.name}: gpu_types is empty")
 
     def demand_replicas(self) -> int:
         """Replicas the work in hand needs: ``ceil((queued + running) / concurrency)``."""
@@ -151,6 +155,13 @@ class Snapshot:
     too, placed or not), is counted as holding ``gpus_per_replica``. Ripple's usable GPUs are
     ``min(gpus_total - gpus_used_elsewhere, max_gpus)``; ``cpus_total``/``memory_mb_total`` are optional
     caps on Ripple's replicas as a whole.
+
+    GPU types: ``gpus_by_type`` are the typed GPUs of alive nodes (part of ``gpus_total``), and
+    ``gpus_used_elsewhere_by_type`` those of each type held by anything that is not a listed replica. A
+    replica counts against its ``gpu_type``. ``gpus_growth`` (part of ``gpus_total``) are GPUs the cluster
+    may still add (``max_gpus`` above today's GPUs), of a type not known in advance: a replica of any type
+    may count on them (it waits for the node). An endpoint with ``gpu_types`` gets only GPUs of those types
+    (or growth); one without gets any.
     """
 
     now_s: float
@@ -162,6 +173,9 @@ class Snapshot:
     memory_mb_total: float | None = None
     enabled: bool = True
     config: AutoscaleConfig = field(default_factory=AutoscaleConfig)
+    gpus_by_type: Mapping[str, float] = field(default_factory=dict)
+    gpus_used_elsewhere_by_type: Mapping[str, float] = field(default_factory=dict)
+    gpus_growth: float = 0.0
 
 
 # ---------------------------------------------------------------------------------------------- decisions

@@ -52,22 +52,55 @@ _Want = tuple[EndpointPlan, int, str]
 
 
 class _Budget:
-    """Resources left for new replicas (``None``: no cap on that resource)."""
+    """Resources left for new replicas (``None``: no cap on that resource).
+
+    ``gpus`` is the cluster-wide figure; ``typed`` the free GPUs of each type and ``growth`` the GPUs the
+    cluster may still add (of any type). A typed endpoint fits within both the cluster-wide figure and its
+    types' (plus growth); an untyped one within the cluster-wide figure only.
+    """
 
     def __init__(self, snapshot: Snapshot, plans: list[EndpointPlan]) -> None:
         gpu_cap = snapshot.gpus_total - snapshot.gpus_used_elsewhere
         if snapshot.max_gpus is not None:
             gpu_cap = min(gpu_cap, snapshot.max_gpus)
         used_g = used_c = used_m = 0.0
-        self.draining_g = 0.0
+        self.draining_g: dict[str | None, float] = {}
+        typed = {
+            t: n - snapshot.gpus_used_elsewhere_by_type.get(t, 0.0) for t, n in snapshot.gpus_by_type.items()
+        }
         for p in plans:
             n = len(p.view.replicas) + p.expected
             used_g += n * p.view.gpus_per_replica
             used_c += n * p.view.cpus_per_replica
             used_m += n * p.view.memory_mb_per_replica
+            for r in p.view.replicas:
+                if r.gpu_type is not None:
+                    typed[r.gpu_type] = typed.get(r.gpu_type, 0.0) - p.view.gpus_per_replica
+        # Replicas beyond a type's GPUs wait for nodes the cluster may add: they hold growth.
+        self.growth = max(0.0, snapshot.gpus_growth - sum(-v for v in typed.values() if v < 0))
+        self.typed = {t: max(0.0, v) for t, v in typed.items()}
+        self.offered = {t for t, n in snapshot.gpus_by_type.items() if n > _EPS}
         self.gpus = gpu_cap - used_g
         self.cpus = None if snapshot.cpus_total is None else snapshot.cpus_total - used_c
         self.memory_mb = None if snapshot.memory_mb_total is None else snapshot.memory_mb_total - used_m
+        for p in plans:  # replicas asked for but not listed yet hold GPUs of the types they will get
+            if p.expected and p.view.gpu_types is not None:
+                self._take_typed(p, p.expected)
+
+    def note_draining(self, p: EndpointPlan) -> None:
+        """Count ``p``'s draining replicas (and those it drains now) as GPUs soon free, by type."""
+        drained = set(p.drain_ids)
+        for r in p.view.replicas:
+            if r.state == "draining" or r.id in drained:
+                self.draining_g[r.gpu_type] = self.draining_g.get(r.gpu_type, 0.0) + p.view.gpus_per_replica
+
+    def typed_room(self, p: EndpointPlan) -> int:
+        """Replicas of ``p`` its GPU types (and growth) still have room for (``p`` must be typed)."""
+        gpr = p.view.gpus_per_replica
+        types = p.view.gpu_types or ()
+        return sum(int((self.typed.get(t, 0.0) + _EPS) // gpr) for t in types) + int(
+            (self.growth + _EPS) // gpr
+        )
 
     def fit(self, p: EndpointPlan, units: int) -> tuple[int, str]:
         """How many of ``units`` replicas fit, and the name of the resource that limits them."""
@@ -82,6 +115,10 @@ class _Budget:
                 room = max(0, int((free + _EPS) // per))
                 if room < n:
                     n, limit = room, name
+        if v.gpu_types is not None and v.gpus_per_replica > 0:
+            room = self.typed_room(p)
+            if room < n:
+                n, limit = room, "GPUs"
         return n, limit
 
     def take(self, p: EndpointPlan, units: int) -> None:
@@ -91,6 +128,39 @@ class _Budget:
             self.cpus -= units * v.cpus_per_replica
         if self.memory_mb is not None:
             self.memory_mb -= units * v.memory_mb_per_replica
+        if v.gpu_types is not None:
+            for t, k in self._take_typed(p, units).items():
+                p.typed_ups[t] = p.typed_ups.get(t, 0) + k
+
+    def _take_typed(self, p: EndpointPlan, units: int) -> dict[str, int]:
+        """Take ``units`` replicas' GPUs from ``p``'s types in order of preference, then from growth;
+        returns how many each type (``"growth"`` for the rest) gave."""
+        gpr = p.view.gpus_per_replica
+        out: dict[str, int] = {}
+        if gpr <= 0:
+            return out
+        left = units
+        for t in p.view.gpu_types or ():
+            k = min(left, int((self.typed.get(t, 0.0) + _EPS) // gpr))
+            if k > 0:
+                self.typed[t] -= k * gpr
+                out[t] = k
+                left -= k
+        k = min(left, int((self.growth + _EPS) // gpr))
+        if k > 0:
+            self.growth -= k * gpr
+            out["growth"] = k
+        return out
+
+    def helps(self, p: EndpointPlan, gpu_type: str | None) -> bool:
+        """Whether GPUs of ``gpu_type`` (None: not known) freed by a drain can serve ``p``."""
+        types = p.view.gpu_types
+        return types is None or (gpu_type is not None and gpu_type in types)
+
+    def never_offered(self, p: EndpointPlan) -> bool:
+        """``p`` asks for types no alive node offers, and the cluster cannot grow (no ``maxGpus`` room)."""
+        types = p.view.gpu_types
+        return types is not None and not any(t in self.offered for t in types) and self.growth <= _EPS
 
 
 def decide(snapshot: Snapshot, state: AutoscalerState) -> tuple[list[Decision], AutoscalerState]:
@@ -112,8 +182,7 @@ def decide(snapshot: Snapshot, state: AutoscalerState) -> tuple[list[Decision], 
     for p in live:
         keep = keep_alive_plan(p, cfg, now_s)
         scale_down(p, keep, now_s)
-        gpr = p.view.gpus_per_replica
-        budget.draining_g += (p.draining + len(p.drain_ids)) * gpr
+        budget.note_draining(p)
         _collect_wants(p, cfg, now_s, wants)
         if p.view.queued == 0 and p.view.running == 0:
             n = prewarm_wanted(p, keep)
@@ -232,11 +301,25 @@ class _Relief:
     def relieve(self, p: EndpointPlan, short: int, limit: str, phase: int) -> None:
         gpr = p.view.gpus_per_replica
         notes: list[str] = []
+        types = p.view.gpu_types
+        if limit == "GPUs" and gpr > 0 and self.budget.never_offered(p):
+            p.shortage.append(
+                (
+                    short,
+                    f"no node offers GPU type {' or '.join(types or ())} and the cluster cannot grow "
+                    "(no maxGpus above today's GPUs): set gpuTypes to types the cluster has, or add nodes",
+                )
+            )
+            return
         if limit == "GPUs" and gpr > 0:
             need = short * gpr
-            claim = min(self.budget.draining_g, need)
+            claim = 0.0
+            for t in sorted(self.budget.draining_g, key=lambda k: (k is None, k or "")):
+                if self.budget.helps(p, t) and need - claim > _EPS:
+                    c = min(self.budget.draining_g[t], need - claim)
+                    self.budget.draining_g[t] -= c
+                    claim += c
             if claim > _EPS:
-                self.budget.draining_g -= claim
                 need -= claim
                 notes.append(f"waiting for {claim:g} GPUs from draining replicas")
             need = self._preempt(p, need, notes, phase)
@@ -246,6 +329,9 @@ class _Relief:
         what = f"not enough {limit or 'room'}" + (
             f" ({max(0.0, free):g} GPUs free)" if free is not None else ""
         )
+        if limit == "GPUs" and types is not None:
+            typed_free = sum(self.budget.typed.get(t, 0.0) for t in types)
+            what += f" ({typed_free:g} free of type {', '.join(types)})"
         p.shortage.append((short, "; ".join([what, *notes])))
 
     def _preempt(self, p: EndpointPlan, need: float, notes: list[str], phase: int) -> float:
@@ -298,8 +384,14 @@ class _Relief:
                     f"has no work; keeping {owner.view.min_replicas} minReplicas"
                 )
             pool = self._victims_of(owner)
-            while owner.spare > 0 and pool and got < need - _EPS:
-                taken.append((owner, pool.pop(), why))
+            while owner.spare > 0 and got < need - _EPS:
+                # The longest-idle victim whose GPUs are of a type ``p`` can use (any, when ``p`` is untyped).
+                i = next(
+                    (j for j in range(len(pool) - 1, -1, -1) if self.budget.helps(p, pool[j].gpu_type)), -1
+                )
+                if i < 0:
+                    break
+                taken.append((owner, pool.pop(i), why))
                 owner.spare -= 1
                 got += gpr
         return got
@@ -314,15 +406,20 @@ class _Relief:
             left = o.capacity - o.expected - o.drained_count() - keep
             if o is p or left <= 0 or o.view.gpus_per_replica + _EPS < need:
                 continue
+            if not any(self.budget.helps(p, r.gpu_type) for r in (*o.idle, *o.busy)):
+                continue  # its GPUs are of types p cannot use
             if best is None or (o.capacity, -o.eff) > (best.capacity, -best.eff):
                 best = o
         if best is None:
             notes.append("no endpoint holds a replica it can spare for starvation relief")
             return
         drained = set(best.drain_ids) | {i for ids, _ in best.preempted.values() for i in ids}
-        pick = next((r for r in best.idle if r.id not in drained), None)
+        usable = {
+            r.id for r in (*best.idle, *best.busy) if r.id not in drained and self.budget.helps(p, r.gpu_type)
+        }
+        pick = next((r for r in best.idle if r.id in usable), None)
         if pick is None:
-            pick = min((r for r in best.busy if r.id not in drained), key=lambda r: r.jobs_held, default=None)
+            pick = min((r for r in best.busy if r.id in usable), key=lambda r: r.jobs_held, default=None)
         if pick is None:
             return
         why = (
@@ -331,6 +428,13 @@ class _Relief:
         )
         best.preempted.setdefault(p.view.name, ([], why))[0].append(pick.id)
         notes.append(f"reclaiming replica {pick.id} of {best.view.name} (starvation relief)")
+
+
+def _ups_reason(p: EndpointPlan) -> str:
+    if not p.typed_ups:
+        return p.ups_reason
+    on = ", ".join(f"{k} on {'nodes to come' if t == 'growth' else t}" for t, k in p.typed_ups.items())
+    return f"{p.ups_reason}; GPU types: {on}"
 
 
 def _skip_spent(owners: list[EndpointPlan], start: int) -> int:
@@ -353,7 +457,7 @@ def _emit(plans: list[EndpointPlan], now_s: float) -> tuple[list[Decision], Auto
         for by, (ids, why) in p.preempted.items():
             out.append(Drain(name, tuple(ids), why, preempted_by=by))
         if p.ups:
-            out.append(ScaleUp(name, p.ups, p.ups_reason))
+            out.append(ScaleUp(name, p.ups, _ups_reason(p)))
             changes["last_scale_up_s"] = now_s
         if p.prewarm:
             out.append(Prewarm(name, p.prewarm, f"pre-warm {p.prewarm} replica(s): {p.prewarm_reason}"))

@@ -19,6 +19,7 @@ from orchestrator.core.autoscale.model import (
     ScaleUp,
     Snapshot,
 )
+from orchestrator.core.gpu_types import TypeCapacity
 from orchestrator.core.models import EndpointSpec
 
 _STATES = {"starting", "idle", "busy", "draining"}
@@ -37,6 +38,7 @@ def replica_view(r: Mapping[str, Any]) -> ReplicaView:
         state=state,  # type: ignore[arg-type]  # narrowed to the policy's states above
         jobs_held=int(r.get("jobsHeld") or 0),
         idle_since_s=r.get("idleSince"),
+        gpu_type=r.get("gpuType"),
     )
 
 
@@ -54,12 +56,19 @@ def build_snapshot(
     overrides: Mapping[str, Override] | None = None,
     max_cpus: float | None = None,
     max_memory_mb: float | None = None,
+    gpu_types: Mapping[str, TypeCapacity] | None = None,
+    gpus_growth: float = 0.0,
 ) -> Snapshot:
     """The policy's input. Only endpoints with a handler (Ray replicas) are sized; GPUs held by anything
-    that is not a placed Ripple replica count as used elsewhere. ``max_cpus``/``max_memory_mb`` cap the
-    CPUs and memory of Ripple's replicas as a whole (None: no cap)."""
+    that is not a placed Ripple replica count as used elsewhere, cluster-wide and per GPU type.
+    ``max_cpus``/``max_memory_mb`` cap the CPUs and memory of Ripple's replicas as a whole (None: no cap).
+
+    ``gpu_types``: the typed GPUs of alive nodes (:func:`orchestrator.core.gpu_types.inventory`);
+    ``gpus_growth``: GPUs the cluster may still add (already part of ``gpus_total``).
+    """
     views = []
     placed_gpus = 0.0
+    placed_by_type: dict[str, float] = {}
     for name, spec in sorted(specs.items()):
         if spec.handler is None:
             continue
@@ -68,7 +77,12 @@ def build_snapshot(
         # only after Ray has released them. Leaving it out would count its GPUs as used elsewhere for a
         # moment, and a blocked endpoint would preempt a second replica for the same want.
         replicas = tuple(replica_view(r) for r in pool.get("replicas", ()))
-        placed_gpus += spec.gpus * sum(1 for r in pool.get("replicas", ()) if not r.get("pendingPlacement"))
+        for r in pool.get("replicas", ()):
+            if not r.get("pendingPlacement"):
+                placed_gpus += spec.gpus
+                if r.get("gpuType"):
+                    t = str(r["gpuType"])
+                    placed_by_type[t] = placed_by_type.get(t, 0.0) + spec.gpus
         s = stats.get(name, {})
         colds = [r["coldStartS"] for r in pool.get("replicas", ()) if r.get("coldStartS")]
         views.append(
@@ -93,9 +107,14 @@ def build_snapshot(
                 override=(overrides or {}).get(name),
                 last_arrival_s=s.get("lastArrivalS"),
                 cold_start_s=max(colds) if colds else 30.0,
+                gpu_types=tuple(spec.gpu_types) if spec.gpu_types else None,
             )
         )
     elsewhere = max(0.0, gpus_total - gpus_available - placed_gpus)
+    types = gpu_types or {}
+    elsewhere_by_type = {
+        t: max(0.0, c.total - c.free - placed_by_type.get(t, 0.0)) for t, c in sorted(types.items())
+    }
     return Snapshot(
         now_s=now_s,
         endpoints=tuple(views),
@@ -106,6 +125,9 @@ def build_snapshot(
         memory_mb_total=max_memory_mb,
         enabled=enabled,
         config=config,
+        gpus_by_type={t: c.total for t, c in sorted(types.items())},
+        gpus_used_elsewhere_by_type=elsewhere_by_type,
+        gpus_growth=max(0.0, gpus_growth),
     )
 
 
