@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import json
 import math
 
@@ -28,12 +29,18 @@ FAST = settings(max_examples=150, deadline=None, suppress_health_check=[HealthCh
 STATES = ("starting", "idle", "busy", "draining", "unhealthy")
 
 
+TYPES = ("H100", "A100", "L4")
+
+
 @st.composite
-def endpoints(draw: st.DrawFn, name: str) -> EndpointView:
+def endpoints(draw: st.DrawFn, name: str, typed: bool = False) -> EndpointView:
     lo = draw(st.integers(0, 3))
     hi = draw(st.integers(max(lo, 1), 8))
     n = draw(st.integers(0, 8))
     reps = []
+    prefs: tuple[str, ...] | None = None
+    if typed and draw(st.booleans()):
+        prefs = tuple(draw(st.permutations(TYPES))[: draw(st.integers(1, len(TYPES)))])
     for k in range(n):
         state = draw(st.sampled_from(STATES))
         reps.append(
@@ -42,6 +49,8 @@ def endpoints(draw: st.DrawFn, name: str) -> EndpointView:
                 state,
                 draw(st.integers(1, 3)) if state in ("busy", "draining") else 0,
                 draw(st.floats(0, 1000)) if state == "idle" else None,
+                # a typed endpoint's replica holds one of its types; an untyped one's any type, or none known
+                gpu_type=draw(st.sampled_from(prefs or (*TYPES, None))) if typed else None,
             )
         )
     queued = draw(st.integers(0, 30))
@@ -61,20 +70,35 @@ def endpoints(draw: st.DrawFn, name: str) -> EndpointView:
         running=sum(r.jobs_held for r in reps),
         oldest_queued_age_s=draw(st.floats(0, 2000)) if queued else None,
         replicas=tuple(reps),
+        gpu_types=prefs,
     )
 
 
 @st.composite
-def snapshots(draw: st.DrawFn, preempt_busy: bool | None = None) -> Snapshot:
-    eps = tuple(draw(endpoints(f"e{i}")) for i in range(draw(st.integers(1, 5))))
+def snapshots(draw: st.DrawFn, preempt_busy: bool | None = None, typed: bool = False) -> Snapshot:
+    eps = tuple(draw(endpoints(f"e{i}", typed)) for i in range(draw(st.integers(1, 5))))
     pb = draw(st.booleans()) if preempt_busy is None else preempt_busy
     reclaim = draw(st.sampled_from((None, 1200.0)))
+    cfg = AutoscaleConfig(preempt_busy=pb, starvation_reclaim_after_s=reclaim)
+    if not typed:
+        return Snapshot(
+            now_s=1000.0,
+            endpoints=eps,
+            gpus_total=draw(st.sampled_from((0, 1, 2, 4, 8, 16, 64))),
+            gpus_used_elsewhere=draw(st.sampled_from((0.0, 1.0))),
+            config=cfg,
+        )
+    by_type = {t: float(draw(st.sampled_from((0, 1, 2, 4)))) for t in TYPES}
+    elsewhere = {t: min(n, float(draw(st.sampled_from((0, 1))))) for t, n in by_type.items()}
+    untyped = float(draw(st.sampled_from((0, 2))))
     return Snapshot(
         now_s=1000.0,
         endpoints=eps,
-        gpus_total=draw(st.sampled_from((0, 1, 2, 4, 8, 16, 64))),
-        gpus_used_elsewhere=draw(st.sampled_from((0.0, 1.0))),
-        config=AutoscaleConfig(preempt_busy=pb, starvation_reclaim_after_s=reclaim),
+        gpus_total=sum(by_type.values()) + untyped,
+        gpus_used_elsewhere=sum(elsewhere.values()),
+        gpus_by_type=by_type,
+        gpus_used_elsewhere_by_type=elsewhere,
+        config=cfg,
     )
 
 
@@ -178,6 +202,81 @@ def test_one_replica_per_endpoint_with_work_before_any_second(s: Snapshot) -> No
         for e in s.endpoints:
             if e.gpus_per_replica > 0 and e.name in got:
                 assert capacity(e) + got[e.name] <= max(1, e.min_replicas), (e.name, starved[0].name)
+
+
+def _type_free(s: Snapshot) -> dict[str, float]:
+    """Free GPUs of each type before the decisions: its GPUs less those held elsewhere and by replicas."""
+    free = {t: n - s.gpus_used_elsewhere_by_type.get(t, 0.0) for t, n in s.gpus_by_type.items()}
+    for e in s.endpoints:
+        for r in e.replicas:
+            if r.gpu_type is not None:
+                free[r.gpu_type] = free.get(r.gpu_type, 0.0) - e.gpus_per_replica
+    return {t: max(0.0, v) for t, v in free.items()}
+
+
+@FAST
+@given(snapshots(typed=True))
+def test_never_more_gpus_of_a_type_than_exist(s: Snapshot) -> None:
+    """For every set S of types, the new replicas of endpoints that may use only types in S fit in the
+    free GPUs of S (Hall's condition: the grants can be placed type by type)."""
+    out, _ = decide(s, AutoscalerState())
+    assert gpus_in_use(s, out) <= max(s.gpus_total, gpus_in_use(s, [])) + 1e-9
+    free = _type_free(s)
+    views = {e.name: e for e in s.endpoints}
+    for k in range(1, len(TYPES) + 1):
+        for subset in itertools.combinations(TYPES, k):
+            new = sum(
+                d.count * views[d.endpoint].gpus_per_replica
+                for d in out
+                if isinstance(d, (ScaleUp, Prewarm))
+                and views[d.endpoint].gpu_types is not None
+                and set(views[d.endpoint].gpu_types or ()) <= set(subset)
+            )
+            assert new <= sum(free[t] for t in subset) + 1e-9, (subset, new, free)
+
+
+@FAST
+@given(snapshots(typed=True))
+def test_preemption_frees_only_gpus_of_a_type_the_blocked_endpoint_can_use(s: Snapshot) -> None:
+    out, _ = decide(s, AutoscalerState())
+    views = {e.name: e for e in s.endpoints}
+    types = {r.id: r.gpu_type for e in s.endpoints for r in e.replicas}
+    for d in out:
+        if isinstance(d, Drain) and d.preempted_by is not None:
+            wanted = views[d.preempted_by].gpu_types
+            if wanted is not None:
+                assert all(types[i] in wanted for i in d.replica_ids), (d, wanted)
+
+
+@FAST
+@given(snapshots(typed=True))
+def test_one_replica_per_endpoint_with_work_before_any_second_per_type(s: Snapshot) -> None:
+    """A typed endpoint with work and no replica that got none: no endpoint that could only have taken
+    GPUs of its types got a second replica (the first replicas of all are granted before any second)."""
+    out, _ = decide(s, AutoscalerState())
+    got = {d.endpoint: d.count for d in out if isinstance(d, ScaleUp)}
+    for e in s.endpoints:
+        if (
+            e.gpu_types is None
+            or e.queued < e.scale_up_threshold
+            or capacity(e) > 0
+            or e.gpus_per_replica <= 0
+            or e.name in got
+            or sum(1 for r in e.replicas if r.state != "draining") >= e.max_replicas
+        ):
+            continue
+        for f in s.endpoints:
+            if f is e or f.name not in got or f.gpus_per_replica <= 0 or f.gpu_types is None:
+                continue
+            if set(f.gpu_types) <= set(e.gpu_types):
+                assert capacity(f) + got[f.name] <= max(1, f.min_replicas), (f.name, e.name)
+
+
+@FAST
+@given(snapshots(typed=True))
+def test_typed_snapshots_keep_the_general_bounds(s: Snapshot) -> None:
+    test_target_within_min_and_max_and_gpus_never_overplanned.hypothesis.inner_test(s)  # type: ignore[attr-defined]
+    test_same_snapshot_twice_does_not_scale_twice.hypothesis.inner_test(s)  # type: ignore[attr-defined]
 
 
 @settings(max_examples=60, deadline=None)

@@ -426,6 +426,38 @@ def test_gpu_limits_match_num_gpus(rendered: list[Obj]) -> None:
         assert len(accelerator) == 1, name
 
 
+def test_gpu_groups_advertise_their_type(rendered: list[Obj]) -> None:
+    """Each GPU group declares Ray's ``accelerator_type:<T>`` marker (value 1, as Ray's own detection sets
+    it) for the GPU its pods select, so an endpoint's ``gpuTypes: [T]`` (Ripple asks
+    ``accelerator_type=T``) scales exactly that group up."""
+    from orchestrator.core.gpu_types import validate_gpu_types
+
+    advertised: dict[str, str] = {}
+    for name, group in gpu_groups(cluster_spec(the(rendered, "RayService"))).items():
+        res = ray_start_resources(group["rayStartParams"])
+        (marker,) = [r for r in res if r.startswith("accelerator_type:")]
+        gpu_type = marker.split(":", 1)[1]
+        assert res[marker] == 1, name
+        assert validate_gpu_types([gpu_type]) == [gpu_type], name
+        assert name == f"gpu-{gpu_type.lower()}", (name, gpu_type)
+        product = group["template"]["spec"]["nodeSelector"]["nvidia.com/gpu.product"]
+        assert gpu_type in product, (name, product)
+        assert gpu_type not in advertised.values(), f"{gpu_type} advertised by two groups"
+        advertised[name] = gpu_type
+    assert advertised, "at least one GPU group advertises its type"
+
+
+def test_base_ships_l4_a100_and_h100_groups() -> None:
+    groups_ = gpu_groups(cluster_spec(the(render(KUBERAY / "base"), "RayService")))
+    types = {
+        r.split(":", 1)[1]
+        for g in groups_.values()
+        for r in ray_start_resources(g["rayStartParams"])
+        if r.startswith("accelerator_type:")
+    }
+    assert types == {"A100", "H100", "L4"}
+
+
 def test_grace_period_outlasts_the_drain(rendered: list[Obj]) -> None:
     spec = cluster_spec(the(rendered, "RayService"))
     drains = {}
