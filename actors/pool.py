@@ -211,7 +211,7 @@ class WorkerPool:
         if now_s < self.next_start_s:
             p = replace(p, to_start=0)  # backing off after failed starts: no crash loop
         to_start = p.to_start if self.spec is not None and self.spec.handler else 0
-        capacity = ray_cluster.gpu_inventory() if to_start and self.spec and self.spec.gpu_types else {}
+        capacity = self._gpu_capacity() if to_start and self.spec and self.spec.gpu_types else {}
         for _ in range(to_start):
             assert self.spec is not None
             self._start(self.spec, capacity)
@@ -245,6 +245,16 @@ class WorkerPool:
             pending_placement=r.pending_placement,
         )
 
+    def _gpu_capacity(self) -> dict[str, TypeCapacity]:
+        """The cluster's GPUs per type, less what this pool's replicas still waiting for placement will
+        take (Ray counts them only once placed)."""
+        capacity = ray_cluster.gpu_inventory()
+        gpus = self.spec.gpus if self.spec is not None else 0.0
+        for r in self.replicas.values():
+            if r.pending_placement and r.gpu_type is not None and r.gone_s is None:
+                _debit(capacity, r.gpu_type, gpus)
+        return capacity
+
     def _start(self, spec: EndpointSpec, capacity: dict[str, TypeCapacity]) -> None:
         """Start one replica. With ``gpuTypes`` it asks for the first type with a free GPU in ``capacity``
         (which this start then debits, so the next start of the same tick falls back down the list)."""
@@ -266,11 +276,7 @@ class WorkerPool:
         if spec.gpu_types:
             gpu_type = pick_gpu_type(spec.gpu_types, capacity, spec.gpus)
             opts.update(placement_options(gpu_type, spec.gpus, capacity))
-            if gpu_type in capacity:
-                c = capacity[gpu_type]
-                capacity[gpu_type] = replace(
-                    c, free=c.free - spec.gpus, largest_free=max(0.0, c.largest_free - spec.gpus)
-                )
+            _debit(capacity, gpu_type, spec.gpus)
         cfg = ReplicaConfig(
             self.endpoint,
             wid,
@@ -430,6 +436,12 @@ class WorkerPool:
 
 
 _REPLICA_CLASS = ray.remote(WorkerReplica)  # exported once per pool process, not once per start
+
+
+def _debit(capacity: dict[str, TypeCapacity], gpu_type: str, gpus: float) -> None:
+    c = capacity.get(gpu_type)
+    if c is not None:
+        capacity[gpu_type] = replace(c, free=c.free - gpus, largest_free=max(0.0, c.largest_free - gpus))
 
 
 def _short(exc: BaseException) -> str:
