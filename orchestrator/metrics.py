@@ -131,7 +131,7 @@ BY_NAME: dict[str, MetricSpec] = {s.name: s for s in SPECS}
 
 # Bounded label values -----------------------------------------------------------------------------------
 
-BLOCKED_REASONS = ("gpus", "cpus", "memory", "max_replicas", "other")
+BLOCKED_REASONS = ("gpus", "cpus", "memory", "max_replicas", "gpu_type", "other")
 LEASE_REASONS = (
     "timeout",
     "heartbeat",
@@ -148,6 +148,8 @@ _LABEL_OK = re.compile(r"^[a-z][a-z0-9_]{0,31}$")
 def blocked_reason(reason: str) -> str:
     """The category of a Blocked decision's free-text reason (one of :data:`BLOCKED_REASONS`)."""
     text = reason.lower()
+    if "no node offers gpu type" in text:
+        return "gpu_type"
     if "maxreplicas" in text:
         return "max_replicas"
     for what in ("gpus", "cpus", "memory"):

@@ -197,3 +197,25 @@ def test_specs_show_each_nodes_type_and_every_type_of_a_multi_typed_node() -> No
     assert rows[2]["gpuType"] is None and rows[2]["gpusByType"] == {}
     view = summarize(shape_nodes(nodes, {}), None)
     assert view["gpuTypes"] == ["A100", "H100", "L4"]
+
+
+# ---------------------------------------------------------------------- a type no node offers, in doctor
+
+
+def test_never_offered_type_is_its_own_blocked_cause_and_a_high_doctor_finding() -> None:
+    from dataclasses import replace
+
+    from orchestrator.metrics import BLOCKED_REASONS, blocked_reason
+    from orchestrator.ops.doctor.diagnose import diagnose
+    from tests.unit.test_diagnose import NOW_S, healthy
+
+    reason = (
+        "no node offers GPU type H100 or A100 and the cluster cannot grow (no maxGpus above today's GPUs)"
+    )
+    assert blocked_reason(reason) == "gpu_type" and "gpu_type" in BLOCKED_REASONS
+    assert blocked_reason("not enough GPUs (0 GPUs free) (0 free of type H100)") == "gpus"
+    f = replace(
+        healthy(), autoscaler={"enabled": True, "endpoints": [{"endpoint": "gen", "blocked": reason}]}
+    )
+    (finding,) = [x for x in diagnose(f, NOW_S) if x.rule == "autoscaler.blocked"]
+    assert finding.severity == "HIGH" and "gpuTypes" in finding.action and "H100" in finding.issue

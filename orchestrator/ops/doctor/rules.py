@@ -352,6 +352,8 @@ _BLOCKED_ACTIONS = {
     "cpus": "Add CPU capacity or lower the endpoint's cpus.",
     "memory": "Add memory or lower the endpoint's memoryMb.",
     "max_replicas": "Raise the endpoint's maxReplicas (`ripple endpoint update NAME --max N`).",
+    "gpu_type": "Set gpuTypes to types the cluster has (GET /api/v1/specs; `ripple endpoint update NAME "
+    "--gpu-types T1,T2`), add nodes of that type, or let the cluster grow (RIPPLE_AUTOSCALER__MAX_GPUS).",
     "other": "Read the autoscaler's history: GET /api/v1/autoscaler/history/NAME.",
 }
 
@@ -381,7 +383,7 @@ def check_autoscaler(f: Facts, now_s: float) -> list[Finding]:
         ep = row.get("endpoint")
         out.append(
             _f(
-                "MEDIUM",
+                "HIGH" if cause == "gpu_type" else "MEDIUM",  # it never resolves by itself
                 "autoscaler",
                 "autoscaler.blocked",
                 f"The autoscaler cannot give {ep} the replicas it wants ({cause}): {reason}",
