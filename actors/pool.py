@@ -72,7 +72,7 @@ class _Replica:
         if (self.draining and state not in ("stopped",)) or self.gone_s is not None:
             state = "draining"
         reason = self.info.get("reason") or (
-            "waiting for resources (pending placement)"
+            f"waiting for resources (pending placement{f': a {self.gpu_type} GPU' if self.gpu_type else ''})"
             if self.pending_placement
             else "starting: loading handler"
         )

@@ -112,6 +112,8 @@ def test_each_endpoint_on_its_type_falling_back_down_the_list(rp: Ripple) -> Non
         "v100b's replica waiting for a V100",
     )
     assert pending[0]["gpuType"] == "V100"
+    (waiting,) = rp.workers("v100b")  # the worker record says what it waits for
+    assert waiting["gpuType"] == "V100" and "a V100 GPU" in waiting["reason"], waiting
     avail = ray.available_resources()  # type: ignore[no-untyped-call]
     assert avail.get("accelerator_type:T4", 0) == 1 and avail.get("accelerator_type:V100", 0) == 0
 
