@@ -12,16 +12,13 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from typing import Any
-
-from pydantic import ValidationError
 
 from actors.queue_adapters import AutoscalerByName, QueueMetricsSink, SystemClock
 from orchestrator import logs
 from orchestrator.config import QueueConfig
-from orchestrator.core.dispatch import Dispatcher, validation_errors
-from orchestrator.core.errors import InvalidInput
+from orchestrator.core.dispatch import Dispatcher
 from orchestrator.core.models import EndpointPatch, EndpointSpec, RunRequest
 from orchestrator.metrics import QueueMetrics
 from orchestrator.ray_metrics import RaySink
@@ -29,17 +26,6 @@ from orchestrator.store.redis import RedisStore
 from orchestrator.webhooks import WebhookSender
 
 log = logging.getLogger("ripple.queue")
-
-
-def _model(cls: type[Any], body: Any, what: str) -> Any:
-    """``body`` as a ``cls`` model. Callers pass models (validated at their edge, not again here); a plain
-    mapping from a caller not yet moved to models is validated here, a bad one raising InvalidInput."""
-    if isinstance(body, cls) or not isinstance(body, Mapping):
-        return body
-    try:
-        return cls.model_validate(body)
-    except ValidationError as exc:
-        raise InvalidInput(f"invalid {what}", validation_errors(exc)) from None
 
 
 class JobQueue:
@@ -82,10 +68,10 @@ class JobQueue:
     # Endpoints ----------------------------------------------------------------------------------
 
     async def create_endpoint(self, spec: EndpointSpec) -> dict[str, Any]:
-        return await self.d.create_endpoint(_model(EndpointSpec, spec, "endpoint"))
+        return await self.d.create_endpoint(spec)
 
     async def update_endpoint(self, name: str, patch: EndpointPatch) -> dict[str, Any]:
-        return await self.d.update_endpoint(name, _model(EndpointPatch, patch, "endpoint update"))
+        return await self.d.update_endpoint(name, patch)
 
     async def delete_endpoint(self, name: str) -> dict[str, Any]:
         return await self.d.delete_endpoint(name)
@@ -104,13 +90,12 @@ class JobQueue:
     async def submit(
         self, endpoint: str, requests: Sequence[RunRequest], request_id: str | None = None
     ) -> list[str]:
-        reqs = [_model(RunRequest, r, "job") for r in requests]
-        return await self.d.submit(endpoint, reqs, request_id)
+        return await self.d.submit(endpoint, requests, request_id)
 
     async def runsync(
         self, endpoint: str, request: RunRequest, wait_s: float | None, request_id: str | None = None
     ) -> dict[str, Any]:
-        return await self.d.runsync(endpoint, _model(RunRequest, request, "job"), wait_s, request_id)
+        return await self.d.runsync(endpoint, request, wait_s, request_id)
 
     async def wait_final(self, endpoint: str, job_id: str, wait_s: float | None) -> dict[str, Any]:
         return await self.d.wait_final(endpoint, job_id, wait_s)
