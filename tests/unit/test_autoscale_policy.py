@@ -170,6 +170,29 @@ def test_one_replica_per_endpoint_with_work_before_anyone_gets_a_second() -> Non
     assert ups(out) == {"hi": 2, "mid": 1, "lo": 1}
 
 
+def test_free_gpus_a_first_replica_waits_on_are_not_given_to_a_second_replica_elsewhere() -> None:
+    # 2 GPUs: "b" holds 1.5 (two starting, one draining); "a" needs a whole GPU: the free 0.5 plus the
+    # draining 0.5. The free half must wait for "a", not start a third replica of "b" (found by Hypothesis).
+    a = ep("a", gpus_per_replica=1.0, queued=1)
+    b = ep(
+        "b",
+        gpus_per_replica=0.5,
+        max_replicas=3,
+        queued=2,
+        running=1,
+        replicas=(
+            ReplicaView("b-0", "starting", 0),
+            ReplicaView("b-1", "starting", 0),
+            ReplicaView("b-2", "draining", 1),
+        ),
+    )
+    out, _ = run(a, b, gpus=2)
+    assert ups(out) == {}
+    blocked = {d.endpoint: d.reason for d in out if isinstance(d, Blocked)}
+    assert "waiting for 0.5 GPUs from draining replicas" in blocked["a"]
+    assert "b" in blocked
+
+
 def test_rest_goes_by_effective_priority() -> None:
     out, _ = run(ep("p70", priority=70, queued=5), ep("p50", priority=50, queued=5), gpus=7)
     assert ups(out) == {"p70": 5, "p50": 2}

@@ -152,6 +152,23 @@ class _Budget:
             out["growth"] = k
         return out
 
+    def hold_free(self, p: EndpointPlan, need: float) -> float:
+        """Set aside up to ``need`` of the GPUs free now that ``p`` could use (its types first, then
+        growth, for a typed endpoint); returns how much was set aside."""
+        held = max(0.0, min(need, self.gpus))
+        if p.view.gpu_types is not None:
+            left = held
+            for t in p.view.gpu_types:
+                c = min(left, self.typed.get(t, 0.0))
+                if c > 0:
+                    self.typed[t] -= c
+                    left -= c
+            c = min(left, self.growth)
+            self.growth -= c
+            held -= left - c
+        self.gpus -= held
+        return held
+
     def helps(self, p: EndpointPlan, gpu_type: str | None) -> bool:
         """Whether GPUs of ``gpu_type`` (None: not known) freed by a drain can serve ``p``."""
         types = p.view.gpu_types
@@ -313,6 +330,10 @@ class _Relief:
             return
         if limit == "GPUs" and gpr > 0:
             need = short * gpr
+            if phase == 0:
+                # A first replica short of GPUs keeps the free ones it will use with what frees up: a
+                # second replica elsewhere must not take them while this endpoint has none.
+                need -= self.budget.hold_free(p, need)
             claim = 0.0
             for t in sorted(self.budget.draining_g, key=lambda k: (k is None, k or "")):
                 if self.budget.helps(p, t) and need - claim > _EPS:
