@@ -6,6 +6,7 @@ from collections.abc import Callable, Sequence
 
 from orchestrator.ops.doctor import rules as r
 from orchestrator.ops.doctor import rules_app as app
+from orchestrator.ops.doctor import rules_k8s as k8s
 from orchestrator.ops.doctor.facts import ORDER, Facts, Finding
 
 _APP_RULES: list[Callable[[Facts, float], list[Finding]]] = [
@@ -13,6 +14,7 @@ _APP_RULES: list[Callable[[Facts, float], list[Finding]]] = [
     app.check_ready,
     app.check_config,
     app.check_unavailable,
+    k8s.check_kubernetes,  # also when the app is down: pods may be why
 ]
 
 

@@ -14,6 +14,8 @@ from dataclasses import asdict, dataclass, field
 from typing import Any, Literal
 from urllib.parse import urlsplit, urlunsplit
 
+from orchestrator.ops.doctor.facts_k8s import KubeFacts
+
 Severity = Literal["HIGH", "MEDIUM", "LOW"]
 ORDER: dict[str, int] = {"HIGH": 0, "MEDIUM": 1, "LOW": 2}
 
@@ -79,6 +81,7 @@ class Facts:
     local: LocalFacts | None = None
     errors: Mapping[str, str] = field(default_factory=dict)
     thresholds: Thresholds = Thresholds()
+    kubernetes: KubeFacts | None = None  # None: not running inside a Kubernetes pod
 
 
 def mask(value: str | None, keep: int = 4) -> str | None:

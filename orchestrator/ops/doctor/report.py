@@ -15,6 +15,7 @@ import os
 import sys
 import time
 from collections import Counter
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -24,6 +25,9 @@ from orchestrator import __version__
 from orchestrator.ops import local, procs
 from orchestrator.ops.doctor.diagnose import diagnose, exit_code
 from orchestrator.ops.doctor.facts import Facts, Finding, LocalFacts, Thresholds, mask, mask_url
+from orchestrator.ops.doctor.facts_k8s import KubeFacts
+from orchestrator.ops.doctor.kubernetes import gather_if_in_cluster
+from orchestrator.ops.doctor.rules_k8s import pod_rows
 
 TIMEOUT_S = 10.0
 COLORS = {"HIGH": "\033[31m", "MEDIUM": "\033[33m", "LOW": "\033[36m"}
@@ -169,6 +173,7 @@ def report(
             "autoscalerEnabled": (facts.autoscaler or {}).get("enabled"),
             "local": vars(facts.local) if facts.local else None,
             "unavailable": dict(facts.errors),
+            "kubernetes": _kube_summary(facts.kubernetes),
         },
         "settings": settings.public(),
         "secrets": {
@@ -177,6 +182,25 @@ def report(
             "redisUrl": redis_url if sensitive else mask_url(redis_url),
         },
     }
+
+
+def _kube_summary(k: KubeFacts | None) -> dict[str, Any] | None:
+    if k is None:
+        return None
+    return {"namespace": k.namespace, "rayCluster": k.cluster, "pods": pod_rows(k), "unavailable": k.errors}
+
+
+def render_pods(k: KubeFacts) -> str:
+    """The RayCluster's pods as a small table (``kubectl get pods`` with Ray's groups)."""
+    rows = pod_rows(k)
+    head = f"RayCluster {k.cluster or '?'} in namespace {k.namespace}: {len(rows)} pod(s)"
+    cols = ("name", "group", "phase", "ready", "restarts", "waiting")
+    table = [cols] + [tuple("" if r[c] is None else str(r[c]) for c in cols) for r in rows]
+    widths = [max(len(row[i]) for row in table) for i in range(len(cols))]
+    lines = [head] + [
+        "  " + "  ".join(v.ljust(w) for v, w in zip(row, widths, strict=True)).rstrip() for row in table
+    ]
+    return "\n".join(lines) + "\n"
 
 
 def render(findings: list[Finding], url: str, color: bool) -> str:
@@ -199,6 +223,7 @@ def run_doctor(args: argparse.Namespace, settings: Any) -> int:
     """The ``ripple doctor`` command; returns its exit status (1 when anything is HIGH)."""
     url, key, data_dir = resolve(args, settings)
     facts = gather(url, key, data_dir)
+    facts = replace(facts, kubernetes=gather_if_in_cluster())  # None outside a Kubernetes pod
     now_s = time.time()
     findings = diagnose(facts, now_s)
     sensitive = bool(getattr(args, "include_sensitive", False))
@@ -209,6 +234,8 @@ def run_doctor(args: argparse.Namespace, settings: Any) -> int:
         print(json.dumps(rep, indent=2, default=str))
     else:
         print(render(findings, url, sys.stdout.isatty()), end="")
+        if facts.kubernetes is not None and (facts.kubernetes.pods or facts.kubernetes.cluster):
+            print("\n" + render_pods(facts.kubernetes), end="")
         if getattr(args, "save_report", None):
             print(f"\nReport saved to {args.save_report}")
     return exit_code(findings)
