@@ -79,7 +79,7 @@ def cmd_up(args: argparse.Namespace) -> int:
     if previous is not None and previous.ray_head_pid and procs.alive(previous.ray_head_pid):
         local.stop_process(previous.ray_head_pid)  # a head left behind by a crash of the last instance
     keys = load_or_create_keys(settings, create=not settings.insecure)
-    os.environ.setdefault("RAY_AUTH_MODE", "disabled")
+    local.configure_ray_auth(data_dir, own_head=not os.environ.get("RAY_ADDRESS"))
     store_url, embedded = runtime.resolve_store(settings, detach=True)
     head = None
     address = os.environ.get("RAY_ADDRESS")
@@ -155,6 +155,9 @@ def _banner(state: local.InstanceState, settings: Any, keys: Any) -> None:
     print(f"  management:   {state.url}/api/v1   web UI: {state.url}/ui   metrics: {state.url}/metrics")
     if state.dashboard_url:
         print(f"  Ray dashboard: {state.dashboard_url}")
+    if os.environ.get("RAY_AUTH_TOKEN_PATH") and os.environ.get("RAY_AUTH_MODE") == "token":
+        token_path = os.environ["RAY_AUTH_TOKEN_PATH"]
+        print(f"  Ray token:    {token_path} (Ray clients: RAY_AUTH_MODE=token RAY_AUTH_TOKEN_PATH=<it>)")
     store = f"embedded Redis in {state.data_dir} (append-only)" if state.embedded_store else "external Redis"
     print(f"  store:        {store}")
     if settings.insecure:
@@ -176,6 +179,7 @@ def _stop(state: local.InstanceState, drain_timeout_s: float) -> None:
 
     try:
         if not ray.is_initialized() and state.ray_address:
+            local.configure_ray_auth(Path(state.data_dir), own_head=False)
             ray.init(
                 address=state.ray_address,
                 namespace=state.namespace,

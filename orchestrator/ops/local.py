@@ -26,6 +26,7 @@ from orchestrator.core.errors import NotReady
 from orchestrator.ops.procs import alive
 
 STATE_FILE = "ripple.json"
+RAY_TOKEN_FILE = "ray-auth-token"
 
 
 @dataclass
@@ -58,6 +59,42 @@ def port_free(port: int) -> bool:
         except OSError:
             return False
         return True
+
+
+def configure_ray_auth(data_dir: Path, *, own_head: bool) -> str:
+    """Set this process's Ray authentication (inherited by the head and every Ray process it starts) and
+    return the mode.
+
+    ``RAY_AUTH_MODE`` set by the user wins. Otherwise token authentication is on whenever a token file
+    exists in ``data_dir`` (an instance started that way) or Ripple starts its own head (``own_head``): Ray
+    2.60's GCS, raylet and agents listen on every interface whatever the node address, so the token is
+    what keeps others on the network out. The token is made once, kept in ``data_dir``/ray-auth-token
+    (mode 0600) and passed by path (``RAY_AUTH_TOKEN_PATH``). Joining a cluster (``RAY_ADDRESS``) without a
+    mode keeps Ray's default of no token, as before.
+    """
+    mode = os.environ.get("RAY_AUTH_MODE")
+    if mode is not None:
+        return mode
+    path = data_dir / RAY_TOKEN_FILE
+    if not path.is_file() and not own_head:
+        os.environ["RAY_AUTH_MODE"] = "disabled"
+        return "disabled"
+    if not path.is_file():
+        import secrets
+
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "w") as f:
+            f.write(secrets.token_hex(32))
+    os.environ["RAY_AUTH_MODE"] = "token"
+    if not os.environ.get("RAY_AUTH_TOKEN"):
+        os.environ.setdefault("RAY_AUTH_TOKEN_PATH", str(path.resolve()))
+    raylet = sys.modules.get("ray._raylet")
+    if raylet is not None:
+        # Ray read RAY_AUTH_MODE and cached the token when it was imported: make it read them again (what
+        # Ray's own token setup does after changing the mode).
+        raylet.Config.initialize("")
+        raylet.AuthenticationTokenLoader.instance().reset_cache()
+    return "token"
 
 
 def _ray_cli() -> str:
