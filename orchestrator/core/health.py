@@ -1,6 +1,6 @@
 """The health state machine of one worker replica: pure, clock passed in.
 
-A replica's *lifecycle* (starting, idle, busy, draining, stopped) lives in ``worker_state``; its *health*
+A replica's *lifecycle* (starting, idle, busy, draining, stopped) lives in ``workers``; its *health*
 lives here, in front of the jobs it is handed, after the per-pod state machine of Cerebrium's Knative fork:
 
 - PENDING (never checked) -> HEALTHY on its first success, -> QUARANTINED on a failure;
@@ -70,6 +70,10 @@ SERVING_STATES: frozenset[HealthState] = frozenset(
     {HealthState.PENDING, HealthState.HEALTHY, HealthState.RECOVERING}
 )
 """States in which a replica may be handed jobs (PENDING and RECOVERING one at a time)."""
+
+UNHEALTHY_STATES: frozenset[HealthState] = frozenset(HealthState) - SERVING_STATES
+"""States in which a replica may not be handed jobs (QUARANTINED, EVICTED): what "unhealthy" means
+everywhere (worker counts, ``ripple status``, doctor, the autoscaler). Derived: not a serving state."""
 
 PROBATION_STATES: frozenset[HealthState] = frozenset({HealthState.PENDING, HealthState.RECOVERING})
 """States in which one job decides: the replica gets one job slot whatever its concurrency."""

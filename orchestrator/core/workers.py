@@ -11,6 +11,14 @@ Whether a worker may be handed a job combines both plus its free slots: ``free_s
 The dispatcher must check it in the same critical section that hands out jobs, so a worker that has just
 started DRAINING can never receive one.
 
+The predicates every reader shares are defined here, once: ``is_live`` (not STOPPED), ``is_active`` (not
+leaving), ``accepts_jobs``, ``is_unhealthy`` (live, health QUARANTINED or EVICTED), ``heartbeat_overdue`` /
+``is_heartbeat_stale`` (live, no sign of life for longer than the timeout), ``start_overdue`` /
+``is_start_overdue`` (STARTING for longer than the timeout) and ``count_state`` (the state a worker is
+counted under: its own, or ``quarantined`` when unhealthy). The ``view_*`` functions apply them to the wire
+views (``/api/v1/workers`` JSON: ``state`` and ``health`` wire names, times in epoch milliseconds), which
+``metrics``, ``ripple status``, ``doctor`` and the autoscaler read.
+
 Everything here is pure: records are frozen values, the clock is passed in as ``now_s`` (seconds, the
 caller's clock; the HTTP API's ``startedAt`` and ``lastHeartbeatAt`` are these same seconds).
 """
@@ -22,7 +30,8 @@ from dataclasses import dataclass, replace
 from enum import Enum
 from typing import Any, Literal, NamedTuple, cast
 
-from orchestrator.core.health import HealthRecord, serving_slots
+from orchestrator.core.errors import Conflict
+from orchestrator.core.health import UNHEALTHY_STATES, HealthRecord, HealthState, serving_slots
 
 HISTORY_LIMIT = 50
 """How many state changes a ``WorkerRecord`` keeps (the oldest are dropped)."""
@@ -78,22 +87,62 @@ def is_active(state: WorkerState) -> bool:
     return WorkerState.DRAINING in TRANSITIONS[state]
 
 
-class InvalidWorkerTransition(ValueError):
-    """A state change that ``TRANSITIONS`` does not allow (the HTTP layer maps it to 409)."""
+def is_live(state: WorkerState) -> bool:
+    """True when the worker may still do something (every state but the terminal STOPPED)."""
+    return not is_terminal(state)
+
+
+def is_unhealthy(state: WorkerState, health: HealthState) -> bool:
+    """True when a live worker's health keeps jobs from it: QUARANTINED or EVICTED
+    (``health.UNHEALTHY_STATES``). A STOPPED worker is never unhealthy: it is gone."""
+    return is_live(state) and health in UNHEALTHY_STATES
+
+
+def heartbeat_overdue(state: WorkerState, last_heartbeat_s: float, now_s: float, timeout_s: float) -> bool:
+    """True when a live worker's last sign of life is more than ``timeout_s`` before ``now_s``.
+
+    A STOPPED worker is never overdue (nothing is expected of it); exactly ``timeout_s`` is not overdue yet.
+    """
+    return is_live(state) and now_s - last_heartbeat_s > timeout_s
+
+
+def start_overdue(state: WorkerState, started_s: float, now_s: float, timeout_s: float) -> bool:
+    """True when the worker has been STARTING for more than ``timeout_s`` ("stuck starting")."""
+    return state is WorkerState.STARTING and now_s - started_s > timeout_s
+
+
+QUARANTINED_BUCKET = "quarantined"
+"""The state under which an unhealthy live worker is counted (metrics, ``ripple status``)."""
+
+
+def count_state(state: WorkerState, health: HealthState) -> str:
+    """The state a worker is counted under: ``quarantined`` when ``is_unhealthy``, else its wire name."""
+    return QUARANTINED_BUCKET if is_unhealthy(state, health) else state.value
+
+
+class InvalidWorkerTransition(Conflict, ValueError):
+    """A state change that ``TRANSITIONS`` does not allow (a ``Conflict``: the HTTP layer maps it to 409).
+
+    Pickles cleanly (it may cross a Ray actor boundary): its ``args`` are its constructor's.
+    """
 
     def __init__(
         self, worker_id: str, from_state: WorkerState, to_state: WorkerState, detail: str = ""
     ) -> None:
         why = f" ({detail})" if detail else ""
-        super().__init__(f"worker {worker_id}: {from_state.value} -> {to_state.value} is not allowed{why}")
+        super().__init__(
+            f"worker {worker_id}: {from_state.value} -> {to_state.value} is not allowed{why}",
+            {"workerId": worker_id, "from": from_state.value, "to": to_state.value},
+        )
+        self.args = (worker_id, from_state, to_state, detail)
         self.worker_id = worker_id
         self.from_state = from_state
         self.to_state = to_state
 
 
-class JobsNotAccepted(ValueError):
+class JobsNotAccepted(Conflict, ValueError):
     """New jobs handed to a worker that has no free slot for them (draining, stopped, starting,
-    quarantined, or full). The HTTP layer maps it to 409."""
+    quarantined, or full). A ``Conflict``: the HTTP layer maps it to 409."""
 
 
 class WorkerChange(NamedTuple):
@@ -271,8 +320,25 @@ def with_jobs(record: WorkerRecord, jobs: Iterable[str], now_s: float) -> Worker
             f"worker {record.worker_id} ({record.state.value}, health {record.health.state.value}, "
             f"{len(record.jobs)}/{record.concurrency} held) cannot take {len(added)} new job(s)"
         )
+    return record_jobs(record, held, now_s)
+
+
+def record_jobs(record: WorkerRecord, jobs: Iterable[str], now_s: float) -> WorkerRecord:
+    """Records ``jobs`` as the jobs ``record`` holds *now*, a fact already decided elsewhere (the store
+    leased them), and moves the state to match through ``transition``: IDLE <-> BUSY, and a STARTING
+    worker that holds a job is ready (-> IDLE -> BUSY). No slot check: that is ``with_jobs``, for whoever
+    decides what a worker may take. A DRAINING or STOPPED worker keeps its state whatever it holds.
+
+    Raises ``JobsNotAccepted`` when jobs are added to a STOPPED worker (it is gone: whoever saw it take
+    registers it anew). Returns ``record`` itself when nothing changes.
+    """
+    held = frozenset(jobs)
     if held == record.jobs:
         return record
+    if held - record.jobs and is_terminal(record.state):
+        raise JobsNotAccepted(f"worker {record.worker_id} is {record.state.value}: it holds no new job")
+    if record.state is WorkerState.STARTING and held:
+        record = transition(record, WorkerState.IDLE, now_s, "took a job: ready")
     updated = replace(record, jobs=held)
     if updated.state is WorkerState.IDLE and held:
         return transition(updated, WorkerState.BUSY, now_s, f"holds {len(held)} job(s)")
@@ -289,15 +355,80 @@ def heartbeat(record: WorkerRecord, now_s: float) -> WorkerRecord:
 
 
 def is_heartbeat_stale(record: WorkerRecord, now_s: float, timeout_s: float) -> bool:
-    """True when a live worker's last heartbeat is more than ``timeout_s`` before ``now_s``.
-
-    A STOPPED worker is never stale (nothing is expected of it). The heartbeat clock starts at creation.
-    """
-    if is_terminal(record.state):
-        return False
-    return now_s - record.last_heartbeat_s > timeout_s
+    """``heartbeat_overdue`` of a record: a live worker whose last heartbeat is more than ``timeout_s``
+    before ``now_s``. A STOPPED worker is never stale. The heartbeat clock starts at creation."""
+    return heartbeat_overdue(record.state, record.last_heartbeat_s, now_s, timeout_s)
 
 
 def is_start_overdue(record: WorkerRecord, now_s: float, timeout_s: float) -> bool:
-    """True when the worker has been STARTING for more than ``timeout_s`` (``doctor``'s "stuck starting")."""
-    return record.state is WorkerState.STARTING and now_s - record.started_s > timeout_s
+    """``start_overdue`` of a record: STARTING for more than ``timeout_s`` (``doctor``'s "stuck starting")."""
+    return start_overdue(record.state, record.started_s, now_s, timeout_s)
+
+
+def is_record_unhealthy(record: WorkerRecord) -> bool:
+    """``is_unhealthy`` of a record (its health as last ticked)."""
+    return is_unhealthy(record.state, record.health.state)
+
+
+def stopped_at_s(record: WorkerRecord) -> float | None:
+    """When a STOPPED worker stopped (its last state change: STOPPED is terminal); None while live."""
+    if not is_terminal(record.state) or not record.history:
+        return None
+    return record.history[-1].at_s
+
+
+# Wire views ------------------------------------------------------------------------------------------
+# The JSON views of ``/api/v1/workers`` (and a pool's replica summaries): ``state`` and ``health`` are wire
+# names, ``firstSeenAt`` / ``lastHeartbeatAt`` epoch milliseconds. Readers may see partial views (an older
+# server, a test's fixture): a missing or unknown state is None, never an error.
+
+
+def parse_state(value: object) -> WorkerState | None:
+    """The ``WorkerState`` named by a wire value, or None when missing or unknown."""
+    return WorkerState(value) if isinstance(value, str) and value in _STATE_NAMES else None
+
+
+def parse_health(value: object) -> HealthState | None:
+    """The ``HealthState`` named by a wire value, or None when missing or unknown."""
+    return HealthState(value) if isinstance(value, str) and value in _HEALTH_NAMES else None
+
+
+_STATE_NAMES = frozenset(s.value for s in WorkerState)
+_HEALTH_NAMES = frozenset(h.value for h in HealthState)
+
+
+def view_is_live(view: Mapping[str, Any]) -> bool:
+    """``is_live`` of a view; a view with an unknown or missing state counts as live."""
+    state = parse_state(view.get("state"))
+    return state is None or is_live(state)
+
+
+def view_is_unhealthy(view: Mapping[str, Any]) -> bool:
+    """``is_unhealthy`` of a view (a missing health is not unhealthy)."""
+    health = parse_health(view.get("health"))
+    return health is not None and view_is_live(view) and health in UNHEALTHY_STATES
+
+
+def view_count_state(view: Mapping[str, Any]) -> str:
+    """``count_state`` of a view; an unknown state is counted under its own name (``idle`` when missing)."""
+    if view_is_unhealthy(view):
+        return QUARANTINED_BUCKET
+    return str(view.get("state") or WorkerState.IDLE.value)
+
+
+def view_heartbeat_overdue(view: Mapping[str, Any], now_s: float, timeout_s: float) -> bool:
+    """``heartbeat_overdue`` of a view (``lastHeartbeatAt`` in ms); False without a heartbeat time."""
+    last_ms = view.get("lastHeartbeatAt")
+    if not last_ms:
+        return False
+    state = parse_state(view.get("state")) or WorkerState.IDLE
+    return heartbeat_overdue(state, float(last_ms) / 1000, now_s, timeout_s)
+
+
+def view_start_overdue(view: Mapping[str, Any], now_s: float, timeout_s: float) -> bool:
+    """``start_overdue`` of a view (``firstSeenAt`` in ms); False without a first-seen time."""
+    first_ms = view.get("firstSeenAt")
+    state = parse_state(view.get("state"))
+    if not first_ms or state is None:
+        return False
+    return start_overdue(state, float(first_ms) / 1000, now_s, timeout_s)
