@@ -22,6 +22,8 @@ from prometheus_client import CollectorRegistry, Counter, Histogram, generate_la
 from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
+from orchestrator.core.workers import view_count_state
+
 LATENCY_BUCKETS_S = (
     0.005,
     0.01,
@@ -175,13 +177,11 @@ def bounded(value: str) -> str:
 
 
 def worker_state_counts(views: Iterable[Mapping[str, Any]]) -> dict[tuple[str, ...], float]:
-    """Workers by (endpoint, state); a quarantined or evicted worker counts as ``quarantined``."""
+    """Workers by (endpoint, state); an unhealthy live worker counts as ``quarantined``
+    (``workers.view_count_state``)."""
     out: dict[tuple[str, ...], float] = {}
     for v in views:
-        state = str(v.get("state", "idle"))
-        if state != "stopped" and v.get("health") in ("quarantined", "evicted"):
-            state = "quarantined"
-        key = (str(v.get("endpoint", "")), bounded(state))
+        key = (str(v.get("endpoint", "")), bounded(view_count_state(v)))
         out[key] = out.get(key, 0.0) + 1.0
     return out
 

@@ -12,8 +12,17 @@ from collections import Counter, defaultdict
 from collections.abc import Mapping, Sequence
 from typing import Any, Protocol
 
+from orchestrator.core.workers import QUARANTINED_BUCKET, WorkerState, view_count_state
+
 GREEN, YELLOW, RED, DIM, BOLD, RESET = "\033[32m", "\033[33m", "\033[31m", "\033[2m", "\033[1m", "\033[0m"
-STATE_ORDER = ("starting", "idle", "busy", "draining", "quarantined", "stopped")
+STATE_ORDER = (
+    WorkerState.STARTING.value,
+    WorkerState.IDLE.value,
+    WorkerState.BUSY.value,
+    WorkerState.DRAINING.value,
+    QUARANTINED_BUCKET,
+    WorkerState.STOPPED.value,
+)
 
 
 class Requester(Protocol):
@@ -61,10 +70,7 @@ def _workers_cell(counts: Mapping[str, int]) -> str:
 def _worker_counts(workers: Sequence[Mapping[str, Any]]) -> dict[str, Counter[str]]:
     out: dict[str, Counter[str]] = defaultdict(Counter)
     for w in workers:
-        state = str(w.get("state"))
-        if state != "stopped" and w.get("health") in ("quarantined", "evicted"):
-            state = "quarantined"
-        out[str(w.get("endpoint"))][state] += 1
+        out[str(w.get("endpoint"))][view_count_state(w)] += 1
     return out
 
 

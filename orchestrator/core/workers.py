@@ -403,6 +403,13 @@ def view_is_live(view: Mapping[str, Any]) -> bool:
     return state is None or is_live(state)
 
 
+def view_is_active(view: Mapping[str, Any]) -> bool:
+    """``is_active`` of a view (not draining, not stopped); a view with an unknown or missing state counts as
+    active."""
+    state = parse_state(view.get("state"))
+    return state is None or is_active(state)
+
+
 def view_is_unhealthy(view: Mapping[str, Any]) -> bool:
     """``is_unhealthy`` of a view (a missing health is not unhealthy)."""
     health = parse_health(view.get("health"))

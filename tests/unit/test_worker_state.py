@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import pickle
 from dataclasses import replace
 from itertools import product
 
@@ -10,6 +11,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from orchestrator.core.errors import Conflict
 from orchestrator.core.health import HealthRecord, HealthState, on_failure, on_success
 from orchestrator.core.workers import (
     HISTORY_LIMIT,
@@ -22,14 +24,30 @@ from orchestrator.core.workers import (
     WorkerState,
     accepts_jobs,
     can_take_jobs,
+    count_state,
     free_slots,
     heartbeat,
+    heartbeat_overdue,
     is_active,
     is_heartbeat_stale,
+    is_live,
+    is_record_unhealthy,
     is_start_overdue,
     is_terminal,
+    is_unhealthy,
     new_worker,
+    parse_health,
+    parse_state,
+    record_jobs,
+    start_overdue,
+    stopped_at_s,
     transition,
+    view_count_state,
+    view_heartbeat_overdue,
+    view_is_active,
+    view_is_live,
+    view_is_unhealthy,
+    view_start_overdue,
     with_jobs,
 )
 
@@ -328,3 +346,73 @@ def test_any_sequence_keeps_the_invariants(
         assert all(h.to_state in TRANSITIONS[h.from_state] for h in rec.history)
         assert len(rec.history) <= HISTORY_LIMIT
         assert WorkerRecord.from_dict(json.loads(json.dumps(rec.to_dict()))) == rec
+
+
+# The shared predicates, on records and on wire views ---------------------------------------------------
+
+
+@pytest.mark.parametrize("state", list(WorkerState))
+@pytest.mark.parametrize("health", list(HealthState))
+def test_unhealthy_means_live_and_quarantined_or_evicted(state: WorkerState, health: HealthState) -> None:
+    expected = state is not WorkerState.STOPPED and health in (HealthState.QUARANTINED, HealthState.EVICTED)
+    assert is_unhealthy(state, health) == expected
+    assert count_state(state, health) == ("quarantined" if expected else state.value)
+    view = {"state": state.value, "health": health.value}
+    assert view_is_unhealthy(view) == expected and view_count_state(view) == count_state(state, health)
+    assert view_is_live(view) == is_live(state) == (state is not WorkerState.STOPPED)
+    assert view_is_active(view) == is_active(state)
+    rec = replace(record_in(state), health=HealthRecord(state=health, quarantined_until_s=1e9))
+    assert is_record_unhealthy(rec) == expected
+
+
+def test_views_with_unknown_or_missing_fields() -> None:
+    assert parse_state("zombie") is None and parse_state(None) is None and parse_state(3) is None
+    assert parse_health("sick") is None and parse_health("evicted") is HealthState.EVICTED
+    assert view_count_state({"state": "zombie", "health": "evicted"}) == "quarantined"  # live: unknown
+    assert view_count_state({"state": "zombie"}) == "zombie" and view_count_state({}) == "idle"
+    assert view_is_live({}) and view_is_active({"state": "zombie"}) and not view_is_unhealthy({})
+
+
+@pytest.mark.parametrize("state", list(WorkerState))
+def test_overdue_predicates_agree_on_records_and_views(state: WorkerState) -> None:
+    rec = replace(record_in(state, now_s=100.0), health=HEALTHY)
+    view = {"state": state.value, "firstSeenAt": 100_000, "lastHeartbeatAt": 100_000}
+    for now_s in (159.0, 160.0, 160.5):
+        stale = is_heartbeat_stale(rec, now_s, 60.0)
+        assert (
+            stale == heartbeat_overdue(state, 100.0, now_s, 60.0) == view_heartbeat_overdue(view, now_s, 60.0)
+        )
+        assert stale == (state is not WorkerState.STOPPED and now_s > 160.0)
+        overdue = is_start_overdue(rec, now_s, 60.0)
+        assert overdue == start_overdue(state, 100.0, now_s, 60.0) == view_start_overdue(view, now_s, 60.0)
+        assert overdue == (state is WorkerState.STARTING and now_s > 160.0)
+    assert not view_heartbeat_overdue({"state": "idle"}, 1e9, 60.0), "no heartbeat time: nothing to judge"
+    assert not view_start_overdue({"state": "starting"}, 1e9, 60.0)
+
+
+def test_record_jobs_records_leases_without_a_slot_check() -> None:
+    starting = new_worker("w1", "ep", "ray", 0.0)
+    busy = record_jobs(starting, {"a", "b", "c"}, 2.0)  # more than its concurrency: a fact, not a choice
+    assert busy.state is WorkerState.BUSY and busy.jobs == {"a", "b", "c"} and busy.cold_start_s == 2.0
+    assert [(h.from_state, h.to_state) for h in busy.history] == [
+        (WorkerState.STARTING, WorkerState.IDLE),
+        (WorkerState.IDLE, WorkerState.BUSY),
+    ]
+    draining = transition(busy, WorkerState.DRAINING, 3.0, "drain")
+    assert record_jobs(draining, {"a", "d"}, 4.0).state is WorkerState.DRAINING
+    stopped = transition(draining, WorkerState.STOPPED, 5.0, "lost")
+    assert stopped_at_s(stopped) == 5.0 and stopped_at_s(draining) is None
+    assert record_jobs(stopped, {"a"}, 6.0).jobs == {"a"}  # dropping is always allowed
+    with pytest.raises(JobsNotAccepted, match="stopped"):
+        record_jobs(stopped, {"a", "z"}, 6.0)
+    assert record_jobs(stopped, stopped.jobs, 6.0) is stopped
+
+
+def test_errors_are_conflicts_that_pickle() -> None:
+    err = InvalidWorkerTransition("w1", WorkerState.STOPPED, WorkerState.IDLE, "gone")
+    copy = pickle.loads(pickle.dumps(err))
+    assert isinstance(copy, Conflict) and isinstance(copy, ValueError) and copy.status_code == 409
+    assert str(copy) == str(err) == "worker w1: stopped -> idle is not allowed (gone)"
+    assert copy.detail == {"workerId": "w1", "from": "stopped", "to": "idle"}
+    jobs = pickle.loads(pickle.dumps(JobsNotAccepted("full")))
+    assert isinstance(jobs, Conflict) and str(jobs) == "full"

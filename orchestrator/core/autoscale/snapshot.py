@@ -15,27 +15,42 @@ from orchestrator.core.autoscale.model import (
     EndpointView,
     Override,
     Prewarm,
+    ReplicaState,
     ReplicaView,
     ScaleUp,
     Snapshot,
 )
 from orchestrator.core.gpu_types import TypeCapacity
 from orchestrator.core.models import EndpointSpec
+from orchestrator.core.workers import WorkerState, is_active, is_unhealthy, parse_health, parse_state
 
-_STATES = {"starting", "idle", "busy", "draining"}
-_UNHEALTHY = {"quarantined", "evicted"}
+_POLICY_STATES: dict[WorkerState, ReplicaState] = {
+    WorkerState.STARTING: "starting",
+    WorkerState.IDLE: "idle",
+    WorkerState.BUSY: "busy",
+    WorkerState.DRAINING: "draining",
+    WorkerState.STOPPED: "draining",
+}
+"""The policy's name of each lifecycle state: a STOPPED replica the pool still lists is leaving (its GPUs
+are not released yet), like a DRAINING one."""
+
+
+def replica_state(r: Mapping[str, Any]) -> ReplicaState:
+    """The policy's state of a pool's replica summary: a replica that is leaving (``not is_active``) is
+    ``draining`` whatever its health; one that ``is_unhealthy`` is ``unhealthy``; else its lifecycle
+    state. A missing state is ``starting``; an unknown one ``idle``."""
+    state = parse_state(r.get("state", WorkerState.STARTING.value)) or WorkerState.IDLE
+    health = parse_health(r.get("health"))
+    if is_active(state) and health is not None and is_unhealthy(state, health):
+        return "unhealthy"
+    return _POLICY_STATES[state]
 
 
 def replica_view(r: Mapping[str, Any]) -> ReplicaView:
     """A pool's replica summary as the policy sees it."""
-    state = str(r.get("state", "starting"))
-    if r.get("health") in _UNHEALTHY and state != "draining":
-        state = "unhealthy"
-    elif state not in _STATES:
-        state = "draining" if state == "stopped" else "idle"
     return ReplicaView(
         id=str(r["id"]),
-        state=state,  # type: ignore[arg-type]  # narrowed to the policy's states above
+        state=replica_state(r),
         jobs_held=int(r.get("jobsHeld") or 0),
         idle_since_s=r.get("idleSince"),
         gpu_type=r.get("gpuType"),

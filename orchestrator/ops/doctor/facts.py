@@ -107,10 +107,6 @@ def _f(sev: Severity, cat: str, rule: str, issue: str, action: str, detail: Any 
     return Finding(sev, cat, issue, action, detail, rule)
 
 
-def _live(w: Mapping[str, Any]) -> bool:
-    return w.get("state") != "stopped"
-
-
 def _age_s(now_s: float, ms: Any) -> float | None:
     return None if not ms else now_s - float(ms) / 1000
 

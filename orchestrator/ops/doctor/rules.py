@@ -10,8 +10,17 @@ from collections import defaultdict
 from collections.abc import Mapping
 from typing import Any
 
+from orchestrator.core.registry import LOST_REASON
+from orchestrator.core.workers import (
+    WorkerState,
+    view_heartbeat_overdue,
+    view_is_active,
+    view_is_live,
+    view_is_unhealthy,
+    view_start_overdue,
+)
 from orchestrator.metrics import blocked_reason
-from orchestrator.ops.doctor.facts import Facts, Finding, _age_s, _f, _live
+from orchestrator.ops.doctor.facts import Facts, Finding, _age_s, _f
 
 
 def _endpoints(f: Facts) -> dict[str, Mapping[str, Any]]:
@@ -21,7 +30,7 @@ def _endpoints(f: Facts) -> dict[str, Mapping[str, Any]]:
 def _live_by_endpoint(f: Facts) -> dict[str, int]:
     out: dict[str, int] = defaultdict(int)
     for w in f.workers:
-        if _live(w) and w.get("state") != "draining":
+        if view_is_active(w):
             out[str(w.get("endpoint"))] += 1
     return out
 
@@ -95,9 +104,9 @@ def check_workers(f: Facts, now_s: float) -> list[Finding]:
     for w in f.workers:
         wid, ep, state = w.get("workerId"), w.get("endpoint"), w.get("state")
         seen = _age_s(now_s, w.get("lastHeartbeatAt"))
-        if state == "starting":
+        if state == WorkerState.STARTING.value:  # stuck starting says more than a stale heartbeat would
             age = _age_s(now_s, w.get("firstSeenAt"))
-            if age is not None and age > t.stuck_starting_s:
+            if age is not None and view_start_overdue(w, now_s, t.stuck_starting_s):
                 placing = bool(w.get("pendingPlacement"))
                 out.append(
                     _f(
@@ -112,7 +121,7 @@ def check_workers(f: Facts, now_s: float) -> list[Finding]:
                         "dashboard (actor worker:" + f"{ep}:...).",
                     )
                 )
-        if _live(w) and state != "starting" and seen is not None and seen > t.heartbeat_timeout_s:
+        elif seen is not None and view_heartbeat_overdue(w, now_s, t.heartbeat_timeout_s):
             out.append(
                 _f(
                     "HIGH",
@@ -124,7 +133,7 @@ def check_workers(f: Facts, now_s: float) -> list[Finding]:
                     "queue when the queue's sweep reclaims it. If it is gone for good, start another.",
                 )
             )
-        elif state == "stopped" and w.get("reason") == "heartbeat lost":
+        elif state == WorkerState.STOPPED.value and w.get("reason") == LOST_REASON:
             outside = (eps.get(str(ep)) or {}).get("handler") is None
             alone = live.get(str(ep), 0) == 0
             out.append(
@@ -138,7 +147,7 @@ def check_workers(f: Facts, now_s: float) -> list[Finding]:
                     "and that it can reach the /ping URL.",
                 )
             )
-        if _live(w) and w.get("health") in ("quarantined", "evicted"):
+        if view_is_unhealthy(w):
             out.append(
                 _f(
                     "MEDIUM",
@@ -156,7 +165,7 @@ def _failed_workers(f: Facts) -> list[Finding]:
     imports: dict[str, list[Mapping[str, Any]]] = defaultdict(list)
     crashes: dict[str, list[Mapping[str, Any]]] = defaultdict(list)
     for w in f.workers:
-        if w.get("state") != "stopped":
+        if view_is_live(w):
             continue
         reason = str(w.get("reason") or "")
         if reason.startswith("failed to start"):
@@ -309,7 +318,7 @@ def _orphans(f: Facts) -> list[Finding]:
     for j in f.jobs_in_progress:
         wid = str(j.get("workerId") or "")
         w = known.get(wid)
-        if w is not None and _live(w):
+        if w is not None and view_is_live(w):
             continue
         ep, jid = j.get("endpoint"), j.get("id")
         why = "a stopped worker" if w is not None else "a worker the queue does not know"
