@@ -23,10 +23,20 @@ from actors.options import control_options
 from actors.replica import ReplicaConfig, WorkerReplica
 from orchestrator import logs
 from orchestrator.core.gpu_types import TypeCapacity, pick_gpu_type, placement_options
-from orchestrator.core.health import HealthState
 from orchestrator.core.models import EndpointSpec
 from orchestrator.core.pool_plan import ReplicaInfo, plan
-from orchestrator.core.workers import WorkerState
+from orchestrator.core.workers import (
+    WorkerRecord,
+    WorkerState,
+    absorb_report,
+    is_active,
+    is_live,
+    new_worker,
+    parse_state,
+    record_jobs,
+    stopped_at_s,
+    transition,
+)
 from orchestrator.names import QUEUE_NAME, get_actor, pool_name
 from orchestrator.ray_metrics import RaySink
 
@@ -52,38 +62,71 @@ class PoolConfig:
 
 @dataclass
 class _Replica:
-    worker_id: str
+    """One replica as its pool sees it. Its lifecycle is ``record`` (a ``workers.WorkerRecord``), moved
+    only through ``workers.transition``: STARTING at creation, IDLE once its handler loaded, IDLE <-> BUSY
+    with the jobs it reports, DRAINING when the pool drains it or it reports draining, STOPPED when it
+    stopped or was lost (still listed until Ray has released its actor, see ``WorkerPool._reap``)."""
+
+    record: WorkerRecord
     handle: Any
-    created_s: float
     ready_ref: Any
-    ready: bool = False
+    ready: bool = False  # its handler loaded and ``run`` was started (a drained STARTING one never is)
     run_ref: Any = None
-    info: dict[str, Any] = field(default_factory=dict)
+    info: dict[str, Any] = field(default_factory=dict)  # its last ``status``
     pending_placement: bool = False
-    draining: bool = False
-    node_id: str | None = None
-    cold_start_s: float | None = None
     error: str | None = None
-    gone_s: float | None = None  # stopped or lost: listed (as draining) until Ray has released its actor
     gpu_type: str | None = None  # the GPU type it asked for (None: any)
 
+    @property
+    def worker_id(self) -> str:
+        return self.record.worker_id
+
+    @property
+    def draining(self) -> bool:
+        """Leaving: drained or stopped (``not is_active``)."""
+        return not is_active(self.record.state)
+
+    @property
+    def gone_s(self) -> float | None:
+        """When it stopped or was lost (None while live)."""
+        return stopped_at_s(self.record)
+
+    def follow(self, info: dict[str, Any], now_s: float) -> None:
+        """Takes in its ``status``: health, node and jobs (IDLE <-> BUSY), DRAINING when it says so."""
+        self.info = info
+        rec = absorb_report(self.record, info)
+        if not is_live(rec.state):
+            self.record = rec
+            return
+        rec = record_jobs(rec, (str(j) for j in info.get("jobs") or ()), now_s)
+        if parse_state(info.get("state")) is WorkerState.DRAINING and is_active(rec.state):
+            rec = transition(rec, WorkerState.DRAINING, now_s, str(info.get("reason") or "draining"))
+        self.record = rec
+
+    def move(self, to: WorkerState, now_s: float, reason: str) -> None:
+        """``transition`` to ``to`` (STOPPED holds no job: what it held was handed back or reclaimed)."""
+        rec = transition(self.record, to, now_s, reason)
+        self.record = replace(rec, jobs=frozenset()) if to is WorkerState.STOPPED else rec
+
     def view(self, endpoint: str) -> dict[str, Any]:
-        state = self.info.get("state", "idle") if self.ready else "starting"
-        if (self.draining and state not in ("stopped",)) or self.gone_s is not None:
-            state = "draining"
-        reason = self.info.get("reason") or (
-            f"waiting for resources (pending placement{f': a {self.gpu_type} GPU' if self.gpu_type else ''})"
-            if self.pending_placement
-            else "starting: loading handler"
-        )
+        rec = self.record
+        if not is_active(rec.state):
+            reason = rec.reason
+        else:
+            wanted = f": a {self.gpu_type} GPU" if self.gpu_type else ""
+            reason = self.info.get("reason") or (
+                f"waiting for resources (pending placement{wanted})"
+                if self.pending_placement
+                else "starting: loading handler"
+            )
         return {
-            "workerId": self.worker_id,
+            "workerId": rec.worker_id,
             "endpoint": endpoint,
-            "kind": "ray",
-            "state": state,
-            "health": self.info.get("health", "pending"),
-            "coldStartS": self.cold_start_s,
-            "nodeId": self.node_id,
+            "kind": rec.kind,
+            "state": rec.state.value,
+            "health": rec.health.state.value,
+            "coldStartS": rec.cold_start_s,
+            "nodeId": rec.node_id,
             "pendingPlacement": self.pending_placement,
             "gpuType": self.info.get("gpuType") or self.gpu_type,
             "reason": reason,
@@ -135,12 +178,12 @@ class WorkerPool:
             "replicas": [
                 {
                     "id": r.worker_id,
-                    "state": r.view(self.endpoint)["state"],
-                    "jobsHeld": r.info.get("jobsHeld", 0),
+                    "state": r.record.state.value,
+                    "jobsHeld": len(r.record.jobs),
                     "idleSince": r.info.get("idleSince"),
                     "pendingPlacement": r.pending_placement,
-                    "health": r.info.get("health", "pending"),
-                    "coldStartS": r.cold_start_s,
+                    "health": r.record.health.state.value,
+                    "coldStartS": r.record.cold_start_s,
                     "gpuType": r.info.get("gpuType") or r.gpu_type,
                 }
                 for r in self.replicas.values()
@@ -157,8 +200,9 @@ class WorkerPool:
         if target is not None:
             self.target = target
         picked = [r for wid in worker_ids if (r := self.replicas.get(wid)) is not None and not r.draining]
+        now_s = time.time()
         for r in picked:
-            r.draining = True
+            r.move(WorkerState.DRAINING, now_s, f"draining: {reason}")
         for r in picked:
             await self._drain(r, reason, self.cfg.drain_timeout_s)
         return [r.worker_id for r in picked]
@@ -217,31 +261,20 @@ class WorkerPool:
             self._start(self.spec, capacity)
         for d in p.drains:
             r = self.replicas[d.replica_id]
-            deadline = draining_nodes.get(r.node_id or "", 0)
+            deadline = draining_nodes.get(r.record.node_id or "", 0)
             timeout = (deadline / 1000 - now_s) if deadline else self.cfg.drain_timeout_s
             await self._drain(r, d.reason, max(1.0, timeout - 2.0))
         await self._report()
         return {"desired": desired, "started": p.to_start, "drained": list(p.to_drain)}
 
     def _info(self, r: _Replica, draining_nodes: dict[str, int], now_s: float) -> ReplicaInfo:
-        view = r.view(self.endpoint)
-        state = (
-            WorkerState(view["state"])
-            if view["state"] in WorkerState._value2member_map_
-            else WorkerState.IDLE
-        )
-        health = (
-            HealthState(view["health"])
-            if view["health"] in HealthState._value2member_map_
-            else HealthState.PENDING
-        )
         return ReplicaInfo(
             id=r.worker_id,
-            state=state,
-            health=health,
-            jobs_held=int(r.info.get("jobsHeld", 0)),
+            state=r.record.state,
+            health=r.record.health.state,
+            jobs_held=len(r.record.jobs),
             idle_since_s=r.info.get("idleSince"),
-            node_draining=bool(r.node_id and r.node_id in draining_nodes),
+            node_draining=bool(r.record.node_id and r.record.node_id in draining_nodes),
             pending_placement=r.pending_placement,
         )
 
@@ -289,7 +322,10 @@ class WorkerPool:
         )
         handle = _REPLICA_CLASS.options(**opts).remote(cfg)
         ready_ref = handle.ready.remote()
-        self.replicas[wid] = _Replica(wid, handle, time.time(), ready_ref, gpu_type=gpu_type)
+        record = new_worker(
+            wid, self.endpoint, "ray", time.time(), concurrency=spec.concurrency, reason="loading handler"
+        )
+        self.replicas[wid] = _Replica(record, handle, ready_ref, gpu_type=gpu_type)
         log.info("pool %s started replica %s", self.endpoint, wid)
         asyncio.get_running_loop().create_task(self._tick_when_ready(ready_ref))
 
@@ -301,8 +337,8 @@ class WorkerPool:
         self._wake.set()
 
     async def _drain(self, r: _Replica, reason: str, timeout_s: float) -> None:
-        r.draining = True
-        r.info["reason"] = f"draining: {reason}"
+        if is_active(r.record.state):
+            r.move(WorkerState.DRAINING, time.time(), f"draining: {reason}")
         if not r.ready:
             ray.kill(r.handle, no_restart=True)  # never placed or still loading: nothing to finish
             return
@@ -328,22 +364,8 @@ class WorkerPool:
                             self._start_failed(now_s)
                         await self._lost(r, f"failed to start: {_short(exc)}", str(exc))
                         continue
-                    r.ready, r.pending_placement = True, False
-                    self.start_failures, self.next_start_s = 0, 0.0
-                    r.node_id, r.cold_start_s = info["nodeId"], info["coldStartS"]
-                    r.gpu_type = info.get("gpuType") or r.gpu_type
-                    self.ray_metrics.observe(
-                        "ripple_worker_cold_start_seconds",
-                        {"endpoint": self.endpoint},
-                        float(info["coldStartS"]),
-                    )
-                    log.info(
-                        "replica ready, cold start %.3f s",
-                        info["coldStartS"],
-                        extra={"worker_id": wid, "endpoint": self.endpoint},
-                    )
-                    r.run_ref = r.handle.run.remote()
-                elif now_s - r.created_s > self.cfg.pending_check_s:
+                    self._ready(r, info, now_s)
+                elif now_s - r.record.started_s > self.cfg.pending_check_s:
                     r.pending_placement = ray_cluster.actor_state(r.handle._actor_id.hex()) in (
                         "PENDING_CREATION",
                         "DEPENDENCIES_UNREADY",
@@ -354,10 +376,11 @@ class WorkerPool:
                 await self._run_ended(r, done[0])
                 continue
             try:
-                r.info = await asyncio.wait_for(r.handle.status.remote(), 2.0)
+                info = await asyncio.wait_for(r.handle.status.remote(), 2.0)
             except Exception:
                 log.debug("status of %s unavailable", wid)
                 continue
+            r.follow(info, time.time())
             if int(r.info.get("stuck", 0)) >= int(r.info.get("concurrency", 1)):
                 ray.kill(r.handle, no_restart=True)  # every thread hangs in a stopped job: replace it
                 await self._lost(r, "hung past its jobs' execution timeout; replaced", None)
@@ -375,6 +398,25 @@ class WorkerPool:
         await self._stopped(r, f"replaced: {refresh}" if refresh else "drained")
         if refresh:
             self._wake.set()
+
+    def _ready(self, r: _Replica, info: dict[str, Any], now_s: float) -> None:
+        """Its handler loaded (``ready`` returned ``info``): -> IDLE (unless drained meanwhile), and serve."""
+        r.ready, r.pending_placement = True, False
+        self.start_failures, self.next_start_s = 0, 0.0
+        if r.record.state is WorkerState.STARTING:
+            r.move(WorkerState.IDLE, now_s, "handler loaded")
+        # the cold start is the replica's own measure (its handler import), not its placement
+        r.record = absorb_report(r.record, info)
+        r.gpu_type = info.get("gpuType") or r.gpu_type
+        self.ray_metrics.observe(
+            "ripple_worker_cold_start_seconds", {"endpoint": self.endpoint}, float(info["coldStartS"])
+        )
+        log.info(
+            "replica ready, cold start %.3f s",
+            info["coldStartS"],
+            extra={"worker_id": r.worker_id, "endpoint": self.endpoint},
+        )
+        r.run_ref = r.handle.run.remote()
 
     def _start_failed(self, now_s: float) -> None:
         self.start_failures += 1
@@ -398,25 +440,24 @@ class WorkerPool:
             return
         # Ray marks a killed actor dead before its process exits and its GPUs show as available.
         gpus = self.spec.gpus if self.spec is not None else 0.0
-        releasing = gpus > 0 and r.node_id and waited_s <= GONE_RELEASE_MAX_S
-        if releasing and ray_cluster.node_available(r.node_id or "", "GPU") < gpus:
+        node_id = r.record.node_id
+        releasing = gpus > 0 and node_id and waited_s <= GONE_RELEASE_MAX_S
+        if releasing and ray_cluster.node_available(node_id or "", "GPU") < gpus:
             return
         self.replicas.pop(r.worker_id, None)
 
-    def _forget(self, r: _Replica) -> None:
-        """Stop counting a replica: it stays listed as draining until its actor is dead (``_observe``)."""
-        r.draining, r.gone_s = True, time.time()
-        r.info["jobsHeld"] = 0
+    def _forget(self, r: _Replica, reason: str) -> None:
+        """Stop counting a replica: -> STOPPED; it stays listed until its actor is dead (``_reap``)."""
+        if is_live(r.record.state):
+            r.move(WorkerState.STOPPED, time.time(), reason)
 
     async def _stopped(self, r: _Replica, reason: str) -> None:
-        self._forget(r)
+        self._forget(r, reason)
         ray.kill(r.handle, no_restart=True)
-        await self.queue.report_workers.remote(
-            self.endpoint, [{**r.view(self.endpoint), "state": "stopped", "reason": reason}]
-        )
+        await self.queue.report_workers.remote(self.endpoint, [r.view(self.endpoint)])
 
     async def _lost(self, r: _Replica, reason: str, error: str | None) -> None:
-        self._forget(r)
+        self._forget(r, reason)
         if error:
             self.last_errors.append({"workerId": r.worker_id, "at": time.time(), "error": error[-4000:]})
             self.last_errors = self.last_errors[-20:]
@@ -425,9 +466,7 @@ class WorkerPool:
             await self.queue.worker_gone.remote(r.worker_id, reason)
         except Exception:
             log.debug("queue did not know %s", r.worker_id)
-        await self.queue.report_workers.remote(
-            self.endpoint, [{**r.view(self.endpoint), "state": "stopped", "reason": reason, "error": error}]
-        )
+        await self.queue.report_workers.remote(self.endpoint, [{**r.view(self.endpoint), "error": error}])
 
     async def _report(self) -> None:
         records = [r.view(self.endpoint) for r in self.replicas.values() if not r.ready and r.gone_s is None]

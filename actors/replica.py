@@ -30,6 +30,14 @@ from orchestrator.core import health as hs
 from orchestrator.core import runpod_worker as rw
 from orchestrator.core.gpu_types import node_types
 from orchestrator.core.handlers import load_handler, run_job
+from orchestrator.core.workers import (
+    WorkerState,
+    is_active,
+    is_live,
+    new_worker,
+    record_jobs,
+    transition,
+)
 from orchestrator.names import QUEUE_NAME, get_actor
 
 log = logging.getLogger("ripple.replica")
@@ -75,16 +83,25 @@ class WorkerReplica:
         self.health = hs.HealthRecord()
         self.active: dict[str, asyncio.Task[None]] = {}
         self.results: list[tuple[str, Any, bool]] = []
-        self.draining = False
         self.drain_deadline: float | None = None
         self.idle_since_s: float | None = time.time()
         self.started_s = time.time()
+        # The lifecycle, moved only through ``workers.transition``: STARTING until ``run``, IDLE <-> BUSY with
+        # the jobs it holds (recorded when it reports), DRAINING once drained, STOPPED when ``run`` ends.
+        self.record = new_worker(
+            cfg.worker_id,
+            cfg.endpoint,
+            "ray",
+            self.started_s,
+            concurrency=max(1, cfg.concurrency),
+            node_id=self.node_id,
+            reason="handler loaded",
+        )
         self.completed = 0
         self.failed = 0
         self.stuck = 0  # stopped jobs whose sync code still occupies a thread
         self._wake = asyncio.Event()
         self._flush = asyncio.Event()
-        self._stopped = False
 
     # Hooks ------------------------------------------------------------------------------------------
 
@@ -98,8 +115,18 @@ class WorkerReplica:
             "gpuType": self.gpu_type,
         }
 
+    @property
+    def draining(self) -> bool:
+        """Taking no new jobs: drained (or stopped)."""
+        return not is_active(self.record.state)
+
+    def _move(self, to: WorkerState, reason: str) -> None:
+        self.record = transition(self.record, to, time.time(), reason)
+
     async def run(self) -> dict[str, Any]:
         """Serve until drained; returns a summary."""
+        if self.record.state is WorkerState.STARTING:  # not drained before it started
+            self._move(WorkerState.IDLE, "serving")
         beat = asyncio.get_running_loop().create_task(self._heartbeat_forever())
         flusher = asyncio.get_running_loop().create_task(self._flush_forever())
         await self._beat()  # registers as serving at once, replacing the pool's "starting" record
@@ -107,7 +134,7 @@ class WorkerReplica:
             await self._take_loop()
             await self._finish_held()
         finally:
-            self._stopped = True
+            self._move(WorkerState.STOPPED, "drained")
             beat.cancel()
             await self._flush_now()
             flusher.cancel()
@@ -122,13 +149,15 @@ class WorkerReplica:
     async def drain(self, deadline_s: float | None = None) -> None:
         """Stop taking jobs; held jobs finish until ``deadline_s`` (seconds from now) and are handed back
         after it."""
-        self.draining = True
+        if is_active(self.record.state):
+            why = self.refresh_reason or "taking no new jobs"
+            self._move(WorkerState.DRAINING, f"draining: {why}")
         if deadline_s is not None:
             self.drain_deadline = time.monotonic() + deadline_s
         self._wake.set()
 
     def __ray_shutdown__(self) -> None:
-        if not self._stopped:
+        if is_live(self.record.state):
             with contextlib.suppress(Exception):  # best effort only: leases cover the rest
                 self.queue.worker_gone.remote(self.cfg.worker_id, "replica shut down")
         self.executor.shutdown(wait=False, cancel_futures=True)
@@ -139,18 +168,15 @@ class WorkerReplica:
 
     # Loops ------------------------------------------------------------------------------------------
 
-    def _lifecycle(self) -> str:
-        if self._stopped:
-            return "stopped"
-        if self.draining:
-            return "draining"
-        return "busy" if self.active else "idle"
-
     def _state(self) -> dict[str, Any]:
-        h = hs.tick(self.health, time.time())
+        now_s = time.time()
+        h = hs.tick(self.health, now_s)
+        if is_live(self.record.state):  # a stopped replica handed back what it held
+            self.record = record_jobs(self.record, self.active, now_s)
         return {
             "workerId": self.cfg.worker_id,
-            "state": self._lifecycle(),
+            "state": self.record.state.value,
+            "jobs": sorted(self.record.jobs),
             "health": h.state.value,
             "coldStartS": round(self.cold_start_s, 4),
             "nodeId": self.node_id,

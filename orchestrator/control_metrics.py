@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from orchestrator.core.autoscale import Blocked, Decision
+from orchestrator.core.workers import view_is_active
 from orchestrator.metrics import blocked_reason
 
 Series = dict[tuple[str, ...], float]
@@ -62,7 +63,7 @@ def tick_samples(
     counted: set[str] = set()
     for ep, summary in summaries.items():
         replicas = list(summary.get("replicas") or [])
-        live = sum(1 for r in replicas if r.get("state") not in ("draining", "stopped"))
+        live = sum(1 for r in replicas if view_is_active(r))
         current[(ep,)] = float(live)
         starting[(ep,)] = float(sum(1 for r in replicas if r.get("state") == "starting"))
         target = desired.get(ep)

@@ -21,7 +21,6 @@ an earlier state is stale and ignored). Stopped workers are forgotten after ``re
 from __future__ import annotations
 
 import json
-import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from typing import Any, cast
@@ -32,13 +31,13 @@ from orchestrator.core.workers import (
     WorkerKind,
     WorkerRecord,
     WorkerState,
+    absorb_report,
     heartbeat,
     is_active,
     is_heartbeat_stale,
     is_live,
     is_record_unhealthy,
     new_worker,
-    parse_health,
     parse_state,
     record_jobs,
     stopped_at_s,
@@ -168,7 +167,7 @@ class WorkerRegistry:
         if reported is not None and reported != e.reported:
             e.reported = dict(reported)
             self._dirty.add(worker_id)
-            rec = self._follow(_absorb(rec, e.reported), reported_state, now_s)
+            rec = self._follow(absorb_report(rec, e.reported), reported_state, now_s)
         e.record = rec
 
     def _follow(self, rec: WorkerRecord, reported: WorkerState | None, now_s: float) -> WorkerRecord:
@@ -267,7 +266,7 @@ class WorkerRegistry:
                 health=_HEALTHY,
                 reason="restored",
             )
-            rec = heartbeat(_absorb(rec, reported), now_s)
+            rec = heartbeat(absorb_report(rec, reported), now_s)
             if d.get("lostAt"):
                 rec = transition(rec, WorkerState.STOPPED, d["lostAt"] / 1000, d.get("reason") or LOST_REASON)
             elif worker_id in draining or saved is WorkerState.DRAINING:
@@ -336,27 +335,3 @@ class WorkerRegistry:
             key = (e.record.endpoint, e.record.state.value)
             out[key] = out.get(key, 0) + 1
         return out
-
-
-def _absorb(rec: WorkerRecord, reported: Mapping[str, Any]) -> WorkerRecord:
-    """Takes into the record what a worker reports of itself and the record also holds: its health (as a
-    state: the replica keeps the full health record; a reported quarantine's end is unknown here, so it
-    lasts until a report says otherwise), concurrency, node and cold start."""
-    changes: dict[str, Any] = {}
-    health = parse_health(reported.get("health"))
-    if health is not None and health is not rec.health.state:
-        changes["health"] = HealthRecord(
-            state=health,
-            established=health is HealthState.HEALTHY,
-            quarantined_until_s=math.inf if health is HealthState.QUARANTINED else None,
-        )
-    concurrency = reported.get("concurrency")
-    if isinstance(concurrency, int) and concurrency >= 1:
-        changes["concurrency"] = concurrency
-    node = reported.get("nodeId")
-    if isinstance(node, str):
-        changes["node_id"] = node
-    cold = reported.get("coldStartS")
-    if isinstance(cold, (int, float)) and not isinstance(cold, bool):
-        changes["cold_start_s"] = float(cold)
-    return replace(rec, **changes) if changes else rec

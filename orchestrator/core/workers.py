@@ -25,6 +25,7 @@ caller's clock; the HTTP API's ``startedAt`` and ``lastHeartbeatAt`` are these s
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, replace
 from enum import Enum
@@ -439,3 +440,29 @@ def view_start_overdue(view: Mapping[str, Any], now_s: float, timeout_s: float) 
     if not first_ms or state is None:
         return False
     return start_overdue(state, float(first_ms) / 1000, now_s, timeout_s)
+
+
+def absorb_report(rec: WorkerRecord, reported: Mapping[str, Any]) -> WorkerRecord:
+    """Takes into ``rec`` what a worker reports of itself (a replica's ``status``, the wire view's keys)
+    that a record also holds: its health (as a state: the replica keeps the full health record; a reported
+    quarantine's end is unknown here, so it lasts until a report says otherwise), concurrency, node and
+    cold start. Unknown or malformed values are left out. The lifecycle state is not taken: that is a
+    transition, the caller's to make."""
+    changes: dict[str, Any] = {}
+    health = parse_health(reported.get("health"))
+    if health is not None and health is not rec.health.state:
+        changes["health"] = HealthRecord(
+            state=health,
+            established=health is HealthState.HEALTHY,
+            quarantined_until_s=math.inf if health is HealthState.QUARANTINED else None,
+        )
+    concurrency = reported.get("concurrency")
+    if isinstance(concurrency, int) and concurrency >= 1:
+        changes["concurrency"] = concurrency
+    node = reported.get("nodeId")
+    if isinstance(node, str):
+        changes["node_id"] = node
+    cold = reported.get("coldStartS")
+    if isinstance(cold, (int, float)) and not isinstance(cold, bool):
+        changes["cold_start_s"] = float(cold)
+    return replace(rec, **changes) if changes else rec
