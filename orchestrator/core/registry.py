@@ -191,10 +191,12 @@ class WorkerRegistry:
 
     def release(self, worker_id: str, job_id: str, now_s: float | None = None) -> None:
         """The worker no longer holds ``job_id`` (finished, cancelled, reclaimed); unknown ids are ignored.
-        ``now_s``: when, for the history (its last heartbeat when not given)."""
+        ``now_s``: when, for the history (when not given: its last heartbeat or last change, the later)."""
         e = self._w.get(worker_id)
         if e is not None and job_id in e.record.jobs:
-            at_s = e.record.last_heartbeat_s if now_s is None else now_s
+            rec = e.record
+            last_s = max([rec.last_heartbeat_s] + [h.at_s for h in rec.history[-1:]])
+            at_s = last_s if now_s is None else now_s
             e.record = record_jobs(e.record, e.record.jobs - {job_id}, at_s)
             self._dirty.add(worker_id)
 

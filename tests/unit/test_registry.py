@@ -380,3 +380,11 @@ def test_any_sequence_keeps_the_records_in_the_table(ops: list[tuple[str, str, s
             for w in saved:
                 assert fresh.view(w)["state"] in ("starting", "idle", "draining", "stopped")
         check_records(r)
+
+
+def test_release_without_a_time_keeps_the_history_in_order() -> None:
+    r = reg()
+    r.touch("w1", "ep", None, 5.0)
+    r.hold("w1", "ep", "j1", 10.0)
+    r.release("w1", "j1")
+    assert [h["at"] for h in r.view("w1")["history"]] == [10_000, 10_000]
