@@ -20,6 +20,7 @@ from orchestrator import logs
 from orchestrator.config import QueueConfig
 from orchestrator.core.dispatch import Dispatcher
 from orchestrator.core.models import EndpointPatch, EndpointSpec, RunRequest
+from orchestrator.core.net_policy import check_literal_webhooks
 from orchestrator.metrics import QueueMetrics
 from orchestrator.ray_metrics import RaySink
 from orchestrator.store.redis import RedisStore
@@ -90,11 +91,13 @@ class JobQueue:
     async def submit(
         self, endpoint: str, requests: Sequence[RunRequest], request_id: str | None = None
     ) -> list[str]:
+        check_literal_webhooks([r.webhook for r in requests], self.webhooks.policy)  # in-cluster callers too
         return await self.d.submit(endpoint, requests, request_id)
 
     async def runsync(
         self, endpoint: str, request: RunRequest, wait_s: float | None, request_id: str | None = None
     ) -> dict[str, Any]:
+        check_literal_webhooks([request.webhook], self.webhooks.policy)
         return await self.d.runsync(endpoint, request, wait_s, request_id)
 
     async def wait_final(self, endpoint: str, job_id: str, wait_s: float | None) -> dict[str, Any]:

@@ -7,10 +7,11 @@ environment. Secrets are ``SecretStr`` so they never print by accident.
 
 from __future__ import annotations
 
+import json
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 
 from pydantic import (
     BaseModel,
@@ -23,6 +24,7 @@ from pydantic import (
 )
 from pydantic_settings import (
     BaseSettings,
+    NoDecode,
     PydanticBaseSettingsSource,
     SettingsConfigDict,
     YamlConfigSettingsSource,
@@ -30,6 +32,7 @@ from pydantic_settings import (
 
 from orchestrator.core.autoscale.model import AutoscaleConfig, default_reclaim_after_s
 from orchestrator.core.errors import ConfigError
+from orchestrator.core.net_policy import WebhookPolicy
 
 _POLICY = AutoscaleConfig()  # the policy's defaults, written once in orchestrator.core.autoscale.model
 
@@ -121,6 +124,10 @@ class Settings(BaseSettings):
     webhook_max_attempts: int = Field(default=5, ge=1, le=20)
     webhook_backoff_s: float = Field(default=1.0, gt=0)
     webhook_timeout_s: float = Field(default=10.0, gt=0)
+    webhook_allow: Annotated[list[str], NoDecode] = Field(
+        default_factory=list,
+        description="Hosts, '*.domain's and CIDRs webhooks may target though not public (comma-separated).",
+    )
     drain_timeout_s: float = Field(default=600.0, gt=0, description="Longest a draining worker may take.")
     serve_replicas: int = Field(default=1, ge=1, le=64)
     dashboard: bool = True
@@ -141,6 +148,25 @@ class Settings(BaseSettings):
         if value.upper() not in {"DEBUG", "INFO", "WARNING", "ERROR"}:
             raise ValueError("must be one of DEBUG, INFO, WARNING, ERROR")
         return value.upper()
+
+    @field_validator("webhook_allow", mode="before")
+    @classmethod
+    def _webhook_allow_list(cls, value: Any) -> Any:
+        """``RIPPLE_WEBHOOK_ALLOW`` is comma-separated (or a JSON list); YAML gives a list."""
+        if isinstance(value, str):
+            if value.lstrip().startswith("["):
+                try:
+                    return json.loads(value)
+                except ValueError:
+                    raise ValueError("starts with '[' but is not a JSON list of strings") from None
+            return value.split(",")
+        return value
+
+    @field_validator("webhook_allow")
+    @classmethod
+    def _webhook_allow_entries(cls, value: list[str]) -> list[str]:
+        WebhookPolicy.parse(value)  # ValueError naming the first bad entry
+        return [v.strip() for v in value if v.strip()]
 
     @classmethod
     def settings_customise_sources(
@@ -257,6 +283,7 @@ class QueueConfig:
     webhook_max_attempts: int = 5
     webhook_backoff_s: float = 1.0
     webhook_timeout_s: float = 10.0
+    webhook_allow: tuple[str, ...] = ()  # Settings.webhook_allow, validated
 
     @classmethod
     def from_settings(cls, settings: Settings, redis_url: str) -> QueueConfig:
@@ -273,4 +300,5 @@ class QueueConfig:
             webhook_max_attempts=settings.webhook_max_attempts,
             webhook_backoff_s=settings.webhook_backoff_s,
             webhook_timeout_s=settings.webhook_timeout_s,
+            webhook_allow=tuple(settings.webhook_allow),
         )

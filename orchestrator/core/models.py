@@ -16,6 +16,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 from pydantic.alias_generators import to_camel
 
 from orchestrator.core.gpu_types import MAX_GPU_TYPES, validate_gpu_types
+from orchestrator.core.net_policy import parse_webhook_url
 
 DNS1123_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?\Z")
 HANDLER_REF = re.compile(r"^[A-Za-z_]\w*(\.[A-Za-z_]\w*)*(:[A-Za-z_]\w*)?\Z")
@@ -155,6 +156,12 @@ class RunRequest(BaseModel):
     """Body of ``/run`` and ``/runsync``: ``input`` is required; ``webhook`` and ``policy`` optional.
 
     Extra top-level keys the RunPod SDK may send (``s3Config``) are accepted and ignored.
+
+    ``webhook`` must be an http(s) URL with a host and a valid port (``parse_webhook_url``). Where it may
+    point is the instance's policy (``webhook_allow``), checked where that is known: the queue refuses
+    literal non-public addresses and loopback names for every caller
+    (:func:`orchestrator.core.net_policy.check_literal_webhooks`), the HTTP edge resolves names too
+    (:func:`orchestrator.webhooks.check_webhook_target`), and delivery checks again.
     """
 
     model_config = ConfigDict(extra="ignore")
@@ -168,6 +175,13 @@ class RunRequest(BaseModel):
     def _present(cls, value: Any) -> Any:
         if value is None:
             raise ValueError("input is required and must not be null")
+        return value
+
+    @field_validator("webhook")
+    @classmethod
+    def _webhook_url(cls, value: str | None) -> str | None:
+        if value is not None:
+            parse_webhook_url(value)  # ValueError saying what is wrong with it
         return value
 
 

@@ -44,6 +44,8 @@ FAST_ENV = {
     "RIPPLE_STOP_WAIT_S": "2",
     "RIPPLE_WEBHOOK_BACKOFF_S": "0.5",
     "RIPPLE_DASHBOARD": "false",
+    # The webhook tests' receivers listen on 127.0.0.1; every other non-public target stays refused.
+    "RIPPLE_WEBHOOK_ALLOW": "127.0.0.1",
 }
 
 

@@ -65,6 +65,33 @@ def test_run_rejects_bad_bodies(api: httpx.Client, ep: str, content: bytes, ment
         assert_error(r, 422, mentions=mentions)
 
 
+@pytest.mark.parametrize(
+    ("hook", "why"),
+    [
+        ("http://169.254.169.254/latest/meta-data/", "link-local"),
+        ("http://10.0.0.1:8080/hook", "private"),
+        ("https://192.168.1.10/", "private"),
+        ("http://[fd00::1]/", "unique-local"),
+        ("http://[::ffff:169.254.169.254]/", "link-local"),
+        ("http://localhost:8000/", "loopback name"),
+        ("http://127.0.0.2/", "loopback"),
+        ("http://0.0.0.0:8000/", "unspecified"),
+        ("http://224.0.0.1/", "multicast"),
+    ],
+)
+def test_run_refuses_non_public_webhooks(api: httpx.Client, ep: str, hook: str, why: str) -> None:
+    """Refused before any connection is made (nothing listens there; nothing is sent)."""
+    for route in ("run", "runsync?wait=0"):
+        r = api.post(f"/v2/{ep}/{route}", json={"input": 1, "webhook": hook})
+        body = assert_error(r, 422, mentions=why)
+        assert body["error"].startswith("invalid request: webhook: "), body
+        assert body["detail"][0]["loc"] == ["body", "webhook"]
+    batch = {"jobs": [{"input": 1}, {"input": 2, "webhook": hook}]}
+    body = assert_error(api.post(f"/v2/{ep}/run-batch", json=batch), 422, mentions="jobs.1.webhook")
+    assert why in body["error"]
+    assert api.get(f"/v2/{ep}/health").json()["jobs"]["inQueue"] == 0, "nothing was queued"
+
+
 def test_run_batch_rejects_bad_bodies(api: httpx.Client, ep: str) -> None:
     assert_error(api.post(f"/v2/{ep}/run-batch", json={"jobs": []}), 422, mentions="jobs")
     assert_error(api.post(f"/v2/{ep}/run-batch", json={"jobs": [{"input": 1}, {}]}), 422, mentions="input")

@@ -7,9 +7,11 @@ from typing import Annotated
 from fastapi import APIRouter, Depends, Query
 
 from orchestrator.api import schemas as s
-from orchestrator.api.deps import EndpointName, JobId, Queue, require_api_key, utf8_body
+from orchestrator.api.deps import Boot, EndpointName, JobId, Queue, require_api_key, utf8_body
 from orchestrator.api.middleware import current_request_id
 from orchestrator.core.models import BatchRunRequest, RunRequest
+from orchestrator.core.net_policy import policy_of
+from orchestrator.webhooks import check_webhook_target, check_webhook_targets
 
 router = APIRouter(
     prefix="/v2/{endpoint}", tags=["client"], dependencies=[Depends(require_api_key), Depends(utf8_body)]
@@ -17,8 +19,9 @@ router = APIRouter(
 
 
 @router.post("/run", response_model=s.RunAccepted)
-async def run(endpoint: EndpointName, body: RunRequest, queue: Queue) -> s.RunAccepted:
-    """Queue one job; durable before the reply."""
+async def run(endpoint: EndpointName, body: RunRequest, queue: Queue, boot: Boot) -> s.RunAccepted:
+    """Queue one job; durable before the reply. A webhook resolving to a refused address: 422."""
+    await check_webhook_target(body.webhook, policy_of(boot.queue.webhook_allow))
     (job_id,) = await queue.submit(endpoint, [body], request_id=current_request_id())
     return s.RunAccepted(id=job_id, status="IN_QUEUE")
 
@@ -28,16 +31,21 @@ async def runsync(
     endpoint: EndpointName,
     body: RunRequest,
     queue: Queue,
+    boot: Boot,
     wait: Annotated[int | None, Query(ge=0, le=300_000, description="Hold, ms.")] = None,
 ) -> s.JobStatusObject:
     """Queue one job and hold until it is final or ``wait`` ms (default 90 s) pass; the status object."""
+    await check_webhook_target(body.webhook, policy_of(boot.queue.webhook_allow))
     wait_s = None if wait is None else wait / 1000
     return await queue.runsync(endpoint, body, wait_s, request_id=current_request_id())
 
 
 @router.post("/run-batch", response_model=s.BatchAccepted)
-async def run_batch(endpoint: EndpointName, body: BatchRunRequest, queue: Queue) -> s.BatchAccepted:
+async def run_batch(
+    endpoint: EndpointName, body: BatchRunRequest, queue: Queue, boot: Boot
+) -> s.BatchAccepted:
     """Queue many jobs, all or nothing."""
+    await check_webhook_targets([j.webhook for j in body.jobs], policy_of(boot.queue.webhook_allow))
     ids = await queue.submit(endpoint, body.jobs, request_id=current_request_id())
     return s.BatchAccepted(ids=ids, status="IN_QUEUE")
 
