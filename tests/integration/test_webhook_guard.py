@@ -19,7 +19,7 @@ import pytest
 
 from orchestrator.client import InClusterClient
 from orchestrator.core.errors import InvalidInput
-from orchestrator.core.models import NewJob, RunRequest
+from orchestrator.core.models import EndpointSpec, NewJob, RunRequest
 from orchestrator.store.redis import RedisStore
 from tests.integration.ray_fixtures import Ripple, local_ray, module_redis, ripple, rp, wait_for
 
@@ -68,7 +68,7 @@ def other_loopback_hook() -> Iterator[tuple[int, list[tuple[str, Any]]]]:
 
 def _endpoint(rp: Ripple) -> str:
     name = f"hooks-{uuid.uuid4().hex[:6]}"
-    rp.call(rp.queue.create_endpoint.remote({"name": name, "handler": None}))
+    rp.call(rp.queue.create_endpoint.remote(EndpointSpec(name=name, handler=None)))
     return name
 
 
