@@ -25,7 +25,7 @@ from orchestrator.core.dispatch_ports import (
 )
 from orchestrator.core.errors import NotFound
 from orchestrator.core.jobs import JobStatus, parse_worker_result
-from orchestrator.core.models import EndpointSpec
+from orchestrator.core.models import STORED, EndpointSpec
 from orchestrator.core.registry import WorkerRegistry
 from orchestrator.core.waiters import Waiters
 from orchestrator.store.protocol import REQUEUE_OR_FAIL, FinishItem, FinishOutcome, JobStore, Moved
@@ -91,7 +91,7 @@ class WorkerDispatch:
             t0 = self.clock.monotonic_s()
             await self.store.ping()
             for name, raw in (await self.store.load_endpoints()).items():
-                self.endpoints[name] = EndpointSpec.model_validate_json(raw)
+                self.endpoints[name] = EndpointSpec.model_validate_json(raw, context={STORED: True})
             now_s = self.clock.now_s()
             for job_id, worker, endpoint, _deadline in await self.store.leases():
                 self.leased[job_id] = (worker, endpoint, now_s)

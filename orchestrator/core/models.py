@@ -12,7 +12,7 @@ import uuid
 from dataclasses import dataclass
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator, model_validator
 from pydantic.alias_generators import to_camel
 
 from orchestrator.core.gpu_types import MAX_GPU_TYPES, validate_gpu_types
@@ -24,6 +24,59 @@ HANDLER_REF = re.compile(r"^[A-Za-z_]\w*(\.[A-Za-z_]\w*)*(:[A-Za-z_]\w*)?\Z")
 DEFAULT_EXECUTION_TIMEOUT_MS = 600_000
 DEFAULT_TTL_MS = 86_400_000
 MAX_TIMEOUT_MS = 7 * 86_400_000
+
+
+STORED = "stored"
+"""Validation context key: ``{STORED: True}`` loads a spec read back from the store (trusted input)."""
+CODE_FIELDS = ("working_dir", "py_modules")
+"""runtime_env fields that carry code: a remote URI each, never a local path."""
+REMOTE_SCHEMES = ("gcs", "s3", "gs", "https", "http", "azure", "abfss")
+"""URI schemes a Ray worker fetches by itself (``gcs://`` is a package in the Ray cluster's GCS)."""
+DEPLOY_HINT = "use `ripple deploy PATH --endpoint NAME` to upload a folder"
+
+
+def _code_uri_problem(field: str, value: Any) -> str | None:
+    """Why ``value`` cannot be the ``field`` code URI of an API-created runtime env (None when fine)."""
+    if not isinstance(value, str):
+        return f"runtimeEnv.{field}: must be a URI string, got {type(value).__name__}"
+    scheme, sep, rest = value.partition("://")
+    if not sep:
+        return (
+            f"runtimeEnv.{field}: {value!r} is a local path, which the replicas' nodes do not have; "
+            f"{DEPLOY_HINT}, or give a remote URI (gcs://, s3://, gs://, https://...zip)"
+        )
+    if scheme.lower() not in REMOTE_SCHEMES:
+        return (
+            f"runtimeEnv.{field}: {value!r}: the scheme {scheme!r} is not one replicas can fetch "
+            f"({', '.join(s + '://' for s in REMOTE_SCHEMES)}); {DEPLOY_HINT}"
+        )
+    path = rest.split("?", 1)[0].lower()
+    allowed = (".zip", ".whl") if field == "py_modules" else (".zip",)
+    if not path.endswith(allowed):
+        return f"runtimeEnv.{field}: {value!r}: a remote package must be a {' or '.join(allowed)} file"
+    return None
+
+
+def validate_runtime_env(value: dict[str, Any] | None) -> dict[str, Any] | None:
+    """A runtime env given to the API: ``working_dir`` and each ``py_modules`` entry must be a remote URI
+    (a local path exists only on the caller's machine: it is refused, naming ``runtimeEnv.working_dir``
+    and pointing at ``ripple deploy``). Other keys (``pip``, ``env_vars``, ...) are left to Ray.
+    Raises ValueError."""
+    if value is None:
+        return None
+    if "working_dir" in value:
+        problem = _code_uri_problem("working_dir", value["working_dir"])
+        if problem:
+            raise ValueError(problem)
+    if "py_modules" in value:
+        modules = value["py_modules"]
+        if not isinstance(modules, list):
+            raise ValueError("runtimeEnv.py_modules: must be a list of URIs")
+        for item in modules:
+            problem = _code_uri_problem("py_modules", item)
+            if problem:
+                raise ValueError(problem)
+    return value
 
 
 class _Wire(BaseModel):
@@ -48,11 +101,25 @@ class EndpointSpec(_Wire):
         default=None,
         description="'module:function' or 'module' (a RunPod worker file), or null for outside workers.",
     )
-    runtime_env: dict[str, Any] | None = Field(default=None, description="A Ray runtime_env for replicas.")
+    runtime_env: dict[str, Any] | None = Field(
+        default=None,
+        description="A Ray runtime_env for replicas; code as a remote URI (see `ripple deploy`), not a path.",
+    )
     gpus: float = Field(default=1.0, ge=0, le=64, description="GPUs per replica (fractions allowed).")
     gpu_types: list[str] | None = Field(
         default=None,
         description=f"GPU types by preference (['H100', 'A100']), at most {MAX_GPU_TYPES}; null: any.",
+    )
+    code_digest: str | None = Field(
+        default=None,
+        max_length=128,
+        pattern=r"^[A-Za-z0-9_.:-]+$",
+        description="Digest of the code package (set by `ripple deploy`); a change creates a version.",
+    )
+    version: int = Field(
+        default=0,
+        ge=0,
+        description="The endpoint's latest version (what its pool runs); set by Ripple, ignored on input.",
     )
     cpus: float = Field(default=0.25, ge=0, le=256, description="CPUs per replica.")
     memory_mb: int | None = Field(default=None, ge=1, le=4_194_304, description="Memory per replica, MiB.")
@@ -100,6 +167,13 @@ class EndpointSpec(_Wire):
     def _gpu_types(cls, value: list[str] | None) -> list[str] | None:
         return validate_gpu_types(value)
 
+    @field_validator("runtime_env")
+    @classmethod
+    def _runtime_env(cls, value: dict[str, Any] | None, info: ValidationInfo) -> dict[str, Any] | None:
+        if isinstance(info.context, dict) and info.context.get(STORED):
+            return value  # written before local paths were refused: load it, do not break recovery
+        return validate_runtime_env(value)
+
     @model_validator(mode="after")
     def _bounds(self) -> EndpointSpec:
         if self.max_replicas < self.min_replicas:
@@ -117,6 +191,7 @@ class EndpointPatch(_Wire):
     runtime_env: dict[str, Any] | None = None
     gpus: float | None = None
     gpu_types: list[str] | None = None
+    code_digest: str | None = None
     cpus: float | None = None
     memory_mb: int | None = None
     concurrency: int | None = None
@@ -133,8 +208,14 @@ class EndpointPatch(_Wire):
     max_queue_size: int | None = None
     keep_alive: Literal["fixed", "learned"] | None = None
 
+    @field_validator("runtime_env")
+    @classmethod
+    def _runtime_env(cls, value: dict[str, Any] | None) -> dict[str, Any] | None:
+        return validate_runtime_env(value)
+
     def apply(self, spec: EndpointSpec) -> EndpointSpec:
-        """Return ``spec`` with the fields this patch sets, validated as a whole (raises ValidationError)."""
+        """Return ``spec`` with the fields this patch sets, validated as a whole (raises ValidationError).
+        ``version`` is not a patch field: the dispatcher sets it."""
         merged = spec.model_dump()
         merged.update(self.model_dump(exclude_unset=True))
         return EndpointSpec.model_validate(merged)
