@@ -458,12 +458,24 @@ async def test_sweep_reclaims_leases_of_silent_workers(rig: Rig) -> None:
     assert (view["state"], view["jobs"]) == ("stopped", [])
     assert rig.rec.named("lease_lost") == [("lease_lost", "ep", "heartbeat")]
     assert rig.rec.named("worker_states"), "workers by state are mirrored"
+    with pytest.raises(Conflict):
+        await rig.d.drain_worker(view["workerId"])
+    assert view["workerId"] not in await rig.store.draining_workers(), "a refused drain leaves no mark"
     (again,) = await rig.d.take("ep", "w2", 1, 0)
     assert again["attempt"] == 2
     rig.clock.advance(11)
     await rig.d.sweep_once()
     s = await rig.d.status("ep", job)
     assert (s["status"], s["error"]) == ("FAILED", "worker w2 lost (heartbeat) and no retries left")
+
+
+async def test_worker_gone_says_why_it_stopped(rig: Rig) -> None:
+    await rig.d.create_endpoint(ep())
+    job = await leased(rig)
+    assert await rig.d.worker_gone("w1", "died: OOM") == 1
+    (view,) = await rig.d.list_workers("ep")
+    assert view["state"] == "stopped" and "died: OOM" in (view["reason"] or ""), view
+    assert (await rig.d.status("ep", job))["status"] == "IN_QUEUE"
 
 
 async def test_sweep_spares_a_worker_seen_by_another_queue(rig: Rig) -> None:

@@ -297,8 +297,8 @@ class WorkerDispatch:
         await self.recover()
         if not self.registry.exists(worker_id):
             raise NotFound(f"worker {worker_id!r} not found", {"workerId": worker_id})
+        self.registry.drain(worker_id, self.clock.now_s())  # refuses a stopped worker (409) first
         await self.store.set_draining(worker_id, True)
-        self.registry.drain(worker_id, self.clock.now_s())
         self.takers.wake(self.registry.endpoint_of(worker_id))
         return self.registry.view(worker_id)
 
@@ -307,7 +307,7 @@ class WorkerDispatch:
         await self.recover()
         held = self.registry.held(worker_id)
         n = await self._reclaim(worker_id, held, reason)
-        self.registry.mark_lost(worker_id, self.clock.now_s())
+        self.registry.mark_lost(worker_id, self.clock.now_s(), reason=f"lost: {reason}")
         await self.store.set_draining(worker_id, False)
         return n
 
