@@ -18,6 +18,7 @@ import ray
 from fastapi import FastAPI
 from ray import serve
 
+from actors.actor_logs import RayActorLogs
 from orchestrator import logs
 from orchestrator.api.app import create_app
 from orchestrator.api.deps import AppState
@@ -45,7 +46,7 @@ def cluster_facts() -> dict[str, Any]:
 
 
 # Per-replica state: the deployment's constructor sets ``boot``; the routes read it through the app.
-STATE = AppState(cluster_facts=cluster_facts)
+STATE = AppState(cluster_facts=cluster_facts, actor_logs=RayActorLogs())
 fastapi_app = create_app(STATE)
 
 

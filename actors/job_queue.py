@@ -109,8 +109,8 @@ class JobQueue:
     async def statuses(self, job_ids: Sequence[str]) -> list[dict[str, Any] | None]:
         return await self.d.statuses(job_ids)
 
-    async def stream(self, endpoint: str, job_id: str) -> dict[str, Any]:
-        return await self.d.stream(endpoint, job_id)
+    async def stream(self, endpoint: str, job_id: str, wait_s: float = 0.0) -> dict[str, Any]:
+        return await self.d.stream(endpoint, job_id, wait_s)
 
     async def cancel(self, endpoint: str, job_id: str, request_id: str | None = None) -> dict[str, Any]:
         return await self.d.cancel(endpoint, job_id, request_id)

@@ -127,6 +127,7 @@ class _Replica:
             "health": rec.health.state.value,
             "coldStartS": rec.cold_start_s,
             "nodeId": rec.node_id,
+            "actorId": self.handle._actor_id.hex(),  # its logs, also while starting or after a failed load
             "pendingPlacement": self.pending_placement,
             "gpuType": self.info.get("gpuType") or self.gpu_type,
             "reason": reason,

@@ -72,6 +72,7 @@ class WorkerReplica:
         self.refresh_reason: str | None = None
         ctx = ray.get_runtime_context()
         self.node_id = ctx.get_node_id()
+        self.actor_id = ctx.get_actor_id()  # where Ray keeps this process's stdout/stderr
         self.gpu_ids = [str(g) for g in ray.get_gpu_ids()]
         # The type it was placed for, else its node's one type (None: untyped, or several on the node).
         types = node_types(ray_cluster.node_resources(self.node_id)) if self.gpu_ids else {}
@@ -180,6 +181,7 @@ class WorkerReplica:
             "health": h.state.value,
             "coldStartS": round(self.cold_start_s, 4),
             "nodeId": self.node_id,
+            "actorId": self.actor_id,
             "gpuIds": self.gpu_ids,
             "gpuType": self.gpu_type,
             "concurrency": max(1, self.concurrency),

@@ -21,6 +21,7 @@ from orchestrator.api import schemas as s
 from orchestrator.boot import BootConfig
 from orchestrator.core.errors import InvalidInput, NotReady, Unauthorized
 from orchestrator.core.models import EndpointPatch, EndpointSpec, RunRequest, worker_id_ok
+from orchestrator.core.worker_logs import ActorLogs
 
 # Path parameters shared by the routers.
 EndpointName = Annotated[str, Path(max_length=63, description="Endpoint name.")]
@@ -34,12 +35,14 @@ class AppState:
     ``ui_verify(request, auth) -> bool`` is set by the web UI's ``mount`` (a session cookie counts as the
     API key). ``behind_serve``: Serve's proxy echoes ``X-Request-ID`` itself. ``cluster_facts()`` reads
     the Ray cluster's nodes and pending demand (blocking; the composer supplies it, as it reads Ray's GCS).
+    ``actor_logs`` reads a Ray actor's stdout/stderr (the composer supplies Ray's state API reader).
     """
 
     boot: BootConfig | None = None
     ui_verify: Callable[[Request, Any], bool] | None = None
     behind_serve: bool = False
     cluster_facts: Callable[[], dict[str, Any]] | None = None
+    actor_logs: ActorLogs | None = None
     _queue: Any = None
 
     def require_boot(self) -> BootConfig:
@@ -47,6 +50,11 @@ class AppState:
         if self.boot is None:
             raise NotReady("the app is starting")
         return self.boot
+
+    def require_actor_logs(self) -> ActorLogs:
+        if self.actor_logs is None:
+            raise NotReady("reading worker logs is not available in this app")
+        return self.actor_logs
 
     def require_cluster_facts(self) -> Callable[[], dict[str, Any]]:
         if self.cluster_facts is None:
@@ -118,8 +126,14 @@ class QueueClient:
     async def status(self, endpoint: str, job_id: str) -> s.JobStatusObject:
         return s.JobStatusObject.model_validate(await self._h.status.remote(endpoint, job_id))
 
-    async def stream(self, endpoint: str, job_id: str) -> s.StreamReply:
-        return s.StreamReply.model_validate(await self._h.stream.remote(endpoint, job_id))
+    async def stream(self, endpoint: str, job_id: str, wait_s: float = 0.0) -> s.StreamReply:
+        """Chunks not yet read; with ``wait_s`` > 0 holds (woken by the next chunk or the job's end) while
+        there are none and the job is not final."""
+        return s.StreamReply.model_validate(await self._h.stream.remote(endpoint, job_id, wait_s))
+
+    async def wait_final(self, endpoint: str, job_id: str, wait_s: float | None) -> s.JobStatusObject:
+        """The job's status object once final, or as it is when ``wait_s`` (at most 300 s) runs out."""
+        return s.JobStatusObject.model_validate(await self._h.wait_final.remote(endpoint, job_id, wait_s))
 
     async def cancel(self, endpoint: str, job_id: str, request_id: str | None = None) -> s.JobStateReply:
         raw = await self._h.cancel.remote(endpoint, job_id, request_id=request_id)

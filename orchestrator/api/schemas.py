@@ -209,10 +209,24 @@ class WorkerList(_Fixed):
     workers: list[WorkerView]
 
 
+class WorkerLogs(_Fixed):
+    """``/api/v1/workers/{id}/logs``: the last lines a replica's process wrote to ``stream``."""
+
+    workerId: str
+    endpoint: str
+    actorId: str
+    nodeId: str | None
+    stream: Literal["stdout", "stderr"]
+    lines: list[str]
+
+
 class JobDetail(JobStatusObject):
     """The management view of a job: the status object plus input, timings, policy and history."""
 
     endpoint: str
+    workerLogs: str | None = Field(
+        default=None, description="Path of the logs of the worker that ran the job (set by GET /jobs/{id})."
+    )
 
 
 class JobList(_Fixed):

@@ -165,10 +165,17 @@ class Dispatcher(WorkerDispatch):
         now_ms = self.now_ms()
         return [j.status_object(now_ms) if j else None for j in await self.store.get_many(job_ids)]
 
-    async def stream(self, endpoint: str, job_id: str) -> dict[str, Any]:
-        """New stream chunks since the last call, RunPod style; always includes ``stream``."""
+    async def stream(self, endpoint: str, job_id: str, wait_s: float = 0.0) -> dict[str, Any]:
+        """New stream chunks since the last call, RunPod style; always includes ``stream``.
+
+        ``wait_s`` > 0: when there is no new chunk and the job is not final, hold until a chunk arrives or
+        the job ends (woken, not polled), at most ``wait_s`` (capped at 60 s)."""
         await self._job(endpoint, job_id)
+        version = self.chunks.version(job_id)
         status, chunks = await self.store.read_stream(job_id)
+        held = not chunks and wait_s > 0 and status in (S.IN_QUEUE, S.IN_PROGRESS)
+        if held and await self.chunks.wait(job_id, min(wait_s, 60.0), version):
+            status, chunks = await self.store.read_stream(job_id)
         return {"id": job_id, "status": status.value, "stream": [{"output": c} for c in chunks]}
 
     async def cancel(self, endpoint: str, job_id: str, request_id: str | None = None) -> dict[str, Any]:

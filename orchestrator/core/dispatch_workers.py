@@ -66,6 +66,7 @@ class WorkerDispatch:
         self.takers: Waiters[str] = Waiters()
         self.stoppers: Waiters[str] = Waiters()
         self.finals: Waiters[str] = Waiters()
+        self.chunks: Waiters[str] = Waiters()  # per job: a stream chunk arrived or the job ended
         self.stops: dict[str, set[str]] = defaultdict(set)
         self.recovery: dict[str, Any] = {}
         self.last_arrival_s: dict[str, float] = {}  # endpoint -> wall clock of its latest submission
@@ -215,7 +216,9 @@ class WorkerDispatch:
         """Append stream chunks; refused (not an error) when the worker no longer holds the job."""
         await self._endpoint(endpoint)
         ok = await self.store.push_chunks(job_id, worker_id, [json.dumps(o) for o in outputs])
-        if not ok:
+        if ok:
+            self.chunks.wake(job_id)
+        else:
             self.metrics.result_dropped(endpoint, "stream_not_held")
         return {"id": job_id, "accepted": ok}
 
@@ -393,5 +396,6 @@ class WorkerDispatch:
         now; the webhook loop's own poll catches any kick skipped."""
         self.metrics.finished(endpoint, status.value)
         self.finals.wake(job_id)
+        self.chunks.wake(job_id)
         if webhook:
             self.webhooks.kick()

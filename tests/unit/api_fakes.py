@@ -107,13 +107,17 @@ class FakeQueue(QueueClient):
         self._call("status", endpoint, job_id)
         return s.JobStatusObject.model_validate(self._job(endpoint, job_id).status_object())
 
-    async def stream(self, endpoint: str, job_id: str) -> s.StreamReply:
+    async def stream(self, endpoint: str, job_id: str, wait_s: float = 0.0) -> s.StreamReply:
         self._call("stream", endpoint, job_id)
         job = self._job(endpoint, job_id)
         chunks, job.chunks = job.chunks, []
         return s.StreamReply.model_validate(
             {"id": job_id, "status": job.status, "stream": [{"output": c} for c in chunks]}
         )
+
+    async def wait_final(self, endpoint: str, job_id: str, wait_s: float | None) -> s.JobStatusObject:
+        self._call("wait_final", endpoint, job_id, wait_s)
+        return s.JobStatusObject.model_validate(self._job(endpoint, job_id).status_object())
 
     async def cancel(self, endpoint: str, job_id: str, request_id: str | None = None) -> s.JobStateReply:
         self._call("cancel", endpoint, job_id, request_id)

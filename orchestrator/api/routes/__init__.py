@@ -4,15 +4,28 @@ from __future__ import annotations
 
 from fastapi import APIRouter
 
-from orchestrator.api.routes import autoscaler, client, cluster, endpoints, jobs, probes, worker, workers
+from orchestrator.api.routes import (
+    autoscaler,
+    client,
+    cluster,
+    endpoints,
+    jobs,
+    logs,
+    openai,
+    probes,
+    worker,
+    workers,
+)
 
 ROUTERS: tuple[APIRouter, ...] = (
     probes.router,
     client.router,
+    openai.router,
     worker.router,
     endpoints.router,
     jobs.router,
     workers.router,
+    logs.router,
     autoscaler.router,
     cluster.router,
 )

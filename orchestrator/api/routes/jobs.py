@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from typing import Annotated
+from urllib.parse import quote
 
 from fastapi import APIRouter, Depends, Query
 
@@ -30,8 +31,12 @@ async def list_jobs(
 
 @router.get("/jobs/{job_id}", response_model=s.JobDetail, response_model_exclude_unset=True)
 async def get_job(job_id: JobId, queue: Queue) -> s.JobDetail:
-    """One job with its input, timings, policy and attempt history."""
-    return await queue.get_job(job_id)
+    """One job with its input, timings, policy and attempt history; ``workerLogs`` links the logs of the
+    worker that ran it (its latest attempt)."""
+    job = await queue.get_job(job_id)
+    if job.workerId:
+        job.workerLogs = f"/api/v1/workers/{quote(job.workerId, safe='')}/logs"
+    return job
 
 
 @router.get("/stats", response_model=s.QueueStats, response_model_exclude_unset=True)
