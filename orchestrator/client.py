@@ -108,6 +108,16 @@ class Client:
         """One API call; raises the matching :class:`RippleError` on an error status."""
         return _raise(self._http.request(method, path, **kwargs))
 
+    def lines(self, path: str, **kwargs: Any) -> Iterator[str]:
+        """A streamed ``text/plain`` reply line by line, as the server sends it, without a read timeout
+        (``GET /api/v1/workers/{id}/logs?follow=true``); raises the matching :class:`RippleError` on an
+        error status."""
+        with self._http.stream("GET", path, timeout=httpx.Timeout(self._timeout_s, read=None), **kwargs) as r:
+            if r.status_code >= 400:
+                r.read()
+                _raise(r)
+            yield from r.iter_lines()
+
     # Jobs
 
     def submit(

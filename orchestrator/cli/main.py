@@ -1,4 +1,4 @@
-"""The ``ripple`` command line: ``up``, ``down``, ``endpoint``, ``submit``, ``status``, ``doctor``.
+"""The ``ripple`` command line: ``up``, ``down``, ``endpoint``, ``submit``, ``status``, ``logs``, ``doctor``.
 
 ``up`` and ``down`` manage a local instance (see :mod:`orchestrator.ops.local`); every other command talks to
 a running instance over its HTTP API, found through ``--url`` / ``RIPPLE_URL`` or the data dir's state
@@ -19,6 +19,7 @@ from typing import Any
 
 import httpx
 
+from orchestrator.cli.logs import add_parser as add_logs_parser
 from orchestrator.core.errors import ConfigError, NotReady, RippleError
 from orchestrator.core.gpu_types import parse_gpus_flag
 from orchestrator.ops import local, procs
@@ -465,6 +466,8 @@ def parser() -> argparse.ArgumentParser:
     au.add_argument("--off", action="store_true", help="override: leave this endpoint alone")
     au.add_argument("--clear", action="store_true", help="override: remove the override")
     au.set_defaults(fn=cmd_autoscaler)
+
+    add_logs_parser(sub, _client)
 
     dr = sub.add_parser("doctor", help="Diagnose the instance.")
     dr.add_argument("--json", action="store_true")
