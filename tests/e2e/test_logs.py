@@ -13,6 +13,7 @@ import subprocess
 import threading
 import time
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -156,3 +157,42 @@ def test_outside_workers_and_unknown_workers_have_no_logs(app: Instance) -> None
     r = _logs(app, "never-seen")
     assert r.status_code == 404 and "not found" in r.json()["error"]
     assert _logs(app, "x", tail=-2).status_code == 422
+
+
+CHROMIUM = Path("/usr/bin/chromium")
+
+
+def test_web_ui_worker_page_shows_the_log_and_the_job_page_links_it(app: Instance) -> None:
+    if not CHROMIUM.exists():
+        pytest.skip("Debian's chromium is not installed at /usr/bin/chromium (run .ci/install-browser.sh)")
+    from playwright.sync_api import expect, sync_playwright
+
+    endpoint = app.create_endpoint("uilogs", handler=HANDLER, gpus=0, minReplicas=1, maxReplicas=1)
+    job = _run(app, endpoint, "browser")
+    worker_id = job["workerId"]
+    errors: list[str] = []
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=str(CHROMIUM), args=["--headless=new", "--no-sandbox"])
+        try:
+            page = browser.new_page()
+            page.set_default_timeout(30_000)
+            page.on("pageerror", lambda exc: errors.append(str(exc)))
+            page.goto(f"{app.url}/ui/login")
+            page.fill("#api_key", app.api_key)
+            page.click("button[type=submit]")
+            expect(page.locator("h1")).to_have_text("Dashboard")
+
+            # The job's page links the worker that ran it; the worker's page shows what it printed.
+            page.goto(f"{app.url}/ui/#/jobs/{job['id']}")
+            page.click(f"a[data-worker-link='{worker_id}']")
+            expect(page.locator("h1")).to_contain_text(worker_id)
+            expect(page.locator("#worker-log")).to_contain_text("printer: browser line 2")
+            page.select_option("#log-stream", "stderr")
+            expect(page.locator("#worker-log")).to_contain_text("printer: browser on stderr")
+            # Live: a line printed later shows up without a reload.
+            page.select_option("#log-stream", "stdout")
+            _run(app, endpoint, "afterwards", lines=1)
+            expect(page.locator("#worker-log")).to_contain_text("printer: afterwards line 0")
+        finally:
+            browser.close()
+    assert not errors, errors

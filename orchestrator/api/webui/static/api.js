@@ -101,6 +101,7 @@ export const retryJob = (endpoint, id) => post(`/v2/${enc(endpoint)}/retry/${enc
 export const runJob = (endpoint, input) => post(`/v2/${enc(endpoint)}/run`, { input });
 export const specs = () => get("/api/v1/specs");
 export const drainWorker = (id) => post(`/api/v1/workers/${enc(id)}/drain`);
+export const workerLogs = (id, tail, stream) => get(`/api/v1/workers/${enc(id)}/logs${qs({ tail, stream })}`);
 
 // The per-endpoint rows of the autoscaler status, whatever the exact shape.
 export function autoscalerRows(status) {

@@ -17,6 +17,7 @@ const ROUTES = [
   { pattern: /^\/jobs\/?$/, nav: "jobs", page: jobs.mountList },
   { pattern: /^\/jobs\/([^/]+)$/, nav: "jobs", page: jobs.mountDetail },
   { pattern: /^\/workers\/?$/, nav: "workers", page: workers.mount },
+  { pattern: /^\/workers\/([^/]+)$/, nav: "workers", page: workers.mountDetail },
   { pattern: /^\/autoscaler\/?$/, nav: "autoscaler", page: autoscaler.mount },
 ];
 

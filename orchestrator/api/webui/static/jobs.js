@@ -172,7 +172,10 @@ function details(job) {
     ["Webhook", pick(job, "webhook")],
   ].filter(([, v]) => v !== undefined && v !== null && !Array.isArray(v));
   if (rows.length === 0) return h("div", { class: "empty" }, "No details recorded.");
-  return h("dl", { class: "kv" }, rows.map(([k, v]) => [h("dt", {}, k), h("dd", {}, String(v))]));
+  // The worker that ran the job links its page (its record and its logs).
+  const cell = (k, v) => (k === "Worker"
+    ? h("a", { href: `#/workers/${encodeURIComponent(v)}`, "data-worker-link": v }, String(v)) : String(v));
+  return h("dl", { class: "kv" }, rows.map(([k, v]) => [h("dt", {}, k), h("dd", {}, cell(k, v))]));
 }
 
 function historyCell(key, value) {
