@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import queue
+import secrets
 import subprocess
 import threading
 import time
@@ -27,8 +28,10 @@ HANDLER = "tests.e2e.runpod_workers.printer"
 
 @pytest.fixture(scope="module")
 def app(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Instance]:
-    """An instance with the Ray dashboard on (worker logs are read through it)."""
-    inst = start_instance(tmp_path_factory.mktemp("logs") / "data", extra_env={"RIPPLE_DASHBOARD": "true"})
+    """An instance with the Ray dashboard on (worker logs are read through it) and Ray's token
+    authentication on, as ``ripple up`` runs its own head."""
+    env = {"RIPPLE_DASHBOARD": "true", "RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN": secrets.token_hex(32)}
+    inst = start_instance(tmp_path_factory.mktemp("logs") / "data", extra_env=env)
     try:
         yield inst
     finally:
