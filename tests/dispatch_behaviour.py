@@ -322,6 +322,29 @@ async def test_stream_push_and_read(rig: Rig) -> None:
         await rig.d.stream("other", job)
 
 
+async def test_stream_read_holds_until_the_next_chunk_or_the_end(rig: Rig) -> None:
+    await rig.d.create_endpoint(ep())
+    job = await leased(rig)
+    t0 = time.monotonic()
+    assert (await rig.d.stream("ep", job, 0.2))["stream"] == [], "nothing came: empty after the wait"
+    assert time.monotonic() - t0 >= 0.15
+    read = asyncio.create_task(rig.d.stream("ep", job, 5))
+    await asyncio.sleep(0.05)
+    assert not read.done(), "held while there is no chunk"
+    t0 = time.monotonic()
+    await rig.d.stream_push("ep", "w1", job, ["a"])
+    assert (await read)["stream"] == [{"output": "a"}] and time.monotonic() - t0 < 1, "woken by the chunk"
+    read = asyncio.create_task(rig.d.stream("ep", job, 5))
+    await asyncio.sleep(0.05)
+    await rig.d.done("ep", "w1", job, {"output": None}, is_stream=True)
+    assert await asyncio.wait_for(read, 1) == {"id": job, "status": "COMPLETED", "stream": []}, (
+        "woken by the end"
+    )
+    t0 = time.monotonic()
+    await rig.d.stream("ep", job, 5)
+    assert time.monotonic() - t0 < 1, "a final job is never held"
+
+
 async def test_cancel_reaches_the_holder(rig: Rig) -> None:
     await rig.d.create_endpoint(ep())
     job = await leased(rig)
