@@ -53,10 +53,13 @@ def _where(started_s: float) -> dict[str, Any]:
 
 
 def work_sync(job: dict[str, Any]) -> dict[str, Any]:
-    """Blocking handler: sleeps ``sleep_s`` in its thread; raises when ``fail`` is set."""
+    """Blocking handler: prints ``say`` (stdout), sleeps ``sleep_s`` in its thread; raises when ``fail`` is
+    set."""
     started = time.time()
     _record(job, "start")
     data = _input(job)
+    if data.get("say"):
+        print(data["say"])
     time.sleep(float(data.get("sleep_s", 0)))
     if data.get("fail"):
         raise RuntimeError(str(data["fail"]))

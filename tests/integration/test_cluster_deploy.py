@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import tempfile
 import time
+import uuid
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -137,6 +138,26 @@ def test_batch_job_runs_200_jobs_in_order_and_resumes(deployed: Deployed) -> Non
     with ripple.client() as c:
         assert c.delete("/api/v1/endpoints/bulk").status_code == 200
     wait_for(lambda: not deployed.live_workers("bulk"), 120, "the bulk replicas to stop", 1.0)
+
+
+def test_logs_of_a_replica_on_a_worker_node_read_through_the_ingress_on_the_head(deployed: Deployed) -> None:
+    ripple = deployed.ripple
+    ripple.create_endpoint("talky", handler="tests.integration.handlers_for_tests:work_sync", minReplicas=1)
+    say = f"talky says {uuid.uuid4().hex}"
+    with ripple.client(timeout_s=200) as c:
+        r = c.post("/v2/talky/runsync?wait=180000", json={"input": {"say": say}})
+    assert r.status_code == 200 and r.json()["status"] == "COMPLETED", r.text
+    worker_id = r.json()["workerId"]
+    (worker,) = [w for w in ripple.workers("talky") if w["workerId"] == worker_id]
+    assert worker["nodeId"] in deployed.workers, "the replica runs on a worker node, not the head"
+
+    logs = ripple.get(f"/api/v1/workers/{worker_id}/logs?tail=20")
+
+    assert isinstance(logs, dict), logs
+    assert logs["lines"][-1] == say and logs["nodeId"] == worker["nodeId"], logs
+    with ripple.client() as c:
+        assert c.delete("/api/v1/endpoints/talky").status_code == 200
+    wait_for(lambda: not deployed.live_workers("talky"), 120, "the talky replica to stop", 1.0)
 
 
 def test_sigterm_to_a_node_drains_its_replica_and_no_job_is_interrupted(deployed: Deployed) -> None:
