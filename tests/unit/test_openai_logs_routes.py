@@ -5,6 +5,7 @@ an abandoned job; log lines, follow, and who has no logs."""
 from __future__ import annotations
 
 import json
+import time
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
@@ -261,3 +262,21 @@ def test_job_detail_links_the_logs_of_its_worker(h: Harness) -> None:
     job_id = h.api.post("/v2/ep/run", json={"input": 1}).json()["id"]
     detail = h.api.get(f"/api/v1/jobs/{job_id}").json()
     assert detail["workerId"] == "w1" and detail["workerLogs"] == "/api/v1/workers/w1/logs"
+
+
+def test_follow_of_an_empty_log_that_ends_ends_and_follows_are_capped(
+    h: Harness, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from orchestrator.api.routes import logs as route
+
+    _q(h).workers = [{"workerId": "w1", "endpoint": "ep", "state": "idle", "kind": "ray", "actorId": ACTOR}]
+    _logs(h).text[(ACTOR, "stdout")] = ""
+    r = h.api.get("/api/v1/workers/w1/logs?follow=true")
+    assert r.status_code == 200 and r.text == ""
+    monkeypatch.setattr(route, "MAX_FOLLOWS", 0)
+    r = h.api.get("/api/v1/workers/w1/logs?follow=true")
+    assert r.status_code == 503 and "log streams are open" in r.json()["error"]
+    deadline = time.monotonic() + 5
+    while route._Follower.open and time.monotonic() < deadline:  # a thread decrements after its last piece
+        time.sleep(0.01)
+    assert route._Follower.open == 0, "every reader thread was released"
