@@ -46,7 +46,14 @@ def cluster_facts() -> dict[str, Any]:
 
 
 # Per-replica state: the deployment's constructor sets ``boot``; the routes read it through the app.
-STATE = AppState(cluster_facts=cluster_facts, actor_logs=RayActorLogs())
+def store_package(data: bytes, max_bytes: int) -> dict[str, Any]:
+    """Store a code package in the Ray cluster's GCS (blocking; see ``actors.packages``)."""
+    from actors.packages import store_package as store
+
+    return store(data, max_bytes)
+
+
+STATE = AppState(cluster_facts=cluster_facts, actor_logs=RayActorLogs(), store_package=store_package)
 fastapi_app = create_app(STATE)
 
 

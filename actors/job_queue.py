@@ -21,6 +21,7 @@ from orchestrator.config import QueueConfig
 from orchestrator.core.dispatch import Dispatcher
 from orchestrator.core.models import EndpointPatch, EndpointSpec, RunRequest
 from orchestrator.core.net_policy import check_literal_webhooks
+from orchestrator.core.versions import EndpointVersion
 from orchestrator.metrics import QueueMetrics
 from orchestrator.ray_metrics import RaySink
 from orchestrator.store.redis import RedisStore
@@ -76,6 +77,23 @@ class JobQueue:
 
     async def delete_endpoint(self, name: str) -> dict[str, Any]:
         return await self.d.delete_endpoint(name)
+
+    async def list_versions(self, name: str) -> dict[str, Any]:
+        return await self.d.list_versions(name)
+
+    async def endpoint_versions(self, name: str) -> list[EndpointVersion]:
+        return await self.d.endpoint_versions(name)
+
+    async def report_version_state(
+        self, endpoint: str, version: int, state: str, error: str | None = None
+    ) -> dict[str, Any]:
+        return await self.d.report_version_state(endpoint, version, state, error)
+
+    async def report_pool_problem(self, endpoint: str, message: str | None) -> None:
+        await self.d.report_pool_problem(endpoint, message)
+
+    async def rollback(self, name: str, to: int | None = None) -> dict[str, Any]:
+        return await self.d.rollback(name, to)
 
     async def get_endpoint(self, name: str) -> dict[str, Any]:
         return await self.d.get_endpoint(name)
@@ -134,8 +152,9 @@ class JobQueue:
         wait_s: float | None = None,
         kind: str = "external",
         request_id: str | None = None,
+        version: int | None = None,
     ) -> list[dict[str, Any]]:
-        return await self.d.take(endpoint, worker_id, max_jobs, wait_s, kind, request_id)
+        return await self.d.take(endpoint, worker_id, max_jobs, wait_s, kind, request_id, version)
 
     async def done(
         self,

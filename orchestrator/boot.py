@@ -24,6 +24,7 @@ class BootConfig:
     autoscaler: AutoscalerSettings
     drain_timeout_s: float
     dashboard_url: str | None = None
+    max_package_bytes: int = 100 * 1024 * 1024
 
 
 def boot_config(
@@ -43,4 +44,5 @@ def boot_config(
         autoscaler=settings.autoscaler,
         drain_timeout_s=settings.drain_timeout_s,
         dashboard_url=dashboard_url,
+        max_package_bytes=settings.max_package_bytes,
     )

@@ -115,6 +115,12 @@ class Settings(BaseSettings):
     namespace: str = "ripple"
     key_prefix: str = "ripple:"
     max_body_bytes: int = Field(default=10 * 1024 * 1024, ge=1024)
+    max_package_bytes: int = Field(
+        default=100 * 1024 * 1024,
+        ge=1024,
+        le=512 * 1024 * 1024,
+        description="Largest code package `ripple deploy` may upload (POST /api/v1/packages).",
+    )
     heartbeat_timeout_s: float = Field(default=60.0, gt=0)
     lease_grace_s: float = Field(default=30.0, gt=0, description="Unreported lease age before reclaim.")
     take_wait_s: float = Field(default=20.0, ge=0, le=60, description="Long-poll hold of job-take.")

@@ -23,6 +23,8 @@ from orchestrator.core.errors import InvalidInput, NotReady, Unauthorized
 from orchestrator.core.models import EndpointPatch, EndpointSpec, RunRequest, worker_id_ok
 from orchestrator.core.worker_logs import ActorLogs
 
+PACKAGES_PATH = "/api/v1/packages"
+
 # Path parameters shared by the routers.
 EndpointName = Annotated[str, Path(max_length=63, description="Endpoint name.")]
 JobId = Annotated[str, Path(max_length=128, description="Job id.")]
@@ -36,6 +38,8 @@ class AppState:
     API key). ``behind_serve``: Serve's proxy echoes ``X-Request-ID`` itself. ``cluster_facts()`` reads
     the Ray cluster's nodes and pending demand (blocking; the composer supplies it, as it reads Ray's GCS).
     ``actor_logs`` reads a Ray actor's stdout/stderr (the composer supplies Ray's state API reader).
+    ``store_package(zip_bytes, max_bytes)`` stores a code package in the Ray cluster and describes it
+    (blocking; the composer supplies it, as it writes Ray's GCS).
     """
 
     boot: BootConfig | None = None
@@ -43,7 +47,21 @@ class AppState:
     behind_serve: bool = False
     cluster_facts: Callable[[], dict[str, Any]] | None = None
     actor_logs: ActorLogs | None = None
+    store_package: Callable[[bytes, int], dict[str, Any]] | None = None
     _queue: Any = None
+
+    def body_limit(self, path: str) -> int | None:
+        """The request body limit for ``path`` (None while starting): code packages may be larger."""
+        if self.boot is None:
+            return None
+        if path == PACKAGES_PATH:
+            return max(self.boot.max_body_bytes, self.boot.max_package_bytes)
+        return self.boot.max_body_bytes
+
+    def require_store_package(self) -> Callable[[bytes, int], dict[str, Any]]:
+        if self.store_package is None:
+            raise NotReady("code packages cannot be stored by this app (no Ray cluster)")
+        return self.store_package
 
     def require_boot(self) -> BootConfig:
         """The boot config; NotReady (503) while the replica is starting."""
@@ -208,6 +226,12 @@ class QueueClient:
 
     async def get_endpoint(self, name: str) -> s.EndpointPublic:
         return s.EndpointPublic.model_validate(await self._h.get_endpoint.remote(name))
+
+    async def list_versions(self, name: str) -> s.VersionList:
+        return s.VersionList.model_validate(await self._h.list_versions.remote(name))
+
+    async def rollback(self, name: str, to: int | None) -> s.RollbackReply:
+        return s.RollbackReply.model_validate(await self._h.rollback.remote(name, to))
 
     async def list_endpoints(self) -> list[s.EndpointPublic]:
         return [s.EndpointPublic.model_validate(e) for e in await self._h.list_endpoints.remote()]

@@ -65,17 +65,18 @@ def current_request_id() -> str | None:
 class BodyLimit:
     """Pure ASGI middleware: 413 for bodies over the limit, by Content-Length or by counting the stream.
 
-    ``limit_bytes()`` is read per request; None (the app is still starting) lets the request through.
+    ``limit_bytes(path)`` is read per request (a route may allow more: code packages); None (the app is
+    still starting) lets the request through.
     POST, PATCH and PUT bodies are labelled ``application/json`` whatever their declared type: RunPod
     clients and workers (and curl) label JSON as a form.
     """
 
-    def __init__(self, app: ASGIApp, limit_bytes: Callable[[], int | None]) -> None:
+    def __init__(self, app: ASGIApp, limit_bytes: Callable[[str], int | None]) -> None:
         self.app = app
         self.limit_bytes = limit_bytes
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        limit = self.limit_bytes() if scope["type"] == "http" else None
+        limit = self.limit_bytes(str(scope.get("path", ""))) if scope["type"] == "http" else None
         if limit is None:
             await self.app(scope, receive, send)
             return

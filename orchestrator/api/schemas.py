@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator
 
 from orchestrator.core.models import EndpointSpec
 
@@ -87,6 +87,7 @@ class JobStatusObject(_Reply):
     delayTime: int = Field(description="Milliseconds in the queue.")
     executionTime: int = Field(description="Milliseconds running in the latest attempt.")
     workerId: str | None = None
+    version: int | None = Field(default=None, description="The endpoint version that ran the job.")
     output: Any = None
     error: str | None = None
     retries: int | None = None
@@ -181,10 +182,66 @@ class PingReply(_Fixed):
 # Management API ------------------------------------------------------------------------------------------
 
 
+class EndpointProblem(_Reply):
+    """Why an endpoint's pool cannot serve (``orchestrator.core.endpoint_problem``)."""
+
+    code: Literal["pool_error", "version_failed", "start_failed", "unplaceable"]
+    message: str
+
+
 class EndpointPublic(EndpointSpec):
-    """An endpoint as the API returns it (camelCase)."""
+    """An endpoint as the API returns it (camelCase), with ``problem`` when its pool cannot serve."""
 
     model_config = ConfigDict(extra="allow")
+
+    problem: EndpointProblem | None = None
+
+    @field_validator("runtime_env")
+    @classmethod
+    def _runtime_env(cls, value: dict[str, Any] | None, info: ValidationInfo) -> dict[str, Any] | None:
+        return value  # a reply: what is stored, even a spec written before local paths were refused
+
+
+class EndpointVersionPublic(_Reply):
+    """One version of an endpoint (``orchestrator.core.versions.EndpointVersion``'s wire form)."""
+
+    version: int
+    createdAt: int = Field(description="Milliseconds since the epoch.")
+    handler: str | None
+    codeDigest: str | None
+    changed: list[str]
+    state: Literal["rolling_out", "active", "failed", "retired"]
+    error: str | None = None
+
+
+class VersionList(_Fixed):
+    """``GET /api/v1/endpoints/{name}/versions``: newest first."""
+
+    versions: list[EndpointVersionPublic]
+
+
+class RollbackBody(_Fixed):
+    """``POST /api/v1/endpoints/{name}/rollback``: the version to return to (default: the previous good
+    one)."""
+
+    to: int | None = Field(default=None, ge=1)
+
+
+class RollbackReply(_Reply):
+    endpoint: EndpointPublic
+    version: int
+    rolledBackTo: int
+
+
+class PackageStored(_Fixed):
+    """``POST /api/v1/packages``: where the package is (a ``gcs://`` URI for ``runtimeEnv.working_dir``)."""
+
+    uri: str
+    codeDigest: str
+    sizeBytes: int
+    files: int
+    requirements: list[str] | None
+    existed: bool
 
 
 class EndpointList(_Fixed):

@@ -23,7 +23,7 @@ from typing import Any
 from pydantic import ValidationError
 
 from orchestrator import logs
-from orchestrator.core.dispatch_workers import WorkerDispatch
+from orchestrator.core.dispatch_versions import VersionDispatch
 from orchestrator.core.errors import Conflict, InvalidInput, NotFound
 from orchestrator.core.jobs import RETRYABLE, JobStatus, JobView
 from orchestrator.core.models import EndpointPatch, EndpointSpec, NewJob, RunRequest, new_job_id
@@ -39,31 +39,53 @@ def validation_errors(exc: ValidationError) -> list[dict[str, Any]]:
     return [{"loc": list(e["loc"]), "msg": e["msg"], "type": e["type"]} for e in exc.errors()]
 
 
-class Dispatcher(WorkerDispatch):
+class Dispatcher(VersionDispatch):
     """Dispatch for every endpoint (see the module docstring). Single event loop; not thread-safe."""
 
     # Endpoints ------------------------------------------------------------------------------------
 
     async def create_endpoint(self, spec: EndpointSpec) -> dict[str, Any]:
-        """Create an endpoint; returns its wire form. Raises Conflict (409) when the name is taken."""
+        """Create an endpoint at version 1 (a ``version`` given on input is ignored); returns its wire
+        form. Raises Conflict (409) when the name is taken."""
         await self.recover()
         if spec.name in self.endpoints:
             raise Conflict(f"endpoint {spec.name!r} already exists", {"name": spec.name})
+        self._forget_versions(spec.name)
+        await self.store.delete_endpoint(spec.name)  # versions left by a crash between writes
+        spec = await self._versioned(None, spec)
         await self.store.put_endpoint(spec.name, spec.model_dump_json())
         self.endpoints[spec.name] = spec
         return spec.wire()
 
     async def update_endpoint(self, name: str, patch: EndpointPatch) -> dict[str, Any]:
         """Apply a partial update; the patched spec is validated as a whole (InvalidInput 422 naming the
-        field when it is not valid). Raises NotFound."""
+        field when it is not valid). A change of a runtime field creates a version (``version`` then
+        names it); scaling fields apply in place. Raises NotFound."""
         spec = await self._endpoint(name)
         try:
             updated = patch.apply(spec)
         except ValidationError as exc:
             raise InvalidInput("invalid endpoint update", validation_errors(exc)) from None
-        await self.store.put_endpoint(name, updated.model_dump_json())
-        self.endpoints[name] = updated
-        return updated.wire()
+        return (await self._put_spec(spec, updated)).wire()
+
+    async def _put_spec(self, spec: EndpointSpec, updated: EndpointSpec) -> EndpointSpec:
+        await self._versions(spec.name)  # an endpoint stored before versions gets its version 1 first
+        spec = self.endpoints[spec.name]
+        updated = await self._versioned(spec, updated)
+        await self.store.put_endpoint(spec.name, updated.model_dump_json())
+        self.endpoints[spec.name] = updated
+        return updated
+
+    async def rollback(self, name: str, to: int | None = None) -> dict[str, Any]:
+        """Create a new version whose runtime fields are version ``to``'s (default: the previous good one:
+        the active version when the newest is failed or rolling out, else the one active before it).
+        Returns ``{"endpoint", "version", "rolledBackTo"}``. Raises NotFound, Conflict (no earlier
+        version, or the endpoint already runs the target's fields)."""
+        spec = await self._endpoint(name)
+        after, target = await self.rollback_spec(name, to)
+        updated = await self._put_spec(spec, after)
+        log.info("endpoint %s rolled back to version %d as version %d", name, target.version, updated.version)
+        return {"endpoint": updated.wire(), "version": updated.version, "rolledBackTo": target.version}
 
     async def delete_endpoint(self, name: str) -> dict[str, Any]:
         """Delete an endpoint with no job in progress (else Conflict 409); its queued jobs are cancelled."""
@@ -76,15 +98,20 @@ class Dispatcher(WorkerDispatch):
         removed = await self._purge(name)
         await self.store.delete_endpoint(name)
         self.endpoints.pop(name, None)
+        self._forget_versions(name)
         return {"name": name, "deleted": True, "cancelledJobs": removed}
 
     async def get_endpoint(self, name: str) -> dict[str, Any]:
-        return (await self._endpoint(name)).wire()
+        """The endpoint's wire form plus ``problem``: why its pool cannot serve (None when it can; see
+        :mod:`orchestrator.core.endpoint_problem`). Raises NotFound."""
+        await self._endpoint(name)
+        await self._versions(name)
+        return {**self.endpoints[name].wire(), "problem": await self.problem(name)}
 
     async def list_endpoints(self) -> list[dict[str, Any]]:
-        """Every endpoint's wire form, by name."""
+        """Every endpoint's wire form with its ``problem``, by name."""
         await self.recover()
-        return [self.endpoints[n].wire() for n in sorted(self.endpoints)]
+        return [await self.get_endpoint(n) for n in sorted(self.endpoints)]
 
     async def endpoint_specs(self) -> dict[str, EndpointSpec]:
         """Every endpoint spec (for pools and the autoscaler, inside the cluster)."""

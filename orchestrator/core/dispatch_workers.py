@@ -135,9 +135,12 @@ class WorkerDispatch:
         wait_s: float | None = None,
         kind: str = "external",
         request_id: str | None = None,
+        version: int | None = None,
     ) -> list[dict[str, Any]]:
         """Lease up to ``max_jobs`` (1..1000) jobs to the worker, holding up to ``wait_s`` (default
-        ``take_wait_s``, at most 60) for one; [] at the timeout or once the worker is draining."""
+        ``take_wait_s``, at most 60) for one; [] at the timeout or once the worker is draining.
+        ``version`` is the endpoint version the worker runs (a Ray replica knows it; an outside worker
+        does not): recorded on each job taken, shown as the job's ``version``."""
         logs.bind(request_id=request_id, endpoint=endpoint, worker_id=worker_id)
         await self._endpoint(endpoint)
         wait = self.cfg.take_wait_s if wait_s is None else max(0.0, min(wait_s, 60.0))
@@ -146,7 +149,9 @@ class WorkerDispatch:
             now_s = self.clock.now_s()
             self.registry.touch(worker_id, endpoint, kind, now_s)
             version = self.takers.version(endpoint)
-            jobs = await self.store.take(endpoint, worker_id, max(1, min(max_jobs, 1000)), int(now_s * 1000))
+            jobs = await self.store.take(
+                endpoint, worker_id, max(1, min(max_jobs, 1000)), int(now_s * 1000), version
+            )
             if jobs:
                 for j in jobs:
                     self.leased[j.id] = (worker_id, endpoint, now_s)

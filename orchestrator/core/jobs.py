@@ -145,6 +145,8 @@ class JobView:
     low_priority: bool = False
     retried: int = 0
     progress: Any = None
+    version: int | None = None
+    """The endpoint version of the worker that took the latest attempt (None when not known)."""
     history: tuple[Mapping[str, Any], ...] = ()
 
     def delay_ms(self, now_ms: int) -> int:
@@ -162,7 +164,7 @@ class JobView:
 
     def status_object(self, now_ms: int) -> dict[str, Any]:
         """The RunPod status object: ``id``, ``status``, ``delayTime``, ``executionTime`` and, when known,
-        ``workerId``, ``output``, ``error``, ``retries``."""
+        ``workerId``, ``version`` (the endpoint version that ran it), ``output``, ``error``, ``retries``."""
         obj: dict[str, Any] = {
             "id": self.id,
             "status": self.status.value,
@@ -171,6 +173,8 @@ class JobView:
         }
         if self.worker_id:
             obj["workerId"] = self.worker_id
+        if self.version is not None:
+            obj["version"] = self.version
         if self.status is S.COMPLETED or self.output is not None:
             obj["output"] = self.output
         if self.status is S.IN_PROGRESS and self.progress is not None and self.output is None:

@@ -7,7 +7,7 @@ same names for the Lua scripts from the class itself. Names are relative to the 
 
 | key | type | contents |
 | --- | --- | --- |
-| ``job:{id}`` | hash | one job: ep, status, input, output, error, webhook, times, attempts, policy |
+| ``job:{id}`` | hash | one job: ep, status, input, output, error, webhook, times, attempts, policy, version |
 | ``hist:{id}`` | list | attempt history, JSON entries ``{at, from, to, reason, worker}`` (last 50) |
 | ``stream:{id}`` | list | stream chunks (JSON); the job hash's ``stream_read`` is the client cursor |
 | ``q:{ep}`` | zset | queued job ids of an endpoint, scored normal before low priority, FIFO within |
@@ -17,6 +17,7 @@ same names for the Lua scripts from the class itself. Names are relative to the 
 | ``jobs`` | zset | every job id scored by creation time (ms), for listings |
 | ``seq`` | string | the sequence that orders the queues |
 | ``endpoints`` | hash | endpoint name to its spec (JSON) |
+| ``versions:{ep}`` | hash | an endpoint's versions: number to the version (JSON, ``core.versions``) |
 | ``workers`` | hash | worker id to its last known record (JSON) |
 | ``draining`` | set | worker ids refused by ``take`` (checked inside the same script that hands out jobs) |
 | ``webhooks`` / ``webhooks:inflight`` | list | job ids whose final status is still to be POSTed |
@@ -56,6 +57,9 @@ class Keys:
 
     def counts(self, endpoint: str) -> str:
         return f"{self.prefix}counts:{endpoint}"
+
+    def versions(self, endpoint: str) -> str:
+        return f"{self.prefix}versions:{endpoint}"
 
     def autoscaler_history(self, endpoint: str) -> str:
         return f"{self.prefix}autoscaler:history:{endpoint}"

@@ -53,6 +53,7 @@ class MemoryStore:
         self.created: dict[str, int] = {}
         self.seq = 0
         self.endpoints: dict[str, str] = {}
+        self.versions: dict[str, dict[int, str]] = {}
         self.workers: dict[str, str] = {}
         self.draining: set[str] = set()
         self.webhooks: list[str] = []
@@ -186,7 +187,9 @@ class MemoryStore:
             self.created[j.id] = now_ms
         return depth + len(jobs)
 
-    async def take(self, endpoint: str, worker_id: str, max_jobs: int, now_ms: int) -> list[TakenJob]:
+    async def take(
+        self, endpoint: str, worker_id: str, max_jobs: int, now_ms: int, version: int | None = None
+    ) -> list[TakenJob]:
         if worker_id in self.draining:
             return []
         out = []
@@ -195,6 +198,10 @@ class MemoryStore:
             h = self.jobs.get(job_id)
             if h is not None and h["status"] == S.IN_QUEUE.value:
                 self._apply(job_id, S.IN_PROGRESS, now_ms, "taken", worker_id, worker_id)
+                if version is None:
+                    h.pop("version", None)
+                else:
+                    h["version"] = str(version)
                 out.append(TakenJob(job_id, json.loads(h["input"]), int(h["attempts"])))
         return out
 
@@ -336,7 +343,14 @@ class MemoryStore:
         self.endpoints[name] = spec_json
 
     async def delete_endpoint(self, name: str) -> bool:
+        self.versions.pop(name, None)
         return self.endpoints.pop(name, None) is not None
+
+    async def put_versions(self, endpoint: str, records: dict[int, str]) -> None:
+        self.versions.setdefault(endpoint, {}).update(records)
+
+    async def load_versions(self, endpoint: str) -> dict[int, str]:
+        return dict(self.versions.get(endpoint, {}))
 
     async def load_endpoints(self) -> dict[str, str]:
         return dict(self.endpoints)

@@ -89,8 +89,12 @@ class JobStore(Protocol):
         """Write ``jobs`` as IN_QUEUE, all or nothing; return the new depth. Raises QueueFull."""
         ...
 
-    async def take(self, endpoint: str, worker_id: str, max_jobs: int, now_ms: int) -> list[TakenJob]:
-        """Lease up to ``max_jobs`` queued jobs to the worker; none when it is draining."""
+    async def take(
+        self, endpoint: str, worker_id: str, max_jobs: int, now_ms: int, version: int | None = None
+    ) -> list[TakenJob]:
+        """Lease up to ``max_jobs`` queued jobs to the worker; none when it is draining. ``version`` (the
+        endpoint version the worker runs, None when unknown) is recorded on each job taken, replacing
+        what an earlier attempt recorded."""
         ...
 
     async def finish(self, items: Sequence[FinishItem], now_ms: int) -> list[FinishOutcome]:
@@ -142,7 +146,18 @@ class JobStore(Protocol):
     # Endpoints, workers and webhooks.
 
     async def put_endpoint(self, name: str, spec_json: str) -> None: ...
-    async def delete_endpoint(self, name: str) -> bool: ...
+    async def delete_endpoint(self, name: str) -> bool:
+        """Delete the endpoint's spec and its versions."""
+        ...
+
+    async def put_versions(self, endpoint: str, records: dict[int, str]) -> None:
+        """Upsert versions of an endpoint (JSON by version number), atomically."""
+        ...
+
+    async def load_versions(self, endpoint: str) -> dict[int, str]:
+        """Every version of an endpoint (JSON by number); empty when it has none."""
+        ...
+
     async def load_endpoints(self) -> dict[str, str]:
         """Every endpoint spec (JSON) by name."""
         ...
@@ -194,5 +209,6 @@ def job_view(job_id: str, h: dict[str, str], history: list[str]) -> JobView:
         low_priority=h.get("low") == "1",
         retried=num("retried") or 0,
         progress=js("progress"),
+        version=num("version"),
         history=tuple(json.loads(e) for e in history),
     )

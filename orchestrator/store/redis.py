@@ -88,8 +88,11 @@ class RedisStore:
             )
         return int(reply[1])
 
-    async def take(self, endpoint: str, worker_id: str, max_jobs: int, now_ms: int) -> list[TakenJob]:
-        reply = await self._take(args=[self._p, endpoint, worker_id, max_jobs, now_ms])
+    async def take(
+        self, endpoint: str, worker_id: str, max_jobs: int, now_ms: int, version: int | None = None
+    ) -> list[TakenJob]:
+        ver = "" if version is None else str(int(version))
+        reply = await self._take(args=[self._p, endpoint, worker_id, max_jobs, now_ms, ver])
         return [
             TakenJob(reply[i], json.loads(reply[i + 1]), int(reply[i + 2])) for i in range(0, len(reply), 3)
         ]
@@ -230,7 +233,18 @@ class RedisStore:
         await self.r.hset(self.k.endpoints, name, spec_json)
 
     async def delete_endpoint(self, name: str) -> bool:
-        return bool(await self.r.hdel(self.k.endpoints, name))
+        async with self.r.pipeline(transaction=True) as p:
+            p.hdel(self.k.endpoints, name)
+            p.delete(self.k.versions(name))
+            deleted, _ = await p.execute()
+        return bool(deleted)
+
+    async def put_versions(self, endpoint: str, records: dict[int, str]) -> None:
+        if records:
+            await self.r.hset(self.k.versions(endpoint), mapping={str(k): v for k, v in records.items()})
+
+    async def load_versions(self, endpoint: str) -> dict[int, str]:
+        return {int(k): v for k, v in (await self.r.hgetall(self.k.versions(endpoint))).items()}
 
     async def load_endpoints(self) -> dict[str, str]:
         return dict(await self.r.hgetall(self.k.endpoints))

@@ -161,9 +161,10 @@ return {1, depth + n}
 
 TAKE = _script(
     r"""
--- ARGV: P, ep, worker, n, now. Returns {} when the worker is draining or the queue is empty, else
--- n' x (id, input, attempts). The draining check sits in the same atomic step that hands out jobs.
-local ep, wid, n, now = ARGV[2], ARGV[3], tonumber(ARGV[4]), tonumber(ARGV[5])
+-- ARGV: P, ep, worker, n, now, version ('' = unknown). Returns {} when the worker is draining or the queue
+-- is empty, else n' x (id, input, attempts). The draining check sits in the same atomic step that hands
+-- out jobs. The worker's endpoint version is recorded on each job taken (an unknown one clears it).
+local ep, wid, n, now, ver = ARGV[2], ARGV[3], tonumber(ARGV[4]), tonumber(ARGV[5]), ARGV[6] or ''
 if redis.call('SISMEMBER', K_draining, wid) == 1 then return {} end
 local out = {}
 local popped = redis.call('ZPOPMIN', K_queue(ep), n)
@@ -173,6 +174,7 @@ for i = 1, #popped, 2 do
   if redis.call('HGET', jk, 'status') == 'IN_QUEUE' then
     redis.call('ZREM', K_ttl, id)
     enter(jk, id, ep, 'IN_QUEUE', 'IN_PROGRESS', now, wid)
+    if ver ~= '' then redis.call('HSET', jk, 'version', ver) else redis.call('HDEL', jk, 'version') end
     log(id, now, 'IN_QUEUE', 'IN_PROGRESS', 'taken', wid)
     local f = redis.call('HMGET', jk, 'input', 'attempts')
     out[#out + 1] = id

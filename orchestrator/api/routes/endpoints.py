@@ -1,5 +1,5 @@
-"""Endpoint management under ``/api/v1/endpoints`` (API key): create, list, show, update, delete, and the
-workers of one endpoint."""
+"""Endpoint management under ``/api/v1/endpoints`` (API key): create, list, show, update, delete, the
+workers of one endpoint, its versions and rollback."""
 
 from __future__ import annotations
 
@@ -16,24 +16,25 @@ router = APIRouter(
 )
 
 
-@router.post("", status_code=201, response_model=s.EndpointPublic)
+@router.post("", status_code=201, response_model=s.EndpointPublic, response_model_exclude_unset=True)
 async def create_endpoint(body: EndpointSpec, queue: Queue) -> s.EndpointPublic:
     """Create an endpoint (409 when the name is taken)."""
     return await queue.create_endpoint(body)
 
 
-@router.get("", response_model=s.EndpointList)
+@router.get("", response_model=s.EndpointList, response_model_exclude_unset=True)
 async def list_endpoints(queue: Queue) -> s.EndpointList:
     """Every endpoint, by name."""
     return s.EndpointList(endpoints=await queue.list_endpoints())
 
 
-@router.get("/{name}", response_model=s.EndpointPublic)
+@router.get("/{name}", response_model=s.EndpointPublic, response_model_exclude_unset=True)
 async def get_endpoint(name: EndpointName, queue: Queue) -> s.EndpointPublic:
+    """The endpoint, with ``problem`` (null when its pool can serve) and ``version`` (its latest)."""
     return await queue.get_endpoint(name)
 
 
-@router.patch("/{name}", response_model=s.EndpointPublic)
+@router.patch("/{name}", response_model=s.EndpointPublic, response_model_exclude_unset=True)
 async def update_endpoint(name: EndpointName, body: EndpointPatch, queue: Queue) -> s.EndpointPublic:
     """Change the fields given (unknown fields and ``name`` are refused); the result is validated whole."""
     return await queue.update_endpoint(name, body)
@@ -49,3 +50,17 @@ async def delete_endpoint(name: EndpointName, queue: Queue) -> s.EndpointDeleted
 async def endpoint_workers(name: EndpointName, queue: Queue) -> s.WorkerList:
     """The endpoint's workers and their states."""
     return s.WorkerList(workers=await queue.list_workers(name))
+
+
+@router.get("/{name}/versions", response_model=s.VersionList, response_model_exclude_unset=True)
+async def endpoint_versions(name: EndpointName, queue: Queue) -> s.VersionList:
+    """The endpoint's versions, newest first: number, creation time, handler, code digest, what changed
+    and state (rolling_out, active, failed with its error, retired)."""
+    return await queue.list_versions(name)
+
+
+@router.post("/{name}/rollback", response_model=s.RollbackReply, response_model_exclude_unset=True)
+async def rollback(name: EndpointName, queue: Queue, body: s.RollbackBody | None = None) -> s.RollbackReply:
+    """Create a new version whose code and settings are version ``to``'s (default: the previous good one)
+    and roll out to it. 409 when there is no earlier version or the endpoint already runs it."""
+    return await queue.rollback(name, body.to if body else None)
