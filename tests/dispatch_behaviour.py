@@ -15,10 +15,11 @@ from dataclasses import dataclass
 from typing import Any
 
 import pytest
+from pydantic import ValidationError
 
 from orchestrator.core.dispatch import Dispatcher
 from orchestrator.core.errors import Conflict, InvalidInput, NotFound, QueueFull
-from orchestrator.core.models import EndpointPatch, EndpointSpec, RunRequest
+from orchestrator.core.models import STORED, EndpointPatch, EndpointSpec, RunRequest
 from orchestrator.store.protocol import JobStore
 
 pytestmark = pytest.mark.timeout(30)
@@ -620,3 +621,163 @@ async def test_a_new_dispatcher_recovers_endpoints_leases_and_workers(rig: Rig) 
     rig.clock.advance(11)
     await d2.sweep_once()
     assert (await d2.list_workers("ep"))[0]["state"] == "stopped", "restored workers still go stale"
+
+
+# Versions --------------------------------------------------------------------------------------------------
+
+GCS_V1 = "gcs://_ray_pkg_" + "1" * 40 + ".zip"
+GCS_V2 = "gcs://_ray_pkg_" + "2" * 40 + ".zip"
+
+
+async def test_versions_created_by_runtime_changes_only(rig: Rig) -> None:
+    d = rig.d
+    created = await d.create_endpoint(ep(handler="h:f", version=7, runtimeEnv={"working_dir": GCS_V1}))
+    assert created["version"] == 1, "the dispatcher numbers versions; a version on input is ignored"
+    rig.clock.advance(1)
+    scaled = await d.update_endpoint("ep", EndpointPatch.model_validate({"minReplicas": 2, "priority": 9}))
+    assert scaled["version"] == 1, "scaling fields apply in place"
+    rig.clock.advance(1)
+    patch = {"runtimeEnv": {"working_dir": GCS_V2}, "codeDigest": "sha256:ab", "concurrency": 2}
+    changed = await d.update_endpoint("ep", EndpointPatch.model_validate(patch))
+    assert changed["version"] == 2 and changed["minReplicas"] == 2
+    listed = (await d.list_versions("ep"))["versions"]
+    assert [v["version"] for v in listed] == [2, 1], "newest first"
+    v2, v1 = listed
+    assert v2["changed"] == ["codeDigest", "runtimeEnv", "concurrency"]
+    assert v2["codeDigest"] == "sha256:ab" and v2["runtimeEnv"] == {"working_dir": GCS_V2}
+    assert v2["createdAt"] == int((T0_S + 2) * 1000) and v2["state"] == "rolling_out"
+    assert v1["changed"] == [] and v1["handler"] == "h:f"
+    assert v1["state"] == "retired", "v1 never became active: superseded by v2"
+    again = await rig.fresh().list_versions("ep")
+    assert again["versions"] == listed, "durable in the store"
+    assert (await rig.fresh().get_endpoint("ep"))["version"] == 2
+
+
+async def test_version_reports_activate_retire_and_fail(rig: Rig) -> None:
+    d = rig.d
+    await d.create_endpoint(ep(handler="h:f"))
+    assert (await d.report_version_state("ep", 1, "active"))["state"] == "active"
+    assert (await d.report_version_state("ep", 1, "active"))["state"] == "active", "a repeat is a no-op"
+    await d.update_endpoint("ep", EndpointPatch.model_validate({"handler": "h:g"}))
+    await d.report_version_state("ep", 2, "active")
+    states = {v["version"]: v["state"] for v in (await d.list_versions("ep"))["versions"]}
+    assert states == {1: "retired", 2: "active"}
+    await d.update_endpoint("ep", EndpointPatch.model_validate({"handler": "h:broken"}))
+    failed = await d.report_version_state("ep", 3, "failed", "ImportError: no module named broken")
+    assert failed["state"] == "failed" and "ImportError" in failed["error"]
+    problem = (await d.get_endpoint("ep"))["problem"]
+    assert problem["code"] == "version_failed" and "ImportError" in problem["message"]
+    states = {v["version"]: v["state"] for v in (await rig.fresh().list_versions("ep"))["versions"]}
+    assert states == {1: "retired", 2: "active", 3: "failed"}, "v2 still serves"
+    with pytest.raises(Conflict):
+        await d.report_version_state("ep", 1, "active")  # a retired version never comes back
+    with pytest.raises(NotFound):
+        await d.report_version_state("ep", 9, "active")
+    with pytest.raises(InvalidInput):
+        await d.report_version_state("ep", 2, "bogus")
+    with pytest.raises(NotFound):
+        await d.report_version_state("nope", 1, "active")
+
+
+async def test_rollback_creates_a_version_with_the_target_fields(rig: Rig) -> None:
+    d = rig.d
+    await d.create_endpoint(ep(handler="h:f", gpus=1, runtimeEnv={"working_dir": GCS_V1}))
+    with pytest.raises(Conflict):
+        await d.rollback("ep")  # nothing earlier
+    await d.report_version_state("ep", 1, "active")
+    await d.update_endpoint("ep", EndpointPatch.model_validate({"runtimeEnv": {"working_dir": GCS_V2}}))
+    await d.report_version_state("ep", 2, "active")
+    await d.update_endpoint("ep", EndpointPatch.model_validate({"maxReplicas": 4}))
+    back = await d.rollback("ep")
+    assert (back["version"], back["rolledBackTo"]) == (3, 1)
+    assert back["endpoint"]["runtimeEnv"] == {"working_dir": GCS_V1}
+    assert back["endpoint"]["maxReplicas"] == 4, "scaling fields are kept"
+    v3 = (await d.list_versions("ep"))["versions"][0]
+    assert v3["version"] == 3 and v3["changed"] == ["runtimeEnv"]
+    with pytest.raises(Conflict):
+        await d.rollback("ep", 1)  # already runs version 1's fields
+    to2 = await d.rollback("ep", 2)
+    assert to2["version"] == 4 and to2["endpoint"]["runtimeEnv"] == {"working_dir": GCS_V2}
+    with pytest.raises(NotFound):
+        await d.rollback("ep", 42)
+
+
+async def test_failed_version_rolls_back_to_the_serving_one_by_default(rig: Rig) -> None:
+    d = rig.d
+    await d.create_endpoint(ep(handler="h:f"))
+    await d.report_version_state("ep", 1, "active")
+    await d.update_endpoint("ep", EndpointPatch.model_validate({"handler": "h:broken"}))
+    await d.report_version_state("ep", 2, "failed", "boom")
+    back = await d.rollback("ep")
+    assert back["rolledBackTo"] == 1 and back["endpoint"]["handler"] == "h:f"
+    assert (await d.get_endpoint("ep"))["problem"] is None, "the failed version is no longer the newest"
+
+
+async def test_endpoint_without_handler_is_active_at_once(rig: Rig) -> None:
+    await rig.d.create_endpoint(ep())
+    (v1,) = (await rig.d.list_versions("ep"))["versions"]
+    assert v1["state"] == "active"
+
+
+async def test_take_records_the_version_on_the_job(rig: Rig) -> None:
+    d = rig.d
+    await d.create_endpoint(ep(handler="h:f"))
+    job = await submit_one(d)
+    (taken,) = await d.take("ep", "w1", 1, 0, "ray", None, 1)
+    assert taken["id"] == job
+    assert (await d.status("ep", job))["version"] == 1
+    assert (await d.get_job(job))["version"] == 1
+    await d.worker_gone("w1", "died")  # back in the queue; an outside worker takes it, version unknown
+    (again,) = await d.take("ep", "w2", 1, 0)
+    assert again["id"] == job
+    assert "version" not in await d.status("ep", job), "only when known"
+
+
+async def test_delete_endpoint_forgets_versions(rig: Rig) -> None:
+    d = rig.d
+    await d.create_endpoint(ep(handler="h:f"))
+    await d.update_endpoint("ep", EndpointPatch.model_validate({"handler": "h:g"}))
+    await d.delete_endpoint("ep")
+    await d.create_endpoint(ep(handler="h:f"))
+    assert [v["version"] for v in (await rig.fresh().list_versions("ep"))["versions"]] == [1]
+
+
+async def test_endpoint_stored_before_versions_gets_version_one(rig: Rig) -> None:
+    fields = {"name": "ep", "handler": "h:f", "runtimeEnv": {"working_dir": "/home/me/code"}}
+    with pytest.raises(ValidationError):
+        EndpointSpec.model_validate(fields)  # no longer accepted from a user
+    raw = EndpointSpec.model_validate(fields, context={STORED: True}).model_dump_json()
+    assert '"version":0' in raw
+    await rig.store.put_endpoint("ep", raw)
+    d = rig.fresh()
+    got = await d.get_endpoint("ep")
+    assert got["version"] == 1 and got["runtimeEnv"] == {"working_dir": "/home/me/code"}
+    (v1,) = (await d.list_versions("ep"))["versions"]
+    assert v1["state"] == "active"
+
+
+async def test_pool_problem_shows_on_the_endpoint_then_expires(rig: Rig) -> None:
+    d = rig.d
+    await d.create_endpoint(ep(handler="h:f"))
+    assert (await d.get_endpoint("ep"))["problem"] is None
+    await d.report_pool_problem("ep", "RuntimeEnvSetupError: pip install failed")
+    problem = (await d.get_endpoint("ep"))["problem"]
+    assert problem["code"] == "pool_error" and "pip install failed" in problem["message"]
+    assert [e["problem"] for e in await d.list_endpoints()] == [problem]
+    rig.clock.advance(31)
+    assert (await d.get_endpoint("ep"))["problem"] is None
+
+
+async def test_failed_starts_show_on_the_endpoint_until_a_replica_is_ready(rig: Rig) -> None:
+    d = rig.d
+    await d.create_endpoint(ep(handler="h:f"))
+    await d.report_workers("ep", [{"workerId": "r1", "state": "starting", "reason": "loading handler"}])
+    assert (await d.get_endpoint("ep"))["problem"] is None
+    rec = {"workerId": "r1", "state": "stopped", "reason": "failed to start: ModuleNotFoundError: x"}
+    await d.report_workers("ep", [{**rec, "error": "Traceback ... ModuleNotFoundError: x"}])
+    problem = (await d.get_endpoint("ep"))["problem"]
+    assert problem["code"] == "start_failed" and "ModuleNotFoundError" in problem["message"]
+    assert "Traceback" in problem["detail"]
+    rig.clock.advance(1)
+    await d.heartbeat("ep", "r2", [], {"state": "idle"})
+    assert (await d.get_endpoint("ep"))["problem"] is None

@@ -148,7 +148,7 @@ class WorkerDispatch:
         while True:
             now_s = self.clock.now_s()
             self.registry.touch(worker_id, endpoint, kind, now_s)
-            version = self.takers.version(endpoint)
+            woken = self.takers.version(endpoint)
             jobs = await self.store.take(
                 endpoint, worker_id, max(1, min(max_jobs, 1000)), int(now_s * 1000), version
             )
@@ -160,7 +160,7 @@ class WorkerDispatch:
             remaining = deadline - self.clock.monotonic_s()
             if self.registry.is_draining(worker_id) or remaining <= 0:
                 return []
-            if not await self.takers.wait(endpoint, remaining, version):
+            if not await self.takers.wait(endpoint, remaining, woken):
                 return []
 
     async def done(
