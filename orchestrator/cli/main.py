@@ -1,4 +1,5 @@
-"""The ``ripple`` command line: ``up``, ``down``, ``endpoint``, ``submit``, ``status``, ``logs``, ``doctor``.
+"""The ``ripple`` command line: ``up``, ``down``, ``endpoint``, ``deploy``, ``versions``, ``rollback``,
+``submit``, ``status``, ``logs``, ``doctor``.
 
 ``up`` and ``down`` manage a local instance (see :mod:`orchestrator.ops.local`); every other command talks to
 a running instance over its HTTP API, found through ``--url`` / ``RIPPLE_URL`` or the data dir's state
@@ -19,6 +20,7 @@ from typing import Any
 
 import httpx
 
+from orchestrator.cli import deploy
 from orchestrator.cli.logs import add_parser as add_logs_parser
 from orchestrator.core.errors import ConfigError, NotReady, RippleError
 from orchestrator.core.gpu_types import parse_gpus_flag
@@ -445,6 +447,8 @@ def parser() -> argparse.ArgumentParser:
     ep.add_argument("--runtime-env", help="Ray runtime_env as JSON.")
     ep.add_argument("--set", action="append", metavar="FIELD=VALUE", help="Any endpoint field (JSON value).")
     ep.set_defaults(fn=cmd_endpoint)
+
+    deploy.add_parsers(sub, _client, lambda a: int(_settings(a).max_package_bytes))
 
     sm = sub.add_parser("submit", help="Submit one job or a file of jobs.")
     sm.add_argument("endpoint")
