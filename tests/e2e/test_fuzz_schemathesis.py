@@ -27,8 +27,9 @@ pytestmark = pytest.mark.timeout(240)
 BUDGET_S = 150.0
 EXAMPLES = {GenerationMode.POSITIVE: 6, GenerationMode.NEGATIVE: 6}
 TRACEBACK = re.compile(r"Traceback \(most recent call last\)")
-# Long-polls that would hold 2 s on a real endpoint: fuzzed only against unknown endpoints.
-LONG_POLLS = ("/job-take/", "/job-take-batch/", "/job-stop/")
+# Long-polls that would hold 2 s on a real endpoint, and the OpenAI routes (which hold until their job is
+# final: the fuzz endpoint has no worker): fuzzed only against unknown endpoints.
+LONG_POLLS = ("/job-take/", "/job-take-batch/", "/job-stop/", "/openai/")
 
 
 def _check_error_shape(ctx: Any, response: Any, case: schemathesis.Case) -> bool:
@@ -43,6 +44,10 @@ def _check_error_shape(ctx: Any, response: Any, case: schemathesis.Case) -> bool
         except ValueError:
             curl = case.as_curl_command()[:300]
             raise AssertionError(f"non-JSON error {response.status_code} {text[:200]!r}: {curl}") from None
+        if "/openai/" in case.path and isinstance(body, dict) and isinstance(body.get("error"), dict):
+            # The OpenAI-compatible routes answer in OpenAI's error shape.
+            assert isinstance(body["error"].get("message"), str), f"bad OpenAI error body: {text[:300]}"
+            return True
         assert isinstance(body, dict) and {"error", "detail"} <= set(body), f"bad error body: {text[:300]}"
     return True
 
