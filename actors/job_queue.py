@@ -21,9 +21,11 @@ from orchestrator.config import QueueConfig
 from orchestrator.core.dispatch import Dispatcher
 from orchestrator.core.models import EndpointPatch, EndpointSpec, RunRequest
 from orchestrator.core.net_policy import check_literal_webhooks
+from orchestrator.core.scopes import AuditEntry, KeyRecord
 from orchestrator.core.versions import EndpointVersion
 from orchestrator.metrics import QueueMetrics
 from orchestrator.ray_metrics import RaySink
+from orchestrator.store.access import RedisAccessStore
 from orchestrator.store.redis import RedisStore
 from orchestrator.webhooks import WebhookSender
 
@@ -37,6 +39,7 @@ class JobQueue:
         self.cfg = config
         self.namespace = namespace
         self.store = RedisStore.connect(config.redis_url, config.key_prefix)
+        self.access = RedisAccessStore(self.store.r, self.store.k)  # named API keys, audit log
         logs.configure("INFO")  # JSON lines in the actor's log file
         self.ray_metrics = RaySink()
         self.metrics = QueueMetrics(self.ray_metrics)
@@ -233,3 +236,25 @@ class JobQueue:
     async def ready(self) -> dict[str, Any]:
         """Readiness: the store answers and recovery is done."""
         return await self.d.ready()
+
+    # Named API keys and the audit log (straight to the store: no dispatch involved) ---------------
+
+    async def create_key(self, record: KeyRecord) -> None:
+        await self.access.create_key(record)
+
+    async def revoke_key(self, name: str) -> KeyRecord:
+        return await self.access.revoke_key(name)
+
+    async def list_keys(self) -> tuple[list[KeyRecord], dict[str, int]]:
+        return await self.access.list_keys()
+
+    async def sync_keys(
+        self, known_version: int, used_ms: dict[str, int]
+    ) -> tuple[int, list[KeyRecord] | None]:
+        return await self.access.sync(known_version, used_ms)
+
+    async def record_audit(self, entry: AuditEntry) -> None:
+        await self.access.record_audit(entry)
+
+    async def audit(self, limit: int) -> list[AuditEntry]:
+        return await self.access.audit(limit)

@@ -8,20 +8,39 @@ checks every call and every reply is parsed into its response model. Tests repla
 
 from __future__ import annotations
 
+import inspect
 import json
+import logging
 import re
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+import time
+from collections.abc import AsyncIterator, Callable, Sequence
+from dataclasses import dataclass, field
 from typing import Annotated, Any
 
 from fastapi import Depends, Header, Path, Request
+from fastapi.routing import APIRoute
 
 from orchestrator import names
 from orchestrator.api import schemas as s
+from orchestrator.api.middleware import current_request_id
+from orchestrator.auth import KeyCache
 from orchestrator.boot import BootConfig
-from orchestrator.core.errors import InvalidInput, NotReady, Unauthorized
+from orchestrator.core.errors import Forbidden, InvalidInput, NotReady, Unauthorized
 from orchestrator.core.models import EndpointPatch, EndpointSpec, RunRequest, worker_id_ok
+from orchestrator.core.scopes import (
+    ADMIN_KEY_NAME,
+    INSECURE_NAME,
+    AuditEntry,
+    Family,
+    KeyRecord,
+    Principal,
+    Scope,
+    audit_action,
+    refusal,
+)
 from orchestrator.core.worker_logs import ActorLogs
+
+log = logging.getLogger("ripple.http")
 
 PACKAGES_PATH = "/api/v1/packages"
 
@@ -35,11 +54,13 @@ class AppState:
     """Per-replica state of the HTTP app; the Serve deployment's constructor sets ``boot``.
 
     ``ui_verify(request, auth) -> bool`` is set by the web UI's ``mount`` (a session cookie counts as the
-    API key). ``behind_serve``: Serve's proxy echoes ``X-Request-ID`` itself. ``cluster_facts()`` reads
-    the Ray cluster's nodes and pending demand (blocking; the composer supplies it, as it reads Ray's GCS).
-    ``actor_logs`` reads a Ray actor's stdout/stderr (the composer supplies Ray's state API reader).
-    ``store_package(zip_bytes, max_bytes)`` stores a code package in the Ray cluster and describes it
-    (blocking; the composer supplies it, as it writes Ray's GCS).
+    API key); ``ui_subject(request, auth)`` names the key the session logged in with (None: no
+    valid session). ``keys`` is this replica's copy of the named keys. ``behind_serve``: Serve's proxy
+    echoes ``X-Request-ID`` itself. ``cluster_facts()`` reads the Ray cluster's nodes and pending demand
+    (blocking; the composer supplies it, as it reads Ray's GCS). ``actor_logs`` reads a Ray actor's
+    stdout/stderr (the composer supplies Ray's state API reader). ``store_package(zip_bytes, max_bytes)``
+    stores a code package in the Ray cluster and describes it (blocking; the composer supplies it, as it
+    writes Ray's GCS).
     """
 
     boot: BootConfig | None = None
@@ -48,6 +69,8 @@ class AppState:
     cluster_facts: Callable[[], dict[str, Any]] | None = None
     actor_logs: ActorLogs | None = None
     store_package: Callable[[bytes, int], dict[str, Any]] | None = None
+    ui_subject: Callable[[Request, Any], str | None] | None = None
+    keys: KeyCache = field(default_factory=KeyCache)
     _queue: Any = None
 
     def body_limit(self, path: str) -> int | None:
@@ -263,6 +286,35 @@ class QueueClient:
         """The store answers and recovery is done (raises otherwise)."""
         return s.QueueReady.model_validate(await self._h.ready.remote())
 
+    # Named keys and the audit log
+    async def create_key(self, record: KeyRecord) -> None:
+        """Store a new key record (Conflict when the name is taken)."""
+        await self._h.create_key.remote(record)
+
+    async def revoke_key(self, name: str) -> KeyRecord:
+        """Delete a key record (NotFound when there is none); the record deleted."""
+        record: KeyRecord = await self._h.revoke_key.remote(name)
+        return record
+
+    async def list_keys(self) -> tuple[list[KeyRecord], dict[str, int]]:
+        """Every key record and the last-use times (ms) of those used."""
+        records, used = await self._h.list_keys.remote()
+        return list(records), dict(used)
+
+    async def sync_keys(
+        self, known_version: int, used_ms: dict[str, int]
+    ) -> tuple[int, list[KeyRecord] | None]:
+        """Report last uses; the key table's version and, when it moved past ``known_version``, the table."""
+        version, records = await self._h.sync_keys.remote(known_version, used_ms)
+        return int(version), None if records is None else list(records)
+
+    async def record_audit(self, entry: AuditEntry) -> None:
+        await self._h.record_audit.remote(entry)
+
+    async def audit(self, limit: int) -> list[AuditEntry]:
+        """The newest ``limit`` audit entries, newest first."""
+        return list(await self._h.audit.remote(limit))
+
 
 class AutoscalerClient:
     """Typed calls to the autoscaler actor; ``handle()`` as for :class:`QueueClient`."""
@@ -313,25 +365,143 @@ def _bearer(authorization: str | None) -> str:
     return rest.strip() if scheme.lower() == "bearer" else authorization.strip()
 
 
-async def require_api_key(
-    request: Request, state: State, authorization: Annotated[str | None, Header()] = None
-) -> None:
-    """Client and management auth: ``Authorization: Bearer KEY``, or a web UI session (CSRF-checked)."""
+async def principal_of_key(state: AppState, queue: QueueClient, presented: str) -> Principal | None:
+    """The principal of a presented key: the instance's own keys by digest (no call), a named key from this
+    replica's copy of the key table (refreshed at most every half second, so a revocation bites within
+    about a second on every replica); None when unknown or revoked."""
+    auth = state.require_boot().auth
+    if not presented:
+        return None
+    found = auth.instance_key(presented)
+    if found is None:
+        found = await state.keys.principal(presented, queue.sync_keys, int(time.time() * 1000))
+    return found
+
+
+async def principal_of_subject(state: AppState, queue: QueueClient, subject: str) -> Principal | None:
+    """The principal a web UI session acts as (its key's name); None when that key was revoked."""
+    if subject == ADMIN_KEY_NAME:
+        return Principal(ADMIN_KEY_NAME, Scope.ADMIN)
+    return await state.keys.principal_named(subject, queue.sync_keys)
+
+
+async def authenticate(
+    request: Request,
+    state: AppState,
+    queue: QueueClient,
+    authorization: str | None,
+    allow_session: bool = True,
+) -> Principal:
+    """Who the request acts as: the key in ``Authorization`` (``Bearer KEY`` or the raw key, as workers send
+    it), else (when ``allow_session``) the web UI session's key. 401 when there is none, or it is unknown or
+    revoked."""
     auth = state.require_boot().auth
     if not auth.enabled:
-        return
-    if authorization and auth.api_key_ok(_bearer(authorization)):
-        return
-    if state.ui_verify is not None and state.ui_verify(request, auth):
-        return
-    raise Unauthorized("missing or wrong API key (Authorization: Bearer KEY)")
+        return Principal(INSECURE_NAME, Scope.ADMIN)
+    if authorization:
+        found = await principal_of_key(state, queue, _bearer(authorization))
+        if found is not None:
+            return found
+    if allow_session and state.ui_subject is not None:
+        subject = state.ui_subject(request, auth)
+        if subject is not None:
+            found = await principal_of_subject(state, queue, subject)
+            if found is not None:
+                return found
+            raise Unauthorized(f"key '{subject}' of this session was revoked: log in again")
+    if authorization:
+        raise Unauthorized("unknown or revoked key")
+    raise Unauthorized("missing API key (Authorization: Bearer KEY)")
 
 
-async def require_worker_key(state: State, authorization: Annotated[str | None, Header()] = None) -> None:
-    """Worker protocol auth: ``Authorization: KEY`` with or without ``Bearer``."""
-    auth = state.require_boot().auth
-    if auth.enabled and not (authorization and auth.worker_key_ok(_bearer(authorization))):
-        raise Unauthorized("missing or wrong worker key (Authorization: KEY)")
+def queue_from(request: Request, state: AppState) -> QueueClient:
+    """The queue client a route of this request's app would receive (``dependency_overrides`` honoured), for
+    code outside a route's dependencies (the web UI's login)."""
+    override = request.app.dependency_overrides.get(queue_client)
+    if override is None:
+        return queue_client(state)
+    takes_state = len(inspect.signature(override).parameters) > 0
+    made: QueueClient = override(state) if takes_state else override()
+    return made
+
+
+def _family_of(request: Request, worker: bool) -> Family:
+    """The route family of a request by its path and method (the routers of /v2 say client or worker)."""
+    if worker:
+        return Family.WORKER
+    if request.url.path.startswith("/v2/"):
+        return Family.CLIENT
+    return Family.READ if request.method.upper() in ("GET", "HEAD", "OPTIONS") else Family.CHANGE
+
+
+async def _audit_target(request: Request) -> str:
+    """What a change acts on: the path's name, endpoint or worker, else the body's ``name``."""
+    for param in ("name", "endpoint", "worker_id", "job_id"):
+        value = request.path_params.get(param)
+        if value:
+            return str(value)
+    try:
+        body = json.loads(await request.body() or b"null")
+    except (ValueError, UnicodeDecodeError, RecursionError):
+        return ""
+    name = body.get("name") if isinstance(body, dict) else None
+    return name[:128] if isinstance(name, str) else ""
+
+
+async def _access(
+    request: Request, state: AppState, queue: QueueClient, authorization: str | None, family: Family
+) -> AsyncIterator[Principal]:
+    """Authenticate, check the scope (403 naming the key and what it may not do), run the route, and when
+    the route changed something, record it in the audit log."""
+    # The worker protocol wants a key in the header: a browser session never drives it.
+    who = await authenticate(request, state, queue, authorization, allow_session=family is not Family.WORKER)
+    endpoint = request.path_params.get("endpoint")
+    why = refusal(who, family, endpoint)
+    if why is not None:
+        raise Forbidden(why, {"key": who.name, "scope": who.scope.value})
+    route = request.scope.get("route")
+    template = route.path if isinstance(route, APIRoute) else request.url.path
+    action = audit_action(request.method, template, family)
+    target = await _audit_target(request) if action else ""
+    yield who
+    if action is None:
+        return
+    entry = AuditEntry(int(time.time() * 1000), who.name, action, target, current_request_id() or "")
+    try:
+        await queue.record_audit(entry)
+    except Exception:  # the change is done: a lost audit line is logged, not turned into an error reply
+        log.exception("audit entry not recorded", extra={"action": action, "target": target})
+
+
+def _access_dependency(
+    family: Family | None, worker: bool = False
+) -> Callable[..., AsyncIterator[Principal]]:
+    async def dependency(
+        request: Request,
+        state: State,
+        queue: Queue,
+        authorization: Annotated[str | None, Header()] = None,
+    ) -> AsyncIterator[Principal]:
+        fam = family if family is not None else _family_of(request, worker)
+        async for who in _access(request, state, queue, authorization, fam):
+            yield who
+
+    return dependency
+
+
+require_api_key = _access_dependency(None)
+"""Client and management routes: ``Authorization: Bearer KEY`` or a web UI session (CSRF-checked). The
+family comes from the request: ``/v2/...`` is the client API; under ``/api/v1`` a GET is a read (read
+scope), anything else a change (admin), recorded in the audit log."""
+
+require_worker_key = _access_dependency(None, worker=True)
+"""Worker protocol: ``Authorization: KEY`` with or without ``Bearer`` (worker scope)."""
+
+require_keys_admin = _access_dependency(Family.KEYS)
+"""``/api/v1/keys``: admin keys only, reads included."""
+
+require_audit_reader = _access_dependency(Family.AUDIT)
+"""``/api/v1/audit``: admin and read keys."""
 
 
 # Validated inputs ---------------------------------------------------------------------------------------

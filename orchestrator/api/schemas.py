@@ -378,3 +378,52 @@ class OverrideBody(_Fixed):
 class OverrideReply(_Fixed):
     endpoint: str
     override: OverrideBody | None
+
+
+# Named API keys and the audit log ----------------------------------------------------------------------
+
+
+class KeyCreate(_Fixed):
+    """``POST /api/v1/keys``: a named key; ``endpoints`` limits a client or worker key (empty: all)."""
+
+    name: str = Field(min_length=1, max_length=63, description="Lower-case letters, digits, '.', '_', '-'.")
+    scope: Literal["admin", "read", "client", "worker"]
+    endpoints: list[str] = Field(default_factory=list, max_length=100)
+
+
+class KeyView(_Fixed):
+    """A key as listed: never the key itself."""
+
+    name: str
+    scope: str
+    endpoints: list[str]
+    createdAt: int = Field(description="Epoch ms.")
+    lastUsedAt: int | None = Field(description="Epoch ms of the last use a replica reported, or null.")
+
+
+class KeyCreated(KeyView):
+    """The reply to a creation: the only time the key is shown."""
+
+    key: str = Field(description="The key: shown once, stored only as a hash.")
+
+
+class KeyList(_Fixed):
+    keys: list[KeyView]
+
+
+class KeyRevoked(_Fixed):
+    name: str
+    revoked: Literal[True]
+
+
+class AuditRow(_Fixed):
+    at: int = Field(description="Epoch ms.")
+    key: str
+    action: str
+    target: str
+    requestId: str
+    detail: dict[str, Any]
+
+
+class AuditLog(_Fixed):
+    entries: list[AuditRow]

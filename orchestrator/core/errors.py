@@ -41,6 +41,12 @@ class Unauthorized(RippleError):
     status_code = 401
 
 
+class Forbidden(RippleError):
+    """A valid key whose scope or endpoints do not cover the route (403)."""
+
+    status_code = 403
+
+
 class NotFound(RippleError):
     """An endpoint, job or worker does not exist."""
 

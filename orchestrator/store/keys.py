@@ -26,6 +26,10 @@ same names for the Lua scripts from the class itself. Names are relative to the 
 | ``autoscaler:enabled`` | string | the operator's switch, ``1`` or ``0`` (absent: the setting decides) |
 | ``autoscaler:overrides`` | hash | endpoint name to an operator override (JSON) |
 | ``autoscaler:history:{ep}`` | list | the autoscaler's decisions for an endpoint, newest first (JSON) |
+| ``apikeys`` | hash | named API key to its record (JSON: scope, endpoints, created, SHA-256 digest) |
+| ``apikeys:version`` | string | counter bumped by every key creation and revocation (replicas poll it) |
+| ``apikeys:used`` | hash | named API key to when it was last used (ms, reported by the HTTP replicas) |
+| ``audit`` | list | management changes, newest first (JSON), capped |
 """
 
 from __future__ import annotations
@@ -117,6 +121,22 @@ class Keys:
     @property
     def autoscaler_overrides(self) -> str:
         return f"{self.prefix}autoscaler:overrides"
+
+    @property
+    def api_keys(self) -> str:
+        return f"{self.prefix}apikeys"
+
+    @property
+    def api_keys_version(self) -> str:
+        return f"{self.prefix}apikeys:version"
+
+    @property
+    def api_keys_used(self) -> str:
+        return f"{self.prefix}apikeys:used"
+
+    @property
+    def audit(self) -> str:
+        return f"{self.prefix}audit"
 
 
 def key_names() -> tuple[dict[str, str], dict[str, tuple[str, str]]]:

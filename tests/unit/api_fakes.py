@@ -20,6 +20,8 @@ from orchestrator.boot import BootConfig, boot_config
 from orchestrator.config import load_settings
 from orchestrator.core.errors import Conflict, NotFound
 from orchestrator.core.models import EndpointPatch, EndpointSpec, RunRequest
+from orchestrator.core.scopes import AuditEntry, KeyRecord
+from orchestrator.store.access import MemoryAccessStore
 
 API_KEY = "client-key-123"
 WORKER_KEY = "worker-key-456"
@@ -64,6 +66,8 @@ class FakeQueue(QueueClient):
         self.stops: dict[str, list[str]] = {}
         self.fail: BaseException | None = None  # raised by the next call, as an unreachable actor would
         self._ids = (f"job-{n}" for n in itertools.count(1))
+        self.access = MemoryAccessStore()  # named keys and the audit log, as the actor keeps them
+        self.key_syncs = 0
 
     def _call(self, name: str, *args: Any) -> None:
         self.calls.append((name, args))
@@ -326,6 +330,28 @@ class FakeQueue(QueueClient):
     async def ready(self) -> s.QueueReady:
         self._call("ready")
         return s.QueueReady.model_validate({"store": "ok", "recovery": {"jobs": 0}})
+
+    # Named keys and the audit log: the memory store the actor's Redis store mirrors (not in ``calls``).
+    async def create_key(self, record: KeyRecord) -> None:
+        await self.access.create_key(record)
+
+    async def revoke_key(self, name: str) -> KeyRecord:
+        return await self.access.revoke_key(name)
+
+    async def list_keys(self) -> tuple[list[KeyRecord], dict[str, int]]:
+        return await self.access.list_keys()
+
+    async def sync_keys(
+        self, known_version: int, used_ms: dict[str, int]
+    ) -> tuple[int, list[KeyRecord] | None]:
+        self.key_syncs += 1
+        return await self.access.sync(known_version, used_ms)
+
+    async def record_audit(self, entry: AuditEntry) -> None:
+        await self.access.record_audit(entry)
+
+    async def audit(self, limit: int) -> list[AuditEntry]:
+        return await self.access.audit(limit)
 
 
 class FakeAutoscaler(AutoscalerClient):

@@ -10,6 +10,7 @@ from orchestrator.api.routes import (
     cluster,
     endpoints,
     jobs,
+    keys,
     logs,
     openai,
     packages,
@@ -30,4 +31,6 @@ ROUTERS: tuple[APIRouter, ...] = (
     logs.router,
     autoscaler.router,
     cluster.router,
+    keys.router,
+    keys.audit_router,
 )

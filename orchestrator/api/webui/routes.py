@@ -9,8 +9,12 @@ every other client. This module only serves those files and handles login and lo
   the HttpOnly session cookie and the readable CSRF cookie and redirects to ``/ui/``; a wrong key answers
   401 with the form and a message; a missing or forged form token answers 403.
 - ``POST /ui/logout``: clears the cookies and redirects to the login page.
-- ``GET /ui/session``: ``{"authEnabled", "authenticated", "csrfToken", "expiresAt"}`` (401 when auth is on
-  and there is no session).
+- ``GET /ui/session``: ``{"authEnabled", "authenticated", "csrfToken", "expiresAt", "key", "scope"}`` (401
+  when auth is on and there is no session, or its key was revoked). With a ``read`` key the UI hides every
+  change control; the server refuses changes anyway (403).
+
+Any admin or read key logs in (client and worker keys are refused with 403); the session carries the key's
+name, and every request checks that the key still exists, so revoking a key ends its sessions.
 - ``GET /ui/static/{name}``: the app's own files, from a fixed allow-list.
 
 No page embeds a key: the browser holds only the session cookie and the CSRF token derived from it.
@@ -21,7 +25,7 @@ from __future__ import annotations
 import html
 import secrets
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
@@ -30,7 +34,9 @@ from urllib.parse import parse_qs
 from fastapi import APIRouter, FastAPI, Request
 from fastapi.responses import JSONResponse, RedirectResponse, Response
 
+from orchestrator.api.deps import AppState, principal_of_key, principal_of_subject, queue_from
 from orchestrator.api.webui import session as sessions
+from orchestrator.core.scopes import ADMIN_KEY_NAME, Family, refusal
 
 SESSION_COOKIE = "ripple_session"
 CSRF_COOKIE = "ripple_csrf"
@@ -86,14 +92,30 @@ def render_login(csrf_token: str, message: str = "") -> str:
     )
 
 
+class LoginRefused(Exception):
+    """A key that may not log in to the UI; ``status_code`` 401 (unknown key) or 403 (wrong scope)."""
+
+    def __init__(self, message: str, status_code: int) -> None:
+        super().__init__(message)
+        self.message = message
+        self.status_code = status_code
+
+
 @dataclass(frozen=True)
 class UiAuth:
-    """How the UI authenticates: the key check, the session secret and the cookie policy."""
+    """How the UI authenticates: the key check, the session secret and the cookie policy.
+
+    With named keys, ``login_subject(request, key)`` returns the name of the key to log in as (raising
+    :class:`LoginRefused`) and ``session_scope(request, subject)`` the scope of a session's key (None when
+    the key was revoked); without them only the instance's API key (``check_api_key``) logs in, as admin.
+    """
 
     check_api_key: Callable[[str], bool]
     session_secret: bytes
     secure_cookie: bool
     auth_enabled: bool
+    login_subject: Callable[[Request, str], Awaitable[str]] | None = None
+    session_scope: Callable[[Request, str], Awaitable[str | None]] | None = None
 
     def __post_init__(self) -> None:
         if self.auth_enabled and len(self.session_secret) < 16:
@@ -191,10 +213,21 @@ class _UiRoutes:
         api_key = (fields.get("api_key") or [""])[0].strip()
         if not sessions.verify_login_token(request.cookies.get(LOGIN_COOKIE), form_token, self.secret):
             return self.login_page("The login form expired. Please try again.", 403)
-        if not api_key or not self.check_api_key(api_key):
+        login_subject = self._auth().login_subject
+        subject = ""
+        if not api_key:
+            return self.login_page("That API key is not valid.", 401)
+        if login_subject is not None:
+            try:
+                subject = await login_subject(request, api_key)
+            except LoginRefused as refused:
+                return self.login_page(refused.message, refused.status_code)
+        elif not self.check_api_key(api_key):
             return self.login_page("That API key is not valid.", 401)
         nonce = secrets.token_bytes(sessions.NONCE_BYTES)
-        new_session = sessions.issue_session(self.secret, self.clock_s(), nonce, self.session_ttl_s)
+        new_session = sessions.issue_session(
+            self.secret, self.clock_s(), nonce, self.session_ttl_s, subject=subject
+        )
         response = _redirect("/ui/")
         self.set_cookie(response, SESSION_COOKIE, new_session.token, self.session_ttl_s, http_only=True)
         csrf = sessions.csrf_token_for(new_session.token, self.secret)
@@ -211,21 +244,38 @@ class _UiRoutes:
             response.delete_cookie(name, path="/", secure=self.secure_cookie, samesite="strict")
         return response
 
-    def session_info(self, request: Request) -> Response:
+    async def session_info(self, request: Request) -> Response:
         headers = {"Cache-Control": "no-store"}
         if not self.ready():
             return JSONResponse({"error": "Ripple is starting", "detail": None}, 503, headers=headers)
         if not self.auth_enabled:
-            body = {"authEnabled": False, "authenticated": True, "csrfToken": "", "expiresAt": None}
+            body = {
+                "authEnabled": False,
+                "authenticated": True,
+                "csrfToken": "",
+                "expiresAt": None,
+                "key": None,
+                "scope": "admin",
+            }
             return JSONResponse(body, headers=headers)
         found = self.current_session(request)
         if found is None:
             return JSONResponse({"error": "not logged in", "detail": None}, 401, headers=headers)
+        subject = found.subject or ADMIN_KEY_NAME
+        scope: str | None = "admin"
+        session_scope = self._auth().session_scope
+        if found.subject and session_scope is not None:
+            scope = await session_scope(request, found.subject)
+        if scope is None:
+            body = {"error": f"key '{subject}' of this session was revoked: log in again", "detail": None}
+            return JSONResponse(body, 401, headers=headers)
         body = {
             "authEnabled": True,
             "authenticated": True,
             "csrfToken": sessions.csrf_token_for(found.token, self.secret),
             "expiresAt": found.expires_at_s,
+            "key": subject,
+            "scope": scope,
         }
         return JSONResponse(body, headers=headers)
 
@@ -307,6 +357,22 @@ def verify_browser_request(request: Request, auth: AppAuth, now_s: float | None 
     )
 
 
+def browser_subject(request: Request, auth: AppAuth, now_s: float | None = None) -> str | None:
+    """The name of the key a valid UI session logged in with (CSRF-checked as
+    :func:`verify_browser_request`), None without one; sessions from before named keys are the instance's
+    API key's."""
+    if not auth.session_secret:
+        return None
+    now = time.time() if now_s is None else now_s
+    cookie = request.cookies.get(SESSION_COOKIE)
+    if not sessions.verify_request(
+        cookie, request.headers.get(CSRF_HEADER), request.method, auth.session_secret, now
+    ):
+        return None
+    found = sessions.verify_session(cookie, auth.session_secret, now)
+    return None if found is None else (found.subject or ADMIN_KEY_NAME)
+
+
 def mount(api: FastAPI, state: Any) -> None:
     """Mount ``/ui`` on ``api`` for an app whose auth settings appear later, at ``state.boot.auth``.
 
@@ -315,12 +381,34 @@ def mount(api: FastAPI, state: Any) -> None:
     Until ``state.boot`` is set the pages answer 503.
     """
 
+    async def login_subject(request: Request, key: str) -> str:
+        who = await principal_of_key(state, queue_from(request, state), key)
+        if who is None:
+            raise LoginRefused("That API key is not valid.", 401)
+        why = refusal(who, Family.UI)
+        if why is not None:
+            raise LoginRefused(f"That key may not use the web UI: {why}.", 403)
+        return who.name
+
+    async def session_scope(request: Request, subject: str) -> str | None:
+        who = await principal_of_subject(state, queue_from(request, state), subject)
+        return None if who is None else who.scope.value
+
     def settings() -> UiAuth | None:
         boot = getattr(state, "boot", None)
         if boot is None:
             return None
         auth: AppAuth = boot.auth
-        return UiAuth(auth.api_key_ok, auth.session_secret, auth.secure_cookie, auth.enabled)
+        named = isinstance(state, AppState)  # the app's own state knows the named keys
+        return UiAuth(
+            auth.api_key_ok,
+            auth.session_secret,
+            auth.secure_cookie,
+            auth.enabled,
+            login_subject=login_subject if named else None,
+            session_scope=session_scope if named else None,
+        )
 
     state.ui_verify = verify_browser_request
+    state.ui_subject = browser_subject
     api.include_router(build_ui_router_from(settings))

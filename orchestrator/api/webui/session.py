@@ -3,9 +3,12 @@
 A session is an HMAC-signed, time-limited token, so any Serve replica that knows the secret can check it
 without a server-side store. Layout (ASCII, cookie-safe)::
 
-    v1.<expires_at_s>.<nonce>.<signature>
+    v1.<expires_at_s>.<nonce>.<signature>                      (a session of the instance's API key)
+    v1.<expires_at_s>.<nonce>.<subject>.<signature>            (a session of the named key ``subject``)
 
-where ``signature = base64url(HMAC-SHA256(secret, "session|v1|<expires_at_s>|<nonce>"))``.
+where ``signature = base64url(HMAC-SHA256(secret, "session|v1|<expires_at_s>|<nonce>"))`` or, with a
+subject (base64url of the key's name), ``"session|v1|<expires_at_s>|<nonce>|<subject>"``. The app checks on
+every request that the subject's key still exists, so revoking a key ends its sessions.
 
 The CSRF token of a session is derived from it (``HMAC(secret, "csrf" + session)``), so it needs no storage
 either; pages read it from ``GET /ui/session`` or the non-HttpOnly ``ripple_csrf`` cookie and send it in the
@@ -36,6 +39,7 @@ class Session:
 
     token: str
     expires_at_s: int
+    subject: str = ""
 
 
 def _b64(data: bytes) -> str:
@@ -46,8 +50,11 @@ def _mac(secret: bytes, message: str) -> str:
     return _b64(hmac.new(secret, message.encode("utf-8"), hashlib.sha256).digest())
 
 
-def issue_session(secret: bytes, now_s: float, nonce: bytes, ttl_s: int = DEFAULT_SESSION_TTL_S) -> Session:
-    """Mint a session token valid for ``ttl_s`` seconds from ``now_s``.
+def issue_session(
+    secret: bytes, now_s: float, nonce: bytes, ttl_s: int = DEFAULT_SESSION_TTL_S, subject: str = ""
+) -> Session:
+    """Mint a session token valid for ``ttl_s`` seconds from ``now_s``, for the key named ``subject``
+    (empty: the instance's API key).
 
     ``nonce`` must come from a CSPRNG (``secrets.token_bytes(NONCE_BYTES)``); it makes every token unique.
     Raises ValueError for an empty secret, a short nonce or a non-positive ttl.
@@ -60,8 +67,13 @@ def issue_session(secret: bytes, now_s: float, nonce: bytes, ttl_s: int = DEFAUL
         raise ValueError(f"ttl_s must be positive, got {ttl_s}")
     expires_at_s = int(now_s) + ttl_s
     nonce_text = _b64(nonce)
-    signature = _mac(secret, f"session|{SESSION_VERSION}|{expires_at_s}|{nonce_text}")
-    return Session(f"{SESSION_VERSION}.{expires_at_s}.{nonce_text}.{signature}", expires_at_s)
+    if not subject:
+        signature = _mac(secret, f"session|{SESSION_VERSION}|{expires_at_s}|{nonce_text}")
+        return Session(f"{SESSION_VERSION}.{expires_at_s}.{nonce_text}.{signature}", expires_at_s)
+    subject_text = _b64(subject.encode("utf-8"))
+    signature = _mac(secret, f"session|{SESSION_VERSION}|{expires_at_s}|{nonce_text}|{subject_text}")
+    token = f"{SESSION_VERSION}.{expires_at_s}.{nonce_text}.{subject_text}.{signature}"
+    return Session(token, expires_at_s, subject)
 
 
 def verify_session(token: str | None, secret: bytes, now_s: float) -> Session | None:
@@ -69,16 +81,27 @@ def verify_session(token: str | None, secret: bytes, now_s: float) -> Session | 
     if not token or not secret or len(token) > MAX_TOKEN_CHARS:
         return None
     parts = token.split(".")
-    if len(parts) != 4 or parts[0] != SESSION_VERSION or not parts[1].isdigit():
+    if len(parts) not in (4, 5) or parts[0] != SESSION_VERSION or not parts[1].isdigit():
         return None
-    _, expires_text, nonce_text, signature = parts
-    expected = _mac(secret, f"session|{SESSION_VERSION}|{expires_text}|{nonce_text}")
+    expires_text, nonce_text, signature = parts[1], parts[2], parts[-1]
+    message = f"session|{SESSION_VERSION}|{expires_text}|{nonce_text}"
+    if len(parts) == 5:
+        if not parts[3]:
+            return None
+        message += f"|{parts[3]}"
+    expected = _mac(secret, message)
     if not hmac.compare_digest(expected.encode("ascii"), signature.encode("ascii", "replace")):
         return None
     expires_at_s = int(expires_text)
     if now_s >= expires_at_s:
         return None
-    return Session(token, expires_at_s)
+    subject = ""
+    if len(parts) == 5:
+        try:
+            subject = base64.urlsafe_b64decode(parts[3] + "=" * (-len(parts[3]) % 4)).decode("utf-8")
+        except (ValueError, UnicodeDecodeError):
+            return None
+    return Session(token, expires_at_s, subject)
 
 
 def csrf_token_for(session_token: str, secret: bytes) -> str:
