@@ -140,6 +140,10 @@ KEY_CACHE_MAX_AGE_S = 0.5
 the whole table only when the counter moved): a revocation reaches every replica within this plus one
 round trip."""
 
+KEY_CACHE_MISS_REFRESH_S = 0.1
+"""A key not in the table makes the replica look again when its copy is older than this (a key created a
+moment ago works at once), so unknown keys cost at most ten store reads a second per replica."""
+
 SyncKeys = Callable[[int, dict[str, int]], Awaitable[tuple[int, list[KeyRecord] | None]]]
 """``sync(known_version, used_ms) -> (version, records or None when unchanged)``: the queue actor's
 ``sync_keys``, which also records the last-use times."""
@@ -168,6 +172,7 @@ class KeyCache:
     """
 
     max_age_s: float = KEY_CACHE_MAX_AGE_S
+    miss_refresh_s: float = KEY_CACHE_MISS_REFRESH_S
     clock_s: Callable[[], float] = time.monotonic
     version: int = -1
     by_digest: dict[str, KeyRecord] = field(default_factory=dict)
@@ -176,15 +181,20 @@ class KeyCache:
     _used_ms: dict[str, int] = field(default_factory=dict)
     _lock: asyncio.Lock | None = None
 
-    async def refresh(self, sync: SyncKeys) -> None:
-        """Bring the table up to date unless it was checked within ``max_age_s``."""
-        if self.clock_s() - self.checked_at_s < self.max_age_s:
+    def invalidate(self) -> None:
+        """Look again on the next request (this replica created or revoked a key)."""
+        self.checked_at_s = float("-inf")
+
+    async def refresh(self, sync: SyncKeys, max_age_s: float | None = None) -> None:
+        """Bring the table up to date unless it was checked within ``max_age_s`` (default: the cache's)."""
+        max_age_s = self.max_age_s if max_age_s is None else max_age_s
+        if self.clock_s() - self.checked_at_s < max_age_s:
             return
         if self._lock is None:
             self._lock = asyncio.Lock()
         async with self._lock:
             started_s = self.clock_s()
-            if started_s - self.checked_at_s < self.max_age_s:
+            if started_s - self.checked_at_s < max_age_s:
                 return  # another request refreshed it while this one waited
             used, self._used_ms = self._used_ms, {}
             try:
@@ -203,7 +213,11 @@ class KeyCache:
     async def principal(self, presented_key: str, sync: SyncKeys, now_ms: int) -> Principal | None:
         """The principal of a named key (None when unknown or revoked); notes the use."""
         await self.refresh(sync)
-        record = self.by_digest.get(digest(presented_key))
+        hashed = digest(presented_key)
+        record = self.by_digest.get(hashed)
+        if record is None:
+            await self.refresh(sync, self.miss_refresh_s)
+            record = self.by_digest.get(hashed)
         if record is None:
             return None
         self._used_ms[record.name] = now_ms

@@ -17,6 +17,7 @@ from pydantic import ValidationError
 
 from orchestrator.core.errors import (
     Conflict,
+    Forbidden,
     InvalidInput,
     NotFound,
     NotReady,
@@ -31,6 +32,7 @@ from orchestrator.core.models import RunRequest
 _BY_STATUS: dict[int, type[RippleError]] = {
     400: InvalidInput,
     401: Unauthorized,
+    403: Forbidden,
     404: NotFound,
     409: Conflict,
     413: PayloadTooLarge,

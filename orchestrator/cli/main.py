@@ -1,5 +1,5 @@
 """The ``ripple`` command line: ``up``, ``down``, ``endpoint``, ``deploy``, ``versions``, ``rollback``,
-``submit``, ``status``, ``logs``, ``doctor``.
+``submit``, ``status``, ``logs``, ``keys``, ``doctor``.
 
 ``up`` and ``down`` manage a local instance (see :mod:`orchestrator.ops.local`); every other command talks to
 a running instance over its HTTP API, found through ``--url`` / ``RIPPLE_URL`` or the data dir's state
@@ -21,6 +21,7 @@ from typing import Any
 import httpx
 
 from orchestrator.cli import deploy
+from orchestrator.cli import keys as keys_cli
 from orchestrator.cli.logs import add_parser as add_logs_parser
 from orchestrator.core.errors import ConfigError, NotReady, RippleError
 from orchestrator.core.gpu_types import parse_gpus_flag
@@ -472,6 +473,7 @@ def parser() -> argparse.ArgumentParser:
     au.set_defaults(fn=cmd_autoscaler)
 
     add_logs_parser(sub, _client)
+    keys_cli.add_parser(sub, _client)
 
     dr = sub.add_parser("doctor", help="Diagnose the instance.")
     dr.add_argument("--json", action="store_true")

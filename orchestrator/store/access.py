@@ -90,16 +90,18 @@ class RedisAccessStore:
     async def sync(
         self, known_version: int, used_ms: Mapping[str, int]
     ) -> tuple[int, list[KeyRecord] | None]:
-        async with self._r.pipeline(transaction=True) as p:
+        async with self._r.pipeline(transaction=False) as p:
             if used_ms:
                 p.hset(self.k.api_keys_used, mapping={n: str(ms) for n, ms in used_ms.items()})
             p.get(self.k.api_keys_version)
+            *_, raw_version = await p.execute()
+        if int(raw_version or 0) == known_version:
+            return known_version, None  # the usual answer: one counter read
+        async with self._r.pipeline(transaction=True) as p:
+            p.get(self.k.api_keys_version)
             p.hgetall(self.k.api_keys)
-            *_, raw_version, table = await p.execute()
-        version = int(raw_version or 0)
-        if version == known_version:
-            return version, None
-        return version, [KeyRecord.from_doc(json.loads(v)) for v in table.values()]
+            raw_version, table = await p.execute()
+        return int(raw_version or 0), [KeyRecord.from_doc(json.loads(v)) for v in table.values()]
 
     async def record_audit(self, entry: AuditEntry) -> None:
         async with self._r.pipeline(transaction=True) as p:

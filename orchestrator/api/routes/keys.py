@@ -13,7 +13,7 @@ from typing import Annotated
 from fastapi import APIRouter, Depends, Path, Query
 
 from orchestrator.api import schemas as s
-from orchestrator.api.deps import Queue, require_audit_reader, require_keys_admin, utf8_body
+from orchestrator.api.deps import Queue, State, require_audit_reader, require_keys_admin, utf8_body
 from orchestrator.auth import named_key_record
 from orchestrator.core.scopes import KeyRecord, Scope, check_new_key
 
@@ -34,12 +34,13 @@ def _view(record: KeyRecord, last_used_ms: int | None) -> s.KeyView:
 
 
 @router.post("", status_code=201, response_model=s.KeyCreated)
-async def create_key(body: s.KeyCreate, queue: Queue) -> s.KeyCreated:
+async def create_key(body: s.KeyCreate, queue: Queue, state: State) -> s.KeyCreated:
     """Create a named key; the reply carries the key, shown this once (409 when the name is taken)."""
     scope = Scope(body.scope)
     endpoints = check_new_key(body.name, scope, body.endpoints)
     key, record = named_key_record(body.name, scope, endpoints, int(time.time() * 1000))
     await queue.create_key(record)
+    state.keys.invalidate()  # usable here at once; other replicas look again on a miss
     return s.KeyCreated(key=key, **_view(record, None).model_dump())
 
 
@@ -51,9 +52,10 @@ async def list_keys(queue: Queue) -> s.KeyList:
 
 
 @router.delete("/{name}", response_model=s.KeyRevoked)
-async def revoke_key(name: Annotated[str, Path(max_length=63)], queue: Queue) -> s.KeyRevoked:
+async def revoke_key(name: Annotated[str, Path(max_length=63)], queue: Queue, state: State) -> s.KeyRevoked:
     """Revoke a named key (404 when there is none); every replica refuses it within about a second."""
     record = await queue.revoke_key(name)
+    state.keys.invalidate()  # refused here at once; other replicas within KEY_CACHE_MAX_AGE_S
     return s.KeyRevoked(name=record.name, revoked=True)
 
 
