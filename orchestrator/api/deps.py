@@ -30,6 +30,7 @@ from orchestrator.core.models import EndpointPatch, EndpointSpec, RunRequest, wo
 from orchestrator.core.scopes import (
     ADMIN_KEY_NAME,
     INSECURE_NAME,
+    READABLE_CLIENT_ROUTES,
     AuditEntry,
     Family,
     KeyRecord,
@@ -455,12 +456,12 @@ async def _access(
     the route changed something, record it in the audit log."""
     # The worker protocol wants a key in the header: a browser session never drives it.
     who = await authenticate(request, state, queue, authorization, allow_session=family is not Family.WORKER)
-    endpoint = request.path_params.get("endpoint")
-    why = refusal(who, family, endpoint)
-    if why is not None:
-        raise Forbidden(why, {"key": who.name, "scope": who.scope.value})
     route = request.scope.get("route")
     template = route.path if isinstance(route, APIRoute) else request.url.path
+    readable = (request.method.upper(), template) in READABLE_CLIENT_ROUTES
+    why = refusal(who, family, request.path_params.get("endpoint"), readable=readable)
+    if why is not None:
+        raise Forbidden(why, {"key": who.name, "scope": who.scope.value})
     action = audit_action(request.method, template, family)
     target = await _audit_target(request) if action else ""
     yield who

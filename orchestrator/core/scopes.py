@@ -123,10 +123,20 @@ class KeyRecord:
         )
 
 
-def refusal(who: Principal, family: Family, endpoint: str | None = None) -> str | None:
+READABLE_CLIENT_ROUTES = frozenset({("GET", "/v2/{endpoint}/health")})
+"""Client routes that only read (no cursor moves, nothing queued), which read keys may use too: the web UI
+shows an endpoint's health."""
+
+
+def refusal(
+    who: Principal, family: Family, endpoint: str | None = None, *, readable: bool = False
+) -> str | None:
     """Why ``who`` may not use a route of ``family`` (on ``endpoint``, for client and worker routes), or None
-    when it may. The message names the key and its scope, never the key itself."""
+    when it may. ``readable``: the route is one of :data:`READABLE_CLIENT_ROUTES`. The message names the key
+    and its scope, never the key itself."""
     head = f"key '{who.name}' (scope {who.scope.value})"
+    if readable and family is Family.CLIENT and who.scope is Scope.READ:
+        return None
     if family not in ALLOWED[who.scope]:
         return f"{head} may not {_WHAT[family]}"
     if family in ENDPOINT_FAMILIES and who.endpoints and endpoint not in who.endpoints:

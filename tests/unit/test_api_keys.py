@@ -62,7 +62,7 @@ FAMILIES: dict[str, Request] = {
 }
 ALLOWED: dict[str, set[str]] = {
     "admin": set(FAMILIES),
-    "read": {"management-get", "management-jobs", "audit"},
+    "read": {"management-get", "management-jobs", "audit", "client-read"},  # the endpoint's health
     "client": {"client", "client-read"},
     "worker": {"worker", "worker-take"},
 }

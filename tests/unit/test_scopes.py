@@ -49,6 +49,13 @@ def test_endpoint_limited_keys(scope: Scope) -> None:
     assert refusal(Principal("k", scope), family, "anything") is None  # no list: every endpoint
 
 
+def test_read_keys_may_read_an_endpoints_health_only() -> None:
+    who = Principal("r", Scope.READ)
+    assert refusal(who, Family.CLIENT, "echo", readable=True) is None
+    assert refusal(who, Family.CLIENT, "echo") is not None
+    assert refusal(who, Family.WORKER, "echo", readable=True) is not None
+
+
 def test_new_key_validation_names_the_field() -> None:
     assert check_new_key("ci-bot.1", Scope.CLIENT, ["a", "b", "a"]) == ("a", "b")
     for bad in ("", "Upper", "RIPPLE_API_KEY", "-x", "a" * 64, "sp ace"):

@@ -3,10 +3,20 @@
 // page can show "not available" for a route that answers 404/503 or is not there yet.
 
 let csrfToken = "";
+let readOnly = false;
 
 export function setCsrfToken(token) {
   csrfToken = token || "";
 }
+
+// A read key's session: the pages hide every change control and no change is sent (the server refuses
+// changes with 403 anyway).
+export function setReadOnly(value) {
+  readOnly = Boolean(value);
+  document.body.classList.toggle("read-only", readOnly);
+}
+
+export const isReadOnly = () => readOnly;
 
 function errorText(data, status) {
   if (data && typeof data === "object") {
@@ -20,6 +30,9 @@ function errorText(data, status) {
 
 // -> {ok, status, data, error}
 export async function api(method, path, body) {
+  if (readOnly && method !== "GET" && method !== "HEAD") {
+    return { ok: false, status: 403, data: null, error: "this session's key is read-only" };
+  }
   const headers = { Accept: "application/json" };
   if (method !== "GET" && method !== "HEAD") headers["X-CSRF-Token"] = csrfToken;
   const init = { method, headers, credentials: "same-origin", cache: "no-store" };
@@ -102,6 +115,7 @@ export const runJob = (endpoint, input) => post(`/v2/${enc(endpoint)}/run`, { in
 export const specs = () => get("/api/v1/specs");
 export const drainWorker = (id) => post(`/api/v1/workers/${enc(id)}/drain`);
 export const workerLogs = (id, tail, stream) => get(`/api/v1/workers/${enc(id)}/logs${qs({ tail, stream })}`);
+export const auditLog = (limit = 200) => get(`/api/v1/audit${qs({ limit })}`);
 
 // The per-endpoint rows of the autoscaler status, whatever the exact shape.
 export function autoscalerRows(status) {

@@ -1,6 +1,7 @@
 // Entry point: session check, hash routing, page lifecycle (timers that stop when the page changes).
 
-import { get, setCsrfToken } from "./api.js";
+import { get, setCsrfToken, setReadOnly } from "./api.js";
+import * as audit from "./audit.js";
 import * as autoscaler from "./autoscaler.js";
 import * as dashboard from "./dashboard.js";
 import * as endpoints from "./endpoints.js";
@@ -19,6 +20,7 @@ const ROUTES = [
   { pattern: /^\/workers\/?$/, nav: "workers", page: workers.mount },
   { pattern: /^\/workers\/([^/]+)$/, nav: "workers", page: workers.mountDetail },
   { pattern: /^\/autoscaler\/?$/, nav: "autoscaler", page: autoscaler.mount },
+  { pattern: /^\/audit\/?$/, nav: "audit", page: audit.mount },
 ];
 
 let generation = 0;
@@ -94,6 +96,12 @@ async function boot() {
     return;
   }
   setCsrfToken(session.data.csrfToken);
+  setReadOnly(session.data.scope === "read");
+  const who = document.getElementById("session-key");
+  if (session.data.key) {
+    who.textContent = `${session.data.key} (${session.data.scope}${session.data.scope === "read" ? ", read-only" : ""})`;
+    who.hidden = false;
+  }
   document.getElementById("auth-banner").hidden = session.data.authEnabled !== false;
   const logoutButton = document.getElementById("logout");
   logoutButton.hidden = session.data.authEnabled === false;

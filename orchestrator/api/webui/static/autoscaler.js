@@ -50,8 +50,8 @@ export async function mount(root, ctx) {
     const enabled = enabledOf(status);
     replace(head, pageHead(h("span", {}, "Autoscaler ", enabled === null ? null : badge(enabled ? "ENABLED" : "DISABLED")),
       "Sizes every endpoint's pool across the shared GPUs, by queue depth and priority.",
-      [h("button", { class: "btn btn-primary", type: "button", id: "autoscaler-enable", disabled: enabled === true, onclick: () => toggle(true) }, "Enable"),
-        h("button", { class: "btn btn-danger", type: "button", id: "autoscaler-disable", disabled: enabled === false, onclick: () => toggle(false) }, "Disable")]));
+      [h("button", { class: "btn btn-primary change", type: "button", id: "autoscaler-enable", disabled: enabled === true, onclick: () => toggle(true) }, "Enable"),
+        h("button", { class: "btn btn-danger change", type: "button", id: "autoscaler-disable", disabled: enabled === false, onclick: () => toggle(false) }, "Disable")]));
     if (!result.ok) {
       replace(statusBox, h("div", { class: "grid" }, notAvailable("Autoscaler status", result)));
       replace(rowsBox, notAvailable("Per-endpoint status", result));

@@ -23,7 +23,7 @@ export async function mount(root, ctx) {
     h("div", { class: "grid grid-2" },
       card("Queue depth · last hour", queueChart),
       card("Replicas vs desired · last hour", replicaChart, replicaPick)),
-    card("Endpoints", endpointsBox, h("a", { class: "btn", href: "#/endpoints/new" }, "New endpoint")),
+    card("Endpoints", endpointsBox, h("a", { class: "btn change", href: "#/endpoints/new" }, "New endpoint")),
     h("div", { class: "grid grid-2" },
       card("Workers by state", workersBox, h("a", { href: "#/workers" }, "All workers →")),
       card("Recent jobs", jobsBox, h("a", { href: "#/jobs" }, "All jobs →"))));

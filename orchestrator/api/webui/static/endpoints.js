@@ -1,7 +1,7 @@
 // Endpoints: the list, and one form for create and edit with every contract field, per-field errors from
 // the API's 422 detail, a live preview of the request, and delete with confirmation.
 
-import { api, get, listEndpoints } from "./api.js";
+import { api, get, isReadOnly, listEndpoints } from "./api.js";
 import { getLatest } from "./sampler.js";
 import {
   card, confirmDialog, fmtNumber, h, json, notAvailable, pageHead, pre, replace, table, toast,
@@ -47,7 +47,7 @@ export async function mountList(root, ctx) {
   const box = h("div", {});
   replace(root,
     pageHead("Endpoints", "Named queues, each with a pool of workers.",
-      h("a", { class: "btn btn-primary", href: "#/endpoints/new" }, "New endpoint")),
+      h("a", { class: "btn btn-primary change", href: "#/endpoints/new" }, "New endpoint")),
     card(null, box));
   const draw = async () => {
     const result = await listEndpoints();
@@ -67,9 +67,9 @@ export async function mountList(root, ctx) {
       { label: "Priority", num: true, cell: (ep) => fmtNumber(ep.priority) },
       { label: "Queued", num: true, cell: (ep) => fmtNumber(perEndpoint[ep.name]?.queued) },
       { label: "", cell: (ep) => h("span", { class: "actions" },
-        h("a", { class: "btn", href: `#/endpoints/${enc(ep.name)}` }, "Edit"),
+        h("a", { class: "btn", href: `#/endpoints/${enc(ep.name)}` }, isReadOnly() ? "View" : "Edit"),
         h("a", { class: "btn", href: `#/jobs?endpoint=${enc(ep.name)}` }, "Jobs"),
-        h("button", { class: "btn btn-danger", type: "button", "data-delete": ep.name, onclick: () => removeEndpoint(ep.name, draw) }, "Delete")) },
+        h("button", { class: "btn btn-danger change", type: "button", "data-delete": ep.name, onclick: () => removeEndpoint(ep.name, draw) }, "Delete")) },
     ], result.list, "No endpoints yet. Create one to start submitting jobs."));
   };
   ctx.every(draw, 5000);
@@ -188,7 +188,7 @@ export async function mountForm(root, ctx) {
     }
     form.append(h("div", { class: "form-section" }, h("h3", {}, title), grid));
   }
-  const submit = h("button", { class: "btn btn-primary", type: "submit" }, creating ? "Create endpoint" : "Save changes");
+  const submit = h("button", { class: "btn btn-primary change", type: "submit" }, creating ? "Create endpoint" : "Save changes");
   form.append(formError, h("div", { class: "actions" }, submit, h("a", { class: "btn btn-ghost", href: "#/endpoints" }, "Cancel")));
 
   const showErrors = (errors) => {
@@ -251,7 +251,10 @@ export async function mountForm(root, ctx) {
   });
   updatePreview();
 
-  const deleteCard = creating ? null : card("Danger zone", h("div", { class: "actions" },
+  if (isReadOnly()) {
+    for (const el of form.querySelectorAll("input, select, textarea")) el.disabled = true;
+  }
+  const deleteCard = creating || isReadOnly() ? null : card("Danger zone", h("div", { class: "actions" },
     h("span", { class: "muted" }, "Deleting drains and stops its workers and drops queued jobs."),
     h("button", { class: "btn btn-danger", type: "button", id: "delete-endpoint", onclick: async () => {
       if (await removeEndpoint(name)) window.location.hash = "#/endpoints";

@@ -20,14 +20,14 @@ function jobActions(job, after) {
   const endpoint = endpointOf(job);
   const buttons = [];
   if (endpoint && CANCELLABLE.has(status)) {
-    buttons.push(h("button", { class: "btn btn-danger", type: "button", "data-cancel": job.id, onclick: async () => {
+    buttons.push(h("button", { class: "btn btn-danger change", type: "button", "data-cancel": job.id, onclick: async () => {
       const result = await cancelJob(endpoint, job.id);
       toast(result.ok ? `Job ${shortId(job.id)} cancelled.` : `Cancel failed: ${result.error}`, !result.ok);
       await after();
     } }, "Cancel"));
   }
   if (endpoint && RETRYABLE.has(status)) {
-    buttons.push(h("button", { class: "btn", type: "button", "data-retry": job.id, onclick: async () => {
+    buttons.push(h("button", { class: "btn change", type: "button", "data-retry": job.id, onclick: async () => {
       const result = await retryJob(endpoint, job.id);
       toast(result.ok ? `Job ${shortId(job.id)} queued again.` : `Retry failed: ${result.error}`, !result.ok);
       await after();
@@ -42,7 +42,7 @@ function submitForm(endpoints, initial, after) {
   input.value = '{"prompt": "hello"}';
   const message = h("div", { class: "spaced", hidden: true });
   const button = h("button", { class: "btn btn-primary", type: "submit" }, "Submit job");
-  const form = h("form", { id: "submit-job" },
+  const form = h("form", { id: "submit-job", class: "change" },
     h("div", { class: "filters" },
       h("div", { class: "field" }, h("label", { for: "submit-endpoint" }, "Endpoint"), pickEp),
       h("div", { class: "field grow" }, h("label", { for: "submit-input" }, "Input (JSON), sent as {\"input\": …} to /v2/<endpoint>/run"), input),

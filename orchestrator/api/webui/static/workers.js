@@ -65,7 +65,7 @@ export async function mount(root, ctx) {
       { label: "Last heartbeat", cell: (w) => fmtAgo(pick(w, "lastHeartbeatAt", "lastHeartbeat")) },
       { label: "Reason", wrap: true, cell: (w) => pick(w, "reason") ?? "" },
       { label: "", cell: (w) => h("button", {
-        class: "btn", type: "button", "data-drain": w.workerId,
+        class: "btn change", type: "button", "data-drain": w.workerId,
         disabled: w.draining === true || NOT_DRAINABLE.has(String(w.state).toUpperCase()), onclick: () => drain(w, draw),
       }, "Drain") },
     ], rows, "No workers. The autoscaler starts them when jobs arrive; outside workers appear on their first poll."));
