@@ -441,6 +441,8 @@ async def _audit_target(request: Request) -> str:
         value = request.path_params.get(param)
         if value:
             return str(value)
+    if "json" not in request.headers.get("content-type", ""):
+        return ""  # an upload (a code package): not read here
     try:
         body = json.loads(await request.body() or b"null")
     except (ValueError, UnicodeDecodeError, RecursionError):

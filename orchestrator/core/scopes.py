@@ -212,6 +212,8 @@ AUDIT_ACTIONS: Mapping[tuple[str, str], str] = {
     ("POST", "/api/v1/keys"): "key.create",
     ("DELETE", "/api/v1/keys/{name}"): "key.revoke",
     ("POST", "/v2/{endpoint}/purge-queue"): "queue.purge",
+    ("POST", "/api/v1/endpoints/{name}/rollback"): "endpoint.rollback",
+    ("POST", "/api/v1/packages"): "package.upload",
 }
 """Named actions of the routes that change something; any other management change is recorded as
 ``"METHOD /path/template"`` (a route added later is audited without being listed here)."""

@@ -343,3 +343,67 @@ def test_operator_workflow_in_a_real_browser(ripple: Instance, shots: Path) -> N
             worker.stop()
     assert page_errors == [], page_errors
     assert worker.done, worker.errors
+
+
+def test_a_read_key_sees_everything_and_changes_nothing(ripple: Instance, shots: Path) -> None:
+    """Logged in with a ``read`` key: every page renders, every change control is hidden, the Audit page
+    lists changes, and a change sent anyway (with the session's CSRF token) is refused with 403."""
+    from playwright.sync_api import expect, sync_playwright
+
+    admin = {"Authorization": f"Bearer {ripple.api_key}"}
+    made = httpx.post(f"{ripple.base_url}/api/v1/endpoints", json={"name": "e2e-readonly"}, headers=admin)
+    assert made.status_code == 201, made.text
+    created = httpx.post(
+        f"{ripple.base_url}/api/v1/keys", json={"name": "e2e-dashboard", "scope": "read"}, headers=admin
+    )
+    assert created.status_code == 201, created.text
+    read_key = created.json()["key"]
+    page_errors: list[str] = []
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
+        try:
+            page = browser.new_page(viewport={"width": 1400, "height": 900})
+            page.set_default_timeout(30_000)
+            page.on("pageerror", lambda exc: page_errors.append(str(exc)))
+            page.goto(f"{ripple.base_url}/ui/login")
+            page.fill("#api_key", read_key)
+            page.click("button[type=submit]")
+            expect(page.locator("h1")).to_have_text("Dashboard")
+            expect(page.locator("#session-key")).to_contain_text("e2e-dashboard (read, read-only)")
+            expect(page.locator("a:has-text('New endpoint')")).to_be_hidden()
+
+            page.click("a[data-nav=endpoints]")
+            expect(page.locator("tr", has_text="e2e-readonly")).to_be_visible()
+            expect(page.locator('button[data-delete="e2e-readonly"]')).to_be_hidden()
+            expect(page.locator("a:has-text('New endpoint')")).to_be_hidden()
+            page.locator("tr", has_text="e2e-readonly").locator("a:has-text('View')").click()
+            expect(page.locator("#f-priority")).to_be_disabled()
+            expect(page.locator("button:has-text('Save changes')")).to_be_hidden()
+            expect(page.locator("#delete-endpoint")).to_have_count(0)
+            _snap(page, shots / "20-read-only-endpoint.png")
+
+            page.click("a[data-nav=jobs]")
+            expect(page.locator("#submit-job")).to_be_hidden()
+            page.click("a[data-nav=autoscaler]")
+            expect(page.locator("h1")).to_contain_text("Autoscaler")
+            expect(page.locator("#autoscaler-disable")).to_be_hidden()
+            page.click("a[data-nav=audit]")
+            row = page.locator("tr", has_text="key.create").filter(has_text="e2e-dashboard")
+            expect(row).to_be_visible()
+            expect(page.locator("tr", has_text="endpoint.create").first).to_be_visible()
+            _snap(page, shots / "21-audit.png")
+
+            # The server refuses a change sent anyway, with the session's own CSRF token.
+            status = page.evaluate(
+                """async () => {
+                    const s = await (await fetch('/ui/session')).json();
+                    const r = await fetch('/api/v1/autoscaler/disable',
+                        {method: 'POST', headers: {'X-CSRF-Token': s.csrfToken}, credentials: 'same-origin'});
+                    return r.status;
+                }"""
+            )
+            assert status == 403
+            assert read_key not in page.content()
+        finally:
+            browser.close()
+    assert page_errors == [], page_errors
