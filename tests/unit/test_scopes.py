@@ -81,8 +81,8 @@ def test_audit_actions() -> None:
     assert audit_action("DELETE", "/api/v1/keys/{name}", Family.KEYS) == "key.revoke"
     assert audit_action("POST", "/v2/{endpoint}/purge-queue", Family.CLIENT) == "queue.purge"
     # A change route not listed is still recorded, by method and path.
-    assert audit_action("POST", "/api/v1/endpoints/{name}/rollback", Family.CHANGE) == (
-        "POST /api/v1/endpoints/{name}/rollback"
+    assert audit_action("POST", "/api/v1/endpoints/{name}/retire", Family.CHANGE) == (
+        "POST /api/v1/endpoints/{name}/retire"
     )
     assert audit_action("GET", "/api/v1/endpoints", Family.READ) is None
     assert audit_action("GET", "/api/v1/keys", Family.KEYS) is None
