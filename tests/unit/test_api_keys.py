@@ -313,3 +313,23 @@ def test_revocation_reaches_another_replica_within_a_second(h: Harness) -> None:
     while c2.post("/v2/echo/run", json={"input": 1}).status_code != 401:
         assert time.monotonic() - start < 2.0, "the other replica still took the key after 2 s"
         time.sleep(0.05)
+
+
+def test_routes_added_by_other_resources_follow_the_same_scopes(h: Harness) -> None:
+    """The OpenAI-compatible routes are client routes (endpoint limits included); worker logs are a
+    management read; rollback and code packages are management changes."""
+    client = as_key(h, create_key(h, "oa", "client", ["echo"]))
+    read = as_key(h, create_key(h, "ro", "read"))
+    worker = as_key(h, create_key(h, "wk", "worker"))
+    chat = {"model": "m", "messages": [{"role": "user", "content": "hi"}]}
+    refused = client.post("/v2/other/openai/v1/chat/completions", json=chat)
+    assert refused.status_code == 403 and "may not use endpoint 'other'" in refused.json()["error"]
+    for c in (read, worker):
+        assert c.post("/v2/echo/openai/v1/chat/completions", json=chat).status_code == 403
+        assert c.get("/v2/echo/openai/v1/models").status_code == 403
+    assert as_key(h, "rpk_nope").get("/v2/echo/openai/v1/models").status_code == 401
+    for c in (client, worker):
+        assert c.get("/api/v1/workers/w1/logs").status_code == 403
+    assert read.post("/api/v1/endpoints/echo/rollback", json={}).status_code == 403
+    assert client.post("/api/v1/packages", content=b"PK\x03\x04").status_code == 403
+    assert read.post("/api/v1/packages", content=b"PK\x03\x04").status_code == 403
