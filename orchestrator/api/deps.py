@@ -451,11 +451,11 @@ async def _audit_target(request: Request) -> str:
     return name[:128] if isinstance(name, str) else ""
 
 
-async def _access(
+async def _admit(
     request: Request, state: AppState, queue: QueueClient, authorization: str | None, family: Family
-) -> AsyncIterator[Principal]:
-    """Authenticate, check the scope (403 naming the key and what it may not do), run the route, and when
-    the route changed something, record it in the audit log."""
+) -> tuple[Principal, str | None, str]:
+    """Authenticate and check the scope (403 naming the key and what it may not do); the principal, and the
+    audit action and target when the route changes something (None otherwise)."""
     # The worker protocol wants a key in the header: a browser session never drives it.
     who = await authenticate(request, state, queue, authorization, allow_session=family is not Family.WORKER)
     route = request.scope.get("route")
@@ -465,10 +465,11 @@ async def _access(
     if why is not None:
         raise Forbidden(why, {"key": who.name, "scope": who.scope.value})
     action = audit_action(request.method, template, family)
-    target = await _audit_target(request) if action else ""
-    yield who
-    if action is None:
-        return
+    return who, action, (await _audit_target(request) if action else "")
+
+
+async def _record(queue: QueueClient, who: Principal, action: str, target: str) -> None:
+    """Append a change that succeeded to the audit log (through the queue actor's typed method)."""
     entry = AuditEntry(int(time.time() * 1000), who.name, action, target, current_request_id() or "")
     try:
         await queue.record_audit(entry)
@@ -479,6 +480,9 @@ async def _access(
 def _access_dependency(
     family: Family | None, worker: bool = False
 ) -> Callable[..., AsyncIterator[Principal]]:
+    """A router dependency: admit the request (401/403), run the route, and record it in the audit log
+    when it changed something and succeeded (an error raised by the route skips the recording)."""
+
     async def dependency(
         request: Request,
         state: State,
@@ -486,8 +490,10 @@ def _access_dependency(
         authorization: Annotated[str | None, Header()] = None,
     ) -> AsyncIterator[Principal]:
         fam = family if family is not None else _family_of(request, worker)
-        async for who in _access(request, state, queue, authorization, fam):
-            yield who
+        who, action, target = await _admit(request, state, queue, authorization, fam)
+        yield who
+        if action is not None:
+            await _record(queue, who, action, target)
 
     return dependency
 
