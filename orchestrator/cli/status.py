@@ -1,9 +1,10 @@
 """``ripple status``: one screen of a running instance.
 
 The header (version, store, auth, autoscaler, GPUs, the Ray dashboard URL) and one row per endpoint: who
-runs it (a handler on Ray workers, or outside workers), queue depth and oldest wait, jobs in progress,
-replicas current/desired and workers by state. Five cheap reads; a read that fails shows as
-``unavailable`` instead of failing the screen. Colour only when asked (a terminal).
+runs it (a handler on Ray workers, with its version, or outside workers), queue depth and oldest wait,
+jobs in progress, replicas current/desired and workers by state; below, why an endpoint's replicas cannot
+start (its ``problem``, red) and what the autoscaler is blocked on. Five cheap reads; a read that fails
+shows as ``unavailable`` instead of failing the screen. Colour only when asked (a terminal).
 """
 
 from __future__ import annotations
@@ -125,7 +126,9 @@ def render_status(client: Requester, color: bool) -> str:
         rows.append(
             [
                 name,
-                str(handler) if handler else "outside workers",
+                (f"{handler} (v{e['version']})" if e.get("version") else str(handler))
+                if handler
+                else "outside workers",
                 f"{float(e.get('gpus') or 0):g}",
                 str(queued) if q else "?",
                 _age(q.get("oldestQueuedAgeS")),
@@ -145,7 +148,10 @@ def render_status(client: Requester, color: bool) -> str:
     blocked_rows = [
         (r.get("endpoint"), r.get("blocked")) for r in auto.get("endpoints") or [] if r.get("blocked")
     ]
-    if blocked_rows:
+    problems = [(e.get("name"), e["problem"]) for e in endpoints if isinstance(e.get("problem"), dict)]
+    if problems or blocked_rows:
         lines.append("")
+    lines += [_paint(f"PROBLEM: {ep}: {p.get('message')}", RED, color) for ep, p in problems]
+    if blocked_rows:
         lines += [_paint(f"blocked: {ep}: {why}", YELLOW, color) for ep, why in blocked_rows]
     return "\n".join(lines) + "\n"

@@ -310,3 +310,29 @@ def test_masking() -> None:
     assert mask(None) is None
     assert mask_url("redis://user:pw@host:6379/0") == "redis://***@host:6379/0"
     assert mask_url("unix:///tmp/r.sock") == "unix:///tmp/r.sock"
+
+
+@pytest.mark.parametrize(
+    ("code", "says"),
+    [
+        ("pool_error", "runtimeEnv"),
+        ("version_failed", "ripple rollback bad"),
+        ("start_failed", "ripple deploy"),
+        ("unplaceable", "gpuTypes"),
+    ],
+)
+def test_endpoint_problem_is_high(code: str, says: str) -> None:
+    problem = {"code": code, "message": "replicas cannot start: RuntimeEnvSetupError", "detail": "trace"}
+    bad = {**endpoint("bad", "h:f"), "problem": problem}
+    got = one(replace(healthy(), endpoints=[*healthy().endpoints, bad]), "endpoints.cannot_start")
+    assert got.severity == "HIGH" and "bad" in got.issue and code in got.issue
+    assert "RuntimeEnvSetupError" in got.issue and says in got.action and got.detail == "trace"
+
+
+def test_endpoint_problem_not_doubled_with_the_import_rule() -> None:
+    problem = {"code": "start_failed", "message": "1 replica(s) failed to start"}
+    bad_ep = {**endpoint("bad", "no_such_module:handler"), "problem": problem}
+    bad = worker("bad-1", "bad", "stopped", reason="failed to start: ModuleNotFoundError: x", error="tb")
+    f = replace(healthy(), endpoints=[*healthy().endpoints, bad_ep])
+    rules = [x.rule for x in diagnose(replace(f, workers=[*f.workers, bad]), NOW_S)]
+    assert "workers.handler_import" in rules and "endpoints.cannot_start" not in rules

@@ -76,6 +76,23 @@ def test_one_screen_with_endpoints_queues_workers_gpus() -> None:
     assert "blocked: gen: not enough GPUs" in out
 
 
+def test_versions_and_problems_show() -> None:
+    problem = {"code": "start_failed", "message": "1 replica(s) failed to start; latest gen-9: ImportError"}
+    eps = {
+        "endpoints": [
+            {"name": "gen", "handler": "examples.handlers:echo", "gpus": 1, "version": 3, "problem": problem},
+            {"name": "ext", "handler": None, "gpus": 0, "version": 1, "problem": None},
+        ]
+    }
+    out = render_status(FakeClient({**REPLIES, "/api/v1/endpoints": eps}), color=False)
+    gen = next(ln for ln in out.splitlines() if ln.startswith("gen "))
+    assert "examples.handlers:echo (v3)" in gen
+    assert "PROBLEM: gen: 1 replica(s) failed to start; latest gen-9: ImportError" in out
+    assert "PROBLEM: ext" not in out
+    colored = render_status(FakeClient({**REPLIES, "/api/v1/endpoints": eps}), color=True)
+    assert "\033[31mPROBLEM: gen" in colored
+
+
 def test_colour_only_when_asked() -> None:
     out = render_status(FakeClient(REPLIES), color=True)
     assert "\033[32mon" in out and "\033[33m" in out

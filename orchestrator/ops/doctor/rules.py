@@ -157,7 +157,49 @@ def check_workers(f: Facts, now_s: float) -> list[Finding]:
                     f"Check its log; drain it if it does not recover: POST /api/v1/workers/{wid}/drain.",
                 )
             )
-    return out + _failed_workers(f)
+    import_errors = {
+        str(w.get("endpoint"))
+        for w in f.workers
+        if not view_is_live(w) and str(w.get("reason") or "").startswith("failed to start")
+    }
+    return out + _failed_workers(f) + _endpoint_problems(f, import_errors)
+
+
+PROBLEM_ACTIONS = {
+    "pool_error": "Ray refuses to start the endpoint's replicas: fix the endpoint's runtimeEnv or "
+    "resources (`ripple endpoint update {ep} ...`), or deploy its code with "
+    "`ripple deploy PATH --endpoint {ep}`.",
+    "version_failed": "The previous version still serves. Fix the code and `ripple deploy` again, or "
+    "`ripple rollback {ep}`; `ripple versions {ep}` shows each version's error.",
+    "start_failed": "Fix what the replicas fail on (runtime env, imports, init), then `ripple deploy` again "
+    "or `ripple rollback {ep}`.",
+    "unplaceable": "No node offers what a replica asks for (GPUs, gpuTypes, CPUs, memory): lower the "
+    "endpoint's gpus/cpus/memoryMb, widen gpuTypes, or add nodes.",
+}
+
+
+def _endpoint_problems(f: Facts, already: set[str]) -> list[Finding]:
+    """An endpoint whose replicas cannot start says so itself (its ``problem``): HIGH, whatever the cause,
+    unless the handler import rule already reported it."""
+    out = []
+    for ep, spec in sorted(_endpoints(f).items()):
+        problem = spec.get("problem")
+        if not isinstance(problem, Mapping):
+            continue
+        code = str(problem.get("code"))
+        if code == "start_failed" and ep in already:
+            continue
+        out.append(
+            _f(
+                "HIGH",
+                "workers",
+                "endpoints.cannot_start",
+                f"Endpoint {ep} cannot start replicas ({code}): {problem.get('message')}",
+                PROBLEM_ACTIONS.get(code, PROBLEM_ACTIONS["start_failed"]).format(ep=ep),
+                str(problem.get("detail") or "")[-3000:] or None,
+            )
+        )
+    return out
 
 
 def _failed_workers(f: Facts) -> list[Finding]:
@@ -184,8 +226,8 @@ def _failed_workers(f: Facts) -> list[Finding]:
                 "workers.handler_import",
                 f"Endpoint {ep}: {len(ws)} worker(s) failed to start; the handler {handler!r} does not "
                 f"load: {str(last.get('reason'))[len('failed to start: ') :][:200]}",
-                f"Fix the handler: make its module importable on the Ray workers (PYTHONPATH, the "
-                f"endpoint's runtimeEnv working_dir / pip), or point the endpoint at the right one: "
+                f"Fix the handler: ship its code with `ripple deploy PATH --endpoint {ep}` (a folder with "
+                f"the module and its requirements.txt), or point the endpoint at the right one: "
                 f"`ripple endpoint update {ep} --handler MODULE:FUNCTION`.",
                 trace[-3000:],
             )
