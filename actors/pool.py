@@ -230,8 +230,10 @@ class WorkerPool:
             self._wake.clear()  # before the tick: a wake during the tick runs the next one at once
             try:
                 await self.tick()
-            except Exception:
+            except Exception as exc:
                 log.exception("pool %s tick failed", self.endpoint)
+                with contextlib.suppress(Exception):  # shown as the endpoint's problem (pool_error)
+                    await self.queue.report_pool_problem.remote(self.endpoint, f"{type(exc).__name__}: {exc}")
             with contextlib.suppress(asyncio.TimeoutError):
                 await asyncio.wait_for(self._wake.wait(), self.cfg.tick_s)
 
