@@ -18,6 +18,10 @@ export function setReadOnly(value) {
 
 export const isReadOnly = () => readOnly;
 
+export function getCsrfToken() {
+  return csrfToken;
+}
+
 function errorText(data, status) {
   if (data && typeof data === "object") {
     if (typeof data.error === "string") return data.error;

@@ -3,6 +3,7 @@
 
 import { api, get, isReadOnly, listEndpoints } from "./api.js";
 import { getLatest } from "./sampler.js";
+import { deployCard, problemNotice, versionsCard } from "./versions.js";
 import {
   card, confirmDialog, fmtNumber, h, json, notAvailable, pageHead, pre, replace, table, toast,
 } from "./ui.js";
@@ -263,8 +264,12 @@ export async function mountForm(root, ctx) {
     pageHead(creating ? "New endpoint" : `Endpoint ${name}`,
       creating ? "Every field but the name is optional: empty means the default shown." : "Change any field and save; only changed fields are sent.",
       creating ? null : h("a", { class: "btn", href: `#/jobs?endpoint=${enc(name)}` }, "Jobs")),
+    creating ? null : problemNotice(original),
     h("div", { class: "grid grid-side" },
-      h("div", {}, card(null, form), deleteCard),
+      h("div", {},
+        creating ? null : versionsCard(name, ctx, original),
+        creating ? null : deployCard(name, original, () => window.dispatchEvent(new HashChangeEvent("hashchange"))),
+        card(null, form), deleteCard),
       h("div", { class: "sticky" }, card("Request preview", preview))));
 }
 
