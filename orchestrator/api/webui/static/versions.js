@@ -69,7 +69,7 @@ export function versionsCard(name, ctx, endpoint) {
 
 export function deployCard(name, endpoint, after) {
   const file = h("input", { type: "file", id: "deploy-zip", accept: ".zip,application/zip" });
-  const uri = h("input", { type: "text", id: "deploy-uri", placeholder: "s3://bucket/code.zip or https://…/code.zip", spellcheck: "false" });
+  const uri = h("input", { type: "text", id: "deploy-uri", placeholder: "s3://bucket/code.zip (or gs://, https:… .zip)", spellcheck: "false" });
   const handler = h("input", { type: "text", id: "deploy-handler", placeholder: endpoint.handler || "module:function", spellcheck: "false" });
   const status = h("div", { class: "muted", id: "deploy-status" });
   const button = h("button", { class: "btn btn-primary", type: "submit" }, "Deploy");
