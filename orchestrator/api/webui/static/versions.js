@@ -2,7 +2,7 @@
 // versions with their state and error (rollback to one), and a deploy form: upload a zip (stored in the
 // cluster through POST /api/v1/packages) or give a remote URI; either becomes a new version.
 
-import { api, get, getCsrfToken, post } from "./api.js";
+import { api, get, getCsrfToken, isReadOnly, post } from "./api.js";
 import { badge, card, fmtTime, h, replace, table, toast } from "./ui.js";
 
 const enc = encodeURIComponent;
@@ -52,7 +52,7 @@ export function versionsCard(name, ctx, endpoint) {
       { label: "Code", cell: (v) => h("code", {}, (v.codeDigest || "—").slice(0, 19)) },
       { label: "Changed", cell: (v) => (v.changed || []).join(", ") || "—" },
       { label: "Error", cell: (v) => (v.error ? h("span", { class: "err-text", title: v.error }, v.error.slice(0, 160)) : "") },
-      { label: "", cell: (v) => (v.version === current ? "" : h("button", {
+      { label: "", cell: (v) => (v.version === current || isReadOnly() ? "" : h("button", {
         class: "btn", type: "button", "data-rollback": String(v.version),
         onclick: async () => {
           const res = await post(`/api/v1/endpoints/${enc(name)}/rollback`, { to: v.version });
@@ -68,6 +68,7 @@ export function versionsCard(name, ctx, endpoint) {
 }
 
 export function deployCard(name, endpoint, after) {
+  if (isReadOnly()) return null;
   const file = h("input", { type: "file", id: "deploy-zip", accept: ".zip,application/zip" });
   const uri = h("input", { type: "text", id: "deploy-uri", placeholder: "s3://bucket/code.zip (or gs://, https:… .zip)", spellcheck: "false" });
   const handler = h("input", { type: "text", id: "deploy-handler", placeholder: endpoint.handler || "module:function", spellcheck: "false" });
