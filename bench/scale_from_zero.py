@@ -68,7 +68,8 @@ class ColdRun:
         return self.wait_s - self.init_s
 
 
-def _spec(gpus: float) -> dict[str, Any]:
+def spec(gpus: float) -> dict[str, Any]:
+    """The endpoint: minReplicas 0, maxReplicas 1, scale down after 1 s idle, no cooldowns."""
     return {
         "name": ENDPOINT,
         "handler": "bench.slow_init_handler:handle",
@@ -92,6 +93,11 @@ def one_run(instance: RippleInstance, http: Any, timeout_s: float = 120.0) -> Co
     if not wait_until(lambda: not _live_replicas(instance, http), 120, interval_s=0.2):
         raise RuntimeError("the endpoint did not scale down to zero within 120 s")
     time.sleep(0.5)  # let the pool settle after the last replica left
+    return time_one_job(instance, http, timeout_s)
+
+
+def time_one_job(instance: RippleInstance, http: Any, timeout_s: float = 120.0) -> ColdRun:
+    """Submit one job to the endpoint now (POST /run) and follow it to completion; its timings."""
     reply = http.post(f"/v2/{ENDPOINT}/run", json={"input": {"x": 1}})
     reply.raise_for_status()
     job_id = reply.json()["id"]
@@ -278,7 +284,7 @@ class Results:
 def measure(instance: RippleInstance, args: argparse.Namespace, workdir: Path, out: Results) -> None:
     """Every measurement against a started instance, into out."""
     with instance.http() as http:
-        instance.create_endpoint(http, _spec(args.gpus))
+        instance.create_endpoint(http, spec(args.gpus))
         with contextlib.ExitStack() as stack:
             recordings = []
             if args.profile:

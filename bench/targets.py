@@ -1,0 +1,94 @@
+"""The targets of issue 12 as table rows: Ripple against Celery, Ray Serve's async inference and plain Ray
+Serve, each figure measured in the same run (bench/peers_report.py). Pure: numbers in, rows out.
+
+`ratio` is Ripple / peer (above 1 is better for jobs/s, below 1 for ms and s). Every figure may be None
+(a section that failed or was skipped); its row then shows `-` and no verdict.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, fields
+
+from bench.common import Row, Target
+
+CELERY = "Celery AOF everysec"
+SERVE_ASYNC = "Serve async inference"
+SERVE_HTTP = "plain Serve HTTP route"
+SERVE_HANDLE = "plain Serve handle"
+
+
+@dataclass
+class Figures:
+    """Every number the report compares; milliseconds for round trips, seconds for starts."""
+
+    ripple_jobs_s: float | None = None  # in-cluster submit_many, until all completed
+    celery_jobs_s: float | None = None
+    serve_async_jobs_s: float | None = None
+    ripple_rt_p50_ms: float | None = None  # in-cluster submit + result, idle, sequential
+    ripple_rt_p99_ms: float | None = None
+    celery_rt_p50_ms: float | None = None  # delay().get()
+    celery_rt_p99_ms: float | None = None
+    serve_async_rt_p50_ms: float | None = None  # send_task().get() to a task consumer
+    serve_async_rt_p99_ms: float | None = None
+    ripple_runsync_p50_ms: float | None = None  # HTTP POST /v2/{ep}/runsync
+    ripple_runsync_p99_ms: float | None = None
+    serve_http_p50_ms: float | None = None  # plain Serve FastAPI route returning the body
+    serve_http_p99_ms: float | None = None
+    serve_handle_p50_ms: float | None = None  # plain Serve DeploymentHandle call
+    serve_handle_p99_ms: float | None = None
+    preempt_p50_s: float | None = None  # high-priority job: created -> started, GPUs held by idle lo
+    preempt_max_s: float | None = None
+    ripple_cold_first_s: float | None = None  # first job after create: start - created - init
+    ripple_cold_p50_s: float | None = None
+    ripple_cold_p95_s: float | None = None
+    serve_async_cold_first_s: float | None = None  # first task after deploy: sent -> handler start
+    serve_async_cold_p50_s: float | None = None
+    serve_async_cold_p95_s: float | None = None
+
+    def as_dict(self) -> dict[str, float | None]:
+        return {f.name: getattr(self, f.name) for f in fields(self)}
+
+
+def build_rows(f: Figures) -> list[Row]:
+    """One row per figure of issue 12, with its target where the issue sets one."""
+    tput = "no-op jobs, in-cluster submit_many"
+    rt = "round trip {}, in-cluster submit+result"
+    runsync = "round trip {}, HTTP runsync"
+    cold = "scale from zero {}: job start - created - init"
+    preempt = "preemption {}: high-priority job created -> started"
+    return [
+        Row(tput, "jobs/s", f.ripple_jobs_s, SERVE_ASYNC, f.serve_async_jobs_s, Target("min_ratio", 3.0)),
+        Row(tput, "jobs/s", f.ripple_jobs_s, CELERY, f.celery_jobs_s, Target("min_ratio", 5.0)),
+        Row(rt.format("p50"), "ms", f.ripple_rt_p50_ms, CELERY, f.celery_rt_p50_ms, Target("max_ratio", 1.5)),
+        Row(rt.format("p50") + " (stretch)", "ms", f.ripple_rt_p50_ms, CELERY, f.celery_rt_p50_ms,
+            Target("max_ratio", 1.0)),
+        Row(rt.format("p50"), "ms", f.ripple_rt_p50_ms, SERVE_ASYNC, f.serve_async_rt_p50_ms),
+        Row(rt.format("p99"), "ms", f.ripple_rt_p99_ms, CELERY, f.celery_rt_p99_ms),
+        Row(rt.format("p99"), "ms", f.ripple_rt_p99_ms, SERVE_ASYNC, f.serve_async_rt_p99_ms),
+        Row(runsync.format("p50"), "ms", f.ripple_runsync_p50_ms, SERVE_HTTP, f.serve_http_p50_ms,
+            Target("max_ratio", 1.5)),
+        Row(runsync.format("p99"), "ms", f.ripple_runsync_p99_ms, SERVE_HTTP, f.serve_http_p99_ms),
+        Row(runsync.format("p50"), "ms", f.ripple_runsync_p50_ms, SERVE_HANDLE, f.serve_handle_p50_ms),
+        Row(preempt.format("p50"), "s", f.preempt_p50_s, target=Target("max", 1.5)),
+        Row(preempt.format("max"), "s", f.preempt_max_s, target=Target("max", 1.5)),
+        Row(cold.format("p95"), "s", f.ripple_cold_p95_s, SERVE_ASYNC, f.serve_async_cold_p95_s,
+            Target("max", 1.0)),
+        Row(cold.format("first job after create"), "s", f.ripple_cold_first_s, SERVE_ASYNC,
+            f.serve_async_cold_first_s, Target("max", 1.0)),
+        Row(cold.format("p50"), "s", f.ripple_cold_p50_s, SERVE_ASYNC, f.serve_async_cold_p50_s),
+    ]  # fmt: skip
+
+
+def missed(rows: list[Row]) -> list[str]:
+    """The rows whose target is not met, as 'metric vs peer (ratio or value, target)'."""
+    out = []
+    for row in rows:
+        if row.met is False and row.target is not None:
+            shown = (
+                f"{row.ratio:.2f}x"
+                if row.ratio is not None and row.target.kind.endswith("ratio")
+                else (f"{row.ripple:.2f} {row.unit}")
+            )
+            peer = f" vs {row.peer_name}" if row.peer_name else ""
+            out.append(f"{row.metric}{peer}: {shown}, target {row.target.describe(row.unit)}")
+    return out

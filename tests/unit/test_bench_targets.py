@@ -1,0 +1,44 @@
+"""The peer report's rows (bench/targets.py): which targets each figure is held to, and the verdicts."""
+
+from __future__ import annotations
+
+from bench.common import Row, format_table
+from bench.targets import CELERY, SERVE_ASYNC, SERVE_HTTP, Figures, build_rows, missed
+
+
+def _row(rows: list[Row], metric_start: str, peer: str = "") -> Row:
+    (row,) = [r for r in rows if r.metric.startswith(metric_start) and r.peer_name == peer]
+    return row
+
+
+def test_throughput_is_held_to_three_times_serve_async_and_five_times_celery() -> None:
+    rows = build_rows(Figures(ripple_jobs_s=3000.0, serve_async_jobs_s=900.0, celery_jobs_s=700.0))
+    vs_serve = _row(rows, "no-op jobs", SERVE_ASYNC)
+    vs_celery = _row(rows, "no-op jobs", CELERY)
+    assert vs_serve.ratio is not None and abs(vs_serve.ratio - 3000 / 900) < 1e-9
+    assert vs_serve.met is True  # 3.33x >= 3x
+    assert vs_celery.met is False  # 4.29x < 5x
+    assert missed(rows) == [f"no-op jobs, in-cluster submit_many vs {CELERY}: 4.29x, target >= 5x peer"]
+
+
+def test_round_trips_are_held_to_celery_and_runsync_to_the_plain_serve_route() -> None:
+    figures = Figures(
+        ripple_rt_p50_ms=3.0, celery_rt_p50_ms=2.5, ripple_runsync_p50_ms=16.0, serve_http_p50_ms=10.0
+    )
+    rows = build_rows(figures)
+    target, stretch = [
+        r for r in rows if r.metric.startswith("round trip p50, in-cluster") and r.peer_name == CELERY
+    ]
+    assert target.met is True and stretch.met is False  # 1.2x: within 1.5x, not equal
+    assert _row(rows, "round trip p50, HTTP runsync", SERVE_HTTP).met is False  # 1.6x > 1.5x
+
+
+def test_preemption_and_scale_from_zero_are_absolute_and_missing_numbers_give_no_verdict() -> None:
+    rows = build_rows(Figures(preempt_p50_s=1.2, preempt_max_s=1.6, ripple_cold_p95_s=0.9))
+    assert _row(rows, "preemption p50").met is True
+    assert _row(rows, "preemption max").met is False
+    cold = _row(rows, "scale from zero p95", SERVE_ASYNC)
+    assert cold.met is True and cold.ratio is None  # no peer figure: no ratio, the target still applies
+    assert _row(rows, "scale from zero first job", SERVE_ASYNC).met is None  # no figure: no verdict
+    table = format_table(rows)
+    assert "NO" in table and "yes" in table and table.count("\n") == len(rows) + 1
