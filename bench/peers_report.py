@@ -171,6 +171,7 @@ def run_ripple(
                 f"{[round(s, 2) for s in starts.overhead_s]}"
                 + (f"; failures {starts.failures}" if starts.failures else "")
             )
+            report.notes.append(f"Ripple scale from zero, p50 of the parts, s: {starts.parts()}")
             overhead = starts.overhead_s
             f.ripple_cold_first_s = overhead[0] if overhead else None
             f.ripple_cold_p50_s, f.ripple_cold_p95_s = _stat(overhead, "p50"), _stat(overhead, "p95")
@@ -180,7 +181,7 @@ def run_ripple(
                 instance.connect_ray()
             result = ripple_targets.preemptions(instance, http, args.preempt_runs)
             report.notes.append(
-                f"Ripple preemption, created -> started, s: {[round(s, 2) for s in result.to_start_s]}"
+                f"Ripple preemption, s from the hi job's createdAt: {result.parts()}"
                 + (f"; failures {result.failures}" if result.failures else "")
             )
             f.preempt_p50_s, f.preempt_max_s = (

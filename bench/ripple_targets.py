@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from bench import scale_from_zero
-from bench.common import wait_until
+from bench.common import percentile, wait_until
 from bench.ripple_instance import RippleInstance
 
 LOW, HIGH = "lo", "hi"
@@ -53,6 +53,19 @@ class ColdStarts:
     @property
     def overhead_s(self) -> list[float]:
         return [run.overhead_s for run in self.runs]
+
+    def parts(self) -> str:
+        """p50 of each part of the wait: created -> scale-up decided -> replica ready -> job started."""
+        out = []
+        for label, values in (
+            ("created -> scale-up decided", [r.to_decision_s for r in self.runs]),
+            ("decided -> replica ready (init included)", [r.to_ready_s for r in self.runs]),
+            ("of which decided -> creation task at a worker process", [r.to_creation_s for r in self.runs]),
+            ("replica ready -> job started", [r.ready_to_start_s for r in self.runs]),
+        ):
+            known = [v for v in values if v is not None]
+            out.append(f"{label} {percentile(known, 50):.2f}" if known else f"{label} ?")
+        return "; ".join(out)
 
 
 def cold_starts(
@@ -93,22 +106,63 @@ def _gpus_free() -> float:
     return float(ray.available_resources().get("GPU", 0.0))  # type: ignore[no-untyped-call]
 
 
-def _job(http: Any, job_id: str, timeout_s: float) -> dict[str, Any]:
+def _job(
+    instance: RippleInstance, http: Any, job_id: str, timeout_s: float
+) -> tuple[dict[str, Any], dict[str, Any] | None]:
+    """Follow a job of HIGH until it is final; it and the worker that took it (read while listed)."""
+    worker: dict[str, Any] | None = None
     deadline_s = time.monotonic() + timeout_s
     while time.monotonic() < deadline_s:
         job: dict[str, Any] = http.get(f"/api/v1/jobs/{job_id}").json()
+        if job.get("workerId") and worker is None:
+            listed = [w for w in instance.workers(http, HIGH) if w["workerId"] == job["workerId"]]
+            worker = listed[0] if listed else None
         if job.get("status") in ("COMPLETED", "FAILED", "CANCELLED", "TIMED_OUT"):
-            return job
+            return job, worker
         time.sleep(0.05)
     raise RuntimeError(f"job {job_id} not finished within {timeout_s:.0f} s")
 
 
+@dataclass(frozen=True)
+class PreemptionRun:
+    """One preemption, seconds from the high-priority job's createdAt (app timestamps; None when the
+    history or the worker listing did not show the step)."""
+
+    to_start_s: float  # job started
+    to_drain_s: float | None  # the lo replica's drain decided (history of lo, preempted_by hi)
+    to_scale_up_s: float | None  # hi's scale-up decided (history of hi)
+    to_ready_s: float | None  # hi's replica ready (its startedAt: constructor and handler import done)
+
+
 @dataclass
 class Preemptions:
-    """createdAt -> startedAt of the high-priority job, per run."""
+    """Every preemption run, and why a run could not be done."""
 
-    to_start_s: list[float] = field(default_factory=list)
+    runs: list[PreemptionRun] = field(default_factory=list)
     failures: list[str] = field(default_factory=list)
+
+    @property
+    def to_start_s(self) -> list[float]:
+        return [run.to_start_s for run in self.runs]
+
+    def parts(self) -> str:
+        """Per run: created -> drain decided -> hi scale-up decided -> hi replica ready -> job started."""
+
+        def fmt(value: float | None) -> str:
+            return "?" if value is None else f"{value:.2f}"
+
+        return "; ".join(
+            f"drain {fmt(r.to_drain_s)}, scale-up {fmt(r.to_scale_up_s)}, ready {fmt(r.to_ready_s)}, "
+            f"started {r.to_start_s:.2f}"
+            for r in self.runs
+        )
+
+
+def _first_at(http: Any, endpoint: str, after_ms: int, match: Callable[[dict[str, Any]], bool]) -> int | None:
+    """The earliest history entry of endpoint at or after after_ms (50 ms of clock slack) that matches."""
+    history = http.get(f"/api/v1/autoscaler/history/{endpoint}", params={"limit": 50}).json()["history"]
+    found = [int(h["at"]) for h in history if int(h["at"]) >= after_ms - 50 and match(h)]
+    return min(found) if found else None
 
 
 def preemptions(
@@ -137,17 +191,30 @@ def preemptions(
             reply = http.post(f"/v2/{HIGH}/run", json={"input": {"x": 1}})
             reply.raise_for_status()
             try:
-                job = _job(http, reply.json()["id"], 90)
+                job, worker = _job(instance, http, reply.json()["id"], 90)
             except RuntimeError as exc:
                 out.failures.append(f"run {k + 1}: {exc}")
                 break
             if job["status"] != "COMPLETED":
                 out.failures.append(f"run {k + 1}: {job['status']}")
                 break
-            out.to_start_s.append((int(job["startedAt"]) - int(job["createdAt"])) / 1000)
-            log(
-                f"[ripple] preemption run {k + 1}: {HIGH} job started {out.to_start_s[-1]:.2f} s after submit"
+            created_ms = int(job["createdAt"])
+
+            def since(at_ms: int | None, created_ms: int = created_ms) -> float | None:
+                return None if at_ms is None else (at_ms - created_ms) / 1000
+
+            drained = _first_at(
+                http, LOW, created_ms, lambda h: h.get("kind") == "drain" and h.get("preempted_by") == HIGH
             )
+            scaled = _first_at(http, HIGH, created_ms, lambda h: h.get("kind") == "scale_up")
+            run = PreemptionRun(
+                to_start_s=(int(job["startedAt"]) - created_ms) / 1000,
+                to_drain_s=since(drained),
+                to_scale_up_s=since(scaled),
+                to_ready_s=since(int(worker["startedAt"])) if worker and worker.get("startedAt") else None,
+            )
+            out.runs.append(run)
+            log(f"[ripple] preemption run {k + 1}: {HIGH} job started {run.to_start_s:.2f} s after submit")
     finally:
         for name in (HIGH, LOW):
             http.delete(f"/api/v1/endpoints/{name}")
