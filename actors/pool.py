@@ -20,6 +20,7 @@ import ray
 
 from actors import ray_cluster
 from actors.options import control_options
+from actors.queue_adapters import AutoscalerByName
 from actors.replica import ReplicaConfig, WorkerReplica
 from orchestrator import logs
 from orchestrator.core.gpu_types import TypeCapacity, pick_gpu_type, placement_options
@@ -46,6 +47,7 @@ START_BACKOFF_S = 1.0  # after a failed start (the handler did not load): 1, 2, 
 START_BACKOFF_MAX_S = 60.0
 GONE_LINGER_MAX_S = 30.0  # a stopped replica whose actor Ray never reports dead is forgotten after this
 GONE_RELEASE_MAX_S = 5.0  # how long a dead replica's GPUs may take to show as available on its node
+GONE_TICK_S = 0.1  # reconcile this often while a stopped replica's GPUs are being released
 
 
 @dataclass(frozen=True)
@@ -142,6 +144,7 @@ class WorkerPool:
         self.endpoint = endpoint
         self.cfg = cfg
         self.queue = get_actor(QUEUE_NAME, cfg.namespace)
+        self.autoscaler = AutoscalerByName(cfg.namespace)
         self.replicas: dict[str, _Replica] = {}
         self.target: int | None = None
         self.spec: EndpointSpec | None = None
@@ -234,8 +237,11 @@ class WorkerPool:
                 log.exception("pool %s tick failed", self.endpoint)
                 with contextlib.suppress(Exception):  # shown as the endpoint's problem (pool_error)
                     await self.queue.report_pool_problem.remote(self.endpoint, f"{type(exc).__name__}: {exc}")
+            # While a stopped replica's GPUs are being released, look often: the autoscaler is told the
+            # moment they are free (_reap), which is what an endpoint preempting this one waits for.
+            releasing = any(r.gone_s is not None for r in self.replicas.values())
             with contextlib.suppress(asyncio.TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), self.cfg.tick_s)
+                await asyncio.wait_for(self._wake.wait(), GONE_TICK_S if releasing else self.cfg.tick_s)
 
     async def tick(self) -> dict[str, Any]:
         """One reconcile step: observe, plan, apply. Returns what it did."""
@@ -330,13 +336,14 @@ class WorkerPool:
         )
         self.replicas[wid] = _Replica(record, handle, ready_ref, gpu_type=gpu_type)
         log.info("pool %s started replica %s", self.endpoint, wid)
-        asyncio.get_running_loop().create_task(self._tick_when_ready(ready_ref))
+        asyncio.get_running_loop().create_task(self._tick_when_done(ready_ref))
 
-    async def _tick_when_ready(self, ready_ref: Any) -> None:
-        """Reconcile as soon as a replica is placed and loaded, so it starts serving at once rather than at
-        the next tick."""
-        with contextlib.suppress(Exception):  # a failed start is handled by the tick it wakes
-            await ready_ref
+    async def _tick_when_done(self, ref: Any) -> None:
+        """Reconcile as soon as ``ref`` resolves: a replica placed and loaded starts serving at once, and
+        a replica whose ``run`` returned (drained, died) is stopped and its GPUs released at once, rather
+        than at the next tick."""
+        with contextlib.suppress(Exception):  # a failure is handled by the tick it wakes
+            await ref
         self._wake.set()
 
     async def _drain(self, r: _Replica, reason: str, timeout_s: float) -> None:
@@ -420,6 +427,7 @@ class WorkerPool:
             extra={"worker_id": r.worker_id, "endpoint": self.endpoint},
         )
         r.run_ref = r.handle.run.remote()
+        asyncio.get_running_loop().create_task(self._tick_when_done(r.run_ref))
 
     def _start_failed(self, now_s: float) -> None:
         self.start_failures += 1
@@ -448,6 +456,8 @@ class WorkerPool:
         if releasing and ray_cluster.node_available(node_id or "", "GPU") < gpus:
             return
         self.replicas.pop(r.worker_id, None)
+        if gpus > 0:  # GPUs freed: the autoscaler places waiting work now, not at its next tick
+            self.autoscaler.work_arrived(self.endpoint)
 
     def _forget(self, r: _Replica, reason: str) -> None:
         """Stop counting a replica: -> STOPPED; it stays listed until its actor is dead (``_reap``)."""

@@ -27,7 +27,8 @@ class SystemClock:
 
 
 class AutoscalerByName:
-    """Wakes the autoscaler actor (looked up by name) when work arrives that no worker waits for."""
+    """Wakes the autoscaler actor (looked up by name): work arrived that no worker waits for, a managed
+    endpoint was created (its pool starts now), or a pool's stopped replica freed its GPUs."""
 
     def __init__(self, namespace: str) -> None:
         self.namespace = namespace

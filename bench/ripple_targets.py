@@ -178,16 +178,25 @@ def preemptions(
             if not wait_until(lambda: not _live(instance, http, HIGH), 60, 0.2):
                 out.failures.append(f"run {k + 1}: {HIGH} did not scale down to zero within 60 s")
                 break
-            for _ in range(3):
-                http.post(f"/v2/{LOW}/run", json={"input": {"sleep_s": 1.0}}).raise_for_status()
 
             def low_holds_all() -> bool:
-                idle = [w for w in _live(instance, http, LOW) if w["state"] == "idle" and not w["draining"]]
-                return len(idle) == 2 and _gpus_free() == 0
+                """lo holds both GPUs with replicas that have no job (the queue's counts are the truth: a
+                worker listing's state lags by up to a heartbeat); while it has fewer than two and no
+                work, give it two 2 s jobs (with one replica the second queues, so it scales up)."""
+                jobs = http.get(f"/v2/{LOW}/health").json()["jobs"]
+                if jobs["inQueue"] or jobs["inProgress"]:
+                    return False
+                serving = [w for w in _live(instance, http, LOW) if not w["draining"]]
+                if len(serving) == 2 and _gpus_free() == 0:
+                    return True
+                for _ in range(2):
+                    http.post(f"/v2/{LOW}/run", json={"input": {"sleep_s": 2.0}}).raise_for_status()
+                return False
 
             if not wait_until(low_holds_all, 120, 0.2):
                 out.failures.append(f"run {k + 1}: {LOW} did not come to hold both GPUs idle within 120 s")
                 break
+            time.sleep(1.5)  # the pool's view of its replicas (refreshed every pool tick) shows them idle
             reply = http.post(f"/v2/{HIGH}/run", json={"input": {"x": 1}})
             reply.raise_for_status()
             try:

@@ -237,6 +237,13 @@ async def test_submit_wakes_the_autoscaler_only_without_a_waiting_taker(rig: Rig
     assert rig.rec.woken == ["ep", "ep"], "a waiting taker got it: no autoscaler wake-up"
 
 
+async def test_creating_an_endpoint_with_a_handler_wakes_the_autoscaler_to_start_its_pool(rig: Rig) -> None:
+    await rig.d.create_endpoint(ep("outside"))
+    assert rig.rec.woken == [], "no handler: outside workers only, nothing for the autoscaler to start"
+    await rig.d.create_endpoint(ep("managed", handler="mod:fn"))
+    assert rig.rec.woken == ["managed"]
+
+
 # Worker protocol ----------------------------------------------------------------------------------------
 
 

@@ -55,6 +55,8 @@ class Dispatcher(VersionDispatch):
         spec = await self._versioned(None, spec)
         await self.store.put_endpoint(spec.name, spec.model_dump_json())
         self.endpoints[spec.name] = spec
+        if spec.handler is not None:  # managed by the autoscaler: its pool starts now, not at the first job
+            self.autoscaler.work_arrived(spec.name)
         return spec.wire()
 
     async def update_endpoint(self, name: str, patch: EndpointPatch) -> dict[str, Any]:

@@ -53,7 +53,8 @@ class DispatchSettings(Protocol):
 
 
 class AutoscalerNotifier(Protocol):
-    """Wakes the autoscaler when work arrives that no worker waits for."""
+    """Wakes the autoscaler when work arrives that no worker waits for, or an endpoint it manages (one
+    with a handler) is created, so that its pool starts before the first job."""
 
     def work_arrived(self, endpoint: str) -> None:
         """Ask for a tick now for ``endpoint`` (best effort, non-blocking, never raises)."""
