@@ -407,3 +407,58 @@ def test_a_read_key_sees_everything_and_changes_nothing(ripple: Instance, shots:
         finally:
             browser.close()
     assert page_errors == [], page_errors
+
+
+def test_endpoint_page_versions_deploy_and_rollback(ripple: Instance, shots: Path, tmp_path: Path) -> None:
+    """The endpoint page lists versions with their state, deploys an uploaded zip as a new version (the
+    package stored through POST /api/v1/packages), and rolls back to an earlier version."""
+    import io
+    import zipfile
+
+    from playwright.sync_api import expect, sync_playwright
+
+    admin = {"Authorization": f"Bearer {ripple.api_key}"}
+    name = "e2e-versions"
+    made = httpx.post(f"{ripple.base_url}/api/v1/endpoints", json={"name": name}, headers=admin)
+    assert made.status_code == 201, made.text
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w") as zf:
+        zf.writestr("worker.py", "def handler(job):\n    return job['input']\n")
+        zf.writestr("requirements.txt", "inflection==0.5.1\n")
+    code = tmp_path / "code.zip"
+    code.write_bytes(buf.getvalue())
+    page_errors: list[str] = []
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
+        try:
+            page = browser.new_page(viewport={"width": 1400, "height": 900})
+            page.set_default_timeout(30_000)
+            page.on("pageerror", lambda exc: page_errors.append(str(exc)))
+            page.goto(f"{ripple.base_url}/ui/login")
+            page.fill("#api_key", ripple.api_key)
+            page.click("button[type=submit]")
+            expect(page.locator("h1")).to_have_text("Dashboard")
+
+            page.goto(f"{ripple.base_url}/ui/#/endpoints/{name}")
+            versions = page.locator("#versions")
+            expect(versions.locator("tr", has_text="v1").locator("[data-state=active]")).to_be_visible()
+            page.set_input_files("#deploy-zip", str(code))
+            page.click("button:has-text('Deploy')")
+            expect(page.locator(".toast", has_text="version 2")).to_be_visible()
+            expect(versions.locator("tr", has_text="v2").locator("[data-state=active]")).to_be_visible()
+            expect(versions.locator("tr", has_text="v1").locator("[data-state=stale]")).to_be_visible()
+            _snap(page, shots / "30-endpoint-versions.png")
+            got = httpx.get(f"{ripple.base_url}/api/v1/endpoints/{name}", headers=admin).json()
+            assert got["version"] == 2 and got["runtimeEnv"]["working_dir"].startswith("gcs://_ray_pkg_")
+            assert got["runtimeEnv"]["pip"] == ["inflection==0.5.1"] and got["codeDigest"].startswith(
+                "sha256:"
+            )
+
+            versions.locator('button[data-rollback="1"]').click()
+            expect(page.locator(".toast", has_text="as v3")).to_be_visible()
+            expect(versions.locator("tr", has_text="v3")).to_be_visible()
+            back = httpx.get(f"{ripple.base_url}/api/v1/endpoints/{name}", headers=admin).json()
+            assert back["version"] == 3 and back["runtimeEnv"] is None
+        finally:
+            browser.close()
+    assert page_errors == [], page_errors
