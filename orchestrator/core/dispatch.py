@@ -27,6 +27,13 @@ from orchestrator.core.dispatch_versions import VersionDispatch
 from orchestrator.core.errors import Conflict, InvalidInput, NotFound
 from orchestrator.core.jobs import RETRYABLE, JobStatus, JobView
 from orchestrator.core.models import EndpointPatch, EndpointSpec, NewJob, RunRequest, new_job_id
+from orchestrator.core.wait_reason import (
+    EndpointFacts,
+    JobPlace,
+    autoscaler_facts,
+    facts_are_fresh,
+    wait_reason,
+)
 
 log = logging.getLogger("ripple.queue")
 S = JobStatus
@@ -76,6 +83,7 @@ class Dispatcher(VersionDispatch):
         updated = await self._versioned(spec, updated)
         await self.store.put_endpoint(spec.name, updated.model_dump_json())
         self.endpoints[spec.name] = updated
+        self.start_failures.pop(spec.name, None)  # a changed spec may load: its replicas' failures are past
         return updated
 
     async def rollback(self, name: str, to: int | None = None) -> dict[str, Any]:
@@ -101,6 +109,7 @@ class Dispatcher(VersionDispatch):
         await self.store.delete_endpoint(name)
         self.endpoints.pop(name, None)
         self._forget_versions(name)
+        self.start_failures.pop(name, None)
         return {"name": name, "deleted": True, "cancelledJobs": removed}
 
     async def get_endpoint(self, name: str) -> dict[str, Any]:
@@ -181,18 +190,22 @@ class Dispatcher(VersionDispatch):
             job = await self._job(endpoint, job_id)
             remaining = deadline - self.clock.monotonic_s()
             if job.status in RETRYABLE | {S.COMPLETED} or remaining <= 0:
-                return job.status_object(self.now_ms())
+                return job.status_object(self.now_ms(), await self._wait_reason(job))
             await self.finals.wait(job_id, remaining, version)
 
     async def status(self, endpoint: str, job_id: str) -> dict[str, Any]:
-        """RunPod's status object of one job of ``endpoint``. Raises NotFound."""
-        return (await self._job(endpoint, job_id)).status_object(self.now_ms())
+        """RunPod's status object of one job of ``endpoint`` (an IN_QUEUE job's with its ``waitReason``).
+        Raises NotFound."""
+        job = await self._job(endpoint, job_id)
+        return job.status_object(self.now_ms(), await self._wait_reason(job))
 
     async def statuses(self, job_ids: Sequence[str]) -> list[dict[str, Any] | None]:
         """Status objects of many jobs in one store round trip (None for unknown ids)."""
         await self.recover()
         now_ms = self.now_ms()
-        return [j.status_object(now_ms) if j else None for j in await self.store.get_many(job_ids)]
+        jobs = await self.store.get_many(job_ids)
+        facts: dict[str, EndpointFacts | None] = {}
+        return [j.status_object(now_ms, await self._wait_reason(j, facts)) if j else None for j in jobs]
 
     async def stream(self, endpoint: str, job_id: str, wait_s: float = 0.0) -> dict[str, Any]:
         """New stream chunks since the last call, RunPod style; always includes ``stream``.
@@ -284,6 +297,63 @@ class Dispatcher(VersionDispatch):
             raise NotFound(f"job {job_id} not found at endpoint {endpoint!r}", {"id": job_id})
         return job
 
+    # Why a queued job waits ------------------------------------------------------------------------
+
+    def absorb_wait_facts(self, facts: dict[str, Any]) -> None:
+        """The autoscaler's facts of its latest tick (see :func:`orchestrator.control_metrics.wait_facts`):
+        kept with the time they arrived; trusted for a few of its intervals only."""
+        self.published_facts = (self.clock.now_s(), dict(facts))
+
+    def endpoint_facts(self, spec: EndpointSpec) -> EndpointFacts:
+        """What the queue knows of an endpoint for :func:`~orchestrator.core.wait_reason.wait_reason`: its
+        spec, its live workers (registry), its replicas' start failures, the autoscaler's fresh facts."""
+        counts = {"starting": 0, "idle": 0, "busy": 0}
+        pending = outside = 0
+        for v in self.registry.views(spec.name):
+            state = v.get("state")
+            if state in counts:
+                counts[state] += 1
+                if state == "starting" and v.get("pendingPlacement"):
+                    pending += 1
+                if v.get("kind") == "external" and state != "starting":
+                    outside += 1
+        scaler = None
+        if self.published_facts is not None:
+            at_s, published = self.published_facts
+            interval_s = float(published.get("intervalS") or 1.0)
+            if facts_are_fresh(self.clock.now_s() - at_s, interval_s):
+                scaler = autoscaler_facts(published, spec.name)
+        return EndpointFacts(
+            has_handler=spec.handler is not None,
+            gpus=spec.gpus,
+            gpu_types=tuple(spec.gpu_types) if spec.gpu_types else None,
+            max_replicas=spec.max_replicas,
+            starting=counts["starting"],
+            pending_placement=pending,
+            idle=counts["idle"],
+            busy=counts["busy"],
+            outside=outside,
+            start_failure=self.start_failures.get(spec.name),
+            autoscaler=scaler,
+        )
+
+    async def _wait_reason(
+        self, job: JobView, cache: dict[str, EndpointFacts | None] | None = None
+    ) -> dict[str, str] | None:
+        """``waitReason`` of a queued job (None for any other, or one that left the queue meanwhile).
+        ``cache``: endpoint facts already computed in this call, by endpoint."""
+        if job.status is not S.IN_QUEUE:
+            return None
+        cache = {} if cache is None else cache
+        if job.endpoint not in cache:
+            spec = self.endpoints.get(job.endpoint)
+            cache[job.endpoint] = self.endpoint_facts(spec) if spec is not None else None
+        facts = cache[job.endpoint]
+        ahead = await self.store.queue_position(job.endpoint, job.id) if facts is not None else None
+        if facts is None or ahead is None:
+            return None
+        return wait_reason(JobPlace(ahead, job.low_priority), facts).wire()
+
     # Management -----------------------------------------------------------------------------------
 
     async def list_jobs(
@@ -322,7 +392,7 @@ class Dispatcher(VersionDispatch):
         job = await self.store.get(job_id)
         if job is None:
             raise NotFound(f"job {job_id} not found", {"id": job_id})
-        return job.detail(self.now_ms())
+        return job.detail(self.now_ms(), await self._wait_reason(job))
 
     async def list_workers(self, endpoint: str | None = None) -> list[dict[str, Any]]:
         """Worker views, all or of one endpoint (NotFound when it does not exist)."""

@@ -27,6 +27,7 @@ from orchestrator.core.errors import NotFound
 from orchestrator.core.jobs import JobStatus, parse_worker_result
 from orchestrator.core.models import STORED, EndpointSpec
 from orchestrator.core.registry import WorkerRegistry
+from orchestrator.core.wait_reason import StartFailure
 from orchestrator.core.waiters import Waiters
 from orchestrator.store.protocol import REQUEUE_OR_FAIL, FinishItem, FinishOutcome, JobStore, Moved
 
@@ -71,6 +72,10 @@ class WorkerDispatch:
         self.recovery: dict[str, Any] = {}
         self.last_arrival_s: dict[str, float] = {}  # endpoint -> wall clock of its latest submission
         self._notified_s: dict[str, float] = {}  # endpoint -> monotonic time the autoscaler was woken
+        # Wait-reason facts: replicas failing to start since the last ready one, per endpoint; and the
+        # autoscaler's latest published facts with the wall time they arrived (see Dispatcher.wait_facts).
+        self.start_failures: dict[str, StartFailure] = {}
+        self.published_facts: tuple[float, dict[str, Any]] | None = None
         self._recovered = False
         self._recover_lock = asyncio.Lock()
         self._mirrored_s = 0.0
@@ -272,15 +277,23 @@ class WorkerDispatch:
         ``drain`` (asked through the API or the store) back."""
         stop = await self.ping(endpoint, worker_id, job_ids, "ray", state)
         self.stops.pop(worker_id, None)
+        if state.get("state") in ("idle", "busy"):
+            self.start_failures.pop(endpoint, None)  # a replica loaded the handler: starts work again
         return {"stop": stop, "drain": self.registry.is_draining(worker_id)}
 
     async def report_workers(self, endpoint: str, records: Sequence[dict[str, Any]]) -> None:
         """A pool vouches for replicas that cannot heartbeat yet (starting, waiting for placement) or that
-        have stopped (``state == "stopped"``: marked lost, no longer draining)."""
+        have stopped (``state == "stopped"``: marked lost, no longer draining). A stopped replica whose
+        ``reason`` says it failed to start counts as a start failure of the endpoint (its ``error`` shows in
+        queued jobs' ``waitReason`` until a replica is ready)."""
         await self._endpoint(endpoint)
         now_s = self.clock.now_s()
         for rec in records:
             wid = str(rec["workerId"])
+            if rec.get("state") == "stopped" and str(rec.get("reason") or "").startswith("failed to start"):
+                prev = self.start_failures.get(endpoint)
+                error = str(rec.get("error") or rec.get("reason"))
+                self.start_failures[endpoint] = StartFailure(error, (prev.failures if prev else 0) + 1)
             if rec.get("state") == "stopped":
                 await self.store.set_draining(wid, False)
                 if self.registry.exists(wid):

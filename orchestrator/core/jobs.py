@@ -162,9 +162,11 @@ class JobView:
         end = self.finished_ms if self.finished_ms is not None else now_ms
         return max(0, end - self.started_ms)
 
-    def status_object(self, now_ms: int) -> dict[str, Any]:
+    def status_object(self, now_ms: int, wait_reason: Mapping[str, str] | None = None) -> dict[str, Any]:
         """The RunPod status object: ``id``, ``status``, ``delayTime``, ``executionTime`` and, when known,
-        ``workerId``, ``version`` (the endpoint version that ran it), ``output``, ``error``, ``retries``."""
+        ``workerId``, ``version`` (the endpoint version that ran it), ``output``, ``error``, ``retries``; an
+        IN_QUEUE job's ``waitReason`` when given (``{"code", "message"}``, see
+        :mod:`orchestrator.core.wait_reason`)."""
         obj: dict[str, Any] = {
             "id": self.id,
             "status": self.status.value,
@@ -183,11 +185,14 @@ class JobView:
             obj["error"] = self.error
         if self.retried:
             obj["retries"] = self.retried
+        if wait_reason is not None and self.status is S.IN_QUEUE:
+            obj["waitReason"] = dict(wait_reason)
         return obj
 
-    def detail(self, now_ms: int) -> dict[str, Any]:
-        """The management view: the status object plus input, timings, policy and attempt history."""
-        obj = self.status_object(now_ms)
+    def detail(self, now_ms: int, wait_reason: Mapping[str, str] | None = None) -> dict[str, Any]:
+        """The management view: the status object (with ``waitReason`` when given) plus input, timings,
+        policy and attempt history."""
+        obj = self.status_object(now_ms, wait_reason)
         obj.update(
             {
                 "endpoint": self.endpoint,

@@ -135,6 +135,10 @@ class JobStore(Protocol):
         """Creation time of the job at the head of the queue (None when empty)."""
         ...
 
+    async def queue_position(self, endpoint: str, job_id: str) -> int | None:
+        """How many jobs are ahead of ``job_id`` in ``endpoint``'s queue (0: next); None when not queued."""
+        ...
+
     async def leases(self) -> list[tuple[str, str, str, int]]:
         """Every in-progress job as ``(job_id, worker_id, endpoint, deadline_ms)``."""
         ...

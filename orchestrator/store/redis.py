@@ -196,6 +196,10 @@ class RedisStore:
         created = await self.r.hget(self.k.job(head[0]), "created")
         return int(created) if created else None
 
+    async def queue_position(self, endpoint: str, job_id: str) -> int | None:
+        rank = await self.r.zrank(self.k.queue(endpoint), job_id)
+        return None if rank is None else int(rank)
+
     async def counts(self, endpoint: str) -> dict[str, int]:
         raw = await self.r.hgetall(self.k.counts(endpoint))
         return {k: int(v) for k, v in raw.items()}

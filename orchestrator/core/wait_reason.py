@@ -1,0 +1,257 @@
+"""Why a queued job waits: one stable code and a one-line message, for every IN_QUEUE status object.
+
+Pure: :func:`wait_reason` takes the job's place in its queue (:class:`JobPlace`) and what is known about its
+endpoint (:class:`EndpointFacts`: its spec, its workers from the queue's registry, its last failed replica
+start, and what only the autoscaler knows, :class:`AutoscalerFacts`, None when unknown or stale). The first
+cause that actually blocks progress wins, in this order (:data:`CODES`):
+
+``no_handler``            no handler and no outside worker polling: nothing will ever take the job
+``handler_fails_to_load`` the endpoint's replicas fail to start (the error), and none is ready
+``autoscaler_disabled``   the autoscaler is switched off and no replica is free or starting
+``no_gpu``                the autoscaler cannot place a replica: needs G x TYPE, F free, cluster limit M
+``no_capacity``           the autoscaler cannot place a replica for lack of CPUs or memory
+``max_replicas``          every replica is busy and the endpoint is at ``maxReplicas``
+``scaling_up``            n replicas are starting (some may wait for placement)
+``low_priority``          a low-priority job behind k others (normal-priority jobs go first)
+``queue_position``        k jobs ahead in the queue
+``waiting_for_worker``    next in line, no worker free yet (the autoscaler adds one, or outside ones busy)
+``dispatching``           next in line and a worker is free: being handed over now
+
+The wire form is ``{"code": ..., "message": ...}`` (the ``waitReason`` of a status object).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+CODES: tuple[str, ...] = (
+    "no_handler",
+    "handler_fails_to_load",
+    "autoscaler_disabled",
+    "no_gpu",
+    "no_capacity",
+    "max_replicas",
+    "scaling_up",
+    "low_priority",
+    "queue_position",
+    "waiting_for_worker",
+    "dispatching",
+)
+"""Every code :func:`wait_reason` returns, in priority order (the first that applies wins)."""
+
+MESSAGE_MAX = 300
+"""A message is one line of at most this many characters (errors are cut to their last line)."""
+
+GPU_CAUSES = frozenset({"gpus", "gpu_type"})
+"""Blocked-decision causes (:func:`orchestrator.metrics.blocked_reason`) that mean no GPU fits."""
+OTHER_CAUSES = frozenset({"cpus", "memory"})
+
+
+@dataclass(frozen=True)
+class WaitReason:
+    """A stable ``code`` (one of :data:`CODES`) and a one-line ``message``."""
+
+    code: str
+    message: str
+
+    def wire(self) -> dict[str, str]:
+        return {"code": self.code, "message": self.message}
+
+
+@dataclass(frozen=True)
+class JobPlace:
+    """Where the job is: ``ahead`` jobs before it in its endpoint's queue; its priority."""
+
+    ahead: int
+    low_priority: bool = False
+
+
+@dataclass(frozen=True)
+class StartFailure:
+    """The endpoint's replicas failing to start: the latest ``error`` and ``failures`` in a row."""
+
+    error: str
+    failures: int = 1
+
+
+@dataclass(frozen=True)
+class AutoscalerFacts:
+    """What the autoscaler published about the cluster and one endpoint at its latest (fresh) tick.
+
+    ``blocked``: its latest Blocked reason for the endpoint (free text, None when not blocked) and
+    ``blocked_cause`` its category (``gpus``, ``gpu_type``, ``cpus``, ``memory``, ``max_replicas``,
+    ``other``). GPUs: the cluster's ``gpus_total`` and ``gpus_free`` (Ray's view), ``max_gpus`` the budget
+    the cluster may grow to (None: it does not grow), ``gpus_by_type`` type -> (total, free).
+    ``start_failures`` / ``start_error``: the endpoint's pool's failed starts in a row and the last error.
+    """
+
+    enabled: bool = True
+    blocked: str | None = None
+    blocked_cause: str | None = None
+    gpus_total: float = 0.0
+    gpus_free: float = 0.0
+    max_gpus: float | None = None
+    gpus_by_type: Mapping[str, tuple[float, float]] = field(default_factory=dict)
+    start_failures: int = 0
+    start_error: str | None = None
+
+
+@dataclass(frozen=True)
+class EndpointFacts:
+    """An endpoint as the queue sees it. Worker counts are of live workers: ``starting`` replicas (of which
+    ``pending_placement`` wait for resources), ready ones ``idle`` or ``busy``, and live ``outside``
+    workers (RunPod worker SDK). ``start_failure``: replicas failed to start more recently than any became
+    ready (None otherwise). ``autoscaler``: None when unknown or stale."""
+
+    has_handler: bool = True
+    gpus: float = 0.0
+    gpu_types: Sequence[str] | None = None
+    max_replicas: int = 10
+    starting: int = 0
+    pending_placement: int = 0
+    idle: int = 0
+    busy: int = 0
+    outside: int = 0
+    start_failure: StartFailure | None = None
+    autoscaler: AutoscalerFacts | None = None
+
+
+def one_line(text: str, limit: int = MESSAGE_MAX) -> str:
+    """The last non-empty line of ``text`` (a traceback's exception), cut to ``limit`` characters."""
+    lines = [ln.strip() for ln in text.strip().splitlines() if ln.strip()]
+    line = lines[-1] if lines else ""
+    return line if len(line) <= limit else line[: limit - 1] + "…"
+
+
+def _plural(n: int, word: str) -> str:
+    return f"{n} {word}" if n == 1 else f"{n} {word}s"
+
+
+def _ahead(place: JobPlace) -> str:
+    return f"; {_plural(place.ahead, 'job')} ahead" if place.ahead > 0 else ""
+
+
+def _gpu_message(ep: EndpointFacts, a: AutoscalerFacts) -> str:
+    types = list(ep.gpu_types or ())
+    kind = " or ".join(types) if types else "GPU"
+    if types:
+        free = sum(a.gpus_by_type.get(t, (0.0, 0.0))[1] for t in types)
+        total = sum(a.gpus_by_type.get(t, (0.0, 0.0))[0] for t in types)
+        have = f"{free:g} free of {total:g} {kind}"
+    else:
+        have = f"{a.gpus_free:g} free of {a.gpus_total:g}"
+    limit = a.max_gpus if a.max_gpus is not None else a.gpus_total
+    grows = "" if a.max_gpus is not None and a.max_gpus > a.gpus_total else " (the cluster does not grow)"
+    msg = f"needs {ep.gpus:g} x {kind} per replica; {have}, cluster limit {limit:g}{grows}"
+    if ep.gpus > limit or (a.blocked_cause == "gpu_type"):
+        msg += ": it can never fit"
+    return msg
+
+
+def wait_reason(place: JobPlace, ep: EndpointFacts) -> WaitReason:
+    """Why a queued job waits (see the module docstring for the codes and their order)."""
+    ahead = _ahead(place)
+    if not ep.has_handler and ep.outside == 0:
+        nobody = "the endpoint has no handler and no outside worker is polling it"
+        return WaitReason("no_handler", nobody + ahead)
+    blocked = _replicas_blocked(ep, ahead) if ep.has_handler else None
+    if blocked is not None:
+        return blocked
+    if place.ahead > 0:
+        if place.low_priority:
+            return WaitReason(
+                "low_priority", f"low priority: {_plural(place.ahead, 'job')} ahead (normal-priority first)"
+            )
+        return WaitReason("queue_position", f"{_plural(place.ahead, 'job')} ahead in the queue")
+    return _next_in_line(ep)
+
+
+def _replicas_blocked(ep: EndpointFacts, ahead: str) -> WaitReason | None:
+    """The causes that hold back an endpoint with a handler, whatever the job's place (None: none)."""
+    a = ep.autoscaler
+    failure = ep.start_failure
+    if failure is None and a is not None and a.start_failures > 0 and a.start_error:
+        failure = StartFailure(a.start_error, a.start_failures)
+    if failure is not None and ep.idle + ep.busy == 0:
+        times = f" ({failure.failures} failed starts in a row)" if failure.failures > 1 else ""
+        error = one_line(failure.error)
+        return WaitReason("handler_fails_to_load", f"replicas fail to load the handler{times}: {error}")
+    if a is not None and not a.enabled and ep.idle == 0 and ep.starting == 0:
+        have = f"all {_plural(ep.busy, 'replica')} busy" if ep.busy else "no replica"
+        return WaitReason(
+            "autoscaler_disabled", f"the autoscaler is disabled and {have}; none will be started" + ahead
+        )
+    if a is not None and a.blocked and ep.idle == 0:
+        if a.blocked_cause in GPU_CAUSES and ep.gpus > 0:
+            return WaitReason("no_gpu", _gpu_message(ep, a) + ahead)
+        if a.blocked_cause in OTHER_CAUSES:
+            return WaitReason("no_capacity", f"cannot place a replica: {one_line(a.blocked)}" + ahead)
+    at_max = ep.idle + ep.busy + ep.starting >= ep.max_replicas
+    if ep.idle == 0 and at_max and (ep.starting == 0 or ep.max_replicas == 0):
+        busy = f"all {_plural(ep.busy, 'replica')} busy" if ep.busy else "no replica allowed"
+        return WaitReason("max_replicas", f"{busy} (maxReplicas {ep.max_replicas})" + ahead)
+    if ep.starting > 0 and ep.idle == 0:
+        waiting = f", {ep.pending_placement} waiting for resources" if ep.pending_placement else ""
+        return WaitReason("scaling_up", f"{_plural(ep.starting, 'replica')} starting{waiting}" + ahead)
+    return None
+
+
+def _next_in_line(ep: EndpointFacts) -> WaitReason:
+    """The job is at the head of its queue and nothing blocks the endpoint."""
+    if ep.idle > 0 or (not ep.has_handler and ep.outside > ep.busy):
+        return WaitReason("dispatching", "next in line and a worker is free: being handed over")
+    if not ep.has_handler:
+        workers = _plural(ep.outside, "outside worker")
+        return WaitReason("waiting_for_worker", f"next in line; all {workers} busy")
+    if ep.busy:
+        replicas = _plural(ep.busy, "replica")
+        busy = f"next in line; all {replicas} busy, the autoscaler may add one"
+        return WaitReason("waiting_for_worker", busy)
+    return WaitReason("waiting_for_worker", "next in line; no replica yet, the autoscaler starts one")
+
+
+# Facts as the autoscaler publishes them (JSON) ----------------------------------------------------------
+
+
+def autoscaler_facts(published: Mapping[str, Any], endpoint: str) -> AutoscalerFacts:
+    """One endpoint's :class:`AutoscalerFacts` from the autoscaler's published wait facts (see
+    :func:`orchestrator.control_metrics.wait_facts`); an endpoint it did not mention is not blocked."""
+    gpus = published.get("gpus") or {}
+    row = (published.get("endpoints") or {}).get(endpoint) or {}
+    by_type = {
+        str(t): (float(v.get("total", 0.0)), float(v.get("free", 0.0)))
+        for t, v in (published.get("gpuTypes") or {}).items()
+    }
+    max_gpus = gpus.get("maxGpus")
+    return AutoscalerFacts(
+        enabled=bool(published.get("enabled", True)),
+        blocked=row.get("blocked"),
+        blocked_cause=row.get("blockedCause"),
+        gpus_total=float(gpus.get("total", 0.0)),
+        gpus_free=float(gpus.get("free", 0.0)),
+        max_gpus=None if max_gpus is None else float(max_gpus),
+        gpus_by_type=by_type,
+        start_failures=int(row.get("startFailures") or 0),
+        start_error=row.get("startError"),
+    )
+
+
+def facts_are_fresh(age_s: float, interval_s: float, ticks: int = 3, floor_s: float = 10.0) -> bool:
+    """Published facts ``age_s`` old are trusted for ``ticks`` autoscaler intervals (at least ``floor_s``)."""
+    return 0.0 <= age_s <= max(floor_s, ticks * interval_s)
+
+
+__all__ = [
+    "CODES",
+    "AutoscalerFacts",
+    "EndpointFacts",
+    "JobPlace",
+    "StartFailure",
+    "WaitReason",
+    "autoscaler_facts",
+    "facts_are_fresh",
+    "one_line",
+    "wait_reason",
+]
