@@ -25,7 +25,7 @@ from actors.options import control_options
 from actors.pool import PoolConfig, ensure_pool
 from orchestrator import logs
 from orchestrator.boot import BootConfig
-from orchestrator.control_metrics import TickMemory, queue_gauges, tick_samples
+from orchestrator.control_metrics import TickMemory, queue_gauges, tick_samples, wait_facts
 from orchestrator.core.autoscale import (
     AutoscalerState,
     Blocked,
@@ -176,7 +176,17 @@ class Autoscaler:
             if enabled
             else {ep: s.get("target") for ep, s in summaries.items()}
         )
-        await self._publish(summaries, stats, desired, (total, available), enabled, decisions)
+        facts = wait_facts(
+            summaries,
+            decisions,
+            enabled=enabled,
+            gpus_total=total - growth,  # Ray's GPUs of today; maxGpus says how far the cluster grows
+            gpus_free=available - growth,
+            max_gpus=self.settings.max_gpus,
+            gpu_types={t: (c.total, c.free) for t, c in gpu_types.items()},
+            interval_s=self.interval_s,
+        )
+        await self._publish(summaries, stats, desired, (total, available), enabled, decisions, facts)
         return {"leader": True, "decisions": [decision_to_dict(d) for d in decisions]}
 
     async def _publish(
@@ -187,14 +197,15 @@ class Autoscaler:
         gpus: tuple[float, float],
         enabled: bool,
         decisions: list[Any],
+        facts: dict[str, Any],
     ) -> None:
-        """This tick's metrics: into the queue's registry (one call) and Ray's metrics agent."""
+        """This tick's metrics and wait facts: into the queue (one call) and Ray's metrics agent."""
         samples, self.metric_memory = tick_samples(
             summaries, desired, gpus[0], gpus[1], enabled, decisions, self.metric_memory
         )
         try:
             await self.queue.publish_metrics.remote(
-                published(samples.gauges, samples.counters, samples.observations)
+                {**published(samples.gauges, samples.counters, samples.observations), "waitFacts": facts}
             )
         except Exception:  # metrics never fail a tick
             log.debug("publishing metrics to the queue failed", exc_info=True)

@@ -230,7 +230,10 @@ class JobQueue:
 
     async def publish_metrics(self, payload: dict[str, Any]) -> int:
         """Samples measured elsewhere (the autoscaler, once per tick), kept in this registry so
-        ``/metrics`` stays one actor call. Returns samples applied."""
+        ``/metrics`` stays one actor call, and its ``waitFacts`` for queued jobs' ``waitReason``. Returns
+        samples applied."""
+        if isinstance(payload.get("waitFacts"), dict):
+            self.d.absorb_wait_facts(payload["waitFacts"])
         return self.metrics.apply_published(payload)
 
     async def ready(self) -> dict[str, Any]:

@@ -117,3 +117,46 @@ def queue_gauges(stats: Mapping[str, Mapping[str, Any]]) -> dict[str, Series]:
             (ep,): float(s.get("oldestQueuedAgeS") or 0.0) for ep, s in stats.items()
         },
     }
+
+
+def wait_facts(
+    summaries: Mapping[str, Mapping[str, Any]],
+    decisions: Sequence[Decision],
+    *,
+    enabled: bool,
+    gpus_total: float,
+    gpus_free: float,
+    max_gpus: float | None,
+    gpu_types: Mapping[str, tuple[float, float]],
+    interval_s: float,
+) -> dict[str, Any]:
+    """What only the autoscaler knows of why jobs wait, as JSON for the queue (``waitFacts`` of the
+    ``publish_metrics`` payload; read back by :func:`orchestrator.core.wait_reason.autoscaler_facts`).
+
+    ``endpoints``: per endpoint its Blocked reason of this tick (``blocked``, ``blockedCause`` a
+    :func:`~orchestrator.metrics.blocked_reason` category; None when not blocked) and its pool's failed
+    starts in a row with the last error (``startFailures``, ``startError``). ``gpus``: the cluster's
+    ``total``, ``free`` and ``maxGpus`` budget; ``gpuTypes``: type -> ``total``, ``free``; ``intervalS``:
+    the tick interval (the queue trusts the facts for a few of them); ``enabled``: whether it acts.
+    """
+    rows: dict[str, dict[str, Any]] = {}
+    for ep, summary in summaries.items():
+        errors = list(summary.get("errors") or [])
+        failures = int(summary.get("startFailures") or 0)
+        rows[ep] = {
+            "blocked": None,
+            "blockedCause": None,
+            "startFailures": failures,
+            "startError": str(errors[-1].get("error")) if failures and errors else None,
+        }
+    for d in decisions:
+        if isinstance(d, Blocked):
+            row = rows.setdefault(d.endpoint, {"startFailures": 0, "startError": None})
+            row.update(blocked=d.reason, blockedCause=blocked_reason(d.reason))
+    return {
+        "intervalS": interval_s,
+        "enabled": enabled,
+        "gpus": {"total": gpus_total, "free": gpus_free, "maxGpus": max_gpus},
+        "gpuTypes": {t: {"total": tot, "free": free} for t, (tot, free) in sorted(gpu_types.items())},
+        "endpoints": rows,
+    }

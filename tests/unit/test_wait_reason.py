@@ -1,0 +1,244 @@
+"""Why a queued job waits: every code of core/wait_reason.py, their priority, and the autoscaler's facts."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+
+import pytest
+
+from orchestrator.control_metrics import wait_facts
+from orchestrator.core.autoscale import Blocked, ScaleUp
+from orchestrator.core.wait_reason import (
+    CODES,
+    AutoscalerFacts,
+    EndpointFacts,
+    JobPlace,
+    StartFailure,
+    autoscaler_facts,
+    facts_are_fresh,
+    one_line,
+    wait_reason,
+)
+
+HEAD = JobPlace(0)
+FRESH = AutoscalerFacts(enabled=True, gpus_total=1.0, gpus_free=1.0)
+TRACEBACK = (
+    'Traceback (most recent call last):\n  File "handler.py", line 3, in <module>\n'
+    "    import nothing_here\nModuleNotFoundError: No module named 'nothing_here'\n"
+)
+
+
+def code(place: JobPlace, ep: EndpointFacts) -> str:
+    return wait_reason(place, ep).code
+
+
+def test_no_handler_and_no_outside_worker() -> None:
+    r = wait_reason(JobPlace(2), EndpointFacts(has_handler=False))
+    assert r.code == "no_handler"
+    assert r.message == "the endpoint has no handler and no outside worker is polling it; 2 jobs ahead"
+
+
+def test_outside_workers_serve_an_endpoint_without_handler() -> None:
+    ep = EndpointFacts(has_handler=False, outside=2, busy=2)
+    assert wait_reason(HEAD, ep).message == "next in line; all 2 outside workers busy"
+    assert code(HEAD, ep) == "waiting_for_worker"
+    assert code(HEAD, replace(ep, busy=1, idle=1)) == "dispatching"
+    assert code(JobPlace(3), ep) == "queue_position"
+
+
+def test_handler_fails_to_load_names_the_error() -> None:
+    ep = EndpointFacts(start_failure=StartFailure(TRACEBACK, failures=3), starting=1)
+    r = wait_reason(JobPlace(1), ep)
+    assert r.code == "handler_fails_to_load"
+    assert r.message == (
+        "replicas fail to load the handler (3 failed starts in a row): "
+        "ModuleNotFoundError: No module named 'nothing_here'"
+    )
+    assert "\n" not in r.message
+
+
+def test_handler_failure_from_the_autoscaler_when_the_queue_has_none() -> None:
+    facts = replace(FRESH, start_failures=1, start_error="ValueError: signal only works in main thread")
+    r = wait_reason(HEAD, EndpointFacts(autoscaler=facts))
+    assert (r.code, r.message) == (
+        "handler_fails_to_load",
+        "replicas fail to load the handler: ValueError: signal only works in main thread",
+    )
+
+
+def test_a_ready_replica_outweighs_old_start_failures() -> None:
+    ep = EndpointFacts(start_failure=StartFailure("boom"), busy=1, max_replicas=1)
+    assert code(HEAD, ep) == "max_replicas"
+
+
+def test_autoscaler_disabled() -> None:
+    ep = EndpointFacts(autoscaler=replace(FRESH, enabled=False))
+    r = wait_reason(JobPlace(1), ep)
+    assert r.code == "autoscaler_disabled"
+    assert r.message == "the autoscaler is disabled and no replica; none will be started; 1 job ahead"
+    busy = wait_reason(HEAD, replace(ep, busy=2))
+    assert busy.message == "the autoscaler is disabled and all 2 replicas busy; none will be started"
+    assert code(HEAD, replace(ep, idle=1)) == "dispatching"  # a free replica still serves
+
+
+def test_no_gpu_says_what_it_needs_and_what_there_is() -> None:
+    facts = replace(
+        FRESH, blocked="not enough GPUs (1 GPUs free)", blocked_cause="gpus", gpus_total=1.0, gpus_free=1.0
+    )
+    r = wait_reason(HEAD, EndpointFacts(gpus=2.0, autoscaler=facts))
+    assert r.code == "no_gpu"
+    assert r.message == (
+        "needs 2 x GPU per replica; 1 free of 1, cluster limit 1 (the cluster does not grow): "
+        "it can never fit"
+    )
+    growing = replace(facts, max_gpus=8.0, gpus_free=0.0)
+    assert wait_reason(JobPlace(4), EndpointFacts(gpus=2.0, autoscaler=growing)).message == (
+        "needs 2 x GPU per replica; 0 free of 1, cluster limit 8; 4 jobs ahead"
+    )
+
+
+def test_no_gpu_of_a_type_no_node_offers() -> None:
+    facts = replace(
+        FRESH,
+        blocked="no node offers GPU type A100 and the cluster cannot grow",
+        blocked_cause="gpu_type",
+        gpus_by_type={"T4": (1.0, 1.0)},
+    )
+    r = wait_reason(HEAD, EndpointFacts(gpus=1.0, gpu_types=("A100",), autoscaler=facts))
+    assert r.code == "no_gpu"
+    assert r.message == (
+        "needs 1 x A100 per replica; 0 free of 0 A100, cluster limit 1 (the cluster does not grow): "
+        "it can never fit"
+    )
+
+
+def test_no_capacity_for_cpus_or_memory() -> None:
+    facts = replace(FRESH, blocked="not enough CPUs", blocked_cause="cpus")
+    r = wait_reason(HEAD, EndpointFacts(gpus=0.0, autoscaler=facts))
+    assert (r.code, r.message) == ("no_capacity", "cannot place a replica: not enough CPUs")
+
+
+def test_max_replicas_all_busy() -> None:
+    r = wait_reason(JobPlace(3), EndpointFacts(busy=2, max_replicas=2))
+    assert (r.code, r.message) == ("max_replicas", "all 2 replicas busy (maxReplicas 2); 3 jobs ahead")
+    assert wait_reason(HEAD, EndpointFacts(max_replicas=0)).message == "no replica allowed (maxReplicas 0)"
+    assert code(HEAD, EndpointFacts(busy=1, idle=1, max_replicas=2)) == "dispatching"
+
+
+def test_scaling_up() -> None:
+    r = wait_reason(JobPlace(1), EndpointFacts(starting=2, pending_placement=1, busy=1, max_replicas=3))
+    assert (r.code, r.message) == ("scaling_up", "2 replicas starting, 1 waiting for resources; 1 job ahead")
+    assert wait_reason(HEAD, EndpointFacts(starting=1)).message == "1 replica starting"
+
+
+def test_low_priority_and_queue_position() -> None:
+    ep = EndpointFacts(idle=1)
+    low = wait_reason(JobPlace(5, low_priority=True), ep)
+    assert (low.code, low.message) == ("low_priority", "low priority: 5 jobs ahead (normal-priority first)")
+    pos = wait_reason(JobPlace(1), ep)
+    assert (pos.code, pos.message) == ("queue_position", "1 job ahead in the queue")
+
+
+def test_next_in_line() -> None:
+    assert wait_reason(HEAD, EndpointFacts(idle=1)).code == "dispatching"
+    assert wait_reason(HEAD, EndpointFacts(busy=1)).message == (
+        "next in line; all 1 replica busy, the autoscaler may add one"
+    )
+    assert (
+        wait_reason(HEAD, EndpointFacts()).message
+        == "next in line; no replica yet, the autoscaler starts one"
+    )
+
+
+def test_priority_the_cause_that_blocks_progress_wins() -> None:
+    blocked = replace(FRESH, blocked="not enough GPUs (0 GPUs free)", blocked_cause="gpus", gpus_free=0.0)
+    everything = EndpointFacts(
+        gpus=1.0,
+        max_replicas=1,
+        busy=0,
+        starting=1,
+        start_failure=StartFailure("ImportError: x"),
+        autoscaler=blocked,
+    )
+    place = JobPlace(3, low_priority=True)
+    seen = [code(place, everything)]
+    ep = replace(everything, start_failure=None)
+    seen.append(code(place, ep))  # no gpu before scaling up / max replicas
+    ep = replace(ep, autoscaler=FRESH, starting=0, busy=1)
+    seen.append(code(place, ep))  # max replicas before low priority
+    ep = replace(ep, max_replicas=3, starting=1)
+    seen.append(code(place, ep))
+    ep = replace(ep, starting=0, idle=1)
+    seen.append(code(place, ep))
+    seen.append(code(JobPlace(3), ep))
+    assert seen == [
+        "handler_fails_to_load",
+        "no_gpu",
+        "max_replicas",
+        "scaling_up",
+        "low_priority",
+        "queue_position",
+    ]
+    assert [c for c in CODES if c in seen] == seen  # CODES lists them in the same order
+
+
+def test_every_code_is_reachable_and_listed() -> None:
+    cases = [
+        (HEAD, EndpointFacts(has_handler=False)),
+        (HEAD, EndpointFacts(start_failure=StartFailure("x"))),
+        (HEAD, EndpointFacts(autoscaler=replace(FRESH, enabled=False))),
+        (
+            HEAD,
+            EndpointFacts(gpus=1, autoscaler=replace(FRESH, blocked="not enough GPUs", blocked_cause="gpus")),
+        ),
+        (HEAD, EndpointFacts(autoscaler=replace(FRESH, blocked="not enough memory", blocked_cause="memory"))),
+        (HEAD, EndpointFacts(busy=1, max_replicas=1)),
+        (HEAD, EndpointFacts(starting=1)),
+        (JobPlace(1, True), EndpointFacts(idle=1)),
+        (JobPlace(1), EndpointFacts(idle=1)),
+        (HEAD, EndpointFacts()),
+        (HEAD, EndpointFacts(idle=1)),
+    ]
+    assert [code(p, e) for p, e in cases] == list(CODES)
+
+
+def test_one_line() -> None:
+    assert one_line(TRACEBACK) == "ModuleNotFoundError: No module named 'nothing_here'"
+    assert one_line("") == ""
+    assert one_line("x" * 500, 10) == "x" * 9 + "…"
+
+
+@pytest.mark.parametrize(
+    ("age_s", "interval_s", "fresh"),
+    [(0, 1, True), (10, 1, True), (11, 1, False), (14, 5, True), (16, 5, False), (-1, 1, False)],
+)
+def test_facts_are_trusted_for_a_few_ticks(age_s: float, interval_s: float, fresh: bool) -> None:
+    assert facts_are_fresh(age_s, interval_s) is fresh
+
+
+def test_published_facts_round_trip() -> None:
+    summaries = {
+        "a": {"replicas": [], "startFailures": 2, "errors": [{"error": "old"}, {"error": "ImportError: y"}]},
+        "b": {"replicas": [], "startFailures": 0, "errors": [{"error": "fixed since"}]},
+    }
+    decisions = [Blocked("b", 1, "not enough GPUs (0 GPUs free)"), ScaleUp("a", 1, "queued")]
+    facts = wait_facts(
+        summaries,
+        decisions,
+        enabled=True,
+        gpus_total=1.0,
+        gpus_free=0.0,
+        max_gpus=None,
+        gpu_types={"T4": (1.0, 0.0)},
+        interval_s=1.0,
+    )
+    a, b = autoscaler_facts(facts, "a"), autoscaler_facts(facts, "b")
+    assert (a.start_failures, a.start_error, a.blocked) == (2, "ImportError: y", None)
+    assert (b.start_failures, b.start_error, b.blocked_cause) == (0, None, "gpus")
+    assert b.blocked == "not enough GPUs (0 GPUs free)"
+    assert (b.gpus_total, b.gpus_free, b.max_gpus, b.gpus_by_type) == (1.0, 0.0, None, {"T4": (1.0, 0.0)})
+    assert autoscaler_facts(facts, "unknown") == AutoscalerFacts(
+        gpus_total=1.0, gpus_by_type={"T4": (1.0, 0.0)}
+    )
+    off = wait_facts({}, [], enabled=False, gpus_total=0, gpus_free=0, max_gpus=4, gpu_types={}, interval_s=2)
+    assert autoscaler_facts(off, "a") == AutoscalerFacts(enabled=False, max_gpus=4.0)
