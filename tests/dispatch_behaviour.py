@@ -788,3 +788,128 @@ async def test_failed_starts_show_on_the_endpoint_until_a_replica_is_ready(rig: 
     rig.clock.advance(1)
     await d.heartbeat("ep", "r2", [], {"state": "idle"})
     assert (await d.get_endpoint("ep"))["problem"] is None
+
+
+# Why a queued job waits -----------------------------------------------------------------------------------
+
+
+def published_facts(endpoint: str = "ep", **row: Any) -> dict[str, Any]:
+    """Wait facts as the autoscaler publishes them (control_metrics.wait_facts)."""
+    return {
+        "intervalS": 1.0,
+        "enabled": row.pop("enabled", True),
+        "gpus": {"total": 1.0, "free": 1.0, "maxGpus": None},
+        "gpuTypes": {},
+        "endpoints": {endpoint: {"startFailures": 0, "startError": None, "blocked": None, **row}},
+    }
+
+
+async def test_queued_jobs_say_their_place_in_the_queue(rig: Rig) -> None:
+    await rig.d.create_endpoint(ep(handler="h:f"))
+    await rig.d.report_workers("ep", [{"workerId": "r1", "state": "starting"}])
+    await rig.d.heartbeat("ep", "r1", [], {"state": "idle"})  # one replica, ready
+    first, second = await rig.d.submit("ep", [run(1), run(2)])
+    low = await submit_one(rig.d, policy={"lowPriority": True})
+    third = await submit_one(rig.d)
+    assert (await rig.d.store.queue_position("ep", first), await rig.d.store.queue_position("ep", low)) == (
+        0,
+        3,
+    )
+    assert await rig.d.store.queue_position("ep", "nope") is None
+    s = await rig.d.status("ep", second)
+    assert s["waitReason"] == {"code": "queue_position", "message": "1 job ahead in the queue"}
+    assert set(s) == {"id", "status", "delayTime", "executionTime", "waitReason"}
+    assert (await rig.d.status("ep", first))["waitReason"]["code"] == "dispatching"
+    assert (await rig.d.get_job(low))["waitReason"] == {
+        "code": "low_priority",
+        "message": "low priority: 3 jobs ahead (normal-priority first)",
+    }
+    got = await rig.d.statuses([third, low])
+    assert [g["waitReason"]["message"] for g in got if g] == [
+        "2 jobs ahead in the queue",
+        "low priority: 3 jobs ahead (normal-priority first)",
+    ]
+    (taken,) = await rig.d.take("ep", "r1", 1, 0, kind="ray")
+    assert taken["id"] == first
+    running = await rig.d.status("ep", first)
+    assert "waitReason" not in running and running["status"] == "IN_PROGRESS"
+    assert (await rig.d.status("ep", second))["waitReason"] == {
+        "code": "waiting_for_worker",
+        "message": "next in line; all 1 replica busy, the autoscaler may add one",
+    }
+    await rig.d.update_endpoint("ep", EndpointPatch.model_validate({"maxReplicas": 1}))
+    assert (await rig.d.status("ep", third))["waitReason"] == {
+        "code": "max_replicas",
+        "message": "all 1 replica busy (maxReplicas 1); 1 job ahead",
+    }
+
+
+async def test_wait_reason_of_replicas_that_fail_to_load_the_handler(rig: Rig) -> None:
+    await rig.d.create_endpoint(ep(handler="h:f"))
+    job = await submit_one(rig.d)
+    assert (await rig.d.status("ep", job))["waitReason"]["code"] == "waiting_for_worker"
+    await rig.d.report_workers("ep", [{"workerId": "r1", "state": "starting"}])
+    assert (await rig.d.status("ep", job))["waitReason"] == {
+        "code": "scaling_up",
+        "message": "1 replica starting",
+    }
+    for wid in ("r1", "r2"):
+        await rig.d.worker_gone(wid, "failed to start: ModuleNotFoundError")
+        stopped = {
+            "workerId": wid,
+            "state": "stopped",
+            "reason": "failed to start: ModuleNotFoundError",
+            "error": "Traceback (most recent call last):\nModuleNotFoundError: No module named 'nope'",
+        }
+        await rig.d.report_workers("ep", [stopped])
+    reason = (await rig.d.status("ep", job))["waitReason"]
+    assert reason == {
+        "code": "handler_fails_to_load",
+        "message": "replicas fail to load the handler (2 failed starts in a row): "
+        "ModuleNotFoundError: No module named 'nope'",
+    }
+    assert (await rig.d.get_job(job))["waitReason"] == reason
+    # a replica that loads ends it; so does a changed spec
+    await rig.d.report_workers("ep", [{"workerId": "r3", "state": "starting"}])
+    await rig.d.heartbeat("ep", "r3", [], {"state": "idle"})
+    assert (await rig.d.status("ep", job))["waitReason"]["code"] == "dispatching"
+    await rig.d.report_workers("ep", [{**stopped, "workerId": "r4"}])
+    await rig.d.update_endpoint("ep", EndpointPatch.model_validate({"handler": "h:g"}))
+    assert (await rig.d.status("ep", job))["waitReason"]["code"] == "dispatching"
+
+
+async def test_wait_reason_from_the_autoscalers_published_facts_until_they_are_stale(rig: Rig) -> None:
+    await rig.d.create_endpoint(ep(handler="h:f", gpus=2))
+    job = await submit_one(rig.d)
+    rig.d.absorb_wait_facts(published_facts(blocked="not enough GPUs (1 GPUs free)", blockedCause="gpus"))
+    reason = (await rig.d.status("ep", job))["waitReason"]
+    assert reason == {
+        "code": "no_gpu",
+        "message": "needs 2 x GPU per replica; 1 free of 1, cluster limit 1 (the cluster does not grow): "
+        "it can never fit",
+    }
+    rig.clock.advance(5)
+    assert (await rig.d.status("ep", job))["waitReason"]["code"] == "no_gpu"
+    rig.clock.advance(30)  # no tick for 35 s (intervalS 1): the facts are not trusted any more
+    assert (await rig.d.status("ep", job))["waitReason"]["code"] == "waiting_for_worker"
+    rig.d.absorb_wait_facts(published_facts(enabled=False))
+    assert (await rig.d.status("ep", job))["waitReason"] == {
+        "code": "autoscaler_disabled",
+        "message": "the autoscaler is disabled and no replica; none will be started",
+    }
+    rig.d.absorb_wait_facts(published_facts(startFailures=3, startError="ValueError: signal only works"))
+    assert (await rig.d.status("ep", job))["waitReason"]["code"] == "handler_fails_to_load"
+
+
+async def test_wait_reason_of_an_endpoint_without_handler(rig: Rig) -> None:
+    await rig.d.create_endpoint(ep())
+    job = await submit_one(rig.d)
+    assert (await rig.d.status("ep", job))["waitReason"]["code"] == "no_handler"
+    assert await rig.d.take("ep", "outside-1", 1, 0) != []  # an outside worker polls: it takes the job
+    other = await submit_one(rig.d)
+    assert (await rig.d.status("ep", other))["waitReason"] == {
+        "code": "waiting_for_worker",
+        "message": "next in line; all 1 outside worker busy",
+    }
+    assert "waitReason" not in await rig.d.wait_final("ep", job, 0)
+    assert (await rig.d.wait_final("ep", other, 0))["waitReason"]["code"] == "waiting_for_worker"
