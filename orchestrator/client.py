@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator, Iterator, Sequence
+from collections.abc import AsyncIterator, Callable, Iterator, Sequence
 from typing import Any
 
 import httpx
@@ -148,11 +148,20 @@ class Client:
             return dict(job)
         return dict(self.request("GET", f"/v2/{endpoint}/status/{job_id}"))
 
-    def result(self, job_id: str, timeout_s: float = 90.0, endpoint: str | None = None) -> dict[str, Any]:
-        """Wait for a final state (server-side long-poll when the endpoint is known) and return the status."""
+    def result(
+        self,
+        job_id: str,
+        timeout_s: float = 90.0,
+        endpoint: str | None = None,
+        on_status: Callable[[dict[str, Any]], None] | None = None,
+    ) -> dict[str, Any]:
+        """Wait for a final state (polling the status) and return the status; ``on_status`` sees every
+        status polled (``ripple submit --wait`` shows the ``waitReason`` of a queued job with it)."""
         deadline = time.monotonic() + timeout_s
         while True:
             st = self.status(job_id, endpoint)
+            if on_status is not None:
+                on_status(st)
             if st["status"] in FINAL_NAMES or time.monotonic() >= deadline:
                 return st
             time.sleep(min(0.2, max(0.0, deadline - time.monotonic())))

@@ -78,9 +78,18 @@ class BatchAccepted(_Fixed):
     status: Literal["IN_QUEUE"]
 
 
+class WaitReason(_Fixed):
+    """Why a queued job waits: a stable ``code`` and a one-line ``message`` (see
+    :mod:`orchestrator.core.wait_reason` for the codes)."""
+
+    code: str = Field(description="no_handler, handler_fails_to_load, autoscaler_disabled, no_gpu, ...")
+    message: str
+
+
 class JobStatusObject(_Reply):
     """RunPod's status object. ``workerId``, ``output``, ``error`` and ``retries`` appear only when known
-    (``output`` may be present and ``null``)."""
+    (``output`` may be present and ``null``); ``waitReason`` on IN_QUEUE jobs only (a Ripple extension the
+    RunPod SDK ignores)."""
 
     id: str
     status: JobState
@@ -91,6 +100,7 @@ class JobStatusObject(_Reply):
     output: Any = None
     error: str | None = None
     retries: int | None = None
+    waitReason: WaitReason | None = None
 
 
 class StreamChunk(_Reply):

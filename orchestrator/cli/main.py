@@ -290,6 +290,7 @@ def cmd_endpoint(args: argparse.Namespace) -> int:
     c = _client(args)
     if args.action == "create":
         out = c.request("POST", "/api/v1/endpoints", json={"name": args.name, **_endpoint_body(args)})
+        _warn_if_never_fits(c, out)
     elif args.action == "update":
         out = c.request("PATCH", f"/api/v1/endpoints/{args.name}", json=_endpoint_body(args))
     elif args.action == "show":
@@ -302,6 +303,27 @@ def cmd_endpoint(args: argparse.Namespace) -> int:
         return 0
     print(json.dumps(out, indent=2))
     return 0
+
+
+def _warn_if_never_fits(c: Any, endpoint: dict[str, Any]) -> None:
+    """Warn (on stderr; the endpoint is created all the same) when its replicas' GPUs can never fit the
+    cluster: more GPUs per replica than any node has, or types no node offers, and no room to grow."""
+    from orchestrator.core.wait_reason import never_fits
+
+    if not endpoint.get("handler") or not float(endpoint.get("gpus") or 0.0):
+        return
+    try:
+        nodes = c.request("GET", "/api/v1/specs")["specs"]
+        max_gpus = c.request("GET", "/api/v1/autoscaler/status").get("gpus", {}).get("maxGpus")
+    except (RippleError, httpx.HTTPError, KeyError, TypeError):
+        log.debug("cluster facts unavailable: no fit check", exc_info=True)
+        return
+    why = never_fits(float(endpoint["gpus"]), endpoint.get("gpuTypes"), nodes, max_gpus)
+    if why:
+        sys.stderr.write(
+            f"warning: endpoint {endpoint.get('name')!r} {why}: its jobs will wait (waitReason no_gpu) "
+            "until the cluster offers it\n"
+        )
 
 
 def cmd_submit(args: argparse.Namespace) -> int:
@@ -321,9 +343,15 @@ def cmd_submit(args: argparse.Namespace) -> int:
         for job_id in ids:
             print(job_id)
         return 0
+    from orchestrator.cli.waiting import WaitDisplay
+
     results = []
+    display = WaitDisplay(sys.stderr, live=sys.stderr.isatty())
     for n, job_id in enumerate(ids, 1):
-        results.append(c.result(job_id, timeout_s=args.timeout, endpoint=args.endpoint))
+        results.append(
+            c.result(job_id, timeout_s=args.timeout, endpoint=args.endpoint, on_status=display.update)
+        )
+        display.clear()
         _progress(n, len(ids))
     lines = "".join(json.dumps(r) + "\n" for r in results)
     if args.out:

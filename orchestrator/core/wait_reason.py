@@ -252,6 +252,40 @@ __all__ = [
     "WaitReason",
     "autoscaler_facts",
     "facts_are_fresh",
+    "never_fits",
     "one_line",
     "wait_reason",
 ]
+
+
+def never_fits(
+    gpus: float,
+    gpu_types: Sequence[str] | None,
+    nodes: Sequence[Mapping[str, Any]],
+    max_gpus: float | None,
+) -> str | None:
+    """Why a replica needing ``gpus`` GPUs (of one of ``gpu_types``, any when None) can never be placed on
+    this cluster, or None when it can (or may, once the cluster grows). ``nodes``: each alive node's
+    ``gpus`` and ``gpusByType`` (``/api/v1/specs``); ``max_gpus``: the GPU budget the cluster may grow to
+    (None: it does not grow). A replica's GPUs come from one node."""
+    if gpus <= 0:
+        return None
+    today = sum(float(n.get("gpus") or 0.0) for n in nodes)
+    if max_gpus is not None and max_gpus > today:
+        if gpus > max_gpus:
+            return f"needs {gpus:g} GPUs per replica, above the cluster's limit maxGpus {max_gpus:g}"
+        return None  # nodes to come may offer what it needs
+    types = list(gpu_types or ())
+
+    def usable(n: Mapping[str, Any]) -> float:
+        if not types:
+            return float(n.get("gpus") or 0.0)
+        return max((float((n.get("gpusByType") or {}).get(t, 0.0)) for t in types), default=0.0)
+
+    largest = max((usable(n) for n in nodes), default=0.0)
+    if largest + 1e-9 >= gpus:
+        return None
+    kind = f" of type {' or '.join(types)}" if types else ""
+    has = f"the largest node has {largest:g} GPUs{kind}"
+    have = f"no node offers GPUs{kind}" if largest <= 0 else has
+    return f"needs {gpus:g} GPUs{kind} per replica, but {have} and the cluster cannot grow (no maxGpus)"

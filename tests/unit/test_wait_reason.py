@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import io
 from dataclasses import replace
 
 import pytest
 
+from orchestrator.cli.waiting import WaitDisplay
 from orchestrator.control_metrics import wait_facts
 from orchestrator.core.autoscale import Blocked, ScaleUp
 from orchestrator.core.wait_reason import (
@@ -16,6 +18,7 @@ from orchestrator.core.wait_reason import (
     StartFailure,
     autoscaler_facts,
     facts_are_fresh,
+    never_fits,
     one_line,
     wait_reason,
 )
@@ -242,3 +245,67 @@ def test_published_facts_round_trip() -> None:
     )
     off = wait_facts({}, [], enabled=False, gpus_total=0, gpus_free=0, max_gpus=4, gpu_types={}, interval_s=2)
     assert autoscaler_facts(off, "a") == AutoscalerFacts(enabled=False, max_gpus=4.0)
+
+
+# ripple endpoint create: GPUs that can never fit -------------------------------------------------------
+
+ONE_GPU_NODE = {"gpus": 1.0, "gpusByType": {"T4": 1.0}}
+CPU_NODE = {"gpus": 0.0, "gpusByType": {}}
+
+
+def test_never_fits() -> None:
+    assert never_fits(2.0, None, [ONE_GPU_NODE, ONE_GPU_NODE], None) == (
+        "needs 2 GPUs per replica, but the largest node has 1 GPUs and the cluster cannot grow (no maxGpus)"
+    )
+    assert never_fits(1.0, None, [CPU_NODE], None) == (
+        "needs 1 GPUs per replica, but no node offers GPUs and the cluster cannot grow (no maxGpus)"
+    )
+    assert never_fits(1.0, ["A100"], [ONE_GPU_NODE], None) == (
+        "needs 1 GPUs of type A100 per replica, but no node offers GPUs of type A100 and the cluster cannot "
+        "grow (no maxGpus)"
+    )
+    assert never_fits(1.0, ["A100", "T4"], [ONE_GPU_NODE], None) is None
+    assert never_fits(0.5, None, [ONE_GPU_NODE], None) is None
+    assert never_fits(0.0, ["A100"], [CPU_NODE], None) is None  # a CPU endpoint fits anywhere
+    assert never_fits(4.0, ["A100"], [CPU_NODE], 8.0) is None  # nodes to come may offer it
+    assert never_fits(16.0, None, [CPU_NODE], 8.0) == (
+        "needs 16 GPUs per replica, above the cluster's limit maxGpus 8"
+    )
+
+
+# ripple submit --wait: the reason as it changes ---------------------------------------------------------
+
+
+def queued(code: str, message: str) -> dict[str, object]:
+    return {"id": "j1", "status": "IN_QUEUE", "waitReason": {"code": code, "message": message}}
+
+
+def test_wait_display_prints_a_plain_line_per_change_when_not_a_terminal() -> None:
+    out = io.StringIO()
+    d = WaitDisplay(out, live=False)
+    for st in (
+        queued("scaling_up", "1 replica starting"),
+        queued("scaling_up", "1 replica starting"),
+        queued("queue_position", "1 job ahead in the queue"),
+        {"id": "j1", "status": "IN_PROGRESS"},
+    ):
+        d.update(st)
+    d.clear()
+    assert out.getvalue() == (
+        "j1 waiting (scaling_up): 1 replica starting\nj1 waiting (queue_position): 1 job ahead in the queue\n"
+    )
+
+
+def test_wait_display_rewrites_one_live_line_on_a_terminal() -> None:
+    out = io.StringIO()
+    d = WaitDisplay(out, live=True)
+    d.update(queued("queue_position", "12 jobs ahead in the queue"))
+    d.update(queued("queue_position", "12 jobs ahead in the queue"))
+    d.update(queued("dispatching", "next"))
+    d.update({"id": "j1", "status": "COMPLETED"})
+    first = "j1 waiting (queue_position): 12 jobs ahead in the queue"
+    second = "j1 waiting (dispatching): next"
+    assert out.getvalue() == (
+        "\r" + first + "\r" + second + " " * (len(first) - len(second)) + "\r" + " " * len(second) + "\r"
+    )
+    assert "\n" not in out.getvalue()
