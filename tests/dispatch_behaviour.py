@@ -593,6 +593,7 @@ async def test_stats_health_and_ready(rig: Rig) -> None:
         "oldestQueuedAgeS": 2.0,
         "waitingTakers": 0,
         "lastArrivalS": T0_S,
+        "waitReason": {"code": "waiting_for_worker", "message": "next in line; all 1 outside worker busy"},
     }
     await rig.d.done("ep", "w1", job, {"error": "x"})
     health = await rig.d.health("ep")
@@ -869,6 +870,7 @@ async def test_wait_reason_of_replicas_that_fail_to_load_the_handler(rig: Rig) -
         "ModuleNotFoundError: No module named 'nope'",
     }
     assert (await rig.d.get_job(job))["waitReason"] == reason
+    assert (await rig.d.stats())["ep"]["waitReason"] == reason  # the head job's, for doctor
     # a replica that loads ends it; so does a changed spec
     await rig.d.report_workers("ep", [{"workerId": "r3", "state": "starting"}])
     await rig.d.heartbeat("ep", "r3", [], {"state": "idle"})

@@ -403,11 +403,12 @@ class Dispatcher(VersionDispatch):
 
     async def stats(self) -> dict[str, Any]:
         """Per-endpoint queue state for the autoscaler and ``ripple status``: ``queued``, ``running``,
-        ``oldestQueuedAgeS``, ``waitingTakers``, ``lastArrivalS`` (wall clock)."""
+        ``oldestQueuedAgeS``, ``waitingTakers``, ``lastArrivalS`` (wall clock) and, while jobs are queued,
+        ``waitReason``: why the job at the head of the queue waits."""
         await self.recover()
         now_ms = self.now_ms()
         out: dict[str, Any] = {}
-        for ep in self.endpoints:
+        for ep, spec in self.endpoints.items():
             oldest = await self.store.oldest_queued_ms(ep)
             counts = await self.store.counts(ep)
             out[ep] = {
@@ -417,6 +418,8 @@ class Dispatcher(VersionDispatch):
                 "waitingTakers": self.takers.count(ep),
                 "lastArrivalS": self.last_arrival_s.get(ep),
             }
+            if out[ep]["queued"]:
+                out[ep]["waitReason"] = wait_reason(JobPlace(0), self.endpoint_facts(spec)).wire()
         return out
 
     async def ready(self) -> dict[str, Any]:

@@ -269,6 +269,18 @@ def test_orphaned_leases() -> None:
 def test_old_queue() -> None:
     f = replace(healthy(), stats={**healthy().stats, "gen": {"queued": 5, "oldestQueuedAgeS": 900}})
     assert one(f, "jobs.old_queue").severity == "MEDIUM"
+    assert "waitReason" not in one(f, "jobs.old_queue").issue
+
+
+def test_old_queue_names_the_wait_reason() -> None:
+    why = {"code": "handler_fails_to_load", "message": "replicas fail to load the handler: ImportError: x"}
+    stats = {"queued": 5, "oldestQueuedAgeS": 900, "waitReason": why}
+    got = one(replace(healthy(), stats={**healthy().stats, "gen": stats}), "jobs.old_queue")
+    assert got.issue == (
+        "The oldest job queued at gen has waited 900 s (5 queued); waitReason handler_fails_to_load: "
+        "replicas fail to load the handler: ImportError: x"
+    )
+    assert got.detail == {"waitReason": why}
 
 
 def test_autoscaler_off_and_blocked() -> None:

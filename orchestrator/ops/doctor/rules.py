@@ -382,14 +382,18 @@ def _old_queue(f: Facts) -> list[Finding]:
     for ep, s in sorted(f.stats.items()):
         age = s.get("oldestQueuedAgeS")
         if age is not None and float(age) > f.thresholds.old_queue_s:
+            why = s.get("waitReason") if isinstance(s.get("waitReason"), Mapping) else None
+            because = f"; waitReason {why.get('code')}: {why.get('message')}" if why else ""
             out.append(
                 _f(
                     "MEDIUM",
                     "jobs",
                     "jobs.old_queue",
-                    f"The oldest job queued at {ep} has waited {float(age):.0f} s ({s.get('queued')} queued)",
+                    f"The oldest job queued at {ep} has waited {float(age):.0f} s ({s.get('queued')} queued)"
+                    + because,
                     "See the worker and autoscaler findings for this endpoint; raise maxReplicas or its "
                     "priority if it is starved.",
+                    {"waitReason": dict(why)} if why else None,
                 )
             )
     return out

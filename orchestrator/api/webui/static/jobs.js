@@ -214,12 +214,19 @@ export async function mountDetail(root, ctx) {
     const job = result.data.job ?? result.data;
     const endpoint = endpointOf(job);
     const status = String(job.status || "").toUpperCase();
-    const known = new Set(["id", "input", "output", "error", "attempts", "history", "status", "endpoint", "stream"]);
+    const known = new Set(["id", "input", "output", "error", "attempts", "history", "status", "endpoint", "stream", "waitReason"]);
+    // Why a queued job waits (``waitReason``: a stable code and a one-line message).
+    const wait = status === "IN_QUEUE" && job.waitReason
+      ? h("div", { class: "notice wait-reason", style: "margin-bottom: 14px", "data-code": job.waitReason.code },
+        h("strong", {}, "Waiting: "), String(job.waitReason.message || ""), " ",
+        h("span", { class: "id" }, `(${job.waitReason.code})`))
+      : null;
     const rest = Object.fromEntries(Object.entries(job).filter(([k, v]) => !known.has(k) && typeof v === "object" && v !== null));
     replace(root,
       pageHead(h("span", {}, "Job ", h("span", { class: "id" }, id), " ", badge(job.status)),
         endpoint ? h("span", {}, "Endpoint ", h("a", { href: `#/jobs?endpoint=${enc(endpoint)}` }, endpoint)) : null,
         jobActions(job, draw)),
+      wait,
       h("div", { class: "grid grid-2" },
         card("Input", pre(job.input ?? null)),
         card(job.error ? "Error" : "Output", job.error ? pre(job.error, "error")
