@@ -200,12 +200,11 @@ class Dispatcher(VersionDispatch):
         return job.status_object(self.now_ms(), await self._wait_reason(job))
 
     async def statuses(self, job_ids: Sequence[str]) -> list[dict[str, Any] | None]:
-        """Status objects of many jobs in one store round trip (None for unknown ids)."""
+        """Status objects of many jobs in one store round trip (None for unknown ids); without
+        ``waitReason`` (a queue position per job would cost a round trip each: ``status`` has it)."""
         await self.recover()
         now_ms = self.now_ms()
-        jobs = await self.store.get_many(job_ids)
-        facts: dict[str, EndpointFacts | None] = {}
-        return [j.status_object(now_ms, await self._wait_reason(j, facts)) if j else None for j in jobs]
+        return [j.status_object(now_ms) if j else None for j in await self.store.get_many(job_ids)]
 
     async def stream(self, endpoint: str, job_id: str, wait_s: float = 0.0) -> dict[str, Any]:
         """New stream chunks since the last call, RunPod style; always includes ``stream``.
@@ -337,22 +336,15 @@ class Dispatcher(VersionDispatch):
             autoscaler=scaler,
         )
 
-    async def _wait_reason(
-        self, job: JobView, cache: dict[str, EndpointFacts | None] | None = None
-    ) -> dict[str, str] | None:
-        """``waitReason`` of a queued job (None for any other, or one that left the queue meanwhile).
-        ``cache``: endpoint facts already computed in this call, by endpoint."""
-        if job.status is not S.IN_QUEUE:
+    async def _wait_reason(self, job: JobView) -> dict[str, str] | None:
+        """``waitReason`` of a queued job (None for any other, or one that left the queue meanwhile)."""
+        spec = self.endpoints.get(job.endpoint)
+        if job.status is not S.IN_QUEUE or spec is None:
             return None
-        cache = {} if cache is None else cache
-        if job.endpoint not in cache:
-            spec = self.endpoints.get(job.endpoint)
-            cache[job.endpoint] = self.endpoint_facts(spec) if spec is not None else None
-        facts = cache[job.endpoint]
-        ahead = await self.store.queue_position(job.endpoint, job.id) if facts is not None else None
-        if facts is None or ahead is None:
+        ahead = await self.store.queue_position(job.endpoint, job.id)
+        if ahead is None:
             return None
-        return wait_reason(JobPlace(ahead, job.low_priority), facts).wire()
+        return wait_reason(JobPlace(ahead, job.low_priority), self.endpoint_facts(spec)).wire()
 
     # Management -----------------------------------------------------------------------------------
 

@@ -165,6 +165,21 @@ def test_status_object_of_a_queued_job() -> None:
     assert obj == {"id": "j1", "status": "IN_QUEUE", "delayTime": 3_000, "executionTime": 0}
 
 
+def test_status_object_carries_the_wait_reason_of_a_queued_job_only() -> None:
+    why = {"code": "queue_position", "message": "2 jobs ahead in the queue"}
+    obj = view().status_object(now_ms=4_000, wait_reason=why)
+    assert obj == {
+        "id": "j1",
+        "status": "IN_QUEUE",
+        "delayTime": 3_000,
+        "executionTime": 0,
+        "waitReason": why,
+    }
+    assert view().detail(4_000, why)["waitReason"] == why
+    running = view(status=S.IN_PROGRESS, worker_id="w1", started_ms=2_000, first_started_ms=2_000)
+    assert "waitReason" not in running.status_object(now_ms=4_000, wait_reason=why)
+
+
 def test_status_object_of_a_running_job_shows_progress_and_worker() -> None:
     job = view(
         status=S.IN_PROGRESS, worker_id="w1", started_ms=2_000, first_started_ms=2_000, progress={"p": 1}
