@@ -879,6 +879,18 @@ async def test_wait_reason_of_replicas_that_fail_to_load_the_handler(rig: Rig) -
     assert (await rig.d.status("ep", job))["waitReason"]["code"] == "dispatching"
 
 
+async def test_wait_reason_of_a_pool_that_cannot_start_replicas(rig: Rig) -> None:
+    await rig.d.create_endpoint(ep(handler="h:f"))
+    job = await submit_one(rig.d)
+    await rig.d.report_pool_problem("ep", "RuntimeEnvSetupError: pip install failed")
+    assert (await rig.d.status("ep", job))["waitReason"] == {
+        "code": "handler_fails_to_load",
+        "message": "the pool cannot start replicas: RuntimeEnvSetupError: pip install failed",
+    }
+    rig.clock.advance(60)  # the pool reports its error at every failing tick: an old one is over
+    assert (await rig.d.status("ep", job))["waitReason"]["code"] == "waiting_for_worker"
+
+
 async def test_wait_reason_from_the_autoscalers_published_facts_until_they_are_stale(rig: Rig) -> None:
     await rig.d.create_endpoint(ep(handler="h:f", gpus=2))
     job = await submit_one(rig.d)

@@ -24,12 +24,14 @@ from pydantic import ValidationError
 
 from orchestrator import logs
 from orchestrator.core.dispatch_versions import VersionDispatch
+from orchestrator.core.endpoint_problem import POOL_ERROR_TTL_S
 from orchestrator.core.errors import Conflict, InvalidInput, NotFound
 from orchestrator.core.jobs import RETRYABLE, JobStatus, JobView
 from orchestrator.core.models import EndpointPatch, EndpointSpec, NewJob, RunRequest, new_job_id
 from orchestrator.core.wait_reason import (
     EndpointFacts,
     JobPlace,
+    StartFailure,
     autoscaler_facts,
     facts_are_fresh,
     wait_reason,
@@ -332,9 +334,19 @@ class Dispatcher(VersionDispatch):
             idle=counts["idle"],
             busy=counts["busy"],
             outside=outside,
-            start_failure=self.start_failures.get(spec.name),
+            start_failure=self._start_failure(spec.name),
             autoscaler=scaler,
         )
+
+    def _start_failure(self, endpoint: str) -> StartFailure | None:
+        """The endpoint's replicas' start failures since the last ready one, else the pool's own error
+        (Ray refusing the replicas' options or runtime env) while it is recent."""
+        failure = self.start_failures.get(endpoint)
+        pool_error = self._pool_errors.get(endpoint)
+        if failure is not None or pool_error is None:
+            return failure
+        recent = self.clock.now_s() - pool_error[1] <= POOL_ERROR_TTL_S
+        return StartFailure(pool_error[0], pool=True) if recent else None
 
     async def _wait_reason(self, job: JobView) -> dict[str, str] | None:
         """``waitReason`` of a queued job (None for any other, or one that left the queue meanwhile)."""

@@ -70,10 +70,12 @@ class JobPlace:
 
 @dataclass(frozen=True)
 class StartFailure:
-    """The endpoint's replicas failing to start: the latest ``error`` and ``failures`` in a row."""
+    """The endpoint's replicas failing to start: the latest ``error`` and ``failures`` in a row;
+    ``pool``: the pool itself cannot start them (Ray refuses their options or runtime env)."""
 
     error: str
     failures: int = 1
+    pool: bool = False
 
 
 @dataclass(frozen=True)
@@ -176,8 +178,8 @@ def _replicas_blocked(ep: EndpointFacts, ahead: str) -> WaitReason | None:
         failure = StartFailure(a.start_error, a.start_failures)
     if failure is not None and ep.idle + ep.busy == 0:
         times = f" ({failure.failures} failed starts in a row)" if failure.failures > 1 else ""
-        error = one_line(failure.error)
-        return WaitReason("handler_fails_to_load", f"replicas fail to load the handler{times}: {error}")
+        what = "the pool cannot start replicas" if failure.pool else "replicas fail to load the handler"
+        return WaitReason("handler_fails_to_load", f"{what}{times}: {one_line(failure.error)}")
     if a is not None and not a.enabled and ep.idle == 0 and ep.starting == 0:
         have = f"all {_plural(ep.busy, 'replica')} busy" if ep.busy else "no replica"
         return WaitReason(

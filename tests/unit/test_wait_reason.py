@@ -69,6 +69,17 @@ def test_handler_failure_from_the_autoscaler_when_the_queue_has_none() -> None:
     )
 
 
+def test_the_pools_own_error_when_it_cannot_start_replicas() -> None:
+    ep = EndpointFacts(
+        start_failure=StartFailure("runtime_env: pip install failed\nNo matching dist", pool=True)
+    )
+    r = wait_reason(HEAD, ep)
+    assert (r.code, r.message) == (
+        "handler_fails_to_load",
+        "the pool cannot start replicas: No matching dist",
+    )
+
+
 def test_a_ready_replica_outweighs_old_start_failures() -> None:
     ep = EndpointFacts(start_failure=StartFailure("boom"), busy=1, max_replicas=1)
     assert code(HEAD, ep) == "max_replicas"
