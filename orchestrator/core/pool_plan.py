@@ -113,8 +113,8 @@ class PoolPlan:
         return self.to_start == 0 and not self.drains
 
 
-def _broken_reason(r: ReplicaInfo) -> str | None:
-    """Why a live replica must be drained whatever ``desired`` is, or None."""
+def broken_reason(r: ReplicaInfo) -> str | None:
+    """Why a live replica must be drained whatever ``desired`` is (evicted, on a draining node), or None."""
     if r.health is HealthState.EVICTED:
         return "evicted after repeated failures"
     if r.node_draining:
@@ -123,7 +123,7 @@ def _broken_reason(r: ReplicaInfo) -> str | None:
 
 
 def _counts(r: ReplicaInfo) -> bool:
-    return is_active(r.state) and _broken_reason(r) is None
+    return is_active(r.state) and broken_reason(r) is None
 
 
 def _in_flight(r: ReplicaInfo) -> bool:
@@ -139,8 +139,9 @@ _HEALTH_RANK = {
 }
 
 
-def _drain_key(r: ReplicaInfo, now_s: float) -> tuple[int, int, float, str]:
-    """Sort key, cheapest to drain first: (group, then within the group, then the id)."""
+def drain_key(r: ReplicaInfo, now_s: float) -> tuple[int, int, float, str]:
+    """Sort key, cheapest to drain first: not placed, starting, idle (unhealthy first, then longest idle),
+    busy (fewest jobs first); ties on the id."""
     if r.pending_placement:
         return (0, 0, 0.0, r.id)
     if r.state is WorkerState.STARTING:
@@ -183,7 +184,7 @@ def plan(
         raise ValueError(f"replica ids must be unique, got {duplicates} more than once")
 
     broken = sorted(
-        (r for r in replicas if is_active(r.state) and _broken_reason(r) is not None),
+        (r for r in replicas if is_active(r.state) and broken_reason(r) is not None),
         key=lambda r: r.id,
     )
     capacity = [r for r in replicas if _counts(r)]
@@ -197,7 +198,7 @@ def plan(
     drains = [
         PlannedDrain(
             r.id,
-            f"{_broken_reason(r)}; "
+            f"{broken_reason(r)}; "
             + ("replaced" if i < replaced else f"not replaced ({len(capacity)} serve, {desired} desired)"),
             replace=i < replaced,
         )
@@ -205,7 +206,7 @@ def plan(
     ]
     excess = len(capacity) - desired
     if excess > 0:
-        picks = sorted(capacity, key=lambda r: _drain_key(r, now_s))[:excess]
+        picks = sorted(capacity, key=lambda r: drain_key(r, now_s))[:excess]
         drains += [PlannedDrain(r.id, _scale_down_reason(r, now_s, desired)) for r in picks]
 
     start_reason = ""
