@@ -59,6 +59,7 @@ class Autoscaler:
             take_wait_s=min(5.0, boot.take_wait_s),
             heartbeat_s=max(0.5, boot.queue.heartbeat_timeout_s / 4),
             drain_timeout_s=boot.drain_timeout_s,
+            max_gpus=self.settings.max_gpus,
         )
         self.pools: dict[str, Any] = {}
         self.instance = uuid.uuid4().hex

@@ -1,9 +1,16 @@
 """WorkerPool: one actor per endpoint (``pool:<endpoint>``) that owns its WorkerReplica actors.
 
 Each tick it observes its replicas (placed or pending, serving, draining, dead) and the cluster's draining
-nodes, asks :func:`orchestrator.core.pool_plan.plan` what to start and drain for the target the autoscaler set
+nodes, asks :func:`orchestrator.core.rollout.plan_rollout` (which sizes a pool of one version with
+:func:`orchestrator.core.pool_plan.plan`) what to start and drain for the target the autoscaler set
 (``minReplicas`` while no target is set), and applies that. Replicas are Ray actors owned by this pool;
 the pool is detached and restarted by Ray (its replicas die with it and are started again).
+
+Versions: every replica runs one version of the endpoint (``spec.version``; its handler, runtime env and
+resources as they were in that version) and says so in its state. When the spec names a new version the
+pool rolls over to it (surge, or one replica at a time with no spare GPU; see ``core/rollout.py``) and
+reports the outcome to the queue (``report_version_state``: ``active`` once it serves, ``failed`` with the
+error when its replicas cannot start, the stable version then serving at full size again).
 """
 
 from __future__ import annotations
@@ -25,7 +32,17 @@ from actors.replica import ReplicaConfig, WorkerReplica
 from orchestrator import logs
 from orchestrator.core.gpu_types import TypeCapacity, pick_gpu_type, placement_options
 from orchestrator.core.models import EndpointSpec
-from orchestrator.core.pool_plan import ReplicaInfo, plan
+from orchestrator.core.pool_plan import ReplicaInfo
+from orchestrator.core.rollout import (
+    FailedStart,
+    RolloutPlan,
+    RolloutPolicy,
+    RolloutStatus,
+    RolloutTarget,
+    VersionedReplica,
+    plan_rollout,
+)
+from orchestrator.core.versions import active_version, apply_version, runtime_of
 from orchestrator.core.workers import (
     WorkerRecord,
     WorkerState,
@@ -60,6 +77,8 @@ class PoolConfig:
     drain_timeout_s: float = 600.0
     tick_s: float = 1.0
     pending_check_s: float = 2.0
+    ready_timeout_s: float = 900.0  # a new version's replica placed and loading longer than this failed
+    max_gpus: float | None = None  # the GPU budget (``autoscaler.max_gpus``): a rollout's surge stays within
 
 
 @dataclass
@@ -78,6 +97,9 @@ class _Replica:
     pending_placement: bool = False
     error: str | None = None
     gpu_type: str | None = None  # the GPU type it asked for (None: any)
+    version: int = 0  # the endpoint version it runs
+    gpus: float = 0.0  # the GPUs it holds or asks for (its version's)
+    loading_since_s: float | None = None  # placed and loading its handler since (None: not seen placed)
 
     @property
     def worker_id(self) -> str:
@@ -132,6 +154,7 @@ class _Replica:
             "actorId": self.handle._actor_id.hex(),  # its logs, also while starting or after a failed load
             "pendingPlacement": self.pending_placement,
             "gpuType": self.info.get("gpuType") or self.gpu_type,
+            "version": self.version,
             "reason": reason,
             "error": self.error,
         }
@@ -155,6 +178,17 @@ class WorkerPool:
         self.start_failures = 0  # failed starts in a row (reset by a good start or an endpoint update)
         self.next_start_s = 0.0
         self.failed_spec: EndpointSpec | None = None
+        # Versions: the spec of each version seen (what its replicas run), the one serving (stable), the
+        # ones whose rollout halted, and the rollout in progress (its target, failed starts, ready floor).
+        self.version_specs: dict[int, EndpointSpec] = {}
+        self.stable: int | None = None
+        self.failed_versions: dict[int, str] = {}
+        self.reported_failed: set[int] = set()
+        self.rolling_to: int | None = None
+        self.rollout_failures: list[FailedStart] = []
+        self.ready_floor: int | None = None
+        self.last_rollout: RolloutPlan | None = None
+        self._versions_loaded = False
         logs.configure("INFO")  # JSON lines in the actor's log file
         self.ray_metrics = RaySink()
 
@@ -176,22 +210,28 @@ class WorkerPool:
     async def summary(self) -> dict[str, Any]:
         """Counts for the autoscaler: replicas by state with held jobs and idle times."""
         await self.start()
+        # An old replica a new one already replaces is reported leaving ("draining", "retiring"): the
+        # autoscaler counts the replicas that stay, so a rollout's surge never raises its target.
+        retiring = set(self.last_rollout.retiring) if self.last_rollout else set()
         return {
             "endpoint": self.endpoint,
             "target": self.target,
             "replicas": [
                 {
                     "id": r.worker_id,
-                    "state": r.record.state.value,
+                    "state": "draining" if r.worker_id in retiring else r.record.state.value,
                     "jobsHeld": len(r.record.jobs),
                     "idleSince": r.info.get("idleSince"),
                     "pendingPlacement": r.pending_placement,
                     "health": r.record.health.state.value,
                     "coldStartS": r.record.cold_start_s,
                     "gpuType": r.info.get("gpuType") or r.gpu_type,
+                    "version": r.version,
+                    "retiring": r.worker_id in retiring,
                 }
                 for r in self.replicas.values()
             ],
+            "rollout": self._rollout_summary(),
             "errors": self.last_errors[-5:],
             "startFailures": self.start_failures,
             "startBackoffS": round(max(0.0, self.next_start_s - time.time()), 3),
@@ -247,37 +287,175 @@ class WorkerPool:
         """One reconcile step: observe, plan, apply. Returns what it did."""
         specs = await self.queue.endpoint_specs.remote()
         self.spec = specs.get(self.endpoint)
+        if self.spec is not None and not self._versions_loaded:
+            await self._load_versions(self.spec)
         await self._observe()
         draining_nodes = ray_cluster.draining_nodes()
         # From reading the target to starting replicas nothing awaits: a drain() with a new target that
         # arrives meanwhile would otherwise be planned against the old target and replaced at once.
-        if self.spec is None or self.spec.handler is None:
+        spec = self.spec
+        if spec is None or spec.handler is None:
             desired = 0
         else:
-            base = self.spec.min_replicas if self.target is None else self.target
-            desired = max(self.spec.min_replicas, min(self.spec.max_replicas, base))
+            base = spec.min_replicas if self.target is None else self.target
+            desired = max(spec.min_replicas, min(spec.max_replicas, base))
         now_s = time.time()
-        infos = [self._info(r, draining_nodes, now_s) for r in self.replicas.values()]
-        p = plan(desired, infos, now_s)
+        version = self._target_version(spec, now_s)
+        target = self._rollout_target(spec, version, desired)
+        replicas = [self._versioned(r, draining_nodes) for r in self.replicas.values()]
+        rp = plan_rollout(replicas, target, now_s, RolloutPolicy(ready_timeout_s=self.cfg.ready_timeout_s))
         if self.start_failures and self.spec != self.failed_spec:
             self.start_failures, self.next_start_s = 0, 0.0  # the endpoint changed: try at once
-        if now_s < self.next_start_s:
-            p = replace(p, to_start=0)  # backing off after failed starts: no crash loop
-        to_start = p.to_start if self.spec is not None and self.spec.handler else 0
-        capacity = self._gpu_capacity() if to_start and self.spec and self.spec.gpu_types else {}
-        for _ in range(to_start):
-            assert self.spec is not None
-            self._start(self.spec, capacity)
-        for d in p.drains:
+        if rp.status is RolloutStatus.HALTED:
+            self.start_failures, self.next_start_s = 0, 0.0  # the failures were the abandoned version's
+        starts = rp.starts if spec is not None and spec.handler and now_s >= self.next_start_s else ()
+        for vs in starts:  # (backing off after failed starts: no crash loop)
+            vspec = self.version_specs.get(vs.version, spec)
+            assert vspec is not None
+            capacity = self._gpu_capacity() if vspec.gpu_types else {}
+            for _ in range(vs.count):
+                self._start(vspec, vs.version, capacity)
+        for d in rp.drains:
             r = self.replicas[d.replica_id]
             deadline = draining_nodes.get(r.record.node_id or "", 0)
             timeout = (deadline / 1000 - now_s) if deadline else self.cfg.drain_timeout_s
             await self._drain(r, d.reason, max(1.0, timeout - 2.0))
+        self.last_rollout = rp
+        await self._outcome(rp)
         await self._report()
-        return {"desired": desired, "started": p.to_start, "drained": list(p.to_drain)}
+        started = sum(vs.count for vs in starts)
+        return {"desired": desired, "started": started, "drained": list(rp.to_drain), "rollout": rp.status}
 
-    def _info(self, r: _Replica, draining_nodes: dict[str, int], now_s: float) -> ReplicaInfo:
-        return ReplicaInfo(
+    # Versions ---------------------------------------------------------------------------------------
+
+    async def _load_versions(self, spec: EndpointSpec) -> None:
+        """Once per pool: what the queue knows of this endpoint's versions (a restarted pool learns which
+        one serves, and which failed), with each version's runtime fields."""
+        self._versions_loaded = True
+        try:
+            versions = await self.queue.endpoint_versions.remote(self.endpoint)
+        except Exception:
+            log.warning("pool %s: versions unavailable", self.endpoint, exc_info=True)
+            return
+        for v in versions:
+            self.version_specs.setdefault(v.version, apply_version(spec, v))
+            if v.state == "failed":
+                self.failed_versions[v.version] = v.error or "failed"
+                self.reported_failed.add(v.version)
+        serving = active_version(versions)
+        self.stable = serving.version if serving is not None else None
+
+    def _target_version(self, spec: EndpointSpec | None, now_s: float) -> int:
+        """The version to run: the spec's, or the stable one when the spec's failed (a halted rollout).
+        Records the spec of a version seen for the first time; a new target starts a rollout."""
+        if spec is None:
+            return self.rolling_to or 0
+        version = self._spec_version(spec)
+        self.version_specs.setdefault(version, spec)
+        if version in self.failed_versions and self.stable is not None:
+            version = self.stable
+        if version != self.rolling_to:
+            ready = sum(1 for r in self.replicas.values() if r.ready and is_active(r.record.state))
+            self.rolling_to, self.rollout_failures, self.ready_floor = version, [], max(0, ready - 1)
+            if version != self.stable:
+                log.info(
+                    "pool %s: rolling out v%d (serving v%s, %d ready)",
+                    self.endpoint,
+                    version,
+                    self.stable,
+                    ready,
+                    extra={"endpoint": self.endpoint},
+                )
+        return version
+
+    def _spec_version(self, spec: EndpointSpec) -> int:
+        """``spec.version``; a queue that does not number versions (0) gets them numbered here, one per
+        change of the runtime fields (such versions are not reported)."""
+        if spec.version > 0:
+            return spec.version
+        latest = max(self.version_specs, default=0)
+        if latest and runtime_of(self.version_specs[latest]) == runtime_of(spec):
+            return latest
+        return latest + 1
+
+    def _rollout_target(self, spec: EndpointSpec | None, version: int, desired: int) -> RolloutTarget:
+        vspec = self.version_specs.get(version, spec)
+        sspec = self.version_specs.get(self.stable) if self.stable is not None else None
+        gpus = vspec.gpus if vspec is not None else 0.0
+        return RolloutTarget(
+            version=version,
+            desired=desired,
+            max_replicas=max(desired, spec.max_replicas if spec is not None else 0),
+            gpus_free=self._gpus_free(vspec) if gpus > 0 else 0.0,
+            gpus_per_replica=gpus,
+            stable=self.stable,
+            stable_gpus=sspec.gpus if sspec is not None else gpus,
+            failures=tuple(self.rollout_failures),
+            ready_floor=self.ready_floor,
+        )
+
+    def _gpus_free(self, vspec: EndpointSpec | None) -> float:
+        """GPUs a rollout may still take for replicas of ``vspec``: free on the cluster (of its GPU types
+        when it names some), within the GPU budget, less what this pool's replicas awaiting placement will
+        take."""
+        total, available = ray_cluster.gpus()
+        free = available
+        if vspec is not None and vspec.gpu_types:
+            inventory = ray_cluster.gpu_inventory()
+            free = sum(inventory[t].free for t in vspec.gpu_types if t in inventory)
+        if self.cfg.max_gpus is not None:
+            free = min(free, self.cfg.max_gpus - (total - available))
+        pending = sum(r.gpus for r in self.replicas.values() if r.pending_placement and r.gone_s is None)
+        return free - pending
+
+    async def _outcome(self, rp: RolloutPlan) -> None:
+        """Report what this step settled: the target active (the previous one is retired with it), or
+        failed with the error."""
+        for rid in rp.timed_out:
+            self.rollout_failures.append(FailedStart(rid, rp.version, rp.error or "readiness timeout"))
+        if rp.status is RolloutStatus.HALTED:
+            self.failed_versions[rp.version] = rp.error or "failed"
+            log.warning(
+                "pool %s: rollout of v%d halted, v%s serves: %s",
+                self.endpoint,
+                rp.version,
+                self.stable,
+                rp.error,
+                extra={"endpoint": self.endpoint},
+            )
+            await self._report_version(rp.version, "failed", rp.error)
+        elif rp.status is RolloutStatus.DONE and rp.version != self.stable:
+            self.stable = rp.version
+            log.info("pool %s: v%d active", self.endpoint, rp.version, extra={"endpoint": self.endpoint})
+            await self._report_version(rp.version, "active", None)
+        elif rp.error and self.stable is None:  # the first version: nothing to fall back to, retried
+            await self._report_version(rp.version, "failed", rp.error)
+
+    async def _report_version(self, version: int, state: str, error: str | None) -> None:
+        if state == "failed":
+            if version in self.reported_failed:
+                return
+            self.reported_failed.add(version)
+        if self.spec is None or self.spec.version <= 0:
+            return  # numbered here, unknown to the queue
+        try:
+            await self.queue.report_version_state.remote(self.endpoint, version, state, error)
+        except Exception:
+            log.warning("pool %s: reporting v%d %s failed", self.endpoint, version, state, exc_info=True)
+
+    def _rollout_summary(self) -> dict[str, Any]:
+        rp = self.last_rollout
+        return {
+            "version": self.rolling_to,
+            "stable": self.stable,
+            "status": rp.status.value if rp else None,
+            "error": rp.error if rp else None,
+            "failed": {str(v): e for v, e in sorted(self.failed_versions.items())},
+            "reasons": list(rp.reasons) if rp else [],
+        }
+
+    def _versioned(self, r: _Replica, draining_nodes: dict[str, int]) -> VersionedReplica:
+        info = ReplicaInfo(
             id=r.worker_id,
             state=r.record.state,
             health=r.record.health.state,
@@ -286,20 +464,22 @@ class WorkerPool:
             node_draining=bool(r.record.node_id and r.record.node_id in draining_nodes),
             pending_placement=r.pending_placement,
         )
+        loading = r.loading_since_s if not r.ready else None
+        return VersionedReplica(info, r.version, r.gpus, loading)
 
     def _gpu_capacity(self) -> dict[str, TypeCapacity]:
         """The cluster's GPUs per type, less what this pool's replicas still waiting for placement will
         take (Ray counts them only once placed)."""
         capacity = ray_cluster.gpu_inventory()
-        gpus = self.spec.gpus if self.spec is not None else 0.0
         for r in self.replicas.values():
             if r.pending_placement and r.gpu_type is not None and r.gone_s is None:
-                _debit(capacity, r.gpu_type, gpus)
+                _debit(capacity, r.gpu_type, r.gpus)
         return capacity
 
-    def _start(self, spec: EndpointSpec, capacity: dict[str, TypeCapacity]) -> None:
-        """Start one replica. With ``gpuTypes`` it asks for the first type with a free GPU in ``capacity``
-        (which this start then debits, so the next start of the same tick falls back down the list)."""
+    def _start(self, spec: EndpointSpec, version: int, capacity: dict[str, TypeCapacity]) -> None:
+        """Start one replica of ``version`` (whose runtime fields ``spec`` has). With ``gpuTypes`` it asks
+        for the first type with a free GPU in ``capacity`` (which this start then debits, so the next start
+        of the same tick falls back down the list)."""
         wid = f"{self.endpoint}-{uuid.uuid4().hex[:8]}"
         opts: dict[str, Any] = {
             "name": f"worker:{self.endpoint}:{wid.rsplit('-', 1)[1]}",
@@ -328,14 +508,17 @@ class WorkerPool:
             self.cfg.take_wait_s,
             self.cfg.heartbeat_s,
             gpu_type=gpu_type,
+            version=version,
         )
         handle = _REPLICA_CLASS.options(**opts).remote(cfg)
         ready_ref = handle.ready.remote()
         record = new_worker(
             wid, self.endpoint, "ray", time.time(), concurrency=spec.concurrency, reason="loading handler"
         )
-        self.replicas[wid] = _Replica(record, handle, ready_ref, gpu_type=gpu_type)
-        log.info("pool %s started replica %s", self.endpoint, wid)
+        self.replicas[wid] = _Replica(
+            record, handle, ready_ref, gpu_type=gpu_type, version=version, gpus=spec.gpus
+        )
+        log.info("pool %s started replica %s of v%d", self.endpoint, wid, version)
         asyncio.get_running_loop().create_task(self._tick_when_done(ready_ref))
 
     async def _tick_when_done(self, ref: Any) -> None:
@@ -372,14 +555,13 @@ class WorkerPool:
                     except Exception as exc:
                         if not r.draining:  # not one we stopped ourselves before it was ready
                             self._start_failed(now_s)
+                            if r.version == self.rolling_to:
+                                self.rollout_failures.append(FailedStart(r.worker_id, r.version, _short(exc)))
                         await self._lost(r, f"failed to start: {_short(exc)}", str(exc))
                         continue
                     self._ready(r, info, now_s)
                 elif now_s - r.record.started_s > self.cfg.pending_check_s:
-                    r.pending_placement = ray_cluster.actor_state(r.handle._actor_id.hex()) in (
-                        "PENDING_CREATION",
-                        "DEPENDENCIES_UNREADY",
-                    )
+                    _check_placement(r, now_s)
                 continue
             done, _ = ray.wait([r.run_ref], timeout=0)
             if done:
@@ -450,7 +632,7 @@ class WorkerPool:
         if not dead and waited_s <= GONE_LINGER_MAX_S:
             return
         # Ray marks a killed actor dead before its process exits and its GPUs show as available.
-        gpus = self.spec.gpus if self.spec is not None else 0.0
+        gpus = r.gpus
         node_id = r.record.node_id
         releasing = gpus > 0 and node_id and waited_s <= GONE_RELEASE_MAX_S
         if releasing and ray_cluster.node_available(node_id or "", "GPU") < gpus:
@@ -488,6 +670,14 @@ class WorkerPool:
 
 
 _REPLICA_CLASS = ray.remote(WorkerReplica)  # exported once per pool process, not once per start
+
+
+def _check_placement(r: _Replica, now_s: float) -> None:
+    """Created but not placed yet (pending placement), or placed and loading its handler (since when)."""
+    state, placed = ray_cluster.actor_placement(r.handle._actor_id.hex())
+    r.pending_placement = state in ("PENDING_CREATION", "DEPENDENCIES_UNREADY") and not placed
+    if placed and r.loading_since_s is None:
+        r.loading_since_s = now_s
 
 
 def _debit(capacity: dict[str, TypeCapacity], gpu_type: str, gpus: float) -> None:

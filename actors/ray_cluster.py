@@ -44,6 +44,18 @@ def actor_state(actor_id_hex: str) -> str:
     return str(info.get("State", "UNKNOWN")) if info else "UNKNOWN"
 
 
+def actor_placement(actor_id_hex: str) -> tuple[str, bool]:
+    """The GCS state of an actor and whether it has a process yet (placed on a node: a PENDING_CREATION
+    actor with a process is running its constructor, one without waits for resources)."""
+    try:
+        info = ray._private.state.actors(actor_id=actor_id_hex)
+    except Exception:
+        return "UNKNOWN", False
+    if not info:
+        return "UNKNOWN", False
+    return str(info.get("State", "UNKNOWN")), bool(info.get("Pid"))
+
+
 def gpus() -> tuple[float, float]:
     """(total, available) GPUs of the cluster."""
     return float(ray.cluster_resources().get("GPU", 0.0)), float(ray.available_resources().get("GPU", 0.0))

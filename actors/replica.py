@@ -56,6 +56,7 @@ class ReplicaConfig:
     heartbeat_s: float = 5.0
     result_batch: int = 256
     gpu_type: str | None = None  # the GPU type the pool placed it for (None: any)
+    version: int = 0  # the endpoint version it runs (its handler, runtime env and resources)
 
 
 class WorkerReplica:
@@ -114,6 +115,7 @@ class WorkerReplica:
             "nodeId": self.node_id,
             "gpuIds": self.gpu_ids,
             "gpuType": self.gpu_type,
+            "version": self.cfg.version,
         }
 
     @property
@@ -191,6 +193,7 @@ class WorkerReplica:
             "failed": self.failed,
             "stuck": self.stuck,
             "handler": self.cfg.handler,
+            "version": self.cfg.version,
             "startedAt": int(self.started_s * 1000),
             "reason": self._reason(h),
         }

@@ -97,3 +97,9 @@ def hang(job: dict[str, Any]) -> None:
     _record(job, "start")
     while True:
         time.sleep(1.0)
+
+
+async def work_v2(job: dict[str, Any]) -> dict[str, Any]:
+    """``work_async``'s next version (a handler change a rollout carries): its output says ``v2``."""
+    out = await work_async(job)
+    return {**out, "handler": "v2"}
