@@ -15,8 +15,9 @@ and the load goes on until ``--after-s`` after the rollout finished. Scenarios:
 Reported per scenario: rollout time (update to every replica on v2), jobs failed, lost (not final 60 s after
 the load stopped) and run twice (attempts > 1): all must be 0; jobs submitted after the rollout that v1
 ran (must be 0); p50/p99 job latency (createdAt -> finishedAt) of the jobs submitted before, during and
-after the rollout; and the extra GPU-seconds the surge held (GPUs held by placed replicas above
-replicas x GPUs per replica, integrated over the rollout, sampled every 100 ms; logical GPUs).
+after the rollout; and the extra GPU-seconds the surge held (GPUs Ray has allocated, this endpoint being
+the cluster's only one, above replicas x GPUs per replica, integrated over the rollout, sampled every
+100 ms; logical GPUs).
 """
 
 from __future__ import annotations
@@ -163,11 +164,12 @@ def run_scenario(queue: Any, namespace: str, sc: Scenario, args: argparse.Namesp
     time.sleep(args.before_s)
     t_update = time.time()
     ray.get(queue.update_endpoint.remote(endpoint, EndpointPatch(handler=f"{HANDLER}:v2")))
+    total_gpus = float(ray.cluster_resources().get("GPU", 0.0))  # type: ignore[no-untyped-call]
     extra_gpu_s, last = 0.0, time.monotonic()
     while True:
         s = _summary(namespace, endpoint)
         now = time.monotonic()
-        held = sum(sc.gpus_per_replica for r in s.get("replicas", []) if not r.get("pendingPlacement"))
+        held = total_gpus - float(ray.available_resources().get("GPU", 0.0))  # type: ignore[no-untyped-call]
         extra_gpu_s += max(0.0, held - d * sc.gpus_per_replica) * (now - last)
         last = now
         if _serving(s, 2, d):
