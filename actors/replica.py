@@ -220,7 +220,12 @@ class WorkerReplica:
                     await asyncio.wait_for(self._wake.wait(), 0.5)
                 continue
             jobs = await self.queue.take.remote(
-                self.cfg.endpoint, self.cfg.worker_id, free, self.cfg.take_wait_s, "ray"
+                self.cfg.endpoint,
+                self.cfg.worker_id,
+                free,
+                self.cfg.take_wait_s,
+                "ray",
+                version=self.cfg.version or None,  # recorded on each job: the version that ran it
             )
             for job in jobs:
                 self.idle_since_s = None

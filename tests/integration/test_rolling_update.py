@@ -82,12 +82,9 @@ def versions_of_workers(rp: Ripple) -> dict[str, int]:
     return {w["workerId"]: w.get("version") for w in rp.workers(EP, live_only=False)}
 
 
-def queue_versions(rp: Ripple) -> dict[int, dict[str, Any]] | None:
-    """The queue's versions of the endpoint (None where the queue does not keep versions)."""
-    try:
-        listing = rp.call(rp.queue.list_versions.remote(EP))
-    except Exception:
-        return None
+def queue_versions(rp: Ripple) -> dict[int, dict[str, Any]]:
+    """The queue's versions of the endpoint, by number."""
+    listing = rp.call(rp.queue.list_versions.remote(EP))
     return {v["version"]: v for v in listing["versions"]}
 
 
@@ -101,10 +98,9 @@ def check_jobs(rp: Ripple, ids: list[str], timeout_s: float) -> list[dict[str, A
     for j in done:
         ran_on = by_worker.get(j["workerId"])
         assert ran_on is not None, j
-        expected_output = "v2" if ran_on == 2 else None
+        expected_output = "v2" if ran_on in (2, 5) else None  # v5 is the rollback to v2
         assert j["output"].get("handler") == expected_output, (j, ran_on)
-        if j.get("version") is not None:  # the queue records the version that ran it
-            assert j["version"] == ran_on, j
+        assert j["version"] == ran_on, j  # the queue records the version that ran it
     return done
 
 
@@ -128,8 +124,8 @@ def test_rolling_update_loses_no_job_halts_a_broken_version_and_rolls_back(rp: R
     before = {j["workerId"] for (at, _), j in zip(stream.ids, done, strict=True) if at < t0}
     assert before and all(versions_of_workers(rp)[w] == 1 for w in before)
     qv = queue_versions(rp)
-    if qv is not None:
-        assert qv[2]["state"] == "active" and qv[1]["state"] == "retired", qv
+    assert qv[2]["state"] == "active" and qv[1]["state"] == "retired", qv
+    assert qv[2]["changed"] == ["handler"], qv[2]
 
     # A broken v3: its replica cannot import the handler module. v2 keeps serving at full size.
     v2_ids = {r["id"] for r in rp.pool_replicas(EP)}
@@ -145,9 +141,8 @@ def test_rolling_update_loses_no_job_halts_a_broken_version_and_rolls_back(rp: R
     )
     check_jobs(rp, [i for _, i in stream.ids], 60)
     qv = queue_versions(rp)
-    if qv is not None:
-        assert qv[3]["state"] == "failed" and "import failed on purpose" in qv[3]["error"], qv[3]
-        assert qv[2]["state"] == "active", qv
+    assert qv[3]["state"] == "failed" and "import failed on purpose" in qv[3]["error"], qv[3]
+    assert qv[2]["state"] == "active", qv
 
     # Back to v1's code: a new version, rolled out like any other, jobs still flowing.
     with streaming(rp) as stream:
@@ -158,3 +153,15 @@ def test_rolling_update_loses_no_job_halts_a_broken_version_and_rolls_back(rp: R
     assert back == 4, rollout(rp)
     done = check_jobs(rp, [i for _, i in stream.ids], 60)
     assert done[-1]["output"].get("handler") is None  # v1's handler again
+    qv = queue_versions(rp)
+    assert qv[4]["state"] == "active" and qv[2]["state"] == "retired" and qv[3]["state"] == "failed", qv
+
+    # A rollback through the queue (ripple rollback): to v2, the previous good one, as v5.
+    with streaming(rp) as stream:
+        rp.call(rp.queue.rollback.remote(EP, None))
+        wait_for(lambda: serving(rp, 5, 2), 120, "v5 (v2's code) serving")
+        time.sleep(1)
+    done = check_jobs(rp, [i for _, i in stream.ids], 60)
+    assert done[-1]["output"].get("handler") == "v2" and done[-1]["version"] == 5
+    qv = queue_versions(rp)
+    assert qv[5]["state"] == "active" and qv[5]["handler"] == handler("work_v2"), qv[5]
