@@ -164,12 +164,12 @@ def run_scenario(queue: Any, namespace: str, sc: Scenario, args: argparse.Namesp
     time.sleep(args.before_s)
     t_update = time.time()
     ray.get(queue.update_endpoint.remote(endpoint, EndpointPatch(handler=f"{HANDLER}:v2")))
-    total_gpus = float(ray.cluster_resources().get("GPU", 0.0))  # type: ignore[no-untyped-call]
+    total_gpus = float(ray.cluster_resources().get("GPU", 0.0))
     extra_gpu_s, last = 0.0, time.monotonic()
     while True:
         s = _summary(namespace, endpoint)
         now = time.monotonic()
-        held = total_gpus - float(ray.available_resources().get("GPU", 0.0))  # type: ignore[no-untyped-call]
+        held = total_gpus - float(ray.available_resources().get("GPU", 0.0))
         extra_gpu_s += max(0.0, held - d * sc.gpus_per_replica) * (now - last)
         last = now
         if _serving(s, 2, d):
