@@ -35,12 +35,17 @@ from orchestrator.core.models import EndpointSpec
 from orchestrator.core.pool_plan import ReplicaInfo
 from orchestrator.core.rollout import (
     FailedStart,
+    RolloutMemory,
     RolloutPlan,
     RolloutPolicy,
     RolloutStatus,
     RolloutTarget,
     VersionedReplica,
+    choose_target,
     plan_rollout,
+    record_failure,
+    remember_versions,
+    settle,
 )
 from orchestrator.core.versions import active_version, apply_version, runtime_of
 from orchestrator.core.workers import (
@@ -181,12 +186,7 @@ class WorkerPool:
         # Versions: the spec of each version seen (what its replicas run), the one serving (stable), the
         # ones whose rollout halted, and the rollout in progress (its target, failed starts, ready floor).
         self.version_specs: dict[int, EndpointSpec] = {}
-        self.stable: int | None = None
-        self.failed_versions: dict[int, str] = {}
-        self.reported_failed: set[int] = set()
-        self.rolling_to: int | None = None
-        self.rollout_failures: list[FailedStart] = []
-        self.ready_floor: int | None = None
+        self.memory = RolloutMemory()
         self.last_rollout: RolloutPlan | None = None
         self._versions_loaded = False
         logs.configure("INFO")  # JSON lines in the actor's log file
@@ -339,33 +339,29 @@ class WorkerPool:
             return
         for v in versions:
             self.version_specs.setdefault(v.version, apply_version(spec, v))
-            if v.state == "failed":
-                self.failed_versions[v.version] = v.error or "failed"
-                self.reported_failed.add(v.version)
         serving = active_version(versions)
-        self.stable = serving.version if serving is not None else None
+        failed = [(v.version, v.error or "failed") for v in versions if v.state == "failed"]
+        self.memory = remember_versions(self.memory, serving.version if serving else None, failed)
 
     def _target_version(self, spec: EndpointSpec | None, now_s: float) -> int:
         """The version to run: the spec's, or the stable one when the spec's failed (a halted rollout).
         Records the spec of a version seen for the first time; a new target starts a rollout."""
         if spec is None:
-            return self.rolling_to or 0
-        version = self._spec_version(spec)
-        self.version_specs.setdefault(version, spec)
-        if version in self.failed_versions and self.stable is not None:
-            version = self.stable
-        if version != self.rolling_to:
-            ready = sum(1 for r in self.replicas.values() if r.ready and is_active(r.record.state))
-            self.rolling_to, self.rollout_failures, self.ready_floor = version, [], max(0, ready - 1)
-            if version != self.stable:
-                log.info(
-                    "pool %s: rolling out v%d (serving v%s, %d ready)",
-                    self.endpoint,
-                    version,
-                    self.stable,
-                    ready,
-                    extra={"endpoint": self.endpoint},
-                )
+            return self.memory.rolling_to or 0
+        spec_version = self._spec_version(spec)
+        self.version_specs.setdefault(spec_version, spec)
+        ready = sum(1 for r in self.replicas.values() if r.ready and is_active(r.record.state))
+        before = self.memory.rolling_to
+        version, self.memory = choose_target(self.memory, spec_version, ready)
+        if version != before and version != self.memory.stable:
+            log.info(
+                "pool %s: rolling out v%d (serving v%s, %d ready)",
+                self.endpoint,
+                version,
+                self.memory.stable,
+                ready,
+                extra={"endpoint": self.endpoint},
+            )
         return version
 
     def _spec_version(self, spec: EndpointSpec) -> int:
@@ -380,7 +376,8 @@ class WorkerPool:
 
     def _rollout_target(self, spec: EndpointSpec | None, version: int, desired: int) -> RolloutTarget:
         vspec = self.version_specs.get(version, spec)
-        sspec = self.version_specs.get(self.stable) if self.stable is not None else None
+        stable = self.memory.stable
+        sspec = self.version_specs.get(stable) if stable is not None else None
         gpus = vspec.gpus if vspec is not None else 0.0
         return RolloutTarget(
             version=version,
@@ -388,10 +385,10 @@ class WorkerPool:
             max_replicas=max(desired, spec.max_replicas if spec is not None else 0),
             gpus_free=self._gpus_free(vspec) if gpus > 0 else 0.0,
             gpus_per_replica=gpus,
-            stable=self.stable,
+            stable=stable,
             stable_gpus=sspec.gpus if sspec is not None else gpus,
-            failures=tuple(self.rollout_failures),
-            ready_floor=self.ready_floor,
+            failures=self.memory.failures,
+            ready_floor=self.memory.ready_floor,
         )
 
     def _gpus_free(self, vspec: EndpointSpec | None) -> float:
@@ -410,47 +407,36 @@ class WorkerPool:
 
     async def _outcome(self, rp: RolloutPlan) -> None:
         """Report what this step settled: the target active (the previous one is retired with it), or
-        failed with the error."""
-        for rid in rp.timed_out:
-            self.rollout_failures.append(FailedStart(rid, rp.version, rp.error or "readiness timeout"))
+        failed with the error (the stable version serving on)."""
+        self.memory, reports = settle(self.memory, rp)
         if rp.status is RolloutStatus.HALTED:
-            self.failed_versions[rp.version] = rp.error or "failed"
             log.warning(
                 "pool %s: rollout of v%d halted, v%s serves: %s",
                 self.endpoint,
                 rp.version,
-                self.stable,
+                self.memory.stable,
                 rp.error,
                 extra={"endpoint": self.endpoint},
             )
-            await self._report_version(rp.version, "failed", rp.error)
-        elif rp.status is RolloutStatus.DONE and rp.version != self.stable:
-            self.stable = rp.version
-            log.info("pool %s: v%d active", self.endpoint, rp.version, extra={"endpoint": self.endpoint})
-            await self._report_version(rp.version, "active", None)
-        elif rp.error and self.stable is None:  # the first version: nothing to fall back to, retried
-            await self._report_version(rp.version, "failed", rp.error)
-
-    async def _report_version(self, version: int, state: str, error: str | None) -> None:
-        if state == "failed":
-            if version in self.reported_failed:
-                return
-            self.reported_failed.add(version)
-        if self.spec is None or self.spec.version <= 0:
-            return  # numbered here, unknown to the queue
-        try:
-            await self.queue.report_version_state.remote(self.endpoint, version, state, error)
-        except Exception:
-            log.warning("pool %s: reporting v%d %s failed", self.endpoint, version, state, exc_info=True)
+        for report in reports:
+            log.info("pool %s: v%d %s", self.endpoint, report.version, report.state)
+            if self.spec is None or self.spec.version <= 0:
+                continue  # numbered here, unknown to the queue
+            try:
+                await self.queue.report_version_state.remote(
+                    self.endpoint, report.version, report.state, report.error
+                )
+            except Exception:
+                log.warning("pool %s: reporting %s failed", self.endpoint, report, exc_info=True)
 
     def _rollout_summary(self) -> dict[str, Any]:
         rp = self.last_rollout
         return {
-            "version": self.rolling_to,
-            "stable": self.stable,
+            "version": self.memory.rolling_to,
+            "stable": self.memory.stable,
             "status": rp.status.value if rp else None,
             "error": rp.error if rp else None,
-            "failed": {str(v): e for v, e in sorted(self.failed_versions.items())},
+            "failed": {str(v): e for v, e in self.memory.failed},
             "reasons": list(rp.reasons) if rp else [],
         }
 
@@ -555,8 +541,8 @@ class WorkerPool:
                     except Exception as exc:
                         if not r.draining:  # not one we stopped ourselves before it was ready
                             self._start_failed(now_s)
-                            if r.version == self.rolling_to:
-                                self.rollout_failures.append(FailedStart(r.worker_id, r.version, _short(exc)))
+                            failure = FailedStart(r.worker_id, r.version, _short(exc))
+                            self.memory = record_failure(self.memory, failure)
                         await self._lost(r, f"failed to start: {_short(exc)}", str(exc))
                         continue
                     self._ready(r, info, now_s)

@@ -42,7 +42,7 @@ from __future__ import annotations
 import math
 from collections import Counter
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from enum import Enum
 
 from orchestrator.core.pool_plan import PlannedDrain, ReplicaInfo, broken_reason, drain_key, plan
@@ -426,3 +426,106 @@ def apply_rollout(
                 )
             )
     return tuple(after)
+
+
+# Memory between steps -----------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class VersionReport:
+    """A version state to report to the queue (``report_version_state``): ``active`` or ``failed``."""
+
+    version: int
+    state: str
+    error: str | None = None
+
+
+@dataclass(frozen=True)
+class RolloutMemory:
+    """What a pool remembers between rollout steps (a value: every change returns a new one).
+
+    ``stable``: the version serving (None before any did). ``rolling_to``: the version the current steps
+    run towards. ``failed``: versions whose rollout halted, with the error, as sorted pairs.
+    ``failures``: failed starts of ``rolling_to`` since it became the target. ``ready_floor``: the ready
+    replicas when it did, minus one. ``reported_failed``: versions already reported failed.
+    """
+
+    stable: int | None = None
+    rolling_to: int | None = None
+    failed: tuple[tuple[int, str], ...] = ()
+    failures: tuple[FailedStart, ...] = ()
+    ready_floor: int | None = None
+    reported_failed: frozenset[int] = frozenset()
+
+    def failed_error(self, version: int) -> str | None:
+        return dict(self.failed).get(version)
+
+
+def remember_versions(
+    memory: RolloutMemory, active: int | None, failed: Sequence[tuple[int, str]]
+) -> RolloutMemory:
+    """What the queue already knows (a restarted pool): the active version serves, failed ones stay failed
+    (and are not reported again)."""
+    merged = dict(memory.failed) | dict(failed)
+    return RolloutMemory(
+        stable=active,
+        rolling_to=memory.rolling_to,
+        failed=tuple(sorted(merged.items())),
+        failures=memory.failures,
+        ready_floor=memory.ready_floor,
+        reported_failed=memory.reported_failed | {v for v, _ in failed},
+    )
+
+
+def choose_target(memory: RolloutMemory, spec_version: int, ready_now: int) -> tuple[int, RolloutMemory]:
+    """The version to run: the spec's, or the stable one when the spec's version failed (a halted rollout
+    stays halted until the spec names another version). A new target starts a rollout: its failures are
+    forgotten and its ready floor is ``ready_now - 1``."""
+    version = spec_version
+    if memory.failed_error(version) is not None and memory.stable is not None:
+        version = memory.stable
+    if version == memory.rolling_to:
+        return version, memory
+    fresh = RolloutMemory(
+        stable=memory.stable,
+        rolling_to=version,
+        failed=memory.failed,
+        failures=(),
+        ready_floor=max(0, ready_now - 1),
+        reported_failed=memory.reported_failed,
+    )
+    return version, fresh
+
+
+def record_failure(memory: RolloutMemory, failure: FailedStart) -> RolloutMemory:
+    """A replica failed to start: remembered when it ran the version rolled out to."""
+    if failure.version != memory.rolling_to:
+        return memory
+    return _with(memory, failures=(*memory.failures, failure))
+
+
+def settle(memory: RolloutMemory, step: RolloutPlan) -> tuple[RolloutMemory, tuple[VersionReport, ...]]:
+    """Fold a step's outcome into the memory and say what to report: a halted target is failed (once)
+    and the stable version serves on; a done one is the stable one, ``active``; the first version failing
+    (nothing to fall back to: the pool keeps retrying) is reported failed once."""
+    failures = memory.failures + tuple(
+        FailedStart(rid, step.version, step.error or "readiness timeout") for rid in step.timed_out
+    )
+    memory = _with(memory, failures=failures)
+    reports: list[VersionReport] = []
+    if step.status is RolloutStatus.HALTED:
+        failed = dict(memory.failed) | {step.version: step.error or "failed"}
+        memory = _with(memory, failed=tuple(sorted(failed.items())))
+        reports.append(VersionReport(step.version, "failed", step.error))
+    elif step.status is RolloutStatus.DONE and step.version != memory.stable:
+        memory = _with(memory, stable=step.version)
+        reports.append(VersionReport(step.version, "active"))
+    elif step.error and memory.stable is None:
+        reports.append(VersionReport(step.version, "failed", step.error))
+    once = [r for r in reports if r.state != "failed" or r.version not in memory.reported_failed]
+    done = frozenset(r.version for r in once if r.state == "failed")
+    return _with(memory, reported_failed=memory.reported_failed | done), tuple(once)
+
+
+def _with(memory: RolloutMemory, **changes: object) -> RolloutMemory:
+    return replace(memory, **changes)  # type: ignore[arg-type]

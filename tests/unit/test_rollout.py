@@ -17,13 +17,19 @@ from orchestrator.core.health import HealthState
 from orchestrator.core.pool_plan import ReplicaInfo
 from orchestrator.core.rollout import (
     FailedStart,
+    RolloutMemory,
     RolloutPlan,
     RolloutPolicy,
     RolloutStatus,
     RolloutTarget,
     VersionedReplica,
+    VersionReport,
     apply_rollout,
+    choose_target,
     plan_rollout,
+    record_failure,
+    remember_versions,
+    settle,
 )
 from orchestrator.core.workers import WorkerState
 
@@ -428,3 +434,58 @@ def test_property_plans_are_idempotent_once_applied(case: dict[str, object]) -> 
         if p.status is RolloutStatus.DONE:
             break
         sim.world()
+
+
+# Memory between steps -------------------------------------------------------------------------------
+
+
+def test_a_new_version_starts_a_rollout_with_its_ready_floor() -> None:
+    version, m = choose_target(RolloutMemory(stable=1, rolling_to=1), 2, ready_now=3)
+    assert version == 2 and m.rolling_to == 2 and m.ready_floor == 2 and m.failures == ()
+    same, m2 = choose_target(m, 2, ready_now=1)
+    assert same == 2 and m2 is m  # the same rollout goes on: its floor stays
+
+
+def test_failures_count_for_the_version_rolled_out_only() -> None:
+    m = RolloutMemory(stable=1, rolling_to=2)
+    m = record_failure(m, FailedStart("x", 3, "other"))
+    m = record_failure(m, FailedStart("y", 2, "ImportError"))
+    assert m.failures == (FailedStart("y", 2, "ImportError"),)
+
+
+def test_a_halt_is_reported_once_and_the_stable_version_runs_until_another_version() -> None:
+    m = RolloutMemory(stable=1, rolling_to=2)
+    halted = RolloutPlan(RolloutStatus.HALTED, 2, 1, error="v2 failed to start: boom")
+    m, reports = settle(m, halted)
+    assert reports == (VersionReport(2, "failed", "v2 failed to start: boom"),)
+    assert m.failed_error(2) == "v2 failed to start: boom" and m.stable == 1
+    assert settle(m, halted)[1] == ()  # reported once
+    version, m = choose_target(m, 2, ready_now=2)
+    assert version == 1 and m.rolling_to == 1  # the spec still says 2: run the stable one
+    version, m = choose_target(m, 3, ready_now=2)
+    assert version == 3  # a new version rolls again
+
+
+def test_done_makes_the_target_stable_and_active() -> None:
+    m, reports = settle(RolloutMemory(stable=1, rolling_to=2), RolloutPlan(RolloutStatus.DONE, 2, 2))
+    assert m.stable == 2 and reports == (VersionReport(2, "active"),)
+    assert settle(m, RolloutPlan(RolloutStatus.STEADY, 2, 2))[1] == ()
+
+
+def test_the_first_version_failing_is_reported_failed_once_while_retried() -> None:
+    rolling = RolloutPlan(RolloutStatus.ROLLING, 1, None, error="v1 failed to start: SyntaxError")
+    m, reports = settle(RolloutMemory(rolling_to=1), rolling)
+    assert reports == (VersionReport(1, "failed", "v1 failed to start: SyntaxError"),)
+    assert m.failed == () and settle(m, rolling)[1] == ()  # not halted: retried, reported once
+
+
+def test_timed_out_replicas_become_failures() -> None:
+    step = RolloutPlan(RolloutStatus.ROLLING, 2, 1, error="v2 failed to start: not ready", timed_out=("n",))
+    m, _ = settle(RolloutMemory(stable=1, rolling_to=2), step)
+    assert m.failures == (FailedStart("n", 2, "v2 failed to start: not ready"),)
+
+
+def test_a_restarted_pool_remembers_what_the_queue_knows() -> None:
+    m = remember_versions(RolloutMemory(), 2, [(3, "ImportError")])
+    assert m.stable == 2 and m.failed_error(3) == "ImportError" and 3 in m.reported_failed
+    assert choose_target(m, 3, ready_now=0)[0] == 2
