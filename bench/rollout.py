@@ -114,9 +114,9 @@ class Load:
 def _summary(namespace: str, endpoint: str) -> dict[str, Any]:
     try:
         pool = ray.get_actor(pool_name(endpoint), namespace=namespace)
-    except ValueError:
+        return dict(ray.get(pool.summary.remote(), timeout=30))
+    except (ValueError, ray.exceptions.RayActorError):  # no pool (yet, or any more)
         return {"replicas": []}
-    return dict(ray.get(pool.summary.remote(), timeout=30))
 
 
 def _serving(s: dict[str, Any], version: int, n: int) -> bool:
