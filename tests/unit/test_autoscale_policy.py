@@ -193,6 +193,20 @@ def test_free_gpus_a_first_replica_waits_on_are_not_given_to_a_second_replica_el
     assert "b" in blocked
 
 
+def test_a_drain_not_yet_visible_still_counts_as_leaving_and_stays_its_preemptors() -> None:
+    # The same snapshot twice (the pools have not applied the drains yet): the second call must neither
+    # drain nor preempt anything new; the preempted replica's GPUs stay claimed by "hi".
+    lo = ep("lo", priority=0, max_replicas=2, replicas=(idle("lo-0"), idle("lo-1")), scale_down_idle_s=1e9)
+    hi = ep("hi", priority=60, queued=1)
+    out, state = run(hi, lo, gpus=2)
+    assert drains(out) == {"lo": ("lo-0",)} and ups(out) == {}
+    out2, state2 = run(hi, lo, gpus=2, state=state)
+    assert drains(out2) == {} and ups(out2) == {}, out2
+    blocked = {d.endpoint: d.reason for d in out2 if isinstance(d, Blocked)}
+    assert "waiting for 1 GPUs from draining replicas" in blocked["hi"]
+    assert AutoscalerState.from_dict(json.loads(json.dumps(state2.to_dict()))) == state2
+
+
 def test_rest_goes_by_effective_priority() -> None:
     out, _ = run(ep("p70", priority=70, queued=5), ep("p50", priority=50, queued=5), gpus=7)
     assert ups(out) == {"p70": 5, "p50": 2}

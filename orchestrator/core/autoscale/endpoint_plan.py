@@ -70,6 +70,8 @@ def observe(view: EndpointView, mem: EndpointMemory, now_s: float, config: Autos
         prewarmed_for_s=mem.prewarmed_for_s if quiet is not None else None,
         expected_capacity=mem.expected_capacity,
         expected_at_s=mem.expected_at_s,
+        leaving=mem.leaving,
+        leaving_at_s=mem.leaving_at_s,
         gaps=gaps,
     )
 
@@ -87,6 +89,7 @@ class EndpointPlan:
         "eff",
         "expected",
         "idle",
+        "leaving",
         "mem",
         "preempted",
         "prewarm",
@@ -109,9 +112,19 @@ class EndpointPlan:
         idle: list[ReplicaView] = []
         busy: list[ReplicaView] = []
         starting = unhealthy = draining = 0
+        remembered = (
+            dict(mem.leaving)
+            if mem.leaving_at_s is not None and now_s - mem.leaving_at_s < EXPECTATION_TTL_S
+            else {}
+        )
+        # Drained by an earlier call, not yet listed as draining: id -> the endpoint it was preempted for.
+        self.leaving: dict[str, str] = {}
         for r in view.replicas:
             state = r.state
-            if state == "idle":
+            if r.id in remembered and state in ("idle", "busy", "starting"):
+                self.leaving[r.id] = remembered[r.id]
+                draining += 1
+            elif state == "idle":
                 idle.append(r)
             elif state == "busy":
                 busy.append(r)
@@ -191,18 +204,23 @@ def scale_down(plan: EndpointPlan, keep: KeepAlivePlan | None, now_s: float) -> 
             plan.drain_ids = [r.id for r in idle[:excess]]
             what = "pinned size" if pinned is not None else "maxReplicas"
             plan.drain_reason = f"{plan.capacity} replicas above the {what} {limit}: drain idle ones"
-        return
+        if pinned is not None:
+            return
+        # Above maxReplicas the excess goes at once; the rest may still be idle long enough to go too (in
+        # this same call, so a second call with the same snapshot drains nothing new).
     if view.queued > 0:
         return
     if mem.last_scale_down_s is not None and now_s - mem.last_scale_down_s < view.scale_down_cooldown_s:
         return
-    room = plan.capacity - plan.expected - view.min_replicas
+    room = plan.capacity - plan.expected - view.min_replicas - len(plan.drain_ids)
     if room <= 0:
         return
     chosen, why = _expired(plan, keep, now_s)
+    chosen = [r for r in chosen if r.id not in plan.drain_ids]
     if chosen:
-        plan.drain_ids = [r.id for r in chosen[:room]]
-        plan.drain_reason = f"{why}; empty queue; keeping minReplicas {view.min_replicas}"
+        reason = f"{why}; empty queue; keeping minReplicas {view.min_replicas}"
+        plan.drain_ids = [*plan.drain_ids, *(r.id for r in chosen[:room])]
+        plan.drain_reason = f"{plan.drain_reason}; {reason}" if plan.drain_reason else reason
         if keep is not None and not keep.warm:
             plan.released = True
 

@@ -254,6 +254,9 @@ class EndpointMemory:
     the quiet spell (its ``quiet_since_s``) in which replicas were released early / pre-warmed.
     ``expected_capacity``/``expected_at_s``: replicas the last ScaleUp/Prewarm should have brought the
     endpoint to, and when it was decided (an expectation, as KubeRay keeps them).
+    ``leaving``/``leaving_at_s``: replicas the last calls drained (each with the endpoint it was preempted
+    for, or ``""``), and when: until a snapshot lists them as draining (or ``EXPECTATION_TTL_S`` passes)
+    they count as leaving, not as idle capacity, and a preempted one's GPUs stay claimed by its preemptor.
     """
 
     last_scale_up_s: float | None = None
@@ -268,11 +271,14 @@ class EndpointMemory:
     prewarmed_for_s: float | None = None
     expected_capacity: int = 0
     expected_at_s: float | None = None
+    leaving: tuple[tuple[str, str], ...] = ()
+    leaving_at_s: float | None = None
     gaps: GapHistogram = field(default_factory=GapHistogram)
 
     def to_dict(self) -> dict[str, Any]:
         out: dict[str, Any] = {k: v for k, v in vars(self).items() if k != "gaps"}
         out["recent_peaks"] = list(self.recent_peaks)
+        out["leaving"] = [list(x) for x in self.leaving]
         out["gaps"] = self.gaps.to_dict()
         return out
 
@@ -288,6 +294,7 @@ class EndpointMemory:
             "prewarmed_for_s",
             "released_for_s",
             "expected_at_s",
+            "leaving_at_s",
         )
         kwargs: dict[str, Any] = {k: _opt_float(data.get(k)) for k in floats}
         return cls(
@@ -295,6 +302,7 @@ class EndpointMemory:
             busy_peak_replicas=int(data.get("busy_peak_replicas", 0)),
             recent_peaks=tuple(int(x) for x in data.get("recent_peaks", ())),
             expected_capacity=int(data.get("expected_capacity", 0)),
+            leaving=tuple((str(i), str(by)) for i, by in data.get("leaving", ())),
             gaps=GapHistogram.from_dict(data.get("gaps", {})),
         )
 

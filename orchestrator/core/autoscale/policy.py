@@ -65,6 +65,7 @@ class _Budget:
             gpu_cap = min(gpu_cap, snapshot.max_gpus)
         used_g = used_c = used_m = 0.0
         self.draining_g: dict[str | None, float] = {}
+        self.claimed: dict[str, dict[str | None, float]] = {}  # preemptor -> GPUs by type it waits for
         typed = {
             t: n - snapshot.gpus_used_elsewhere_by_type.get(t, 0.0) for t, n in snapshot.gpus_by_type.items()
         }
@@ -90,9 +91,14 @@ class _Budget:
     def note_draining(self, p: EndpointPlan) -> None:
         """Count ``p``'s draining replicas (and those it drains now) as GPUs soon free, by type."""
         drained = set(p.drain_ids)
+        gpr = p.view.gpus_per_replica
         for r in p.view.replicas:
-            if r.state == "draining" or r.id in drained:
-                self.draining_g[r.gpu_type] = self.draining_g.get(r.gpu_type, 0.0) + p.view.gpus_per_replica
+            claimant = p.leaving.get(r.id)
+            if claimant:  # preempted for an endpoint by an earlier call: its GPUs stay that endpoint's
+                pool = self.claimed.setdefault(claimant, {})
+                pool[r.gpu_type] = pool.get(r.gpu_type, 0.0) + gpr
+            elif r.state == "draining" or r.id in drained or claimant is not None:
+                self.draining_g[r.gpu_type] = self.draining_g.get(r.gpu_type, 0.0) + gpr
 
     def typed_room(self, p: EndpointPlan) -> int:
         """Replicas of ``p`` its GPU types (and growth) still have room for (``p`` must be typed)."""
@@ -335,11 +341,12 @@ class _Relief:
                 # second replica elsewhere must not take them while this endpoint has none.
                 need -= self.budget.hold_free(p, need)
             claim = 0.0
-            for t in sorted(self.budget.draining_g, key=lambda k: (k is None, k or "")):
-                if self.budget.helps(p, t) and need - claim > _EPS:
-                    c = min(self.budget.draining_g[t], need - claim)
-                    self.budget.draining_g[t] -= c
-                    claim += c
+            for pool in (self.budget.draining_g, self.budget.claimed.get(p.view.name, {})):
+                for t in sorted(pool, key=lambda k: (k is None, k or "")):
+                    if self.budget.helps(p, t) and need - claim > _EPS:
+                        c = min(pool[t], need - claim)
+                        pool[t] -= c
+                        claim += c
             if claim > _EPS:
                 need -= claim
                 notes.append(f"waiting for {claim:g} GPUs from draining replicas")
@@ -464,6 +471,30 @@ def _skip_spent(owners: list[EndpointPlan], start: int) -> int:
     return start
 
 
+def _expectations(p: EndpointPlan, now_s: float) -> dict[str, object]:
+    """Memory changes for what this call asked of the pools and has not seen yet: the capacity its ups
+    should bring, and the replicas it drained (each with the endpoint it was preempted for, or "")."""
+    mem = p.mem
+    changes: dict[str, object] = {}
+    expected = mem.expected_capacity
+    if p.ups or p.prewarm:
+        expected = p.capacity + p.ups + p.prewarm
+        changes["expected_at_s"] = now_s
+    leaving = {**p.leaving, **dict.fromkeys(p.drain_ids, "")}
+    drained = set(p.drain_ids)
+    for by, (ids, _) in p.preempted.items():
+        leaving.update(dict.fromkeys(ids, by))
+        drained.update(ids)
+    expected = max(0, expected - len(drained))
+    if expected != mem.expected_capacity:
+        changes["expected_capacity"] = expected
+    if tuple(sorted(leaving.items())) != mem.leaving:
+        changes["leaving"] = tuple(sorted(leaving.items()))
+    if drained or (mem.leaving_at_s is not None and not leaving):
+        changes["leaving_at_s"] = now_s if drained else None
+    return changes
+
+
 def _emit(plans: list[EndpointPlan], now_s: float) -> tuple[list[Decision], AutoscalerState]:
     out: list[Decision] = []
     memories: dict[str, EndpointMemory] = {}
@@ -483,14 +514,7 @@ def _emit(plans: list[EndpointPlan], now_s: float) -> tuple[list[Decision], Auto
         if p.prewarm:
             out.append(Prewarm(name, p.prewarm, f"pre-warm {p.prewarm} replica(s): {p.prewarm_reason}"))
             changes["prewarmed_for_s"] = mem.quiet_since_s
-        expected = mem.expected_capacity
-        if p.ups or p.prewarm:
-            expected = p.capacity + p.ups + p.prewarm
-            changes["expected_at_s"] = now_s
-        drained = set(p.drain_ids).union(*(ids for ids, _ in p.preempted.values()))
-        expected = max(0, expected - len(drained))
-        if expected != mem.expected_capacity:
-            changes["expected_capacity"] = expected
+        changes.update(_expectations(p, now_s))
         if p.shortage:
             out.append(Blocked(name, sum(n for n, _ in p.shortage), "; ".join(w for _, w in p.shortage)))
             if mem.blocked_since_s is None:
