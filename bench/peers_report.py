@@ -44,7 +44,7 @@ os.environ["PYTHONPATH"] = os.pathsep.join([str(REPO_ROOT), os.environ.get("PYTH
 from bench import incluster, peers, ripple_http, ripple_targets, scale_from_zero, serve_async  # noqa: E402
 from bench.common import bench_session, format_table, load_average, percentile  # noqa: E402
 from bench.ripple_instance import RippleInstance  # noqa: E402
-from bench.targets import Figures, build_rows, missed  # noqa: E402
+from bench.targets import Figures, build_rows, markdown_table, missed  # noqa: E402
 
 
 class Report:
@@ -212,6 +212,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--skip-ripple", action="store_true")
     parser.add_argument("--json", type=Path, default=None, help="also write figures, rows and loads here")
     parser.add_argument("--keep", action="store_true", help="keep the work dir (logs)")
+    parser.add_argument("--markdown", action="store_true", help="also print the table as Markdown")
     args = parser.parse_args(argv)
     args.jobs = args.jobs or (1_000 if args.quick else 10_000)
     args.samples = args.samples or (50 if args.quick else 200)
@@ -240,6 +241,9 @@ def main(argv: list[str] | None = None) -> int:
         print(line)
     for line in report.errors:
         print(f"SECTION FAILED: {line}")
+    if args.markdown:
+        print()
+        print(markdown_table(rows))
     if args.json:
         args.json.write_text(
             json.dumps(

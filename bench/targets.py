@@ -92,3 +92,25 @@ def missed(rows: list[Row]) -> list[str]:
             peer = f" vs {row.peer_name}" if row.peer_name else ""
             out.append(f"{row.metric}{peer}: {shown}, target {row.target.describe(row.unit)}")
     return out
+
+
+def markdown_table(rows: list[Row]) -> str:
+    """The rows as a Markdown table (for bench/PERFORMANCE.md): metric, unit, Ripple, peer, ratio, target,
+    met?; the same numbers and verdicts as `format_table`."""
+
+    def num(value: float | None) -> str:
+        return "-" if value is None else (f"{value:,.0f}" if abs(value) >= 100 else f"{value:.2f}")
+
+    lines = [
+        "| metric | unit | Ripple | peer | ratio | target | met? |",
+        "| --- | --- | --- | --- | --- | --- | --- |",
+    ]
+    for row in rows:
+        peer = f"{num(row.peer)} ({row.peer_name})" if row.peer_name else "-"
+        ratio = f"{row.ratio:.2f}x" if row.ratio is not None else "-"
+        target = row.target.describe(row.unit) if row.target else "-"
+        met = {True: "yes", False: "**no**", None: "-"}[row.met]
+        lines.append(
+            f"| {row.metric} | {row.unit} | {num(row.ripple)} | {peer} | {ratio} | {target} | {met} |"
+        )
+    return "\n".join(lines)

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from bench.common import Row, format_table
-from bench.targets import CELERY, SERVE_ASYNC, SERVE_HTTP, Figures, build_rows, missed
+from bench.targets import CELERY, SERVE_ASYNC, SERVE_HTTP, Figures, build_rows, markdown_table, missed
 
 
 def _row(rows: list[Row], metric_start: str, peer: str = "") -> Row:
@@ -42,3 +42,12 @@ def test_preemption_and_scale_from_zero_are_absolute_and_missing_numbers_give_no
     assert _row(rows, "scale from zero first job", SERVE_ASYNC).met is None  # no figure: no verdict
     table = format_table(rows)
     assert "NO" in table and "yes" in table and table.count("\n") == len(rows) + 1
+
+
+def test_the_markdown_table_has_a_line_per_row_with_the_same_verdicts() -> None:
+    rows = build_rows(Figures(ripple_jobs_s=3000.0, serve_async_jobs_s=900.0, preempt_max_s=1.6))
+    lines = markdown_table(rows).splitlines()
+    assert len(lines) == len(rows) + 2
+    assert "| 3,000 | 900 (Serve async inference) | 3.33x | >= 3x peer | yes |" in lines[2]
+    (preempt_max,) = [line for line in lines if line.startswith("| preemption max")]
+    assert preempt_max.endswith("| 1.60 | - | - | <= 1.5 s | **no** |")
