@@ -162,6 +162,8 @@ async def test_endpoint_crud(rig: Rig) -> None:
     assert set(await d.endpoint_specs()) == {"a", "b"}
     updated = await d.update_endpoint("b", EndpointPatch.model_validate({"minReplicas": 2}))
     assert (updated["minReplicas"], updated["maxReplicas"]) == (2, 3)
+    assert updated == await d.get_endpoint("b"), "create, update and get answer the same shape"
+    assert created.keys() == updated.keys()
     assert (await rig.fresh().get_endpoint("b"))["minReplicas"] == 2, "durable in the store"
     assert await d.delete_endpoint("a") == {"name": "a", "deleted": True, "cancelledJobs": 0}
     for call in (d.get_endpoint("a"), d.delete_endpoint("a"), d.update_endpoint("zz", EndpointPatch())):

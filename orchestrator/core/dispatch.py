@@ -66,18 +66,20 @@ class Dispatcher(VersionDispatch):
         self.endpoints[spec.name] = spec
         if spec.handler is not None:  # managed by the autoscaler: its pool starts now, not at the first job
             self.autoscaler.work_arrived(spec.name)
-        return spec.wire()
+        return await self.get_endpoint(spec.name)
 
     async def update_endpoint(self, name: str, patch: EndpointPatch) -> dict[str, Any]:
         """Apply a partial update; the patched spec is validated as a whole (InvalidInput 422 naming the
         field when it is not valid). A change of a runtime field creates a version (``version`` then
-        names it); scaling fields apply in place. Raises NotFound."""
+        names it); scaling fields apply in place. Returns the endpoint as :meth:`get_endpoint` does.
+        Raises NotFound."""
         spec = await self._endpoint(name)
         try:
             updated = patch.apply(spec)
         except ValidationError as exc:
             raise InvalidInput("invalid endpoint update", validation_errors(exc)) from None
-        return (await self._put_spec(spec, updated)).wire()
+        await self._put_spec(spec, updated)
+        return await self.get_endpoint(name)
 
     async def _put_spec(self, spec: EndpointSpec, updated: EndpointSpec) -> EndpointSpec:
         await self._versions(spec.name)  # an endpoint stored before versions gets its version 1 first
@@ -97,7 +99,11 @@ class Dispatcher(VersionDispatch):
         after, target = await self.rollback_spec(name, to)
         updated = await self._put_spec(spec, after)
         log.info("endpoint %s rolled back to version %d as version %d", name, target.version, updated.version)
-        return {"endpoint": updated.wire(), "version": updated.version, "rolledBackTo": target.version}
+        return {
+            "endpoint": await self.get_endpoint(name),
+            "version": updated.version,
+            "rolledBackTo": target.version,
+        }
 
     async def delete_endpoint(self, name: str) -> dict[str, Any]:
         """Delete an endpoint with no job in progress (else Conflict 409); its queued jobs are cancelled."""
