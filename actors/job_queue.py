@@ -15,13 +15,13 @@ import logging
 from collections.abc import Sequence
 from typing import Any
 
+from actors.queue_access import AccessMethods
 from actors.queue_adapters import AutoscalerByName, QueueMetricsSink, SystemClock
 from orchestrator import logs
 from orchestrator.config import QueueConfig
 from orchestrator.core.dispatch import Dispatcher
 from orchestrator.core.models import EndpointPatch, EndpointSpec, RunRequest
 from orchestrator.core.net_policy import check_literal_webhooks
-from orchestrator.core.scopes import AuditEntry, KeyRecord
 from orchestrator.core.versions import EndpointVersion
 from orchestrator.metrics import QueueMetrics
 from orchestrator.ray_metrics import RaySink
@@ -32,8 +32,9 @@ from orchestrator.webhooks import WebhookSender
 log = logging.getLogger("ripple.queue")
 
 
-class JobQueue:
-    """The actor; every method is :class:`~orchestrator.core.dispatch.Dispatcher`'s of the same name."""
+class JobQueue(AccessMethods):
+    """The actor; every method is :class:`~orchestrator.core.dispatch.Dispatcher`'s of the same name (the
+    named-key and audit methods, from :class:`~actors.queue_access.AccessMethods`, go to the store)."""
 
     def __init__(self, config: QueueConfig, namespace: str = "ripple") -> None:
         self.cfg = config
@@ -239,25 +240,3 @@ class JobQueue:
     async def ready(self) -> dict[str, Any]:
         """Readiness: the store answers and recovery is done."""
         return await self.d.ready()
-
-    # Named API keys and the audit log (straight to the store: no dispatch involved) ---------------
-
-    async def create_key(self, record: KeyRecord) -> None:
-        await self.access.create_key(record)
-
-    async def revoke_key(self, name: str) -> KeyRecord:
-        return await self.access.revoke_key(name)
-
-    async def list_keys(self) -> tuple[list[KeyRecord], dict[str, int]]:
-        return await self.access.list_keys()
-
-    async def sync_keys(
-        self, known_version: int, used_ms: dict[str, int]
-    ) -> tuple[int, list[KeyRecord] | None]:
-        return await self.access.sync(known_version, used_ms)
-
-    async def record_audit(self, entry: AuditEntry) -> None:
-        await self.access.record_audit(entry)
-
-    async def audit(self, limit: int) -> list[AuditEntry]:
-        return await self.access.audit(limit)
