@@ -244,16 +244,24 @@ def test_keys_are_required(ripple_app: Instance, ep: str) -> None:
         ("POST", f"{v2}/{ep}/job-stream/kw/x"),
     ]
     bad_client: list[dict[str, str]] = [{}, {"Authorization": "Bearer wrong"}, {"Authorization": "wrong"}]
-    bad_client.append({"Authorization": f"Bearer {ripple_app.worker_key}"})
     for method, route in client_routes:
         for headers in bad_client:
             r = httpx.request(method, route, headers=headers, json={"input": 1})
             assert_error(r, 401)
             assert r.headers.get("www-authenticate") == "Bearer"
-    bad_worker = [{}, {"Authorization": "wrong"}, {"Authorization": f"Bearer {ripple_app.api_key}"}]
+        # a known key of the wrong scope: 403 naming its scope
+        r = httpx.request(
+            method, route, headers={"Authorization": f"Bearer {ripple_app.worker_key}"}, json={"input": 1}
+        )
+        assert_error(r, 403)
+        assert "scope worker" in r.json()["error"], r.text
+    bad_worker = [{}, {"Authorization": "wrong"}]
     for method, route in worker_routes:
         for headers in bad_worker:
             assert_error(httpx.request(method, route, headers=headers, content=b"{}"), 401)
+    # the admin key may do everything, the worker protocol included
+    r = httpx.get(f"{v2}/{ep}/ping/kw?job_id=", headers={"Authorization": f"Bearer {ripple_app.api_key}"})
+    assert r.status_code == 200, r.text
     # the worker key, with and without "Bearer "
     for auth in (ripple_app.worker_key, f"Bearer {ripple_app.worker_key}", f"bearer {ripple_app.worker_key}"):
         r = httpx.get(f"{v2}/{ep}/ping/kw?job_id=", headers={"Authorization": auth})
