@@ -18,9 +18,11 @@ import asyncio
 import contextlib
 import logging
 import time
+from collections.abc import Awaitable, Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import Any
+from functools import partial
+from typing import Any, TypeVar
 
 import ray
 
@@ -41,6 +43,32 @@ from orchestrator.core.workers import (
 from orchestrator.names import QUEUE_NAME, get_actor
 
 log = logging.getLogger("ripple.replica")
+T = TypeVar("T")
+
+QUEUE_RESTART_WAIT_S = 60.0
+"""How long a call to the queue is retried while the queue actor restarts (Ray restarts it in seconds)."""
+
+
+async def through_queue_restarts(call: Callable[[], Awaitable[T]], wait_s: float = QUEUE_RESTART_WAIT_S) -> T:
+    """``await call()``, called again (backing off 0.1 s to 2 s) while it fails because the queue actor is
+    restarting or died mid-call (``RayActorError``, ``ActorUnavailableError``), for up to ``wait_s``; then
+    that error. Anything else the call raises propagates at once.
+
+    Such a call may or may not have run on the old queue: use it for calls whose repetition is harmless
+    (a result the queue already has is refused, a take's unreturned jobs come back when their lease
+    lapses) or rarer than the failure it avoids (a stream chunk pushed twice, against a streaming job
+    failing for a restart it had no part in)."""
+    delay_s = 0.1
+    deadline = time.monotonic() + wait_s
+    while True:
+        try:
+            return await call()
+        except ray.exceptions.RayActorError:
+            if time.monotonic() + delay_s > deadline:
+                raise
+            log.warning("queue unavailable (restarting?); retrying in %.1f s", delay_s)
+            await asyncio.sleep(delay_s)
+            delay_s = min(2.0, delay_s * 2)
 
 
 @dataclass(frozen=True)
@@ -219,13 +247,16 @@ class WorkerReplica:
                 with contextlib.suppress(asyncio.TimeoutError):
                     await asyncio.wait_for(self._wake.wait(), 0.5)
                 continue
-            jobs = await self.queue.take.remote(
-                self.cfg.endpoint,
-                self.cfg.worker_id,
-                free,
-                self.cfg.take_wait_s,
-                "ray",
-                version=self.cfg.version or None,  # recorded on each job: the version that ran it
+            jobs = await through_queue_restarts(
+                partial(
+                    self.queue.take.remote,
+                    self.cfg.endpoint,
+                    self.cfg.worker_id,
+                    free,
+                    self.cfg.take_wait_s,
+                    "ray",
+                    version=self.cfg.version or None,  # recorded on each job: the version that ran it
+                )
             )
             for job in jobs:
                 self.idle_since_s = None
@@ -248,7 +279,10 @@ class WorkerReplica:
         job_id = job["id"]
 
         async def push(chunk: Any) -> None:
-            await self.queue.stream_push.remote(self.cfg.endpoint, self.cfg.worker_id, job_id, [chunk])
+            # A queue restart is not the handler's failure: the chunk waits for the queue to come back.
+            await through_queue_restarts(
+                partial(self.queue.stream_push.remote, self.cfg.endpoint, self.cfg.worker_id, job_id, [chunk])
+            )
 
         try:
             # The job dict as the worker SDK hands it over (id, input, attempt), a copy per run.
@@ -303,8 +337,14 @@ class WorkerReplica:
                 items = [(j, b) for j, b, s in batch if s is streamed]
                 if items:
                     try:
-                        await self.queue.done_many.remote(
-                            self.cfg.endpoint, self.cfg.worker_id, items, streamed
+                        await through_queue_restarts(
+                            partial(
+                                self.queue.done_many.remote,
+                                self.cfg.endpoint,
+                                self.cfg.worker_id,
+                                items,
+                                streamed,
+                            )
                         )
                     except Exception:
                         log.exception(
