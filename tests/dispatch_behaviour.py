@@ -502,6 +502,23 @@ async def test_sweep_reclaims_leases_of_silent_workers(rig: Rig) -> None:
     assert (s["status"], s["error"]) == ("FAILED", "worker w2 lost (heartbeat) and no retries left")
 
 
+async def test_a_dead_workers_waiting_take_gets_nothing_back(rig: Rig) -> None:
+    """Found by the chaos soak: a replica killed while its take long-polled in the queue; the pool reported
+    it gone, its job went back to the queue and woke that same take, which leased the job to the dead
+    replica again (the job then sat until its execution timeout)."""
+    await rig.d.create_endpoint(ep(maxRetries=2))
+    job = await leased(rig, "r1")
+    waiting = asyncio.create_task(rig.d.take("ep", "r1", 1, 5))  # the dead replica's call, still here
+    await asyncio.sleep(0.05)
+    assert await rig.d.worker_gone("r1", "died: killed") == 1
+    assert await waiting == [], "the requeued job is not leased to the worker that just died"
+    assert await rig.d.take("ep", "r1", 1, 0) == [], "nor to a late take of the dead worker"
+    (again,) = await rig.d.take("ep", "r2", 1, 0)
+    assert again["id"] == job
+    detail = await rig.d.get_job(job)
+    assert detail["attempts"] == 2 and detail["status"] == "IN_PROGRESS"
+
+
 async def test_worker_gone_says_why_it_stopped(rig: Rig) -> None:
     await rig.d.create_endpoint(ep())
     job = await leased(rig)

@@ -35,6 +35,7 @@ log = logging.getLogger("ripple.queue")
 S = JobStatus
 SWEEP_BATCH = 1000
 MIRROR_EVERY_S = 5.0  # workers-by-state snapshot to the metrics sink
+GONE_REMEMBERED = 10_000  # dead worker ids remembered to refuse their late takes
 
 
 class WorkerDispatch:
@@ -64,6 +65,9 @@ class WorkerDispatch:
         self.registry = WorkerRegistry(settings.heartbeat_timeout_s)
         self.endpoints: dict[str, EndpointSpec] = {}
         self.leased: dict[str, tuple[str, str, float]] = {}  # job -> (worker, endpoint, leased_at_s)
+        # Workers known dead (``worker_gone``), oldest first, at most GONE_REMEMBERED: a take of theirs still
+        # waiting here (Ray does not cancel a dead caller's call) must not lease them jobs again.
+        self.gone: dict[str, None] = {}
         self.takers: Waiters[str] = Waiters()
         self.stoppers: Waiters[str] = Waiters()
         self.finals: Waiters[str] = Waiters()
@@ -151,6 +155,8 @@ class WorkerDispatch:
         wait = self.cfg.take_wait_s if wait_s is None else max(0.0, min(wait_s, 60.0))
         deadline = self.clock.monotonic_s() + wait
         while True:
+            if worker_id in self.gone:  # died while this take waited: its jobs would wait for a corpse
+                return []
             now_s = self.clock.now_s()
             self.registry.touch(worker_id, endpoint, kind, now_s)
             woken = self.takers.version(endpoint)
@@ -326,6 +332,9 @@ class WorkerDispatch:
     async def worker_gone(self, worker_id: str, reason: str) -> int:
         """A worker is known dead (its actor died): take its leases back now; returns how many."""
         await self.recover()
+        self.gone[worker_id] = None
+        while len(self.gone) > GONE_REMEMBERED:
+            del self.gone[next(iter(self.gone))]
         held = self.registry.held(worker_id)
         n = await self._reclaim(worker_id, held, reason)
         self.registry.mark_lost(worker_id, self.clock.now_s(), reason=f"lost: {reason}")
