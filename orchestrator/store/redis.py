@@ -12,6 +12,9 @@ from collections.abc import Sequence
 from typing import Any
 
 import redis.asyncio as aioredis
+from redis.asyncio.retry import Retry
+from redis.backoff import ExponentialBackoff
+from redis.exceptions import BusyLoadingError, ConnectionError, TimeoutError
 
 from orchestrator.core.errors import NotFound, QueueFull
 from orchestrator.core.jobs import JobStatus, JobView
@@ -34,6 +37,10 @@ def moved_from_reply(job_id: str, r: list[Any]) -> Moved:
     )
 
 
+RETRIES_WHILE_RESTARTING = 20
+"""Retries of a command while Redis restarts (backoff 0.05 s doubling to 2 s: about 30 s in all)."""
+
+
 class RedisStore:
     """:class:`JobStore` on Redis (decoded responses). Create with :meth:`connect`."""
 
@@ -53,7 +60,15 @@ class RedisStore:
     @classmethod
     def connect(cls, url: str, prefix: str = "ripple:") -> RedisStore:
         """A store on the Redis at ``url`` (``redis://``, ``rediss://`` or ``unix://``)."""
-        client = aioredis.from_url(url, decode_responses=True, health_check_interval=30)
+        client = aioredis.from_url(
+            url,
+            decode_responses=True,
+            health_check_interval=30,
+            # A restarting Redis refuses connections, then answers LOADING while it replays its AOF (the
+            # command did not run): both are retried, for up to ~30 s, instead of failing the caller's job.
+            retry=Retry(ExponentialBackoff(cap=2.0, base=0.05), RETRIES_WHILE_RESTARTING),
+            retry_on_error=[BusyLoadingError, ConnectionError, TimeoutError],
+        )
         return cls(client, Keys(prefix))
 
     async def close(self) -> None:
