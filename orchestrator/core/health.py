@@ -40,10 +40,9 @@ import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from enum import Enum
-from typing import Any, NamedTuple
+from typing import Any
 
-HISTORY_LIMIT = 50
-"""How many state changes a ``HealthRecord`` keeps (the oldest are dropped)."""
+from orchestrator.core.history import StateChange, appended, history_from_json, history_to_json
 
 
 class HealthState(str, Enum):
@@ -79,13 +78,8 @@ PROBATION_STATES: frozenset[HealthState] = frozenset({HealthState.PENDING, Healt
 """States in which one job decides: the replica gets one job slot whatever its concurrency."""
 
 
-class HealthChange(NamedTuple):
-    """One state change: when (seconds, caller's clock), from, to, and why."""
-
-    at_s: float
-    from_state: HealthState
-    to_state: HealthState
-    reason: str
+HealthChange = StateChange[HealthState]
+"""One health state change: when (seconds, caller's clock), from, to, and why."""
 
 
 @dataclass(frozen=True)
@@ -133,7 +127,7 @@ class HealthRecord:
     ``consecutive_failures``: failed jobs since the last success. ``quarantine_count``: quarantines since
     the last success (decides the next backoff and eviction). ``quarantined_until_s``: end of the current
     quarantine (None unless QUARANTINED). ``established``: was HEALTHY at least once (picks the schedule).
-    ``history``: the last ``HISTORY_LIMIT`` state changes, oldest first.
+    ``history``: the last ``core.history.HISTORY_LIMIT`` state changes, oldest first.
     """
 
     state: HealthState = HealthState.PENDING
@@ -151,10 +145,7 @@ class HealthRecord:
             "quarantineCount": self.quarantine_count,
             "quarantinedUntil": self.quarantined_until_s,
             "established": self.established,
-            "history": [
-                {"at": h.at_s, "from": h.from_state.value, "to": h.to_state.value, "reason": h.reason}
-                for h in self.history
-            ],
+            "history": history_to_json(self.history),
         }
 
     @classmethod
@@ -168,12 +159,7 @@ class HealthRecord:
                 quarantine_count=int(data["quarantineCount"]),
                 quarantined_until_s=None if until is None else float(until),
                 established=bool(data["established"]),
-                history=tuple(
-                    HealthChange(
-                        float(h["at"]), HealthState(h["from"]), HealthState(h["to"]), str(h["reason"])
-                    )
-                    for h in data.get("history", ())
-                ),
+                history=history_from_json(data.get("history", ()), HealthState),
             )
         except KeyError as exc:
             raise ValueError(f"health record is missing {exc.args[0]!r}") from exc
@@ -183,7 +169,7 @@ def _move(rec: HealthRecord, to: HealthState, now_s: float, reason: str, **chang
     """The one place a state changes: checks the table, appends to the bounded history."""
     if to not in HEALTH_TRANSITIONS[rec.state]:  # a bug in this module, not a caller error
         raise AssertionError(f"health transition {rec.state.value} -> {to.value} is not in the table")
-    history = (*rec.history, HealthChange(now_s, rec.state, to, reason))[-HISTORY_LIMIT:]
+    history = appended(rec.history, HealthChange(now_s, rec.state, to, reason))
     return replace(rec, state=to, history=history, **changes)
 
 

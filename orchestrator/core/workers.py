@@ -29,13 +29,11 @@ import math
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, replace
 from enum import Enum
-from typing import Any, Literal, NamedTuple, cast
+from typing import Any, Literal, cast
 
 from orchestrator.core.errors import Conflict
 from orchestrator.core.health import UNHEALTHY_STATES, HealthRecord, HealthState, serving_slots
-
-HISTORY_LIMIT = 50
-"""How many state changes a ``WorkerRecord`` keeps (the oldest are dropped)."""
+from orchestrator.core.history import StateChange, appended, history_from_json, history_to_json
 
 WorkerKind = Literal["ray", "external"]
 WORKER_KINDS: frozenset[str] = frozenset({"ray", "external"})
@@ -146,13 +144,8 @@ class JobsNotAccepted(Conflict, ValueError):
     quarantined, or full). A ``Conflict``: the HTTP layer maps it to 409."""
 
 
-class WorkerChange(NamedTuple):
-    """One state change: when (seconds), from, to, and why."""
-
-    at_s: float
-    from_state: WorkerState
-    to_state: WorkerState
-    reason: str
+WorkerChange = StateChange[WorkerState]
+"""One worker state change: when (seconds), from, to, and why."""
 
 
 @dataclass(frozen=True)
@@ -162,7 +155,7 @@ class WorkerRecord:
     ``jobs``: ids of the jobs it holds now. ``concurrency``: jobs at once (>= 1). ``started_s``: when the
     record was created. ``cold_start_s``: seconds from STARTING to IDLE (None until ready, and for
     workers created IDLE). ``node_id``: the Ray node (None for outside workers). ``reason``: why it is in
-    its state. ``history``: the last ``HISTORY_LIMIT`` state changes, oldest first.
+    its state. ``history``: the last ``core.history.HISTORY_LIMIT`` state changes, oldest first.
     """
 
     worker_id: str
@@ -200,10 +193,7 @@ class WorkerRecord:
             "coldStartS": self.cold_start_s,
             "nodeId": self.node_id,
             "reason": self.reason,
-            "history": [
-                {"at": h.at_s, "from": h.from_state.value, "to": h.to_state.value, "reason": h.reason}
-                for h in self.history
-            ],
+            "history": history_to_json(self.history),
         }
 
     @classmethod
@@ -225,12 +215,7 @@ class WorkerRecord:
                 cold_start_s=None if cold is None else float(cold),
                 node_id=None if node is None else str(node),
                 reason=str(data.get("reason", "")),
-                history=tuple(
-                    WorkerChange(
-                        float(h["at"]), WorkerState(h["from"]), WorkerState(h["to"]), str(h["reason"])
-                    )
-                    for h in data.get("history", ())
-                ),
+                history=history_from_json(data.get("history", ()), WorkerState),
             )
         except KeyError as exc:
             raise ValueError(f"worker record is missing {exc.args[0]!r}") from exc
@@ -271,7 +256,7 @@ def new_worker(
 def transition(record: WorkerRecord, to: WorkerState, now_s: float, reason: str) -> WorkerRecord:
     """The one door: moves ``record`` to ``to`` at ``now_s`` because of ``reason``.
 
-    Appends ``(now_s, from, to, reason)`` to the history (last ``HISTORY_LIMIT`` kept) and sets
+    Appends ``(now_s, from, to, reason)`` to the history (last ``core.history.HISTORY_LIMIT`` kept) and sets
     ``reason``. Leaving STARTING for IDLE sets ``cold_start_s`` to ``now_s - started_s``. Jobs held are
     kept (a STOPPED worker's jobs are the leases its caller must reclaim).
 
@@ -288,7 +273,7 @@ def transition(record: WorkerRecord, to: WorkerState, now_s: float, reason: str)
     cold_start_s = record.cold_start_s
     if record.state is WorkerState.STARTING and to is WorkerState.IDLE:
         cold_start_s = max(0.0, now_s - record.started_s)
-    history = (*record.history, WorkerChange(now_s, record.state, to, reason))[-HISTORY_LIMIT:]
+    history = appended(record.history, WorkerChange(now_s, record.state, to, reason))
     return replace(record, state=to, reason=reason, cold_start_s=cold_start_s, history=history)
 
 

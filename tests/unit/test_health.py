@@ -13,7 +13,6 @@ from hypothesis import strategies as st
 from orchestrator.core import health as h
 from orchestrator.core.health import (
     HEALTH_TRANSITIONS,
-    HISTORY_LIMIT,
     PROBATION_STATES,
     SERVING_STATES,
     HealthChange,
@@ -26,6 +25,7 @@ from orchestrator.core.health import (
     serving_slots,
     tick,
 )
+from orchestrator.core.history import HISTORY_LIMIT
 
 pytestmark = pytest.mark.timeout(60)
 

@@ -13,8 +13,8 @@ from hypothesis import strategies as st
 
 from orchestrator.core.errors import Conflict
 from orchestrator.core.health import HealthRecord, HealthState, on_failure, on_success
+from orchestrator.core.history import HISTORY_LIMIT
 from orchestrator.core.workers import (
-    HISTORY_LIMIT,
     INITIAL_STATES,
     TRANSITIONS,
     InvalidWorkerTransition,
