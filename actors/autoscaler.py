@@ -23,6 +23,8 @@ import ray
 from actors import ray_cluster
 from actors.options import control_options
 from actors.pool import PoolConfig, ensure_pool
+from actors.pool_replicas import kill_orphan_replicas
+from actors.replica import QUEUE_RESTART_WAIT_S
 from orchestrator import logs
 from orchestrator.boot import BootConfig
 from orchestrator.control_metrics import TickMemory, queue_gauges, tick_samples, wait_facts
@@ -40,6 +42,7 @@ from orchestrator.ray_metrics import RaySink
 from orchestrator.store.autoscaler import AutoscalerStore, RedisAutoscalerStore
 
 log = logging.getLogger("ripple.autoscaler")
+ORPHAN_SWEEP_TICKS = 20  # replicas of deleted endpoints (detached, no pool left to kill them) are swept
 
 
 class Autoscaler:
@@ -60,6 +63,7 @@ class Autoscaler:
             heartbeat_s=max(0.5, boot.queue.heartbeat_timeout_s / 4),
             drain_timeout_s=boot.drain_timeout_s,
             max_gpus=self.settings.max_gpus,
+            queue_retry_s=max(QUEUE_RESTART_WAIT_S, boot.queue.heartbeat_timeout_s),
         )
         self.pools: dict[str, Any] = {}
         self.instance = uuid.uuid4().hex
@@ -248,6 +252,9 @@ class Autoscaler:
                 await handle.close.remote(self.pool_cfg.drain_timeout_s)
             finally:
                 ray.kill(handle, no_restart=True)
+        if self.ticks % ORPHAN_SWEEP_TICKS == 1:  # the first tick, then now and then: a listing of the GCS
+            for name in kill_orphan_replicas(self.boot.namespace, set(self.pools)):
+                log.warning("killed replica %s: its endpoint no longer exists", name)
 
     def _forget(self, endpoint: str) -> None:
         """Drop an endpoint's policy memory with its pool. ``decide`` keeps memory only for the endpoints

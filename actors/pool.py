@@ -1,10 +1,13 @@
-"""WorkerPool: one actor per endpoint (``pool:<endpoint>``) that owns its WorkerReplica actors.
+"""WorkerPool: one actor per endpoint (``pool:<endpoint>``) that runs its WorkerReplica actors.
 
 Each tick it observes its replicas (placed or pending, serving, draining, dead) and the cluster's draining
 nodes, asks :func:`orchestrator.core.rollout.plan_rollout` (which sizes a pool of one version with
 :func:`orchestrator.core.pool_plan.plan`) what to start and drain for the target the autoscaler set
-(``minReplicas`` while no target is set), and applies that. Replicas are Ray actors owned by this pool;
-the pool is detached and restarted by Ray (its replicas die with it and are started again).
+(``minReplicas`` while no target is set), and applies that. The pool is detached and restarted by Ray.
+Replicas are detached too, named ``worker:<endpoint>:<suffix>``: they outlive a pool's death (and the
+head node's loss), and a pool that starts adopts the ones running before its first plan
+(:func:`actors.pool_replicas.adopt`), so a restart replaces nothing. Detached actors live until killed:
+the pool kills each replica once it stopped, was drained or closed (see ``docs/head-loss.md``).
 
 Versions: every replica runs one version of the endpoint (``spec.version``; its handler, runtime env and
 resources as they were in that version) and says so in its state. When the spec names a new version the
@@ -20,15 +23,24 @@ import contextlib
 import logging
 import time
 import uuid
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass
 from typing import Any
 
 import ray
 
 from actors import ray_cluster
 from actors.options import control_options
+from actors.pool_replicas import (
+    TrackedReplica,
+    adopt,
+    check_placement,
+    debit,
+    kill_replicas,
+    replica_actor_name,
+    short,
+)
 from actors.queue_adapters import AutoscalerByName
-from actors.replica import ReplicaConfig, WorkerReplica
+from actors.replica import QUEUE_RESTART_WAIT_S, ReplicaConfig, WorkerReplica
 from orchestrator import logs
 from orchestrator.core.gpu_types import TypeCapacity, pick_gpu_type, placement_options
 from orchestrator.core.models import EndpointSpec
@@ -49,16 +61,11 @@ from orchestrator.core.rollout import (
 )
 from orchestrator.core.versions import active_version, apply_version, runtime_of
 from orchestrator.core.workers import (
-    WorkerRecord,
     WorkerState,
     absorb_report,
     is_active,
     is_live,
     new_worker,
-    parse_state,
-    record_jobs,
-    stopped_at_s,
-    transition,
 )
 from orchestrator.names import QUEUE_NAME, get_actor, pool_name
 from orchestrator.ray_metrics import RaySink
@@ -84,85 +91,9 @@ class PoolConfig:
     pending_check_s: float = 2.0
     ready_timeout_s: float = 900.0  # a new version's replica placed and loading longer than this failed
     max_gpus: float | None = None  # the GPU budget (``autoscaler.max_gpus``): a rollout's surge stays within
-
-
-@dataclass
-class _Replica:
-    """One replica as its pool sees it. Its lifecycle is ``record`` (a ``workers.WorkerRecord``), moved
-    only through ``workers.transition``: STARTING at creation, IDLE once its handler loaded, IDLE <-> BUSY
-    with the jobs it reports, DRAINING when the pool drains it or it reports draining, STOPPED when it
-    stopped or was lost (still listed until Ray has released its actor, see ``WorkerPool._reap``)."""
-
-    record: WorkerRecord
-    handle: Any
-    ready_ref: Any
-    ready: bool = False  # its handler loaded and ``run`` was started (a drained STARTING one never is)
-    run_ref: Any = None
-    info: dict[str, Any] = field(default_factory=dict)  # its last ``status``
-    pending_placement: bool = False
-    error: str | None = None
-    gpu_type: str | None = None  # the GPU type it asked for (None: any)
-    version: int = 0  # the endpoint version it runs
-    gpus: float = 0.0  # the GPUs it holds or asks for (its version's)
-    loading_since_s: float | None = None  # placed and loading its handler since (None: not seen placed)
-
-    @property
-    def worker_id(self) -> str:
-        return self.record.worker_id
-
-    @property
-    def draining(self) -> bool:
-        """Leaving: drained or stopped (``not is_active``)."""
-        return not is_active(self.record.state)
-
-    @property
-    def gone_s(self) -> float | None:
-        """When it stopped or was lost (None while live)."""
-        return stopped_at_s(self.record)
-
-    def follow(self, info: dict[str, Any], now_s: float) -> None:
-        """Takes in its ``status``: health, node and jobs (IDLE <-> BUSY), DRAINING when it says so."""
-        self.info = info
-        rec = absorb_report(self.record, info)
-        if not is_live(rec.state):
-            self.record = rec
-            return
-        rec = record_jobs(rec, (str(j) for j in info.get("jobs") or ()), now_s)
-        if parse_state(info.get("state")) is WorkerState.DRAINING and is_active(rec.state):
-            rec = transition(rec, WorkerState.DRAINING, now_s, str(info.get("reason") or "draining"))
-        self.record = rec
-
-    def move(self, to: WorkerState, now_s: float, reason: str) -> None:
-        """``transition`` to ``to`` (STOPPED holds no job: what it held was handed back or reclaimed)."""
-        rec = transition(self.record, to, now_s, reason)
-        self.record = replace(rec, jobs=frozenset()) if to is WorkerState.STOPPED else rec
-
-    def view(self, endpoint: str) -> dict[str, Any]:
-        rec = self.record
-        if not is_active(rec.state):
-            reason = rec.reason
-        else:
-            wanted = f": a {self.gpu_type} GPU" if self.gpu_type else ""
-            reason = self.info.get("reason") or (
-                f"waiting for resources (pending placement{wanted})"
-                if self.pending_placement
-                else "starting: loading handler"
-            )
-        return {
-            "workerId": rec.worker_id,
-            "endpoint": endpoint,
-            "kind": rec.kind,
-            "state": rec.state.value,
-            "health": rec.health.state.value,
-            "coldStartS": rec.cold_start_s,
-            "nodeId": rec.node_id,
-            "actorId": self.handle._actor_id.hex(),  # its logs, also while starting or after a failed load
-            "pendingPlacement": self.pending_placement,
-            "gpuType": self.info.get("gpuType") or self.gpu_type,
-            "version": self.version,
-            "reason": reason,
-            "error": self.error,
-        }
+    # How long a replica retries its queue calls while the queue is away (a restart, a head loss): set to
+    # the heartbeat timeout when that is longer, as the replica's leases outlive the queue that long.
+    queue_retry_s: float = QUEUE_RESTART_WAIT_S
 
 
 class WorkerPool:
@@ -173,7 +104,7 @@ class WorkerPool:
         self.cfg = cfg
         self.queue = get_actor(QUEUE_NAME, cfg.namespace)
         self.autoscaler = AutoscalerByName(cfg.namespace)
-        self.replicas: dict[str, _Replica] = {}
+        self.replicas: dict[str, TrackedReplica] = {}
         self.target: int | None = None
         self.spec: EndpointSpec | None = None
         self.last_errors: list[dict[str, Any]] = []
@@ -189,6 +120,7 @@ class WorkerPool:
         self.memory = RolloutMemory()
         self.last_rollout: RolloutPlan | None = None
         self._versions_loaded = False
+        self._adopted = False
         logs.configure("INFO")  # JSON lines in the actor's log file
         self.ray_metrics = RaySink()
 
@@ -228,6 +160,8 @@ class WorkerPool:
                     "gpuType": r.info.get("gpuType") or r.gpu_type,
                     "version": r.version,
                     "retiring": r.worker_id in retiring,
+                    "adopted": r.adopted,
+                    "actorId": r.actor_id,
                 }
                 for r in self.replicas.values()
             ],
@@ -289,6 +223,8 @@ class WorkerPool:
         self.spec = specs.get(self.endpoint)
         if self.spec is not None and not self._versions_loaded:
             await self._load_versions(self.spec)
+        if not self._adopted:
+            await self._adopt()
         await self._observe()
         draining_nodes = ray_cluster.draining_nodes()
         # From reading the target to starting replicas nothing awaits: a drain() with a new target that
@@ -325,6 +261,38 @@ class WorkerPool:
         await self._report()
         started = sum(vs.count for vs in starts)
         return {"desired": desired, "started": started, "drained": list(rp.to_drain), "rollout": rp.status}
+
+    async def _adopt(self) -> None:
+        """Once per pool, before its first plan: adopt the replicas of this endpoint that run without a
+        pool (this pool's previous instance died, or the head node was lost), so that they count toward
+        the target instead of being replaced; kill the ones that do not answer."""
+        known = {r.actor_id for r in self.replicas.values()}
+        spec = self.spec
+        default_version = spec.version if spec is not None else 0
+
+        def gpus_of(version: int) -> float:
+            vspec = self.version_specs.get(version, spec)
+            return vspec.gpus if vspec is not None else 0.0
+
+        adopted, killed = await adopt(
+            self.endpoint, self.cfg.namespace, known, gpus_of, default_version, time.time()
+        )
+        self._adopted = True
+        for r in adopted:
+            self.replicas[r.worker_id] = r
+            if r.run_ref is not None:
+                asyncio.get_running_loop().create_task(self._tick_when_done(r.run_ref))
+            if r.ready_ref is not None:
+                asyncio.get_running_loop().create_task(self._tick_when_done(r.ready_ref))
+        if adopted or killed:
+            log.info(
+                "pool %s adopted %d running replicas (%s), killed %d not answering",
+                self.endpoint,
+                len(adopted),
+                ", ".join(f"{r.worker_id} {r.record.state.value} v{r.version}" for r in adopted),
+                len(killed),
+                extra={"endpoint": self.endpoint},
+            )
 
     # Versions ---------------------------------------------------------------------------------------
 
@@ -440,7 +408,7 @@ class WorkerPool:
             "reasons": list(rp.reasons) if rp else [],
         }
 
-    def _versioned(self, r: _Replica, draining_nodes: dict[str, int]) -> VersionedReplica:
+    def _versioned(self, r: TrackedReplica, draining_nodes: dict[str, int]) -> VersionedReplica:
         info = ReplicaInfo(
             id=r.worker_id,
             state=r.record.state,
@@ -459,7 +427,7 @@ class WorkerPool:
         capacity = ray_cluster.gpu_inventory()
         for r in self.replicas.values():
             if r.pending_placement and r.gpu_type is not None and r.gone_s is None:
-                _debit(capacity, r.gpu_type, r.gpus)
+                debit(capacity, r.gpu_type, r.gpus)
         return capacity
 
     def _start(self, spec: EndpointSpec, version: int, capacity: dict[str, TypeCapacity]) -> None:
@@ -468,8 +436,9 @@ class WorkerPool:
         of the same tick falls back down the list)."""
         wid = f"{self.endpoint}-{uuid.uuid4().hex[:8]}"
         opts: dict[str, Any] = {
-            "name": f"worker:{self.endpoint}:{wid.rsplit('-', 1)[1]}",
+            "name": replica_actor_name(self.endpoint, wid),
             "namespace": self.cfg.namespace,
+            "lifetime": "detached",  # owned by the GCS: it outlives this pool (adopted by the next one)
             "num_gpus": spec.gpus,
             "num_cpus": spec.cpus,
             "max_restarts": 0,
@@ -484,7 +453,7 @@ class WorkerPool:
         if spec.gpu_types:
             gpu_type = pick_gpu_type(spec.gpu_types, capacity, spec.gpus)
             opts.update(placement_options(gpu_type, spec.gpus, capacity))
-            _debit(capacity, gpu_type, spec.gpus)
+            debit(capacity, gpu_type, spec.gpus)
         cfg = ReplicaConfig(
             self.endpoint,
             wid,
@@ -495,13 +464,14 @@ class WorkerPool:
             self.cfg.heartbeat_s,
             gpu_type=gpu_type,
             version=version,
+            queue_retry_s=self.cfg.queue_retry_s,
         )
         handle = _REPLICA_CLASS.options(**opts).remote(cfg)
         ready_ref = handle.ready.remote()
         record = new_worker(
             wid, self.endpoint, "ray", time.time(), concurrency=spec.concurrency, reason="loading handler"
         )
-        self.replicas[wid] = _Replica(
+        self.replicas[wid] = TrackedReplica(
             record, handle, ready_ref, gpu_type=gpu_type, version=version, gpus=spec.gpus
         )
         log.info("pool %s started replica %s of v%d", self.endpoint, wid, version)
@@ -515,7 +485,7 @@ class WorkerPool:
             await ref
         self._wake.set()
 
-    async def _drain(self, r: _Replica, reason: str, timeout_s: float) -> None:
+    async def _drain(self, r: TrackedReplica, reason: str, timeout_s: float) -> None:
         if is_active(r.record.state):
             r.move(WorkerState.DRAINING, time.time(), f"draining: {reason}")
         if not r.ready:
@@ -541,13 +511,13 @@ class WorkerPool:
                     except Exception as exc:
                         if not r.draining:  # not one we stopped ourselves before it was ready
                             self._start_failed(now_s)
-                            failure = FailedStart(r.worker_id, r.version, _short(exc))
+                            failure = FailedStart(r.worker_id, r.version, short(exc))
                             self.memory = record_failure(self.memory, failure)
-                        await self._lost(r, f"failed to start: {_short(exc)}", str(exc))
+                        await self._lost(r, f"failed to start: {short(exc)}", str(exc))
                         continue
                     self._ready(r, info, now_s)
                 elif now_s - r.record.started_s > self.cfg.pending_check_s:
-                    _check_placement(r, now_s)
+                    check_placement(r, now_s)
                 continue
             done, _ = ray.wait([r.run_ref], timeout=0)
             if done:
@@ -563,12 +533,12 @@ class WorkerPool:
                 ray.kill(r.handle, no_restart=True)  # every thread hangs in a stopped job: replace it
                 await self._lost(r, "hung past its jobs' execution timeout; replaced", None)
 
-    async def _run_ended(self, r: _Replica, run_ref: Any) -> None:
+    async def _run_ended(self, r: TrackedReplica, run_ref: Any) -> None:
         """A replica's ``run`` returned (drained) or raised (its process died)."""
         try:
             summary = ray.get(run_ref)
         except Exception as exc:
-            await self._lost(r, f"died: {_short(exc)}", None)
+            await self._lost(r, f"died: {short(exc)}", None)
             return
         # A replica whose job asked for refresh_worker drained itself: it no longer counts toward the
         # target, so a fresh replica replaces it, as RunPod restarts the worker.
@@ -577,7 +547,7 @@ class WorkerPool:
         if refresh:
             self._wake.set()
 
-    def _ready(self, r: _Replica, info: dict[str, Any], now_s: float) -> None:
+    def _ready(self, r: TrackedReplica, info: dict[str, Any], now_s: float) -> None:
         """Its handler loaded (``ready`` returned ``info``): -> IDLE (unless drained meanwhile), and serve."""
         r.ready, r.pending_placement = True, False
         self.start_failures, self.next_start_s = 0, 0.0
@@ -609,7 +579,7 @@ class WorkerPool:
             backoff_s,
         )
 
-    def _reap(self, r: _Replica, now_s: float) -> None:
+    def _reap(self, r: TrackedReplica, now_s: float) -> None:
         """Drop a stopped replica once its actor is dead: its GPUs are free only then, and until then the
         autoscaler must count them as held, or it would preempt a second replica for the same want."""
         assert r.gone_s is not None
@@ -627,17 +597,17 @@ class WorkerPool:
         if gpus > 0:  # GPUs freed: the autoscaler places waiting work now, not at its next tick
             self.autoscaler.work_arrived(self.endpoint)
 
-    def _forget(self, r: _Replica, reason: str) -> None:
+    def _forget(self, r: TrackedReplica, reason: str) -> None:
         """Stop counting a replica: -> STOPPED; it stays listed until its actor is dead (``_reap``)."""
         if is_live(r.record.state):
             r.move(WorkerState.STOPPED, time.time(), reason)
 
-    async def _stopped(self, r: _Replica, reason: str) -> None:
+    async def _stopped(self, r: TrackedReplica, reason: str) -> None:
         self._forget(r, reason)
         ray.kill(r.handle, no_restart=True)
         await self.queue.report_workers.remote(self.endpoint, [r.view(self.endpoint)])
 
-    async def _lost(self, r: _Replica, reason: str, error: str | None) -> None:
+    async def _lost(self, r: TrackedReplica, reason: str, error: str | None) -> None:
         self._forget(r, reason)
         if error:
             self.last_errors.append({"workerId": r.worker_id, "at": time.time(), "error": error[-4000:]})
@@ -658,25 +628,6 @@ class WorkerPool:
 _REPLICA_CLASS = ray.remote(WorkerReplica)  # exported once per pool process, not once per start
 
 
-def _check_placement(r: _Replica, now_s: float) -> None:
-    """Created but not placed yet (pending placement), or placed and loading its handler (since when)."""
-    state, placed = ray_cluster.actor_placement(r.handle._actor_id.hex())
-    r.pending_placement = state in ("PENDING_CREATION", "DEPENDENCIES_UNREADY") and not placed
-    if placed and r.loading_since_s is None:
-        r.loading_since_s = now_s
-
-
-def _debit(capacity: dict[str, TypeCapacity], gpu_type: str, gpus: float) -> None:
-    c = capacity.get(gpu_type)
-    if c is not None:
-        capacity[gpu_type] = replace(c, free=c.free - gpus, largest_free=max(0.0, c.largest_free - gpus))
-
-
-def _short(exc: BaseException) -> str:
-    text = str(exc).strip().splitlines()
-    return text[-1][:300] if text else type(exc).__name__
-
-
 def ensure_pool(endpoint: str, cfg: PoolConfig) -> Any:
     """Get or create the pool actor of an endpoint and start its loop."""
     handle = (
@@ -689,7 +640,9 @@ def ensure_pool(endpoint: str, cfg: PoolConfig) -> Any:
 
 
 def drain_all_pools(namespace: str, timeout_s: float) -> int:
-    """Drain every pool of the namespace (graceful shutdown); returns replicas drained."""
+    """Drain every pool of the namespace (graceful shutdown), then kill the pools and any replica actor
+    still running (detached: one no pool had adopted would otherwise outlive Ripple); returns replicas
+    drained."""
     from ray.util import list_named_actors
 
     handles = []
@@ -699,4 +652,7 @@ def drain_all_pools(namespace: str, timeout_s: float) -> int:
     counts = ray.get([h.close.remote(timeout_s) for h in handles], timeout=timeout_s + 30) if handles else []
     for h in handles:
         ray.kill(h, no_restart=True)
+    leftover = kill_replicas(namespace)
+    if leftover:
+        log.info("killed %d replicas no pool held: %s", len(leftover), ", ".join(leftover))
     return int(sum(counts))

@@ -6,7 +6,8 @@ Lifecycle hooks, as the design asks:
 - ``run``: take jobs from the queue with no HTTP hop (``concurrency`` at once, or what the worker's
   ``concurrency_modifier`` says before each take; health permitting), stream chunks, batch results,
   heartbeat with the held jobs; returns when drained, or after a job asked for ``refresh_worker`` (the
-  pool then starts a fresh replica);
+  pool then starts a fresh replica). It keeps running when its caller (the pool) dies: replicas are
+  detached actors, and a pool that restarts adopts them and follows them with ``wait_stopped``;
 - drain (``drain``): take nothing new, finish what is held within the deadline, hand back the rest;
 - ``__ray_shutdown__``: best-effort: tell the queue this worker is gone so its leases return at once.
 Leases cover everything no hook sees (a killed actor, a lost node).
@@ -85,6 +86,9 @@ class ReplicaConfig:
     result_batch: int = 256
     gpu_type: str | None = None  # the GPU type the pool placed it for (None: any)
     version: int = 0  # the endpoint version it runs (its handler, runtime env and resources)
+    # How long a queue call is retried while the queue is away (restarting, or its head node is): at least
+    # the heartbeat timeout, as its leases outlive the queue that long (see ``through_queue_restarts``).
+    queue_retry_s: float = QUEUE_RESTART_WAIT_S
 
 
 class WorkerReplica:
@@ -132,6 +136,9 @@ class WorkerReplica:
         self.stuck = 0  # stopped jobs whose sync code still occupies a thread
         self._wake = asyncio.Event()
         self._flush = asyncio.Event()
+        self._running = False  # ``run`` was called (a second call waits for the first one's end)
+        self._stopped = asyncio.Event()  # ``run`` ended (``summary`` is then its return value)
+        self.summary: dict[str, Any] | None = None
 
     # Hooks ------------------------------------------------------------------------------------------
 
@@ -155,7 +162,11 @@ class WorkerReplica:
         self.record = transition(self.record, to, time.time(), reason)
 
     async def run(self) -> dict[str, Any]:
-        """Serve until drained; returns a summary."""
+        """Serve until drained; returns a summary. Idempotent: a second call (a restarted pool that lost
+        the first call's result) waits for the first run's end and returns the same summary."""
+        if self._running:
+            return await self.wait_stopped()
+        self._running = True
         if self.record.state is WorkerState.STARTING:  # not drained before it started
             self._move(WorkerState.IDLE, "serving")
         beat = asyncio.get_running_loop().create_task(self._heartbeat_forever())
@@ -170,12 +181,23 @@ class WorkerReplica:
             await self._flush_now()
             flusher.cancel()
             await self._beat(final=True)
-        return {
-            "workerId": self.cfg.worker_id,
-            "completed": self.completed,
-            "failed": self.failed,
-            "refresh": self.refresh_reason,
-        }
+            summary = {
+                "workerId": self.cfg.worker_id,
+                "completed": self.completed,
+                "failed": self.failed,
+                "refresh": self.refresh_reason,
+            }
+            self.summary = summary
+            self._stopped.set()
+        return summary
+
+    async def wait_stopped(self) -> dict[str, Any]:
+        """Returns ``run``'s summary once it ended (at once if it has): how a pool that adopted this
+        replica (and so holds no reference to its ``run``) learns that it drained. Idempotent; waits
+        forever for a replica whose ``run`` was never called."""
+        await self._stopped.wait()
+        assert self.summary is not None
+        return self.summary
 
     async def drain(self, deadline_s: float | None = None) -> None:
         """Stop taking jobs; held jobs finish until ``deadline_s`` (seconds from now) and are handed back
@@ -256,7 +278,8 @@ class WorkerReplica:
                     self.cfg.take_wait_s,
                     "ray",
                     version=self.cfg.version or None,  # recorded on each job: the version that ran it
-                )
+                ),
+                self.cfg.queue_retry_s,
             )
             for job in jobs:
                 self.idle_since_s = None
@@ -280,8 +303,10 @@ class WorkerReplica:
 
         async def push(chunk: Any) -> None:
             # A queue restart is not the handler's failure: the chunk waits for the queue to come back.
+            cfg = self.cfg
             await through_queue_restarts(
-                partial(self.queue.stream_push.remote, self.cfg.endpoint, self.cfg.worker_id, job_id, [chunk])
+                partial(self.queue.stream_push.remote, cfg.endpoint, cfg.worker_id, job_id, [chunk]),
+                cfg.queue_retry_s,
             )
 
         try:
@@ -344,7 +369,8 @@ class WorkerReplica:
                                 self.cfg.worker_id,
                                 items,
                                 streamed,
-                            )
+                            ),
+                            self.cfg.queue_retry_s,
                         )
                     except Exception:
                         log.exception(
