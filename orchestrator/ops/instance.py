@@ -6,6 +6,7 @@ cluster); the control actors themselves are created by :mod:`actors.bootstrap`.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import time
 
@@ -63,6 +64,10 @@ def shutdown(namespace: str, *, drain_timeout_s: float = 60.0) -> None:
 
     from actors.pool import drain_all_pools
 
+    # The autoscaler first: it would otherwise re-create a drained pool, whose (detached) replicas would
+    # then outlive Ripple.
+    with contextlib.suppress(ValueError):
+        ray.kill(ray.get_actor(AUTOSCALER_NAME, namespace=namespace), no_restart=True)
     try:
         drain_all_pools(namespace, drain_timeout_s)
     except Exception:
@@ -71,9 +76,5 @@ def shutdown(namespace: str, *, drain_timeout_s: float = 60.0) -> None:
         serve.delete(APP_NAME)
     except Exception:
         log.debug("no Serve app to delete", exc_info=True)
-    for name in (AUTOSCALER_NAME, QUEUE_NAME):
-        try:
-            handle = ray.get_actor(name, namespace=namespace)
-        except ValueError:
-            continue
-        ray.kill(handle, no_restart=True)
+    with contextlib.suppress(ValueError):
+        ray.kill(ray.get_actor(QUEUE_NAME, namespace=namespace), no_restart=True)
