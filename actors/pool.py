@@ -35,31 +35,19 @@ from actors.pool_replicas import (
     adopt,
     check_placement,
     debit,
+    gpu_capacity,
     kill_replicas,
     replica_actor_name,
     short,
+    versioned,
 )
+from actors.pool_versions import PoolVersions
 from actors.queue_adapters import AutoscalerByName
 from actors.replica import QUEUE_RESTART_WAIT_S, ReplicaConfig, WorkerReplica
 from orchestrator import logs
 from orchestrator.core.gpu_types import TypeCapacity, pick_gpu_type, placement_options
 from orchestrator.core.models import EndpointSpec
-from orchestrator.core.pool_plan import ReplicaInfo
-from orchestrator.core.rollout import (
-    FailedStart,
-    RolloutMemory,
-    RolloutPlan,
-    RolloutPolicy,
-    RolloutStatus,
-    RolloutTarget,
-    VersionedReplica,
-    choose_target,
-    plan_rollout,
-    record_failure,
-    remember_versions,
-    settle,
-)
-from orchestrator.core.versions import active_version, apply_version, runtime_of
+from orchestrator.core.rollout import FailedStart, RolloutPolicy, RolloutStatus, plan_rollout
 from orchestrator.core.workers import (
     WorkerState,
     absorb_report,
@@ -114,12 +102,7 @@ class WorkerPool:
         self.start_failures = 0  # failed starts in a row (reset by a good start or an endpoint update)
         self.next_start_s = 0.0
         self.failed_spec: EndpointSpec | None = None
-        # Versions: the spec of each version seen (what its replicas run), the one serving (stable), the
-        # ones whose rollout halted, and the rollout in progress (its target, failed starts, ready floor).
-        self.version_specs: dict[int, EndpointSpec] = {}
-        self.memory = RolloutMemory()
-        self.last_rollout: RolloutPlan | None = None
-        self._versions_loaded = False
+        self.versions = PoolVersions(endpoint)
         self._adopted = False
         logs.configure("INFO")  # JSON lines in the actor's log file
         self.ray_metrics = RaySink()
@@ -144,7 +127,7 @@ class WorkerPool:
         await self.start()
         # An old replica a new one already replaces is reported leaving ("draining", "retiring"): the
         # autoscaler counts the replicas that stay, so a rollout's surge never raises its target.
-        retiring = set(self.last_rollout.retiring) if self.last_rollout else set()
+        retiring = self.versions.retiring
         return {
             "endpoint": self.endpoint,
             "target": self.target,
@@ -165,7 +148,7 @@ class WorkerPool:
                 }
                 for r in self.replicas.values()
             ],
-            "rollout": self._rollout_summary(),
+            "rollout": self.versions.summary(),
             "errors": self.last_errors[-5:],
             "startFailures": self.start_failures,
             "startBackoffS": round(max(0.0, self.next_start_s - time.time()), 3),
@@ -221,8 +204,8 @@ class WorkerPool:
         """One reconcile step: observe, plan, apply. Returns what it did."""
         specs = await self.queue.endpoint_specs.remote()
         self.spec = specs.get(self.endpoint)
-        if self.spec is not None and not self._versions_loaded:
-            await self._load_versions(self.spec)
+        if self.spec is not None and not self.versions.loaded:
+            await self.versions.load(self.queue, self.spec)
         if not self._adopted:
             await self._adopt()
         await self._observe()
@@ -236,9 +219,10 @@ class WorkerPool:
             base = spec.min_replicas if self.target is None else self.target
             desired = max(spec.min_replicas, min(spec.max_replicas, base))
         now_s = time.time()
-        version = self._target_version(spec, now_s)
-        target = self._rollout_target(spec, version, desired)
-        replicas = [self._versioned(r, draining_nodes) for r in self.replicas.values()]
+        ready = sum(1 for r in self.replicas.values() if r.ready and is_active(r.record.state))
+        version = self.versions.target(spec, ready)
+        target = self.versions.rollout_target(spec, version, desired, self._gpus_free)
+        replicas = [versioned(r, draining_nodes) for r in self.replicas.values()]
         rp = plan_rollout(replicas, target, now_s, RolloutPolicy(ready_timeout_s=self.cfg.ready_timeout_s))
         if self.start_failures and self.spec != self.failed_spec:
             self.start_failures, self.next_start_s = 0, 0.0  # the endpoint changed: try at once
@@ -246,9 +230,9 @@ class WorkerPool:
             self.start_failures, self.next_start_s = 0, 0.0  # the failures were the abandoned version's
         starts = rp.starts if spec is not None and spec.handler and now_s >= self.next_start_s else ()
         for vs in starts:  # (backing off after failed starts: no crash loop)
-            vspec = self.version_specs.get(vs.version, spec)
+            vspec = self.versions.spec_of(vs.version, spec)
             assert vspec is not None
-            capacity = self._gpu_capacity() if vspec.gpu_types else {}
+            capacity = gpu_capacity(self.replicas.values()) if vspec.gpu_types else {}
             for _ in range(vs.count):
                 self._start(vspec, vs.version, capacity)
         for d in rp.drains:
@@ -256,8 +240,7 @@ class WorkerPool:
             deadline = draining_nodes.get(r.record.node_id or "", 0)
             timeout = (deadline / 1000 - now_s) if deadline else self.cfg.drain_timeout_s
             await self._drain(r, d.reason, max(1.0, timeout - 2.0))
-        self.last_rollout = rp
-        await self._outcome(rp)
+        await self.versions.outcome(rp, self.queue, self.spec)
         await self._report()
         started = sum(vs.count for vs in starts)
         return {"desired": desired, "started": started, "drained": list(rp.to_drain), "rollout": rp.status}
@@ -271,7 +254,7 @@ class WorkerPool:
         default_version = spec.version if spec is not None else 0
 
         def gpus_of(version: int) -> float:
-            vspec = self.version_specs.get(version, spec)
+            vspec = self.versions.spec_of(version, spec)
             return vspec.gpus if vspec is not None else 0.0
 
         adopted, killed = await adopt(
@@ -294,71 +277,6 @@ class WorkerPool:
                 extra={"endpoint": self.endpoint},
             )
 
-    # Versions ---------------------------------------------------------------------------------------
-
-    async def _load_versions(self, spec: EndpointSpec) -> None:
-        """Once per pool: what the queue knows of this endpoint's versions (a restarted pool learns which
-        one serves, and which failed), with each version's runtime fields."""
-        self._versions_loaded = True
-        try:
-            versions = await self.queue.endpoint_versions.remote(self.endpoint)
-        except Exception:
-            log.warning("pool %s: versions unavailable", self.endpoint, exc_info=True)
-            return
-        for v in versions:
-            self.version_specs.setdefault(v.version, apply_version(spec, v))
-        serving = active_version(versions)
-        failed = [(v.version, v.error or "failed") for v in versions if v.state == "failed"]
-        self.memory = remember_versions(self.memory, serving.version if serving else None, failed)
-
-    def _target_version(self, spec: EndpointSpec | None, now_s: float) -> int:
-        """The version to run: the spec's, or the stable one when the spec's failed (a halted rollout).
-        Records the spec of a version seen for the first time; a new target starts a rollout."""
-        if spec is None:
-            return self.memory.rolling_to or 0
-        spec_version = self._spec_version(spec)
-        self.version_specs.setdefault(spec_version, spec)
-        ready = sum(1 for r in self.replicas.values() if r.ready and is_active(r.record.state))
-        before = self.memory.rolling_to
-        version, self.memory = choose_target(self.memory, spec_version, ready)
-        if version != before and version != self.memory.stable:
-            log.info(
-                "pool %s: rolling out v%d (serving v%s, %d ready)",
-                self.endpoint,
-                version,
-                self.memory.stable,
-                ready,
-                extra={"endpoint": self.endpoint},
-            )
-        return version
-
-    def _spec_version(self, spec: EndpointSpec) -> int:
-        """``spec.version``; a queue that does not number versions (0) gets them numbered here, one per
-        change of the runtime fields (such versions are not reported)."""
-        if spec.version > 0:
-            return spec.version
-        latest = max(self.version_specs, default=0)
-        if latest and runtime_of(self.version_specs[latest]) == runtime_of(spec):
-            return latest
-        return latest + 1
-
-    def _rollout_target(self, spec: EndpointSpec | None, version: int, desired: int) -> RolloutTarget:
-        vspec = self.version_specs.get(version, spec)
-        stable = self.memory.stable
-        sspec = self.version_specs.get(stable) if stable is not None else None
-        gpus = vspec.gpus if vspec is not None else 0.0
-        return RolloutTarget(
-            version=version,
-            desired=desired,
-            max_replicas=max(desired, spec.max_replicas if spec is not None else 0),
-            gpus_free=self._gpus_free(vspec) if gpus > 0 else 0.0,
-            gpus_per_replica=gpus,
-            stable=stable,
-            stable_gpus=sspec.gpus if sspec is not None else gpus,
-            failures=self.memory.failures,
-            ready_floor=self.memory.ready_floor,
-        )
-
     def _gpus_free(self, vspec: EndpointSpec | None) -> float:
         """GPUs a rollout may still take for replicas of ``vspec``: free on the cluster (of its GPU types
         when it names some), within the GPU budget, less what this pool's replicas awaiting placement will
@@ -372,63 +290,6 @@ class WorkerPool:
             free = min(free, self.cfg.max_gpus - (total - available))
         pending = sum(r.gpus for r in self.replicas.values() if r.pending_placement and r.gone_s is None)
         return free - pending
-
-    async def _outcome(self, rp: RolloutPlan) -> None:
-        """Report what this step settled: the target active (the previous one is retired with it), or
-        failed with the error (the stable version serving on)."""
-        self.memory, reports = settle(self.memory, rp)
-        if rp.status is RolloutStatus.HALTED:
-            log.warning(
-                "pool %s: rollout of v%d halted, v%s serves: %s",
-                self.endpoint,
-                rp.version,
-                self.memory.stable,
-                rp.error,
-                extra={"endpoint": self.endpoint},
-            )
-        for report in reports:
-            log.info("pool %s: v%d %s", self.endpoint, report.version, report.state)
-            if self.spec is None or self.spec.version <= 0:
-                continue  # numbered here, unknown to the queue
-            try:
-                await self.queue.report_version_state.remote(
-                    self.endpoint, report.version, report.state, report.error
-                )
-            except Exception:
-                log.warning("pool %s: reporting %s failed", self.endpoint, report, exc_info=True)
-
-    def _rollout_summary(self) -> dict[str, Any]:
-        rp = self.last_rollout
-        return {
-            "version": self.memory.rolling_to,
-            "stable": self.memory.stable,
-            "status": rp.status.value if rp else None,
-            "error": rp.error if rp else None,
-            "failed": {str(v): e for v, e in self.memory.failed},
-            "reasons": list(rp.reasons) if rp else [],
-        }
-
-    def _versioned(self, r: TrackedReplica, draining_nodes: dict[str, int]) -> VersionedReplica:
-        info = ReplicaInfo(
-            id=r.worker_id,
-            state=r.record.state,
-            health=r.record.health.state,
-            jobs_held=len(r.record.jobs),
-            idle_since_s=r.info.get("idleSince"),
-            node_draining=bool(r.record.node_id and r.record.node_id in draining_nodes),
-            pending_placement=r.pending_placement,
-        )
-        loading = r.loading_since_s if not r.ready else None
-        return VersionedReplica(info, r.version, r.gpus, loading)
-
-    def _gpu_capacity(self) -> dict[str, TypeCapacity]:
-        """The cluster's GPUs per type, less what this pool's replicas still waiting for placement will
-        take (Ray counts them only once placed)."""
-        capacity = ray_cluster.gpu_inventory()
-        for r in self.replicas.values():
-            if r.pending_placement and r.gpu_type is not None and r.gone_s is None:
-                debit(capacity, r.gpu_type, r.gpus)
-        return capacity
 
     def _start(self, spec: EndpointSpec, version: int, capacity: dict[str, TypeCapacity]) -> None:
         """Start one replica of ``version`` (whose runtime fields ``spec`` has). With ``gpuTypes`` it asks
@@ -512,7 +373,7 @@ class WorkerPool:
                         if not r.draining:  # not one we stopped ourselves before it was ready
                             self._start_failed(now_s)
                             failure = FailedStart(r.worker_id, r.version, short(exc))
-                            self.memory = record_failure(self.memory, failure)
+                            self.versions.failed_start(failure)
                         await self._lost(r, f"failed to start: {short(exc)}", str(exc))
                         continue
                     self._ready(r, info, now_s)
@@ -556,6 +417,7 @@ class WorkerPool:
         # the cold start is the replica's own measure (its handler import), not its placement
         r.record = absorb_report(r.record, info)
         r.gpu_type = info.get("gpuType") or r.gpu_type
+        r.version = int(info.get("version") or r.version)  # an adopted one's, assumed until now
         self.ray_metrics.observe(
             "ripple_worker_cold_start_seconds", {"endpoint": self.endpoint}, float(info["coldStartS"])
         )

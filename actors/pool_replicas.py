@@ -12,7 +12,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Callable, Collection
+from collections.abc import Callable, Collection, Iterable
 from dataclasses import dataclass, field, replace
 from typing import Any
 
@@ -20,6 +20,8 @@ import ray
 
 from actors import ray_cluster
 from orchestrator.core.gpu_types import TypeCapacity
+from orchestrator.core.pool_plan import ReplicaInfo
+from orchestrator.core.rollout import VersionedReplica
 from orchestrator.core.workers import (
     WorkerRecord,
     WorkerState,
@@ -266,6 +268,31 @@ def check_placement(r: TrackedReplica, now_s: float) -> None:
     r.pending_placement = state in PENDING_STATES and not placed
     if placed and r.loading_since_s is None:
         r.loading_since_s = now_s
+
+
+def versioned(r: TrackedReplica, draining_nodes: dict[str, int]) -> VersionedReplica:
+    """A replica as :func:`orchestrator.core.rollout.plan_rollout` sees it."""
+    info = ReplicaInfo(
+        id=r.worker_id,
+        state=r.record.state,
+        health=r.record.health.state,
+        jobs_held=len(r.record.jobs),
+        idle_since_s=r.info.get("idleSince"),
+        node_draining=bool(r.record.node_id and r.record.node_id in draining_nodes),
+        pending_placement=r.pending_placement,
+    )
+    loading = r.loading_since_s if not r.ready else None
+    return VersionedReplica(info, r.version, r.gpus, loading)
+
+
+def gpu_capacity(replicas: Iterable[TrackedReplica]) -> dict[str, TypeCapacity]:
+    """The cluster's GPUs per type, less what ``replicas`` still waiting for placement will take (Ray
+    counts them only once placed)."""
+    capacity = ray_cluster.gpu_inventory()
+    for r in replicas:
+        if r.pending_placement and r.gpu_type is not None and r.gone_s is None:
+            debit(capacity, r.gpu_type, r.gpus)
+    return capacity
 
 
 def debit(capacity: dict[str, TypeCapacity], gpu_type: str, gpus: float) -> None:
