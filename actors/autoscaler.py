@@ -20,7 +20,7 @@ from typing import Any
 
 import ray
 
-from actors import ray_cluster
+from actors import ray_cluster, warm_workers
 from actors.options import control_options
 from actors.pool import PoolConfig, ensure_pool
 from actors.pool_replicas import kill_orphan_replicas
@@ -36,6 +36,8 @@ from orchestrator.core.autoscale import (
 )
 from orchestrator.core.autoscale.priority import effective_priority
 from orchestrator.core.autoscale.snapshot import build_snapshot, pool_actions
+from orchestrator.core.models import EndpointSpec
+from orchestrator.core.standby import node_by_id, replica_standby_nodes
 from orchestrator.metrics import published
 from orchestrator.names import AUTOSCALER_NAME, QUEUE_NAME, get_actor, pool_name
 from orchestrator.ray_metrics import RaySink
@@ -43,6 +45,7 @@ from orchestrator.store.autoscaler import AutoscalerStore, RedisAutoscalerStore
 
 log = logging.getLogger("ripple.autoscaler")
 ORPHAN_SWEEP_TICKS = 20  # replicas of deleted endpoints (detached, no pool left to kill them) are swept
+CONTROL_STANDBY_DELAY_S = 5.0  # after creating a pool, when the standby process for the next one is asked
 
 
 class Autoscaler:
@@ -74,6 +77,10 @@ class Autoscaler:
         self._task: asyncio.Task[None] | None = None
         self.ticks = 0
         self._adopted = False
+        self.leader = False  # whether the latest tick held the leadership lease
+        self.leased = False  # whether a tick has asked for it yet
+        self._pool_created: dict[str, asyncio.Event] = {}  # endpoint -> set once its pool is created
+        self._standby_tasks: set[asyncio.Task[int]] = set()
         logs.configure("INFO")  # JSON lines in the actor's log file
         self.ray_metrics = RaySink()
         self.metric_memory = TickMemory()
@@ -113,7 +120,9 @@ class Autoscaler:
 
     async def tick(self) -> dict[str, Any]:
         """Gather, decide, save, apply. Returns a summary of what it did."""
-        if not await self._leader():
+        self.leader = await self._leader()
+        self.leased = True
+        if not self.leader:
             return {"leader": False}
         self.ticks += 1
         specs = await self.queue.endpoint_specs.remote()
@@ -241,10 +250,16 @@ class Autoscaler:
         if not self._adopted:
             self._adopt_pools()
             self._adopted = True
-        for name in managed:
+            self._standby()  # the first pool created starts in a ready process
+        for name, spec in managed.items():
             if name not in self.pools:
                 self.pools[name] = ensure_pool(name, self.pool_cfg)
                 self._forget(name)  # a new (or re-created) endpoint starts with no memory
+                # This endpoint's first replica, and later the next pool, start in ready processes too
+                # (the next pool's not while this one starts: a process start is CPU work on this node).
+                self._standby(spec)
+                self._standby(None, CONTROL_STANDBY_DELAY_S)
+                self._pool_created.pop(name, asyncio.Event()).set()
         for name in [n for n in self.pools if n not in managed]:
             handle = self.pools.pop(name)
             self._forget(name)
@@ -255,6 +270,48 @@ class Autoscaler:
         if self.ticks % ORPHAN_SWEEP_TICKS == 1:  # the first tick, then now and then: a listing of the GCS
             for name in kill_orphan_replicas(self.boot.namespace, set(self.pools)):
                 log.warning("killed replica %s: its endpoint no longer exists", name)
+
+    def _standby(self, spec: EndpointSpec | None = None, delay_s: float = 0.0) -> None:
+        """Ask for standby worker processes (:mod:`orchestrator.core.standby`) in ``delay_s``, without
+        waiting: without ``spec``, one on this (the control) node for the next pool; with it, one on each
+        node that can host a replica of ``spec`` (its first one)."""
+
+        async def run() -> int:
+            await asyncio.sleep(delay_s)
+            nodes = await asyncio.to_thread(warm_workers.nodes)
+            if spec is not None:
+                picked = replica_standby_nodes(nodes, spec.gpus, bool(spec.runtime_env))
+            else:
+                own = node_by_id(nodes, ray.get_runtime_context().get_node_id())
+                picked = [own] if own is not None else []
+            return await warm_workers.prestart_on(picked)
+
+        task = asyncio.get_running_loop().create_task(run())
+        self._standby_tasks.add(task)
+        task.add_done_callback(self._standby_tasks.discard)
+
+    async def pool_ready(self, endpoint: str, timeout_s: float) -> bool:
+        """Wait until the pool of ``endpoint`` (an endpoint with a handler, just created) is created and
+        answers, at most ``timeout_s``: the endpoint's create answers once its first job will not wait for
+        a pool process to start. Ticks now to create it. False when it is not up in time, when this
+        instance is not the leader, or when the endpoint has no pool (no handler, or deleted)."""
+        deadline_s = time.monotonic() + timeout_s
+        await self.start()
+        if self.leased and not self.leader:  # an instance without the lease creates no pools
+            return False
+        if endpoint not in self.pools:
+            created = self._pool_created.setdefault(endpoint, asyncio.Event())
+            self._wake.set()
+            with contextlib.suppress(asyncio.TimeoutError):
+                await asyncio.wait_for(created.wait(), max(0.0, deadline_s - time.monotonic()))
+        pool = self.pools.get(endpoint)
+        if pool is None:
+            return False
+        try:
+            await asyncio.wait_for(pool.start.remote(), max(0.1, deadline_s - time.monotonic()))
+        except Exception:
+            return False
+        return True
 
     def _forget(self, endpoint: str) -> None:
         """Drop an endpoint's policy memory with its pool. ``decide`` keeps memory only for the endpoints

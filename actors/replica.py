@@ -27,7 +27,7 @@ from typing import Any, TypeVar
 
 import ray
 
-from actors import ray_cluster
+from actors import ray_cluster, warm_workers
 from orchestrator import logs
 from orchestrator.core import health as hs
 from orchestrator.core import runpod_worker as rw
@@ -98,9 +98,13 @@ class WorkerReplica:
         self.cfg = cfg
         logs.configure("INFO")  # JSON lines in the actor's log file
         self.log_fields = {"worker_id": cfg.worker_id, "endpoint": cfg.endpoint}
-        t0 = time.perf_counter()
-        self.handler = load_handler(cfg.handler)
-        self.cold_start_s = time.perf_counter() - t0
+        # Resolving the queue's handle imports its actor class's module (a few hundred ms in a new process):
+        # done in a thread while the handler loads.
+        with ThreadPoolExecutor(max_workers=1) as lookup:
+            queue = lookup.submit(get_actor, QUEUE_NAME, cfg.namespace)
+            t0 = time.perf_counter()
+            self.handler = load_handler(cfg.handler)
+            self.cold_start_s = time.perf_counter() - t0
         self.concurrency = cfg.concurrency  # what the worker SDK calls current_concurrency
         self.refresh_reason: str | None = None
         ctx = ray.get_runtime_context()
@@ -110,7 +114,7 @@ class WorkerReplica:
         # The type it was placed for, else its node's one type (None: untyped, or several on the node).
         types = node_types(ray_cluster.node_resources(self.node_id)) if self.gpu_ids else {}
         self.gpu_type = cfg.gpu_type or (next(iter(types)) if len(types) == 1 else None)
-        self.queue = get_actor(QUEUE_NAME, cfg.namespace)
+        self.queue = queue.result()
         threads = rw.MAX_CONCURRENCY if self.handler.options.concurrency_modifier else cfg.concurrency
         self.executor = ThreadPoolExecutor(max_workers=max(1, threads), thread_name_prefix="handler")
         rw.set_progress_sink(self._progress)
@@ -139,6 +143,7 @@ class WorkerReplica:
         self._running = False  # ``run`` was called (a second call waits for the first one's end)
         self._stopped = asyncio.Event()  # ``run`` ended (``summary`` is then its return value)
         self.summary: dict[str, Any] | None = None
+        warm_workers.leave_standby()  # the next replica on this node starts in a ready process
 
     # Hooks ------------------------------------------------------------------------------------------
 
