@@ -338,6 +338,10 @@ class AutoscalerClient:
         rows: list[dict[str, Any]] = await self._h.history.remote(endpoint, limit)
         return rows
 
+    async def pool_ready(self, endpoint: str, timeout_s: float) -> bool:
+        """Wait (at most ``timeout_s``) until the endpoint's pool is up; False when it is not."""
+        return bool(await self._h.pool_ready.remote(endpoint, timeout_s))
+
     async def set_override(self, endpoint: str, override: s.OverrideBody | None) -> s.OverrideReply:
         """Pin or exclude an endpoint (None clears the override)."""
         raw = await self._h.set_override.remote(endpoint, None if override is None else override.model_dump())

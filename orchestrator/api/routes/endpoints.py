@@ -3,10 +3,13 @@ workers of one endpoint, its versions and rollback."""
 
 from __future__ import annotations
 
+import asyncio
+import logging
+
 from fastapi import APIRouter, Depends
 
 from orchestrator.api import schemas as s
-from orchestrator.api.deps import EndpointName, Queue, require_api_key, utf8_body
+from orchestrator.api.deps import Autoscaler, EndpointName, Queue, require_api_key, utf8_body
 from orchestrator.core.models import EndpointPatch, EndpointSpec
 
 router = APIRouter(
@@ -16,10 +19,25 @@ router = APIRouter(
 )
 
 
+log = logging.getLogger("ripple.api")
+
+POOL_READY_TIMEOUT_S = 10.0
+"""How long a create waits for the new endpoint's pool actor (then it answers anyway)."""
+
+
 @router.post("", status_code=201, response_model=s.EndpointPublic, response_model_exclude_unset=True)
-async def create_endpoint(body: EndpointSpec, queue: Queue) -> s.EndpointPublic:
-    """Create an endpoint (409 when the name is taken)."""
-    return await queue.create_endpoint(body)
+async def create_endpoint(body: EndpointSpec, queue: Queue, autoscaler: Autoscaler) -> s.EndpointPublic:
+    """Create an endpoint (409 when the name is taken). With a handler, answers once its pool actor is up
+    (at most POOL_READY_TIMEOUT_S), so that a job sent at once waits only for its replica."""
+    created = await queue.create_endpoint(body)
+    if body.handler is not None:
+        try:
+            ready = autoscaler.pool_ready(body.name, POOL_READY_TIMEOUT_S)
+            if not await asyncio.wait_for(ready, POOL_READY_TIMEOUT_S + 5):
+                log.info("endpoint %s created; its pool is not up yet", body.name)
+        except Exception:  # the endpoint exists: its pool comes with the autoscaler's next tick
+            log.warning("endpoint %s created; waiting for its pool failed", body.name, exc_info=True)
+    return created
 
 
 @router.get("", response_model=s.EndpointList, response_model_exclude_unset=True)
