@@ -8,6 +8,11 @@ call, with the same runtime env) takes the actor at once. Ripple asks for one su
 - on each node that can host a replica of a new endpoint, for its first replica (when its pool is created);
 - on a replica's own node, by the replica once started, for the next replica there.
 
+How many stay idle: a replica start takes one standby (when there is one) and leaves one, so a node keeps
+about as many as the largest burst of replica starts it saw, plus one per endpoint created; the raylet
+stops idle processes beyond its soft limit (its CPU count) once their keep-alive has passed. A standby
+process holds no Ray resource (no GPU, no CPU).
+
 Pure: the nodes are passed in as :class:`NodeFacts`; :mod:`actors.warm_workers` makes the calls.
 """
 

@@ -223,3 +223,27 @@ def test_cpu_cap_setting_reaches_the_policy(rp: Ripple, module_redis: str, tmp_p
         with contextlib.suppress(Exception):
             capped.delete_all(timeout_s=30.0)
         stop_control_actors(namespace)
+
+
+def test_pool_ready_answers_once_the_new_endpoints_pool_is_up(rp: Ripple) -> None:
+    _endpoint(rp, "hi")
+    assert rp.call(rp.autoscaler.pool_ready.remote("hi", 30.0), 40) is True
+    summary = rp.call(rp.pool("hi").summary.remote())  # the pool actor exists and answers
+    assert summary["endpoint"] == "hi" and summary["replicas"] == []
+    # An endpoint the queue does not know gets no pool: False once the wait is over.
+    assert rp.call(rp.autoscaler.pool_ready.remote("no-such-endpoint", 1.0), 30) is False
+    with pytest.raises(ValueError):
+        rp.pool("no-such-endpoint")
+
+
+def test_a_standby_worker_process_is_accepted_by_the_raylet(rp: Ripple) -> None:
+    import asyncio
+
+    from actors import warm_workers
+
+    node = next(n for n in warm_workers.nodes() if n.alive)
+    assert asyncio.run(warm_workers.prestart(node, 1, keep_alive_s=5)) is True
+    # A job runs as before: its replica starts (from a standby process or a new one) and serves.
+    _endpoint(rp, "mid", scaleDownIdleTime=300)
+    (final,) = rp.wait_final(rp.submit("mid", [{"value": 1}]), 60)
+    assert final["status"] == "COMPLETED"
