@@ -45,7 +45,7 @@ from orchestrator.store.autoscaler import AutoscalerStore, RedisAutoscalerStore
 
 log = logging.getLogger("ripple.autoscaler")
 ORPHAN_SWEEP_TICKS = 20  # replicas of deleted endpoints (detached, no pool left to kill them) are swept
-CONTROL_STANDBY_DELAY_S = 5.0  # after creating a pool, when the standby process for the next one is asked
+CONTROL_STANDBY_DELAY_S = 5.0  # when the standby for the next pool is asked, after starting or creating one
 
 
 class Autoscaler:
@@ -250,7 +250,9 @@ class Autoscaler:
         if not self._adopted:
             self._adopt_pools()
             self._adopted = True
-            self._standby()  # the first pool created starts in a ready process
+            # The first pool created starts in a ready process (asked a little later: `ripple up` deploys
+            # the Serve app right after starting this actor, and Serve's actors would take it).
+            self._standby(None, CONTROL_STANDBY_DELAY_S)
         for name, spec in managed.items():
             if name not in self.pools:
                 self.pools[name] = ensure_pool(name, self.pool_cfg)
