@@ -26,6 +26,7 @@ from orchestrator.core.versions import EndpointVersion
 from orchestrator.metrics import QueueMetrics
 from orchestrator.ray_metrics import RaySink
 from orchestrator.store.access import RedisAccessStore
+from orchestrator.store.protocol import FinishOutcome
 from orchestrator.store.redis import RedisStore
 from orchestrator.webhooks import WebhookSender
 
@@ -175,6 +176,15 @@ class JobQueue(AccessMethods):
         self, endpoint: str, worker_id: str, results: Sequence[tuple[str, Any]], is_stream: bool = False
     ) -> list[dict[str, Any]]:
         return await self.d.done_many(endpoint, worker_id, results, is_stream)
+
+    async def finished(self, endpoint: str, worker_id: str, outcomes: Sequence[FinishOutcome]) -> None:
+        """Results a replica finished in the store itself (:mod:`actors.queue_direct`); sent, not awaited."""
+        await self.d.finished(endpoint, worker_id, outcomes)
+
+    def store_address(self) -> dict[str, str]:
+        """Where the store is (``redisUrl``, ``keyPrefix``), for code inside the cluster that reads job
+        results from it (replicas, the in-cluster client) instead of through this actor."""
+        return {"redisUrl": self.cfg.redis_url, "keyPrefix": self.cfg.key_prefix}
 
     async def stream_push(
         self, endpoint: str, worker_id: str, job_id: str, outputs: Sequence[Any]

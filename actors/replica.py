@@ -28,6 +28,7 @@ from typing import Any, TypeVar
 import ray
 
 from actors import ray_cluster, warm_workers
+from actors.queue_direct import DirectResults
 from orchestrator import logs
 from orchestrator.core import health as hs
 from orchestrator.core import runpod_worker as rw
@@ -115,6 +116,7 @@ class WorkerReplica:
         types = node_types(ray_cluster.node_resources(self.node_id)) if self.gpu_ids else {}
         self.gpu_type = cfg.gpu_type or (next(iter(types)) if len(types) == 1 else None)
         self.queue = queue.result()
+        self.direct = DirectResults(self.queue, cfg.endpoint, cfg.worker_id)  # results straight to the store
         threads = rw.MAX_CONCURRENCY if self.handler.options.concurrency_modifier else cfg.concurrency
         self.executor = ThreadPoolExecutor(max_workers=max(1, threads), thread_name_prefix="handler")
         rw.set_progress_sink(self._progress)
@@ -365,6 +367,8 @@ class WorkerReplica:
             batch, self.results = self.results[: self.cfg.result_batch], self.results[self.cfg.result_batch :]
             for streamed in (False, True):
                 items = [(j, b) for j, b, s in batch if s is streamed]
+                if items and await self.direct.report(items, streamed):
+                    continue  # finished in the store itself; the queue was told
                 if items:
                     try:
                         await through_queue_restarts(

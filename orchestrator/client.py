@@ -28,6 +28,7 @@ from orchestrator.core.errors import (
 )
 from orchestrator.core.jobs import FINAL, JobStatus
 from orchestrator.core.models import RunRequest
+from orchestrator.store.finals import SyncFinals, reachable
 
 _BY_STATUS: dict[int, type[RippleError]] = {
     400: InvalidInput,
@@ -236,11 +237,31 @@ class InClusterClient:
         from orchestrator.names import QUEUE_NAME, get_actor
 
         self._queue = get_actor(QUEUE_NAME, namespace)
+        self._finals: SyncFinals | None = None
+        self._finals_checked = False
 
     def _get(self, ref: Any) -> Any:
         import ray
 
         return ray.get(ref)
+
+    def _store(self) -> SyncFinals | None:
+        """The job store, where results are awaited when this process reaches it (asked of the queue
+        once); None: results are awaited through the queue actor."""
+        if not self._finals_checked:
+            self._finals_checked = True
+            addr = self._get(self._queue.store_address.remote())
+            if reachable(str(addr["redisUrl"])):
+                self._finals = SyncFinals(str(addr["redisUrl"]), str(addr["keyPrefix"]))
+        return self._finals
+
+    def _wait_in_store(self, finals: SyncFinals, endpoint: str, job_id: str, timeout_s: float) -> Any:
+        """The job's final status object read from the store, waited for there (told by the step that made
+        it final); None when it is not final by then or not this endpoint's (the queue answers those)."""
+        job = finals.wait_final(job_id, max(0.0, min(timeout_s, 300.0)))
+        if job is None or job.endpoint != endpoint or job.status not in FINAL:
+            return None
+        return job.status_object(int(time.time() * 1000))
 
     def submit(
         self,
@@ -266,16 +287,29 @@ class InClusterClient:
         return dict(self._get(self._queue.status.remote(endpoint, job_id)))
 
     def runsync(self, endpoint: str, input: Any, timeout_s: float = 90.0) -> dict[str, Any]:
-        """Submit one job and wait for its final status in a single actor call."""
-        return dict(
-            self._get(self._queue.runsync.remote(endpoint, _run_request({"input": input}), timeout_s))
-        )
+        """Submit one job and wait for its final status (or its status when ``timeout_s`` runs out): the
+        job is submitted through the queue, its end awaited on the store when reachable, else in a single
+        actor call."""
+        req = _run_request({"input": input})
+        finals = self._store()
+        if finals is None:
+            return dict(self._get(self._queue.runsync.remote(endpoint, req, timeout_s)))
+        (job_id,) = self._get(self._queue.submit.remote(endpoint, [req]))
+        return self.result(str(job_id), endpoint, timeout_s)
 
     def statuses(self, job_ids: Sequence[str]) -> list[dict[str, Any] | None]:
         """Status objects of many jobs in one call (None for unknown ids)."""
         return list(self._get(self._queue.statuses.remote(list(job_ids))))
 
     def result(self, job_id: str, endpoint: str, timeout_s: float = 90.0) -> dict[str, Any]:
+        """The job's final status object, or its status object when ``timeout_s`` (at most 300) runs out.
+        Raises NotFound."""
+        finals = self._store()
+        if finals is not None:
+            obj = self._wait_in_store(finals, endpoint, job_id, timeout_s)
+            if obj is not None:
+                return dict(obj)
+            timeout_s = 0.0  # waited already: the queue answers at once (waitReason, NotFound)
         return dict(self._get(self._queue.wait_final.remote(endpoint, job_id, timeout_s)))
 
     def stream(self, job_id: str, endpoint: str, poll_s: float = 0.1) -> Iterator[Any]:
@@ -307,6 +341,13 @@ class InClusterClient:
         return dict(await self._queue.status.remote(endpoint, job_id))
 
     async def aresult(self, job_id: str, endpoint: str, timeout_s: float = 90.0) -> dict[str, Any]:
+        """As :meth:`result`; the wait on the store runs in a thread."""
+        finals = self._finals if self._finals_checked else await asyncio.to_thread(self._store)
+        if finals is not None:
+            obj = await asyncio.to_thread(self._wait_in_store, finals, endpoint, job_id, timeout_s)
+            if obj is not None:
+                return dict(obj)
+            timeout_s = 0.0
         return dict(await self._queue.wait_final.remote(endpoint, job_id, timeout_s))
 
     async def acancel(self, job_id: str, endpoint: str) -> dict[str, Any]:

@@ -18,8 +18,11 @@ import pytest
 from pydantic import ValidationError
 
 from orchestrator.core.dispatch import Dispatcher
+from orchestrator.core.dispatch_workers import finish_item
 from orchestrator.core.errors import Conflict, InvalidInput, NotFound, QueueFull
+from orchestrator.core.jobs import JobStatus
 from orchestrator.core.models import STORED, EndpointPatch, EndpointSpec, RunRequest
+from orchestrator.store.finals import wait_final
 from orchestrator.store.protocol import JobStore
 
 pytestmark = pytest.mark.timeout(30)
@@ -945,3 +948,114 @@ async def test_wait_reason_of_an_endpoint_without_handler(rig: Rig) -> None:
     }
     assert "waitReason" not in await rig.d.wait_final("ep", job, 0)
     assert (await rig.d.wait_final("ep", other, 0))["waitReason"]["code"] == "waiting_for_worker"
+
+
+# Results awaited on the store, and finished there by the worker (the queue off the per-job path) ---------
+
+
+async def test_a_caller_waits_on_the_store_for_a_jobs_end(rig: Rig) -> None:
+    await rig.d.create_endpoint(ep())
+    job = await submit_one(rig.d, input=3)
+    view = await wait_final(rig.store, job, 0.05)
+    assert view is not None and view.status is JobStatus.IN_QUEUE, "as it is when the wait runs out"
+    waiters = [asyncio.create_task(wait_final(rig.store, job, 10)) for _ in range(2)]
+    await asyncio.sleep(0.05)
+    assert [j["id"] for j in await rig.d.take("ep", "w1", 1, 0)] == [job]
+    assert not any(w.done() for w in waiters), "a taken job is not final"
+    await rig.d.done("ep", "w1", job, {"output": 6})
+    for view in await asyncio.gather(*waiters):
+        assert view is not None and (view.status, view.output) == (JobStatus.COMPLETED, 6), "every waiter"
+    again = await wait_final(rig.store, job, 10)
+    assert again is not None and again.output == 6, "a final job answers at once"
+    assert await wait_final(rig.store, "no-such-job", 1) is None
+    assert await rig.store.watch_final("no-such-job") is None
+
+
+async def test_every_way_to_a_final_state_tells_the_waiting_caller(rig: Rig) -> None:
+    await rig.d.create_endpoint(ep(maxRetries=0))
+    running = await leased(rig)
+    gone = await leased(rig, worker="w2")
+    queued = await submit_one(rig.d)
+    expired = await submit_one(rig.d, policy={"ttl": 1000})
+    ids = [queued, running, gone, expired]
+    for job in ids:
+        assert await rig.store.watch_final(job) in (JobStatus.IN_QUEUE, JobStatus.IN_PROGRESS)
+    waits = {job: asyncio.create_task(rig.store.await_final(job, 10)) for job in ids}
+    await asyncio.sleep(0.05)
+    await rig.d.cancel("ep", queued)
+    await rig.d.cancel("ep", running)
+    await rig.d.worker_gone("w2", "killed")  # no retry left: FAILED
+    rig.clock.advance(2)
+    await rig.d.sweep_once()
+    got = {job: await waits[job] for job in ids}
+    assert got == {
+        queued: JobStatus.CANCELLED,
+        running: JobStatus.CANCELLED,
+        gone: JobStatus.FAILED,
+        expired: JobStatus.TIMED_OUT,
+    }
+
+
+async def test_only_a_watched_job_signals_and_a_retry_clears_its_signal(rig: Rig) -> None:
+    await rig.d.create_endpoint(ep())
+    unwatched = await leased(rig)
+    await rig.d.done("ep", "w1", unwatched, {"output": 1})
+    assert await rig.store.await_final(unwatched, 0.05) is None, "nobody watched: nothing was written"
+    job = await leased(rig)
+    await rig.store.watch_final(job)
+    await rig.d.done("ep", "w1", job, {"error": "boom"})
+    assert await rig.store.await_final(job, 1) is JobStatus.FAILED
+    await rig.d.retry("ep", job)
+    assert await rig.store.await_final(job, 0.05) is None, "the retried job's old end is gone"
+    waiter = asyncio.create_task(wait_final(rig.store, job, 10))
+    await asyncio.sleep(0.05)
+    assert [j["id"] for j in await rig.d.take("ep", "w1", 1, 0)] == [job]
+    await rig.d.done("ep", "w1", job, {"output": "second"})
+    view = await waiter
+    assert view is not None and (view.status, view.output) == (JobStatus.COMPLETED, "second")
+
+
+async def test_results_finished_in_the_store_keep_the_dispatcher_in_step(rig: Rig) -> None:
+    await rig.d.create_endpoint(ep())
+    job = await submit_one(rig.d, webhook="http://h/x")
+    rig.clock.advance(2)
+    await rig.d.take("ep", "w1", 1, 0)
+    rig.clock.advance(3)
+    held = asyncio.create_task(rig.d.wait_final("ep", job, 10))
+    await asyncio.sleep(0.05)
+    kicks = rig.rec.kicks
+    item = finish_item(job, "w1", {"output": {"x": 1}}, False)
+    assert item is not None and finish_item(job, "w1", {"status": "IN_PROGRESS", "output": 1}, False) is None
+    (outcome,) = await rig.store.finish([item], rig.d.now_ms())
+    assert outcome.applied
+    await rig.d.finished("ep", "w1", [outcome])
+    assert (await held)["output"] == {"x": 1}, "the queue's own waiters are woken"
+    assert rig.rec.kicks == kicks + 1, "a job with a webhook kicks the sender"
+    assert ("queue_time", "ep", 2.0) in rig.rec.events and ("execution_time", "ep", 3.0) in rig.rec.events
+    assert rig.rec.named("finished") == [("finished", "ep", "COMPLETED", 1)]
+    assert (await rig.d.list_workers("ep"))[0]["jobs"] == [] and job not in rig.d.leased
+    late = finish_item(job, "w1", {"error": "late"}, False)
+    assert late is not None
+    await rig.d.finished("ep", "w1", await rig.store.finish([late], rig.d.now_ms()))
+    assert rig.rec.named("result_dropped") == [("result_dropped", "ep", "not_held")], "first result wins"
+    unknown = finish_item("no-such-job", "w1", {"output": 1}, False)
+    assert unknown is not None
+    await rig.d.finished("ep", "w1", await rig.store.finish([unknown], rig.d.now_ms()))  # ignored
+    assert (await rig.d.status("ep", job))["output"] == {"x": 1}
+
+
+async def test_a_reclaimed_job_refuses_its_old_holders_result_finished_in_the_store(rig: Rig) -> None:
+    await rig.d.create_endpoint(ep())
+    job = await leased(rig)
+    assert await rig.d.worker_gone("w1", "killed") == 1
+    stale = finish_item(job, "w1", {"output": "stale"}, False)
+    assert stale is not None
+    (outcome,) = await rig.store.finish([stale], rig.d.now_ms())
+    assert not outcome.applied and outcome.status is JobStatus.IN_QUEUE
+    await rig.d.finished("ep", "w1", [outcome])
+    (again,) = await rig.d.take("ep", "w2", 1, 0)
+    assert (again["id"], again["attempt"]) == (job, 2), "requeued once, its old result refused"
+    fresh = finish_item(job, "w2", {"output": "fresh"}, False)
+    assert fresh is not None
+    await rig.d.finished("ep", "w2", await rig.store.finish([fresh], rig.d.now_ms()))
+    assert (await rig.d.wait_final("ep", job, 0))["output"] == "fresh"

@@ -8,12 +8,13 @@ checks every call and every reply is parsed into its response model. Tests repla
 
 from __future__ import annotations
 
+import asyncio
 import inspect
 import json
 import logging
 import re
 import time
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Annotated, Any
 
@@ -26,6 +27,7 @@ from orchestrator.api.middleware import current_request_id
 from orchestrator.auth import KeyCache
 from orchestrator.boot import BootConfig
 from orchestrator.core.errors import Forbidden, InvalidInput, NotReady, Unauthorized
+from orchestrator.core.jobs import FINAL
 from orchestrator.core.models import EndpointPatch, EndpointSpec, RunRequest, worker_id_ok
 from orchestrator.core.scopes import (
     ADMIN_KEY_NAME,
@@ -40,6 +42,8 @@ from orchestrator.core.scopes import (
     refusal,
 )
 from orchestrator.core.worker_logs import ActorLogs
+from orchestrator.store.finals import reachable, wait_final
+from orchestrator.store.redis import RedisStore
 
 log = logging.getLogger("ripple.http")
 
@@ -73,6 +77,8 @@ class AppState:
     ui_subject: Callable[[Request, Any], str | None] | None = None
     keys: KeyCache = field(default_factory=KeyCache)
     _queue: Any = None
+    _store: RedisStore | None = None
+    _store_checked: bool = False
 
     def body_limit(self, path: str) -> int | None:
         """The request body limit for ``path`` (None while starting): code packages may be larger."""
@@ -109,6 +115,20 @@ class AppState:
             self._queue = names.get_actor(names.QUEUE_NAME, self.require_boot().namespace)
         return self._queue
 
+    async def job_store(self) -> RedisStore | None:
+        """The job store, for waiting on a job's end there (``runsync``) instead of on the queue actor;
+        None while starting, or when this replica cannot reach it (checked once). Connected on first use,
+        in the replica's event loop."""
+        if self._store_checked or self.boot is None:
+            return self._store
+        self._store_checked = True
+        url = self.boot.queue.redis_url
+        if await asyncio.to_thread(reachable, url):
+            self._store = RedisStore.connect(url, self.boot.queue.key_prefix)
+        else:
+            log.info("the job store is not reachable from this replica; runsync waits on the queue")
+        return self._store
+
     def autoscaler_handle(self) -> Any:
         """Handle of the autoscaler actor (looked up per call: the management routes are rare)."""
         return names.get_actor(names.AUTOSCALER_NAME, self.require_boot().namespace)
@@ -143,8 +163,15 @@ class QueueClient:
     that catches the call's failure catches a missing actor too); errors the actor raises (NotFound,
     Conflict, InvalidInput, QueueFull, NotReady) propagate to the error handlers."""
 
-    def __init__(self, handle: Callable[[], Any]) -> None:
+    def __init__(
+        self,
+        handle: Callable[[], Any],
+        store: Callable[[], Awaitable[RedisStore | None]] | None = None,
+        runsync_wait_s: Callable[[], float] | None = None,
+    ) -> None:
         self._handle = handle
+        self._store = store
+        self._runsync_wait_s = runsync_wait_s
 
     @property
     def _h(self) -> Any:
@@ -161,9 +188,22 @@ class QueueClient:
     async def runsync(
         self, endpoint: str, request: RunRequest, wait_s: float | None, request_id: str | None = None
     ) -> s.JobStatusObject:
-        """Queue one job and hold until it is final or ``wait_s`` passes (None: the configured default)."""
-        raw = await self._h.runsync.remote(endpoint, request, wait_s, request_id=request_id)
-        return s.JobStatusObject.model_validate(raw)
+        """Queue one job and hold until it is final or ``wait_s`` passes (None: the configured default).
+
+        With the store at hand, the job is submitted through the queue (durable before the reply, as
+        ever) and its end awaited on the store (:mod:`orchestrator.store.finals`: told by the step that
+        made it final), not on the queue actor; a job not final when the hold ends is read through the
+        queue (its ``waitReason``)."""
+        store = None if self._store is None else await self._store()
+        if store is None or self._runsync_wait_s is None:
+            raw = await self._h.runsync.remote(endpoint, request, wait_s, request_id=request_id)
+            return s.JobStatusObject.model_validate(raw)
+        (job_id,) = await self._h.submit.remote(endpoint, [request], request_id=request_id)
+        wait = self._runsync_wait_s() if wait_s is None else max(0.0, min(wait_s, 300.0))
+        job = await wait_final(store, job_id, wait)
+        if job is None or job.status not in FINAL:
+            return await self.status(endpoint, job_id)
+        return s.JobStatusObject.model_validate(job.status_object(int(time.time() * 1000)))
 
     async def status(self, endpoint: str, job_id: str) -> s.JobStatusObject:
         return s.JobStatusObject.model_validate(await self._h.status.remote(endpoint, job_id))
@@ -320,8 +360,15 @@ class QueueClient:
 class AutoscalerClient:
     """Typed calls to the autoscaler actor; ``handle()`` as for :class:`QueueClient`."""
 
-    def __init__(self, handle: Callable[[], Any]) -> None:
+    def __init__(
+        self,
+        handle: Callable[[], Any],
+        store: Callable[[], Awaitable[RedisStore | None]] | None = None,
+        runsync_wait_s: Callable[[], float] | None = None,
+    ) -> None:
         self._handle = handle
+        self._store = store
+        self._runsync_wait_s = runsync_wait_s
 
     @property
     def _h(self) -> Any:
@@ -349,7 +396,7 @@ class AutoscalerClient:
 
 
 def queue_client(state: State) -> QueueClient:
-    return QueueClient(state.queue_handle)
+    return QueueClient(state.queue_handle, state.job_store, lambda: state.require_boot().queue.runsync_wait_s)
 
 
 def autoscaler_client(state: State) -> AutoscalerClient:

@@ -41,6 +41,7 @@ log = logging.getLogger("ripple.queue")
 S = JobStatus
 NOTIFY_EVERY_S = 0.05  # at most one autoscaler wake-up per endpoint per 50 ms
 LIST_BATCH = 500
+FINAL_RECHECK_S = 1.0  # wait_final reads the store at least this often
 
 
 def validation_errors(exc: ValidationError) -> list[dict[str, Any]]:
@@ -199,7 +200,9 @@ class Dispatcher(VersionDispatch):
             remaining = deadline - self.clock.monotonic_s()
             if job.status in RETRYABLE | {S.COMPLETED} or remaining <= 0:
                 return job.status_object(self.now_ms(), await self._wait_reason(job))
-            await self.finals.wait(job_id, remaining, version)
+            # At most a slice at a time: a job finished in the store by its worker is woken here by the
+            # worker's notification (``finished``); should that be lost, the store is read again.
+            await self.finals.wait(job_id, min(remaining, FINAL_RECHECK_S), version)
 
     async def status(self, endpoint: str, job_id: str) -> dict[str, Any]:
         """RunPod's status object of one job of ``endpoint`` (an IN_QUEUE job's with its ``waitReason``).

@@ -38,6 +38,17 @@ MIRROR_EVERY_S = 5.0  # workers-by-state snapshot to the metrics sink
 GONE_REMEMBERED = 10_000  # dead worker ids remembered to refuse their late takes
 
 
+def finish_item(job_id: str, worker_id: str, body: Any, is_stream: bool) -> FinishItem | None:
+    """A worker's result body (as ``done`` takes it) as the store's final result; None for a progress
+    update (not final)."""
+    res = parse_worker_result(body)
+    if res.kind == "progress":
+        return None
+    status = S.COMPLETED if res.kind == "completed" else S.FAILED
+    out = "" if res.output is None else json.dumps(res.output, separators=(",", ":"))
+    return FinishItem(job_id, worker_id, status, out, res.error or "", is_stream)
+
+
 class WorkerDispatch:
     """Shared dispatch state and the worker protocol. Single event loop; not thread-safe.
 
@@ -199,17 +210,29 @@ class WorkerDispatch:
         replies: dict[str, dict[str, Any]] = {}
         items: list[FinishItem] = []
         for job_id, body in results:
-            res = parse_worker_result(body)
-            if res.kind == "progress":
+            item = finish_item(job_id, worker_id, body, is_stream)
+            if item is None:  # a progress update
+                res = parse_worker_result(body)
                 ok = await self.store.progress(job_id, worker_id, json.dumps(res.output))
                 replies[job_id] = {"id": job_id, "accepted": ok, "progress": True}
                 continue
-            status = S.COMPLETED if res.kind == "completed" else S.FAILED
-            out = "" if res.output is None else json.dumps(res.output, separators=(",", ":"))
-            items.append(FinishItem(job_id, worker_id, status, out, res.error or "", is_stream))
+            items.append(item)
         for outcome in await self.store.finish(items, now_ms):
             replies[outcome.job_id] = self._on_finish(outcome, worker_id)
         return [replies[job_id] for job_id, _ in results]
+
+    async def finished(self, endpoint: str, worker_id: str, outcomes: Sequence[FinishOutcome]) -> None:
+        """Results a worker finished in the store itself (the same FINISH step ``done_many`` runs, so the
+        first final result won there): keep this dispatcher's memory as if they had come through
+        :meth:`done_many` (lease index, registry, metrics, waiters, webhook kick). Unknown jobs are
+        ignored. A notification that never arrives leaves only memory behind: a held job the registry
+        still lists is dropped when the worker is reclaimed (its move is refused, the job being final),
+        waiters re-read the store at least every second."""
+        await self._endpoint(endpoint)
+        self.registry.touch(worker_id, endpoint, None, self.clock.now_s())
+        for o in outcomes:
+            if o.status is not None:
+                self._on_finish(o, worker_id)
 
     def _on_finish(self, o: FinishOutcome, worker_id: str) -> dict[str, Any]:
         if o.applied and o.status is not None:

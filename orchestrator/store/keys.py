@@ -10,6 +10,7 @@ same names for the Lua scripts from the class itself. Names are relative to the 
 | ``job:{id}`` | hash | one job: ep, status, input, output, error, webhook, times, attempts, policy, version |
 | ``hist:{id}`` | list | attempt history, JSON entries ``{at, from, to, reason, worker}`` (last 50) |
 | ``stream:{id}`` | list | stream chunks (JSON); the job hash's ``stream_read`` is the client cursor |
+| ``fin:{id}`` | list | a watched job's end: its final status, pushed by the step making it final; expires |
 | ``q:{ep}`` | zset | queued job ids of an endpoint, scored normal before low priority, FIFO within |
 | ``counts:{ep}`` | hash | counters: in_progress, completed, failed, timed_out, cancelled, retried |
 | ``leases`` | zset | in-progress job ids scored by their execution deadline (ms) |
@@ -55,6 +56,9 @@ class Keys:
 
     def stream(self, job_id: str) -> str:
         return f"{self.prefix}stream:{job_id}"
+
+    def fin(self, job_id: str) -> str:
+        return f"{self.prefix}fin:{job_id}"
 
     def queue(self, endpoint: str) -> str:
         return f"{self.prefix}q:{endpoint}"

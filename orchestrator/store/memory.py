@@ -11,6 +11,7 @@ thread-safe; every method is atomic because none awaits.
 
 from __future__ import annotations
 
+import asyncio
 import json
 from collections import defaultdict
 from collections.abc import Sequence
@@ -59,6 +60,7 @@ class MemoryStore:
         self.webhooks: list[str] = []
         self.webhooks_inflight: list[str] = []
         self.docs: dict[str, str] = {}
+        self.final_signals: dict[str, asyncio.Event] = {}  # watched jobs that became final (fin:{id})
 
     async def ping(self) -> bool:
         return True
@@ -97,6 +99,8 @@ class MemoryStore:
                 for name in ("output", "error", "finished", "progress", "stream_read"):
                     h.pop(name, None)
                 self.streams.pop(job_id, None)
+                if job_id in self.final_signals:  # a waiter blocked on it waits for the next end
+                    self.final_signals[job_id].clear()
         elif to is S.IN_PROGRESS:
             deadline = now_ms + int(h["timeout"])
             h["attempts"] = str(int(h.get("attempts") or 0) + 1)
@@ -111,6 +115,8 @@ class MemoryStore:
             self._incr(ep, to.value.lower())
             if "webhook" in h:
                 self.webhooks.append(job_id)
+            if "watch" in h:
+                self.final_signals.setdefault(job_id, asyncio.Event()).set()
 
     def _apply(
         self, job_id: str, to: JobStatus, now_ms: int, reason: str, wid: str, log_worker: str
@@ -265,6 +271,24 @@ class MemoryStore:
             else:
                 deadlines.pop(job_id, None)
         return out
+
+    async def watch_final(self, job_id: str) -> JobStatus | None:
+        h = self.jobs.get(job_id)
+        if h is None:
+            return None
+        status = S(h["status"])
+        if status not in FINAL:
+            h["watch"] = "1"
+        return status
+
+    async def await_final(self, job_id: str, timeout_s: float) -> JobStatus | None:
+        signal = self.final_signals.setdefault(job_id, asyncio.Event())
+        try:
+            await asyncio.wait_for(signal.wait(), max(0.01, timeout_s))
+        except TimeoutError:
+            return None
+        h = self.jobs.get(job_id)
+        return S(h["status"]) if h is not None and S(h["status"]) in FINAL else None
 
     async def purge(self, endpoint: str, now_ms: int) -> int:
         n = 0

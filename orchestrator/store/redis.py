@@ -56,6 +56,7 @@ class RedisStore:
         self._push = client.register_script(lua.STREAM_PUSH)
         self._read = client.register_script(lua.STREAM_READ)
         self._progress = client.register_script(lua.PROGRESS)
+        self._watch = client.register_script(lua.WATCH_FINAL)
 
     @classmethod
     def connect(cls, url: str, prefix: str = "ripple:") -> RedisStore:
@@ -157,6 +158,16 @@ class RedisStore:
             Moved(r[i], True, True, JobStatus(r[i + 1]), JobStatus.TIMED_OUT, r[i + 2], r[i + 3])
             for i in range(0, len(r), 4)
         ]
+
+    async def watch_final(self, job_id: str) -> JobStatus | None:
+        status = await self._watch(args=[self._p, job_id])
+        return JobStatus(status) if status else None
+
+    async def await_final(self, job_id: str, timeout_s: float) -> JobStatus | None:
+        # BLMOVE from the list to itself: returns its element without taking it, so every waiter wakes.
+        key = self.k.fin(job_id)
+        got = await self.r.blmove(key, key, max(0.01, timeout_s), "RIGHT", "LEFT")
+        return JobStatus(got) if got else None
 
     async def purge(self, endpoint: str, now_ms: int) -> int:
         total = 0

@@ -9,13 +9,18 @@ Times are integer milliseconds. Scripts touch keys they compute, so they target 
 Cluster), which is how Ripple deploys it.
 
 Job hash fields: ep, status, input, output, error, webhook, created, queued, started, first_started, finished,
-attempts, max_retries, timeout, ttl, low, score, worker, lease, retried, progress, stream_read.
+attempts, max_retries, timeout, ttl, low, score, worker, lease, retried, progress, stream_read, watch (a
+caller waits on ``fin:{id}`` for the job's end: see :mod:`orchestrator.store.finals`).
 """
 
 from __future__ import annotations
 
 from orchestrator.core.jobs import FINAL, QUEUE_SCORE, REQUEUE_AFTER_LOST_LEASE, TRANSITIONS
 from orchestrator.store.keys import lua_prelude
+
+FIN_TTL_MS = 300_000
+"""How long a watched job's final signal (``fin:{id}``) stays after the job became final: longer than any
+caller's hold (``runsync`` holds at most 300 s); a caller that comes later reads the job's status instead."""
 
 
 def _table_lua() -> str:
@@ -36,6 +41,7 @@ def _rule(text: str, name: str, lua: str) -> str:
 
 
 _COMMON = r"""
+local FIN_TTL_MS = @FIN_TTL_MS@
 local function I(x) return string.format('%d', x) end
 local COUNTER = {COMPLETED='completed', FAILED='failed', TIMED_OUT='timed_out', CANCELLED='cancelled'}
 
@@ -76,6 +82,7 @@ local function enter(jk, id, ep, from, to, now, wid)
       redis.call('HINCRBY', K_counts(ep), 'retried', 1)
       redis.call('HDEL', jk, 'output', 'error', 'finished', 'progress', 'stream_read')
       redis.call('DEL', K_stream(id))
+      redis.call('DEL', K_fin(id))
     end
   elseif to == 'IN_PROGRESS' then
     local timeout = tonumber(redis.call('HGET', jk, 'timeout'))
@@ -90,6 +97,11 @@ local function enter(jk, id, ep, from, to, now, wid)
     redis.call('HINCRBY', K_counts(ep), COUNTER[to], 1)
     if redis.call('HEXISTS', jk, 'webhook') == 1 then
       redis.call('RPUSH', K_webhooks, id)
+    end
+    -- A caller waits on Redis for this job (WATCH_FINAL marked it): tell it, in the step that made it final.
+    if redis.call('HEXISTS', jk, 'watch') == 1 then
+      redis.call('RPUSH', K_fin(id), to)
+      redis.call('PEXPIRE', K_fin(id), FIN_TTL_MS)
     end
   end
 end
@@ -117,6 +129,7 @@ local function move(id, to, now, reason, expect_from, expect_worker, err)
   return {1, from, worker, ep, to}
 end
 """
+_COMMON = _rule(_COMMON, "FIN_TTL_MS", str(FIN_TTL_MS))
 _COMMON = _rule(
     _COMMON,
     "REQUEUE_AFTER_LOST_LEASE",
@@ -308,6 +321,19 @@ local cur = redis.call('HMGET', jk, 'status', 'worker')
 if cur[1] ~= 'IN_PROGRESS' or cur[2] ~= ARGV[3] then return 0 end
 redis.call('HSET', jk, 'progress', ARGV[4])
 return 1
+"""
+)
+
+WATCH_FINAL = _script(
+    r"""
+-- ARGV: P, id. Returns the job's status ('' when there is no such job). A job that is not final yet is marked
+-- watched, in the same atomic step: the script that makes it final then pushes to K_fin(id), so a caller that
+-- saw it not final and then blocks on K_fin(id) cannot miss its end.
+local jk = K_job(ARGV[2])
+local status = redis.call('HGET', jk, 'status')
+if not status then return '' end
+if not FINAL[status] then redis.call('HSET', jk, 'watch', '1') end
+return status
 """
 )
 

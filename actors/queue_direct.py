@@ -1,0 +1,78 @@
+"""A replica's results finished in the store itself, not through the queue actor (issue 12: the queue actor
+off the per-job path).
+
+The replica runs the same Lua FINISH step the queue's ``done_many`` runs (the first final result wins, a
+worker that no longer holds the job is refused, a watched job's caller is told in the same step), then tells
+the queue what happened without waiting for it (``JobQueue.finished``: lease index, worker registry,
+metrics, waiters, webhook kick). A caller waiting on the store for the job (:mod:`orchestrator.store.finals`)
+is woken by Redis directly, so a job's result takes no actor hop back.
+
+The store is where the queue says (``JobQueue.store_address``), when this process reaches it (an embedded
+Redis on a unix socket is not reachable from another node); else, and for progress updates, the caller sends
+results to the queue as before.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Sequence
+from typing import Any
+
+from orchestrator.core.dispatch_workers import finish_item
+from orchestrator.store.finals import reachable
+from orchestrator.store.protocol import FinishItem
+from orchestrator.store.redis import RedisStore
+
+log = logging.getLogger("ripple.replica")
+
+
+class DirectResults:
+    """Finishes one replica's results in the store; see the module docstring."""
+
+    def __init__(self, queue: Any, endpoint: str, worker_id: str) -> None:
+        self.queue = queue
+        self.endpoint = endpoint
+        self.worker_id = worker_id
+        self._store: RedisStore | None = None
+        self._resolved = False
+
+    async def store(self) -> RedisStore | None:
+        """The store, once this process has found it reachable; None when it is not (asked again later
+        only when the queue could not say where it is)."""
+        if self._resolved:
+            return self._store
+        try:
+            addr = await self.queue.store_address.remote()
+        except Exception:
+            log.warning("could not ask the queue where the store is; results go through the queue")
+            return None
+        url, prefix = str(addr["redisUrl"]), str(addr["keyPrefix"])
+        if await asyncio.to_thread(reachable, url):
+            self._store = RedisStore.connect(url, prefix)
+        else:
+            log.info("the store is not reachable from this replica; results go through the queue")
+        self._resolved = True
+        return self._store
+
+    async def report(self, results: Sequence[tuple[str, Any]], streamed: bool) -> bool:
+        """Finish ``results`` (job id, result body) in the store and tell the queue (not awaited). False
+        when nothing was done here (the store is not reachable, a body is a progress update, or the store
+        failed): the caller sends them to the queue, which refuses any this step did apply."""
+        store = await self.store()
+        if store is None:
+            return False
+        items: list[FinishItem] = []
+        for job_id, body in results:
+            item = finish_item(job_id, self.worker_id, body, streamed)
+            if item is None:
+                return False
+            items.append(item)
+        try:
+            outcomes = await store.finish(items, int(time.time() * 1000))
+        except Exception:
+            log.warning("finishing %d results in the store failed; sending them to the queue", len(items))
+            return False
+        self.queue.finished.remote(self.endpoint, self.worker_id, outcomes)
+        return True
