@@ -37,6 +37,7 @@ class DirectResults:
         self.worker_id = worker_id
         self._store: RedisStore | None = None
         self._resolved = False
+        self._inflight: set[asyncio.Future[bool]] = set()
 
     async def store(self) -> RedisStore | None:
         """The store, once this process has found it reachable; None when it is not (asked again later
@@ -59,7 +60,21 @@ class DirectResults:
     async def report(self, results: Sequence[tuple[str, Any]], streamed: bool) -> bool:
         """Finish ``results`` (job id, result body) in the store and tell the queue (not awaited). False
         when nothing was done here (the store is not reachable, a body is a progress update, or the store
-        failed): the caller sends them to the queue, which refuses any this step did apply."""
+        failed): the caller sends them to the queue, which refuses any this step did apply.
+
+        The work runs in a task of its own, shielded: a caller cancelled meanwhile (a replica stopping)
+        does not cut a result off between the store and the queue; :meth:`settle` waits for it."""
+        task = asyncio.ensure_future(self._report(results, streamed))
+        self._inflight.add(task)
+        task.add_done_callback(self._inflight.discard)
+        return await asyncio.shield(task)
+
+    async def settle(self) -> None:
+        """Wait until every result being finished here is done (before the replica stops)."""
+        while self._inflight:
+            await asyncio.gather(*self._inflight, return_exceptions=True)
+
+    async def _report(self, results: Sequence[tuple[str, Any]], streamed: bool) -> bool:
         store = await self.store()
         if store is None:
             return False

@@ -179,6 +179,7 @@ class WorkerReplica:
         beat = asyncio.get_running_loop().create_task(self._heartbeat_forever())
         flusher = asyncio.get_running_loop().create_task(self._flush_forever())
         await self._beat()  # registers as serving at once, replacing the pool's "starting" record
+        await self.direct.store()  # where results go, found before the first one
         try:
             await self._take_loop()
             await self._finish_held()
@@ -186,6 +187,7 @@ class WorkerReplica:
             self._move(WorkerState.STOPPED, "drained")
             beat.cancel()
             await self._flush_now()
+            await self.direct.settle()  # a result on its way to the store gets there
             flusher.cancel()
             await self._beat(final=True)
             summary = {

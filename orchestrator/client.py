@@ -255,6 +255,11 @@ class InClusterClient:
                 self._finals = SyncFinals(str(addr["redisUrl"]), str(addr["keyPrefix"]))
         return self._finals
 
+    @property
+    def waits_on_store(self) -> bool:
+        """Whether results are awaited on the job store (reachable from this process), not on the queue."""
+        return self._store() is not None
+
     def _wait_in_store(self, finals: SyncFinals, endpoint: str, job_id: str, timeout_s: float) -> Any:
         """The job's final status object read from the store, waited for there (told by the step that made
         it final); None when it is not final by then or not this endpoint's (the queue answers those)."""

@@ -138,7 +138,7 @@ class AppState:
         self._queue = None
 
 
-def app_state(request: Request) -> AppState:
+async def app_state(request: Request) -> AppState:
     """The state the app was created with (``create_app(state)``)."""
     state: AppState = request.app.state.ripple
     return state
@@ -147,7 +147,7 @@ def app_state(request: Request) -> AppState:
 State = Annotated[AppState, Depends(app_state)]
 
 
-def boot_config(state: State) -> BootConfig:
+async def boot_config(state: State) -> BootConfig:
     return state.require_boot()
 
 
@@ -395,11 +395,18 @@ class AutoscalerClient:
         return s.OverrideReply.model_validate(raw)
 
 
-def queue_client(state: State) -> QueueClient:
+def make_queue_client(state: AppState) -> QueueClient:
+    """The queue client of ``state`` (what :func:`queue_client` gives a route without an override)."""
     return QueueClient(state.queue_handle, state.job_store, lambda: state.require_boot().queue.runsync_wait_s)
 
 
-def autoscaler_client(state: State) -> AutoscalerClient:
+# The dependencies of every request are ``async def``: FastAPI runs a plain ``def`` dependency in a worker
+# thread (a thread hop each, per request, on the hot routes), and none of these blocks.
+async def queue_client(state: State) -> QueueClient:
+    return make_queue_client(state)
+
+
+async def autoscaler_client(state: State) -> AutoscalerClient:
     return AutoscalerClient(state.autoscaler_handle)
 
 
@@ -471,7 +478,7 @@ def queue_from(request: Request, state: AppState) -> QueueClient:
     code outside a route's dependencies (the web UI's login)."""
     override = request.app.dependency_overrides.get(queue_client)
     if override is None:
-        return queue_client(state)
+        return make_queue_client(state)
     takes_state = len(inspect.signature(override).parameters) > 0
     made: QueueClient = override(state) if takes_state else override()
     return made
@@ -567,7 +574,7 @@ require_audit_reader = _access_dependency(Family.AUDIT)
 # Validated inputs ---------------------------------------------------------------------------------------
 
 
-def _worker_id(
+async def _worker_id(
     worker_id: Annotated[str, Path(max_length=128, description="Worker id (RUNPOD_POD_ID).")],
 ) -> str:
     if not worker_id_ok(worker_id):

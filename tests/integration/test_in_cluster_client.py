@@ -53,3 +53,20 @@ def test_in_cluster_client_validates_before_calling_the_actor(rp: Ripple) -> Non
     assert rp.call(rp.queue.health.remote("inv"))["jobs"]["inQueue"] == 0, "nothing reached the queue"
     with pytest.raises(NotFound):
         c.submit("no-such-endpoint", {"value": 1})
+
+
+def test_in_cluster_client_awaits_results_on_the_store(rp: Ripple) -> None:
+    rp.create_endpoint("ins", "work_async", gpus=0, cpus=0, minReplicas=0)
+    rp.create_endpoint("other", "work_async", gpus=0, cpus=0, minReplicas=0)
+    c = Client.in_cluster(rp.namespace)
+    assert c.waits_on_store, "the embedded Redis is reachable from this process"
+    job = c.submit("ins", {"value": 1})
+    queued = c.result(job, "ins", timeout_s=0.3)
+    assert queued["status"] == "IN_QUEUE" and "waitReason" in queued, "not final: the queue answers"
+    with pytest.raises(NotFound):
+        c.result(job, "other", timeout_s=0.3)
+    c.cancel(job, "ins")
+    assert c.result(job, "ins", timeout_s=5)["status"] == "CANCELLED"
+    assert asyncio.run(c.aresult(job, "ins", 5.0))["status"] == "CANCELLED"
+    with pytest.raises(NotFound):
+        c.result("no-such-job", "ins", timeout_s=0.3)
