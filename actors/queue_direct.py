@@ -89,5 +89,8 @@ class DirectResults:
         except Exception:
             log.warning("finishing %d results in the store failed; sending them to the queue", len(items))
             return False
-        self.queue.finished.remote(self.endpoint, self.worker_id, outcomes)
+        try:  # the results are final in the store: the queue's memory follows (see Dispatcher.finished)
+            self.queue.finished.remote(self.endpoint, self.worker_id, outcomes)
+        except Exception:
+            log.warning("could not tell the queue of %d finished results", len(outcomes), exc_info=True)
         return True
