@@ -360,15 +360,8 @@ class QueueClient:
 class AutoscalerClient:
     """Typed calls to the autoscaler actor; ``handle()`` as for :class:`QueueClient`."""
 
-    def __init__(
-        self,
-        handle: Callable[[], Any],
-        store: Callable[[], Awaitable[RedisStore | None]] | None = None,
-        runsync_wait_s: Callable[[], float] | None = None,
-    ) -> None:
+    def __init__(self, handle: Callable[[], Any]) -> None:
         self._handle = handle
-        self._store = store
-        self._runsync_wait_s = runsync_wait_s
 
     @property
     def _h(self) -> Any:
