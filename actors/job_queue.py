@@ -123,6 +123,10 @@ class JobQueue(AccessMethods):
         check_literal_webhooks([request.webhook], self.webhooks.policy)
         return await self.d.runsync(endpoint, request, wait_s, request_id)
 
+    async def submitted(self, endpoint: str, job_ids: Sequence[str], request_id: str | None = None) -> None:
+        """Jobs the HTTP app wrote to the store itself (``runsync``); sent, not awaited."""
+        await self.d.submitted(endpoint, job_ids, request_id)
+
     async def wait_final(self, endpoint: str, job_id: str, wait_s: float | None) -> dict[str, Any]:
         return await self.d.wait_final(endpoint, job_id, wait_s)
 

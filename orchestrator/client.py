@@ -8,6 +8,7 @@ async twins prefixed ``a`` (``asubmit`` ...). Errors arrive as :mod:`orchestrato
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 from collections.abc import AsyncIterator, Callable, Iterator, Sequence
 from typing import Any
@@ -15,6 +16,7 @@ from typing import Any
 import httpx
 from pydantic import ValidationError
 
+from orchestrator.core.dispatch import new_job
 from orchestrator.core.errors import (
     Conflict,
     Forbidden,
@@ -27,7 +29,7 @@ from orchestrator.core.errors import (
     Unauthorized,
 )
 from orchestrator.core.jobs import FINAL, JobStatus
-from orchestrator.core.models import RunRequest
+from orchestrator.core.models import STORED, EndpointSpec, RunRequest
 from orchestrator.store.finals import SyncFinals, reachable
 
 _BY_STATUS: dict[int, type[RippleError]] = {
@@ -231,7 +233,9 @@ class Client:
 
 
 class InClusterClient:
-    """The same calls, made straight to the JobQueue actor (for Ray jobs, notebooks on the head)."""
+    """The same calls, made straight to the JobQueue actor (for Ray jobs, notebooks on the head); where this
+    process reaches the job store, a job (without webhook) is written to the store itself and its result
+    awaited there (:mod:`orchestrator.store.finals`), the queue told without waiting."""
 
     def __init__(self, namespace: str = "ripple") -> None:
         from orchestrator.names import QUEUE_NAME, get_actor
@@ -239,6 +243,7 @@ class InClusterClient:
         self._queue = get_actor(QUEUE_NAME, namespace)
         self._finals: SyncFinals | None = None
         self._finals_checked = False
+        self._specs: dict[str, EndpointSpec] = {}  # the stored spec (JSON) last parsed
 
     def _get(self, ref: Any) -> Any:
         import ray
@@ -282,7 +287,28 @@ class InClusterClient:
         low_priority: bool = False,
     ) -> str:
         req = _run_request(_body(input, webhook, execution_timeout_s, ttl_s, low_priority))
+        finals = self._store()
+        if finals is not None and req.webhook is None:
+            return self._submit_to_store(finals, endpoint, req)
         return str(self._get(self._queue.submit.remote(endpoint, [req]))[0])
+
+    def _submit_to_store(self, finals: SyncFinals, endpoint: str, req: RunRequest) -> str:
+        """Accept one job by writing it to the store (the SUBMIT script the queue's ``submit`` runs:
+        IN_QUEUE, ``maxQueueSize`` enforced; durable before this returns), the endpoint's spec as stored;
+        then tell the queue without waiting (it wakes a taker, or the autoscaler). A job with a webhook
+        goes through the queue, which checks its address. Raises NotFound, QueueFull."""
+        raw = finals.load_endpoint(endpoint)
+        if raw is None:
+            raise NotFound(f"endpoint {endpoint!r} not found", {"endpoint": endpoint})
+        spec = self._specs.get(raw)
+        if spec is None:
+            self._specs = {raw: EndpointSpec.model_validate_json(raw, context={STORED: True})}
+            spec = self._specs[raw]
+        job = new_job(endpoint, spec, req)
+        finals.submit(endpoint, [job], spec.max_queue_size, int(time.time() * 1000))
+        with contextlib.suppress(Exception):  # accepted: the next take or autoscaler tick finds it
+            self._queue.submitted.remote(endpoint, [job.id])
+        return job.id
 
     def submit_many(self, endpoint: str, inputs: Sequence[Any], chunk: int = 5000) -> list[str]:
         refs = [
@@ -302,8 +328,7 @@ class InClusterClient:
         finals = self._store()
         if finals is None:
             return dict(self._get(self._queue.runsync.remote(endpoint, req, timeout_s)))
-        (job_id,) = self._get(self._queue.submit.remote(endpoint, [req]))
-        return self.result(str(job_id), endpoint, timeout_s)
+        return self.result(self._submit_to_store(finals, endpoint, req), endpoint, timeout_s)
 
     def statuses(self, job_ids: Sequence[str]) -> list[dict[str, Any] | None]:
         """Status objects of many jobs in one call (None for unknown ids)."""

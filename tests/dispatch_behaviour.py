@@ -17,7 +17,7 @@ from typing import Any
 import pytest
 from pydantic import ValidationError
 
-from orchestrator.core.dispatch import Dispatcher
+from orchestrator.core.dispatch import Dispatcher, new_job
 from orchestrator.core.dispatch_workers import finish_item
 from orchestrator.core.errors import Conflict, InvalidInput, NotFound, QueueFull
 from orchestrator.core.jobs import JobStatus
@@ -1059,3 +1059,33 @@ async def test_a_reclaimed_job_refuses_its_old_holders_result_finished_in_the_st
     assert fresh is not None
     await rig.d.finished("ep", "w2", await rig.store.finish([fresh], rig.d.now_ms()))
     assert (await rig.d.wait_final("ep", job, 0))["output"] == "fresh"
+
+
+async def test_jobs_written_to_the_store_by_the_caller_are_counted_and_taken(rig: Rig) -> None:
+    await rig.d.create_endpoint(ep())
+    raw = await rig.store.load_endpoint("ep")
+    assert raw is not None and await rig.store.load_endpoint("nope") is None
+    spec = EndpointSpec.model_validate_json(raw, context={STORED: True})
+    taker = asyncio.create_task(rig.d.take("ep", "w1", 1, 5))
+    await asyncio.sleep(0.05)
+    job = new_job("ep", spec, run(5, policy={"ttl": 5000}))
+    await rig.store.submit("ep", [job], spec.max_queue_size, rig.d.now_ms())
+    await rig.d.submitted("ep", [job.id])
+    assert [j["id"] for j in await taker] == [job.id], "the waiting taker is woken"
+    assert rig.rec.named("submitted") == [("submitted", "ep", 1)]
+    assert (await rig.d.stats())["ep"]["lastArrivalS"] == rig.clock.now_s()
+    woken = len(rig.rec.woken)
+    queued = new_job("ep", spec, run(6))
+    await rig.store.submit("ep", [queued], spec.max_queue_size, rig.d.now_ms())
+    await rig.d.submitted("ep", [queued.id])
+    assert len(rig.rec.woken) == woken + 1, "no taker waits: the autoscaler is woken"
+    assert (await rig.d.get_job(job.id))["ttl"] == 5000, "the request's policy over the endpoint's"
+    await rig.d.create_endpoint(ep("gone"))
+    gone = await rig.store.load_endpoint("gone")
+    assert gone is not None
+    late = new_job("gone", EndpointSpec.model_validate_json(gone, context={STORED: True}), run(7))
+    await rig.d.delete_endpoint("gone")  # its queue purged, then the late job is written
+    await rig.store.submit("gone", [late], None, rig.d.now_ms())
+    await rig.d.submitted("gone", [late.id])
+    assert (await rig.d.get_job(late.id))["status"] == "CANCELLED", "a deleted endpoint's late job"
+    await rig.d.submitted("gone", ["no-such-job"])  # nothing to cancel

@@ -44,6 +44,22 @@ LIST_BATCH = 500
 FINAL_RECHECK_S = 1.0  # wait_final reads the store at least this often
 
 
+def new_job(endpoint: str, spec: EndpointSpec, req: RunRequest) -> NewJob:
+    """A new job of ``endpoint`` for ``req``: a fresh id, the request's policy over the endpoint's defaults.
+    Whoever writes it (``store.submit``, IN_QUEUE, atomic) has accepted it durably."""
+    policy = req.policy
+    return NewJob(
+        id=new_job_id(),
+        endpoint=endpoint,
+        input_json=json.dumps(req.input, separators=(",", ":")),
+        execution_timeout_ms=(policy and policy.execution_timeout) or spec.execution_timeout,
+        ttl_ms=(policy and policy.ttl) or spec.ttl,
+        max_retries=spec.max_retries,
+        low_priority=bool(policy and policy.low_priority),
+        webhook=req.webhook,
+    )
+
+
 def validation_errors(exc: ValidationError) -> list[dict[str, Any]]:
     """Pydantic errors as the 422 detail: ``loc`` (the field's path), ``msg`` and ``type``."""
     return [{"loc": list(e["loc"]), "msg": e["msg"], "type": e["type"]} for e in exc.errors()]
@@ -151,28 +167,36 @@ class Dispatcher(VersionDispatch):
         autoscaler when none waits."""
         logs.bind(request_id=request_id, endpoint=endpoint)
         spec = await self._endpoint(endpoint)
-        jobs = [self._new_job(endpoint, spec, req) for req in requests]
+        jobs = [new_job(endpoint, spec, req) for req in requests]
         await self.store.submit(endpoint, jobs, spec.max_queue_size, self.now_ms())
-        self.metrics.submitted(endpoint, len(jobs))
-        log.debug("accepted %d jobs", len(jobs), extra={"job_id": jobs[0].id if len(jobs) == 1 else None})
-        self.last_arrival_s[endpoint] = self.clock.now_s()
-        if self.takers.wake(endpoint, len(jobs)) == 0:
-            self._notify_autoscaler(endpoint)
+        self._accepted(endpoint, [j.id for j in jobs])
         return [j.id for j in jobs]
 
-    @staticmethod
-    def _new_job(endpoint: str, spec: EndpointSpec, req: RunRequest) -> NewJob:
-        policy = req.policy
-        return NewJob(
-            id=new_job_id(),
-            endpoint=endpoint,
-            input_json=json.dumps(req.input, separators=(",", ":")),
-            execution_timeout_ms=(policy and policy.execution_timeout) or spec.execution_timeout,
-            ttl_ms=(policy and policy.ttl) or spec.ttl,
-            max_retries=spec.max_retries,
-            low_priority=bool(policy and policy.low_priority),
-            webhook=req.webhook,
-        )
+    async def submitted(self, endpoint: str, job_ids: Sequence[str], request_id: str | None = None) -> None:
+        """Jobs a caller wrote to the store itself (the in-cluster client; durable before this is sent, see
+        :func:`new_job`): count them and wake a taker per job, or the autoscaler, as :meth:`submit` does.
+        Should this never arrive, the jobs wait for the next take (a taker's long-poll ends within
+        ``take_wait_s``) and the autoscaler's next tick; nothing is lost. Jobs of an endpoint deleted
+        meanwhile (written after its queue was purged) are cancelled, as the purge would have."""
+        logs.bind(request_id=request_id, endpoint=endpoint)
+        await self.recover()
+        if endpoint in self.endpoints:
+            self._accepted(endpoint, job_ids)
+            return
+        for job_id in job_ids:
+            moved = await self.store.move(
+                job_id, S.CANCELLED.value, self.now_ms(), "endpoint deleted", expect_from=(S.IN_QUEUE,)
+            )
+            if moved.moved:
+                self._finalized(job_id, endpoint, S.CANCELLED)
+
+    def _accepted(self, endpoint: str, job_ids: Sequence[str]) -> None:
+        self.metrics.submitted(endpoint, len(job_ids))
+        one = job_ids[0] if len(job_ids) == 1 else None
+        log.debug("accepted %d jobs", len(job_ids), extra={"job_id": one})
+        self.last_arrival_s[endpoint] = self.clock.now_s()
+        if self.takers.wake(endpoint, len(job_ids)) == 0:
+            self._notify_autoscaler(endpoint)
 
     def _notify_autoscaler(self, endpoint: str) -> None:
         """Work arrived that no worker is waiting for: let the autoscaler tick now (throttled)."""

@@ -17,14 +17,17 @@ from __future__ import annotations
 
 import os
 import time
+from collections.abc import Sequence
 from typing import Any
 
 import redis
 
 from orchestrator.core.jobs import FINAL, JobStatus, JobView
+from orchestrator.core.models import NewJob
 from orchestrator.store import scripts as lua
 from orchestrator.store.keys import Keys
 from orchestrator.store.protocol import JobStore, job_view
+from orchestrator.store.redis import submit_args, submit_depth
 
 SLICE_S = 1.0
 """Longest single block on a job's final signal before its status is read again."""
@@ -69,6 +72,18 @@ class SyncFinals:
         self.r: Any = redis.Redis.from_url(url, decode_responses=True, health_check_interval=30)
         self.k = Keys(prefix)
         self._watch = self.r.register_script(lua.WATCH_FINAL)
+        self._submit = self.r.register_script(lua.SUBMIT)
+
+    def load_endpoint(self, name: str) -> str | None:
+        """One endpoint's spec (JSON), or None."""
+        raw = self.r.hget(self.k.endpoints, name)
+        return str(raw) if raw is not None else None
+
+    def submit(self, endpoint: str, jobs: Sequence[NewJob], max_queue_size: int | None, now_ms: int) -> int:
+        """As :meth:`orchestrator.store.redis.RedisStore.submit` (the same SUBMIT script): the jobs
+        IN_QUEUE, all or nothing; the new depth. Raises QueueFull."""
+        reply = self._submit(args=submit_args(self.k.prefix, endpoint, jobs, max_queue_size, now_ms))
+        return submit_depth(reply, endpoint, max_queue_size)
 
     def close(self) -> None:
         self.r.close()

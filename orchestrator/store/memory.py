@@ -381,6 +381,9 @@ class MemoryStore:
     async def load_versions(self, endpoint: str) -> dict[int, str]:
         return dict(self.versions.get(endpoint, {}))
 
+    async def load_endpoint(self, name: str) -> str | None:
+        return self.endpoints.get(name)
+
     async def load_endpoints(self) -> dict[str, str]:
         return dict(self.endpoints)
 

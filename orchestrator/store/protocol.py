@@ -174,6 +174,10 @@ class JobStore(Protocol):
         """Every version of an endpoint (JSON by number); empty when it has none."""
         ...
 
+    async def load_endpoint(self, name: str) -> str | None:
+        """One endpoint's spec (JSON), or None."""
+        ...
+
     async def load_endpoints(self) -> dict[str, str]:
         """Every endpoint spec (JSON) by name."""
         ...

@@ -37,6 +37,34 @@ def moved_from_reply(job_id: str, r: list[Any]) -> Moved:
     )
 
 
+def submit_args(
+    prefix: str, endpoint: str, jobs: Sequence[NewJob], max_queue_size: int | None, now_ms: int
+) -> list[Any]:
+    """ARGV of the SUBMIT script (also run by :class:`orchestrator.store.finals.SyncFinals`)."""
+    args: list[Any] = [prefix, endpoint, max_queue_size or 0, now_ms, len(jobs)]
+    for j in jobs:
+        args += [
+            j.id,
+            j.input_json,
+            j.webhook or "",
+            int(j.low_priority),
+            j.execution_timeout_ms,
+            j.ttl_ms,
+            j.max_retries,
+        ]
+    return args
+
+
+def submit_depth(reply: list[Any], endpoint: str, max_queue_size: int | None) -> int:
+    """The SUBMIT script's reply: the queue's new depth. Raises QueueFull when it refused the jobs."""
+    if int(reply[0]) == -1:
+        raise QueueFull(
+            f"queue of endpoint {endpoint!r} is full ({reply[1]} queued, maxQueueSize {max_queue_size})",
+            {"endpoint": endpoint, "queued": int(reply[1]), "maxQueueSize": max_queue_size},
+        )
+    return int(reply[1])
+
+
 RETRIES_WHILE_RESTARTING = 20
 """Retries of a command while Redis restarts (backoff 0.05 s doubling to 2 s: about 30 s in all)."""
 
@@ -85,24 +113,8 @@ class RedisStore:
     async def submit(
         self, endpoint: str, jobs: Sequence[NewJob], max_queue_size: int | None, now_ms: int
     ) -> int:
-        args: list[Any] = [self._p, endpoint, max_queue_size or 0, now_ms, len(jobs)]
-        for j in jobs:
-            args += [
-                j.id,
-                j.input_json,
-                j.webhook or "",
-                int(j.low_priority),
-                j.execution_timeout_ms,
-                j.ttl_ms,
-                j.max_retries,
-            ]
-        reply = await self._submit(args=args)
-        if int(reply[0]) == -1:
-            raise QueueFull(
-                f"queue of endpoint {endpoint!r} is full ({reply[1]} queued, maxQueueSize {max_queue_size})",
-                {"endpoint": endpoint, "queued": int(reply[1]), "maxQueueSize": max_queue_size},
-            )
-        return int(reply[1])
+        reply = await self._submit(args=submit_args(self._p, endpoint, jobs, max_queue_size, now_ms))
+        return submit_depth(reply, endpoint, max_queue_size)
 
     async def take(
         self, endpoint: str, worker_id: str, max_jobs: int, now_ms: int, version: int | None = None
@@ -275,6 +287,10 @@ class RedisStore:
 
     async def load_versions(self, endpoint: str) -> dict[int, str]:
         return {int(k): v for k, v in (await self.r.hgetall(self.k.versions(endpoint))).items()}
+
+    async def load_endpoint(self, name: str) -> str | None:
+        raw = await self.r.hget(self.k.endpoints, name)
+        return str(raw) if raw is not None else None
 
     async def load_endpoints(self) -> dict[str, str]:
         return dict(await self.r.hgetall(self.k.endpoints))

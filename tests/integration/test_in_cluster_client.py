@@ -9,7 +9,7 @@ import asyncio
 import pytest
 
 from orchestrator.client import Client
-from orchestrator.core.errors import InvalidInput, NotFound
+from orchestrator.core.errors import InvalidInput, NotFound, QueueFull
 from tests.integration.ray_fixtures import Ripple, local_ray, module_redis, ripple, rp
 
 __all__ = ["local_ray", "module_redis", "ripple", "rp"]
@@ -70,3 +70,15 @@ def test_in_cluster_client_awaits_results_on_the_store(rp: Ripple) -> None:
     assert asyncio.run(c.aresult(job, "ins", 5.0))["status"] == "CANCELLED"
     with pytest.raises(NotFound):
         c.result("no-such-job", "ins", timeout_s=0.3)
+
+
+def test_in_cluster_submit_to_the_store_enforces_the_queue_limit(rp: Ripple) -> None:
+    rp.create_endpoint("full", "work_async", gpus=0, cpus=0, minReplicas=0, maxQueueSize=1)
+    c = Client.in_cluster(rp.namespace)
+    assert c.waits_on_store
+    job = c.submit("full", {"value": 1}, ttl_s=60)
+    with pytest.raises(QueueFull):
+        c.submit("full", {"value": 2})
+    assert rp.job(job)["ttl"] == 60_000, "the request's policy over the endpoint's"
+    health = rp.call(rp.queue.health.remote("full"))
+    assert health["jobs"]["inQueue"] == 1, "the refused job was never written"
