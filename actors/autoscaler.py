@@ -69,6 +69,7 @@ class Autoscaler:
             queue_retry_s=max(QUEUE_RESTART_WAIT_S, boot.queue.heartbeat_timeout_s),
         )
         self.pools: dict[str, Any] = {}
+        self._closing: dict[str, asyncio.Task[None]] = {}  # deleted endpoints' pools, draining
         self.instance = uuid.uuid4().hex
         self.state: AutoscalerState | None = None
         self.last: dict[str, Any] = {}
@@ -254,7 +255,7 @@ class Autoscaler:
             # the Serve app right after starting this actor, and Serve's actors would take it).
             self._standby(None, CONTROL_STANDBY_DELAY_S)
         for name, spec in managed.items():
-            if name not in self.pools:
+            if name not in self.pools and name not in self._closing:  # re-created: after the old one closed
                 self.pools[name] = ensure_pool(name, self.pool_cfg)
                 self._forget(name)  # a new (or re-created) endpoint starts with no memory
                 # This endpoint's first replica, and later the next pool, start in ready processes too
@@ -263,15 +264,29 @@ class Autoscaler:
                 self._standby(None, CONTROL_STANDBY_DELAY_S)
                 self._pool_created.pop(name, asyncio.Event()).set()
         for name in [n for n in self.pools if n not in managed]:
-            handle = self.pools.pop(name)
             self._forget(name)
-            try:
-                await handle.close.remote(self.pool_cfg.drain_timeout_s)
-            finally:
-                ray.kill(handle, no_restart=True)
+            self._closing[name] = asyncio.get_running_loop().create_task(
+                self._close_pool(name, self.pools.pop(name))
+            )
         if self.ticks % ORPHAN_SWEEP_TICKS == 1:  # the first tick, then now and then: a listing of the GCS
-            for name in kill_orphan_replicas(self.boot.namespace, set(self.pools)):
+            for name in kill_orphan_replicas(self.boot.namespace, {*self.pools, *self._closing}):
                 log.warning("killed replica %s: its endpoint no longer exists", name)
+
+    async def _close_pool(self, endpoint: str, handle: Any) -> None:
+        """Drain a deleted endpoint's pool (its jobs finish within the drain timeout), then kill it. Runs
+        beside the ticks: other endpoints keep scaling meanwhile, and the next tick places waiting work on
+        the GPUs it frees."""
+        try:
+            await handle.close.remote(self.pool_cfg.drain_timeout_s)
+        except Exception:
+            log.warning("closing the pool of %s failed; killed", endpoint, exc_info=True)
+        finally:
+            ray.kill(handle, no_restart=True)
+            self._closing.pop(endpoint, None)
+            if endpoint not in self.pools:  # not re-created meanwhile: whatever replica is left goes too
+                for name in kill_orphan_replicas(self.boot.namespace, {*self.pools, *self._closing}):
+                    log.warning("killed replica %s: its endpoint no longer exists", name)
+            self._wake.set()
 
     def _standby(self, spec: EndpointSpec | None = None, delay_s: float = 0.0) -> None:
         """Ask for standby worker processes (:mod:`orchestrator.core.standby`) in ``delay_s``, without
@@ -317,9 +332,8 @@ class Autoscaler:
 
     def _forget(self, endpoint: str) -> None:
         """Drop an endpoint's policy memory with its pool. ``decide`` keeps memory only for the endpoints
-        of its snapshot, but the tick that closes a deleted endpoint's pool may not get that far (the close
-        can fail), and an endpoint re-created under the same name before the next tick must not inherit the
-        old one's expected replicas or cooldowns."""
+        of its snapshot, but a tick may fail before it gets that far, and an endpoint re-created under the
+        same name before the next tick must not inherit the old one's expected replicas or cooldowns."""
         if self.state is not None and endpoint in self.state.endpoints:
             kept = {k: v for k, v in self.state.endpoints.items() if k != endpoint}
             self.state = AutoscalerState(kept)

@@ -171,16 +171,21 @@ class WorkerPool:
     async def close(self, timeout_s: float) -> int:
         """Drain every replica (jobs finish within ``timeout_s``) and stop; returns how many were drained."""
         self._closing = True
-        for r in list(self.replicas.values()):
-            if not r.draining:
-                await self._drain(r, "pool closing", timeout_s)
-        deadline = time.monotonic() + timeout_s + 5
-        while self.replicas and time.monotonic() < deadline:
-            await self._observe()
-            await asyncio.sleep(0.2)
-        n = len(self.replicas)
-        for r in list(self.replicas.values()):
-            ray.kill(r.handle, no_restart=True)
+        try:
+            for r in list(self.replicas.values()):
+                if not r.draining:
+                    await self._drain(r, "pool closing", timeout_s)
+            deadline = time.monotonic() + timeout_s + 5
+            while self.replicas and time.monotonic() < deadline:
+                try:
+                    await self._observe()
+                except Exception:  # e.g. the queue refusing reports of a deleted endpoint: keep stopping
+                    log.debug("pool %s: observing while closing failed", self.endpoint, exc_info=True)
+                await asyncio.sleep(0.2)
+        finally:  # whatever happened, no replica outlives its pool's close
+            n = len(self.replicas)
+            for r in list(self.replicas.values()):
+                ray.kill(r.handle, no_restart=True)
         return n
 
     # Reconcile --------------------------------------------------------------------------------------
@@ -391,11 +396,11 @@ class WorkerPool:
                 continue
             r.follow(info, time.time())
             if int(r.info.get("stuck", 0)) >= int(r.info.get("concurrency", 1)):
-                ray.kill(r.handle, no_restart=True)  # every thread hangs in a stopped job: replace it
+                # every thread hangs in a stopped job: replace it (_lost kills it)
                 await self._lost(r, "hung past its jobs' execution timeout; replaced", None)
 
     async def _run_ended(self, r: TrackedReplica, run_ref: Any) -> None:
-        """A replica's ``run`` returned (drained) or raised (its process died)."""
+        """A replica's ``run`` returned (drained) or raised (its process died, or its loop failed: killed)."""
         try:
             summary = ray.get(run_ref)
         except Exception as exc:
@@ -449,6 +454,8 @@ class WorkerPool:
         dead = ray_cluster.actor_state(r.handle._actor_id.hex()) in ("DEAD", "UNKNOWN")
         if not dead and waited_s <= GONE_LINGER_MAX_S:
             return
+        if not dead:  # killed long ago and still listed alive: ask again rather than lose track of it
+            ray.kill(r.handle, no_restart=True)
         # Ray marks a killed actor dead before its process exits and its GPUs show as available.
         gpus = r.gpus
         node_id = r.record.node_id
@@ -470,7 +477,11 @@ class WorkerPool:
         await self.queue.report_workers.remote(self.endpoint, [r.view(self.endpoint)])
 
     async def _lost(self, r: TrackedReplica, reason: str, error: str | None) -> None:
+        """A replica that failed to start, hung, or whose ``run`` raised: stopped and killed. Its process may
+        well be alive (an exception, not a death): a detached actor outlives everything but a kill, and
+        would hold its GPUs for good."""
         self._forget(r, reason)
+        ray.kill(r.handle, no_restart=True)
         if error:
             self.last_errors.append({"workerId": r.worker_id, "at": time.time(), "error": error[-4000:]})
             self.last_errors = self.last_errors[-20:]

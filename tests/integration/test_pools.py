@@ -274,3 +274,22 @@ def test_failing_handler_quarantines_the_replica_with_backoff_and_it_recovers(rp
         15,
         "the replica healthy again",
     )
+
+
+def test_a_deleted_endpoint_leaves_no_replica_alive_and_its_gpus_go_to_the_next(rp: Ripple) -> None:
+    """Deleting an endpoint stops its replicas' actors within seconds (detached actors live until killed:
+    one left alive would hold its GPU for good), and another endpoint gets the GPUs."""
+    rp.create_endpoint("leaving", "work_async", gpus=1, minReplicas=2, maxReplicas=2)
+    actors = [r["actorId"] for r in rp.wait_replicas("leaving", 2, 60)]
+    rp.call(rp.queue.delete_endpoint.remote("leaving"))
+    wait_for(lambda: {_actor_state(a) for a in actors} == {"DEAD"}, 5, "the deleted endpoint's replicas dead")
+    rp.create_endpoint("arriving", "work_async", gpus=1, minReplicas=2, maxReplicas=2)
+    ids = rp.submit("arriving", [{"value": k, "sleep_s": 0.5} for k in range(4)])
+    assert {j["status"] for j in rp.wait_final(ids, 30)} == {"COMPLETED"}
+    assert len(rp.wait_replicas("arriving", 2, 10)) == 2
+
+
+def _actor_state(actor_id_hex: str) -> str:
+    """The GCS state of an actor (ALIVE, DEAD, ...)."""
+    info = ray._private.state.actors(actor_id=actor_id_hex)  # type: ignore[no-untyped-call]
+    return str((info or {}).get("State", "UNKNOWN"))
