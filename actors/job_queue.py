@@ -181,6 +181,10 @@ class JobQueue(AccessMethods):
     ) -> list[dict[str, Any]]:
         return await self.d.done_many(endpoint, worker_id, results, is_stream)
 
+    async def took(self, endpoint: str, worker_id: str, job_ids: list[str]) -> None:
+        """Jobs a replica took from the store itself (:mod:`actors.queue_direct`); sent, not awaited."""
+        self.d.took(endpoint, worker_id, job_ids)
+
     async def finished(self, endpoint: str, worker_id: str, outcomes: Sequence[FinishOutcome]) -> None:
         """Results a replica finished in the store itself (:mod:`actors.queue_direct`); sent, not awaited."""
         await self.d.finished(endpoint, worker_id, outcomes)

@@ -1,15 +1,21 @@
-"""A replica's results finished in the store itself, not through the queue actor (issue 12: the queue actor
-off the per-job path).
+"""A replica's jobs taken from, and its results finished in, the store itself, not through the queue actor
+(issue 12: the queue actor off the per-job path).
 
-The replica runs the same Lua FINISH step the queue's ``done_many`` runs (the first final result wins, a
-worker that no longer holds the job is refused, a watched job's caller is told in the same step), then tells
-the queue what happened without waiting for it (``JobQueue.finished``: lease index, worker registry,
-metrics, waiters, webhook kick). A caller waiting on the store for the job (:mod:`orchestrator.store.finals`)
-is woken by Redis directly, so a job's result takes no actor hop back.
+Taking: the replica runs the same Lua TAKE step the queue's ``take`` runs (a draining worker is refused
+inside it, each job's version recorded), and while the queue is empty blocks on the endpoint's wake list,
+which the step that queues a job pushes to (:meth:`~orchestrator.store.redis.RedisStore.wait_for_work`). It
+tells the queue what it took without waiting (``JobQueue.took``: lease index, worker registry); its
+heartbeats report the same jobs.
+
+Finishing: the replica runs the same Lua FINISH step the queue's ``done_many`` runs (the first final result
+wins, a worker that no longer holds the job is refused, a watched job's caller is told in the same step),
+then tells the queue what happened without waiting for it (``JobQueue.finished``: lease index, worker
+registry, metrics, waiters, webhook kick). A caller waiting on the store for the job
+(:mod:`orchestrator.store.finals`) is woken by Redis directly, so a job's result takes no actor hop back.
 
 The store is where the queue says (``JobQueue.store_address``), when this process reaches it (an embedded
-Redis on a unix socket is not reachable from another node); else, and for progress updates, the caller sends
-results to the queue as before.
+Redis on a unix socket is not reachable from another node); else, when the store fails, and for progress
+updates, the replica takes and sends results through the queue as before.
 """
 
 from __future__ import annotations
@@ -28,8 +34,8 @@ from orchestrator.store.redis import RedisStore
 log = logging.getLogger("ripple.replica")
 
 
-class DirectResults:
-    """Finishes one replica's results in the store; see the module docstring."""
+class DirectStore:
+    """Takes one replica's jobs from and finishes its results in the store; see the module docstring."""
 
     def __init__(self, queue: Any, endpoint: str, worker_id: str) -> None:
         self.queue = queue
@@ -56,6 +62,29 @@ class DirectResults:
             log.info("the store is not reachable from this replica; results go through the queue")
         self._resolved = True
         return self._store
+
+    async def take(self, max_jobs: int, wait_s: float, version: int | None) -> list[dict[str, Any]] | None:
+        """Up to ``max_jobs`` jobs leased to this replica (as the queue's ``take`` hands them out), waiting
+        up to ``wait_s`` for one to be queued; [] when none came. None when nothing was done here (the
+        store is not reachable or failed): the caller takes through the queue."""
+        store = await self.store()
+        if store is None:
+            return None
+        try:
+            jobs = await store.take(self.endpoint, self.worker_id, max_jobs, int(time.time() * 1000), version)
+            if not jobs and await store.wait_for_work(self.endpoint, wait_s):
+                jobs = await store.take(
+                    self.endpoint, self.worker_id, max_jobs, int(time.time() * 1000), version
+                )
+        except Exception:
+            log.warning("taking from the store failed; taking through the queue", exc_info=True)
+            return None
+        if jobs:
+            try:  # leased in the store: the queue's memory follows (see Dispatcher.took)
+                self.queue.took.remote(self.endpoint, self.worker_id, [j.id for j in jobs])
+            except Exception:
+                log.warning("could not tell the queue of %d jobs taken", len(jobs), exc_info=True)
+        return [j.wire() for j in jobs]
 
     async def report(self, results: Sequence[tuple[str, Any]], streamed: bool) -> bool:
         """Finish ``results`` (job id, result body) in the store and tell the queue (not awaited). False

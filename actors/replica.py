@@ -28,10 +28,11 @@ from typing import Any, TypeVar
 import ray
 
 from actors import ray_cluster, warm_workers
-from actors.queue_direct import DirectResults
+from actors.queue_direct import DirectStore
 from orchestrator import logs
 from orchestrator.core import health as hs
 from orchestrator.core import runpod_worker as rw
+from orchestrator.core.errors import NotFound
 from orchestrator.core.gpu_types import node_types
 from orchestrator.core.handlers import load_handler, run_job
 from orchestrator.core.workers import (
@@ -49,6 +50,10 @@ T = TypeVar("T")
 
 QUEUE_RESTART_WAIT_S = 60.0
 """How long a call to the queue is retried while the queue actor restarts (Ray restarts it in seconds)."""
+
+DIRECT_WAIT_S = 0.5
+"""Longest single block on the store for a job to be queued, before the replica looks at itself again (a
+drain, a change of concurrency)."""
 
 
 async def through_queue_restarts(call: Callable[[], Awaitable[T]], wait_s: float = QUEUE_RESTART_WAIT_S) -> T:
@@ -116,7 +121,7 @@ class WorkerReplica:
         types = node_types(ray_cluster.node_resources(self.node_id)) if self.gpu_ids else {}
         self.gpu_type = cfg.gpu_type or (next(iter(types)) if len(types) == 1 else None)
         self.queue = queue.result()
-        self.direct = DirectResults(self.queue, cfg.endpoint, cfg.worker_id)  # results straight to the store
+        self.direct = DirectStore(self.queue, cfg.endpoint, cfg.worker_id)  # jobs and results: the store
         threads = rw.MAX_CONCURRENCY if self.handler.options.concurrency_modifier else cfg.concurrency
         self.executor = ThreadPoolExecutor(max_workers=max(1, threads), thread_name_prefix="handler")
         rw.set_progress_sink(self._progress)
@@ -278,21 +283,36 @@ class WorkerReplica:
                 with contextlib.suppress(asyncio.TimeoutError):
                     await asyncio.wait_for(self._wake.wait(), 0.5)
                 continue
-            jobs = await through_queue_restarts(
-                partial(
-                    self.queue.take.remote,
-                    self.cfg.endpoint,
-                    self.cfg.worker_id,
-                    free,
-                    self.cfg.take_wait_s,
-                    "ray",
-                    version=self.cfg.version or None,  # recorded on each job: the version that ran it
-                ),
-                self.cfg.queue_retry_s,
-            )
+            try:
+                jobs = await self._take(free)
+            except NotFound:  # the endpoint was deleted: nothing more to take, what is held finishes
+                self._move(WorkerState.DRAINING, "draining: endpoint deleted")
+                break
             for job in jobs:
                 self.idle_since_s = None
                 self.active[job["id"]] = asyncio.get_running_loop().create_task(self._run_job(job))
+
+    async def _take(self, free: int) -> list[dict[str, Any]]:
+        """Up to ``free`` jobs: from the store itself when this process reaches it (waiting at most
+        ``DIRECT_WAIT_S`` at a time, so a drain is seen soon), else through the queue (waiting up to the take
+        wait). The version is recorded on each job: the version that ran it. Raises NotFound (through the
+        queue) once the endpoint is deleted."""
+        version = self.cfg.version or None
+        jobs = await self.direct.take(free, min(self.cfg.take_wait_s, DIRECT_WAIT_S), version)
+        if jobs is not None:
+            return jobs
+        return await through_queue_restarts(
+            partial(
+                self.queue.take.remote,
+                self.cfg.endpoint,
+                self.cfg.worker_id,
+                free,
+                self.cfg.take_wait_s,
+                "ray",
+                version=version,
+            ),
+            self.cfg.queue_retry_s,
+        )
 
     async def _finish_held(self) -> None:
         while self.active:

@@ -16,7 +16,7 @@ from typing import Any
 import httpx
 from pydantic import ValidationError
 
-from orchestrator.core.dispatch import new_job
+from orchestrator.core.dispatch import new_job, stored_spec
 from orchestrator.core.errors import (
     Conflict,
     Forbidden,
@@ -29,7 +29,7 @@ from orchestrator.core.errors import (
     Unauthorized,
 )
 from orchestrator.core.jobs import FINAL, JobStatus
-from orchestrator.core.models import STORED, EndpointSpec, RunRequest
+from orchestrator.core.models import RunRequest
 from orchestrator.store.finals import SyncFinals, reachable
 
 _BY_STATUS: dict[int, type[RippleError]] = {
@@ -243,7 +243,6 @@ class InClusterClient:
         self._queue = get_actor(QUEUE_NAME, namespace)
         self._finals: SyncFinals | None = None
         self._finals_checked = False
-        self._specs: dict[str, EndpointSpec] = {}  # the stored spec (JSON) last parsed
 
     def _get(self, ref: Any) -> Any:
         import ray
@@ -300,10 +299,7 @@ class InClusterClient:
         raw = finals.load_endpoint(endpoint)
         if raw is None:
             raise NotFound(f"endpoint {endpoint!r} not found", {"endpoint": endpoint})
-        spec = self._specs.get(raw)
-        if spec is None:
-            self._specs = {raw: EndpointSpec.model_validate_json(raw, context={STORED: True})}
-            spec = self._specs[raw]
+        spec = stored_spec(raw)
         job = new_job(endpoint, spec, req)
         finals.submit(endpoint, [job], spec.max_queue_size, int(time.time() * 1000))
         with contextlib.suppress(Exception):  # accepted: the next take or autoscaler tick finds it

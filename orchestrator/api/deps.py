@@ -9,6 +9,7 @@ checks every call and every reply is parsed into its response model. Tests repla
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import inspect
 import json
 import logging
@@ -26,7 +27,8 @@ from orchestrator.api import schemas as s
 from orchestrator.api.middleware import current_request_id
 from orchestrator.auth import KeyCache
 from orchestrator.boot import BootConfig
-from orchestrator.core.errors import Forbidden, InvalidInput, NotReady, Unauthorized
+from orchestrator.core.dispatch import new_job, stored_spec
+from orchestrator.core.errors import Forbidden, InvalidInput, NotFound, NotReady, Unauthorized
 from orchestrator.core.jobs import FINAL
 from orchestrator.core.models import EndpointPatch, EndpointSpec, RunRequest, worker_id_ok
 from orchestrator.core.scopes import (
@@ -190,20 +192,40 @@ class QueueClient:
     ) -> s.JobStatusObject:
         """Queue one job and hold until it is final or ``wait_s`` passes (None: the configured default).
 
-        With the store at hand, the job is submitted through the queue (durable before the reply, as
-        ever) and its end awaited on the store (:mod:`orchestrator.store.finals`: told by the step that
-        made it final), not on the queue actor; a job not final when the hold ends is read through the
-        queue (its ``waitReason``)."""
+        With the store at hand, the job is written to the store here (:meth:`_submit_to_store`; one with
+        a webhook goes through the queue, which checks its address) and its end awaited on the store
+        (:mod:`orchestrator.store.finals`: told by the step that made it final), not on the queue actor; a
+        job not final when the hold ends is read through the queue (its ``waitReason``)."""
         store = None if self._store is None else await self._store()
         if store is None or self._runsync_wait_s is None:
             raw = await self._h.runsync.remote(endpoint, request, wait_s, request_id=request_id)
             return s.JobStatusObject.model_validate(raw)
-        (job_id,) = await self._h.submit.remote(endpoint, [request], request_id=request_id)
+        if request.webhook is None:
+            job_id = await self._submit_to_store(store, endpoint, request, request_id)
+        else:
+            (job_id,) = await self._h.submit.remote(endpoint, [request], request_id=request_id)
         wait = self._runsync_wait_s() if wait_s is None else max(0.0, min(wait_s, 300.0))
         job = await wait_final(store, job_id, wait)
         if job is None or job.status not in FINAL:
             return await self.status(endpoint, job_id)
         return s.JobStatusObject.model_validate(job.status_object(int(time.time() * 1000)))
+
+    async def _submit_to_store(
+        self, store: RedisStore, endpoint: str, request: RunRequest, request_id: str | None
+    ) -> str:
+        """Accept one job by writing it to the store with the SUBMIT script the queue's ``submit`` runs
+        (IN_QUEUE, ``maxQueueSize`` enforced, durable before this returns), the endpoint's spec as stored;
+        then tell the queue without waiting (it counts the job and wakes the autoscaler when no replica
+        waits; replicas are woken by the store). Raises NotFound, QueueFull."""
+        raw = await store.load_endpoint(endpoint)
+        if raw is None:
+            raise NotFound(f"endpoint {endpoint!r} not found", {"endpoint": endpoint})
+        spec = stored_spec(raw)
+        job = new_job(endpoint, spec, request)
+        await store.submit(endpoint, [job], spec.max_queue_size, int(time.time() * 1000))
+        with contextlib.suppress(Exception):  # accepted: the next take or autoscaler tick finds it
+            self._h.submitted.remote(endpoint, [job.id], request_id=request_id)
+        return job.id
 
     async def status(self, endpoint: str, job_id: str) -> s.JobStatusObject:
         return s.JobStatusObject.model_validate(await self._h.status.remote(endpoint, job_id))

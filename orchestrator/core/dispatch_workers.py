@@ -185,6 +185,18 @@ class WorkerDispatch:
             if not await self.takers.wait(endpoint, remaining, woken):
                 return []
 
+    def took(self, endpoint: str, worker_id: str, job_ids: Sequence[str]) -> None:
+        """Jobs a replica took from the store itself (the same TAKE step :meth:`take` runs): keep the lease
+        index and the worker registry as if :meth:`take` had handed them out, so a worker that dies is
+        reclaimed at once. Runs to its end without awaiting: a replica's later ``finished`` (sent after
+        this, and so started after it) cannot be overtaken. A notification that never arrives costs only
+        speed: the replica's next heartbeat reports the jobs it holds (:meth:`ping`)."""
+        now_s = self.clock.now_s()
+        self.registry.touch(worker_id, endpoint, "ray", now_s)
+        for job_id in job_ids:
+            self.leased[job_id] = (worker_id, endpoint, now_s)
+            self.registry.hold(worker_id, endpoint, job_id, now_s)
+
     async def done(
         self,
         endpoint: str,
@@ -287,6 +299,9 @@ class WorkerDispatch:
             ):
                 if status != S.IN_PROGRESS.value or holder != worker_id:
                     self.stops[worker_id].add(jid)
+                elif kind == "ray" and jid not in self.leased:  # taken from the store, not yet told
+                    self.leased[jid] = (worker_id, endpoint, now_s)
+                    self.registry.hold(worker_id, endpoint, jid, now_s)
         forgotten = [
             jid
             for jid in self.registry.held(worker_id)

@@ -12,6 +12,7 @@ same names for the Lua scripts from the class itself. Names are relative to the 
 | ``stream:{id}`` | list | stream chunks (JSON); the job hash's ``stream_read`` is the client cursor |
 | ``fin:{id}`` | list | a watched job's end: its final status, pushed by the step making it final; expires |
 | ``q:{ep}`` | zset | queued job ids of an endpoint, scored normal before low priority, FIFO within |
+| ``wake:{ep}`` | list | a token per job queued (a few at most): replicas taking from the store block on it |
 | ``counts:{ep}`` | hash | counters: in_progress, completed, failed, timed_out, cancelled, retried |
 | ``leases`` | zset | in-progress job ids scored by their execution deadline (ms) |
 | ``ttl`` | zset | queued job ids scored by the time they expire in the queue (ms) |
@@ -62,6 +63,9 @@ class Keys:
 
     def queue(self, endpoint: str) -> str:
         return f"{self.prefix}q:{endpoint}"
+
+    def wake(self, endpoint: str) -> str:
+        return f"{self.prefix}wake:{endpoint}"
 
     def counts(self, endpoint: str) -> str:
         return f"{self.prefix}counts:{endpoint}"

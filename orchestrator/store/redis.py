@@ -125,6 +125,12 @@ class RedisStore:
             TakenJob(reply[i], json.loads(reply[i + 1]), int(reply[i + 2])) for i in range(0, len(reply), 3)
         ]
 
+    async def wait_for_work(self, endpoint: str, timeout_s: float) -> bool:
+        """Block up to ``timeout_s`` for a token on the endpoint's wake list (pushed as its jobs are queued:
+        :data:`orchestrator.store.scripts.WAKE_TOKENS`); True when one came. A token says a job was queued,
+        not that one is left: take, and expect nothing."""
+        return await self.r.blpop([self.k.wake(endpoint)], max(0.01, timeout_s)) is not None
+
     async def finish(self, items: Sequence[FinishItem], now_ms: int) -> list[FinishOutcome]:
         if not items:
             return []
@@ -277,7 +283,7 @@ class RedisStore:
     async def delete_endpoint(self, name: str) -> bool:
         async with self.r.pipeline(transaction=True) as p:
             p.hdel(self.k.endpoints, name)
-            p.delete(self.k.versions(name))
+            p.delete(self.k.versions(name), self.k.wake(name))
             deleted, _ = await p.execute()
         return bool(deleted)
 

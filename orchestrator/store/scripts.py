@@ -18,6 +18,11 @@ from __future__ import annotations
 from orchestrator.core.jobs import FINAL, QUEUE_SCORE, REQUEUE_AFTER_LOST_LEASE, TRANSITIONS
 from orchestrator.store.keys import lua_prelude
 
+WAKE_TOKENS = 16
+"""Most tokens an endpoint's ``wake:{ep}`` list holds: one per queued job up to this, each waking one replica
+blocked on the list (it then takes until the queue is empty); a token left over costs a replica one empty
+take."""
+
 FIN_TTL_MS = 300_000
 """How long a watched job's final signal (``fin:{id}``) stays after the job became final: longer than any
 caller's hold (``runsync`` holds at most 300 s); a caller that comes later reads the job's status instead."""
@@ -42,6 +47,7 @@ def _rule(text: str, name: str, lua: str) -> str:
 
 _COMMON = r"""
 local FIN_TTL_MS = @FIN_TTL_MS@
+local WAKE_TOKENS = @WAKE_TOKENS@
 local function I(x) return string.format('%d', x) end
 local COUNTER = {COMPLETED='completed', FAILED='failed', TIMED_OUT='timed_out', CANCELLED='cancelled'}
 
@@ -54,6 +60,13 @@ local function log(id, now, from, to, reason, worker)
   local hk = K_hist(id)
   redis.call('RPUSH', hk, cjson.encode({at=now, from=from, to=to, reason=reason, worker=worker}))
   redis.call('LTRIM', hk, -50, -1)
+end
+
+-- `n` jobs of the endpoint were queued: wake as many replicas blocked on its wake list (WAKE_TOKENS at most).
+local function wake(ep, n)
+  local wk = K_wake(ep)
+  local add = math.min(n, WAKE_TOKENS - redis.call('LLEN', wk))
+  for _ = 1, add do redis.call('RPUSH', wk, '1') end
 end
 
 -- Side effects of leaving a state.
@@ -73,6 +86,7 @@ local function enter(jk, id, ep, from, to, now, wid)
   if to == 'IN_QUEUE' then
     local f = redis.call('HMGET', jk, 'score', 'ttl')
     redis.call('ZADD', K_queue(ep), f[1], id)
+    wake(ep, 1)
     redis.call('ZADD', K_ttl, I(now + tonumber(f[2])), id)
     redis.call('HSET', jk, 'queued', I(now), 'lease', '')
     -- Waiting again: no worker and no running attempt (else the status object shows a growing executionTime).
@@ -130,6 +144,7 @@ local function move(id, to, now, reason, expect_from, expect_worker, err)
 end
 """
 _COMMON = _rule(_COMMON, "FIN_TTL_MS", str(FIN_TTL_MS))
+_COMMON = _rule(_COMMON, "WAKE_TOKENS", str(WAKE_TOKENS))
 _COMMON = _rule(
     _COMMON,
     "REQUEUE_AFTER_LOST_LEASE",
@@ -165,6 +180,7 @@ for i = 0, n - 1 do
   redis.call('ZADD', K_ttl, I(now + ttl), id)
   redis.call('ZADD', K_jobs, I(now), id)
 end
+wake(ep, n)
 return {1, depth + n}
 """,
         "QUEUE_SCORE",

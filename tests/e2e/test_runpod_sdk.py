@@ -331,5 +331,12 @@ def test_max_queue_size_answers_429(
     assert set(r.json()) == {"error", "detail"}
     with pytest.raises(requests.HTTPError):
         ep.run({"a": 4})
+    synced = httpx.post(  # runsync writes its job to the store itself: the same limit, the same answer
+        f"{ripple_app.v2}/{name}/runsync",
+        json={"input": {"a": 5}},
+        headers={"Authorization": f"Bearer {ripple_app.api_key}"},
+    )
+    assert synced.status_code == 429, synced.text
+    assert synced.json()["detail"]["maxQueueSize"] == 2
     assert ep.health()["jobs"]["inQueue"] == 2
     ep.purge_queue()

@@ -1,7 +1,10 @@
-"""A replica's results finished in the store itself (``actors.queue_direct.DirectResults``) on the embedded
-Redis, with a fake of the queue actor's two calls it makes (``store_address``, ``finished``): the same FINISH
-step as the queue's ``done_many`` (first result wins), the queue told of every outcome, a caller waiting on
-the store woken, and a result never cut off between the store and the queue when the replica stops."""
+"""A replica's jobs taken from and results finished in the store itself (``actors.queue_direct.DirectStore``)
+on the embedded Redis, with a fake of the queue actor's calls it makes (``store_address``, ``took``,
+``finished``): the same TAKE step as the queue's ``take`` (a draining worker refused, the version recorded),
+a replica blocked on an empty queue woken by the job's arrival, the same FINISH step as the queue's
+``done_many`` (first result wins), the queue told of every take and outcome, a caller waiting on the store
+woken, and a result never cut off between the store and the queue when the replica stops. The dispatcher
+keeps its memory of direct takes (``took``, heartbeats), so a dead worker's jobs are reclaimed at once."""
 
 from __future__ import annotations
 
@@ -10,10 +13,11 @@ from typing import Any
 
 import pytest
 
-from actors.queue_direct import DirectResults
+from actors.queue_direct import DirectStore
 from orchestrator.core.jobs import JobStatus
 from orchestrator.store.finals import wait_final
 from orchestrator.store.redis import RedisStore
+from orchestrator.store.scripts import WAKE_TOKENS
 from tests.dispatch_behaviour import FakeClock, Recorder, ep, make, run
 
 pytestmark = pytest.mark.timeout(30)
@@ -28,13 +32,15 @@ class _Method:
 
 
 class FakeQueue:
-    """The queue actor's calls a replica's DirectResults makes: ``store_address`` (awaited) and
+    """The queue actor's calls a replica's DirectStore makes: ``store_address`` (awaited), ``took`` and
     ``finished`` (sent, recorded here)."""
 
     def __init__(self, url: str, prefix: str) -> None:
         self.address = {"redisUrl": url, "keyPrefix": prefix}
         self.told: list[tuple[str, str, list[Any]]] = []
+        self.taken: list[tuple[str, str, list[str]]] = []
         self.store_address = _Method(self._address)
+        self.took = _Method(lambda ep, wid, ids: self.taken.append((ep, wid, list(ids))))
         self.finished = _Method(lambda ep, wid, outcomes: self.told.append((ep, wid, list(outcomes))))
 
     async def _address(self) -> dict[str, str]:
@@ -53,7 +59,7 @@ async def _leased(store: RedisStore, n: int = 1) -> list[str]:
 async def test_results_finished_in_the_store_queue_told(redis_url: str, redis_store: RedisStore) -> None:
     job, other = await _leased(redis_store, 2)
     queue = FakeQueue(redis_url, redis_store.k.prefix)
-    direct = DirectResults(queue, "ep", "w1")
+    direct = DirectStore(queue, "ep", "w1")
     waiting = asyncio.create_task(wait_final(redis_store, job, 10))
     await asyncio.sleep(0.05)
     assert await direct.report([(job, {"output": {"y": 2}}), (other, {"error": "boom"})], False)
@@ -75,9 +81,9 @@ async def test_progress_and_an_unreachable_store_go_through_the_queue(
     redis_url: str, redis_store: RedisStore
 ) -> None:
     (job,) = await _leased(redis_store)
-    direct = DirectResults(FakeQueue(redis_url, redis_store.k.prefix), "ep", "w1")
+    direct = DirectStore(FakeQueue(redis_url, redis_store.k.prefix), "ep", "w1")
     assert not await direct.report([(job, {"status": "IN_PROGRESS", "output": 1})], False)
-    away = DirectResults(FakeQueue("unix:///nonexistent/redis.sock", redis_store.k.prefix), "ep", "w1")
+    away = DirectStore(FakeQueue("unix:///nonexistent/redis.sock", redis_store.k.prefix), "ep", "w1")
     assert not await away.report([(job, {"output": 1})], False)
     view = await redis_store.get(job)
     assert view is not None and view.status is JobStatus.IN_PROGRESS, "nothing was finished here"
@@ -86,7 +92,7 @@ async def test_progress_and_an_unreachable_store_go_through_the_queue(
 async def test_a_result_is_not_cut_off_by_a_stop(redis_url: str, redis_store: RedisStore) -> None:
     (job,) = await _leased(redis_store)
     queue = FakeQueue(redis_url, redis_store.k.prefix)
-    direct = DirectResults(queue, "ep", "w1")
+    direct = DirectStore(queue, "ep", "w1")
     flusher = asyncio.create_task(direct.report([(job, {"output": 1})], False))
     await asyncio.sleep(0)  # on its way (asking the queue where the store is)
     flusher.cancel()
@@ -94,3 +100,67 @@ async def test_a_result_is_not_cut_off_by_a_stop(redis_url: str, redis_store: Re
     view = await redis_store.get(job)
     assert view is not None and view.status is JobStatus.COMPLETED
     assert len(queue.told) == 1
+
+
+async def test_a_blocked_take_is_woken_by_the_job_and_the_queue_told(
+    redis_url: str, redis_store: RedisStore
+) -> None:
+    d = make(redis_store, FakeClock(), Recorder())
+    await d.create_endpoint(ep())
+    queue = FakeQueue(redis_url, redis_store.k.prefix)
+    direct = DirectStore(queue, "ep", "w1")
+    assert await direct.take(1, 0.05, None) == [], "an empty queue: nothing, after the wait"
+    taking = asyncio.create_task(direct.take(2, 5.0, 3))
+    await asyncio.sleep(0.2)
+    assert not taking.done(), "blocked while the queue is empty"
+    (job,) = await d.submit("ep", [run({"x": 1})])
+    taken = await asyncio.wait_for(taking, 4.0)  # woken by the job, well before its 5 s wait
+    assert taken == [{"id": job, "input": {"x": 1}, "attempt": 1}]
+    assert queue.taken == [("ep", "w1", [job])]
+    view = await redis_store.get(job)
+    assert view is not None and view.status is JobStatus.IN_PROGRESS and view.worker_id == "w1"
+    assert view.version == 3
+
+
+async def test_a_draining_worker_takes_nothing_from_the_store(
+    redis_url: str, redis_store: RedisStore
+) -> None:
+    d = make(redis_store, FakeClock(), Recorder())
+    await d.create_endpoint(ep())
+    await d.submit("ep", [run(1)])
+    await redis_store.set_draining("w1", True)
+    direct = DirectStore(FakeQueue(redis_url, redis_store.k.prefix), "ep", "w1")
+    assert await direct.take(1, 0.05, None) == []
+    assert await DirectStore(FakeQueue(redis_url, redis_store.k.prefix), "ep", "w2").take(1, 0.05, None)
+    away = DirectStore(FakeQueue("unix:///nonexistent/redis.sock", redis_store.k.prefix), "ep", "w3")
+    assert await away.take(1, 0.05, None) is None, "an unreachable store: the caller takes through the queue"
+
+
+async def test_wake_tokens_are_capped_and_a_requeued_job_pushes_one(redis_store: RedisStore) -> None:
+    d = make(redis_store, FakeClock(), Recorder())
+    await d.create_endpoint(ep(maxRetries=1))
+    await d.submit("ep", [run(k) for k in range(WAKE_TOKENS * 3)])
+    wake = redis_store.k.wake("ep")
+    assert await redis_store.r.llen(wake) == WAKE_TOKENS
+    await redis_store.r.delete(wake)
+    (taken,) = await d.take("ep", "w1", 1, 0)
+    assert await d.worker_gone("w1", "died") == 1  # back to the queue: a replica blocked on it wakes
+    assert await redis_store.r.llen(wake) == 1
+    assert (await redis_store.get(taken["id"])).status is JobStatus.IN_QUEUE  # type: ignore[union-attr]
+
+
+async def test_jobs_taken_from_the_store_are_reclaimed_when_their_worker_dies(
+    redis_store: RedisStore,
+) -> None:
+    d = make(redis_store, FakeClock(), Recorder())
+    await d.create_endpoint(ep(maxRetries=1))
+    told, untold = await d.submit("ep", [run(1), run(2)])
+    assert [j.id for j in await redis_store.take("ep", "w1", 1, 0)] == [told]
+    d.took("ep", "w1", [told])  # the replica's notification
+    assert [j.id for j in await redis_store.take("ep", "w2", 1, 0)] == [untold]
+    assert await d.ping("ep", "w2", [untold], "ray") == []  # its notification lost: its heartbeat says
+    assert await d.worker_gone("w1", "died") == 1
+    assert await d.worker_gone("w2", "died") == 1
+    for job in (told, untold):
+        view = await redis_store.get(job)
+        assert view is not None and view.status is JobStatus.IN_QUEUE, "reclaimed at once, not at a timeout"
