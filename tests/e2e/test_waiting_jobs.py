@@ -115,7 +115,7 @@ def test_scaling_up_while_a_slow_replica_loads(ripple_app: Instance, made: list[
         "slow",
         handler="bench.slow_init_handler:handle",
         gpus=0,
-        runtimeEnv={"env_vars": {"RIPPLE_BENCH_INIT_S": "25"}},
+        runtimeEnv={"env_vars": {"RIPPLE_BENCH_INIT_S": "10"}},  # the window to see it starting
     )
     job = submit(ripple_app, name, {"x": 1})
     status = wait_reason(ripple_app, name, job, "scaling_up")
