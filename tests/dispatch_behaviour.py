@@ -242,6 +242,20 @@ async def test_submit_wakes_the_autoscaler_only_without_a_waiting_taker(rig: Rig
     assert rig.rec.woken == ["ep", "ep"], "a waiting taker got it: no autoscaler wake-up"
 
 
+async def test_submit_wakes_the_autoscaler_only_when_no_replica_has_a_free_slot(rig: Rig) -> None:
+    """Replicas take from the store, not through a waiting take here: their heartbeats say whether one
+    has room for the job."""
+    await rig.d.create_endpoint(ep())
+    await rig.d.heartbeat("ep", "r1", [], {"state": "idle", "concurrency": 1})
+    await submit_one(rig.d)
+    assert rig.rec.woken == [], "an idle replica takes it"
+    (taken,) = await rig.d.take("ep", "r1", 1, 0, "ray")
+    await rig.d.heartbeat("ep", "r1", [taken["id"]], {"state": "busy", "concurrency": 1})
+    rig.clock.advance(1)
+    await submit_one(rig.d)
+    assert rig.rec.woken == ["ep"], "its one slot is taken: the autoscaler may add a replica"
+
+
 async def test_creating_an_endpoint_with_a_handler_wakes_the_autoscaler_to_start_its_pool(rig: Rig) -> None:
     await rig.d.create_endpoint(ep("outside"))
     assert rig.rec.woken == [], "no handler: outside workers only, nothing for the autoscaler to start"

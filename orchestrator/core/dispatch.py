@@ -207,12 +207,15 @@ class Dispatcher(VersionDispatch):
             self._notify_autoscaler(endpoint)
 
     def _notify_autoscaler(self, endpoint: str) -> None:
-        """Work arrived that no worker is waiting for: let the autoscaler tick now (throttled)."""
+        """Work arrived that no worker is waiting for here: let the autoscaler tick now, unless a worker
+        with a free slot takes it from the store (checked at most once per ``NOTIFY_EVERY_S``, like the
+        wake-up itself: a tick costs the autoscaler a round of calls to its pools)."""
         now = self.clock.monotonic_s()
         if now - self._notified_s.get(endpoint, 0.0) < NOTIFY_EVERY_S:
             return
         self._notified_s[endpoint] = now
-        self.autoscaler.work_arrived(endpoint)
+        if not self.registry.has_free_worker(endpoint):
+            self.autoscaler.work_arrived(endpoint)
 
     async def runsync(
         self, endpoint: str, request: RunRequest, wait_s: float | None, request_id: str | None = None

@@ -319,6 +319,17 @@ class WorkerRegistry:
             e.view() for w, e in sorted(self._w.items()) if endpoint is None or e.record.endpoint == endpoint
         ]
 
+    def has_free_worker(self, endpoint: str) -> bool:
+        """Whether a serving worker of the endpoint (idle, or busy below its concurrency; healthy) would
+        take a job now, as its latest report says: one that takes from the store needs no wake-up here."""
+        return any(
+            e.record.endpoint == endpoint
+            and e.record.state in (WorkerState.IDLE, WorkerState.BUSY)
+            and len(e.record.jobs) < e.record.concurrency
+            and not is_record_unhealthy(e.record)
+            for e in self._w.values()
+        )
+
     def health_counts(self, endpoint: str) -> dict[str, int]:
         """RunPod-style worker counts: idle, running, initializing, draining, unhealthy (``is_unhealthy``,
         whatever the live state). Stopped workers are not counted."""
