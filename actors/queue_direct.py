@@ -21,9 +21,10 @@ updates, the replica takes and sends results through the queue as before.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
-from collections.abc import Sequence
+from collections.abc import Coroutine, Sequence
 from typing import Any
 
 from orchestrator.core.dispatch_workers import finish_item
@@ -63,16 +64,18 @@ class DirectStore:
         self._resolved = True
         return self._store
 
-    async def take(self, max_jobs: int, wait_s: float, version: int | None) -> list[dict[str, Any]] | None:
+    async def take(
+        self, max_jobs: int, wait_s: float, version: int | None, stop: asyncio.Event | None = None
+    ) -> list[dict[str, Any]] | None:
         """Up to ``max_jobs`` jobs leased to this replica (as the queue's ``take`` hands them out), waiting
-        up to ``wait_s`` for one to be queued; [] when none came. None when nothing was done here (the
-        store is not reachable or failed): the caller takes through the queue."""
+        up to ``wait_s`` for one to be queued, or until ``stop`` is set; [] when none came. None when
+        nothing was done here (the store is not reachable or failed): the caller takes through the queue."""
         store = await self.store()
         if store is None:
             return None
         try:
             jobs = await store.take(self.endpoint, self.worker_id, max_jobs, int(time.time() * 1000), version)
-            if not jobs and await store.wait_for_work(self.endpoint, wait_s):
+            if not jobs and await _first(store.wait_for_work(self.endpoint, wait_s), stop):
                 jobs = await store.take(
                     self.endpoint, self.worker_id, max_jobs, int(time.time() * 1000), version
                 )
@@ -123,3 +126,21 @@ class DirectStore:
         except Exception:
             log.warning("could not tell the queue of %d finished results", len(outcomes), exc_info=True)
         return True
+
+
+async def _first(wait: Coroutine[Any, Any, bool], stop: asyncio.Event | None) -> bool:
+    """``await wait``, unless ``stop`` is set first: then ``wait`` is cancelled and the answer is False."""
+    if stop is None:
+        return await wait
+    waiting = asyncio.ensure_future(wait)
+    stopping = asyncio.ensure_future(stop.wait())
+    try:
+        await asyncio.wait({waiting, stopping}, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        stopping.cancel()
+    if not waiting.done():
+        waiting.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await waiting
+        return False
+    return waiting.result()

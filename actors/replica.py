@@ -146,6 +146,7 @@ class WorkerReplica:
         self.failed = 0
         self.stuck = 0  # stopped jobs whose sync code still occupies a thread
         self._wake = asyncio.Event()
+        self._drained = asyncio.Event()  # set once draining: ends a take blocked on the store at once
         self._flush = asyncio.Event()
         self._running = False  # ``run`` was called (a second call waits for the first one's end)
         self._stopped = asyncio.Event()  # ``run`` ended (``summary`` is then its return value)
@@ -221,6 +222,7 @@ class WorkerReplica:
             self._move(WorkerState.DRAINING, f"draining: {why}")
         if deadline_s is not None:
             self.drain_deadline = time.monotonic() + deadline_s
+        self._drained.set()
         self._wake.set()
 
     def __ray_shutdown__(self) -> None:
@@ -294,11 +296,11 @@ class WorkerReplica:
 
     async def _take(self, free: int) -> list[dict[str, Any]]:
         """Up to ``free`` jobs: from the store itself when this process reaches it (waiting at most
-        ``DIRECT_WAIT_S`` at a time, so a drain is seen soon), else through the queue (waiting up to the take
-        wait). The version is recorded on each job: the version that ran it. Raises NotFound (through the
-        queue) once the endpoint is deleted."""
+        ``DIRECT_WAIT_S`` at a time, and no longer once drained), else through the queue (waiting up to
+        the take wait). The version is recorded on each job: the version that ran it. Raises NotFound
+        (through the queue) once the endpoint is deleted."""
         version = self.cfg.version or None
-        jobs = await self.direct.take(free, min(self.cfg.take_wait_s, DIRECT_WAIT_S), version)
+        jobs = await self.direct.take(free, min(self.cfg.take_wait_s, DIRECT_WAIT_S), version, self._drained)
         if jobs is not None:
             return jobs
         return await through_queue_restarts(

@@ -164,3 +164,17 @@ async def test_jobs_taken_from_the_store_are_reclaimed_when_their_worker_dies(
     for job in (told, untold):
         view = await redis_store.get(job)
         assert view is not None and view.status is JobStatus.IN_QUEUE, "reclaimed at once, not at a timeout"
+
+
+async def test_a_blocked_take_ends_when_the_replica_drains(redis_url: str, redis_store: RedisStore) -> None:
+    d = make(redis_store, FakeClock(), Recorder())
+    await d.create_endpoint(ep())
+    direct = DirectStore(FakeQueue(redis_url, redis_store.k.prefix), "ep", "w1")
+    drained = asyncio.Event()
+    taking = asyncio.create_task(direct.take(1, 5.0, None, drained))
+    await asyncio.sleep(0.2)
+    assert not taking.done()
+    drained.set()
+    assert await asyncio.wait_for(taking, 2.0) == [], "ended by the drain, not by its 5 s wait"
+    (job,) = await d.submit("ep", [run(1)])
+    assert [j["id"] for j in await direct.take(1, 1.0, None) or []] == [job], "the store still answers"
