@@ -58,8 +58,16 @@ def summarize_latency(samples_s: Sequence[float]) -> Latency:
     return Latency(n=len(ms), p50_ms=percentile(ms, 50), p99_ms=percentile(ms, 99), mean_ms=sum(ms) / len(ms))
 
 
+IDLE_SETTLE_S = 2.0
+"""Pause before timing round trips: they are defined on an idle system, and a system that has just served a
+burst is still busy for a moment (Ripple's queue actor works through the burst's take and result
+notifications after the results are in the store). Taken before every peer's round trips alike."""
+
+
 def time_calls(call: Callable[[], object], n: int, warmup: int = 10) -> Latency:
-    """Call `call` sequentially `warmup` times untimed, then `n` times timed; return the latency summary."""
+    """After IDLE_SETTLE_S, call `call` sequentially `warmup` times untimed, then `n` times timed; return
+    the latency summary."""
+    time.sleep(IDLE_SETTLE_S)
     for _ in range(warmup):
         call()
     samples_s: list[float] = []

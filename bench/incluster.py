@@ -38,6 +38,7 @@ os.environ["PYTHONPATH"] = os.pathsep.join([str(REPO_ROOT), os.environ.get("PYTH
 
 from bench import peers, profile_actor, ripple_http  # noqa: E402
 from bench.common import (  # noqa: E402
+    IDLE_SETTLE_S,
     Latency,
     Row,
     Target,
@@ -167,7 +168,8 @@ class RoundTrips:
 
 
 def round_trips(client: Any, n: int, warmup: int = 10) -> RoundTrips:
-    """n sequential in-cluster submit + result (after `warmup` untimed ones)."""
+    """n sequential in-cluster submit + result (after IDLE_SETTLE_S and `warmup` untimed ones)."""
+    time.sleep(IDLE_SETTLE_S)
     client_s: list[float] = []
     delay_s: list[float] = []
     execution_s: list[float] = []
