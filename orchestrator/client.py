@@ -267,11 +267,8 @@ class InClusterClient:
     def _wait_in_store(self, finals: SyncFinals, endpoint: str, job_id: str, timeout_s: float) -> Any:
         """The job's final status object read from the store, waited for there (told by the step that made
         it final); None when it is not final by then or not this endpoint's (the queue answers those)."""
-        known = finals.get(job_id)
-        if known is None or known.endpoint != endpoint:
-            return None  # the queue says NotFound at once
-        job = finals.wait_final(job_id, max(0.0, min(timeout_s, 300.0)))
-        if job is None or job.status not in FINAL:
+        job = finals.wait_final(job_id, max(0.0, min(timeout_s, 300.0)), endpoint)
+        if job is None or job.status not in FINAL:  # not this endpoint's: the queue says NotFound at once
             return None
         return job.status_object(int(time.time() * 1000))
 

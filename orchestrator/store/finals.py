@@ -88,8 +88,9 @@ class SyncFinals:
     def close(self) -> None:
         self.r.close()
 
-    def watch_final(self, job_id: str) -> JobStatus | None:
-        status = self._watch(args=[self.k.prefix, job_id])
+    def watch_final(self, job_id: str, endpoint: str | None = None) -> JobStatus | None:
+        """As the store's ``watch_final``; None also when ``endpoint`` is given and the job is another's."""
+        status = self._watch(args=[self.k.prefix, job_id, endpoint or ""])
         return JobStatus(status) if status else None
 
     def await_final(self, job_id: str, timeout_s: float) -> JobStatus | None:
@@ -102,11 +103,11 @@ class SyncFinals:
         h = self.r.hgetall(self.k.job(job_id))
         return job_view(job_id, h, []) if h else None
 
-    def wait_final(self, job_id: str, wait_s: float) -> JobView | None:
-        """As :func:`wait_final`, blocking."""
+    def wait_final(self, job_id: str, wait_s: float, endpoint: str | None = None) -> JobView | None:
+        """As :func:`wait_final`, blocking; None also when ``endpoint`` is given and the job is another's."""
         deadline = time.monotonic() + max(0.0, wait_s)
         while True:
-            status = self.watch_final(job_id)
+            status = self.watch_final(job_id, endpoint)
             if status is None:
                 return None
             remaining = deadline - time.monotonic()

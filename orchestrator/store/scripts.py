@@ -342,12 +342,15 @@ return 1
 
 WATCH_FINAL = _script(
     r"""
--- ARGV: P, id. Returns the job's status ('' when there is no such job). A job that is not final yet is marked
--- watched, in the same atomic step: the script that makes it final then pushes to K_fin(id), so a caller that
--- saw it not final and then blocks on K_fin(id) cannot miss its end.
+-- ARGV: P, id[, ep]. Returns the job's status ('' when there is no such job, or when ep is given and the job
+-- is another endpoint's). A job that is not final yet is marked watched, in the same atomic step: the script
+-- that makes it final then pushes to K_fin(id), so a caller that saw it not final and then blocks on
+-- K_fin(id) cannot miss its end.
 local jk = K_job(ARGV[2])
-local status = redis.call('HGET', jk, 'status')
+local f = redis.call('HMGET', jk, 'status', 'ep')
+local status = f[1]
 if not status then return '' end
+if ARGV[3] and ARGV[3] ~= '' and f[2] ~= ARGV[3] then return '' end
 if not FINAL[status] then redis.call('HSET', jk, 'watch', '1') end
 return status
 """

@@ -5,6 +5,7 @@ and the actor never sees it."""
 from __future__ import annotations
 
 import asyncio
+import time
 
 import pytest
 
@@ -63,8 +64,10 @@ def test_in_cluster_client_awaits_results_on_the_store(rp: Ripple) -> None:
     job = c.submit("ins", {"value": 1})
     queued = c.result(job, "ins", timeout_s=0.3)
     assert queued["status"] == "IN_QUEUE" and "waitReason" in queued, "not final: the queue answers"
+    asked_s = time.monotonic()
     with pytest.raises(NotFound):
-        c.result(job, "other", timeout_s=0.3)
+        c.result(job, "other", timeout_s=30)
+    assert time.monotonic() - asked_s < 10, "another endpoint's job: refused at once, not after the wait"
     c.cancel(job, "ins")
     assert c.result(job, "ins", timeout_s=5)["status"] == "CANCELLED"
     assert asyncio.run(c.aresult(job, "ins", 5.0))["status"] == "CANCELLED"
