@@ -332,6 +332,9 @@ class Info(_Fixed):
 
 
 class EndpointStats(_Reply):
+    """One endpoint's queue. ``waitingTakers``: takes held open at the queue (outside workers' long-polls,
+    and Ray replicas that cannot reach Redis); replicas that take from Redis wait there, not counted."""
+
     queued: int
     running: int
     oldestQueuedAgeS: float | None
