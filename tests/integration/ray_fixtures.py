@@ -21,7 +21,7 @@ import contextlib
 import os
 import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
@@ -29,6 +29,7 @@ from typing import Any, Literal, TypeVar, cast
 
 import pytest
 import ray
+from ray.cluster_utils import Cluster
 
 from actors.bootstrap import ensure_control_actors
 from orchestrator.auth import AuthConfig
@@ -244,6 +245,38 @@ def start_ripple(
     boot = boot_config(s, redis_url, True, AuthConfig(enabled=False))
     handles = ensure_control_actors(boot, timeout_s=90.0)
     return Ripple(boot, namespace, redis_url, handles[QUEUE_NAME], handles[AUTOSCALER_NAME])
+
+
+@contextlib.contextmanager
+def cluster_of(head: dict[str, Any], nodes: Sequence[dict[str, Any]]) -> Iterator[Cluster]:
+    """A ``ray.cluster_utils.Cluster`` of a head (``head``: its node args, no dashboard) and ``nodes``, this
+    process connected to it in a fresh namespace; shut down at the end. Ray gives each new node a fixed 30 s
+    to register with its GCS, which a loaded 2-core machine has missed (CI, 2026-12-05): a start that
+    times out so is tried once more."""
+    prepare_ray_env()
+    for attempt in (1, 2):
+        cluster = Cluster()
+        try:
+            cluster.add_node(**{**head, "include_dashboard": False})  # the first node is the head
+            for node in nodes:
+                cluster.add_node(**node)
+            cluster.wait_for_nodes()
+            break
+        except Exception as exc:
+            cluster.shutdown()  # type: ignore[no-untyped-call]
+            if attempt == 2 or "timed out during startup" not in str(exc):
+                raise
+    try:
+        ray.init(
+            address=cluster.address,
+            namespace=f"it{uuid.uuid4().hex[:8]}",
+            runtime_env=runtime_env(),
+            log_to_driver=False,
+        )
+        yield cluster
+    finally:
+        ray.shutdown()
+        cluster.shutdown()  # type: ignore[no-untyped-call]
 
 
 @pytest.fixture(scope="module")

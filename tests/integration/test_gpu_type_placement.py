@@ -12,7 +12,6 @@ The cluster (``ray.cluster_utils.Cluster``), with logical GPUs only:
 
 from __future__ import annotations
 
-import uuid
 from collections.abc import Iterator
 from typing import Any
 
@@ -24,11 +23,10 @@ from orchestrator.core.gpu_types import head_resources
 from orchestrator.names import CONTROL_RESOURCE
 from tests.integration.ray_fixtures import (
     Ripple,
+    cluster_of,
     module_redis,
-    prepare_ray_env,
     ripple,
     rp,
-    runtime_env,
     wait_for,
 )
 
@@ -42,31 +40,14 @@ SETTINGS = {"drain_timeout_s": 10.0}
 
 @pytest.fixture(scope="module")
 def ray_cluster() -> Iterator[Cluster]:
-    prepare_ray_env()
     num_gpus, typed = head_resources({"T4": 1, "V100": 1})
-    cluster = Cluster(
-        initialize_head=True,
-        head_node_args={
-            "num_cpus": 2,
-            "num_gpus": num_gpus,
-            "resources": {CONTROL_RESOURCE: 1000, **typed},
-            "include_dashboard": False,
-        },
-    )
-    try:
-        cluster.add_node(num_cpus=1, num_gpus=1, resources={"accelerator_type:A100": 1})
-        cluster.add_node(num_cpus=1, num_gpus=2, resources={"accelerator_type:L4": 1})
-        cluster.wait_for_nodes()
-        ray.init(
-            address=cluster.address,
-            namespace=f"it{uuid.uuid4().hex[:8]}",
-            runtime_env=runtime_env(),
-            log_to_driver=False,
-        )
+    head = {"num_cpus": 2, "num_gpus": num_gpus, "resources": {CONTROL_RESOURCE: 1000, **typed}}
+    nodes = [
+        {"num_cpus": 1, "num_gpus": 1, "resources": {"accelerator_type:A100": 1}},
+        {"num_cpus": 1, "num_gpus": 2, "resources": {"accelerator_type:L4": 1}},
+    ]
+    with cluster_of(head, nodes) as cluster:
         yield cluster
-    finally:
-        ray.shutdown()
-        cluster.shutdown()  # type: ignore[no-untyped-call]
 
 
 def _node_types() -> dict[str, set[str]]:

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import json
 import time
-import uuid
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -22,11 +21,10 @@ from ray.cluster_utils import Cluster
 from orchestrator.names import CONTROL_RESOURCE
 from tests.integration.ray_fixtures import (
     Ripple,
+    cluster_of,
     module_redis,
-    prepare_ray_env,
     ripple,
     rp,
-    runtime_env,
     wait_for,
 )
 
@@ -41,30 +39,9 @@ JOB_S = 3.0
 
 @pytest.fixture(scope="module")
 def ray_cluster() -> Iterator[Cluster]:
-    prepare_ray_env()
-    cluster = Cluster(
-        initialize_head=True,
-        head_node_args={
-            "num_cpus": 2,
-            "num_gpus": 0,
-            "resources": {CONTROL_RESOURCE: 1000},
-            "include_dashboard": False,
-        },
-    )
-    try:
-        for _ in range(2):
-            cluster.add_node(num_cpus=1, num_gpus=1)
-        cluster.wait_for_nodes()
-        ray.init(
-            address=cluster.address,
-            namespace=f"it{uuid.uuid4().hex[:8]}",
-            runtime_env=runtime_env(),
-            log_to_driver=False,
-        )
+    head = {"num_cpus": 2, "num_gpus": 0, "resources": {CONTROL_RESOURCE: 1000}}
+    with cluster_of(head, [{"num_cpus": 1, "num_gpus": 1}] * 2) as cluster:
         yield cluster
-    finally:
-        ray.shutdown()
-        cluster.shutdown()  # type: ignore[no-untyped-call]
 
 
 def _drain_node(gcs_address: str, node_id_hex: str, deadline_s: float) -> None:
