@@ -4,8 +4,10 @@
 Taking: the replica runs the same Lua TAKE step the queue's ``take`` runs (a draining worker is refused
 inside it, each job's version recorded), and while the queue is empty blocks on the endpoint's wake list,
 which the step that queues a job pushes to (:meth:`~orchestrator.store.redis.RedisStore.wait_for_work`). It
-tells the queue what it took without waiting (``JobQueue.took``: lease index, worker registry); its
-heartbeats report the same jobs.
+tells the queue what it took without waiting (``JobQueue.took``: lease index, worker registry), but only of
+the jobs still running ``TOLD_AFTER_S`` later: a job that ends first is told once, with its result (so a
+short job's path holds no actor call before it runs); its heartbeats report the jobs it holds. A replica
+lost before it told is still reclaimed at once: the queue asks the store what it held.
 
 Finishing: the replica runs the same Lua FINISH step the queue's ``done_many`` runs (the first final result
 wins, a worker that no longer holds the job is refused, a watched job's caller is told in the same step),
@@ -34,6 +36,9 @@ from orchestrator.store.redis import RedisStore
 
 log = logging.getLogger("ripple.replica")
 
+TOLD_AFTER_S = 0.05
+"""How long after a take the queue is told of the jobs taken that are still running."""
+
 
 class DirectStore:
     """Takes one replica's jobs from and finishes its results in the store; see the module docstring."""
@@ -45,6 +50,8 @@ class DirectStore:
         self._store: RedisStore | None = None
         self._resolved = False
         self._inflight: set[asyncio.Future[bool]] = set()
+        self._untold: dict[str, None] = {}  # taken and still running, the queue not told yet (in order)
+        self._telling: asyncio.TimerHandle | None = None
 
     async def store(self) -> RedisStore | None:
         """The store, once this process has found it reachable; None when it is not (asked again later
@@ -83,11 +90,25 @@ class DirectStore:
             log.warning("taking from the store failed; taking through the queue", exc_info=True)
             return None
         if jobs:
-            try:  # leased in the store: the queue's memory follows (see Dispatcher.took)
-                self.queue.took.remote(self.endpoint, self.worker_id, [j.id for j in jobs])
-            except Exception:
-                log.warning("could not tell the queue of %d jobs taken", len(jobs), exc_info=True)
+            self._untold.update((j.id, None) for j in jobs)
+            if self._telling is None:
+                self._telling = asyncio.get_running_loop().call_later(TOLD_AFTER_S, self._tell_took)
         return [j.wire() for j in jobs]
+
+    def ended(self, job_id: str) -> None:
+        """A job taken here stopped running (finished, failed or stopped): if the queue was not told of it
+        yet, it never is (a result reaches it with ``finished``; a stopped job's end is the queue's own)."""
+        self._untold.pop(job_id, None)
+
+    def _tell_took(self) -> None:
+        self._telling = None
+        ids, self._untold = list(self._untold), {}
+        if not ids:
+            return
+        try:  # leased in the store: the queue's memory follows (see Dispatcher.took)
+            self.queue.took.remote(self.endpoint, self.worker_id, ids)
+        except Exception:
+            log.warning("could not tell the queue of %d jobs taken", len(ids), exc_info=True)
 
     async def report(self, results: Sequence[tuple[str, Any]], streamed: bool) -> bool:
         """Finish ``results`` (job id, result body) in the store and tell the queue (not awaited). False

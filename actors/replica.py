@@ -351,6 +351,7 @@ class WorkerReplica:
             return
         finally:
             self.active.pop(job_id, None)
+            self.direct.ended(job_id)
             if not self.active:
                 self.idle_since_s = time.time()
             self._wake.set()

@@ -545,6 +545,17 @@ async def test_worker_gone_says_why_it_stopped(rig: Rig) -> None:
     assert (await rig.d.status("ep", job))["status"] == "IN_QUEUE"
 
 
+async def test_a_lost_worker_gives_back_what_the_store_says_it_held(rig: Rig) -> None:
+    await rig.d.create_endpoint(ep())
+    known, untold = await rig.d.submit("ep", [run(1), run(2)])
+    await rig.d.take("ep", "w1", 1, 0)
+    (taken,) = await rig.store.take("ep", "w1", 1, rig.d.now_ms())  # a replica's own take, not told yet
+    assert taken.id == untold and await rig.store.held_by("w1") in ([known, untold], [untold, known])
+    assert await rig.d.worker_gone("w1", "died") == 2
+    assert [(await rig.d.status("ep", j))["status"] for j in (known, untold)] == ["IN_QUEUE", "IN_QUEUE"]
+    assert await rig.store.held_by("w1") == []
+
+
 async def test_sweep_spares_a_worker_seen_by_another_queue(rig: Rig) -> None:
     await rig.d.create_endpoint(ep())
     job = await leased(rig)

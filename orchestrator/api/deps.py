@@ -27,8 +27,7 @@ from orchestrator.api import schemas as s
 from orchestrator.api.middleware import current_request_id
 from orchestrator.auth import KeyCache
 from orchestrator.boot import BootConfig
-from orchestrator.core.dispatch import new_job, stored_spec
-from orchestrator.core.errors import Forbidden, InvalidInput, NotFound, NotReady, Unauthorized
+from orchestrator.core.errors import Forbidden, InvalidInput, NotReady, Unauthorized
 from orchestrator.core.jobs import FINAL
 from orchestrator.core.models import EndpointPatch, EndpointSpec, RunRequest, worker_id_ok
 from orchestrator.core.scopes import (
@@ -200,12 +199,13 @@ class QueueClient:
         if store is None or self._runsync_wait_s is None:
             raw = await self._h.runsync.remote(endpoint, request, wait_s, request_id=request_id)
             return s.JobStatusObject.model_validate(raw)
-        if request.webhook is None:
+        watched = request.webhook is None
+        if watched:
             job_id = await self._submit_to_store(store, endpoint, request, request_id)
         else:
             (job_id,) = await self._h.submit.remote(endpoint, [request], request_id=request_id)
         wait = self._runsync_wait_s() if wait_s is None else max(0.0, min(wait_s, 300.0))
-        job = await wait_final(store, job_id, wait)
+        job = await wait_final(store, job_id, wait, watched=watched)
         if job is None or job.status not in FINAL:
             return await self.status(endpoint, job_id)
         return s.JobStatusObject.model_validate(job.status_object(int(time.time() * 1000)))
@@ -213,19 +213,18 @@ class QueueClient:
     async def _submit_to_store(
         self, store: RedisStore, endpoint: str, request: RunRequest, request_id: str | None
     ) -> str:
-        """Accept one job by writing it to the store with the SUBMIT script the queue's ``submit`` runs
-        (IN_QUEUE, ``maxQueueSize`` enforced, durable before this returns), the endpoint's spec as stored;
-        then tell the queue without waiting (it counts the job and wakes the autoscaler when no replica
-        waits; replicas are woken by the store). Raises NotFound, QueueFull."""
-        raw = await store.load_endpoint(endpoint)
-        if raw is None:
-            raise NotFound(f"endpoint {endpoint!r} not found", {"endpoint": endpoint})
-        spec = stored_spec(raw)
-        job = new_job(endpoint, spec, request)
-        await store.submit(endpoint, [job], spec.max_queue_size, int(time.time() * 1000))
+        """Accept one job by writing it to the store, marked watched (``RedisStore.submit_request``: the
+        SUBMIT step the queue's ``submit`` runs, ``maxQueueSize`` enforced, durable before this returns);
+        the queue is told once this request waits for the job (``call_soon``: the actor call is not on the
+        job's path; it counts the job and wakes the autoscaler when no replica has a free slot; replicas
+        are woken by the store). Raises NotFound, QueueFull."""
+        job_id = await store.submit_request(endpoint, request, int(time.time() * 1000), watch=True)
+        asyncio.get_running_loop().call_soon(self._tell_submitted, endpoint, job_id, request_id)
+        return job_id
+
+    def _tell_submitted(self, endpoint: str, job_id: str, request_id: str | None) -> None:
         with contextlib.suppress(Exception):  # accepted: the next take or autoscaler tick finds it
-            self._h.submitted.remote(endpoint, [job.id], request_id=request_id)
-        return job.id
+            self._h.submitted.remote(endpoint, [job_id], request_id=request_id)
 
     async def status(self, endpoint: str, job_id: str) -> s.JobStatusObject:
         return s.JobStatusObject.model_validate(await self._h.status.remote(endpoint, job_id))

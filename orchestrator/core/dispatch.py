@@ -15,7 +15,6 @@ Conflict 409, InvalidInput 422, QueueFull 429). The worker protocol lives in
 
 from __future__ import annotations
 
-import functools
 import json
 import logging
 from collections.abc import Sequence
@@ -28,7 +27,7 @@ from orchestrator.core.dispatch_versions import VersionDispatch
 from orchestrator.core.endpoint_problem import POOL_ERROR_TTL_S
 from orchestrator.core.errors import Conflict, InvalidInput, NotFound
 from orchestrator.core.jobs import RETRYABLE, JobStatus, JobView
-from orchestrator.core.models import STORED, EndpointPatch, EndpointSpec, NewJob, RunRequest, new_job_id
+from orchestrator.core.models import EndpointPatch, EndpointSpec, NewJob, RunRequest, new_job_id
 from orchestrator.core.wait_reason import (
     EndpointFacts,
     JobPlace,
@@ -59,13 +58,6 @@ def new_job(endpoint: str, spec: EndpointSpec, req: RunRequest) -> NewJob:
         low_priority=bool(policy and policy.low_priority),
         webhook=req.webhook,
     )
-
-
-@functools.lru_cache(maxsize=64)
-def stored_spec(raw: str) -> EndpointSpec:
-    """An endpoint's spec from the JSON the store holds, parsed once per distinct JSON: for callers that
-    write jobs to the store themselves and read the spec there on each submit (never mutate it)."""
-    return EndpointSpec.model_validate_json(raw, context={STORED: True})
 
 
 def validation_errors(exc: ValidationError) -> list[dict[str, Any]]:

@@ -373,8 +373,7 @@ class WorkerDispatch:
         self.gone[worker_id] = None
         while len(self.gone) > GONE_REMEMBERED:
             del self.gone[next(iter(self.gone))]
-        held = self.registry.held(worker_id)
-        n = await self._reclaim(worker_id, held, reason)
+        n = await self._reclaim(worker_id, await self._held(worker_id), reason)
         self.registry.mark_lost(worker_id, self.clock.now_s(), reason=f"lost: {reason}")
         await self.store.set_draining(worker_id, False)
         return n
@@ -400,7 +399,7 @@ class WorkerDispatch:
             if seen_s is not None and now_s - seen_s <= self.cfg.heartbeat_timeout_s:
                 self.registry.touch(worker, self.registry.endpoint_of(worker), None, seen_s)
                 continue
-            await self._reclaim(worker, self.registry.held(worker), "heartbeat")
+            await self._reclaim(worker, await self._held(worker), "heartbeat")
             self.registry.mark_lost(worker, now_s)
             await self.store.set_draining(worker, False)
         changed, removed = self.registry.dirty(now_s)
@@ -420,6 +419,14 @@ class WorkerDispatch:
         return seen_ms / 1000 if seen_ms else None
 
     # Shared steps ---------------------------------------------------------------------------------
+
+    async def _held(self, worker_id: str) -> list[str]:
+        """What a lost worker held: the jobs this dispatcher knows it holds, and those the store says it
+        holds (a replica takes from the store itself and tells this dispatcher only of jobs still running
+        a moment later: ``actors.queue_direct``)."""
+        known = self.registry.held(worker_id)
+        seen = set(known)
+        return known + [j for j in await self.store.held_by(worker_id) if j not in seen]
 
     async def _reclaim(self, worker_id: str, job_ids: Sequence[str], reason: str) -> int:
         """Take ``job_ids`` back from ``worker_id``: requeued, or FAILED when no retry is left."""

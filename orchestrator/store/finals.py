@@ -1,16 +1,17 @@
 """Waiting for a job's final state on the store itself, not on the queue actor (issue 12: the queue actor
 off the per-job path).
 
-A caller marks the job watched (:meth:`~orchestrator.store.protocol.JobStore.watch_final`, atomic with
-reading its status); the Lua step that makes a watched job final (a worker's result, a cancel, a timeout, a
-lost lease out of retries) pushes to the job's ``fin:{id}`` list in the same script, so the result is durable
-before anyone is told; the caller blocks on that list (``BLMOVE`` of the list onto itself: every waiter
-wakes, nothing is consumed) and then reads the job. Every wait is sliced (``SLICE_S``) and the job read
-again after each slice, so a signal lost (a Redis restart replaying an AOF that missed it) costs a slice, not
-the caller's whole hold.
+A caller marks the job watched (the WATCH_FINAL step, atomic with reading the job; or SUBMIT, for a caller
+that waits for the job it submits); the Lua step that makes a watched job final (a worker's result, a
+cancel, a timeout, a lost lease out of retries) pushes to the job's ``fin:{id}`` list in the same script, so
+the result is durable before anyone is told; the caller blocks on that list (``BLMOVE`` of the list onto
+itself: every waiter wakes, nothing is consumed), pipelined with the read of the job that follows it, so a
+wait costs one round trip after the watch step (:meth:`~orchestrator.store.protocol.JobStore.wait_step`).
+Every wait is sliced (``SLICE_S``) and the job read again after each slice, so a signal lost (a Redis
+restart replaying an AOF that missed it) costs a slice, not the caller's whole hold.
 
-:func:`wait_final` is the async form (the queue actor's store, the HTTP replica's); :class:`SyncFinals` the
-blocking one for the in-cluster client, which runs in callers' threads (``ray.get`` style).
+:func:`wait_final` is the async form (the HTTP replica's store); :class:`SyncFinals` the blocking one for the
+in-cluster client, which runs in callers' threads (``ray.get`` style).
 """
 
 from __future__ import annotations
@@ -22,31 +23,40 @@ from typing import Any
 
 import redis
 
-from orchestrator.core.jobs import FINAL, JobStatus, JobView
-from orchestrator.core.models import NewJob
+from orchestrator.core.dispatch import new_job
+from orchestrator.core.jobs import FINAL, JobView
+from orchestrator.core.models import NewJob, RunRequest
 from orchestrator.store import scripts as lua
 from orchestrator.store.keys import Keys
-from orchestrator.store.protocol import JobStore, job_view
-from orchestrator.store.redis import submit_args, submit_depth
+from orchestrator.store.protocol import JobStore, endpoint_view, job_view
+from orchestrator.store.redis import SpecChanged, submit_args, submit_depth, watched_view
+from orchestrator.store.submits import SPEC_READS, SpecCache, spec_kept_changing
 
 SLICE_S = 1.0
 """Longest single block on a job's final signal before its status is read again."""
 
 
-async def wait_final(store: JobStore, job_id: str, wait_s: float) -> JobView | None:
-    """The job once final, or as it is when ``wait_s`` runs out; None when there is no such job."""
+def _slice_s(deadline: float) -> float:
+    """The next step's block: what is left of the hold, at most a slice (0: do not block)."""
+    return max(0.0, min(deadline - time.monotonic(), SLICE_S))
+
+
+def _ended(job: JobView | None, deadline: float) -> bool:
+    """Whether a wait is over after a step that read ``job``: gone, final, or out of time."""
+    return job is None or job.status in FINAL or time.monotonic() >= deadline
+
+
+async def wait_final(
+    store: JobStore, job_id: str, wait_s: float, endpoint: str | None = None, watched: bool = False
+) -> JobView | None:
+    """The job once final, or as it is when ``wait_s`` runs out; None when there is no such job (or it is
+    not ``endpoint``'s, when given). ``watched``: the job was marked at submit (no watch step first)."""
     deadline = time.monotonic() + max(0.0, wait_s)
     while True:
-        status = await store.watch_final(job_id)
-        if status is None:
-            return None
-        remaining = deadline - time.monotonic()
-        if status in FINAL or remaining <= 0:
-            return await store.get(job_id)
-        if await store.await_final(job_id, min(remaining, SLICE_S)) is not None:
-            job = await store.get(job_id)
-            if job is None or job.status in FINAL:
-                return job
+        job = await store.wait_step(job_id, _slice_s(deadline), endpoint=endpoint, watched=watched)
+        if _ended(job, deadline):
+            return job
+        watched = True  # the mark is in the job's hash: later slices only wait and read
 
 
 def reachable(url: str, timeout_s: float = 0.5) -> bool:
@@ -65,55 +75,76 @@ def reachable(url: str, timeout_s: float = 0.5) -> bool:
 
 
 class SyncFinals:
-    """:func:`wait_final` for blocking callers, on its own synchronous Redis client (thread-safe: a
-    connection pool)."""
+    """The store's submit and :func:`wait_final` for blocking callers (the in-cluster client, which runs in
+    its callers' threads), on a synchronous Redis client of its own (thread-safe: a connection pool)."""
 
     def __init__(self, url: str, prefix: str) -> None:
         self.r: Any = redis.Redis.from_url(url, decode_responses=True, health_check_interval=30)
         self.k = Keys(prefix)
         self._watch = self.r.register_script(lua.WATCH_FINAL)
         self._submit = self.r.register_script(lua.SUBMIT)
+        self.specs = SpecCache()  # for submit_request
 
     def load_endpoint(self, name: str) -> str | None:
         """One endpoint's spec (JSON), or None."""
         raw = self.r.hget(self.k.endpoints, name)
         return str(raw) if raw is not None else None
 
-    def submit(self, endpoint: str, jobs: Sequence[NewJob], max_queue_size: int | None, now_ms: int) -> int:
+    def submit(
+        self,
+        endpoint: str,
+        jobs: Sequence[NewJob],
+        max_queue_size: int | None,
+        now_ms: int,
+        *,
+        spec_sha: str = "",
+        watch: bool = False,
+    ) -> int:
         """As :meth:`orchestrator.store.redis.RedisStore.submit` (the same SUBMIT script): the jobs
-        IN_QUEUE, all or nothing; the new depth. Raises QueueFull."""
-        reply = self._submit(args=submit_args(self.k.prefix, endpoint, jobs, max_queue_size, now_ms))
-        return submit_depth(reply, endpoint, max_queue_size)
+        IN_QUEUE, all or nothing; the new depth. Raises QueueFull, SpecChanged."""
+        args = submit_args(self.k.prefix, endpoint, jobs, max_queue_size, now_ms, spec_sha, watch)
+        return submit_depth(self._submit(args=args), endpoint, max_queue_size)
+
+    def submit_request(self, endpoint: str, request: RunRequest, now_ms: int, *, watch: bool = False) -> str:
+        """As :meth:`orchestrator.store.redis.RedisStore.submit_request`, blocking."""
+        for _ in range(SPEC_READS):
+            known = self.specs.get(endpoint) or self.specs.learn(endpoint, self.load_endpoint(endpoint))
+            job = new_job(endpoint, known.spec, request)
+            try:
+                maxq = known.spec.max_queue_size
+                self.submit(endpoint, [job], maxq, now_ms, spec_sha=known.sha1, watch=watch)
+            except SpecChanged:
+                self.specs.forget(endpoint)
+                continue
+            return job.id
+        raise spec_kept_changing(endpoint)
 
     def close(self) -> None:
         self.r.close()
 
-    def watch_final(self, job_id: str, endpoint: str | None = None) -> JobStatus | None:
-        """As the store's ``watch_final``; None also when ``endpoint`` is given and the job is another's."""
-        status = self._watch(args=[self.k.prefix, job_id, endpoint or ""])
-        return JobStatus(status) if status else None
-
-    def await_final(self, job_id: str, timeout_s: float) -> JobStatus | None:
+    def wait_step(
+        self, job_id: str, timeout_s: float, *, endpoint: str | None = None, watched: bool = False
+    ) -> JobView | None:
+        """As :meth:`orchestrator.store.redis.RedisStore.wait_step`, blocking."""
+        if not watched:
+            job = watched_view(job_id, self._watch(args=[self.k.prefix, job_id, endpoint or ""]))
+            if job is None or job.status in FINAL or timeout_s <= 0:
+                return job
         key = self.k.fin(job_id)
-        got = self.r.blmove(key, key, max(0.01, timeout_s), "RIGHT", "LEFT")
-        return JobStatus(got) if got else None
+        with self.r.pipeline(transaction=False) as p:
+            if timeout_s > 0:
+                p.blmove(key, key, max(0.01, timeout_s), "RIGHT", "LEFT")
+            p.hgetall(self.k.job(job_id))
+            h = p.execute()[-1]
+        return endpoint_view(job_view(job_id, h, []) if h else None, endpoint)
 
-    def get(self, job_id: str) -> JobView | None:
-        """The job without its history (what a status object shows)."""
-        h = self.r.hgetall(self.k.job(job_id))
-        return job_view(job_id, h, []) if h else None
-
-    def wait_final(self, job_id: str, wait_s: float, endpoint: str | None = None) -> JobView | None:
-        """As :func:`wait_final`, blocking; None also when ``endpoint`` is given and the job is another's."""
+    def wait_final(
+        self, job_id: str, wait_s: float, endpoint: str | None = None, watched: bool = False
+    ) -> JobView | None:
+        """As :func:`wait_final`, blocking."""
         deadline = time.monotonic() + max(0.0, wait_s)
         while True:
-            status = self.watch_final(job_id, endpoint)
-            if status is None:
-                return None
-            remaining = deadline - time.monotonic()
-            if status in FINAL or remaining <= 0:
-                return self.get(job_id)
-            if self.await_final(job_id, min(remaining, SLICE_S)) is not None:
-                job = self.get(job_id)
-                if job is None or job.status in FINAL:
-                    return job
+            job = self.wait_step(job_id, _slice_s(deadline), endpoint=endpoint, watched=watched)
+            if _ended(job, deadline):
+                return job
+            watched = True

@@ -28,6 +28,7 @@ from orchestrator.store.protocol import (
     JobStore,
     Moved,
     TakenJob,
+    endpoint_view,
     job_view,
 )
 
@@ -289,6 +290,25 @@ class MemoryStore:
             return None
         h = self.jobs.get(job_id)
         return S(h["status"]) if h is not None and S(h["status"]) in FINAL else None
+
+    async def wait_step(
+        self, job_id: str, timeout_s: float, *, endpoint: str | None = None, watched: bool = False
+    ) -> JobView | None:
+        if not watched:
+            status = await self.watch_final(job_id)
+            if status is None or status in FINAL or timeout_s <= 0:
+                return endpoint_view(await self._view(job_id), endpoint)
+        if timeout_s > 0:
+            await self.await_final(job_id, timeout_s)
+        return endpoint_view(await self._view(job_id), endpoint)
+
+    async def _view(self, job_id: str) -> JobView | None:
+        h = self.jobs.get(job_id)
+        return job_view(job_id, dict(h), []) if h else None
+
+    async def held_by(self, worker_id: str) -> list[str]:
+        running = S.IN_PROGRESS.value
+        return [j for j, h in self.jobs.items() if h["status"] == running and h.get("worker") == worker_id]
 
     async def purge(self, endpoint: str, now_ms: int) -> int:
         n = 0

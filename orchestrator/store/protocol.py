@@ -131,6 +131,21 @@ class JobStore(Protocol):
         job clears it."""
         ...
 
+    async def wait_step(
+        self, job_id: str, timeout_s: float, *, endpoint: str | None = None, watched: bool = False
+    ) -> JobView | None:
+        """One slice of waiting for a job's end (:mod:`orchestrator.store.finals`): unless ``watched`` (marked
+        already, at submit or by an earlier step), the job is marked and read as :meth:`watch_final` does;
+        then, when it is not final and ``timeout_s`` > 0, up to ``timeout_s`` is waited for its final signal
+        (as :meth:`await_final`) and it is read again. Returns the job as last read (final or not, without
+        history); None when there is no such job, or when ``endpoint`` is given and it is another's."""
+        ...
+
+    async def held_by(self, worker_id: str) -> list[str]:
+        """The running jobs ``worker_id`` holds, as the store says (a scan of every running job: for when a
+        worker is lost, not per job)."""
+        ...
+
     async def purge(self, endpoint: str, now_ms: int) -> int: ...
     async def push_chunks(self, job_id: str, worker_id: str, chunks_json: Sequence[str]) -> bool: ...
     async def read_stream(self, job_id: str) -> tuple[JobStatus, list[Any]]: ...
@@ -198,6 +213,11 @@ class JobStore(Protocol):
     async def webhook_recover(self) -> int:
         """After a restart: put in-flight deliveries back in front of the pending list; how many."""
         ...
+
+
+def endpoint_view(job: JobView | None, endpoint: str | None) -> JobView | None:
+    """``job``, or None when ``endpoint`` is given and the job is another endpoint's."""
+    return None if job is None or (endpoint and job.endpoint != endpoint) else job
 
 
 def job_view(job_id: str, h: dict[str, str], history: list[str]) -> JobView:

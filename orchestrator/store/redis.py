@@ -16,12 +16,22 @@ from redis.asyncio.retry import Retry
 from redis.backoff import ExponentialBackoff
 from redis.exceptions import BusyLoadingError, ConnectionError, TimeoutError
 
+from orchestrator.core.dispatch import new_job
 from orchestrator.core.errors import NotFound, QueueFull
-from orchestrator.core.jobs import JobStatus, JobView
-from orchestrator.core.models import NewJob
+from orchestrator.core.jobs import FINAL, JobStatus, JobView
+from orchestrator.core.models import NewJob, RunRequest
 from orchestrator.store import scripts as lua
 from orchestrator.store.keys import Keys
-from orchestrator.store.protocol import FinishItem, FinishOutcome, JobStore, Moved, TakenJob, job_view
+from orchestrator.store.protocol import (
+    FinishItem,
+    FinishOutcome,
+    JobStore,
+    Moved,
+    TakenJob,
+    endpoint_view,
+    job_view,
+)
+from orchestrator.store.submits import SPEC_READS, SpecCache, spec_kept_changing
 
 
 def moved_from_reply(job_id: str, r: list[Any]) -> Moved:
@@ -37,11 +47,22 @@ def moved_from_reply(job_id: str, r: list[Any]) -> Moved:
     )
 
 
+class SpecChanged(Exception):
+    """SUBMIT wrote nothing: the endpoint's spec the jobs were built from is no longer the stored one (or the
+    endpoint is gone). The caller reads the spec again (:mod:`orchestrator.store.submits`)."""
+
+
 def submit_args(
-    prefix: str, endpoint: str, jobs: Sequence[NewJob], max_queue_size: int | None, now_ms: int
+    prefix: str,
+    endpoint: str,
+    jobs: Sequence[NewJob],
+    max_queue_size: int | None,
+    now_ms: int,
+    spec_sha: str = "",
+    watch: bool = False,
 ) -> list[Any]:
     """ARGV of the SUBMIT script (also run by :class:`orchestrator.store.finals.SyncFinals`)."""
-    args: list[Any] = [prefix, endpoint, max_queue_size or 0, now_ms, len(jobs)]
+    args: list[Any] = [prefix, endpoint, max_queue_size or 0, now_ms, spec_sha, int(watch), len(jobs)]
     for j in jobs:
         args += [
             j.id,
@@ -56,13 +77,22 @@ def submit_args(
 
 
 def submit_depth(reply: list[Any], endpoint: str, max_queue_size: int | None) -> int:
-    """The SUBMIT script's reply: the queue's new depth. Raises QueueFull when it refused the jobs."""
-    if int(reply[0]) == -1:
+    """The SUBMIT script's reply: the queue's new depth. Raises QueueFull when it refused the jobs,
+    SpecChanged when the spec they were built from is not the stored one."""
+    code = int(reply[0])
+    if code == -2:
+        raise SpecChanged(endpoint)
+    if code == -1:
         raise QueueFull(
             f"queue of endpoint {endpoint!r} is full ({reply[1]} queued, maxQueueSize {max_queue_size})",
             {"endpoint": endpoint, "queued": int(reply[1]), "maxQueueSize": max_queue_size},
         )
     return int(reply[1])
+
+
+def watched_view(job_id: str, flat: Sequence[str]) -> JobView | None:
+    """The WATCH_FINAL script's reply (the job's hash as field, value, ...) as a job; None for {}."""
+    return job_view(job_id, dict(zip(flat[::2], flat[1::2], strict=True)), []) if flat else None
 
 
 RETRIES_WHILE_RESTARTING = 20
@@ -85,6 +115,8 @@ class RedisStore:
         self._read = client.register_script(lua.STREAM_READ)
         self._progress = client.register_script(lua.PROGRESS)
         self._watch = client.register_script(lua.WATCH_FINAL)
+        self._held_by = client.register_script(lua.HELD_BY)
+        self.specs = SpecCache()  # for submit_request
 
     @classmethod
     def connect(cls, url: str, prefix: str = "ripple:") -> RedisStore:
@@ -111,10 +143,39 @@ class RedisStore:
         return self.k.prefix
 
     async def submit(
-        self, endpoint: str, jobs: Sequence[NewJob], max_queue_size: int | None, now_ms: int
+        self,
+        endpoint: str,
+        jobs: Sequence[NewJob],
+        max_queue_size: int | None,
+        now_ms: int,
+        *,
+        spec_sha: str = "",
+        watch: bool = False,
     ) -> int:
-        reply = await self._submit(args=submit_args(self._p, endpoint, jobs, max_queue_size, now_ms))
-        return submit_depth(reply, endpoint, max_queue_size)
+        """As :meth:`JobStore.submit`; with ``spec_sha`` (the SHA-1 of the stored spec JSON the jobs were
+        built from) nothing is written when the stored spec is another (raises SpecChanged); ``watch``
+        marks the jobs watched (their caller waits for their end: :mod:`orchestrator.store.finals`)."""
+        args = submit_args(self._p, endpoint, jobs, max_queue_size, now_ms, spec_sha, watch)
+        return submit_depth(await self._submit(args=args), endpoint, max_queue_size)
+
+    async def submit_request(
+        self, endpoint: str, request: RunRequest, now_ms: int, *, watch: bool = False
+    ) -> str:
+        """Accept one job for ``request``, built from the endpoint's spec as stored (read once and kept:
+        :mod:`orchestrator.store.submits`) and written by the SUBMIT step (IN_QUEUE, ``maxQueueSize``
+        enforced; durable before this returns); its id. Raises NotFound, QueueFull, Conflict."""
+        for _ in range(SPEC_READS):
+            known = self.specs.get(endpoint) or self.specs.learn(endpoint, await self.load_endpoint(endpoint))
+            job = new_job(endpoint, known.spec, request)
+            try:
+                await self.submit(
+                    endpoint, [job], known.spec.max_queue_size, now_ms, spec_sha=known.sha1, watch=watch
+                )
+            except SpecChanged:
+                self.specs.forget(endpoint)
+                continue
+            return job.id
+        raise spec_kept_changing(endpoint)
 
     async def take(
         self, endpoint: str, worker_id: str, max_jobs: int, now_ms: int, version: int | None = None
@@ -178,14 +239,34 @@ class RedisStore:
         ]
 
     async def watch_final(self, job_id: str) -> JobStatus | None:
-        status = await self._watch(args=[self._p, job_id])
-        return JobStatus(status) if status else None
+        job = watched_view(job_id, await self._watch(args=[self._p, job_id]))
+        return None if job is None else job.status
 
     async def await_final(self, job_id: str, timeout_s: float) -> JobStatus | None:
         # BLMOVE from the list to itself: returns its element without taking it, so every waiter wakes.
         key = self.k.fin(job_id)
         got = await self.r.blmove(key, key, max(0.01, timeout_s), "RIGHT", "LEFT")
         return JobStatus(got) if got else None
+
+    async def wait_step(
+        self, job_id: str, timeout_s: float, *, endpoint: str | None = None, watched: bool = False
+    ) -> JobView | None:
+        # Two round trips at most: the watch step returns the job itself, and the wait on the final signal
+        # is pipelined with the read after it (Redis runs the read once the wait returns).
+        if not watched:
+            job = watched_view(job_id, await self._watch(args=[self._p, job_id, endpoint or ""]))
+            if job is None or job.status in FINAL or timeout_s <= 0:
+                return job
+        key = self.k.fin(job_id)
+        async with self.r.pipeline(transaction=False) as p:
+            if timeout_s > 0:
+                p.blmove(key, key, max(0.01, timeout_s), "RIGHT", "LEFT")
+            p.hgetall(self.k.job(job_id))
+            h = (await p.execute())[-1]
+        return endpoint_view(job_view(job_id, h, []) if h else None, endpoint)
+
+    async def held_by(self, worker_id: str) -> list[str]:
+        return [str(i) for i in await self._held_by(args=[self._p, worker_id])]
 
     async def purge(self, endpoint: str, now_ms: int) -> int:
         total = 0

@@ -161,14 +161,23 @@ def _script(body: str) -> str:
 SUBMIT = _script(
     _rule(
         r"""
--- ARGV: P, ep, max_queue (0 = none), now, n, then n x (id, input, webhook, low, timeout_ms, ttl_ms, retries)
-local ep, maxq, now, n = ARGV[2], tonumber(ARGV[3]), tonumber(ARGV[4]), tonumber(ARGV[5])
+-- ARGV: P, ep, max_queue (0 = none), now, spec_sha, watch, n, then n x (id, input, webhook, low,
+-- timeout_ms, ttl_ms, retries). spec_sha ('' = not checked): the SHA-1 of the endpoint's spec the jobs were
+-- built from; when the stored spec is another (or gone), nothing is written. watch '1': the jobs are marked
+-- watched (their caller waits on K_fin for their end). Returns {1, depth}, {-1, depth} (full), {-2, 0} (the
+-- spec changed, or the endpoint is gone).
+local ep, maxq, now = ARGV[2], tonumber(ARGV[3]), tonumber(ARGV[4])
+local sha, watch, n = ARGV[5], ARGV[6], tonumber(ARGV[7])
+if sha ~= '' then
+  local spec = redis.call('HGET', K_endpoints, ep)
+  if not spec or redis.sha1hex(spec) ~= sha then return {-2, 0} end
+end
 local q = K_queue(ep)
 local depth = redis.call('ZCARD', q)
 if maxq > 0 and depth + n > maxq then return {-1, depth} end
 local base = redis.call('INCRBY', K_seq, n) - n
 for i = 0, n - 1 do
-  local o = 6 + i * 7
+  local o = 8 + i * 7
   local id, webhook, low, ttl = ARGV[o], ARGV[o + 2], tonumber(ARGV[o + 3]), tonumber(ARGV[o + 5])
   local score = I(@QUEUE_SCORE@)
   local jk = K_job(id)
@@ -176,6 +185,7 @@ for i = 0, n - 1 do
     'queued', I(now), 'attempts', 0, 'max_retries', ARGV[o + 6], 'timeout', ARGV[o + 4], 'ttl', ARGV[o + 5],
     'low', low, 'score', score, 'retried', 0)
   if webhook ~= '' then redis.call('HSET', jk, 'webhook', webhook) end
+  if watch == '1' then redis.call('HSET', jk, 'watch', '1') end
   redis.call('ZADD', q, score, id)
   redis.call('ZADD', K_ttl, I(now + ttl), id)
   redis.call('ZADD', K_jobs, I(now), id)
@@ -342,17 +352,29 @@ return 1
 
 WATCH_FINAL = _script(
     r"""
--- ARGV: P, id[, ep]. Returns the job's status ('' when there is no such job, or when ep is given and the job
--- is another endpoint's). A job that is not final yet is marked watched, in the same atomic step: the script
--- that makes it final then pushes to K_fin(id), so a caller that saw it not final and then blocks on
--- K_fin(id) cannot miss its end.
+-- ARGV: P, id[, ep]. Returns the job's hash as a flat list (field, value, ...): {} when there is no such
+-- job, or when ep is given and the job is another endpoint's. A job that is not final yet is marked watched,
+-- in the same atomic step: the script that makes it final then pushes to K_fin(id), so a caller that saw it
+-- not final and then blocks on K_fin(id) cannot miss its end.
 local jk = K_job(ARGV[2])
 local f = redis.call('HMGET', jk, 'status', 'ep')
 local status = f[1]
-if not status then return '' end
-if ARGV[3] and ARGV[3] ~= '' and f[2] ~= ARGV[3] then return '' end
+if not status then return {} end
+if ARGV[3] and ARGV[3] ~= '' and f[2] ~= ARGV[3] then return {} end
 if not FINAL[status] then redis.call('HSET', jk, 'watch', '1') end
-return status
+return redis.call('HGETALL', jk)
+"""
+)
+
+HELD_BY = _script(
+    r"""
+-- ARGV: P, worker. The ids of the running jobs the worker holds (a scan of every lease: run when a worker
+-- is lost, not per job).
+local out = {}
+for _, id in ipairs(redis.call('ZRANGE', K_leases, 0, -1)) do
+  if redis.call('HGET', K_job(id), 'worker') == ARGV[2] then out[#out + 1] = id end
+end
+return out
 """
 )
 

@@ -13,7 +13,7 @@ from typing import Any
 
 import pytest
 
-from actors.queue_direct import DirectStore
+from actors.queue_direct import TOLD_AFTER_S, DirectStore
 from orchestrator.core.jobs import JobStatus
 from orchestrator.store.finals import wait_final
 from orchestrator.store.redis import RedisStore
@@ -116,10 +116,28 @@ async def test_a_blocked_take_is_woken_by_the_job_and_the_queue_told(
     (job,) = await d.submit("ep", [run({"x": 1})])
     taken = await asyncio.wait_for(taking, 4.0)  # woken by the job, well before its 5 s wait
     assert taken == [{"id": job, "input": {"x": 1}, "attempt": 1}]
-    assert queue.taken == [("ep", "w1", [job])]
+    assert queue.taken == [], "the queue is told of a take only once the job has run a moment"
+    await asyncio.sleep(TOLD_AFTER_S + 0.1)
+    assert queue.taken == [("ep", "w1", [job])], "still running: told"
     view = await redis_store.get(job)
     assert view is not None and view.status is JobStatus.IN_PROGRESS and view.worker_id == "w1"
     assert view.version == 3
+
+
+async def test_a_job_that_ends_at_once_is_told_with_its_result_only(
+    redis_url: str, redis_store: RedisStore
+) -> None:
+    d = make(redis_store, FakeClock(), Recorder())
+    await d.create_endpoint(ep())
+    quick, slow = await d.submit("ep", [run(1), run(2)])
+    queue = FakeQueue(redis_url, redis_store.k.prefix)
+    direct = DirectStore(queue, "ep", "w1")
+    assert [j["id"] for j in await direct.take(2, 0.05, None) or []] == [quick, slow]
+    direct.ended(quick)
+    assert await direct.report([(quick, {"output": 1})], False)
+    await asyncio.sleep(TOLD_AFTER_S + 0.1)
+    assert queue.taken == [("ep", "w1", [slow])], "only the job still running is told of"
+    assert [o.job_id for o in queue.told[0][2]] == [quick], "the quick one's result tells the queue"
 
 
 async def test_a_draining_worker_takes_nothing_from_the_store(
@@ -154,14 +172,16 @@ async def test_jobs_taken_from_the_store_are_reclaimed_when_their_worker_dies(
 ) -> None:
     d = make(redis_store, FakeClock(), Recorder())
     await d.create_endpoint(ep(maxRetries=1))
-    told, untold = await d.submit("ep", [run(1), run(2)])
+    told, beaten, silent = await d.submit("ep", [run(1), run(2), run(3)])
     assert [j.id for j in await redis_store.take("ep", "w1", 1, 0)] == [told]
     d.took("ep", "w1", [told])  # the replica's notification
-    assert [j.id for j in await redis_store.take("ep", "w2", 1, 0)] == [untold]
-    assert await d.ping("ep", "w2", [untold], "ray") == []  # its notification lost: its heartbeat says
+    assert [j.id for j in await redis_store.take("ep", "w2", 1, 0)] == [beaten]
+    assert await d.ping("ep", "w2", [beaten], "ray") == []  # its notification lost: its heartbeat says
+    assert [j.id for j in await redis_store.take("ep", "w3", 1, 0)] == [silent]  # lost before it told
     assert await d.worker_gone("w1", "died") == 1
     assert await d.worker_gone("w2", "died") == 1
-    for job in (told, untold):
+    assert await d.worker_gone("w3", "died") == 1, "the store says what it held"
+    for job in (told, beaten, silent):
         view = await redis_store.get(job)
         assert view is not None and view.status is JobStatus.IN_QUEUE, "reclaimed at once, not at a timeout"
 
