@@ -11,8 +11,9 @@ lost before it told is still reclaimed at once: the queue asks the store what it
 
 Finishing: the replica runs the same Lua FINISH step the queue's ``done_many`` runs (the first final result
 wins, a worker that no longer holds the job is refused, a watched job's caller is told in the same step),
-then tells the queue what happened without waiting for it (``JobQueue.finished``: lease index, worker
-registry, metrics, waiters, webhook kick). A caller waiting on the store for the job
+then tells the queue what happened without waiting for it, with the other results of the next moment
+(``JobQueue.finished``: lease index, worker registry, metrics, waiters, webhook kick;
+:class:`~orchestrator.notices.LoopNotices`). A caller waiting on the store for the job
 (:mod:`orchestrator.store.finals`) is woken by Redis directly, so a job's result takes no actor hop back.
 
 The store is where the queue says (``JobQueue.store_address``), when this process reaches it (an embedded
@@ -30,8 +31,9 @@ from collections.abc import Coroutine, Sequence
 from typing import Any
 
 from orchestrator.core.dispatch_workers import finish_item
+from orchestrator.notices import LoopNotices
 from orchestrator.store.finals import reachable
-from orchestrator.store.protocol import FinishItem
+from orchestrator.store.protocol import FinishItem, FinishOutcome
 from orchestrator.store.redis import RedisStore
 
 log = logging.getLogger("ripple.replica")
@@ -50,6 +52,7 @@ class DirectStore:
         self._store: RedisStore | None = None
         self._resolved = False
         self._inflight: set[asyncio.Future[bool]] = set()
+        self._finished: LoopNotices[str, FinishOutcome] = LoopNotices(self._queue_finished)
         self._untold: dict[str, None] = {}  # taken and still running, the queue not told yet (in order)
         self._telling: asyncio.TimerHandle | None = None
 
@@ -123,9 +126,15 @@ class DirectStore:
         return await asyncio.shield(task)
 
     async def settle(self) -> None:
-        """Wait until every result being finished here is done (before the replica stops)."""
+        """Wait until every result being finished here is done and the queue told (before the replica
+        stops)."""
         while self._inflight:
             await asyncio.gather(*self._inflight, return_exceptions=True)
+        self._finished.flush()
+
+    def _queue_finished(self, endpoint: str, outcomes: list[FinishOutcome]) -> None:
+        # The results are final in the store: the queue's memory follows (see Dispatcher.finished).
+        self.queue.finished.remote(endpoint, self.worker_id, outcomes)
 
     async def _report(self, results: Sequence[tuple[str, Any]], streamed: bool) -> bool:
         store = await self.store()
@@ -142,10 +151,9 @@ class DirectStore:
         except Exception:
             log.warning("finishing %d results in the store failed; sending them to the queue", len(items))
             return False
-        try:  # the results are final in the store: the queue's memory follows (see Dispatcher.finished)
-            self.queue.finished.remote(self.endpoint, self.worker_id, outcomes)
-        except Exception:
-            log.warning("could not tell the queue of %d finished results", len(outcomes), exc_info=True)
+        self._finished.add(self.endpoint, outcomes)
+        if any(o.awaited for o in outcomes):  # a caller waits at the queue for one of them
+            self._finished.flush()
         return True
 
 

@@ -8,9 +8,6 @@ async twins prefixed ``a`` (``asubmit`` ...). Errors arrive as :mod:`orchestrato
 from __future__ import annotations
 
 import asyncio
-import contextlib
-import queue as queues
-import threading
 import time
 from collections.abc import AsyncIterator, Callable, Iterator, Sequence
 from typing import Any
@@ -31,6 +28,7 @@ from orchestrator.core.errors import (
 )
 from orchestrator.core.jobs import FINAL, JobStatus
 from orchestrator.core.models import RunRequest
+from orchestrator.notices import ThreadNotices
 from orchestrator.store.finals import SyncFinals, reachable
 
 _BY_STATUS: dict[int, type[RippleError]] = {
@@ -233,41 +231,6 @@ class Client:
         return dict(await self.arequest("POST", f"/v2/{endpoint}/cancel/{job_id}"))
 
 
-class _Arrivals:
-    """Tells the queue actor of jobs written to the store here (``JobQueue.submitted``, one-way) from a
-    thread of its own, so a caller's ``submit`` does not wait for the actor call (about half a millisecond
-    of this process's time); jobs written meanwhile are told together, per endpoint. A notice lost (the
-    process ends first) costs only speed: the jobs are durable and taken from the store."""
-
-    def __init__(self, queue: Any) -> None:
-        self._queue = queue
-        self._pending: queues.SimpleQueue[tuple[str, str]] = queues.SimpleQueue()
-        self._start = threading.Lock()
-        self._thread: threading.Thread | None = None
-
-    def tell(self, endpoint: str, job_id: str) -> None:
-        self._pending.put((endpoint, job_id))
-        if self._thread is None:
-            with self._start:
-                if self._thread is None:
-                    self._thread = threading.Thread(target=self._run, name="ripple-arrivals", daemon=True)
-                    self._thread.start()
-
-    def _run(self) -> None:
-        while True:
-            by_endpoint: dict[str, list[str]] = {}
-            endpoint, job_id = self._pending.get()
-            while True:
-                by_endpoint.setdefault(endpoint, []).append(job_id)
-                try:
-                    endpoint, job_id = self._pending.get_nowait()
-                except queues.Empty:
-                    break
-            for endpoint, ids in by_endpoint.items():
-                with contextlib.suppress(Exception):  # accepted: the next take or autoscaler tick finds it
-                    self._queue.submitted.remote(endpoint, ids)
-
-
 class InClusterClient:
     """The same calls, made straight to the JobQueue actor (for Ray jobs, notebooks on the head); where this
     process reaches the job store, a job (without webhook) is written to the store itself and its result
@@ -277,7 +240,9 @@ class InClusterClient:
         from orchestrator.names import QUEUE_NAME, get_actor
 
         self._queue = get_actor(QUEUE_NAME, namespace)
-        self._arrivals = _Arrivals(self._queue)
+        # Jobs written to the store here, told to the queue (it counts them, and wakes the autoscaler when no
+        # replica has a free slot) in batches from a thread of their own: not on the job's path.
+        self._arrivals: ThreadNotices[str, str] = ThreadNotices(self._queue_submitted)
         self._finals: SyncFinals | None = None
         self._finals_checked = False
 
@@ -332,12 +297,14 @@ class InClusterClient:
     ) -> str:
         """Accept one job by writing it to the store (``SyncFinals.submit_request``: the SUBMIT step the
         queue's ``submit`` runs, IN_QUEUE, ``maxQueueSize`` enforced; durable before this returns); the queue
-        is told from another thread (it counts the job, and wakes the autoscaler when no replica has a free
-        slot). A job with a webhook goes through the queue, which checks its address. Raises NotFound,
-        QueueFull."""
+        is told soon after, from another thread. A job with a webhook goes through the queue, which checks
+        its address. Raises NotFound, QueueFull."""
         job_id = finals.submit_request(endpoint, req, int(time.time() * 1000), watch=watch)
-        self._arrivals.tell(endpoint, job_id)
+        self._arrivals.add(endpoint, job_id)
         return job_id
+
+    def _queue_submitted(self, endpoint: str, job_ids: list[str]) -> None:
+        self._queue.submitted.remote(endpoint, job_ids)
 
     def submit_many(self, endpoint: str, inputs: Sequence[Any], chunk: int = 5000) -> list[str]:
         refs = [

@@ -9,7 +9,6 @@ checks every call and every reply is parsed into its response model. Tests repla
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import inspect
 import json
 import logging
@@ -43,6 +42,7 @@ from orchestrator.core.scopes import (
     refusal,
 )
 from orchestrator.core.worker_logs import ActorLogs
+from orchestrator.notices import LoopNotices
 from orchestrator.store.finals import reachable, wait_final
 from orchestrator.store.redis import RedisStore
 
@@ -80,6 +80,7 @@ class AppState:
     _queue: Any = None
     _store: RedisStore | None = None
     _store_checked: bool = False
+    _arrivals: LoopNotices[str, str] | None = None
 
     def body_limit(self, path: str) -> int | None:
         """The request body limit for ``path`` (None while starting): code packages may be larger."""
@@ -130,6 +131,14 @@ class AppState:
             log.info("the job store is not reachable from this replica; runsync waits on the queue")
         return self._store
 
+    def arrivals(self) -> LoopNotices[str, str]:
+        """Jobs this replica wrote to the store, told to the queue in batches (``JobQueue.submitted``: it
+        counts them and wakes the autoscaler when no replica has a free slot; replicas are woken by the
+        store)."""
+        if self._arrivals is None:
+            self._arrivals = LoopNotices(lambda ep, ids: self.queue_handle().submitted.remote(ep, ids))
+        return self._arrivals
+
     def autoscaler_handle(self) -> Any:
         """Handle of the autoscaler actor (looked up per call: the management routes are rare)."""
         return names.get_actor(names.AUTOSCALER_NAME, self.require_boot().namespace)
@@ -169,10 +178,12 @@ class QueueClient:
         handle: Callable[[], Any],
         store: Callable[[], Awaitable[RedisStore | None]] | None = None,
         runsync_wait_s: Callable[[], float] | None = None,
+        arrivals: LoopNotices[str, str] | None = None,
     ) -> None:
         self._handle = handle
         self._store = store
         self._runsync_wait_s = runsync_wait_s
+        self._arrivals = arrivals or LoopNotices(lambda ep, ids: self._h.submitted.remote(ep, ids))
 
     @property
     def _h(self) -> Any:
@@ -215,16 +226,11 @@ class QueueClient:
     ) -> str:
         """Accept one job by writing it to the store, marked watched (``RedisStore.submit_request``: the
         SUBMIT step the queue's ``submit`` runs, ``maxQueueSize`` enforced, durable before this returns);
-        the queue is told once this request waits for the job (``call_soon``: the actor call is not on the
-        job's path; it counts the job and wakes the autoscaler when no replica has a free slot; replicas
-        are woken by the store). Raises NotFound, QueueFull."""
+        the queue is told soon after, off the job's path (:meth:`AppState.arrivals`). Raises NotFound,
+        QueueFull."""
         job_id = await store.submit_request(endpoint, request, int(time.time() * 1000), watch=True)
-        asyncio.get_running_loop().call_soon(self._tell_submitted, endpoint, job_id, request_id)
+        self._arrivals.add(endpoint, [job_id])
         return job_id
-
-    def _tell_submitted(self, endpoint: str, job_id: str, request_id: str | None) -> None:
-        with contextlib.suppress(Exception):  # accepted: the next take or autoscaler tick finds it
-            self._h.submitted.remote(endpoint, [job_id], request_id=request_id)
 
     async def status(self, endpoint: str, job_id: str) -> s.JobStatusObject:
         return s.JobStatusObject.model_validate(await self._h.status.remote(endpoint, job_id))
@@ -411,7 +417,12 @@ class AutoscalerClient:
 
 def make_queue_client(state: AppState) -> QueueClient:
     """The queue client of ``state`` (what :func:`queue_client` gives a route without an override)."""
-    return QueueClient(state.queue_handle, state.job_store, lambda: state.require_boot().queue.runsync_wait_s)
+    return QueueClient(
+        state.queue_handle,
+        state.job_store,
+        lambda: state.require_boot().queue.runsync_wait_s,
+        state.arrivals(),
+    )
 
 
 # The dependencies of every request are ``async def``: FastAPI runs a plain ``def`` dependency in a worker

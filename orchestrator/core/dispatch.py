@@ -221,6 +221,8 @@ class Dispatcher(VersionDispatch):
         ``wait_s`` (default ``runsync_wait_s``, at most 300) runs out. Raises NotFound."""
         wait = self.cfg.runsync_wait_s if wait_s is None else max(0.0, min(wait_s, 300.0))
         deadline = self.clock.monotonic_s() + wait
+        if wait > 0:  # a replica finishing the job tells this queue at once, not with its next batch
+            await self.store.watch_final(job_id, at_queue=True)
         while True:
             version = self.finals.version(job_id)
             job = await self._job(endpoint, job_id)

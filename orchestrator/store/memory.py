@@ -243,6 +243,7 @@ class MemoryStore:
                     queue_ms=int(first) - int(created) if applied and first and created else None,
                     execution_ms=now_ms - int(started) if applied and started else None,
                     webhook=applied and bool(before.get("webhook")),
+                    awaited=applied and bool(before.get("qwatch")),
                 )
             )
         return out
@@ -273,13 +274,13 @@ class MemoryStore:
                 deadlines.pop(job_id, None)
         return out
 
-    async def watch_final(self, job_id: str) -> JobStatus | None:
+    async def watch_final(self, job_id: str, at_queue: bool = False) -> JobStatus | None:
         h = self.jobs.get(job_id)
         if h is None:
             return None
         status = S(h["status"])
         if status not in FINAL:
-            h["watch"] = "1"
+            h["qwatch" if at_queue else "watch"] = "1"
         return status
 
     async def await_final(self, job_id: str, timeout_s: float) -> JobStatus | None:

@@ -53,6 +53,7 @@ class FinishOutcome:
     queue_ms: int | None = None
     execution_ms: int | None = None
     webhook: bool = False  # applied, and the job's webhook delivery is queued
+    awaited: bool = False  # applied, and a caller waits at the queue for the job (watch_final at_queue)
 
     @property
     def drop_reason(self) -> str | None:
@@ -119,10 +120,12 @@ class JobStore(Protocol):
         """Time out queued jobs past ttl (``"ttl"``) or running jobs past their deadline (``"leases"``)."""
         ...
 
-    async def watch_final(self, job_id: str) -> JobStatus | None:
+    async def watch_final(self, job_id: str, at_queue: bool = False) -> JobStatus | None:
         """The job's status (None: no such job); a job not final yet is marked watched in the same atomic
         step, so the step that makes it final signals :meth:`await_final` (durable first: the signal is
-        written by the same script as the final state)."""
+        written by the same script as the final state). ``at_queue``: the waiter is the queue actor, told
+        by the worker that finishes the job instead (:meth:`finish` says so: ``FinishOutcome.awaited``),
+        and no signal is written."""
         ...
 
     async def await_final(self, job_id: str, timeout_s: float) -> JobStatus | None:

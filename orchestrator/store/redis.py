@@ -201,7 +201,7 @@ class RedisStore:
         reply = await self._finish(args=args)
         out = []
         for n, it in enumerate(items):
-            code, status, ep, created, first, started, webhook = reply[n * 7 : n * 7 + 7]
+            code, status, ep, created, first, started, webhook, awaited = reply[n * 8 : n * 8 + 8]
             applied = int(code) == 1
             out.append(
                 FinishOutcome(
@@ -212,6 +212,7 @@ class RedisStore:
                     queue_ms=(int(first) - int(created)) if applied and first and created else None,
                     execution_ms=(now_ms - int(started)) if applied and started else None,
                     webhook=applied and int(webhook) == 1,
+                    awaited=applied and int(awaited) == 1,
                 )
             )
         return out
@@ -238,8 +239,8 @@ class RedisStore:
             for i in range(0, len(r), 4)
         ]
 
-    async def watch_final(self, job_id: str) -> JobStatus | None:
-        job = watched_view(job_id, await self._watch(args=[self._p, job_id]))
+    async def watch_final(self, job_id: str, at_queue: bool = False) -> JobStatus | None:
+        job = watched_view(job_id, await self._watch(args=[self._p, job_id, "", "q" if at_queue else ""]))
         return None if job is None else job.status
 
     async def await_final(self, job_id: str, timeout_s: float) -> JobStatus | None:

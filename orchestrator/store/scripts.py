@@ -10,7 +10,8 @@ Cluster), which is how Ripple deploys it.
 
 Job hash fields: ep, status, input, output, error, webhook, created, queued, started, first_started, finished,
 attempts, max_retries, timeout, ttl, low, score, worker, lease, retried, progress, stream_read, watch (a
-caller waits on ``fin:{id}`` for the job's end: see :mod:`orchestrator.store.finals`).
+caller waits on ``fin:{id}`` for the job's end: see :mod:`orchestrator.store.finals`), qwatch (a caller waits
+at the queue actor: the finishing worker tells it at once).
 """
 
 from __future__ import annotations
@@ -229,8 +230,8 @@ FINISH = _script(
     r"""
 -- ARGV: P, now, n, then n x (id, worker, to, output ('' = none), error ('' = none), is_stream '0'|'1').
 -- The first final result wins: a result from a worker that no longer holds the job is refused (code 0).
--- Returns n x (code, status, ep, created, first_started, started, webhook): webhook 1 when a delivery was
--- queued.
+-- Returns n x (code, status, ep, created, first_started, started, webhook, awaited): webhook 1 when a
+-- delivery was queued, awaited 1 when a caller waits at the queue for the job (WATCH_FINAL's 'q').
 local now, n = tonumber(ARGV[2]), tonumber(ARGV[3])
 local out = {}
 for i = 0, n - 1 do
@@ -254,8 +255,11 @@ for i = 0, n - 1 do
     log(id, now, 'IN_PROGRESS', to, 'result', wid)
   end
   local status = redis.call('HGET', jk, 'status') or ''
-  local webhook = 0
-  if code == 1 then webhook = redis.call('HEXISTS', jk, 'webhook') end
+  local webhook, awaited = 0, 0
+  if code == 1 then
+    webhook = redis.call('HEXISTS', jk, 'webhook')
+    awaited = redis.call('HEXISTS', jk, 'qwatch')
+  end
   out[#out + 1] = code
   out[#out + 1] = status
   out[#out + 1] = cur[2] or ''
@@ -263,6 +267,7 @@ for i = 0, n - 1 do
   out[#out + 1] = cur[5] or ''
   out[#out + 1] = cur[6] or ''
   out[#out + 1] = webhook
+  out[#out + 1] = awaited
 end
 return out
 """
@@ -352,16 +357,19 @@ return 1
 
 WATCH_FINAL = _script(
     r"""
--- ARGV: P, id[, ep]. Returns the job's hash as a flat list (field, value, ...): {} when there is no such
--- job, or when ep is given and the job is another endpoint's. A job that is not final yet is marked watched,
--- in the same atomic step: the script that makes it final then pushes to K_fin(id), so a caller that saw it
--- not final and then blocks on K_fin(id) cannot miss its end.
+-- ARGV: P, id[, ep[, 'q']]. Returns the job's hash as a flat list (field, value, ...): {} when there is no
+-- such job, or when ep is given and the job is another endpoint's. A job that is not final yet is marked
+-- watched, in the same atomic step: the script that makes it final then pushes to K_fin(id), so a caller that
+-- saw it not final and then blocks on K_fin(id) cannot miss its end. With 'q' the caller is the queue actor,
+-- told by the finishing worker (FINISH's awaited): marked 'qwatch' instead, and nothing is pushed.
 local jk = K_job(ARGV[2])
 local f = redis.call('HMGET', jk, 'status', 'ep')
 local status = f[1]
 if not status then return {} end
 if ARGV[3] and ARGV[3] ~= '' and f[2] ~= ARGV[3] then return {} end
-if not FINAL[status] then redis.call('HSET', jk, 'watch', '1') end
+if not FINAL[status] then
+  if ARGV[4] == 'q' then redis.call('HSET', jk, 'qwatch', '1') else redis.call('HSET', jk, 'watch', '1') end
+end
 return redis.call('HGETALL', jk)
 """
 )

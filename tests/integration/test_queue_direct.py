@@ -2,9 +2,10 @@
 on the embedded Redis, with a fake of the queue actor's calls it makes (``store_address``, ``took``,
 ``finished``): the same TAKE step as the queue's ``take`` (a draining worker refused, the version recorded),
 a replica blocked on an empty queue woken by the job's arrival, the same FINISH step as the queue's
-``done_many`` (first result wins), the queue told of every take and outcome, a caller waiting on the store
-woken, and a result never cut off between the store and the queue when the replica stops. The dispatcher
-keeps its memory of direct takes (``took``, heartbeats), so a dead worker's jobs are reclaimed at once."""
+``done_many`` (first result wins), the queue told of every outcome (in batches) and of every take still
+running a moment later, a caller waiting on the store woken, and a result never cut off between the store
+and the queue when the replica stops. The dispatcher keeps its memory of direct takes (``took``,
+heartbeats, the store's own record of who holds what), so a dead worker's jobs are reclaimed at once."""
 
 from __future__ import annotations
 
@@ -15,6 +16,7 @@ import pytest
 
 from actors.queue_direct import TOLD_AFTER_S, DirectStore
 from orchestrator.core.jobs import JobStatus
+from orchestrator.notices import NOTICE_DELAY_S
 from orchestrator.store.finals import wait_final
 from orchestrator.store.redis import RedisStore
 from orchestrator.store.scripts import WAKE_TOKENS
@@ -65,6 +67,8 @@ async def test_results_finished_in_the_store_queue_told(redis_url: str, redis_st
     assert await direct.report([(job, {"output": {"y": 2}}), (other, {"error": "boom"})], False)
     view = await waiting
     assert view is not None and (view.status, view.output) == (JobStatus.COMPLETED, {"y": 2})
+    assert queue.told == [], "the queue is told with the results of the next moment"
+    await asyncio.sleep(NOTICE_DELAY_S + 0.05)
     ((endpoint, worker, outcomes),) = queue.told
     assert (endpoint, worker) == ("ep", "w1")
     assert [(o.job_id, o.applied, o.status) for o in outcomes] == [
@@ -72,9 +76,28 @@ async def test_results_finished_in_the_store_queue_told(redis_url: str, redis_st
         (other, True, JobStatus.FAILED),
     ]
     assert await direct.report([(job, {"output": "late"})], False), "refused in the store, the queue told"
+    await direct.settle()  # a replica stopping: told at once
     assert [(o.applied, o.status) for o in queue.told[-1][2]] == [(False, JobStatus.COMPLETED)]
     view = await redis_store.get(job)
     assert view is not None and view.output == {"y": 2}, "the first result wins"
+
+
+async def test_a_result_awaited_at_the_queue_is_told_at_once(redis_url: str, redis_store: RedisStore) -> None:
+    d = make(redis_store, FakeClock(), Recorder())
+    await d.create_endpoint(ep())
+    awaited, other = await d.submit("ep", [run(1), run(2)])
+    await d.take("ep", "w1", 2, 0)
+    waiting = asyncio.create_task(d.wait_final("ep", awaited, 10))  # a caller that cannot reach the store
+    await asyncio.sleep(0.05)
+    queue = FakeQueue(redis_url, redis_store.k.prefix)
+    direct = DirectStore(queue, "ep", "w1")
+    assert await direct.report([(other, {"output": 2})], False)
+    assert queue.told == [], "nobody waits at the queue: told with the next batch"
+    assert await direct.report([(awaited, {"output": 1})], False)
+    ((_, _, outcomes),) = queue.told
+    assert [(o.job_id, o.awaited) for o in outcomes] == [(other, False), (awaited, True)], "told at once"
+    await d.finished("ep", "w1", outcomes)
+    assert (await asyncio.wait_for(waiting, 1.0))["output"] == 1, "the queue's waiter woken by it"
 
 
 async def test_progress_and_an_unreachable_store_go_through_the_queue(
@@ -135,7 +158,7 @@ async def test_a_job_that_ends_at_once_is_told_with_its_result_only(
     assert [j["id"] for j in await direct.take(2, 0.05, None) or []] == [quick, slow]
     direct.ended(quick)
     assert await direct.report([(quick, {"output": 1})], False)
-    await asyncio.sleep(TOLD_AFTER_S + 0.1)
+    await asyncio.sleep(max(TOLD_AFTER_S, NOTICE_DELAY_S) + 0.1)
     assert queue.taken == [("ep", "w1", [slow])], "only the job still running is told of"
     assert [o.job_id for o in queue.told[0][2]] == [quick], "the quick one's result tells the queue"
 

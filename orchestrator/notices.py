@@ -1,0 +1,96 @@
+"""One-way notices to a control actor, sent in batches (issue 12: the queue actor off the per-job path).
+
+A caller on a job's path (a replica that finished a job, a client that wrote one to the store) hands a
+notice over and goes on; the notices of the next ``delay_s`` go together, one call per key. An actor call
+costs its sender about half a millisecond of CPU and the actor as much again: sent per job, that work lands
+in the next job's round trip on a small machine; batched, it is shared by every job of the moment.
+
+:class:`LoopNotices` is for code on an asyncio loop (replicas, the HTTP replica); :class:`ThreadNotices`
+for blocking callers (the in-cluster client), with a thread of its own. Neither ever raises into the
+caller: ``send`` is the caller's, and what it raises is logged. A notice is lost only when its process ends
+first; whoever sends them must be able to do without (the facts are in the store).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import queue
+import threading
+import time
+from collections.abc import Callable, Hashable
+from typing import Generic, TypeVar
+
+log = logging.getLogger("ripple.notices")
+
+K = TypeVar("K", bound=Hashable)
+T = TypeVar("T")
+
+NOTICE_DELAY_S = 0.01
+"""How long a batch gathers notices after its first one."""
+
+
+def _send_all(send: Callable[[K, list[T]], None], batch: dict[K, list[T]]) -> None:
+    for key, items in batch.items():
+        try:
+            send(key, items)
+        except Exception:
+            log.warning("could not send %d notices (%s)", len(items), key, exc_info=True)
+
+
+class LoopNotices(Generic[K, T]):
+    """Notices gathered on the running asyncio loop; ``add`` only from that loop's thread."""
+
+    def __init__(self, send: Callable[[K, list[T]], None], delay_s: float = NOTICE_DELAY_S) -> None:
+        self._send = send
+        self._delay_s = delay_s
+        self._batch: dict[K, list[T]] = {}
+        self._timer: asyncio.TimerHandle | None = None
+
+    def add(self, key: K, items: list[T]) -> None:
+        """Queue ``items`` under ``key``; sent within ``delay_s``."""
+        self._batch.setdefault(key, []).extend(items)
+        if self._timer is None:
+            self._timer = asyncio.get_running_loop().call_later(self._delay_s, self.flush)
+
+    def flush(self) -> None:
+        """Send what is gathered now (a caller about to stop)."""
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        batch, self._batch = self._batch, {}
+        _send_all(self._send, batch)
+
+
+class ThreadNotices(Generic[K, T]):
+    """Notices from any thread, sent by a daemon thread of their own (started with the first)."""
+
+    def __init__(self, send: Callable[[K, list[T]], None], delay_s: float = NOTICE_DELAY_S) -> None:
+        self._send = send
+        self._delay_s = delay_s
+        self._pending: queue.SimpleQueue[tuple[K, T]] = queue.SimpleQueue()
+        self._start = threading.Lock()
+        self._thread: threading.Thread | None = None
+
+    def add(self, key: K, item: T) -> None:
+        """Queue ``item`` under ``key``; sent within about ``delay_s``."""
+        self._pending.put((key, item))
+        if self._thread is None:
+            with self._start:
+                if self._thread is None:
+                    self._thread = threading.Thread(target=self._run, name="ripple-notices", daemon=True)
+                    self._thread.start()
+
+    def _run(self) -> None:
+        while True:
+            key, item = self._pending.get()
+            time.sleep(self._delay_s)
+            batch: dict[K, list[T]] = {}
+            while True:
+                batch.setdefault(key, []).append(item)
+                with contextlib.suppress(queue.Empty):
+                    key, item = self._pending.get_nowait()
+                    continue
+                break
+            _send_all(self._send, batch)

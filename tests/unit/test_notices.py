@@ -1,0 +1,75 @@
+"""Batched one-way notices (``orchestrator.notices``): the notices of a moment go together, one call per key;
+``flush`` sends at once; a failing send is logged, never raised into the caller."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import threading
+import time
+
+import pytest
+
+from orchestrator.notices import LoopNotices, ThreadNotices
+
+pytestmark = pytest.mark.timeout(10)
+
+
+async def test_the_notices_of_a_moment_go_together_per_key() -> None:
+    sent: list[tuple[str, list[int]]] = []
+    notices: LoopNotices[str, int] = LoopNotices(lambda k, items: sent.append((k, items)), delay_s=0.05)
+    notices.add("a", [1])
+    notices.add("b", [2])
+    notices.add("a", [3, 4])
+    assert sent == [], "not sent while the batch gathers"
+    await asyncio.sleep(0.1)
+    assert sorted(sent) == [("a", [1, 3, 4]), ("b", [2])]
+    notices.add("a", [5])
+    notices.flush()
+    assert sent[-1] == ("a", [5]), "flush sends at once"
+    await asyncio.sleep(0.1)
+    assert len(sent) == 3, "nothing is sent twice"
+
+
+async def test_a_failing_send_is_logged_not_raised(caplog: pytest.LogCaptureFixture) -> None:
+    sent: list[str] = []
+
+    def send(key: str, items: list[int]) -> None:
+        if key == "bad":
+            raise RuntimeError("actor gone")
+        sent.append(key)
+
+    notices: LoopNotices[str, int] = LoopNotices(send, delay_s=0.01)
+    # Other tests configure logging ("ripple" not propagating, existing loggers disabled): listen here.
+    logger = logging.getLogger("ripple.notices")
+    was = (logger.disabled, logger.level)
+    logger.disabled, logger.level = False, logging.WARNING
+    logger.addHandler(caplog.handler)
+    try:
+        notices.add("bad", [1])
+        notices.add("good", [2])
+        await asyncio.sleep(0.05)
+    finally:
+        logger.removeHandler(caplog.handler)
+        logger.disabled, logger.level = was
+    assert sent == ["good"], "one key's failure does not stop the others"
+    assert "could not send 1 notices (bad)" in caplog.text
+
+
+def test_thread_notices_batch_what_arrives_meanwhile() -> None:
+    sent: list[tuple[str, list[int]]] = []
+    done = threading.Event()
+
+    def send(key: str, items: list[int]) -> None:
+        sent.append((key, items))
+        if sum(len(i) for _, i in sent) == 5:
+            done.set()
+
+    notices: ThreadNotices[str, int] = ThreadNotices(send, delay_s=0.05)
+    start_s = time.monotonic()
+    for k in range(4):
+        notices.add("a", k)
+    notices.add("b", 9)
+    assert time.monotonic() - start_s < 0.05, "adding never waits for the send"
+    assert done.wait(5)
+    assert sorted(sent) == [("a", [0, 1, 2, 3]), ("b", [9])]
