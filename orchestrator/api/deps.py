@@ -9,6 +9,7 @@ checks every call and every reply is parsed into its response model. Tests repla
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import inspect
 import json
 import logging
@@ -42,7 +43,7 @@ from orchestrator.core.scopes import (
     refusal,
 )
 from orchestrator.core.worker_logs import ActorLogs
-from orchestrator.notices import LoopNotices
+from orchestrator.notices import ThreadNotices
 from orchestrator.store.finals import reachable, wait_final
 from orchestrator.store.redis import RedisStore
 
@@ -80,7 +81,7 @@ class AppState:
     _queue: Any = None
     _store: RedisStore | None = None
     _store_checked: bool = False
-    _arrivals: LoopNotices[str, str] | None = None
+    _arrivals: ThreadNotices[str, str] | None = None
 
     def body_limit(self, path: str) -> int | None:
         """The request body limit for ``path`` (None while starting): code packages may be larger."""
@@ -131,12 +132,13 @@ class AppState:
             log.info("the job store is not reachable from this replica; runsync waits on the queue")
         return self._store
 
-    def arrivals(self) -> LoopNotices[str, str]:
+    def arrivals(self) -> ThreadNotices[str, str]:
         """Jobs this replica wrote to the store, told to the queue in batches (``JobQueue.submitted``: it
         counts them and wakes the autoscaler when no replica has a free slot; replicas are woken by the
-        store)."""
+        store), from a thread of their own: an actor call made on this replica's event loop holds the loop
+        for milliseconds (measured under Ray Serve: the requests behind it wait)."""
         if self._arrivals is None:
-            self._arrivals = LoopNotices(lambda ep, ids: self.queue_handle().submitted.remote(ep, ids))
+            self._arrivals = ThreadNotices(lambda ep, ids: self.queue_handle().submitted.remote(ep, ids))
         return self._arrivals
 
     def autoscaler_handle(self) -> Any:
@@ -178,12 +180,12 @@ class QueueClient:
         handle: Callable[[], Any],
         store: Callable[[], Awaitable[RedisStore | None]] | None = None,
         runsync_wait_s: Callable[[], float] | None = None,
-        arrivals: LoopNotices[str, str] | None = None,
+        arrivals: ThreadNotices[str, str] | None = None,
     ) -> None:
         self._handle = handle
         self._store = store
         self._runsync_wait_s = runsync_wait_s
-        self._arrivals = arrivals or LoopNotices(lambda ep, ids: self._h.submitted.remote(ep, ids))
+        self._arrivals = arrivals
 
     @property
     def _h(self) -> Any:
@@ -229,7 +231,11 @@ class QueueClient:
         the queue is told soon after, off the job's path (:meth:`AppState.arrivals`). Raises NotFound,
         QueueFull."""
         job_id = await store.submit_request(endpoint, request, int(time.time() * 1000), watch=True)
-        self._arrivals.add(endpoint, [job_id])
+        if self._arrivals is not None:
+            self._arrivals.add(endpoint, job_id)
+        else:
+            with contextlib.suppress(Exception):  # accepted: the next take or autoscaler tick finds it
+                self._h.submitted.remote(endpoint, [job_id], request_id=request_id)
         return job_id
 
     async def status(self, endpoint: str, job_id: str) -> s.JobStatusObject:
@@ -653,7 +659,12 @@ def _lone_surrogate_at(value: Any, path: tuple[str, ...] = ()) -> tuple[str, ...
 
 async def utf8_body(request: Request) -> None:
     """Refuse JSON strings that are not Unicode (a lone surrogate, ``"\\ud800"``): valid JSON, but stored they
-    would make every reply that includes them (job listings, job-take, status) fail to encode."""
+    would make every reply that includes them (job listings, job-take, status) fail to encode. A request
+    that says it has no body (no ``Content-Length`` nor ``Transfer-Encoding``, or a zero length: a status
+    poll) is not read: under Ray Serve a read asks the proxy for the body, about 2 ms."""
+    length = request.headers.get("content-length")
+    if length in (None, "0") and "transfer-encoding" not in request.headers:
+        return
     raw = await request.body()
     if not _SURROGATE_ESCAPE.search(raw):
         return

@@ -67,6 +67,13 @@ def test_lone_surrogates_are_refused_with_their_location(h: Harness) -> None:
     body = _error(h.api.post("/v2/ep/run", content=b'{"input": {"k": "\\ud800"}}'), 422)
     assert body["detail"] == {"loc": ["body", "input", "k"]}
 
+    def chunked() -> Iterator[bytes]:
+        yield b'{"input": {"k": "\\ud800"}}'
+
+    body = _error(h.api.post("/v2/ep/run", content=chunked()), 422)  # no Content-Length: read all the same
+    assert body["detail"] == {"loc": ["body", "input", "k"]}
+    assert h.queue.jobs == {}
+
 
 def test_bodies_over_the_limit_are_413(tmp_path: Path) -> None:
     h = harness(boot(str(tmp_path), max_body_bytes=100))
