@@ -28,7 +28,7 @@ from orchestrator.api.middleware import current_request_id
 from orchestrator.auth import KeyCache
 from orchestrator.boot import BootConfig
 from orchestrator.core.errors import Forbidden, InvalidInput, NotReady, Unauthorized
-from orchestrator.core.jobs import FINAL
+from orchestrator.core.jobs import FINAL, JobView
 from orchestrator.core.models import EndpointPatch, EndpointSpec, RunRequest, worker_id_ok
 from orchestrator.core.scopes import (
     ADMIN_KEY_NAME,
@@ -46,6 +46,7 @@ from orchestrator.core.worker_logs import ActorLogs
 from orchestrator.notices import ThreadNotices
 from orchestrator.store.finals import reachable, wait_final
 from orchestrator.store.redis import RedisStore
+from orchestrator.store.submits import FIRST_WAIT_S
 
 log = logging.getLogger("ripple.http")
 
@@ -204,39 +205,39 @@ class QueueClient:
     ) -> s.JobStatusObject:
         """Queue one job and hold until it is final or ``wait_s`` passes (None: the configured default).
 
-        With the store at hand, the job is written to the store here (:meth:`_submit_to_store`; one with
-        a webhook goes through the queue, which checks its address) and its end awaited on the store
-        (:mod:`orchestrator.store.finals`: told by the step that made it final), not on the queue actor; a
-        job not final when the hold ends is read through the queue (its ``waitReason``)."""
+        With the store at hand, the job is written to the store here, its end awaited on the store
+        (:mod:`orchestrator.store.finals`: told by the step that made it final), not on the queue actor:
+        the write and the first ``FIRST_WAIT_S`` of the wait in one round trip
+        (``RedisStore.submit_and_wait``), the queue told of the job after it (:meth:`_told`). A job with a
+        webhook goes through the queue, which checks its address. A job not final when the hold ends is read
+        through the queue (its ``waitReason``)."""
         store = None if self._store is None else await self._store()
         if store is None or self._runsync_wait_s is None:
             raw = await self._h.runsync.remote(endpoint, request, wait_s, request_id=request_id)
             return s.JobStatusObject.model_validate(raw)
-        watched = request.webhook is None
-        if watched:
-            job_id = await self._submit_to_store(store, endpoint, request, request_id)
+        wait = self._runsync_wait_s() if wait_s is None else max(0.0, min(wait_s, 300.0))
+        first_s = min(wait, FIRST_WAIT_S)
+        job: JobView | None = None
+        if request.webhook is None:
+            now_ms = int(time.time() * 1000)
+            job_id, job = await store.submit_and_wait(endpoint, request, now_ms, first_s)
+            self._told(endpoint, job_id, request_id)
         else:
             (job_id,) = await self._h.submit.remote(endpoint, [request], request_id=request_id)
-        wait = self._runsync_wait_s() if wait_s is None else max(0.0, min(wait_s, 300.0))
-        job = await wait_final(store, job_id, wait, watched=watched)
+        if job is None or (job.status not in FINAL and wait > first_s):
+            job = await wait_final(store, job_id, wait - first_s, watched=request.webhook is None)
         if job is None or job.status not in FINAL:
             return await self.status(endpoint, job_id)
         return s.JobStatusObject.model_validate(job.status_object(int(time.time() * 1000)))
 
-    async def _submit_to_store(
-        self, store: RedisStore, endpoint: str, request: RunRequest, request_id: str | None
-    ) -> str:
-        """Accept one job by writing it to the store, marked watched (``RedisStore.submit_request``: the
-        SUBMIT step the queue's ``submit`` runs, ``maxQueueSize`` enforced, durable before this returns);
-        the queue is told soon after, off the job's path (:meth:`AppState.arrivals`). Raises NotFound,
-        QueueFull."""
-        job_id = await store.submit_request(endpoint, request, int(time.time() * 1000), watch=True)
+    def _told(self, endpoint: str, job_id: str, request_id: str | None) -> None:
+        """Tell the queue of a job written to the store here, off the job's path (:meth:`AppState.arrivals`;
+        the queue counts it and wakes the autoscaler when no replica has a free slot)."""
         if self._arrivals is not None:
             self._arrivals.add(endpoint, job_id)
         else:
             with contextlib.suppress(Exception):  # accepted: the next take or autoscaler tick finds it
                 self._h.submitted.remote(endpoint, [job_id], request_id=request_id)
-        return job_id
 
     async def status(self, endpoint: str, job_id: str) -> s.JobStatusObject:
         return s.JobStatusObject.model_validate(await self._h.status.remote(endpoint, job_id))

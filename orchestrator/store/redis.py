@@ -164,18 +164,47 @@ class RedisStore:
         """Accept one job for ``request``, built from the endpoint's spec as stored (read once and kept:
         :mod:`orchestrator.store.submits`) and written by the SUBMIT step (IN_QUEUE, ``maxQueueSize``
         enforced; durable before this returns); its id. Raises NotFound, QueueFull, Conflict."""
+        job_id, _ = await self.submit_and_wait(endpoint, request, now_ms, 0.0, watch=watch)
+        return job_id
+
+    async def submit_and_wait(
+        self, endpoint: str, request: RunRequest, now_ms: int, wait_s: float, *, watch: bool = True
+    ) -> tuple[str, JobView | None]:
+        """As :meth:`submit_request`, and with ``wait_s`` > 0 (the job watched) a first wait for the job's end
+        in the same round trip: the SUBMIT step pipelined with the wait on its final signal (which SUBMIT
+        ends at once when it refuses the job) and the read after it. Returns the job's id and the job as
+        read after that wait (None without one)."""
         for _ in range(SPEC_READS):
             known = self.specs.get(endpoint) or self.specs.learn(endpoint, await self.load_endpoint(endpoint))
             job = new_job(endpoint, known.spec, request)
+            maxq = known.spec.max_queue_size
+            args = submit_args(self._p, endpoint, [job], maxq, now_ms, known.sha1, watch or wait_s > 0)
             try:
-                await self.submit(
-                    endpoint, [job], known.spec.max_queue_size, now_ms, spec_sha=known.sha1, watch=watch
-                )
+                if wait_s <= 0:
+                    submit_depth(await self._submit(args=args), endpoint, maxq)
+                    return job.id, None
+                reply, h = await self._submit_then_wait(job.id, args, wait_s)
+                submit_depth(reply, endpoint, maxq)
             except SpecChanged:
                 self.specs.forget(endpoint)
                 continue
-            return job.id
+            return job.id, job_view(job.id, h, []) if h else None
         raise spec_kept_changing(endpoint)
+
+    async def _submit_then_wait(self, job_id: str, args: list[Any], wait_s: float) -> tuple[Any, Any]:
+        """SUBMIT, the wait on the job's final signal and the read of the job, pipelined. SUBMIT goes as
+        EVAL with the script's text (Redis keeps it compiled): a script Redis lost (a restart) cannot fail
+        the first command and leave the wait after it blocking, and a pipeline's own script check would cost
+        a round trip."""
+        fin = self.k.fin(job_id)
+        async with self.r.pipeline(transaction=False) as p:
+            p.eval(lua.SUBMIT, 0, *args)
+            p.blmove(fin, fin, max(0.01, wait_s), "RIGHT", "LEFT")
+            p.hgetall(self.k.job(job_id))
+            reply, _, h = await p.execute(raise_on_error=False)
+        if isinstance(reply, Exception):
+            raise reply
+        return reply, h if isinstance(h, dict) else {}  # a failed read: the caller waits on
 
     async def take(
         self, endpoint: str, worker_id: str, max_jobs: int, now_ms: int, version: int | None = None

@@ -165,17 +165,25 @@ SUBMIT = _script(
 -- ARGV: P, ep, max_queue (0 = none), now, spec_sha, watch, n, then n x (id, input, webhook, low,
 -- timeout_ms, ttl_ms, retries). spec_sha ('' = not checked): the SHA-1 of the endpoint's spec the jobs were
 -- built from; when the stored spec is another (or gone), nothing is written. watch '1': the jobs are marked
--- watched (their caller waits on K_fin for their end). Returns {1, depth}, {-1, depth} (full), {-2, 0} (the
--- spec changed, or the endpoint is gone).
+-- watched (their caller waits on K_fin for their end; refused, the first job's K_fin gets an empty element
+-- so that a wait pipelined after this step ends at once). Returns {1, depth}, {-1, depth} (full), {-2, 0}
+-- (the spec changed, or the endpoint is gone).
 local ep, maxq, now = ARGV[2], tonumber(ARGV[3]), tonumber(ARGV[4])
 local sha, watch, n = ARGV[5], ARGV[6], tonumber(ARGV[7])
+local function refused(code, depth)
+  if watch == '1' and n > 0 then
+    redis.call('RPUSH', K_fin(ARGV[8]), '')
+    redis.call('PEXPIRE', K_fin(ARGV[8]), 1000)
+  end
+  return {code, depth}
+end
 if sha ~= '' then
   local spec = redis.call('HGET', K_endpoints, ep)
-  if not spec or redis.sha1hex(spec) ~= sha then return {-2, 0} end
+  if not spec or redis.sha1hex(spec) ~= sha then return refused(-2, 0) end
 end
 local q = K_queue(ep)
 local depth = redis.call('ZCARD', q)
-if maxq > 0 and depth + n > maxq then return {-1, depth} end
+if maxq > 0 and depth + n > maxq then return refused(-1, depth) end
 local base = redis.call('INCRBY', K_seq, n) - n
 for i = 0, n - 1 do
   local o = 8 + i * 7

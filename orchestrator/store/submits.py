@@ -17,6 +17,11 @@ from dataclasses import dataclass
 from orchestrator.core.errors import Conflict, NotFound
 from orchestrator.core.models import STORED, EndpointSpec
 
+FIRST_WAIT_S = 0.05
+"""How long a caller that waits for the job it submits (HTTP ``runsync``) waits in the submit's own round
+trip, before it tells the queue of the job (which wakes the autoscaler when no replica is free): most short
+jobs end within it, and a job that waits for a replica to start loses no more than this."""
+
 SPEC_READS = 3
 """Reads of an endpoint's spec one submission may make before giving up (it changed under each of them)."""
 

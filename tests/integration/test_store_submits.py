@@ -107,3 +107,26 @@ def test_the_blocking_client_submits_and_waits_the_same_way(redis_url: str, redi
         finals.close()
         loop.run_until_complete(redis_store.close())
         loop.close()
+
+
+async def test_submit_and_wait_is_one_round_trip_and_a_refusal_does_not_wait(redis_store: RedisStore) -> None:
+    d = make(redis_store, FakeClock(), Recorder())
+    await d.create_endpoint(ep(maxQueueSize=1))
+    queued, view = await redis_store.submit_and_wait("ep", run(5), _now_ms(), 0.2)
+    assert view is not None and (view.id, view.status) == (queued, JobStatus.IN_QUEUE), "when the wait ended"
+    start_s = time.monotonic()
+    with pytest.raises(QueueFull):
+        await redis_store.submit_and_wait("ep", run(6), _now_ms(), 5.0)
+    assert time.monotonic() - start_s < 1.0, "a refused job ends the wait pipelined after it at once"
+    await d.purge("ep")
+
+    async def worker() -> None:
+        while not (taken := await d.take("ep", "w1", 1, 0)):
+            await asyncio.sleep(0.01)
+        await d.done("ep", "w1", taken[0]["id"], {"output": 14})
+
+    await redis_store.r.script_flush()  # Redis lost its scripts (a restart): loaded again
+    working = asyncio.create_task(worker())
+    job_id, view = await redis_store.submit_and_wait("ep", run(7), _now_ms(), 5.0)
+    await working
+    assert view is not None and (view.id, view.status, view.output) == (job_id, JobStatus.COMPLETED, 14)
