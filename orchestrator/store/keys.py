@@ -10,7 +10,7 @@ same names for the Lua scripts from the class itself. Names are relative to the 
 | ``job:{id}`` | hash | one job: ep, status, input, output, error, webhook, times, attempts, policy, version |
 | ``hist:{id}`` | list | attempt history, JSON entries ``{at, from, to, reason, worker}`` (last 50) |
 | ``stream:{id}`` | list | stream chunks (JSON); the job hash's ``stream_read`` is the client cursor |
-| ``fin:{id}`` | list | a watched job's end: its final status, pushed by the step making it final; expires |
+| ``fin:{id}`` | list | a watched job's end, pushed by the step making it final ('': refused); expires |
 | ``q:{ep}`` | zset | queued job ids of an endpoint, scored normal before low priority, FIFO within |
 | ``wake:{ep}`` | list | a token per job queued (a few at most): replicas taking from the store block on it |
 | ``counts:{ep}`` | hash | counters: in_progress, completed, failed, timed_out, cancelled, retried |
