@@ -18,14 +18,13 @@ from __future__ import annotations
 
 import os
 import time
-from collections.abc import Sequence
 from typing import Any
 
 import redis
 
 from orchestrator.core.dispatch import new_job
 from orchestrator.core.jobs import FINAL, JobView
-from orchestrator.core.models import NewJob, RunRequest
+from orchestrator.core.models import RunRequest
 from orchestrator.store import scripts as lua
 from orchestrator.store.keys import Keys
 from orchestrator.store.protocol import JobStore, endpoint_view, job_view
@@ -90,29 +89,15 @@ class SyncFinals:
         raw = self.r.hget(self.k.endpoints, name)
         return str(raw) if raw is not None else None
 
-    def submit(
-        self,
-        endpoint: str,
-        jobs: Sequence[NewJob],
-        max_queue_size: int | None,
-        now_ms: int,
-        *,
-        spec_sha: str = "",
-        watch: bool = False,
-    ) -> int:
-        """As :meth:`orchestrator.store.redis.RedisStore.submit` (the same SUBMIT script): the jobs
-        IN_QUEUE, all or nothing; the new depth. Raises QueueFull, SpecChanged."""
-        args = submit_args(self.k.prefix, endpoint, jobs, max_queue_size, now_ms, spec_sha, watch)
-        return submit_depth(self._submit(args=args), endpoint, max_queue_size)
-
     def submit_request(self, endpoint: str, request: RunRequest, now_ms: int, *, watch: bool = False) -> str:
-        """As :meth:`orchestrator.store.redis.RedisStore.submit_request`, blocking."""
+        """As :meth:`orchestrator.store.redis.RedisStore.submit_request` (one SUBMIT step), blocking."""
         for _ in range(SPEC_READS):
             known = self.specs.get(endpoint) or self.specs.learn(endpoint, self.load_endpoint(endpoint))
             job = new_job(endpoint, known.spec, request)
+            maxq = known.spec.max_queue_size
+            args = submit_args(self.k.prefix, endpoint, [job], maxq, now_ms, known.sha1, watch)
             try:
-                maxq = known.spec.max_queue_size
-                self.submit(endpoint, [job], maxq, now_ms, spec_sha=known.sha1, watch=watch)
+                submit_depth(self._submit(args=args), endpoint, maxq)
             except SpecChanged:
                 self.specs.forget(endpoint)
                 continue

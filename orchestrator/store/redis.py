@@ -143,20 +143,10 @@ class RedisStore:
         return self.k.prefix
 
     async def submit(
-        self,
-        endpoint: str,
-        jobs: Sequence[NewJob],
-        max_queue_size: int | None,
-        now_ms: int,
-        *,
-        spec_sha: str = "",
-        watch: bool = False,
+        self, endpoint: str, jobs: Sequence[NewJob], max_queue_size: int | None, now_ms: int
     ) -> int:
-        """As :meth:`JobStore.submit`; with ``spec_sha`` (the SHA-1 of the stored spec JSON the jobs were
-        built from) nothing is written when the stored spec is another (raises SpecChanged); ``watch``
-        marks the jobs watched (their caller waits for their end: :mod:`orchestrator.store.finals`)."""
-        args = submit_args(self._p, endpoint, jobs, max_queue_size, now_ms, spec_sha, watch)
-        return submit_depth(await self._submit(args=args), endpoint, max_queue_size)
+        reply = await self._submit(args=submit_args(self._p, endpoint, jobs, max_queue_size, now_ms))
+        return submit_depth(reply, endpoint, max_queue_size)
 
     async def submit_request(
         self, endpoint: str, request: RunRequest, now_ms: int, *, watch: bool = False
