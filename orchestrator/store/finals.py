@@ -90,7 +90,7 @@ class SyncFinals:
         return str(raw) if raw is not None else None
 
     def submit_request(self, endpoint: str, request: RunRequest, now_ms: int, *, watch: bool = False) -> str:
-        """As :meth:`orchestrator.store.redis.RedisStore.submit_request` (one SUBMIT step), blocking."""
+        """As :meth:`orchestrator.store.redis.RedisStore.submit_and_wait` without the wait, blocking."""
         for _ in range(SPEC_READS):
             known = self.specs.get(endpoint) or self.specs.learn(endpoint, self.load_endpoint(endpoint))
             job = new_job(endpoint, known.spec, request)

@@ -116,7 +116,7 @@ class RedisStore:
         self._progress = client.register_script(lua.PROGRESS)
         self._watch = client.register_script(lua.WATCH_FINAL)
         self._held_by = client.register_script(lua.HELD_BY)
-        self.specs = SpecCache()  # for submit_request
+        self.specs = SpecCache()  # for submit_and_wait
 
     @classmethod
     def connect(cls, url: str, prefix: str = "ripple:") -> RedisStore:
@@ -148,22 +148,16 @@ class RedisStore:
         reply = await self._submit(args=submit_args(self._p, endpoint, jobs, max_queue_size, now_ms))
         return submit_depth(reply, endpoint, max_queue_size)
 
-    async def submit_request(
-        self, endpoint: str, request: RunRequest, now_ms: int, *, watch: bool = False
-    ) -> str:
-        """Accept one job for ``request``, built from the endpoint's spec as stored (read once and kept:
-        :mod:`orchestrator.store.submits`) and written by the SUBMIT step (IN_QUEUE, ``maxQueueSize``
-        enforced; durable before this returns); its id. Raises NotFound, QueueFull, Conflict."""
-        job_id, _ = await self.submit_and_wait(endpoint, request, now_ms, 0.0, watch=watch)
-        return job_id
-
     async def submit_and_wait(
         self, endpoint: str, request: RunRequest, now_ms: int, wait_s: float, *, watch: bool = True
     ) -> tuple[str, JobView | None]:
-        """As :meth:`submit_request`, and with ``wait_s`` > 0 (the job watched) a first wait for the job's end
-        in the same round trip: the SUBMIT step pipelined with the wait on its final signal (which SUBMIT
-        ends at once when it refuses the job) and the read after it. Returns the job's id and the job as
-        read after that wait (None without one)."""
+        """Accept one job for ``request``, built from the endpoint's spec as stored (read once and kept:
+        :mod:`orchestrator.store.submits`) and written by the SUBMIT step (IN_QUEUE, ``maxQueueSize``
+        enforced; durable before this returns; ``watch``: marked watched); with ``wait_s`` > 0 (the job
+        watched) also a first wait for the job's end in the same round trip: the SUBMIT step pipelined with
+        the wait on its final signal (which SUBMIT ends at once when it refuses the job) and the read after
+        it. Returns the job's id and the job as
+        read after that wait (None without one). Raises NotFound, QueueFull, Conflict."""
         for _ in range(SPEC_READS):
             known = self.specs.get(endpoint) or self.specs.learn(endpoint, await self.load_endpoint(endpoint))
             job = new_job(endpoint, known.spec, request)

@@ -1,4 +1,4 @@
-"""Jobs written to the store by callers other than the queue actor (``RedisStore.submit_request``, its
+"""Jobs written to the store by callers other than the queue actor (``RedisStore.submit_and_wait``, its
 blocking twin ``SyncFinals.submit_request``) and their ends awaited there (``wait_final``), on the embedded
 Redis: the endpoint's spec read once and kept, a job never written from a spec that changed or for an
 endpoint deleted since, ``maxQueueSize`` enforced, a job marked watched at submit woken at its end without a
@@ -13,7 +13,7 @@ import pytest
 
 from orchestrator.core.errors import NotFound, QueueFull
 from orchestrator.core.jobs import JobStatus
-from orchestrator.core.models import EndpointPatch
+from orchestrator.core.models import EndpointPatch, RunRequest
 from orchestrator.store.finals import SyncFinals, wait_final
 from orchestrator.store.redis import RedisStore
 from tests.dispatch_behaviour import FakeClock, Recorder, ep, make, run
@@ -23,6 +23,12 @@ pytestmark = pytest.mark.timeout(30)
 
 def _now_ms() -> int:
     return int(time.time() * 1000)
+
+
+async def _submit(store: RedisStore, endpoint: str, request: RunRequest, watch: bool = False) -> str:
+    """A job written to the store without waiting for it (``submit_and_wait`` with no wait)."""
+    job_id, _ = await store.submit_and_wait(endpoint, request, _now_ms(), 0.0, watch=watch)
+    return job_id
 
 
 async def test_the_spec_is_read_once_and_a_changed_one_is_read_again(
@@ -38,10 +44,10 @@ async def test_the_spec_is_read_once_and_a_changed_one_is_read_again(
         return await load(name)
 
     monkeypatch.setattr(redis_store, "load_endpoint", counted)
-    first = [await redis_store.submit_request("ep", run(k), _now_ms()) for k in range(5)]
+    first = [await _submit(redis_store, "ep", run(k)) for k in range(5)]
     assert reads == ["ep"], "the spec is read for the first job only"
     await d.update_endpoint("ep", EndpointPatch.model_validate({"executionTimeout": 5_000}))
-    changed = await redis_store.submit_request("ep", run(9), _now_ms())
+    changed = await _submit(redis_store, "ep", run(9))
     assert reads == ["ep", "ep"], "read again once the store refused the job built from the old one"
     views = [await redis_store.get(j) for j in [*first, changed]]
     assert [v.execution_timeout_ms for v in views if v] == [60_000] * 5 + [5_000], "built from the new spec"
@@ -51,15 +57,15 @@ async def test_the_spec_is_read_once_and_a_changed_one_is_read_again(
 async def test_a_deleted_endpoint_and_a_full_queue_refuse_the_job(redis_store: RedisStore) -> None:
     d = make(redis_store, FakeClock(), Recorder())
     await d.create_endpoint(ep(maxQueueSize=1))
-    await redis_store.submit_request("ep", run(), _now_ms())
+    await _submit(redis_store, "ep", run())
     with pytest.raises(QueueFull):
-        await redis_store.submit_request("ep", run(), _now_ms())
+        await _submit(redis_store, "ep", run())
     await d.purge("ep")
     await d.delete_endpoint("ep")
     with pytest.raises(NotFound):
-        await redis_store.submit_request("ep", run(), _now_ms())
+        await _submit(redis_store, "ep", run())
     with pytest.raises(NotFound):
-        await redis_store.submit_request("nope", run(), _now_ms())
+        await _submit(redis_store, "nope", run())
     assert await redis_store.depth("ep") == 0
 
 
@@ -67,8 +73,8 @@ async def test_a_job_watched_at_submit_is_woken_at_its_end(redis_store: RedisSto
     d = make(redis_store, FakeClock(), Recorder())
     await d.create_endpoint(ep())
     await d.create_endpoint(ep("other"))
-    unwatched = await redis_store.submit_request("ep", run(2), _now_ms())
-    job = await redis_store.submit_request("ep", run(3), _now_ms(), watch=True)
+    unwatched = await _submit(redis_store, "ep", run(2))
+    job = await _submit(redis_store, "ep", run(3), watch=True)
     assert [await redis_store.r.hget(redis_store.k.job(j), "watch") for j in (unwatched, job)] == [None, "1"]
     await d.cancel("ep", unwatched)
     waiting = asyncio.create_task(wait_final(redis_store, job, 10, "ep", watched=True))
