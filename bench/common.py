@@ -78,6 +78,28 @@ def time_calls(call: Callable[[], object], n: int, warmup: int = 10) -> Latency:
     return summarize_latency(samples_s)
 
 
+def time_in_turns(
+    calls: Sequence[Callable[[], object]], n: int, turns: int = 5, warmup: int = 10
+) -> list[Latency]:
+    """As :func:`time_calls` for several calls at once: ``turns`` rounds, each a block of about n/turns
+    sequential calls of each in order (n of each in all). Each call is timed over the same stretch of the
+    machine's time, and none is timed just after another kind (what one leaves running would land on the
+    next). One summary per call, in order."""
+    time.sleep(IDLE_SETTLE_S)
+    for call in calls:
+        for _ in range(warmup):
+            call()
+    samples_s: list[list[float]] = [[] for _ in calls]
+    for turn in range(turns):
+        block = n // turns + (1 if turn < n % turns else 0)
+        for call, samples in zip(calls, samples_s, strict=True):
+            for _ in range(block):
+                start_s = time.perf_counter()
+                call()
+                samples.append(time.perf_counter() - start_s)
+    return [summarize_latency(samples) for samples in samples_s]
+
+
 def rate_per_s(count: int, elapsed_s: float) -> float:
     """Return count / elapsed_s, or +inf for an elapsed time of zero."""
     return count / elapsed_s if elapsed_s > 0 else math.inf

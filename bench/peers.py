@@ -275,19 +275,16 @@ async def _concurrent_posts(url: str, n: int, concurrency: int) -> float:
         return rate_per_s(n, time.perf_counter() - start_s)
 
 
-def bench_serve_echo(n_latency: int, n_requests: int = 2000, concurrency: int = 32) -> ServeEcho:
-    """A Ray Serve FastAPI route (POST /echo returning the body) on its own port.
-
-    Measures sequential latency with the shared httpx client settings, then requests/s with `concurrency`
-    requests in flight (aiohttp, as the protocol worker): the ceiling of one request per job on this machine.
-    """
+def echo_app() -> Any:
+    """The plain Serve echo route as a bound application: one replica, a FastAPI ``POST /echo`` returning
+    the JSON body it read (the no-op job over HTTP)."""
     from fastapi import FastAPI
     from ray import serve
 
     api = FastAPI()
 
     # As many requests in flight as Ripple's API deployment allows (the default, 5, makes the proxy back off).
-    @serve.deployment(num_replicas=1, max_ongoing_requests=2000)
+    @serve.deployment(num_replicas=1, max_ongoing_requests=2000, ray_actor_options={"num_cpus": 0})
     @serve.ingress(api)
     class Echo:
         @api.post("/echo")
@@ -296,9 +293,33 @@ def bench_serve_echo(n_latency: int, n_requests: int = 2000, concurrency: int = 
             # FastAPI resolve the (string) annotations inside the replica, so `body` is read as the body.
             return cast(dict[str, Any], body)  # type: ignore[redundant-cast]
 
+    return Echo.bind()  # type: ignore[attr-defined]
+
+
+@contextlib.contextmanager
+def echo_beside(route_prefix: str = "/bench-echo") -> Iterator[str]:
+    """The echo route deployed as one more Serve application on the cluster this driver is connected to
+    (Ripple's own, beside its API: the same proxy, nodes and background); yields its path, deletes it."""
+    from ray import serve
+
+    serve.run(echo_app(), name="bench-echo", route_prefix=route_prefix)
+    try:
+        yield f"{route_prefix}/echo"
+    finally:
+        serve.delete("bench-echo")
+
+
+def bench_serve_echo(n_latency: int, n_requests: int = 2000, concurrency: int = 32) -> ServeEcho:
+    """A Ray Serve FastAPI route (POST /echo returning the body) on its own port.
+
+    Measures sequential latency with the shared httpx client settings, then requests/s with `concurrency`
+    requests in flight (aiohttp, as the protocol worker): the ceiling of one request per job on this machine.
+    """
+    from ray import serve
+
     port = free_port()
     serve.start(http_options={"host": "127.0.0.1", "port": port})
-    serve.run(Echo.bind(), name="echo", route_prefix="/")  # type: ignore[attr-defined]
+    serve.run(echo_app(), name="echo", route_prefix="/")
     try:
         with http_client(f"http://127.0.0.1:{port}") as client:
 

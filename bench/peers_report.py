@@ -14,7 +14,10 @@ Peers first, each started here and stopped before Ripple starts (so they never s
    adapter, tried.
 Then Ripple (`ripple up --detach`, 2 logical GPUs), one instance for everything:
 3. `bench.noop_handler:noop` on 2 warm replicas: in-cluster submit_many throughput, in-cluster
-   submit + result round trips, HTTP runsync round trips (bench/incluster.py's functions).
+   submit + result round trips, HTTP runsync round trips (bench/incluster.py's functions); then runsync
+   and the same plain echo route deployed beside Ripple's API on its own cluster, 200 of each at least,
+   timed in alternating blocks (the same proxy, nodes and background for both: the bare-Ray echo of 2. has
+   no dashboard and no other actors).
 4. Scale from zero including the first job after the endpoint is created, then preemption
    (bench/ripple_targets.py).
 
@@ -162,6 +165,12 @@ def run_ripple(
             )
             runsync = ripple_http.bench_round_trip(http, incluster.ENDPOINT, args.samples)
             f.ripple_runsync_p50_ms, f.ripple_runsync_p99_ms = runsync.p50_ms, runsync.p99_ms
+            with peers.echo_beside() as echo_path:
+                runsync, echo = ripple_http.bench_round_trip_beside(
+                    http, incluster.ENDPOINT, echo_path, max(args.samples, 200)
+                )
+            f.ripple_runsync_beside_p50_ms, f.ripple_runsync_beside_p99_ms = runsync.p50_ms, runsync.p99_ms
+            f.serve_http_beside_p50_ms, f.serve_http_beside_p99_ms = echo.p50_ms, echo.p99_ms
             report.notes.append(incluster.durability(instance))
 
         def cold() -> None:

@@ -13,14 +13,22 @@ import shutil
 import signal
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import httpx
 
-from bench.common import Latency, Launched, free_port, http_client, rate_per_s, time_calls
+from bench.common import (
+    Latency,
+    Launched,
+    free_port,
+    http_client,
+    rate_per_s,
+    time_calls,
+    time_in_turns,
+)
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 BODY = {"input": {"x": 1}}
@@ -247,8 +255,8 @@ def bench_end_to_end(
     )
 
 
-def bench_round_trip(client: httpx.Client, endpoint: str, n: int) -> Latency:
-    """Sequential POST /v2/{endpoint}/runsync?wait=10000, each answered COMPLETED by a worker."""
+def runsync_call(client: httpx.Client, endpoint: str) -> Callable[[], None]:
+    """One POST /v2/{endpoint}/runsync?wait=10000 of BODY; raises RuntimeError unless answered COMPLETED."""
 
     def call() -> None:
         reply = client.post(f"/v2/{endpoint}/runsync", params={"wait": 10000}, json=BODY)
@@ -258,7 +266,26 @@ def bench_round_trip(client: httpx.Client, endpoint: str, n: int) -> Latency:
                 f"POST /v2/{endpoint}/runsync answered {reply.status_code}: {reply.text[:300]}"
             )
 
-    return time_calls(call, n, warmup=10)
+    return call
+
+
+def bench_round_trip(client: httpx.Client, endpoint: str, n: int) -> Latency:
+    """Sequential POST /v2/{endpoint}/runsync?wait=10000, each answered COMPLETED by a worker."""
+    return time_calls(runsync_call(client, endpoint), n, warmup=10)
+
+
+def bench_round_trip_beside(
+    client: httpx.Client, endpoint: str, echo_path: str, n: int
+) -> tuple[Latency, Latency]:
+    """Runsync and a plain Serve echo route on the same instance (``echo_path``, as
+    ``bench.peers.echo_beside`` deploys it), in blocks taken in turn (:func:`time_in_turns`); (runsync,
+    echo)."""
+
+    def echo() -> None:
+        client.post(echo_path, json=BODY).raise_for_status()
+
+    runsync, plain = time_in_turns([runsync_call(client, endpoint), echo], n)
+    return runsync, plain
 
 
 @dataclass(frozen=True)

@@ -15,6 +15,7 @@ CELERY = "Celery AOF everysec"
 SERVE_ASYNC = "Serve async inference"
 SERVE_HTTP = "plain Serve HTTP route"
 SERVE_HANDLE = "plain Serve handle"
+SERVE_HTTP_BESIDE = "plain Serve HTTP route beside Ripple"
 
 
 @dataclass
@@ -34,6 +35,11 @@ class Figures:
     ripple_runsync_p99_ms: float | None = None
     serve_http_p50_ms: float | None = None  # plain Serve FastAPI route returning the body
     serve_http_p99_ms: float | None = None
+    # runsync and the same echo route deployed on Ripple's own cluster, timed in alternating blocks
+    ripple_runsync_beside_p50_ms: float | None = None
+    ripple_runsync_beside_p99_ms: float | None = None
+    serve_http_beside_p50_ms: float | None = None
+    serve_http_beside_p99_ms: float | None = None
     serve_handle_p50_ms: float | None = None  # plain Serve DeploymentHandle call
     serve_handle_p99_ms: float | None = None
     preempt_p50_s: float | None = None  # high-priority job: created -> started, GPUs held by idle lo
@@ -54,6 +60,7 @@ def build_rows(f: Figures) -> list[Row]:
     tput = "no-op jobs, in-cluster submit_many"
     rt = "round trip {}, in-cluster submit+result"
     runsync = "round trip {}, HTTP runsync"
+    beside = "round trip {}, HTTP runsync (same cluster)"
     cold = "scale from zero {}: job start - created - init"
     preempt = "preemption {}: high-priority job created -> started"
     return [
@@ -69,6 +76,10 @@ def build_rows(f: Figures) -> list[Row]:
             Target("max_ratio", 1.5)),
         Row(runsync.format("p99"), "ms", f.ripple_runsync_p99_ms, SERVE_HTTP, f.serve_http_p99_ms),
         Row(runsync.format("p50"), "ms", f.ripple_runsync_p50_ms, SERVE_HANDLE, f.serve_handle_p50_ms),
+        Row(beside.format("p50"), "ms", f.ripple_runsync_beside_p50_ms, SERVE_HTTP_BESIDE,
+            f.serve_http_beside_p50_ms, Target("max_ratio", 1.5)),
+        Row(beside.format("p99"), "ms", f.ripple_runsync_beside_p99_ms, SERVE_HTTP_BESIDE,
+            f.serve_http_beside_p99_ms),
         Row(preempt.format("p50"), "s", f.preempt_p50_s, target=Target("max", 1.5)),
         Row(preempt.format("max"), "s", f.preempt_max_s, target=Target("max", 1.5)),
         Row(cold.format("p95"), "s", f.ripple_cold_p95_s, SERVE_ASYNC, f.serve_async_cold_p95_s,

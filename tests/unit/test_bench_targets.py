@@ -3,7 +3,16 @@
 from __future__ import annotations
 
 from bench.common import Row, format_table
-from bench.targets import CELERY, SERVE_ASYNC, SERVE_HTTP, Figures, build_rows, markdown_table, missed
+from bench.targets import (
+    CELERY,
+    SERVE_ASYNC,
+    SERVE_HTTP,
+    SERVE_HTTP_BESIDE,
+    Figures,
+    build_rows,
+    markdown_table,
+    missed,
+)
 
 
 def _row(rows: list[Row], metric_start: str, peer: str = "") -> Row:
@@ -31,6 +40,20 @@ def test_round_trips_are_held_to_celery_and_runsync_to_the_plain_serve_route() -
     ]
     assert target.met is True and stretch.met is False  # 1.2x: within 1.5x, not equal
     assert _row(rows, "round trip p50, HTTP runsync", SERVE_HTTP).met is False  # 1.6x > 1.5x
+
+
+def test_runsync_against_the_route_beside_it_on_the_same_cluster_has_its_own_row_and_verdict() -> None:
+    figures = Figures(
+        ripple_runsync_p50_ms=12.0,
+        serve_http_p50_ms=6.0,
+        ripple_runsync_beside_p50_ms=11.0,
+        serve_http_beside_p50_ms=8.0,
+    )
+    rows = build_rows(figures)
+    assert _row(rows, "round trip p50, HTTP runsync", SERVE_HTTP).met is False  # 2x: the bare-Ray route
+    beside = _row(rows, "round trip p50, HTTP runsync (same cluster)", SERVE_HTTP_BESIDE)
+    assert beside.ratio is not None and abs(beside.ratio - 11.0 / 8.0) < 1e-9 and beside.met is True
+    assert missed(rows) == [f"round trip p50, HTTP runsync vs {SERVE_HTTP}: 2.00x, target <= 1.5x peer"]
 
 
 def test_preemption_and_scale_from_zero_are_absolute_and_missing_numbers_give_no_verdict() -> None:
