@@ -8,6 +8,7 @@ async twins prefixed ``a`` (``asubmit`` ...). Errors arrive as :mod:`orchestrato
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 from collections.abc import AsyncIterator, Callable, Iterator, Sequence
 from typing import Any
@@ -30,6 +31,8 @@ from orchestrator.core.jobs import FINAL, JobStatus
 from orchestrator.core.models import RunRequest
 from orchestrator.notices import ThreadNotices
 from orchestrator.store.finals import SyncFinals, reachable
+
+log = logging.getLogger("ripple.client")
 
 _BY_STATUS: dict[int, type[RippleError]] = {
     400: InvalidInput,
@@ -304,6 +307,14 @@ class InClusterClient:
         return job_id
 
     def _queue_submitted(self, endpoint: str, job_ids: list[str]) -> None:
+        import ray
+
+        # Sent a moment after the submit: this process may have left its Ray since, and an actor call then
+        # would start a new local Ray here. Dropped instead: the jobs are in the store, and the next take
+        # or autoscaler tick finds them.
+        if not ray.is_initialized():
+            log.info("Ray was shut down: %d arrivals not told to the queue", len(job_ids))
+            return
         self._queue.submitted.remote(endpoint, job_ids)
 
     def submit_many(self, endpoint: str, inputs: Sequence[Any], chunk: int = 5000) -> list[str]:

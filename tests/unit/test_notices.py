@@ -73,3 +73,33 @@ def test_thread_notices_batch_what_arrives_meanwhile() -> None:
     assert time.monotonic() - start_s < 0.05, "adding never waits for the send"
     assert done.wait(5)
     assert sorted(sent) == [("a", [0, 1, 2, 3]), ("b", [9])]
+
+
+def test_in_cluster_arrivals_after_ray_was_shut_down_are_dropped_not_sent(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    import ray
+
+    from orchestrator.client import InClusterClient
+
+    sent: list[tuple[str, list[str]]] = []
+
+    class Submitted:
+        def remote(self, endpoint: str, job_ids: list[str]) -> None:
+            sent.append((endpoint, job_ids))
+
+    class Queue:
+        submitted = Submitted()
+
+    assert not ray.is_initialized()
+    client = object.__new__(InClusterClient)  # its queue handle, no cluster to look it up in
+    client._queue = Queue()
+    notices: ThreadNotices[str, str] = ThreadNotices(client._queue_submitted, delay_s=0.01)
+    with caplog.at_level(logging.INFO, logger="ripple.client"):
+        notices.add("ep", "job-1")  # a submit, then the caller left its Ray before the notice went
+        deadline = time.monotonic() + 5
+        while "arrivals not told" not in caplog.text and time.monotonic() < deadline:
+            time.sleep(0.02)
+    assert "1 arrivals not told to the queue" in caplog.text
+    assert sent == [], "an actor call with no Ray would start a local Ray in the caller's process"
+    assert not ray.is_initialized()
