@@ -11,6 +11,7 @@ import time
 import pytest
 
 from orchestrator.notices import LoopNotices, ThreadNotices
+from tests.log_lines import log_lines
 
 pytestmark = pytest.mark.timeout(10)
 
@@ -31,7 +32,7 @@ async def test_the_notices_of_a_moment_go_together_per_key() -> None:
     assert len(sent) == 3, "nothing is sent twice"
 
 
-async def test_a_failing_send_is_logged_not_raised(caplog: pytest.LogCaptureFixture) -> None:
+async def test_a_failing_send_is_logged_not_raised() -> None:
     sent: list[str] = []
 
     def send(key: str, items: list[int]) -> None:
@@ -40,20 +41,12 @@ async def test_a_failing_send_is_logged_not_raised(caplog: pytest.LogCaptureFixt
         sent.append(key)
 
     notices: LoopNotices[str, int] = LoopNotices(send, delay_s=0.01)
-    # Other tests configure logging ("ripple" not propagating, existing loggers disabled): listen here.
-    logger = logging.getLogger("ripple.notices")
-    was = (logger.disabled, logger.level)
-    logger.disabled, logger.level = False, logging.WARNING
-    logger.addHandler(caplog.handler)
-    try:
+    with log_lines("ripple.notices", logging.WARNING) as lines:
         notices.add("bad", [1])
         notices.add("good", [2])
         await asyncio.sleep(0.05)
-    finally:
-        logger.removeHandler(caplog.handler)
-        logger.disabled, logger.level = was
     assert sent == ["good"], "one key's failure does not stop the others"
-    assert "could not send 1 notices (bad)" in caplog.text
+    assert "could not send 1 notices (bad)" in lines
 
 
 def test_thread_notices_batch_what_arrives_meanwhile() -> None:
@@ -89,27 +82,12 @@ def test_in_cluster_arrivals_after_ray_was_shut_down_are_dropped_not_sent() -> N
     class Queue:
         submitted = Submitted()
 
-    class Lines(logging.Handler):
-        def __init__(self) -> None:
-            super().__init__(logging.INFO)
-            self.lines: list[str] = []
-
-        def emit(self, record: logging.LogRecord) -> None:
-            self.lines.append(record.getMessage())
-
     assert not ray.is_initialized()
     client = object.__new__(InClusterClient)  # its queue handle, no cluster to look it up in
     client._queue = Queue()
-    logger = logging.getLogger("ripple.client")  # on the logger itself, enabled: as in the test above
-    lines, was = Lines(), (logger.disabled, logger.level)
-    logger.addHandler(lines)
-    logger.disabled, logger.level = False, logging.INFO
-    try:
+    with log_lines("ripple.client") as lines:
         # The notice of a submit, sent after the caller left its Ray (what its notices thread calls).
         client._queue_submitted("ep", ["job-1"])
-    finally:
-        logger.removeHandler(lines)
-        logger.disabled, logger.level = was
-    assert lines.lines == ["Ray was shut down: 1 arrivals not told to the queue"]
+    assert lines == ["Ray was shut down: 1 arrivals not told to the queue"]
     assert sent == [], "an actor call with no Ray would start a local Ray in the caller's process"
     assert not ray.is_initialized()

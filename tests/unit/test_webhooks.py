@@ -46,6 +46,7 @@ from orchestrator.webhooks import (
     target_refusal,
     webhook_target,
 )
+from tests.log_lines import log_lines
 
 pytestmark = pytest.mark.timeout(30)
 
@@ -201,35 +202,19 @@ async def test_delivery_rechecks_the_address_the_name_resolves_to_now() -> None:
     assert store.webhooks_inflight == [] and store.webhooks == [], "the delivery is done with"
 
 
-class _Lines(logging.Handler):
-    def __init__(self) -> None:
-        super().__init__(logging.WARNING)
-        self.lines: list[str] = []
-
-    def emit(self, record: logging.LogRecord) -> None:
-        self.lines.append(record.getMessage())
-
-
 async def test_delivery_refuses_literals_without_resolving() -> None:
     resolver = StubResolver(error=AssertionError("no DNS for a literal"))
     sender, _, metrics = await sender_with_job("http://10.1.2.3:8080/hook", resolver)
     recorder = Recorder()
-    logger, lines = logging.getLogger("ripple.webhooks"), _Lines()
-    # On the logger itself, enabled: another test's logging set-up (a dictConfig) may have disabled it.
-    logger.addHandler(lines)
-    disabled, logger.disabled = logger.disabled, False
-    try:
+    with log_lines("ripple.webhooks", logging.WARNING) as lines:
         async with httpx.AsyncClient(transport=httpx.MockTransport(recorder)) as client:
             await sender._deliver(client, "j1")
-    finally:
-        logger.removeHandler(lines)
-        logger.disabled = disabled
     assert recorder.requests == [] and resolver.asked == []
     assert outcome(metrics, "refused") == 1
     assert any(
         line.startswith("webhook for job j1 refused, not sent: 10.1.2.3 is not an allowed webhook target")
-        for line in lines.lines
-    ), lines.lines
+        for line in lines
+    ), lines
 
 
 async def test_delivery_retries_a_name_that_does_not_resolve() -> None:
