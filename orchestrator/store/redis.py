@@ -156,8 +156,8 @@ class RedisStore:
         enforced; durable before this returns; ``watch``: marked watched); with ``wait_s`` > 0 (the job
         watched) also a first wait for the job's end in the same round trip: the SUBMIT step pipelined with
         the wait on its final signal (which SUBMIT ends at once when it refuses the job) and the read after
-        it. Returns the job's id and the job as
-        read after that wait (None without one). Raises NotFound, QueueFull, Conflict."""
+        it. Returns the job's id and the job as read after that wait (None without one). Raises NotFound,
+        QueueFull, Conflict."""
         for _ in range(SPEC_READS):
             known = self.specs.get(endpoint) or self.specs.learn(endpoint, await self.load_endpoint(endpoint))
             job = new_job(endpoint, known.spec, request)
