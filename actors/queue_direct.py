@@ -1,10 +1,15 @@
 """A replica's jobs taken from, and its results finished in, the store itself, not through the queue actor
 (issue 12: the queue actor off the per-job path).
 
-Taking: the replica runs the same Lua TAKE step the queue's ``take`` runs (a draining worker is refused
-inside it, each job's version recorded), and while the queue is empty blocks on the endpoint's wake list,
-which the step that queues a job pushes to (:meth:`~orchestrator.store.redis.RedisStore.wait_for_work`). It
-tells the queue what it took without waiting (``JobQueue.took``: lease index, worker registry), but only of
+Taking: the replica runs the Lua CLAIM step (:meth:`~orchestrator.store.redis.RedisStore.claim`: the queue's
+TAKE, a draining worker refused inside it, each job's version recorded). When the queue is empty it parks
+in the same step and blocks on its inbox and the endpoint's wake list
+(:meth:`~orchestrator.store.redis.RedisStore.wait_for_job`): the SUBMIT step hands the next job straight to
+a parked replica, leased to it, input included, so the job starts with no take after the wake-up; a job
+queued otherwise (a retry, every replica busy) pushes a wake token, and the replica claims again. A drain
+ends the wait with an empty element (:meth:`~orchestrator.store.redis.RedisStore.nudge`), never by
+cutting the blocked read off, which could lose a handed job. It tells the queue what it took without
+waiting (``JobQueue.took``: lease index, worker registry), but only of
 the jobs still running ``TOLD_AFTER_S`` later: a job that ends first is told once, with its result (so a
 short job's path holds no actor call before it runs); its heartbeats report the jobs it holds. A replica
 lost before it told is still reclaimed at once: the queue asks the store what it held.
@@ -24,16 +29,15 @@ updates, the replica takes and sends results through the queue as before.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import time
-from collections.abc import Coroutine, Sequence
+from collections.abc import Sequence
 from typing import Any
 
 from orchestrator.core.dispatch_workers import finish_item
 from orchestrator.notices import LoopNotices
 from orchestrator.store.finals import reachable
-from orchestrator.store.protocol import FinishItem, FinishOutcome
+from orchestrator.store.protocol import FinishItem, FinishOutcome, TakenJob
 from orchestrator.store.redis import RedisStore
 
 log = logging.getLogger("ripple.replica")
@@ -84,11 +88,12 @@ class DirectStore:
         if store is None:
             return None
         try:
-            jobs = await store.take(self.endpoint, self.worker_id, max_jobs, int(time.time() * 1000), version)
-            if not jobs and await _first(store.wait_for_work(self.endpoint, wait_s), stop):
-                jobs = await store.take(
-                    self.endpoint, self.worker_id, max_jobs, int(time.time() * 1000), version
-                )
+            jobs = await self._claim(store, max_jobs if _going(stop) else 0, version, park=_going(stop))
+            if not jobs and _going(stop):
+                handed = await self._wait_for_job(store, wait_s, stop)
+                # Unparked, with what was handed meanwhile; no more from the queue once stopping.
+                more = max_jobs if _going(stop) else 0
+                jobs = [handed] if handed else await self._claim(store, more, version, park=False)
         except Exception:
             log.warning("taking from the store failed; taking through the queue", exc_info=True)
             return None
@@ -97,6 +102,33 @@ class DirectStore:
             if self._telling is None:
                 self._telling = asyncio.get_running_loop().call_later(TOLD_AFTER_S, self._tell_took)
         return [j.wire() for j in jobs]
+
+    async def _claim(
+        self, store: RedisStore, max_jobs: int, version: int | None, park: bool
+    ) -> list[TakenJob]:
+        now_ms = int(time.time() * 1000)
+        return await store.claim(self.endpoint, self.worker_id, max_jobs, now_ms, version, park)
+
+    async def _wait_for_job(
+        self, store: RedisStore, wait_s: float, stop: asyncio.Event | None
+    ) -> TakenJob | None:
+        """A job handed to this parked replica within ``wait_s``, else None (also when ``stop`` is set
+        meanwhile: the wait is ended with :meth:`RedisStore.nudge` and its reply still read)."""
+        waiting = asyncio.ensure_future(store.wait_for_job(self.endpoint, self.worker_id, wait_s))
+        if stop is None:
+            return await waiting
+        stopping = asyncio.ensure_future(stop.wait())
+        try:
+            await asyncio.wait({waiting, stopping}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            stopping.cancel()
+        if not waiting.done():
+            try:
+                await store.nudge(self.worker_id)
+            except BaseException:
+                waiting.cancel()
+                raise
+        return await waiting
 
     def ended(self, job_id: str) -> None:
         """A job taken here stopped running (finished, failed or stopped): if the queue was not told of it
@@ -157,19 +189,5 @@ class DirectStore:
         return True
 
 
-async def _first(wait: Coroutine[Any, Any, bool], stop: asyncio.Event | None) -> bool:
-    """``await wait``, unless ``stop`` is set first: then ``wait`` is cancelled and the answer is False."""
-    if stop is None:
-        return await wait
-    waiting = asyncio.ensure_future(wait)
-    stopping = asyncio.ensure_future(stop.wait())
-    try:
-        await asyncio.wait({waiting, stopping}, return_when=asyncio.FIRST_COMPLETED)
-    finally:
-        stopping.cancel()
-    if not waiting.done():
-        waiting.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await waiting
-        return False
-    return waiting.result()
+def _going(stop: asyncio.Event | None) -> bool:
+    return stop is None or not stop.is_set()

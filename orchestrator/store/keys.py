@@ -13,6 +13,8 @@ same names for the Lua scripts from the class itself. Names are relative to the 
 | ``fin:{id}`` | list | a watched job's end, pushed by the step making it final ('': refused); expires |
 | ``q:{ep}`` | zset | queued job ids of an endpoint, scored normal before low priority, FIFO within |
 | ``wake:{ep}`` | list | a token per job queued (a few at most): replicas taking from the store block on it |
+| ``parked:{ep}`` | list | ids of the endpoint's replicas waiting for a job, longest first (SUBMIT hands) |
+| ``inbox:{worker}`` | list | jobs handed to a parked replica, leased to it: ``id\\nattempts\\ninput`` |
 | ``counts:{ep}`` | hash | counters: in_progress, completed, failed, timed_out, cancelled, retried |
 | ``leases`` | zset | in-progress job ids scored by their execution deadline (ms) |
 | ``ttl`` | zset | queued job ids scored by the time they expire in the queue (ms) |
@@ -22,6 +24,7 @@ same names for the Lua scripts from the class itself. Names are relative to the 
 | ``versions:{ep}`` | hash | an endpoint's versions: number to the version (JSON, ``core.versions``) |
 | ``workers`` | hash | worker id to its last known record (JSON) |
 | ``draining`` | set | worker ids refused by ``take`` (checked inside the same script that hands out jobs) |
+| ``parked`` | hash | a parked replica's id to ``version|endpoint`` (its version is recorded on its jobs) |
 | ``webhooks`` / ``webhooks:inflight`` | list | job ids whose final status is still to be POSTed |
 | ``autoscaler:state`` | string | the autoscaling policy's memory (JSON) |
 | ``autoscaler:leader`` | string | the leadership lease: the holding instance's id, with a TTL |
@@ -67,6 +70,12 @@ class Keys:
     def wake(self, endpoint: str) -> str:
         return f"{self.prefix}wake:{endpoint}"
 
+    def parked(self, endpoint: str) -> str:
+        return f"{self.prefix}parked:{endpoint}"
+
+    def inbox(self, worker_id: str) -> str:
+        return f"{self.prefix}inbox:{worker_id}"
+
     def counts(self, endpoint: str) -> str:
         return f"{self.prefix}counts:{endpoint}"
 
@@ -105,6 +114,10 @@ class Keys:
     @property
     def draining(self) -> str:
         return f"{self.prefix}draining"
+
+    @property
+    def parked_at(self) -> str:
+        return f"{self.prefix}parked"
 
     @property
     def webhooks(self) -> str:

@@ -107,6 +107,7 @@ class RedisStore:
         self.k = keys
         self._submit = client.register_script(lua.SUBMIT)
         self._take = client.register_script(lua.TAKE)
+        self._claim = client.register_script(lua.CLAIM)
         self._finish = client.register_script(lua.FINISH)
         self._move = client.register_script(lua.MOVE)
         self._sweep = client.register_script(lua.SWEEP)
@@ -199,11 +200,39 @@ class RedisStore:
             TakenJob(reply[i], json.loads(reply[i + 1]), int(reply[i + 2])) for i in range(0, len(reply), 3)
         ]
 
-    async def wait_for_work(self, endpoint: str, timeout_s: float) -> bool:
-        """Block up to ``timeout_s`` for a token on the endpoint's wake list (pushed as its jobs are queued:
-        :data:`orchestrator.store.scripts.WAKE_TOKENS`); True when one came. A token says a job was queued,
-        not that one is left: take, and expect nothing."""
-        return await self.r.blpop([self.k.wake(endpoint)], max(0.01, timeout_s)) is not None
+    async def claim(
+        self, endpoint: str, worker_id: str, max_jobs: int, now_ms: int, version: int | None, park: bool
+    ) -> list[TakenJob]:
+        """A replica's take (the CLAIM step): the jobs handed to it while it was parked, whatever
+        ``max_jobs``, then up to ``max_jobs`` more from the queue as :meth:`take` (none while draining);
+        with ``park`` and nothing at all, the replica is parked: SUBMIT hands it the next job queued,
+        leased to it, through its inbox (:meth:`wait_for_job`). Unparked by every call."""
+        ver = "" if version is None else str(int(version))
+        reply = await self._claim(
+            args=[self._p, endpoint, worker_id, max_jobs, now_ms, ver, "1" if park else "0"]
+        )
+        return [
+            TakenJob(reply[i], json.loads(reply[i + 1]), int(reply[i + 2])) for i in range(0, len(reply), 3)
+        ]
+
+    async def wait_for_job(self, endpoint: str, worker_id: str, timeout_s: float) -> TakenJob | None:
+        """Block up to ``timeout_s`` on a parked replica's inbox and the endpoint's wake list. A job handed
+        to it (leased to it, and the replica no longer parked) is returned; None for anything else (a
+        wake token, a :meth:`nudge`, the time out): then :meth:`claim` without parking."""
+        got = await self.r.blpop([self.k.inbox(worker_id), self.k.wake(endpoint)], max(0.01, timeout_s))
+        if got is None or got[0] != self.k.inbox(worker_id) or not got[1]:
+            return None
+        job_id, attempts, input_json = str(got[1]).split("\n", 2)
+        return TakenJob(job_id, json.loads(input_json), int(attempts))
+
+    async def nudge(self, worker_id: str) -> None:
+        """End a :meth:`wait_for_job` of ``worker_id`` now, with an empty element (the reply of a blocked
+        read is never cut off: a cancelled one could lose a handed job)."""
+        key = self.k.inbox(worker_id)
+        async with self.r.pipeline(transaction=False) as p:
+            p.rpush(key, "")
+            p.pexpire(key, lua.INBOX_TTL_MS)
+            await p.execute()
 
     async def finish(self, items: Sequence[FinishItem], now_ms: int) -> list[FinishOutcome]:
         if not items:

@@ -28,6 +28,10 @@ FIN_TTL_MS = 300_000
 """How long a watched job's final signal (``fin:{id}``) stays after the job became final: longer than any
 caller's hold (``runsync`` holds at most 300 s); a caller that comes later reads the job's status instead."""
 
+INBOX_TTL_MS = 3_600_000
+"""How long a replica's inbox outlives the last job handed to it (a replica that died with one: the job is
+given back by ``held_by``, the list expires)."""
+
 
 def _table_lua() -> str:
     rows = []
@@ -48,6 +52,7 @@ def _rule(text: str, name: str, lua: str) -> str:
 
 _COMMON = r"""
 local FIN_TTL_MS = @FIN_TTL_MS@
+local INBOX_TTL_MS = @INBOX_TTL_MS@
 local WAKE_TOKENS = @WAKE_TOKENS@
 local function I(x) return string.format('%d', x) end
 local COUNTER = {COMPLETED='completed', FAILED='failed', TIMED_OUT='timed_out', CANCELLED='cancelled'}
@@ -143,8 +148,60 @@ local function move(id, to, now, reason, expect_from, expect_worker, err)
   log(id, now, from, to, reason, worker)
   return {1, from, worker, ep, to}
 end
+
+-- Lease a queued job (already out of the endpoint's queue) to worker `wid` of version `ver` ('' = unknown):
+-- IN_PROGRESS, the version recorded. Returns its input and attempts.
+local function lease(id, ep, wid, now, ver)
+  local jk = K_job(id)
+  redis.call('ZREM', K_ttl, id)
+  enter(jk, id, ep, 'IN_QUEUE', 'IN_PROGRESS', now, wid)
+  if ver ~= '' then redis.call('HSET', jk, 'version', ver) else redis.call('HDEL', jk, 'version') end
+  log(id, now, 'IN_QUEUE', 'IN_PROGRESS', 'taken', wid)
+  local f = redis.call('HMGET', jk, 'input', 'attempts')
+  return f[1], f[2]
+end
+
+-- Up to `n` queued jobs of the endpoint leased to `wid`, appended to `out` as (id, input, attempts).
+local function take_queued(ep, wid, n, now, ver, out)
+  if n <= 0 then return out end
+  local popped = redis.call('ZPOPMIN', K_queue(ep), n)
+  for i = 1, #popped, 2 do
+    local id = popped[i]
+    if redis.call('HGET', K_job(id), 'status') == 'IN_QUEUE' then
+      local input, attempts = lease(id, ep, wid, now, ver)
+      out[#out + 1] = id
+      out[#out + 1] = input
+      out[#out + 1] = attempts
+    end
+  end
+  return out
+end
+
+-- Forget that `wid` is parked (waiting on its inbox for a job to be handed to it).
+local function unpark(wid)
+  local rec = redis.call('HGET', K_parked_at, wid)
+  if not rec then return end
+  local sep = string.find(rec, '|', 1, true)
+  redis.call('LREM', K_parked(string.sub(rec, sep + 1)), 0, wid)
+  redis.call('HDEL', K_parked_at, wid)
+end
+
+-- The endpoint's longest-parked replica that is not draining, unparked; nil when none. Returns its id and
+-- its version.
+local function parked_worker(ep)
+  while true do
+    local wid = redis.call('LPOP', K_parked(ep))
+    if not wid then return nil end
+    local rec = redis.call('HGET', K_parked_at, wid)
+    redis.call('HDEL', K_parked_at, wid)
+    if rec and redis.call('SISMEMBER', K_draining, wid) == 0 then
+      return wid, string.sub(rec, 1, string.find(rec, '|', 1, true) - 1)
+    end
+  end
+end
 """
 _COMMON = _rule(_COMMON, "FIN_TTL_MS", str(FIN_TTL_MS))
+_COMMON = _rule(_COMMON, "INBOX_TTL_MS", str(INBOX_TTL_MS))
 _COMMON = _rule(_COMMON, "WAKE_TOKENS", str(WAKE_TOKENS))
 _COMMON = _rule(
     _COMMON,
@@ -199,8 +256,21 @@ for i = 0, n - 1 do
   redis.call('ZADD', K_ttl, I(now + ttl), id)
   redis.call('ZADD', K_jobs, I(now), id)
 end
-wake(ep, n)
-return {1, depth + n}
+-- A replica parked waiting for work gets a job at once, leased to it, with its input: no take after its
+-- wake-up. The rest wait in the queue, a token each on the wake list.
+local queued = n
+for i = 0, n - 1 do
+  local wid, ver = parked_worker(ep)
+  if not wid then break end
+  local id = ARGV[8 + i * 7]
+  redis.call('ZREM', q, id)
+  local input, attempts = lease(id, ep, wid, now, ver)
+  redis.call('RPUSH', K_inbox(wid), id .. '\n' .. attempts .. '\n' .. input)
+  redis.call('PEXPIRE', K_inbox(wid), INBOX_TTL_MS)
+  queued = queued - 1
+end
+wake(ep, queued)
+return {1, depth + queued}
 """,
         "QUEUE_SCORE",
         QUEUE_SCORE.lua({"low": "low", "seq": "base + i + 1"}),
@@ -214,21 +284,36 @@ TAKE = _script(
 -- out jobs. The worker's endpoint version is recorded on each job taken (an unknown one clears it).
 local ep, wid, n, now, ver = ARGV[2], ARGV[3], tonumber(ARGV[4]), tonumber(ARGV[5]), ARGV[6] or ''
 if redis.call('SISMEMBER', K_draining, wid) == 1 then return {} end
+return take_queued(ep, wid, n, now, ver, {})
+"""
+)
+
+CLAIM = _script(
+    r"""
+-- ARGV: P, ep, worker, n, now, version ('' = unknown), park ('1' | '0'). A replica's take from the store:
+-- the worker is unparked; the jobs handed to it meanwhile (its inbox) are its own, whatever `n`; unless
+-- it is draining, up to `n` more are taken from the queue as TAKE does; with `park` and nothing at all,
+-- the worker is parked (SUBMIT hands its next job straight to its inbox). Returns n' x (id, input,
+-- attempts).
+local ep, wid, n, now, ver = ARGV[2], ARGV[3], tonumber(ARGV[4]), tonumber(ARGV[5]), ARGV[6]
+unpark(wid)
 local out = {}
-local popped = redis.call('ZPOPMIN', K_queue(ep), n)
-for i = 1, #popped, 2 do
-  local id = popped[i]
-  local jk = K_job(id)
-  if redis.call('HGET', jk, 'status') == 'IN_QUEUE' then
-    redis.call('ZREM', K_ttl, id)
-    enter(jk, id, ep, 'IN_QUEUE', 'IN_PROGRESS', now, wid)
-    if ver ~= '' then redis.call('HSET', jk, 'version', ver) else redis.call('HDEL', jk, 'version') end
-    log(id, now, 'IN_QUEUE', 'IN_PROGRESS', 'taken', wid)
-    local f = redis.call('HMGET', jk, 'input', 'attempts')
-    out[#out + 1] = id
-    out[#out + 1] = f[1]
-    out[#out + 1] = f[2]
+local ik = K_inbox(wid)
+for _, e in ipairs(redis.call('LRANGE', ik, 0, -1)) do
+  if e ~= '' then
+    local a = string.find(e, '\n', 1, true)
+    local b = string.find(e, '\n', a + 1, true)
+    out[#out + 1] = string.sub(e, 1, a - 1)
+    out[#out + 1] = string.sub(e, b + 1)
+    out[#out + 1] = string.sub(e, a + 1, b - 1)
   end
+end
+redis.call('DEL', ik)
+if redis.call('SISMEMBER', K_draining, wid) == 1 then return out end
+take_queued(ep, wid, n - math.floor(#out / 3), now, ver, out)
+if #out == 0 and ARGV[7] == '1' then
+  redis.call('RPUSH', K_parked(ep), wid)
+  redis.call('HSET', K_parked_at, wid, ver .. '|' .. ep)
 end
 return out
 """
@@ -385,7 +470,8 @@ return redis.call('HGETALL', jk)
 HELD_BY = _script(
     r"""
 -- ARGV: P, worker. The ids of the running jobs the worker holds (a scan of every lease: run when a worker
--- is lost, not per job).
+-- is lost, not per job). A lost worker is unparked first: no job is handed to it after this step.
+unpark(ARGV[2])
 local out = {}
 for _, id in ipairs(redis.call('ZRANGE', K_leases, 0, -1)) do
   if redis.call('HGET', K_job(id), 'worker') == ARGV[2] then out[#out + 1] = id end

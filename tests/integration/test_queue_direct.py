@@ -221,3 +221,62 @@ async def test_a_blocked_take_ends_when_the_replica_drains(redis_url: str, redis
     assert await asyncio.wait_for(taking, 2.0) == [], "ended by the drain, not by its 5 s wait"
     (job,) = await d.submit("ep", [run(1)])
     assert [j["id"] for j in await direct.take(1, 1.0, None) or []] == [job], "the store still answers"
+
+
+async def test_a_job_is_handed_to_a_parked_replica_leased_with_its_input(
+    redis_url: str, redis_store: RedisStore
+) -> None:
+    d = make(redis_store, FakeClock(), Recorder())
+    await d.create_endpoint(ep())
+    direct = DirectStore(FakeQueue(redis_url, redis_store.k.prefix), "ep", "w1")
+    taking = asyncio.create_task(direct.take(1, 5.0, 7))
+    await asyncio.sleep(0.2)
+    assert await redis_store.r.lrange(redis_store.k.parked("ep"), 0, -1) == ["w1"], "parked while idle"
+    handed, queued = await d.submit("ep", [run({"x": 1}), run({"x": 2})])
+    assert await asyncio.wait_for(taking, 4.0) == [{"id": handed, "input": {"x": 1}, "attempt": 1}]
+    view = await redis_store.get(handed)
+    assert view is not None
+    assert (view.status, view.worker_id, view.version) == (JobStatus.IN_PROGRESS, "w1", 7)
+    assert [(h["from"], h["to"], h["reason"], h["worker"]) for h in view.history] == [
+        ("IN_QUEUE", "IN_PROGRESS", "taken", "w1")
+    ]
+    assert await redis_store.r.llen(redis_store.k.parked("ep")) == 0, "unparked by the hand-off"
+    assert await redis_store.r.hlen(redis_store.k.parked_at) == 0
+    assert await redis_store.r.llen(redis_store.k.wake("ep")) == 1, "a token for the job left queued only"
+    assert (await redis_store.get(queued)).status is JobStatus.IN_QUEUE  # type: ignore[union-attr]
+    assert [j["id"] for j in await direct.take(1, 0.05, 7) or []] == [queued]
+
+
+async def test_a_parked_replica_is_passed_over_once_draining_or_lost(redis_store: RedisStore) -> None:
+    d = make(redis_store, FakeClock(), Recorder())
+    await d.create_endpoint(ep())
+    for worker in ("w1", "w2", "w2"):  # parking twice parks once
+        assert await redis_store.claim("ep", worker, 1, 0, None, park=True) == []
+    assert await redis_store.r.lrange(redis_store.k.parked("ep"), 0, -1) == ["w1", "w2"]
+    await redis_store.set_draining("w1", True)
+    assert await d.worker_gone("w2", "died") == 0  # unparked before the store is asked what it held
+    (job,) = await d.submit("ep", [run(1)])
+    assert (await redis_store.get(job)).status is JobStatus.IN_QUEUE  # type: ignore[union-attr]
+    assert await redis_store.r.llen(redis_store.k.parked("ep")) == 0
+    assert await redis_store.r.llen(redis_store.k.wake("ep")) == 1
+
+
+async def test_a_handed_job_is_never_lost_by_a_drain(redis_url: str, redis_store: RedisStore) -> None:
+    d = make(redis_store, FakeClock(), Recorder())
+    await d.create_endpoint(ep())
+    assert await redis_store.claim("ep", "w1", 1, 0, None, park=True) == []
+    handed, queued = await d.submit("ep", [run(1), run(2)])
+    await redis_store.set_draining("w1", True)
+    await redis_store.nudge("w1")  # a drain's wake-up, after the hand-off
+    claimed = await redis_store.claim("ep", "w1", 2, 0, None, park=False)
+    assert [j.id for j in claimed] == [handed], "its own job, leased to it: nothing more while draining"
+    assert await redis_store.wait_for_job("ep", "w1", 0.05) is None, "the marker went with the inbox"
+    # A replica stopping while parked: the wait ends at once, and what was handed is still returned.
+    direct = DirectStore(FakeQueue(redis_url, redis_store.k.prefix), "ep", "w2")
+    assert [j["id"] for j in await direct.take(1, 0.05, None) or []] == [queued], "from the queue first"
+    drained = asyncio.Event()
+    taking = asyncio.create_task(direct.take(1, 5.0, None, drained))
+    await asyncio.sleep(0.2)
+    (late,) = await d.submit("ep", [run(3)])
+    drained.set()
+    assert [j["id"] for j in await asyncio.wait_for(taking, 2.0) or []] == [late]
