@@ -405,10 +405,13 @@ class RedisStore:
         await self.r.hset(self.k.endpoints, name, spec_json)
 
     async def delete_endpoint(self, name: str) -> bool:
+        parked = await self.r.lrange(self.k.parked(name), 0, -1)  # no job is handed to them any more
         async with self.r.pipeline(transaction=True) as p:
             p.hdel(self.k.endpoints, name)
-            p.delete(self.k.versions(name), self.k.wake(name))
-            deleted, _ = await p.execute()
+            p.delete(self.k.versions(name), self.k.wake(name), self.k.parked(name))
+            if parked:
+                p.hdel(self.k.parked_at, *parked)
+            deleted = (await p.execute())[0]
         return bool(deleted)
 
     async def put_versions(self, endpoint: str, records: dict[int, str]) -> None:

@@ -257,15 +257,19 @@ for i = 0, n - 1 do
   redis.call('ZADD', K_jobs, I(now), id)
 end
 -- A replica parked waiting for work gets a job at once, leased to it, with its input: no take after its
--- wake-up. The rest wait in the queue, a token each on the wake list.
+-- wake-up. Handed in the queue's order (the job TAKE would give it: normal priority before low); the rest
+-- wait in the queue, a token each on the wake list.
 local queued = n
-for i = 0, n - 1 do
+while queued > 0 do
   local wid, ver = parked_worker(ep)
   if not wid then break end
-  local id = ARGV[8 + i * 7]
-  redis.call('ZREM', q, id)
-  local input, attempts = lease(id, ep, wid, now, ver)
-  redis.call('RPUSH', K_inbox(wid), id .. '\n' .. attempts .. '\n' .. input)
+  local job = take_queued(ep, wid, 1, now, ver, {})
+  if #job == 0 then  -- the queue's head was not a queued job: the worker waits on, first in line
+    redis.call('LPUSH', K_parked(ep), wid)
+    redis.call('HSET', K_parked_at, wid, ver .. '|' .. ep)
+    break
+  end
+  redis.call('RPUSH', K_inbox(wid), job[1] .. '\n' .. job[3] .. '\n' .. job[2])
   redis.call('PEXPIRE', K_inbox(wid), INBOX_TTL_MS)
   queued = queued - 1
 end

@@ -280,3 +280,27 @@ async def test_a_handed_job_is_never_lost_by_a_drain(redis_url: str, redis_store
     (late,) = await d.submit("ep", [run(3)])
     drained.set()
     assert [j["id"] for j in await asyncio.wait_for(taking, 2.0) or []] == [late]
+
+
+async def test_a_parked_replica_is_handed_the_job_take_would_give_it(redis_store: RedisStore) -> None:
+    d = make(redis_store, FakeClock(), Recorder())
+    await d.create_endpoint(ep())
+    assert await redis_store.claim("ep", "w1", 1, 0, None, park=True) == []
+    low, normal = await d.submit("ep", [run(1, policy={"lowPriority": True}), run(2)])
+    (handed,) = await redis_store.claim("ep", "w1", 0, 0, None, park=False)
+    assert handed.id == normal, "normal priority first, whatever the order in the request"
+    assert (await redis_store.get(low)).status is JobStatus.IN_QUEUE  # type: ignore[union-attr]
+    assert await redis_store.r.zrange(redis_store.k.queue("ep"), 0, -1) == [low]
+
+
+async def test_a_deleted_endpoints_parked_replicas_are_not_handed_the_next_ones_jobs(
+    redis_store: RedisStore,
+) -> None:
+    d = make(redis_store, FakeClock(), Recorder())
+    await d.create_endpoint(ep())
+    assert await redis_store.claim("ep", "w1", 1, 0, None, park=True) == []
+    await d.delete_endpoint("ep")
+    await d.create_endpoint(ep())  # the same name again: w1 was a replica of the endpoint deleted
+    (job,) = await d.submit("ep", [run(1)])
+    assert (await redis_store.get(job)).status is JobStatus.IN_QUEUE  # type: ignore[union-attr]
+    assert await redis_store.r.hlen(redis_store.k.parked_at) == 0
