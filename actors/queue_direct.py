@@ -4,15 +4,15 @@
 Taking: the replica runs the Lua CLAIM step (:meth:`~orchestrator.store.redis.RedisStore.claim`: the queue's
 TAKE, a draining worker refused inside it, each job's version recorded). When the queue is empty it parks
 in the same step and blocks on its inbox and the endpoint's wake list
-(:meth:`~orchestrator.store.redis.RedisStore.wait_for_job`): the SUBMIT step hands the next job straight to
-a parked replica, leased to it, input included, so the job starts with no take after the wake-up; a job
-queued otherwise (a retry, every replica busy) pushes a wake token, and the replica claims again. A drain
-ends the wait with an empty element (:meth:`~orchestrator.store.redis.RedisStore.nudge`), never by
-cutting the blocked read off, which could lose a handed job. It tells the queue what it took without
-waiting (``JobQueue.took``: lease index, worker registry), but only of
-the jobs still running ``TOLD_AFTER_S`` later: a job that ends first is told once, with its result (so a
-short job's path holds no actor call before it runs); its heartbeats report the jobs it holds. A replica
-lost before it told is still reclaimed at once: the queue asks the store what it held.
+(:meth:`~orchestrator.store.redis.RedisStore.wait_for_job`): the SUBMIT step hands the job TAKE would give
+(normal priority first) straight to a parked replica, leased to it, input included, so the job starts with
+no take after the wake-up; a job queued otherwise (a retry, every replica busy) pushes a wake token, and the
+replica claims again. A drain ends the wait with an empty element
+(:meth:`~orchestrator.store.redis.RedisStore.nudge`), never by cutting the blocked read off, which could lose
+a handed job. It tells the queue what it took without waiting (``JobQueue.took``: lease index, worker
+registry), but only of the jobs still running ``TOLD_AFTER_S`` later: a job that ends first is told once,
+with its result (so a short job's path holds no actor call before it runs); its heartbeats report the jobs
+it holds. A replica lost before it told is still reclaimed at once: the queue asks the store what it held.
 
 Finishing: the replica runs the same Lua FINISH step the queue's ``done_many`` runs (the first final result
 wins, a worker that no longer holds the job is refused, a watched job's caller is told in the same step),
