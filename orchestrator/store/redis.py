@@ -196,24 +196,20 @@ class RedisStore:
     ) -> list[TakenJob]:
         ver = "" if version is None else str(int(version))
         reply = await self._take(args=[self._p, endpoint, worker_id, max_jobs, now_ms, ver])
-        return [
-            TakenJob(reply[i], json.loads(reply[i + 1]), int(reply[i + 2])) for i in range(0, len(reply), 3)
-        ]
+        return _taken(reply)
 
     async def claim(
         self, endpoint: str, worker_id: str, max_jobs: int, now_ms: int, version: int | None, park: bool
     ) -> list[TakenJob]:
         """A replica's take (the CLAIM step): the jobs handed to it while it was parked, whatever
         ``max_jobs``, then up to ``max_jobs`` more from the queue as :meth:`take` (none while draining);
-        with ``park`` and nothing at all, the replica is parked: SUBMIT hands it the next job queued,
+        with ``park`` and nothing at all, the replica is parked: SUBMIT hands it the job TAKE would give,
         leased to it, through its inbox (:meth:`wait_for_job`). Unparked by every call."""
         ver = "" if version is None else str(int(version))
         reply = await self._claim(
             args=[self._p, endpoint, worker_id, max_jobs, now_ms, ver, "1" if park else "0"]
         )
-        return [
-            TakenJob(reply[i], json.loads(reply[i + 1]), int(reply[i + 2])) for i in range(0, len(reply), 3)
-        ]
+        return _taken(reply)
 
     async def wait_for_job(self, endpoint: str, worker_id: str, timeout_s: float) -> TakenJob | None:
         """Block up to ``timeout_s`` on a parked replica's inbox and the endpoint's wake list. A job handed
@@ -478,3 +474,8 @@ class RedisStore:
 def _implements_job_store(store: RedisStore) -> JobStore:
     """Never called: mypy checks here that RedisStore satisfies the JobStore protocol."""
     return store
+
+
+def _taken(reply: Sequence[Any]) -> list[TakenJob]:
+    """The jobs of a TAKE or CLAIM reply: flat (id, input JSON, attempts) triples."""
+    return [TakenJob(reply[i], json.loads(reply[i + 1]), int(reply[i + 2])) for i in range(0, len(reply), 3)]

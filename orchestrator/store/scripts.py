@@ -149,29 +149,23 @@ local function move(id, to, now, reason, expect_from, expect_worker, err)
   return {1, from, worker, ep, to}
 end
 
--- Lease a queued job (already out of the endpoint's queue) to worker `wid` of version `ver` ('' = unknown):
--- IN_PROGRESS, the version recorded. Returns its input and attempts.
-local function lease(id, ep, wid, now, ver)
-  local jk = K_job(id)
-  redis.call('ZREM', K_ttl, id)
-  enter(jk, id, ep, 'IN_QUEUE', 'IN_PROGRESS', now, wid)
-  if ver ~= '' then redis.call('HSET', jk, 'version', ver) else redis.call('HDEL', jk, 'version') end
-  log(id, now, 'IN_QUEUE', 'IN_PROGRESS', 'taken', wid)
-  local f = redis.call('HMGET', jk, 'input', 'attempts')
-  return f[1], f[2]
-end
-
--- Up to `n` queued jobs of the endpoint leased to `wid`, appended to `out` as (id, input, attempts).
+-- Up to `n` queued jobs of the endpoint leased to `wid` of version `ver` ('' = unknown: cleared), each
+-- IN_PROGRESS, appended to `out` as (id, input, attempts).
 local function take_queued(ep, wid, n, now, ver, out)
   if n <= 0 then return out end
   local popped = redis.call('ZPOPMIN', K_queue(ep), n)
   for i = 1, #popped, 2 do
     local id = popped[i]
-    if redis.call('HGET', K_job(id), 'status') == 'IN_QUEUE' then
-      local input, attempts = lease(id, ep, wid, now, ver)
+    local jk = K_job(id)
+    if redis.call('HGET', jk, 'status') == 'IN_QUEUE' then
+      redis.call('ZREM', K_ttl, id)
+      enter(jk, id, ep, 'IN_QUEUE', 'IN_PROGRESS', now, wid)
+      if ver ~= '' then redis.call('HSET', jk, 'version', ver) else redis.call('HDEL', jk, 'version') end
+      log(id, now, 'IN_QUEUE', 'IN_PROGRESS', 'taken', wid)
+      local f = redis.call('HMGET', jk, 'input', 'attempts')
       out[#out + 1] = id
-      out[#out + 1] = input
-      out[#out + 1] = attempts
+      out[#out + 1] = f[1]
+      out[#out + 1] = f[2]
     end
   end
   return out
