@@ -18,7 +18,8 @@ Finishing: the replica runs the same Lua FINISH step the queue's ``done_many`` r
 wins, a worker that no longer holds the job is refused, a watched job's caller is told in the same step),
 then tells the queue what happened without waiting for it, with the other results of the next moment
 (``JobQueue.finished``: lease index, worker registry, metrics, waiters, webhook kick;
-:class:`~orchestrator.notices.LoopNotices`). A caller waiting on the store for the job
+:class:`~orchestrator.notices.LoopNotices`): at once when a caller waits at the queue, within 50 ms for a
+webhook, else within half a second (bookkeeping). A caller waiting on the store for the job
 (:mod:`orchestrator.store.finals`) is woken by Redis directly, so a job's result takes no actor hop back.
 
 The store is where the queue says (``JobQueue.store_address``), when this process reaches it (an embedded
@@ -35,7 +36,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from orchestrator.core.dispatch_workers import finish_item
-from orchestrator.notices import LoopNotices
+from orchestrator.notices import BOOKKEEPING_DELAY_S, LoopNotices
 from orchestrator.store.finals import reachable
 from orchestrator.store.protocol import FinishItem, FinishOutcome, TakenJob
 from orchestrator.store.redis import RedisStore
@@ -183,9 +184,12 @@ class DirectStore:
         except Exception:
             log.warning("finishing %d results in the store failed; sending them to the queue", len(items))
             return False
-        self._finished.add(self.endpoint, outcomes)
         if any(o.awaited for o in outcomes):  # a caller waits at the queue for one of them
+            self._finished.add(self.endpoint, outcomes)
             self._finished.flush()
+        else:  # a webhook to send soon, else bookkeeping (metrics, lease index, registry slots)
+            soon = any(o.webhook for o in outcomes)
+            self._finished.add(self.endpoint, outcomes, None if soon else BOOKKEEPING_DELAY_S)
         return True
 
 

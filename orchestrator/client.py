@@ -29,7 +29,7 @@ from orchestrator.core.errors import (
 )
 from orchestrator.core.jobs import FINAL, JobStatus
 from orchestrator.core.models import RunRequest
-from orchestrator.notices import ThreadNotices
+from orchestrator.notices import BOOKKEEPING_DELAY_S, ThreadNotices
 from orchestrator.store.finals import SyncFinals, reachable
 
 log = logging.getLogger("ripple.client")
@@ -300,10 +300,11 @@ class InClusterClient:
     ) -> str:
         """Accept one job by writing it to the store (``SyncFinals.submit_request``: the SUBMIT step the
         queue's ``submit`` runs, IN_QUEUE, ``maxQueueSize`` enforced; durable before this returns); the queue
-        is told soon after, from another thread. A job with a webhook goes through the queue, which checks
-        its address. Raises NotFound, QueueFull."""
-        job_id = finals.submit_request(endpoint, req, int(time.time() * 1000), watch=watch)
-        self._arrivals.add(endpoint, job_id)
+        is told soon after, from another thread (later when the job went straight to a parked replica: the
+        notice only counts it then). A job with a webhook goes through the queue, which checks its address.
+        Raises NotFound, QueueFull."""
+        job_id, handed, _ = finals.submit_request(endpoint, req, int(time.time() * 1000), watch=watch)
+        self._arrivals.add(endpoint, job_id, BOOKKEEPING_DELAY_S if handed else None)
         return job_id
 
     def _queue_submitted(self, endpoint: str, job_ids: list[str]) -> None:

@@ -1,9 +1,14 @@
 """One-way notices to a control actor, sent in batches (issue 12: the queue actor off the per-job path).
 
 A caller on a job's path (a replica that finished a job, a client that wrote one to the store) hands a
-notice over and goes on; the notices of the next ``delay_s`` go together, one call per key. An actor call
-costs its sender about half a millisecond of CPU and the actor as much again: sent per job, that work lands
-in the next job's round trip on a small machine; batched, it is shared by every job of the moment.
+notice over and goes on; the notices gathered go together, one call per key, when the first of them is due.
+An actor call costs its sender about half a millisecond of CPU and the actor as much again: sent per job,
+that work lands in the next job's round trip on a small machine; batched, it is shared by every job of the
+moment.
+
+Each notice says how soon it must arrive: ``NOTICE_DELAY_S`` (the default) when something may wait on it (a
+taker to wake, the autoscaler, a webhook to send), ``BOOKKEEPING_DELAY_S`` when it only keeps the actor's
+memory and counts (a job handed straight to a parked replica, a result no one waits on at the actor).
 
 :class:`LoopNotices` is for code on an asyncio loop (replicas, the HTTP replica); :class:`ThreadNotices`
 for blocking callers (the in-cluster client), with a thread of its own. Neither ever raises into the
@@ -14,7 +19,6 @@ first; whoever sends them must be able to do without (the facts are in the store
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import queue
 import threading
@@ -32,6 +36,12 @@ NOTICE_DELAY_S = 0.05
 (about 10 ms each over HTTP): at 10 ms, one caller's jobs one after another still cost a call each, landing
 in the next job's round trip. What waits on a notice is bookkeeping (counts, the registry's free slots,
 webhook kicks, an idle endpoint's autoscaler wake-up): 50 ms later at most."""
+
+BOOKKEEPING_DELAY_S = 0.5
+"""How long a notice that only keeps memory and counts may wait (queue metrics, lease index, the registry's
+free slots: read by the autoscaler's ticks, a second apart). Sent per 50 ms, one caller's sequential jobs
+still cost an actor call every few jobs, each landing in a round trip (measured: about 0.6 ms of CPU a job
+between the replica and the queue over HTTP runsync, `bench/PERFORMANCE.md`)."""
 
 
 def _send_all(send: Callable[[K, list[T]], None], batch: dict[K, list[T]]) -> None:
@@ -51,11 +61,16 @@ class LoopNotices(Generic[K, T]):
         self._batch: dict[K, list[T]] = {}
         self._timer: asyncio.TimerHandle | None = None
 
-    def add(self, key: K, items: list[T]) -> None:
-        """Queue ``items`` under ``key``; sent within ``delay_s``."""
+    def add(self, key: K, items: list[T], within_s: float | None = None) -> None:
+        """Queue ``items`` under ``key``; sent within ``within_s`` (None: the notices' ``delay_s``), with
+        whatever else is gathered by then."""
         self._batch.setdefault(key, []).extend(items)
-        if self._timer is None:
-            self._timer = asyncio.get_running_loop().call_later(self._delay_s, self.flush)
+        loop = asyncio.get_running_loop()
+        due = loop.time() + (self._delay_s if within_s is None else within_s)
+        if self._timer is None or due < self._timer.when():
+            if self._timer is not None:
+                self._timer.cancel()
+            self._timer = loop.call_at(due, self.flush)
 
     def flush(self) -> None:
         """Send what is gathered now (a caller about to stop)."""
@@ -72,13 +87,14 @@ class ThreadNotices(Generic[K, T]):
     def __init__(self, send: Callable[[K, list[T]], None], delay_s: float = NOTICE_DELAY_S) -> None:
         self._send = send
         self._delay_s = delay_s
-        self._pending: queue.SimpleQueue[tuple[K, T]] = queue.SimpleQueue()
+        self._pending: queue.SimpleQueue[tuple[K, T, float]] = queue.SimpleQueue()
         self._start = threading.Lock()
         self._thread: threading.Thread | None = None
 
-    def add(self, key: K, item: T) -> None:
-        """Queue ``item`` under ``key``; sent within about ``delay_s``."""
-        self._pending.put((key, item))
+    def add(self, key: K, item: T, within_s: float | None = None) -> None:
+        """Queue ``item`` under ``key``; sent within about ``within_s`` (None: the notices' ``delay_s``),
+        with whatever else is gathered by then."""
+        self._pending.put((key, item, self._delay_s if within_s is None else within_s))
         if self._thread is None:
             with self._start:
                 if self._thread is None:
@@ -87,13 +103,14 @@ class ThreadNotices(Generic[K, T]):
 
     def _run(self) -> None:
         while True:
-            key, item = self._pending.get()
-            time.sleep(self._delay_s)
-            batch: dict[K, list[T]] = {}
+            key, item, within_s = self._pending.get()
+            due = time.monotonic() + within_s
+            batch: dict[K, list[T]] = {key: [item]}
             while True:
+                try:
+                    key, item, within_s = self._pending.get(timeout=max(0.0, due - time.monotonic()))
+                except queue.Empty:
+                    break
                 batch.setdefault(key, []).append(item)
-                with contextlib.suppress(queue.Empty):
-                    key, item = self._pending.get_nowait()
-                    continue
-                break
+                due = min(due, time.monotonic() + within_s)
             _send_all(self._send, batch)

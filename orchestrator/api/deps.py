@@ -43,7 +43,7 @@ from orchestrator.core.scopes import (
     refusal,
 )
 from orchestrator.core.worker_logs import ActorLogs
-from orchestrator.notices import ThreadNotices
+from orchestrator.notices import BOOKKEEPING_DELAY_S, ThreadNotices
 from orchestrator.store.finals import reachable, wait_final
 from orchestrator.store.redis import RedisStore
 from orchestrator.store.submits import FIRST_WAIT_S
@@ -220,8 +220,8 @@ class QueueClient:
         job: JobView | None = None
         if request.webhook is None:
             now_ms = int(time.time() * 1000)
-            job_id, job = await store.submit_and_wait(endpoint, request, now_ms, first_s)
-            self._told(endpoint, job_id, request_id)
+            job_id, handed, job = await store.submit_and_wait(endpoint, request, now_ms, first_s)
+            self._told(endpoint, job_id, request_id, handed)
         else:
             (job_id,) = await self._h.submit.remote(endpoint, [request], request_id=request_id)
         if job is None or (job.status not in FINAL and wait > first_s):
@@ -230,11 +230,12 @@ class QueueClient:
             return await self.status(endpoint, job_id)
         return s.JobStatusObject.model_validate(job.status_object(int(time.time() * 1000)))
 
-    def _told(self, endpoint: str, job_id: str, request_id: str | None) -> None:
+    def _told(self, endpoint: str, job_id: str, request_id: str | None, handed: bool) -> None:
         """Tell the queue of a job written to the store here, off the job's path (:meth:`AppState.arrivals`;
-        the queue counts it and wakes the autoscaler when no replica has a free slot)."""
+        the queue counts it and wakes the autoscaler when no replica has a free slot; only counts it when
+        the job was ``handed`` to a parked replica, so that notice may wait longer)."""
         if self._arrivals is not None:
-            self._arrivals.add(endpoint, job_id)
+            self._arrivals.add(endpoint, job_id, BOOKKEEPING_DELAY_S if handed else None)
         else:
             with contextlib.suppress(Exception):  # accepted: the next take or autoscaler tick finds it
                 self._h.submitted.remote(endpoint, [job_id], request_id=request_id)

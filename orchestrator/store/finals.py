@@ -28,7 +28,7 @@ from orchestrator.core.models import RunRequest
 from orchestrator.store import scripts as lua
 from orchestrator.store.keys import Keys
 from orchestrator.store.protocol import JobStore, endpoint_view, job_view
-from orchestrator.store.redis import SpecChanged, submit_args, submit_depth, watched_view
+from orchestrator.store.redis import SpecChanged, Submitted, submit_args, submit_reply, watched_view
 from orchestrator.store.submits import SPEC_READS, SpecCache, spec_kept_changing
 
 SLICE_S = 1.0
@@ -89,7 +89,9 @@ class SyncFinals:
         raw = self.r.hget(self.k.endpoints, name)
         return str(raw) if raw is not None else None
 
-    def submit_request(self, endpoint: str, request: RunRequest, now_ms: int, *, watch: bool = False) -> str:
+    def submit_request(
+        self, endpoint: str, request: RunRequest, now_ms: int, *, watch: bool = False
+    ) -> Submitted:
         """As :meth:`orchestrator.store.redis.RedisStore.submit_and_wait` without the wait, blocking."""
         for _ in range(SPEC_READS):
             known = self.specs.get(endpoint) or self.specs.learn(endpoint, self.load_endpoint(endpoint))
@@ -97,11 +99,11 @@ class SyncFinals:
             maxq = known.spec.max_queue_size
             args = submit_args(self.k.prefix, endpoint, [job], maxq, now_ms, known.sha1, watch)
             try:
-                submit_depth(self._submit(args=args), endpoint, maxq)
+                _, handed = submit_reply(self._submit(args=args), endpoint, maxq)
             except SpecChanged:
                 self.specs.forget(endpoint)
                 continue
-            return job.id
+            return Submitted(job.id, handed > 0)
         raise spec_kept_changing(endpoint)
 
     def close(self) -> None:

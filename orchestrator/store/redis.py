@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, NamedTuple
 
 import redis.asyncio as aioredis
 from redis.asyncio.retry import Retry
@@ -76,9 +76,20 @@ def submit_args(
     return args
 
 
-def submit_depth(reply: list[Any], endpoint: str, max_queue_size: int | None) -> int:
-    """The SUBMIT script's reply: the queue's new depth. Raises QueueFull when it refused the jobs,
-    SpecChanged when the spec they were built from is not the stored one."""
+class Submitted(NamedTuple):
+    """One job accepted by the SUBMIT step: its id; whether it went straight to a parked replica (``handed``:
+    nothing waits on the queue's notice of it, which is bookkeeping then); the job as read after a first
+    wait for its end (None without one, or when it was not read)."""
+
+    job_id: str
+    handed: bool
+    job: JobView | None = None
+
+
+def submit_reply(reply: list[Any], endpoint: str, max_queue_size: int | None) -> tuple[int, int]:
+    """The SUBMIT script's reply: the queue's new depth and how many jobs were handed to parked replicas.
+    Raises QueueFull when it refused the jobs, SpecChanged when the spec they were built from is not the
+    stored one."""
     code = int(reply[0])
     if code == -2:
         raise SpecChanged(endpoint)
@@ -87,7 +98,7 @@ def submit_depth(reply: list[Any], endpoint: str, max_queue_size: int | None) ->
             f"queue of endpoint {endpoint!r} is full ({reply[1]} queued, maxQueueSize {max_queue_size})",
             {"endpoint": endpoint, "queued": int(reply[1]), "maxQueueSize": max_queue_size},
         )
-    return int(reply[1])
+    return int(reply[1]), int(reply[2])
 
 
 def watched_view(job_id: str, flat: Sequence[str]) -> JobView | None:
@@ -147,18 +158,18 @@ class RedisStore:
         self, endpoint: str, jobs: Sequence[NewJob], max_queue_size: int | None, now_ms: int
     ) -> int:
         reply = await self._submit(args=submit_args(self._p, endpoint, jobs, max_queue_size, now_ms))
-        return submit_depth(reply, endpoint, max_queue_size)
+        return submit_reply(reply, endpoint, max_queue_size)[0]
 
     async def submit_and_wait(
         self, endpoint: str, request: RunRequest, now_ms: int, wait_s: float, *, watch: bool = True
-    ) -> tuple[str, JobView | None]:
+    ) -> Submitted:
         """Accept one job for ``request``, built from the endpoint's spec as stored (read once and kept:
         :mod:`orchestrator.store.submits`) and written by the SUBMIT step (IN_QUEUE, ``maxQueueSize``
-        enforced; durable before this returns; ``watch``: marked watched); with ``wait_s`` > 0 (the job
-        watched) also a first wait for the job's end in the same round trip: the SUBMIT step pipelined with
-        the wait on its final signal (which SUBMIT ends at once when it refuses the job) and the read after
-        it. Returns the job's id and the job as read after that wait (None without one). Raises NotFound,
-        QueueFull, Conflict."""
+        enforced, handed to a parked replica when one waits; durable before this returns; ``watch``: marked
+        watched); with ``wait_s`` > 0 (the job watched) also a first wait for the job's end in the same
+        round trip: the SUBMIT step pipelined with the wait on its final signal (which SUBMIT ends at once
+        when it refuses the job) and the read after it (``Submitted.job``). Raises NotFound, QueueFull,
+        Conflict."""
         for _ in range(SPEC_READS):
             known = self.specs.get(endpoint) or self.specs.learn(endpoint, await self.load_endpoint(endpoint))
             job = new_job(endpoint, known.spec, request)
@@ -166,14 +177,14 @@ class RedisStore:
             args = submit_args(self._p, endpoint, [job], maxq, now_ms, known.sha1, watch or wait_s > 0)
             try:
                 if wait_s <= 0:
-                    submit_depth(await self._submit(args=args), endpoint, maxq)
-                    return job.id, None
+                    _, handed = submit_reply(await self._submit(args=args), endpoint, maxq)
+                    return Submitted(job.id, handed > 0)
                 reply, h = await self._submit_then_wait(job.id, args, wait_s)
-                submit_depth(reply, endpoint, maxq)
+                _, handed = submit_reply(reply, endpoint, maxq)
             except SpecChanged:
                 self.specs.forget(endpoint)
                 continue
-            return job.id, job_view(job.id, h, []) if h else None
+            return Submitted(job.id, handed > 0, job_view(job.id, h, []) if h else None)
         raise spec_kept_changing(endpoint)
 
     async def _submit_then_wait(self, job_id: str, args: list[Any], wait_s: float) -> tuple[Any, Any]:

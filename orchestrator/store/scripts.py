@@ -217,8 +217,9 @@ SUBMIT = _script(
 -- timeout_ms, ttl_ms, retries). spec_sha ('' = not checked): the SHA-1 of the endpoint's spec the jobs were
 -- built from; when the stored spec is another (or gone), nothing is written. watch '1': the jobs are marked
 -- watched (their caller waits on K_fin for their end; refused, the first job's K_fin gets an empty element
--- so that a wait pipelined after this step ends at once). Returns {1, depth}, {-1, depth} (full), {-2, 0}
--- (the spec changed, or the endpoint is gone).
+-- so that a wait pipelined after this step ends at once). Returns {1, depth, handed} (handed: how many of
+-- the jobs went straight to a parked replica), {-1, depth} (full), {-2, 0} (the spec changed, or the
+-- endpoint is gone).
 local ep, maxq, now = ARGV[2], tonumber(ARGV[3]), tonumber(ARGV[4])
 local sha, watch, n = ARGV[5], ARGV[6], tonumber(ARGV[7])
 local function refused(code, depth)
@@ -268,7 +269,7 @@ while queued > 0 do
   queued = queued - 1
 end
 wake(ep, queued)
-return {1, depth + queued}
+return {1, depth + queued, n - queued}
 """,
         "QUEUE_SCORE",
         QUEUE_SCORE.lua({"low": "low", "seq": "base + i + 1"}),

@@ -16,7 +16,8 @@ import pytest
 
 from actors.queue_direct import TOLD_AFTER_S, DirectStore
 from orchestrator.core.jobs import JobStatus
-from orchestrator.notices import NOTICE_DELAY_S
+from orchestrator.core.models import NewJob
+from orchestrator.notices import BOOKKEEPING_DELAY_S, NOTICE_DELAY_S
 from orchestrator.store.finals import wait_final
 from orchestrator.store.redis import RedisStore
 from orchestrator.store.scripts import WAKE_TOKENS
@@ -67,8 +68,9 @@ async def test_results_finished_in_the_store_queue_told(redis_url: str, redis_st
     assert await direct.report([(job, {"output": {"y": 2}}), (other, {"error": "boom"})], False)
     view = await waiting
     assert view is not None and (view.status, view.output) == (JobStatus.COMPLETED, {"y": 2})
-    assert queue.told == [], "the queue is told with the results of the next moment"
     await asyncio.sleep(NOTICE_DELAY_S + 0.05)
+    assert queue.told == [], "no one waits at the queue: told with the results of the next half second"
+    await asyncio.sleep(BOOKKEEPING_DELAY_S)
     ((endpoint, worker, outcomes),) = queue.told
     assert (endpoint, worker) == ("ep", "w1")
     assert [(o.job_id, o.applied, o.status) for o in outcomes] == [
@@ -158,7 +160,7 @@ async def test_a_job_that_ends_at_once_is_told_with_its_result_only(
     assert [j["id"] for j in await direct.take(2, 0.05, None) or []] == [quick, slow]
     direct.ended(quick)
     assert await direct.report([(quick, {"output": 1})], False)
-    await asyncio.sleep(max(TOLD_AFTER_S, NOTICE_DELAY_S) + 0.1)
+    await asyncio.sleep(max(TOLD_AFTER_S, BOOKKEEPING_DELAY_S) + 0.1)
     assert queue.taken == [("ep", "w1", [slow])], "only the job still running is told of"
     assert [o.job_id for o in queue.told[0][2]] == [quick], "the quick one's result tells the queue"
 
@@ -245,6 +247,35 @@ async def test_a_job_is_handed_to_a_parked_replica_leased_with_its_input(
     assert await redis_store.r.llen(redis_store.k.wake("ep")) == 1, "a token for the job left queued only"
     assert (await redis_store.get(queued)).status is JobStatus.IN_QUEUE  # type: ignore[union-attr]
     assert [j["id"] for j in await direct.take(1, 0.05, 7) or []] == [queued]
+
+
+async def test_the_queue_is_told_soon_of_a_result_with_a_webhook_or_a_caller_waiting_there(
+    redis_url: str, redis_store: RedisStore
+) -> None:
+    d = make(redis_store, FakeClock(), Recorder())
+    await d.create_endpoint(ep())
+    plain, hooked, awaited = "j-plain", "j-hooked", "j-awaited"
+    jobs = [_job(plain), _job(hooked, webhook="http://hook/"), _job(awaited)]
+    await redis_store.submit("ep", jobs, None, 0)
+    assert len(await d.take("ep", "w1", 3, 0)) == 3
+    await redis_store.watch_final(awaited, at_queue=True)  # a caller waits for it at the queue
+    queue = FakeQueue(redis_url, redis_store.k.prefix)
+    direct = DirectStore(queue, "ep", "w1")
+    assert await direct.report([(plain, {"output": 1})], False)
+    assert await direct.report([(hooked, {"output": 2})], False)
+    await asyncio.sleep(NOTICE_DELAY_S + 0.05)
+    assert [[o.job_id for o in outcomes] for _, _, outcomes in queue.told] == [[plain, hooked]], (
+        "a webhook to send: told within 50 ms, with what was gathered before it"
+    )
+    assert await direct.report([(awaited, {"output": 3})], False)
+    assert [o.job_id for o in queue.told[-1][2]] == [awaited], "a caller waits at the queue: told at once"
+
+
+def _job(job_id: str, webhook: str | None = None) -> NewJob:
+    return NewJob(
+        id=job_id, endpoint="ep", input_json="1", execution_timeout_ms=10_000, ttl_ms=60_000, max_retries=0,
+        webhook=webhook,
+    )  # fmt: skip
 
 
 async def test_a_parked_replica_is_passed_over_once_draining_or_lost(redis_store: RedisStore) -> None:

@@ -27,8 +27,7 @@ def _now_ms() -> int:
 
 async def _submit(store: RedisStore, endpoint: str, request: RunRequest, watch: bool = False) -> str:
     """A job written to the store without waiting for it (``submit_and_wait`` with no wait)."""
-    job_id, _ = await store.submit_and_wait(endpoint, request, _now_ms(), 0.0, watch=watch)
-    return job_id
+    return (await store.submit_and_wait(endpoint, request, _now_ms(), 0.0, watch=watch)).job_id
 
 
 async def test_the_spec_is_read_once_and_a_changed_one_is_read_again(
@@ -69,6 +68,26 @@ async def test_a_deleted_endpoint_and_a_full_queue_refuse_the_job(redis_store: R
     assert await redis_store.depth("ep") == 0
 
 
+async def test_the_submitter_learns_whether_its_job_went_straight_to_a_parked_replica(
+    redis_url: str, redis_store: RedisStore
+) -> None:
+    d = make(redis_store, FakeClock(), Recorder())
+    await d.create_endpoint(ep())
+    finals = SyncFinals(redis_url, redis_store.k.prefix)
+    try:
+        for worker, submit in (
+            ("w1", lambda: redis_store.submit_and_wait("ep", run(), _now_ms(), 0.0)),
+            ("w2", lambda: asyncio.to_thread(finals.submit_request, "ep", run(), _now_ms())),
+        ):
+            assert await redis_store.claim("ep", worker, 1, _now_ms(), None, park=True) == [], "it parks"
+            first, second = await submit(), await submit()
+            assert (first.handed, second.handed) == (True, False), "handed to the parked one, then queued"
+            assert await redis_store.depth("ep") == 1
+            await d.purge("ep")
+    finally:
+        finals.close()
+
+
 async def test_a_job_watched_at_submit_is_woken_at_its_end(redis_store: RedisStore) -> None:
     d = make(redis_store, FakeClock(), Recorder())
     await d.create_endpoint(ep())
@@ -93,7 +112,8 @@ def test_the_blocking_client_submits_and_waits_the_same_way(redis_url: str, redi
     loop = asyncio.new_event_loop()
     try:
         loop.run_until_complete(d.create_endpoint(ep(maxQueueSize=2)))
-        job = finals.submit_request("ep", run(4), _now_ms(), watch=True)
+        job, handed, _ = finals.submit_request("ep", run(4), _now_ms(), watch=True)
+        assert not handed, "no replica is parked"
         view = finals.wait_final(job, 0.1, "ep", watched=True)
         assert view is not None and view.status is JobStatus.IN_QUEUE, "as it is when the wait runs out"
         loop.run_until_complete(d.take("ep", "w1", 1, 0))
@@ -118,7 +138,8 @@ def test_the_blocking_client_submits_and_waits_the_same_way(redis_url: str, redi
 async def test_submit_and_wait_is_one_round_trip_and_a_refusal_does_not_wait(redis_store: RedisStore) -> None:
     d = make(redis_store, FakeClock(), Recorder())
     await d.create_endpoint(ep(maxQueueSize=1))
-    queued, view = await redis_store.submit_and_wait("ep", run(5), _now_ms(), 0.2)
+    queued, handed, view = await redis_store.submit_and_wait("ep", run(5), _now_ms(), 0.2)
+    assert not handed, "no replica is parked"
     assert view is not None and (view.id, view.status) == (queued, JobStatus.IN_QUEUE), "when the wait ended"
     start_s = time.monotonic()
     with pytest.raises(QueueFull):
@@ -133,6 +154,6 @@ async def test_submit_and_wait_is_one_round_trip_and_a_refusal_does_not_wait(red
 
     await redis_store.r.script_flush()  # Redis lost its scripts (a restart): loaded again
     working = asyncio.create_task(worker())
-    job_id, view = await redis_store.submit_and_wait("ep", run(7), _now_ms(), 5.0)
+    job_id, _, view = await redis_store.submit_and_wait("ep", run(7), _now_ms(), 5.0)
     await working
     assert view is not None and (view.id, view.status, view.output) == (job_id, JobStatus.COMPLETED, 14)

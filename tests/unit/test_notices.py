@@ -68,6 +68,37 @@ def test_thread_notices_batch_what_arrives_meanwhile() -> None:
     assert sorted(sent) == [("a", [0, 1, 2, 3]), ("b", [9])]
 
 
+async def test_a_batch_goes_when_its_most_urgent_notice_is_due() -> None:
+    sent: list[tuple[str, list[int]]] = []
+    notices: LoopNotices[str, int] = LoopNotices(lambda k, items: sent.append((k, items)), delay_s=0.05)
+    notices.add("a", [1], within_s=5.0)
+    await asyncio.sleep(0.1)
+    assert sent == [], "bookkeeping waits its own time"
+    notices.add("b", [2])
+    await asyncio.sleep(0.1)
+    assert sorted(sent) == [("a", [1]), ("b", [2])], "sent with the notice due first"
+    notices.add("a", [3])
+    notices.add("a", [4], within_s=5.0)
+    await asyncio.sleep(0.1)
+    assert sent[-1] == ("a", [3, 4]), "a later deadline does not hold back an earlier one"
+
+
+def test_thread_notices_go_when_the_most_urgent_is_due() -> None:
+    sent: list[tuple[str, list[int]]] = []
+    done = threading.Event()
+
+    def send(key: str, items: list[int]) -> None:
+        sent.append((key, items))
+        done.set()
+
+    notices: ThreadNotices[str, int] = ThreadNotices(send, delay_s=0.05)
+    notices.add("a", 1, within_s=5.0)
+    assert not done.wait(0.2), "bookkeeping waits its own time"
+    notices.add("a", 2)
+    assert done.wait(4), "an urgent notice brings the batch forward"
+    assert sent == [("a", [1, 2])]
+
+
 def test_in_cluster_arrivals_after_ray_was_shut_down_are_dropped_not_sent() -> None:
     import ray
 
