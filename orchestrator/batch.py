@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from orchestrator.client import FINAL_NAMES, InClusterClient
+from orchestrator.core.wait_reason import waiting_line
 
 log = logging.getLogger("ripple.batch")
 
@@ -121,10 +122,8 @@ def _why_waiting(client: Any, endpoint: str, job_id: str) -> str:
     except Exception:  # progress is still reported; the next report asks again
         log.debug("status of %s not read", job_id, exc_info=True)
         return ""
-    reason = st.get("waitReason") if st.get("status") == "IN_QUEUE" else None
-    if not isinstance(reason, dict):
-        return ""
-    return f"; job {job_id} waiting ({reason.get('code')}): {reason.get('message')}"
+    line = waiting_line({**st, "id": job_id})
+    return "" if line is None else f"; job {line}"
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -10,6 +10,8 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any, TextIO
 
+from orchestrator.core.wait_reason import waiting_line
+
 
 class WaitDisplay:
     """Shows a waiting job's reason as it changes (see the module docstring)."""
@@ -17,21 +19,18 @@ class WaitDisplay:
     def __init__(self, stream: TextIO, live: bool) -> None:
         self.stream = stream
         self.live = live
-        self.shown: tuple[str, str, str] | None = None
+        self.shown: str | None = None
         self._width = 0
 
     def update(self, status: Mapping[str, Any]) -> None:
         """Take in the job's latest status object; print when its wait reason changed."""
-        reason = status.get("waitReason") if status.get("status") == "IN_QUEUE" else None
-        if not isinstance(reason, Mapping):
+        line = waiting_line(status)
+        if line is None:
             self.clear()
             return
-        key = (str(status.get("id", "")), str(reason.get("code", "")), str(reason.get("message", "")))
-        if key == self.shown:
+        if line == self.shown:
             return
-        self.shown = key
-        job_id, code, message = key
-        line = f"{job_id} waiting ({code}): {message}"
+        self.shown = line
         if self.live:
             pad = " " * max(0, self._width - len(line))
             self.stream.write("\r" + line + pad)

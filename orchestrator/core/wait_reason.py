@@ -257,7 +257,17 @@ __all__ = [
     "never_fits",
     "one_line",
     "wait_reason",
+    "waiting_line",
 ]
+
+
+def waiting_line(status: Mapping[str, Any]) -> str | None:
+    """``ID waiting (CODE): MESSAGE`` for the status object of a queued job that carries its ``waitReason``
+    (what ``ripple submit --wait`` and the batch runner print); None for any other status object."""
+    reason = status.get("waitReason") if status.get("status") == "IN_QUEUE" else None
+    if not isinstance(reason, Mapping):
+        return None
+    return f"{status.get('id', '')} waiting ({reason.get('code', '')}): {reason.get('message', '')}"
 
 
 def never_fits(
