@@ -24,10 +24,12 @@ import os
 import signal
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+
+import httpx
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 if str(REPO_ROOT) not in sys.path:
@@ -41,6 +43,7 @@ from bench.common import (  # noqa: E402
     IDLE_SETTLE_S,
     Latency,
     Row,
+    Session,
     Target,
     bench_session,
     format_table,
@@ -106,6 +109,19 @@ def run_peers(jobs: int, samples: int, workdir: Path) -> dict[str, peers.PeerRes
 
 # ---------------------------------------------------------------------------------------------------------
 # Ripple
+
+
+@contextlib.contextmanager
+def warm_noop(session: Session) -> Iterator[tuple[RippleInstance, httpx.Client]]:
+    """A Ripple instance started in ``session``'s work dir (stopped when the session ends) with the no-op
+    endpoint on 2 warm replicas, and an HTTP client on its API."""
+    instance = RippleInstance(session.workdir)
+    session.on_exit(instance.stop)
+    instance.start()
+    with instance.http() as http:
+        instance.create_endpoint(http, SPEC)
+        instance.wait_serving(http, ENDPOINT, 2)
+        yield instance, http
 
 
 def _completed(queue: Any) -> int:

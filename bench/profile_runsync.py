@@ -44,25 +44,19 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--samples", type=int, default=300)
     args = parser.parse_args(argv)
-    with bench_session("runsync-profile") as session:
-        instance = RippleInstance(session.workdir)
-        session.on_exit(instance.stop)
-        instance.start()
-        with instance.http() as http:
-            instance.create_endpoint(http, incluster.SPEC)
-            instance.wait_serving(http, incluster.ENDPOINT, 2)
-            ripple_http.bench_round_trip(http, incluster.ENDPOINT, 50)  # warm-up
-            procs = instance.actor_processes()
-            targets = [(f"Serve API replica pid {p.pid}", p.pid) for p in procs["ServeReplica"]]
-            targets += [(f"Serve proxy pid {pid}", pid) for pid in _proxies(instance)]
-            targets += [(f"JobQueue pid {p.pid}", p.pid) for p in procs["JobQueue"][:1]]
-            targets += [(f"WorkerReplica pid {p.pid}", p.pid) for p in procs["WorkerReplica"]]
-            with contextlib.ExitStack() as stack:
-                recs = [
-                    (name, stack.enter_context(profile_actor.record(pid, session.workdir / f"p-{pid}.txt")))
-                    for name, pid in targets
-                ]
-                latency = ripple_http.bench_round_trip(http, incluster.ENDPOINT, args.samples)
+    with bench_session("runsync-profile") as session, incluster.warm_noop(session) as (instance, http):
+        ripple_http.bench_round_trip(http, incluster.ENDPOINT, 50)  # warm-up
+        procs = instance.actor_processes()
+        targets = [(f"Serve API replica pid {p.pid}", p.pid) for p in procs["ServeReplica"]]
+        targets += [(f"Serve proxy pid {pid}", pid) for pid in _proxies(instance)]
+        targets += [(f"JobQueue pid {p.pid}", p.pid) for p in procs["JobQueue"][:1]]
+        targets += [(f"WorkerReplica pid {p.pid}", p.pid) for p in procs["WorkerReplica"]]
+        with contextlib.ExitStack() as stack:
+            recs = [
+                (name, stack.enter_context(profile_actor.record(pid, session.workdir / f"p-{pid}.txt")))
+                for name, pid in targets
+            ]
+            latency = ripple_http.bench_round_trip(http, incluster.ENDPOINT, args.samples)
     print(f"HTTP runsync under py-spy: p50 {latency.p50_ms:.1f} ms, p99 {latency.p99_ms:.1f} ms, "
           f"{args.samples} sequential; {session.load_before} before, {load_average()} after")  # fmt: skip
     for name, rec in recs:
