@@ -30,7 +30,7 @@ os.environ["PYTHONPATH"] = os.pathsep.join([str(REPO_ROOT), os.environ.get("PYTH
 )
 
 from bench import incluster, peers, ripple_http  # noqa: E402
-from bench.common import bench_session, load_average, summarize_latency  # noqa: E402
+from bench.common import IDLE_SETTLE_S, bench_session, load_average, summarize_latency  # noqa: E402
 from bench.ripple_instance import RippleInstance  # noqa: E402
 
 ROLES = (
@@ -46,6 +46,10 @@ ROLES = (
 found otherwise (:func:`role_of`)."""
 
 
+SMALL_MS = 0.05
+"""Roles spending less than this per request, with runsync and with the echo, are shown as one row."""
+
+
 def role_of(proc_title: str, pid: int, redis_pid: int | None, head_pids: set[int]) -> str:
     """The role a process plays in a request (see :data:`ROLES`)."""
     for role, prefixes in ROLES:
@@ -56,8 +60,19 @@ def role_of(proc_title: str, pid: int, redis_pid: int | None, head_pids: set[int
     if pid == os.getpid():
         return "client (this process)"
     if pid in head_pids:
-        return "Ray: raylet, GCS, dashboard, agents, workers"
+        return f"Ray: {_ray_process_name(proc_title)}"
     return "rest of the machine"
+
+
+def _ray_process_name(proc_title: str) -> str:
+    """``ray::Name`` for a worker or actor, else the program (``raylet``, ``gcs_server``, a script's name)."""
+    if proc_title.startswith("ray::"):
+        return proc_title.split(".", 1)[0].split(" ", 1)[0]
+    for arg in proc_title.split():
+        name = os.path.basename(arg)
+        if name.endswith(".py") or name in ("raylet", "gcs_server", "ray"):
+            return name
+    return proc_title.split(" ", 1)[0]
 
 
 class CpuMeter:
@@ -66,10 +81,11 @@ class CpuMeter:
     def __init__(self, instance: RippleInstance) -> None:
         self.instance = instance
 
-    def read(self) -> dict[tuple[int, str], float]:
+    def read(self) -> dict[int, tuple[str, float]]:
+        """Every process's role and CPU seconds so far."""
         head_pids = self._under_ray_head()
         redis_pid = self.instance.redis_pid()
-        out: dict[tuple[int, str], float] = {}
+        out: dict[int, tuple[str, float]] = {}
         for proc in psutil.process_iter():
             try:
                 title = proc.name()
@@ -78,7 +94,7 @@ class CpuMeter:
                 times = proc.cpu_times()
             except psutil.Error:
                 continue
-            out[(proc.pid, role_of(title, proc.pid, redis_pid, head_pids))] = times.user + times.system
+            out[proc.pid] = (role_of(title, proc.pid, redis_pid, head_pids), times.user + times.system)
         return out
 
     def _under_ray_head(self) -> set[int]:
@@ -88,13 +104,16 @@ class CpuMeter:
         return set()
 
     def spent(self, call: Callable[[], object]) -> Counter[str]:
-        """CPU seconds by role while ``call`` runs."""
+        """CPU seconds by role while ``call`` runs (a process's role as it is at the end: a Ray worker's
+        title changes with what it runs)."""
         before = self.read()
         call()
-        after = self.read()
         spent: Counter[str] = Counter()
-        for (pid, role), cpu_s in after.items():
-            spent[role] += max(0.0, cpu_s - before.get((pid, role), 0.0))
+        for pid, (role, cpu_s) in self.read().items():
+            if pid in before:
+                spent[role] += max(0.0, cpu_s - before[pid][1])
+            else:  # its start-up is not a request's cost, but is shown
+                spent[f"{role} (started meanwhile)"] += cpu_s
         return spent
 
 
@@ -116,8 +135,11 @@ def main(argv: list[str] | None = None) -> int:
             meter = CpuMeter(instance)
             cpu: dict[str, Counter[str]] = {"runsync": Counter(), "echo": Counter()}
             wall: dict[str, list[float]] = {"runsync": [], "echo": []}
-            for call in (runsync, echo) * 20:  # warm-up
+            for call in (runsync, echo) * 50:  # warm-up
                 call()
+            time.sleep(IDLE_SETTLE_S)  # what the deployment and the warm-up started settles
+            idle_s = 3.0
+            rest = meter.spent(lambda: time.sleep(idle_s))
             for _ in range(args.rounds):
                 for name, call in (("runsync", runsync), ("echo", echo)):
 
@@ -128,8 +150,6 @@ def main(argv: list[str] | None = None) -> int:
                             wall[name].append(time.perf_counter() - start_s)
 
                     cpu[name] += meter.spent(block)
-            idle_s = 3.0
-            rest = meter.spent(lambda: time.sleep(idle_s))
     n = args.samples * args.rounds
     lat = {name: summarize_latency(samples) for name, samples in wall.items()}
     print(f"{n} HTTP runsync and {n} echo beside it, in blocks of {args.samples} taken in turn; "
@@ -138,8 +158,12 @@ def main(argv: list[str] | None = None) -> int:
           f"{lat['runsync'].p50_ms / lat['echo'].p50_ms:.2f}x")  # fmt: skip
     print("\n| role | runsync, CPU ms / request | echo, CPU ms / request | at rest, CPU ms / s |")
     print("| --- | --- | --- | --- |")
-    roles = sorted(set(cpu["runsync"]) | set(cpu["echo"]), key=lambda r: -cpu["runsync"][r])
-    for role in roles:
+    roles = sorted(set(cpu["runsync"]) | set(cpu["echo"]) | set(rest), key=lambda r: -cpu["runsync"][r])
+    small = {r for r in roles if max(cpu["runsync"][r], cpu["echo"][r]) < SMALL_MS / 1e3 * n}
+    folded = f"the rest (each under {SMALL_MS} ms)"
+    for spent in (*cpu.values(), rest):  # the small roles as one row
+        spent[folded] += sum(spent.pop(r, 0.0) for r in small)
+    for role in [r for r in roles if r not in small] + [folded]:
         print(f"| {role} | {cpu['runsync'][role] / n * 1e3:.2f} | {cpu['echo'][role] / n * 1e3:.2f} | "
               f"{rest[role] / idle_s * 1e3:.1f} |")  # fmt: skip
     total = {name: sum(c.values()) / n * 1e3 for name, c in cpu.items()}
