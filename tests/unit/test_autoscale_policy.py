@@ -207,6 +207,51 @@ def test_a_drain_not_yet_visible_still_counts_as_leaving_and_stays_its_preemptor
     assert AutoscalerState.from_dict(json.loads(json.dumps(state2.to_dict()))) == state2
 
 
+@pytest.mark.parametrize("cooldown_s", [0.0, 30.0])
+def test_a_further_replica_never_preempts_for_gpus_that_are_free(cooldown_s: float) -> None:
+    # 6 GPUs: "lo" holds 3 (one above its maxReplicas, drained); "hi" gets a first replica (2 GPUs) and
+    # needs 2 more for its second: the 1 left free plus the 1 draining. Preempting another "lo" replica
+    # for them would only see "lo" scale back up on the free GPU next tick (found by Hypothesis).
+    lo = ep(
+        "lo",
+        priority=0,
+        max_replicas=2,
+        queued=2,
+        replicas=(ReplicaView("lo-0", "starting", 0), idle("lo-1", 0.0), idle("lo-2", 1.0)),
+    )
+    hi = ep("hi", priority=1, gpus_per_replica=2.0, max_replicas=2, queued=2, scale_up_cooldown_s=cooldown_s)
+    out, state = run(lo, hi, gpus=6)
+    assert ups(out) == {"hi": 1}
+    assert drains(out) == {"lo": ("lo-1",)}, "above maxReplicas only"
+    blocked = next(d for d in out if isinstance(d, Blocked) and d.endpoint == "hi")
+    assert "waiting for 1 GPUs from draining replicas" in blocked.reason
+    again, _ = run(lo, hi, gpus=6, state=state)
+    assert ups(again) == {} and set(drains(again).get("lo", ())) <= {"lo-1"}
+
+
+def test_starvation_relief_and_preemption_never_drain_the_same_replica() -> None:
+    # No GPU is free. "old" has waited 1200 s with no replica: starvation relief reclaims one of "mid"'s;
+    # "top" (higher priority than "mid") preempts one for itself; each gets a replica of its own, and the
+    # same snapshot again drains nothing new (found by Hypothesis).
+    old = ep("old", priority=0, gpus_per_replica=0.5, max_replicas=1, queued=1, oldest_queued_age_s=1200.0)
+    top = ep("top", priority=31, gpus_per_replica=0.5, max_replicas=2, queued=2)
+    mid = ep(
+        "mid",
+        priority=10,
+        gpus_per_replica=0.5,
+        max_replicas=3,
+        queued=10,
+        replicas=(idle("m0"), ReplicaView("m1", "starting", 0), idle("m2"), idle("m3")),
+    )
+    cfg = AutoscaleConfig(starvation_reclaim_after_s=1200.0)
+    out, state = run(old, top, mid, now_s=1000.0, gpus=0, config=cfg)
+    by = [(i, d.preempted_by) for d in out if isinstance(d, Drain) for i in d.replica_ids]
+    assert len({i for i, _ in by}) == len(by), f"a replica drained twice: {by}"
+    assert {claimant for _, claimant in by} == {None, "old", "top"}, by
+    again, _ = run(old, top, mid, now_s=1000.0, gpus=0, config=cfg, state=state)
+    assert set(drains(again).get("mid", ())) <= {i for i, _ in by}
+
+
 def test_rest_goes_by_effective_priority() -> None:
     out, _ = run(ep("p70", priority=70, queued=5), ep("p50", priority=50, queued=5), gpus=7)
     assert ups(out) == {"p70": 5, "p50": 2}

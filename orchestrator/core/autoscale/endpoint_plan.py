@@ -165,6 +165,10 @@ class EndpointPlan:
     def drained_count(self) -> int:
         return len(self.drain_ids) + sum(len(ids) for ids, _ in self.preempted.values())
 
+    def drained_ids(self) -> set[str]:
+        """Its replicas this call drains: scaled down, preempted or reclaimed."""
+        return set(self.drain_ids) | {i for ids, _ in self.preempted.values() for i in ids}
+
 
 def _idle_key(r: ReplicaView) -> float:
     return r.idle_since_s if r.idle_since_s is not None else math.inf

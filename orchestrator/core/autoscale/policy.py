@@ -158,6 +158,14 @@ class _Budget:
             out["growth"] = k
         return out
 
+    def usable_free(self, p: EndpointPlan) -> float:
+        """The GPUs free now that ``p`` could use (of its types, or growth, for a typed endpoint)."""
+        free = max(0.0, self.gpus)
+        if p.view.gpu_types is None:
+            return free
+        typed = sum(max(0.0, self.typed.get(t, 0.0)) for t in p.view.gpu_types) + max(0.0, self.growth)
+        return min(free, typed)
+
     def hold_free(self, p: EndpointPlan, need: float) -> float:
         """Set aside up to ``need`` of the GPUs free now that ``p`` could use (its types first, then
         growth, for a typed endpoint); returns how much was set aside."""
@@ -304,7 +312,7 @@ class _Relief:
     def _victims_of(self, owner: EndpointPlan) -> list[ReplicaView]:
         got = self.victims.get(owner.view.name)
         if got is None:
-            drained = set(owner.drain_ids)
+            drained = owner.drained_ids()
             got = [r for r in owner.idle if r.id not in drained]
             if self.cfg.preempt_busy:
                 got += sorted(owner.busy, key=lambda r: r.jobs_held)
@@ -317,7 +325,7 @@ class _Relief:
             for p in self.plans:
                 v = p.view
                 keep = max(v.min_replicas, 1 if v.queued > 0 else 0)
-                p.spare = max(0, p.capacity - p.expected - len(p.drain_ids) - keep)
+                p.spare = max(0, p.capacity - p.expected - p.drained_count() - keep)
             self.owners = sorted((p for p in self.plans if p.spare > 0), key=lambda p: p.eff)
         return self.owners
 
@@ -335,10 +343,14 @@ class _Relief:
             )
             return
         if limit == "GPUs" and gpr > 0:
+            # It never preempts for GPUs that are free (the endpoint preempted would scale back up on
+            # them the next tick): it keeps them from the wants after it and counts them in, unless
+            # this tick scaled it up and its cooldown holds the rest of its work back next tick, which
+            # would not keep them (wants must come out the same twice). Then they only spare a
+            # preemption they would cover entirely.
             need = short * gpr
-            if phase == 0:
-                # A first replica short of GPUs keeps the free ones it will use with what frees up: a
-                # second replica elsewhere must not take them while this endpoint has none.
+            hold = phase < 2 or p.view.scale_up_cooldown_s <= 0 or p.ups == 0
+            if hold:
                 need -= self.budget.hold_free(p, need)
             claim = 0.0
             for pool in (self.budget.draining_g, self.budget.claimed.get(p.view.name, {})):
@@ -350,6 +362,8 @@ class _Relief:
             if claim > _EPS:
                 need -= claim
                 notes.append(f"waiting for {claim:g} GPUs from draining replicas")
+            if not hold and self.budget.usable_free(p) + _EPS >= need:
+                need = 0.0
             need = self._preempt(p, need, notes, phase)
             if need > _EPS and phase == 0:
                 self._reclaim(p, need, notes)
@@ -434,17 +448,14 @@ class _Relief:
             left = o.capacity - o.expected - o.drained_count() - keep
             if o is p or left <= 0 or o.view.gpus_per_replica + _EPS < need:
                 continue
-            if not any(self.budget.helps(p, r.gpu_type) for r in (*o.idle, *o.busy)):
-                continue  # its GPUs are of types p cannot use
+            if not _reclaimable(o, p, self.budget):
+                continue  # every replica it could give is draining already, or of types p cannot use
             if best is None or (o.capacity, -o.eff) > (best.capacity, -best.eff):
                 best = o
         if best is None:
             notes.append("no endpoint holds a replica it can spare for starvation relief")
             return
-        drained = set(best.drain_ids) | {i for ids, _ in best.preempted.values() for i in ids}
-        usable = {
-            r.id for r in (*best.idle, *best.busy) if r.id not in drained and self.budget.helps(p, r.gpu_type)
-        }
+        usable = _reclaimable(best, p, self.budget)
         pick = next((r for r in best.idle if r.id in usable), None)
         if pick is None:
             pick = min((r for r in best.busy if r.id in usable), key=lambda r: r.jobs_held, default=None)
@@ -455,7 +466,19 @@ class _Relief:
             f"with no replica; the drained replica finishes the job it holds first"
         )
         best.preempted.setdefault(p.view.name, ([], why))[0].append(pick.id)
+        # Never a victim again this tick (a preemption after this one would drain it for another).
+        pool = self.victims.get(best.view.name)
+        if pool is not None and pick in pool:
+            pool.remove(pick)
+        if self.owners is not None:
+            best.spare = max(0, best.spare - 1)
         notes.append(f"reclaiming replica {pick.id} of {best.view.name} (starvation relief)")
+
+
+def _reclaimable(owner: EndpointPlan, p: EndpointPlan, budget: _Budget) -> set[str]:
+    """Ids of ``owner``'s idle and busy replicas not drained yet whose GPUs ``p`` can use."""
+    drained = owner.drained_ids()
+    return {r.id for r in (*owner.idle, *owner.busy) if r.id not in drained and budget.helps(p, r.gpu_type)}
 
 
 def _ups_reason(p: EndpointPlan) -> str:
