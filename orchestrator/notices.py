@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import queue
 import threading
 import time
 from collections.abc import Callable, Hashable
@@ -82,35 +81,34 @@ class LoopNotices(Generic[K, T]):
 
 
 class ThreadNotices(Generic[K, T]):
-    """Notices from any thread, sent by a daemon thread of their own (started with the first)."""
+    """Notices from any thread, sent by a daemon thread of their own (started with the first). The thread
+    sleeps until the batch is due; a notice wakes it only when it brings the deadline forward."""
 
     def __init__(self, send: Callable[[K, list[T]], None], delay_s: float = NOTICE_DELAY_S) -> None:
         self._send = send
         self._delay_s = delay_s
-        self._pending: queue.SimpleQueue[tuple[K, T, float]] = queue.SimpleQueue()
-        self._start = threading.Lock()
+        self._cond = threading.Condition()
+        self._batch: dict[K, list[T]] = {}
+        self._due_s: float | None = None  # time.monotonic() by which the batch goes; None: nothing gathered
         self._thread: threading.Thread | None = None
 
     def add(self, key: K, item: T, within_s: float | None = None) -> None:
         """Queue ``item`` under ``key``; sent within about ``within_s`` (None: the notices' ``delay_s``),
         with whatever else is gathered by then."""
-        self._pending.put((key, item, self._delay_s if within_s is None else within_s))
-        if self._thread is None:
-            with self._start:
-                if self._thread is None:
-                    self._thread = threading.Thread(target=self._run, name="ripple-notices", daemon=True)
-                    self._thread.start()
+        due_s = time.monotonic() + (self._delay_s if within_s is None else within_s)
+        with self._cond:
+            self._batch.setdefault(key, []).append(item)
+            if self._due_s is None or due_s < self._due_s:
+                self._due_s = due_s
+                self._cond.notify()
+            if self._thread is None:
+                self._thread = threading.Thread(target=self._run, name="ripple-notices", daemon=True)
+                self._thread.start()
 
     def _run(self) -> None:
         while True:
-            key, item, within_s = self._pending.get()
-            due = time.monotonic() + within_s
-            batch: dict[K, list[T]] = {key: [item]}
-            while True:
-                try:
-                    key, item, within_s = self._pending.get(timeout=max(0.0, due - time.monotonic()))
-                except queue.Empty:
-                    break
-                batch.setdefault(key, []).append(item)
-                due = min(due, time.monotonic() + within_s)
+            with self._cond:
+                while self._due_s is None or self._due_s > time.monotonic():
+                    self._cond.wait(None if self._due_s is None else self._due_s - time.monotonic())
+                batch, self._batch, self._due_s = self._batch, {}, None
             _send_all(self._send, batch)
