@@ -36,7 +36,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from orchestrator.core.dispatch_workers import finish_item
-from orchestrator.notices import BOOKKEEPING_DELAY_S, LoopNotices
+from orchestrator.notices import LoopNotices, due_within_s
 from orchestrator.store.finals import reachable
 from orchestrator.store.protocol import FinishItem, FinishOutcome, TakenJob
 from orchestrator.store.redis import RedisStore
@@ -188,8 +188,8 @@ class DirectStore:
             self._finished.add(self.endpoint, outcomes)
             self._finished.flush()
         else:  # a webhook to send soon, else bookkeeping (metrics, lease index, registry slots)
-            soon = any(o.webhook for o in outcomes)
-            self._finished.add(self.endpoint, outcomes, None if soon else BOOKKEEPING_DELAY_S)
+            bookkeeping = not any(o.webhook for o in outcomes)
+            self._finished.add(self.endpoint, outcomes, due_within_s(bookkeeping))
         return True
 
 

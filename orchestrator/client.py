@@ -29,7 +29,7 @@ from orchestrator.core.errors import (
 )
 from orchestrator.core.jobs import FINAL, JobStatus
 from orchestrator.core.models import RunRequest
-from orchestrator.notices import BOOKKEEPING_DELAY_S, ThreadNotices
+from orchestrator.notices import ThreadNotices, due_within_s
 from orchestrator.store.finals import SyncFinals, reachable
 
 log = logging.getLogger("ripple.client")
@@ -304,7 +304,7 @@ class InClusterClient:
         notice only counts it then). A job with a webhook goes through the queue, which checks its address.
         Raises NotFound, QueueFull."""
         job_id, handed, _ = finals.submit_request(endpoint, req, int(time.time() * 1000), watch=watch)
-        self._arrivals.add(endpoint, job_id, BOOKKEEPING_DELAY_S if handed else None)
+        self._arrivals.add(endpoint, job_id, due_within_s(bookkeeping=handed))
         return job_id
 
     def _queue_submitted(self, endpoint: str, job_ids: list[str]) -> None:

@@ -43,6 +43,12 @@ still cost an actor call every few jobs, each landing in a round trip (measured:
 between the replica and the queue over HTTP runsync, `bench/PERFORMANCE.md`)."""
 
 
+def due_within_s(bookkeeping: bool) -> float | None:
+    """How soon a notice must arrive: within ``BOOKKEEPING_DELAY_S`` when it only keeps the actor's memory
+    and counts, else within the notices' own delay (None)."""
+    return BOOKKEEPING_DELAY_S if bookkeeping else None
+
+
 def _send_all(send: Callable[[K, list[T]], None], batch: dict[K, list[T]]) -> None:
     for key, items in batch.items():
         try:

@@ -43,7 +43,7 @@ from orchestrator.core.scopes import (
     refusal,
 )
 from orchestrator.core.worker_logs import ActorLogs
-from orchestrator.notices import BOOKKEEPING_DELAY_S, ThreadNotices
+from orchestrator.notices import ThreadNotices, due_within_s
 from orchestrator.store.finals import reachable, wait_final
 from orchestrator.store.redis import RedisStore
 from orchestrator.store.submits import FIRST_WAIT_S
@@ -235,7 +235,7 @@ class QueueClient:
         the queue counts it and wakes the autoscaler when no replica has a free slot; only counts it when
         the job was ``handed`` to a parked replica, so that notice may wait longer)."""
         if self._arrivals is not None:
-            self._arrivals.add(endpoint, job_id, BOOKKEEPING_DELAY_S if handed else None)
+            self._arrivals.add(endpoint, job_id, due_within_s(bookkeeping=handed))
         else:
             with contextlib.suppress(Exception):  # accepted: the next take or autoscaler tick finds it
                 self._h.submitted.remote(endpoint, [job_id], request_id=request_id)
