@@ -15,11 +15,13 @@ with its result (so a short job's path holds no actor call before it runs); its 
 it holds. A replica lost before it told is still reclaimed at once: the queue asks the store what it held.
 
 Finishing: the replica runs the same Lua FINISH step the queue's ``done_many`` runs (the first final result
-wins, a worker that no longer holds the job is refused, a watched job's caller is told in the same step),
-then tells the queue what happened without waiting for it, with the other results of the next moment
-(``JobQueue.finished``: lease index, worker registry, metrics, waiters, webhook kick;
-:class:`~orchestrator.notices.LoopNotices`): at once when a caller waits at the queue, within 50 ms for a
-webhook, else within half a second (bookkeeping). A caller waiting on the store for the job
+wins, a worker that no longer holds the job is refused, a watched job's caller is told in the same step);
+results that end while the replica is about to take go with that take, first in the same step
+(:meth:`~orchestrator.store.redis.RedisStore.finish_and_claim`: one round trip for both, and the caller
+woken before the take is done). It then tells the queue what happened without waiting for it, with the
+other results of the next moment (``JobQueue.finished``: lease index, worker registry, metrics, waiters,
+webhook kick; :class:`~orchestrator.notices.LoopNotices`): at once when a caller waits at the queue, within
+50 ms for a webhook, else within half a second (bookkeeping). A caller waiting on the store for the job
 (:mod:`orchestrator.store.finals`) is woken by Redis directly, so a job's result takes no actor hop back.
 
 The store is where the queue says (``JobQueue.store_address``), when this process reaches it (an embedded
@@ -80,21 +82,32 @@ class DirectStore:
         return self._store
 
     async def take(
-        self, max_jobs: int, wait_s: float, version: int | None, stop: asyncio.Event | None = None
+        self,
+        max_jobs: int,
+        wait_s: float,
+        version: int | None,
+        stop: asyncio.Event | None = None,
+        results: Sequence[tuple[str, Any, bool]] = (),
     ) -> list[dict[str, Any]] | None:
         """Up to ``max_jobs`` jobs leased to this replica (as the queue's ``take`` hands them out), waiting
-        up to ``wait_s`` for one to be queued, or until ``stop`` is set; [] when none came. None when
-        nothing was done here (the store is not reachable or failed): the caller takes through the queue."""
+        up to ``wait_s`` for one to be queued, or until ``stop`` is set; [] when none came. ``results``
+        (job id, result body, streamed: this replica's) are finished first, in the same step as the take,
+        and the queue told as :meth:`report` tells it. None when nothing was done here, ``results``
+        included (the store is not reachable or failed, or a result is not final): the caller reports them
+        and takes through the queue."""
         store = await self.store()
         if store is None:
             return None
+        items = self._items(results)
+        if items is None:
+            return None
         try:
-            jobs = await self._claim(store, max_jobs if _going(stop) else 0, version, park=_going(stop))
+            jobs = await self._claim(store, max_jobs if _going(stop) else 0, version, _going(stop), items)
             if not jobs and _going(stop):
                 handed = await self._wait_for_job(store, wait_s, stop)
                 # Unparked, with what was handed meanwhile; no more from the queue once stopping.
                 more = max_jobs if _going(stop) else 0
-                jobs = [handed] if handed else await self._claim(store, more, version, park=False)
+                jobs = [handed] if handed else await self._claim(store, more, version, False, [])
         except Exception:
             log.warning("taking from the store failed; taking through the queue", exc_info=True)
             return None
@@ -105,10 +118,21 @@ class DirectStore:
         return [j.wire() for j in jobs]
 
     async def _claim(
-        self, store: RedisStore, max_jobs: int, version: int | None, park: bool
+        self, store: RedisStore, max_jobs: int, version: int | None, park: bool, items: list[FinishItem]
     ) -> list[TakenJob]:
         now_ms = int(time.time() * 1000)
-        return await store.claim(self.endpoint, self.worker_id, max_jobs, now_ms, version, park)
+        if not items:
+            return await store.claim(self.endpoint, self.worker_id, max_jobs, now_ms, version, park)
+        outcomes, jobs = await store.finish_and_claim(
+            items, self.endpoint, self.worker_id, max_jobs, now_ms, version, park
+        )
+        self._told(outcomes)
+        return jobs
+
+    def _items(self, results: Sequence[tuple[str, Any, bool]]) -> list[FinishItem] | None:
+        """``results`` as the store finishes them; None when one is not a final result."""
+        items = [finish_item(job_id, self.worker_id, body, streamed) for job_id, body, streamed in results]
+        return None if None in items else [i for i in items if i is not None]
 
     async def _wait_for_job(
         self, store: RedisStore, wait_s: float, stop: asyncio.Event | None
@@ -153,7 +177,7 @@ class DirectStore:
 
         The work runs in a task of its own, shielded: a caller cancelled meanwhile (a replica stopping)
         does not cut a result off between the store and the queue; :meth:`settle` waits for it."""
-        task = asyncio.ensure_future(self._report(results, streamed))
+        task = asyncio.ensure_future(self._report([(job_id, body, streamed) for job_id, body in results]))
         self._inflight.add(task)
         task.add_done_callback(self._inflight.discard)
         return await asyncio.shield(task)
@@ -169,28 +193,28 @@ class DirectStore:
         # The results are final in the store: the queue's memory follows (see Dispatcher.finished).
         self.queue.finished.remote(endpoint, self.worker_id, outcomes)
 
-    async def _report(self, results: Sequence[tuple[str, Any]], streamed: bool) -> bool:
+    async def _report(self, results: Sequence[tuple[str, Any, bool]]) -> bool:
         store = await self.store()
-        if store is None:
+        items = self._items(results)
+        if store is None or items is None:
             return False
-        items: list[FinishItem] = []
-        for job_id, body in results:
-            item = finish_item(job_id, self.worker_id, body, streamed)
-            if item is None:
-                return False
-            items.append(item)
         try:
             outcomes = await store.finish(items, int(time.time() * 1000))
         except Exception:
             log.warning("finishing %d results in the store failed; sending them to the queue", len(items))
             return False
-        if any(o.awaited for o in outcomes):  # a caller waits at the queue for one of them
+        self._told(outcomes)
+        return True
+
+    def _told(self, outcomes: list[FinishOutcome]) -> None:
+        """Tell the queue what finishing did: at once when a caller waits at the queue for one of the
+        jobs, else with the next notices due (a webhook to send soon, else bookkeeping: metrics, lease
+        index, registry slots)."""
+        if any(o.awaited for o in outcomes):
             self._finished.add(self.endpoint, outcomes)
             self._finished.flush()
-        else:  # a webhook to send soon, else bookkeeping (metrics, lease index, registry slots)
-            bookkeeping = not any(o.webhook for o in outcomes)
-            self._finished.add(self.endpoint, outcomes, due_within_s(bookkeeping))
-        return True
+        else:
+            self._finished.add(self.endpoint, outcomes, due_within_s(not any(o.webhook for o in outcomes)))
 
 
 def _going(stop: asyncio.Event | None) -> bool:

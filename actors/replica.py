@@ -148,6 +148,7 @@ class WorkerReplica:
         self._wake = asyncio.Event()
         self._drained = asyncio.Event()  # set once draining: ends a take blocked on the store at once
         self._flush = asyncio.Event()
+        self._slot_awaited = False  # the take loop waits for a free slot (and takes once one is)
         self._running = False  # ``run`` was called (a second call waits for the first one's end)
         self._stopped = asyncio.Event()  # ``run`` ended (``summary`` is then its return value)
         self.summary: dict[str, Any] | None = None
@@ -281,9 +282,15 @@ class WorkerReplica:
             )
             free = hs.serving_slots(self.health, self.concurrency, time.time()) - len(self.active)
             if free <= 0:
+                if self.results:  # no take soon (quarantined, or every slot held): the flusher sends them
+                    self._flush.set()
                 self._wake.clear()
-                with contextlib.suppress(asyncio.TimeoutError):
-                    await asyncio.wait_for(self._wake.wait(), 0.5)
+                self._slot_awaited = True
+                try:
+                    with contextlib.suppress(asyncio.TimeoutError):
+                        await asyncio.wait_for(self._wake.wait(), 0.5)
+                finally:
+                    self._slot_awaited = False
                 continue
             try:
                 jobs = await self._take(free)
@@ -293,16 +300,28 @@ class WorkerReplica:
             for job in jobs:
                 self.idle_since_s = None
                 self.active[job["id"]] = asyncio.get_running_loop().create_task(self._run_job(job))
+            if jobs:
+                # The jobs just started take their first step before the next take: one that ends in it
+                # (a short async handler) has its result go with that take, finished first in its step.
+                await asyncio.sleep(0)
 
     async def _take(self, free: int) -> list[dict[str, Any]]:
         """Up to ``free`` jobs: from the store itself when this process reaches it (waiting at most
-        ``DIRECT_WAIT_S`` at a time, and no longer once drained), else through the queue (waiting up to
-        the take wait). The version is recorded on each job: the version that ran it. Raises NotFound
+        ``DIRECT_WAIT_S`` at a time, and no longer once drained), with the results not reported yet
+        finished first in the same step; else through the queue (waiting up to the take wait), the results
+        left to the flusher. The version is recorded on each job: the version that ran it. Raises NotFound
         (through the queue) once the endpoint is deleted."""
         version = self.cfg.version or None
-        jobs = await self.direct.take(free, min(self.cfg.take_wait_s, DIRECT_WAIT_S), version, self._drained)
+        carried, self.results = self.results[: self.cfg.result_batch], self.results[self.cfg.result_batch :]
+        if self.results:  # more than one batch: the rest go without waiting for the next take
+            self._flush.set()
+        wait_s = min(self.cfg.take_wait_s, DIRECT_WAIT_S)
+        jobs = await self.direct.take(free, wait_s, version, self._drained, carried)
         if jobs is not None:
             return jobs
+        if carried:  # not finished here: reported as any other result (the store, else the queue)
+            self.results[:0] = carried
+            self._flush.set()
         return await through_queue_restarts(
             partial(
                 self.queue.take.remote,
@@ -363,7 +382,8 @@ class WorkerReplica:
             self.health = hs.on_success(self.health, time.time())
             self.completed += 1
         self.results.append((job_id, outcome.body, self.handler.streams))
-        self._flush.set()
+        if not self._slot_awaited:  # else the slot it freed is taken at once, and the result goes with it
+            self._flush.set()
         if outcome.refresh and self.refresh_reason is None:
             self.refresh_reason = f"refresh_worker after job {job_id}"
             log.info("refresh_worker: replaced after this job", extra={**self.log_fields, "job_id": job_id})

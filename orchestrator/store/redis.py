@@ -120,6 +120,7 @@ class RedisStore:
         self._take = client.register_script(lua.TAKE)
         self._claim = client.register_script(lua.CLAIM)
         self._finish = client.register_script(lua.FINISH)
+        self._finish_claim = client.register_script(lua.FINISH_CLAIM)
         self._move = client.register_script(lua.MOVE)
         self._sweep = client.register_script(lua.SWEEP)
         self._purge = client.register_script(lua.PURGE)
@@ -216,11 +217,32 @@ class RedisStore:
         ``max_jobs``, then up to ``max_jobs`` more from the queue as :meth:`take` (none while draining);
         with ``park`` and nothing at all, the replica is parked: SUBMIT hands it the job TAKE would give,
         leased to it, through its inbox (:meth:`wait_for_job`). Unparked by every call."""
-        ver = "" if version is None else str(int(version))
-        reply = await self._claim(
-            args=[self._p, endpoint, worker_id, max_jobs, now_ms, ver, "1" if park else "0"]
+        return _taken(
+            await self._claim(args=self._claim_args(endpoint, worker_id, max_jobs, now_ms, version, park))
         )
-        return _taken(reply)
+
+    async def finish_and_claim(
+        self,
+        results: Sequence[FinishItem],
+        endpoint: str,
+        worker_id: str,
+        max_jobs: int,
+        now_ms: int,
+        version: int | None,
+        park: bool,
+    ) -> tuple[list[FinishOutcome], list[TakenJob]]:
+        """:meth:`finish` of the replica's ``results``, then its :meth:`claim`, in one atomic step (one
+        round trip, and a caller waiting on a result is woken before the take): the outcomes in order and
+        the jobs taken."""
+        args = self._claim_args(endpoint, worker_id, max_jobs, now_ms, version, park) + _finish_args(results)
+        done, taken = await self._finish_claim(args=args)
+        return _outcomes(results, done, now_ms), _taken(taken)
+
+    def _claim_args(
+        self, endpoint: str, worker_id: str, max_jobs: int, now_ms: int, version: int | None, park: bool
+    ) -> list[Any]:
+        ver = "" if version is None else str(int(version))
+        return [self._p, endpoint, worker_id, max_jobs, now_ms, ver, "1" if park else "0"]
 
     async def wait_for_job(self, endpoint: str, worker_id: str, timeout_s: float) -> TakenJob | None:
         """Block up to ``timeout_s`` on a parked replica's inbox and the endpoint's wake list. A job handed
@@ -244,27 +266,7 @@ class RedisStore:
     async def finish(self, items: Sequence[FinishItem], now_ms: int) -> list[FinishOutcome]:
         if not items:
             return []
-        args: list[Any] = [self._p, now_ms, len(items)]
-        for it in items:
-            args += [it.job_id, it.worker_id, it.status.value, it.output_json, it.error, int(it.is_stream)]
-        reply = await self._finish(args=args)
-        out = []
-        for n, it in enumerate(items):
-            code, status, ep, created, first, started, webhook, awaited = reply[n * 8 : n * 8 + 8]
-            applied = int(code) == 1
-            out.append(
-                FinishOutcome(
-                    job_id=it.job_id,
-                    applied=applied,
-                    status=JobStatus(status) if status else None,
-                    endpoint=ep,
-                    queue_ms=(int(first) - int(created)) if applied and first and created else None,
-                    execution_ms=(now_ms - int(started)) if applied and started else None,
-                    webhook=applied and int(webhook) == 1,
-                    awaited=applied and int(awaited) == 1,
-                )
-            )
-        return out
+        return _outcomes(items, await self._finish(args=[self._p, now_ms, *_finish_args(items)]), now_ms)
 
     async def move(
         self,
@@ -485,6 +487,35 @@ class RedisStore:
 def _implements_job_store(store: RedisStore) -> JobStore:
     """Never called: mypy checks here that RedisStore satisfies the JobStore protocol."""
     return store
+
+
+def _finish_args(items: Sequence[FinishItem]) -> list[Any]:
+    """``items`` as the FINISH step reads them: their count, then six fields each."""
+    args: list[Any] = [len(items)]
+    for it in items:
+        args += [it.job_id, it.worker_id, it.status.value, it.output_json, it.error, int(it.is_stream)]
+    return args
+
+
+def _outcomes(items: Sequence[FinishItem], reply: Sequence[Any], now_ms: int) -> list[FinishOutcome]:
+    """The FINISH step's reply (eight fields a result) as the outcomes of ``items``, in order."""
+    out = []
+    for n, it in enumerate(items):
+        code, status, ep, created, first, started, webhook, awaited = reply[n * 8 : n * 8 + 8]
+        applied = int(code) == 1
+        out.append(
+            FinishOutcome(
+                job_id=it.job_id,
+                applied=applied,
+                status=JobStatus(status) if status else None,
+                endpoint=ep,
+                queue_ms=(int(first) - int(created)) if applied and first and created else None,
+                execution_ms=(now_ms - int(started)) if applied and started else None,
+                webhook=applied and int(webhook) == 1,
+                awaited=applied and int(awaited) == 1,
+            )
+        )
+    return out
 
 
 def _taken(reply: Sequence[Any]) -> list[TakenJob]:

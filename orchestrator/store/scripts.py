@@ -287,81 +287,108 @@ return take_queued(ep, wid, n, now, ver, {})
 """
 )
 
-CLAIM = _script(
-    r"""
--- ARGV: P, ep, worker, n, now, version ('' = unknown), park ('1' | '0'). A replica's take from the store:
--- the worker is unparked; the jobs handed to it meanwhile (its inbox) are its own, whatever `n`; unless
--- it is draining, up to `n` more are taken from the queue as TAKE does; with `park` and nothing at all,
--- the worker is parked (SUBMIT hands its next job straight to its inbox). Returns n' x (id, input,
--- attempts).
-local ep, wid, n, now, ver = ARGV[2], ARGV[3], tonumber(ARGV[4]), tonumber(ARGV[5]), ARGV[6]
-unpark(wid)
-local out = {}
-local ik = K_inbox(wid)
-for _, e in ipairs(redis.call('LRANGE', ik, 0, -1)) do
-  if e ~= '' then
-    local a = string.find(e, '\n', 1, true)
-    local b = string.find(e, '\n', a + 1, true)
-    out[#out + 1] = string.sub(e, 1, a - 1)
-    out[#out + 1] = string.sub(e, b + 1)
-    out[#out + 1] = string.sub(e, a + 1, b - 1)
+_CLAIM = r"""
+-- A replica's take from the store: the worker is unparked; the jobs handed to it meanwhile (its inbox) are
+-- its own, whatever `n`; unless it is draining, up to `n` more are taken from the queue as TAKE does; with
+-- `park` '1' and nothing at all, the worker is parked (SUBMIT hands its next job straight to its inbox).
+-- Returns n' x (id, input, attempts).
+local function claim(ep, wid, n, now, ver, park)
+  unpark(wid)
+  local out = {}
+  local ik = K_inbox(wid)
+  for _, e in ipairs(redis.call('LRANGE', ik, 0, -1)) do
+    if e ~= '' then
+      local a = string.find(e, '\n', 1, true)
+      local b = string.find(e, '\n', a + 1, true)
+      out[#out + 1] = string.sub(e, 1, a - 1)
+      out[#out + 1] = string.sub(e, b + 1)
+      out[#out + 1] = string.sub(e, a + 1, b - 1)
+    end
   end
+  redis.call('DEL', ik)
+  if redis.call('SISMEMBER', K_draining, wid) == 1 then return out end
+  take_queued(ep, wid, n - math.floor(#out / 3), now, ver, out)
+  if #out == 0 and park == '1' then
+    redis.call('RPUSH', K_parked(ep), wid)
+    redis.call('HSET', K_parked_at, wid, ver .. '|' .. ep)
+  end
+  return out
 end
-redis.call('DEL', ik)
-if redis.call('SISMEMBER', K_draining, wid) == 1 then return out end
-take_queued(ep, wid, n - math.floor(#out / 3), now, ver, out)
-if #out == 0 and ARGV[7] == '1' then
-  redis.call('RPUSH', K_parked(ep), wid)
-  redis.call('HSET', K_parked_at, wid, ver .. '|' .. ep)
+"""
+
+_FINISH = r"""
+-- Final results, `n` of them from ARGV[o] on, each (id, worker, to, output ('' = none), error ('' = none),
+-- is_stream '0'|'1'). The first final result wins: a result from a worker that no longer holds the job is
+-- refused (code 0). Returns n x (code, status, ep, created, first_started, started, webhook, awaited):
+-- webhook 1 when a delivery was queued, awaited 1 when a caller waits at the queue for the job
+-- (WATCH_FINAL's 'q').
+local function finish(now, n, o)
+  local out = {}
+  for i = 0, n - 1 do
+    local a = o + i * 6
+    local id, wid, to, output, err, is_stream = ARGV[a], ARGV[a+1], ARGV[a+2], ARGV[a+3], ARGV[a+4], ARGV[a+5]
+    local jk = K_job(id)
+    local cur = redis.call('HMGET', jk, 'status', 'ep', 'worker', 'created', 'first_started', 'started')
+    local code = 0
+    if not cur[1] then
+      code = -1
+    elseif cur[1] == 'IN_PROGRESS' and cur[3] == wid and allowed('IN_PROGRESS', to) then
+      code = 1
+      leave(jk, id, cur[2], 'IN_PROGRESS')
+      if is_stream == '1' and (output == '' or output == '[]' or output == 'null') then
+        local chunks = redis.call('LRANGE', K_stream(id), 0, -1)
+        if #chunks > 0 then output = '[' .. table.concat(chunks, ',') .. ']' end
+      end
+      if output ~= '' then redis.call('HSET', jk, 'output', output) end
+      if err ~= '' then redis.call('HSET', jk, 'error', err) end
+      enter(jk, id, cur[2], 'IN_PROGRESS', to, now, wid)
+      log(id, now, 'IN_PROGRESS', to, 'result', wid)
+    end
+    local status = redis.call('HGET', jk, 'status') or ''
+    local webhook, awaited = 0, 0
+    if code == 1 then
+      webhook = redis.call('HEXISTS', jk, 'webhook')
+      awaited = redis.call('HEXISTS', jk, 'qwatch')
+    end
+    out[#out + 1] = code
+    out[#out + 1] = status
+    out[#out + 1] = cur[2] or ''
+    out[#out + 1] = cur[4] or ''
+    out[#out + 1] = cur[5] or ''
+    out[#out + 1] = cur[6] or ''
+    out[#out + 1] = webhook
+    out[#out + 1] = awaited
+  end
+  return out
 end
-return out
+"""
+
+CLAIM = _script(
+    _CLAIM
+    + r"""
+-- ARGV: P, ep, worker, n, now, version ('' = unknown), park ('1' | '0'). See claim().
+return claim(ARGV[2], ARGV[3], tonumber(ARGV[4]), tonumber(ARGV[5]), ARGV[6], ARGV[7])
 """
 )
 
 FINISH = _script(
-    r"""
--- ARGV: P, now, n, then n x (id, worker, to, output ('' = none), error ('' = none), is_stream '0'|'1').
--- The first final result wins: a result from a worker that no longer holds the job is refused (code 0).
--- Returns n x (code, status, ep, created, first_started, started, webhook, awaited): webhook 1 when a
--- delivery was queued, awaited 1 when a caller waits at the queue for the job (WATCH_FINAL's 'q').
-local now, n = tonumber(ARGV[2]), tonumber(ARGV[3])
-local out = {}
-for i = 0, n - 1 do
-  local o = 4 + i * 6
-  local id, wid, to, output, err, is_stream = ARGV[o], ARGV[o+1], ARGV[o+2], ARGV[o+3], ARGV[o+4], ARGV[o+5]
-  local jk = K_job(id)
-  local cur = redis.call('HMGET', jk, 'status', 'ep', 'worker', 'created', 'first_started', 'started')
-  local code = 0
-  if not cur[1] then
-    code = -1
-  elseif cur[1] == 'IN_PROGRESS' and cur[3] == wid and allowed('IN_PROGRESS', to) then
-    code = 1
-    leave(jk, id, cur[2], 'IN_PROGRESS')
-    if is_stream == '1' and (output == '' or output == '[]' or output == 'null') then
-      local chunks = redis.call('LRANGE', K_stream(id), 0, -1)
-      if #chunks > 0 then output = '[' .. table.concat(chunks, ',') .. ']' end
-    end
-    if output ~= '' then redis.call('HSET', jk, 'output', output) end
-    if err ~= '' then redis.call('HSET', jk, 'error', err) end
-    enter(jk, id, cur[2], 'IN_PROGRESS', to, now, wid)
-    log(id, now, 'IN_PROGRESS', to, 'result', wid)
-  end
-  local status = redis.call('HGET', jk, 'status') or ''
-  local webhook, awaited = 0, 0
-  if code == 1 then
-    webhook = redis.call('HEXISTS', jk, 'webhook')
-    awaited = redis.call('HEXISTS', jk, 'qwatch')
-  end
-  out[#out + 1] = code
-  out[#out + 1] = status
-  out[#out + 1] = cur[2] or ''
-  out[#out + 1] = cur[4] or ''
-  out[#out + 1] = cur[5] or ''
-  out[#out + 1] = cur[6] or ''
-  out[#out + 1] = webhook
-  out[#out + 1] = awaited
-end
-return out
+    _FINISH
+    + r"""
+-- ARGV: P, now, n, then n results as finish() reads them. Returns finish()'s reply.
+return finish(tonumber(ARGV[2]), tonumber(ARGV[3]), 4)
+"""
+)
+
+FINISH_CLAIM = _script(
+    _FINISH
+    + _CLAIM
+    + r"""
+-- ARGV: P, ep, worker, n, now, version, park (as CLAIM), k, then k results (as FINISH). A replica's results
+-- and its next take in one step, the results first (a caller waiting on one is woken before the take).
+-- Returns {finish()'s reply, claim()'s reply}.
+local now = tonumber(ARGV[5])
+local done = finish(now, tonumber(ARGV[8]), 9)
+return {done, claim(ARGV[2], ARGV[3], tonumber(ARGV[4]), now, ARGV[6], ARGV[7])}
 """
 )
 

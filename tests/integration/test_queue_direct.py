@@ -127,6 +127,41 @@ async def test_a_result_is_not_cut_off_by_a_stop(redis_url: str, redis_store: Re
     assert len(queue.told) == 1
 
 
+async def test_results_go_with_the_next_take_finished_first(redis_url: str, redis_store: RedisStore) -> None:
+    d = make(redis_store, FakeClock(), Recorder())
+    await d.create_endpoint(ep())
+    done, late = await d.submit("ep", [run(1), run(2)])
+    assert [j["id"] for j in await d.take("ep", "w1", 1, 0)] == [done]
+    queue = FakeQueue(redis_url, redis_store.k.prefix)
+    direct = DirectStore(queue, "ep", "w1")
+    waiting = asyncio.create_task(wait_final(redis_store, done, 10))
+    await asyncio.sleep(0.05)
+    taken = await direct.take(2, 0.05, None, results=[(done, {"output": "ok"}, False)])
+    assert [j["id"] for j in taken or []] == [late], "the take after the result, in the same step"
+    view = await asyncio.wait_for(waiting, 1.0)
+    assert view is not None and (view.status, view.output) == (JobStatus.COMPLETED, "ok")
+    await asyncio.sleep(BOOKKEEPING_DELAY_S + NOTICE_DELAY_S)
+    assert [(o.job_id, o.applied) for _, _, outcomes in queue.told for o in outcomes] == [(done, True)]
+    assert await direct.take(1, 0.05, None, results=[(done, {"output": "again"}, False)]) == []
+    await direct.settle()
+    assert [(o.applied, o.status) for o in queue.told[-1][2]] == [(False, JobStatus.COMPLETED)], "refused"
+    view = await redis_store.get(done)
+    assert view is not None and view.output == "ok", "the first result wins"
+
+
+async def test_a_take_with_a_result_not_final_does_nothing(redis_url: str, redis_store: RedisStore) -> None:
+    d = make(redis_store, FakeClock(), Recorder())
+    await d.create_endpoint(ep())
+    held, _ = await d.submit("ep", [run(1), run(2)])
+    await d.take("ep", "w1", 1, 0)
+    direct = DirectStore(FakeQueue(redis_url, redis_store.k.prefix), "ep", "w1")
+    progress = [(held, {"status": "IN_PROGRESS", "output": 1}, False)]
+    assert await direct.take(1, 0.05, None, results=progress) is None, "the caller reports and takes"
+    view = await redis_store.get(held)
+    assert view is not None and view.status is JobStatus.IN_PROGRESS
+    assert await redis_store.depth("ep") == 1, "nothing taken"
+
+
 async def test_a_blocked_take_is_woken_by_the_job_and_the_queue_told(
     redis_url: str, redis_store: RedisStore
 ) -> None:
