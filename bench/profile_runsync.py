@@ -43,9 +43,14 @@ def main(argv: list[str] | None = None) -> int:
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("--samples", type=int, default=300)
-    parser.add_argument("--keep", action="store_true", help="keep py-spy's raw stacks (printed: the work dir)")
+    parser.add_argument(
+        "--keep", action="store_true", help="keep py-spy's raw stacks (printed: the work dir)"
+    )
     args = parser.parse_args(argv)
-    with bench_session("runsync-profile", keep=args.keep) as session, incluster.warm_noop(session) as (instance, http):
+    with (
+        bench_session("runsync-profile", keep=args.keep) as session,
+        incluster.warm_noop(session) as (instance, http),
+    ):
         ripple_http.bench_round_trip(http, incluster.ENDPOINT, 50)  # warm-up
         procs = instance.actor_processes()
         targets = [(f"Serve API replica pid {p.pid}", p.pid) for p in procs["ServeReplica"]]

@@ -45,7 +45,17 @@ def test_prelude_renders_every_key_of_the_class() -> None:
 
 def test_scripts_use_only_keys_the_prelude_defines() -> None:
     defined = set(re.findall(r"local (?:function )?(K_\w+)", lua_prelude()))
-    for name in ("SUBMIT", "TAKE", "CLAIM", "FINISH", "FINISH_CLAIM", "MOVE", "SWEEP", "PURGE", "AUTOSCALER_LEASE"):
+    for name in (
+        "SUBMIT",
+        "TAKE",
+        "CLAIM",
+        "FINISH",
+        "FINISH_CLAIM",
+        "MOVE",
+        "SWEEP",
+        "PURGE",
+        "AUTOSCALER_LEASE",
+    ):
         used = set(re.findall(r"\bK_\w+", getattr(scripts, name)))
         assert used <= defined, (name, used - defined)
 
