@@ -45,9 +45,11 @@ from orchestrator.core.net_policy import (
     policy_of,
     refusal_error,
 )
+from orchestrator.core.webhook_outcomes import Outcome, WebhookOutcomes
 
 if TYPE_CHECKING:
     from orchestrator.config import QueueConfig
+    from orchestrator.core.jobs import JobView
     from orchestrator.metrics import QueueMetrics
     from orchestrator.store.redis import RedisStore
 
@@ -236,10 +238,18 @@ class WebhookSender:
         self.resolver = resolver
         self._wake = asyncio.Event()
         self._inflight: set[asyncio.Task[None]] = set()
+        self._outcomes = WebhookOutcomes()
 
     def kick(self) -> None:
         """Something may be pending: look now rather than at the next poll."""
         self._wake.set()
+
+    def outcomes(self, endpoint: str, now_s: float) -> dict[str, Any] | None:
+        """What became of the endpoint's deliveries lately (:meth:`WebhookOutcomes.summary`)."""
+        return self._outcomes.summary(endpoint, now_s)
+
+    def forget(self, endpoint: str) -> None:
+        self._outcomes.forget(endpoint)
 
     async def run(self) -> None:
         async with new_client(self.cfg.webhook_timeout_s) as client:
@@ -267,11 +277,11 @@ class WebhookSender:
                     client, job.webhook, body, self.policy, self.resolver, self.cfg.webhook_timeout_s
                 )
                 if reply.status_code < 400:
-                    self.metrics.webhooks.labels("delivered").inc()
+                    self._ended(job, "delivered")
                     break
                 reason = f"HTTP {reply.status_code}"
             except WebhookRefused as exc:
-                self.metrics.webhooks.labels("refused").inc()
+                self._ended(job, "refused", str(exc))
                 log.warning("webhook for job %s refused, not sent: %s", job_id, exc, extra={"job_id": job_id})
                 break
             except httpx.HTTPError as exc:
@@ -281,5 +291,10 @@ class WebhookSender:
             if attempt < self.cfg.webhook_max_attempts:
                 await asyncio.sleep(backoff_s(attempt, self.cfg.webhook_backoff_s))
         else:
-            self.metrics.webhooks.labels("failed").inc()
+            tries = self.cfg.webhook_max_attempts
+            self._ended(job, "failed", f"{reason} after {tries} attempt{'s' if tries > 1 else ''}")
         await self.store.webhook_done(job_id)
+
+    def _ended(self, job: JobView, outcome: Outcome, reason: str = "") -> None:
+        self.metrics.webhooks.labels(outcome).inc()
+        self._outcomes.record(job.endpoint, outcome, time.time(), job.id, reason)

@@ -61,6 +61,7 @@ class Recorder:
         self.woken: list[str] = []
         self.kicks = 0
         self.recovered = 0
+        self.webhook_outcomes: dict[str, dict[str, Any]] = {}  # what ``outcomes`` answers, per endpoint
 
     def submitted(self, endpoint: str, n: int) -> None:
         self.events.append(("submitted", endpoint, n))
@@ -91,6 +92,12 @@ class Recorder:
 
     def kick(self) -> None:
         self.kicks += 1
+
+    def outcomes(self, endpoint: str, now_s: float) -> dict[str, Any] | None:
+        return self.webhook_outcomes.get(endpoint)
+
+    def forget(self, endpoint: str) -> None:
+        self.webhook_outcomes.pop(endpoint, None)
 
     def on_recovered(self) -> None:
         self.recovered += 1
@@ -657,6 +664,16 @@ async def test_stats_health_and_ready(rig: Rig) -> None:
     ready = await rig.d.ready()
     assert ready["store"] == "ok" and ready["recovery"]["endpoints"] == 0, "as found at recovery"
     assert (await rig.fresh().ready())["recovery"]["endpoints"] == 1
+
+
+async def test_stats_say_what_became_of_webhook_deliveries_until_the_endpoint_goes(rig: Rig) -> None:
+    await rig.d.create_endpoint(ep())
+    assert "webhooks" not in (await rig.d.stats())["ep"], "no delivery yet"
+    seen = {"delivered": 1, "failed": 1, "refused": 0, "windowS": 3600.0}
+    rig.rec.webhook_outcomes["ep"] = seen
+    assert (await rig.d.stats())["ep"]["webhooks"] == seen
+    await rig.d.delete_endpoint("ep")
+    assert "ep" not in rig.rec.webhook_outcomes, "forgotten with the endpoint"
 
 
 async def test_a_new_dispatcher_recovers_endpoints_leases_and_workers(rig: Rig) -> None:

@@ -331,6 +331,27 @@ class Info(_Fixed):
     autoscalerIntervalS: float | None
 
 
+class WebhookProblem(_Reply):
+    """A delivery that did not arrive: ``outcome`` ``failed`` (every attempt) or ``refused`` (its address is
+    outside the webhook policy), why, and when (``atS``, wall clock)."""
+
+    jobId: str
+    outcome: str
+    reason: str
+    atS: float
+
+
+class WebhookDeliveries(_Reply):
+    """An endpoint's webhook deliveries over the last ``windowS`` seconds (since the queue started), by
+    outcome; ``lastProblem``: the latest that did not arrive, when in the window."""
+
+    delivered: int
+    failed: int
+    refused: int
+    windowS: float
+    lastProblem: WebhookProblem | None = None
+
+
 class EndpointStats(_Reply):
     """One endpoint's queue. ``waitingTakers``: takes held open at the queue (outside workers' long-polls,
     and Ray replicas that cannot reach Redis); replicas that take from Redis wait there, not counted."""
@@ -340,6 +361,7 @@ class EndpointStats(_Reply):
     oldestQueuedAgeS: float | None
     waitingTakers: int
     lastArrivalS: float | None
+    webhooks: WebhookDeliveries | None = None
 
 
 class QueueStats(_Fixed):

@@ -13,6 +13,7 @@ from collections import Counter, defaultdict
 from collections.abc import Mapping, Sequence
 from typing import Any, Protocol
 
+from orchestrator.core.webhook_outcomes import trouble
 from orchestrator.core.workers import QUARANTINED_BUCKET, WorkerState, view_count_state
 
 GREEN, YELLOW, RED, DIM, BOLD, RESET = "\033[32m", "\033[33m", "\033[31m", "\033[2m", "\033[1m", "\033[0m"
@@ -60,6 +61,11 @@ def _age(seconds: Any) -> str:
         return "-"
     s = float(seconds)
     return f"{s:.0f}s" if s < 120 else f"{s / 60:.0f}m" if s < 7200 else f"{s / 3600:.1f}h"
+
+
+def _webhook_trouble(row: Any) -> str | None:
+    summary = row.get("webhooks") if isinstance(row, Mapping) else None
+    return trouble(summary) if isinstance(summary, Mapping) else None
 
 
 def _workers_cell(counts: Mapping[str, int]) -> str:
@@ -149,9 +155,11 @@ def render_status(client: Requester, color: bool) -> str:
         (r.get("endpoint"), r.get("blocked")) for r in auto.get("endpoints") or [] if r.get("blocked")
     ]
     problems = [(e.get("name"), e["problem"]) for e in endpoints if isinstance(e.get("problem"), dict)]
-    if problems or blocked_rows:
+    webhooks = [(name, what) for name, q in sorted(queue.items()) if (what := _webhook_trouble(q))]
+    if problems or blocked_rows or webhooks:
         lines.append("")
     lines += [_paint(f"PROBLEM: {ep}: {p.get('message')}", RED, color) for ep, p in problems]
     if blocked_rows:
         lines += [_paint(f"blocked: {ep}: {why}", YELLOW, color) for ep, why in blocked_rows]
+    lines += [_paint(f"webhooks: {ep}: {what}", YELLOW, color) for ep, what in webhooks]
     return "\n".join(lines) + "\n"

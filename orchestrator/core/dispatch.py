@@ -135,6 +135,7 @@ class Dispatcher(VersionDispatch):
         self.endpoints.pop(name, None)
         self._forget_versions(name)
         self.start_failures.pop(name, None)
+        self.webhooks.forget(name)
         return {"name": name, "deleted": True, "cancelledJobs": removed}
 
     async def get_endpoint(self, name: str) -> dict[str, Any]:
@@ -445,8 +446,9 @@ class Dispatcher(VersionDispatch):
 
     async def stats(self) -> dict[str, Any]:
         """Per-endpoint queue state for the autoscaler and ``ripple status``: ``queued``, ``running``,
-        ``oldestQueuedAgeS``, ``waitingTakers``, ``lastArrivalS`` (wall clock) and, while jobs are queued,
-        ``waitReason``: why the job at the head of the queue waits."""
+        ``oldestQueuedAgeS``, ``waitingTakers``, ``lastArrivalS`` (wall clock), while jobs are queued
+        ``waitReason``: why the job at the head of the queue waits, and after webhook deliveries
+        ``webhooks``: what became of them lately (:mod:`orchestrator.core.webhook_outcomes`)."""
         await self.recover()
         now_ms = self.now_ms()
         out: dict[str, Any] = {}
@@ -462,6 +464,8 @@ class Dispatcher(VersionDispatch):
             }
             if out[ep]["queued"]:
                 out[ep]["waitReason"] = wait_reason(JobPlace(0), self.endpoint_facts(spec)).wire()
+            if (webhooks := self.webhooks.outcomes(ep, now_ms / 1000)) is not None:
+                out[ep]["webhooks"] = webhooks
         return out
 
     async def ready(self) -> dict[str, Any]:

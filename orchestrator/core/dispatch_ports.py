@@ -68,6 +68,14 @@ class WebhookKicker(Protocol):
         """A delivery may be pending: look now rather than at the next poll."""
         ...
 
+    def outcomes(self, endpoint: str, now_s: float) -> dict[str, Any] | None:
+        """What became of the endpoint's deliveries lately (``WebhookOutcomes.summary``); None: none."""
+        ...
+
+    def forget(self, endpoint: str) -> None:
+        """The endpoint was deleted."""
+        ...
+
 
 class DispatchMetrics(Protocol):
     """Where the dispatcher counts what happens. Labels are endpoints, states and short reasons."""

@@ -24,6 +24,7 @@ import httpx
 import pytest
 from conftest import (
     Instance,
+    free_port,
     kill_instance,
     run_cli,
     start_instance,
@@ -36,6 +37,7 @@ ENV = {
     "RIPPLE_HEARTBEAT_TIMEOUT_S": "4",
     "RIPPLE_SWEEP_INTERVAL_S": "60",
     "RIPPLE_AUTOSCALER__INTERVAL_S": "1",
+    "RIPPLE_WEBHOOK_MAX_ATTEMPTS": "2",
 }
 
 
@@ -173,6 +175,41 @@ def test_doctor_names_each_unhealthy_condition(inst: Instance) -> None:
     finally:
         with inst.client() as c:  # stop the failing replica from being restarted over and over
             c.delete(f"/api/v1/endpoints/{broken}")
+
+
+def test_a_webhook_that_never_arrives_shows_in_status_and_doctor(inst: Instance) -> None:
+    hooks = inst.create_endpoint("hooks", handler=None)
+    nobody = f"http://127.0.0.1:{free_port()}/hook"  # allowed (RIPPLE_WEBHOOK_ALLOW), nothing listens
+    with inst.client() as c:
+        r = c.post(f"/v2/{hooks}/run", json={"input": {"n": 1}, "webhook": nobody})
+        assert r.status_code == 200, r.text
+    job = take(inst, hooks, "w-hooks")
+    done = httpx.post(
+        f"{inst.url}/v2/{hooks}/job-done/w-hooks/{job['id']}",
+        json={"output": {"ok": True}},
+        headers={"Authorization": inst.worker_key},
+        timeout=30,
+    )
+    assert done.status_code == 200, done.text
+
+    def failed() -> dict[str, Any] | None:
+        with inst.client() as c:
+            row = c.get("/api/v1/stats").json()["endpoints"].get(hooks) or {}
+        webhooks: dict[str, Any] | None = row.get("webhooks")
+        return webhooks if webhooks and webhooks["failed"] else None
+
+    wait_for(lambda: failed() is not None, 30, "the delivery to fail its 2 attempts")
+    summary = failed()
+    assert summary is not None and summary["lastProblem"]["jobId"] == job["id"]
+    assert summary["lastProblem"]["reason"] == "ConnectError after 2 attempts"
+    with inst.client() as c:
+        assert c.get(f"/v2/{hooks}/status/{job['id']}").json()["output"] == {"ok": True}, "the result stays"
+
+    status = run_cli(["--data-dir", str(inst.data_dir), "status"], env=inst.env, timeout_s=60)
+    assert f"webhooks: {hooks}: 1 of 1 webhook deliveries in the last 60 min did not arrive" in status.stdout
+    _, report = doctor(inst)
+    (finding,) = [f for f in by_rule(report, "jobs.webhooks_undelivered") if hooks in f["issue"]]
+    assert finding["severity"] == "MEDIUM" and job["id"] in finding["issue"]
 
 
 def test_doctor_when_the_store_is_down(inst: Instance, tmp_path: Path) -> None:

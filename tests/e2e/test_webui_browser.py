@@ -112,6 +112,7 @@ def ripple(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Instance]:
     base_url = f"http://127.0.0.1:{port}"
     log_path = data_dir / "up.log"
     env = {k: v for k, v in os.environ.items() if not k.startswith("RIPPLE_") and k != "RAY_ADDRESS"}
+    env |= {"RIPPLE_WEBHOOK_ALLOW": "127.0.0.1", "RIPPLE_WEBHOOK_MAX_ATTEMPTS": "1"}  # a webhook that fails
     command = [*_ripple_command(), "up", "--data-dir", str(data_dir), "--port", str(port), "--num-gpus", "2"]
     with log_path.open("wb") as log:
         proc = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, env=env)
@@ -459,6 +460,52 @@ def test_endpoint_page_versions_deploy_and_rollback(ripple: Instance, shots: Pat
             expect(versions.locator("tr", has_text="v3")).to_be_visible()
             back = httpx.get(f"{ripple.base_url}/api/v1/endpoints/{name}", headers=admin).json()
             assert back["version"] == 3 and back["runtimeEnv"] is None
+        finally:
+            browser.close()
+    assert page_errors == [], page_errors
+
+
+def test_endpoint_page_says_webhooks_did_not_arrive(ripple: Instance, shots: Path) -> None:
+    """A job whose webhook never arrived (nothing listens at its address) is named on its endpoint's page,
+    with why; the job's result is still there."""
+    from playwright.sync_api import expect, sync_playwright
+
+    admin = {"Authorization": f"Bearer {ripple.api_key}"}
+    worker = {"Authorization": ripple.worker_key}
+    name = "e2e-hooks"
+    base = f"{ripple.base_url}/v2/{name}"
+    assert httpx.post(f"{ripple.base_url}/api/v1/endpoints", json={"name": name}, headers=admin).is_success
+    nobody = f"http://127.0.0.1:{_free_port()}/hook"
+    submitted = httpx.post(f"{base}/run", json={"input": {"n": 1}, "webhook": nobody}, headers=admin)
+    assert submitted.status_code == 200, submitted.text
+    job = httpx.get(f"{base}/job-take/w-hooks", headers=worker, timeout=30).json()
+    assert job["id"] == submitted.json()["id"]
+    assert httpx.post(f"{base}/job-done/w-hooks/{job['id']}", json={"output": 1}, headers=worker).is_success
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        stats = httpx.get(f"{ripple.base_url}/api/v1/stats", headers=admin).json()["endpoints"]
+        if (stats.get(name) or {}).get("webhooks", {}).get("failed"):
+            break
+        time.sleep(0.2)
+    else:
+        pytest.fail(f"the delivery never failed: {stats.get(name)}")
+    page_errors: list[str] = []
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
+        try:
+            page = browser.new_page(viewport={"width": 1400, "height": 900})
+            page.set_default_timeout(30_000)
+            page.on("pageerror", lambda exc: page_errors.append(str(exc)))
+            page.goto(f"{ripple.base_url}/ui/login")
+            page.fill("#api_key", ripple.api_key)
+            page.click("button[type=submit]")
+            expect(page.locator("h1")).to_have_text("Dashboard")
+            page.goto(f"{ripple.base_url}/ui/#/endpoints/{name}")
+            notice = page.locator("#endpoint-webhooks")
+            expect(notice).to_contain_text("1 of 1 in the last 60 min (1 failed after every attempt")
+            expect(notice).to_contain_text(f"latest: job {job['id']} failed: ConnectError after 1 attempt")
+            expect(notice).not_to_contain_text("attempts")
+            _snap(page, shots / "40-endpoint-webhooks.png")
         finally:
             browser.close()
     assert page_errors == [], page_errors

@@ -283,6 +283,23 @@ def test_old_queue_names_the_wait_reason() -> None:
     assert got.detail == {"waitReason": why}
 
 
+def test_webhook_deliveries_that_did_not_arrive() -> None:
+    fine = {"delivered": 4, "failed": 0, "refused": 0, "windowS": 3600.0}
+    assert "jobs.webhooks_undelivered" not in rules(
+        diagnose(replace(healthy(), stats={**healthy().stats, "gen": {"queued": 0, "webhooks": fine}}), NOW_S)
+    )
+    last = {"jobId": "j-7", "outcome": "failed", "reason": "HTTP 503", "atS": NOW_S - 5}
+    failing = {**fine, "failed": 2, "lastProblem": last}
+    f = replace(healthy(), stats={**healthy().stats, "gen": {"queued": 0, "webhooks": failing}})
+    got = one(f, "jobs.webhooks_undelivered")
+    assert got.severity == "MEDIUM"
+    assert got.issue == (
+        "gen: 2 of 6 webhook deliveries in the last 60 min did not arrive (2 failed after every attempt); "
+        "latest: job j-7 failed: HTTP 503"
+    )
+    assert "/status/ID" in got.action and got.detail == {"webhooks": failing}
+
+
 def test_autoscaler_off_and_blocked() -> None:
     f = replace(
         healthy(),

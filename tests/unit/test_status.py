@@ -93,6 +93,24 @@ def test_versions_and_problems_show() -> None:
     assert "\033[31mPROBLEM: gen" in colored
 
 
+def test_webhook_deliveries_that_did_not_arrive_show() -> None:
+    last = {"jobId": "j-7", "outcome": "refused", "reason": "address 10.0.0.5 is private", "atS": 1.0}
+    stats = {
+        "endpoints": {
+            "gen": {"queued": 0, "running": 0, "webhooks": {"delivered": 3, "failed": 0, "refused": 1,
+                                                             "windowS": 3600.0, "lastProblem": last}},
+            "ext": {"queued": 0, "running": 0, "webhooks": {"delivered": 9, "failed": 0, "refused": 0,
+                                                             "windowS": 3600.0}},
+        }
+    }  # fmt: skip
+    out = render_status(FakeClient({**REPLIES, "/api/v1/stats": stats}), color=False)
+    assert (
+        "webhooks: gen: 1 of 4 webhook deliveries in the last 60 min did not arrive (1 refused by the "
+        "webhook policy); latest: job j-7 refused: address 10.0.0.5 is private"
+    ) in out
+    assert "webhooks: ext" not in out, "every delivery arrived"
+
+
 def test_colour_only_when_asked() -> None:
     out = render_status(FakeClient(REPLIES), color=True)
     assert "\033[32mon" in out and "\033[33m" in out

@@ -17,6 +17,7 @@ import logging
 import socket
 import ssl
 import threading
+import time
 from collections.abc import Iterator, Sequence
 from dataclasses import replace
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -230,6 +231,33 @@ async def test_delivery_retries_a_name_that_does_not_resolve() -> None:
         and outcome(metrics, "refused") == 0
     )
     assert store.webhooks_inflight == []
+
+
+async def test_each_delivery_outcome_is_kept_for_the_endpoint() -> None:
+    now_s = time.time()
+    refused, _, _ = await sender_with_job("http://10.1.2.3/hook", StubResolver())
+    async with httpx.AsyncClient(transport=httpx.MockTransport(Recorder())) as client:
+        await refused._deliver(client, "j1")
+    summary = refused.outcomes("ep", time.time())
+    assert summary is not None and (summary["refused"], summary["failed"], summary["delivered"]) == (1, 0, 0)
+    last = summary["lastProblem"]
+    assert (last["jobId"], last["outcome"]) == ("j1", "refused") and last["atS"] >= now_s
+    assert last["reason"].startswith("10.1.2.3 is not an allowed webhook target")
+
+    failing, _, _ = await sender_with_job("http://hooks.example/", StubResolver("93.184.216.34"), attempts=2)
+    async with httpx.AsyncClient(transport=httpx.MockTransport(lambda _: httpx.Response(503))) as client:
+        await failing._deliver(client, "j1")
+    summary = failing.outcomes("ep", time.time())
+    assert summary is not None and (summary["failed"], summary["refused"]) == (1, 0)
+    assert summary["lastProblem"]["reason"] == "HTTP 503 after 2 attempts"
+    failing.forget("ep")
+    assert failing.outcomes("ep", time.time()) is None
+
+    fine, _, _ = await sender_with_job("http://hooks.example/", StubResolver("93.184.216.34"))
+    async with httpx.AsyncClient(transport=httpx.MockTransport(Recorder())) as client:
+        await fine._deliver(client, "j1")
+    summary = fine.outcomes("ep", time.time())
+    assert summary is not None and summary["delivered"] == 1 and "lastProblem" not in summary
 
 
 async def test_post_pinned_sends_to_the_checked_address_with_the_original_host() -> None:

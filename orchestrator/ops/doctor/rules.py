@@ -11,6 +11,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from orchestrator.core.registry import LOST_REASON
+from orchestrator.core.webhook_outcomes import trouble
 from orchestrator.core.workers import (
     WorkerState,
     view_heartbeat_overdue,
@@ -253,7 +254,14 @@ def _failed_workers(f: Facts) -> list[Finding]:
 
 
 def check_jobs(f: Facts, now_s: float) -> list[Finding]:
-    return _no_worker(f) + _never_fits(f) + _past_timeout(f, now_s) + _orphans(f) + _old_queue(f)
+    return (
+        _no_worker(f)
+        + _never_fits(f)
+        + _past_timeout(f, now_s)
+        + _orphans(f)
+        + _old_queue(f)
+        + _undelivered_webhooks(f)
+    )
 
 
 def _no_worker(f: Facts) -> list[Finding]:
@@ -396,6 +404,28 @@ def _old_queue(f: Facts) -> list[Finding]:
                     {"waitReason": dict(why)} if why else None,
                 )
             )
+    return out
+
+
+def _undelivered_webhooks(f: Facts) -> list[Finding]:
+    out = []
+    for ep, s in sorted(f.stats.items()):
+        summary = s.get("webhooks") if isinstance(s.get("webhooks"), Mapping) else None
+        what = trouble(summary)
+        if summary is None or what is None:
+            continue
+        out.append(
+            _f(
+                "MEDIUM",
+                "jobs",
+                "jobs.webhooks_undelivered",
+                f"{ep}: {what}",
+                "The jobs' results are still in /status/ID. A failed delivery: check that the webhook URL "
+                "answers 2xx to a POST from Ripple's queue (the last reason above; the queue's log has "
+                "every attempt). A refused one: the address is outside RIPPLE_WEBHOOK_ALLOW.",
+                {"webhooks": dict(summary)},
+            )
+        )
     return out
 
 

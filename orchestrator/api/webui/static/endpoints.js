@@ -3,7 +3,7 @@
 
 import { api, get, isReadOnly, listEndpoints } from "./api.js";
 import { getLatest } from "./sampler.js";
-import { deployCard, problemNotice, versionsCard } from "./versions.js";
+import { deployCard, problemNotice, versionsCard, webhookNotice } from "./versions.js";
 import {
   card, confirmDialog, fmtNumber, h, json, notAvailable, pageHead, pre, replace, table, toast,
 } from "./ui.js";
@@ -265,6 +265,7 @@ export async function mountForm(root, ctx) {
       creating ? "Every field but the name is optional: empty means the default shown." : "Change any field and save; only changed fields are sent.",
       creating ? null : h("a", { class: "btn", href: `#/jobs?endpoint=${enc(name)}` }, "Jobs")),
     creating ? null : problemNotice(original),
+    creating ? null : webhookNotice(name),
     h("div", { class: "grid grid-side" },
       h("div", {},
         creating ? null : versionsCard(name, ctx, original),

@@ -1,5 +1,5 @@
 // An endpoint's code and versions on its page: the endpoint's problem (why its replicas cannot start), its
-// versions with their state and error (rollback to one), and a deploy form: upload a zip (stored in the
+// webhook deliveries that did not arrive lately, its versions with their state and error (rollback to one), and a deploy form: upload a zip (stored in the
 // cluster through POST /api/v1/packages) or give a remote URI; either becomes a new version.
 
 import { api, get, getCsrfToken, isReadOnly, post } from "./api.js";
@@ -32,6 +32,26 @@ export function problemNotice(endpoint) {
   return h("div", { class: "notice error", role: "alert", id: "endpoint-problem" },
     h("strong", {}, "Replicas cannot start: "), problem.message,
     problem.detail ? h("pre", { class: "mono" }, String(problem.detail).slice(-1500)) : null);
+}
+
+// Webhook deliveries of the last hour that failed every attempt or were refused (GET /api/v1/stats: the
+// endpoint's `webhooks`); nothing when every one arrived.
+export function webhookNotice(name) {
+  const box = h("div", {});
+  get("/api/v1/stats").then((result) => {
+    const rows = result.ok && result.data ? result.data.endpoints || {} : {};
+    const w = rows[name] && rows[name].webhooks;
+    if (!w || !(w.failed || w.refused)) return;
+    const total = w.delivered + w.failed + w.refused;
+    const last = w.lastProblem;
+    replace(box, h("div", { class: "notice warn", role: "status", id: "endpoint-webhooks" },
+      h("strong", {}, "Webhooks not delivered: "),
+      `${w.failed + w.refused} of ${total} in the last ${Math.round(w.windowS / 60)} min (${w.failed} failed ` +
+        `after every attempt, ${w.refused} refused by the webhook policy). The jobs' results are still in ` +
+        "their status.",
+      last ? h("div", { class: "mono" }, `latest: job ${last.jobId} ${last.outcome}: ${last.reason}`) : null));
+  });
+  return box;
 }
 
 export function versionsCard(name, ctx, endpoint) {

@@ -1,0 +1,104 @@
+"""What became of each endpoint's webhook deliveries lately: pure, clock passed in.
+
+A job's webhook is sent after the job is final, retried with backoff, and then given up (``failed``), or
+never sent because its address is refused by the webhook policy (``refused``). The job itself is not
+changed by that: its result stays in ``/status``. So a delivery that never arrives must show up where the
+user looks instead: ``ripple status`` and ``ripple doctor`` read :meth:`WebhookOutcomes.summary` through
+``/api/v1/stats`` (the ``webhooks`` field of an endpoint's row).
+
+Kept in the queue actor's memory: counts over the last :data:`WINDOW_S` seconds since the queue (re)started,
+at most :data:`KEPT_PER_ENDPOINT` outcomes an endpoint, and the latest failure or refusal with its reason.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+Outcome = Literal["delivered", "failed", "refused"]
+
+WINDOW_S = 3600.0
+"""How far back the counts reach."""
+
+KEPT_PER_ENDPOINT = 1000
+"""Most outcomes kept an endpoint (the oldest go first: counts then cover less than the window)."""
+
+
+@dataclass(frozen=True)
+class Problem:
+    """One delivery that did not arrive: the job, ``failed`` or ``refused``, why, and when (wall clock, s)."""
+
+    job_id: str
+    outcome: Outcome
+    reason: str
+    at_s: float
+
+    def wire(self) -> dict[str, Any]:
+        return {"jobId": self.job_id, "outcome": self.outcome, "reason": self.reason, "atS": self.at_s}
+
+
+@dataclass
+class _Endpoint:
+    seen: deque[tuple[float, Outcome]] = field(default_factory=lambda: deque(maxlen=KEPT_PER_ENDPOINT))
+    last_problem: Problem | None = None
+
+
+class WebhookOutcomes:
+    """Recent delivery outcomes per endpoint. Single-threaded (the queue actor's event loop)."""
+
+    def __init__(self) -> None:
+        self._by_endpoint: dict[str, _Endpoint] = {}
+
+    def record(
+        self, endpoint: str, outcome: Outcome, now_s: float, job_id: str = "", reason: str = ""
+    ) -> None:
+        """One delivery's end: ``delivered``, or ``failed`` (every attempt) / ``refused`` with ``reason``."""
+        ep = self._by_endpoint.setdefault(endpoint, _Endpoint())
+        ep.seen.append((now_s, outcome))
+        if outcome != "delivered":
+            ep.last_problem = Problem(job_id, outcome, reason, now_s)
+
+    def forget(self, endpoint: str) -> None:
+        """The endpoint was deleted."""
+        self._by_endpoint.pop(endpoint, None)
+
+    def summary(self, endpoint: str, now_s: float) -> dict[str, Any] | None:
+        """Counts of each outcome over the last :data:`WINDOW_S` seconds (``windowS``), and
+        ``lastProblem`` when the latest failure or refusal falls in it; None when there were no deliveries
+        in it."""
+        ep = self._by_endpoint.get(endpoint)
+        if ep is None:
+            return None
+        while ep.seen and ep.seen[0][0] < now_s - WINDOW_S:
+            ep.seen.popleft()
+        if not ep.seen:
+            return None
+        counts = {"delivered": 0, "failed": 0, "refused": 0}
+        for _, outcome in ep.seen:
+            counts[outcome] += 1
+        out: dict[str, Any] = {**counts, "windowS": WINDOW_S}
+        if ep.last_problem is not None and ep.last_problem.at_s >= now_s - WINDOW_S:
+            out["lastProblem"] = ep.last_problem.wire()
+        return out
+
+
+def trouble(summary: Mapping[str, Any] | None) -> str | None:
+    """What ``ripple status`` and ``ripple doctor`` say of an endpoint's ``webhooks`` summary (as
+    :meth:`WebhookOutcomes.summary` writes it); None when every delivery in it arrived."""
+    if not summary:
+        return None
+    failed, refused = int(summary.get("failed") or 0), int(summary.get("refused") or 0)
+    if not failed and not refused:
+        return None
+    total = failed + refused + int(summary.get("delivered") or 0)
+    why = [f"{failed} failed after every attempt"] if failed else []
+    why += [f"{refused} refused by the webhook policy"] if refused else []
+    minutes = float(summary.get("windowS") or WINDOW_S) / 60
+    text = f"{failed + refused} of {total} webhook deliveries in the last {minutes:g} min did not arrive"
+    text += f" ({', '.join(why)})"
+    last = summary.get("lastProblem")
+    if isinstance(last, Mapping):
+        text += f"; latest: job {last.get('jobId')} {last.get('outcome')}: {last.get('reason')}"
+    return text
