@@ -65,6 +65,7 @@ class Autoscaler:
             take_wait_s=min(5.0, boot.take_wait_s),
             heartbeat_s=max(0.5, boot.queue.heartbeat_timeout_s / 4),
             drain_timeout_s=boot.drain_timeout_s,
+            ready_timeout_s=boot.ready_timeout_s,
             max_gpus=self.settings.max_gpus,
             queue_retry_s=max(QUEUE_RESTART_WAIT_S, boot.queue.heartbeat_timeout_s),
         )

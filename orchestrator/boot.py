@@ -23,6 +23,7 @@ class BootConfig:
     embedded_store: bool
     autoscaler: AutoscalerSettings
     drain_timeout_s: float
+    ready_timeout_s: float = 900.0
     dashboard_url: str | None = None
     max_package_bytes: int = 100 * 1024 * 1024
 
@@ -43,6 +44,7 @@ def boot_config(
         embedded_store=embedded,
         autoscaler=settings.autoscaler,
         drain_timeout_s=settings.drain_timeout_s,
+        ready_timeout_s=settings.ready_timeout_s,
         dashboard_url=dashboard_url,
         max_package_bytes=settings.max_package_bytes,
     )

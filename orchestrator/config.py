@@ -135,6 +135,13 @@ class Settings(BaseSettings):
         description="Hosts, '*.domain's and CIDRs webhooks may target though not public (comma-separated).",
     )
     drain_timeout_s: float = Field(default=600.0, gt=0, description="Longest a draining worker may take.")
+    ready_timeout_s: float = Field(
+        default=900.0,
+        gt=0,
+        le=86_400,
+        description="Longest a new version's replica may load (placed, not ready) before the rollout counts "
+        "it as a failed start and goes back to the stable version.",
+    )
     serve_replicas: int = Field(default=1, ge=1, le=64)
     dashboard: bool = True
     dashboard_port: int = Field(default=8265, ge=0, le=65535)

@@ -247,7 +247,7 @@ def plan_rollout(
     failures = [f.error for f in target.failures if f.version == t]
     failures += [
         f"not ready {now_s - (r.loading_since_s or now_s):.0f} s after placement "
-        f"(readiness timeout {policy.ready_timeout_s:g} s)"
+        f"(readiness timeout {policy.ready_timeout_s:g} s: RIPPLE_READY_TIMEOUT_S)"
         for r in timed_out
     ]
     error = f"v{t} failed to start: {failures[0]}" if failures else None

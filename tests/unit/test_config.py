@@ -206,6 +206,16 @@ def test_boot_config_carries_typed_autoscaler_settings() -> None:
     assert pickle.loads(pickle.dumps(boot)) == boot, "it travels to the actors"
 
 
+def test_the_readiness_timeout_is_a_setting(monkeypatch: pytest.MonkeyPatch) -> None:
+    assert load_settings().ready_timeout_s == 900.0
+    monkeypatch.setenv("RIPPLE_READY_TIMEOUT_S", "3600")
+    boot = boot_config(load_settings(), "unix:///tmp/r.sock", True, AuthConfig(enabled=False))
+    assert boot.ready_timeout_s == 3600.0, "on its way to every pool (PoolConfig.ready_timeout_s)"
+    monkeypatch.setenv("RIPPLE_READY_TIMEOUT_S", "0")
+    with pytest.raises(ConfigError, match="ready_timeout_s"):
+        load_settings()
+
+
 def test_cpu_and_memory_caps_from_the_environment_reach_the_policy(monkeypatch: pytest.MonkeyPatch) -> None:
     """RIPPLE_AUTOSCALER__MAX_CPUS / __MAX_MEMORY_GB become the snapshot's caps (as the autoscaler actor
     passes them), and the policy grants no replica beyond them."""

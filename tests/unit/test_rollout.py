@@ -194,7 +194,7 @@ def test_readiness_timeout_halts() -> None:
     policy = RolloutPolicy(ready_timeout_s=30.0)
     p = plan_rollout(rs, target(), NOW_S, policy)
     assert p.status is RolloutStatus.HALTED
-    assert p.error is not None and "readiness timeout 30 s" in p.error
+    assert p.error is not None and "readiness timeout 30 s: RIPPLE_READY_TIMEOUT_S" in p.error
     assert p.to_drain == ("n1",) and p.starts == ()
     # Waiting for placement is not loading: no timeout.
     pending = [idle("a", 1), idle("b", 1), starting("n1", 2, pending=True)]
