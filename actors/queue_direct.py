@@ -94,15 +94,17 @@ class DirectStore:
         (job id, result body, streamed: this replica's) are finished first, in the same step as the take,
         and the queue told as :meth:`report` tells it. None when nothing was done here, ``results``
         included (the store is not reachable or failed, or a result is not final): the caller reports them
-        and takes through the queue."""
+        and takes through the queue; [] when the store failed after the results were finished."""
         store = await self.store()
         if store is None:
             return None
         items = self._items(results)
         if items is None:
             return None
+        jobs: list[TakenJob] = []
         try:
             jobs = await self._claim(store, max_jobs if _going(stop) else 0, version, _going(stop), items)
+            items = []  # finished: whatever fails from here on, they are not sent again
             if not jobs and _going(stop):
                 handed = await self._wait_for_job(store, wait_s, stop)
                 # Unparked, with what was handed meanwhile; no more from the queue once stopping.
@@ -110,7 +112,9 @@ class DirectStore:
                 jobs = [handed] if handed else await self._claim(store, more, version, False, [])
         except Exception:
             log.warning("taking from the store failed; taking through the queue", exc_info=True)
-            return None
+            if items or not results:
+                return None
+            jobs = []  # the results are finished; the next take tries the store again
         if jobs:
             self._untold.update((j.id, None) for j in jobs)
             if self._telling is None:

@@ -149,6 +149,28 @@ async def test_results_go_with_the_next_take_finished_first(redis_url: str, redi
     assert view is not None and view.output == "ok", "the first result wins"
 
 
+async def test_results_finished_with_a_take_are_not_sent_again_when_the_wait_fails(
+    redis_url: str, redis_store: RedisStore
+) -> None:
+    (job,) = await _leased(redis_store)
+    queue = FakeQueue(redis_url, redis_store.k.prefix)
+    direct = DirectStore(queue, "ep", "w1")
+    store = await direct.store()
+    assert store is not None
+
+    async def lost(*_: Any) -> None:
+        raise ConnectionError("the store went away during the wait")
+
+    store.wait_for_job = lost  # type: ignore[method-assign]
+    done = [(job, {"output": 1}, False)]
+    assert await direct.take(1, 0.05, None, results=done) == [], "finished, none taken"
+    view = await redis_store.get(job)
+    assert view is not None and view.status is JobStatus.COMPLETED
+    await direct.settle()
+    assert [(o.job_id, o.applied) for _, _, outcomes in queue.told for o in outcomes] == [(job, True)]
+    assert await direct.take(1, 0.05, None) is None, "without results: taken through the queue, as before"
+
+
 async def test_a_take_with_a_result_not_final_does_nothing(redis_url: str, redis_store: RedisStore) -> None:
     d = make(redis_store, FakeClock(), Recorder())
     await d.create_endpoint(ep())
