@@ -171,6 +171,29 @@ class OutsideWorker:
             self.errors.append(f"done answered {done.status_code}: {done.text[:200]}")
 
 
+@contextlib.contextmanager
+def _logged_in(ripple: Instance) -> Iterator[Any]:
+    """A page of a fresh headless Chromium, logged in with the admin key (on the dashboard); once the block
+    is done, no script error may have been raised on it."""
+    from playwright.sync_api import expect, sync_playwright
+
+    page_errors: list[str] = []
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
+        try:
+            page = browser.new_page(viewport={"width": 1400, "height": 900})
+            page.set_default_timeout(30_000)
+            page.on("pageerror", lambda exc: page_errors.append(str(exc)))
+            page.goto(f"{ripple.base_url}/ui/login")
+            page.fill("#api_key", ripple.api_key)
+            page.click("button[type=submit]")
+            expect(page.locator("h1")).to_have_text("Dashboard")
+            yield page
+        finally:
+            browser.close()
+    assert page_errors == [], page_errors
+
+
 def _snap(page: Any, path: Path, *, full_page: bool = True) -> None:
     """A screenshot from the top of the page (the sidebar is sticky, so scrolling would shift it)."""
     page.evaluate("window.scrollTo(0, 0)")
@@ -416,7 +439,7 @@ def test_endpoint_page_versions_deploy_and_rollback(ripple: Instance, shots: Pat
     import io
     import zipfile
 
-    from playwright.sync_api import expect, sync_playwright
+    from playwright.sync_api import expect
 
     admin = {"Authorization": f"Bearer {ripple.api_key}"}
     name = "e2e-versions"
@@ -428,47 +451,31 @@ def test_endpoint_page_versions_deploy_and_rollback(ripple: Instance, shots: Pat
         zf.writestr("requirements.txt", "inflection==0.5.1\n")
     code = tmp_path / "code.zip"
     code.write_bytes(buf.getvalue())
-    page_errors: list[str] = []
-    with sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
-        try:
-            page = browser.new_page(viewport={"width": 1400, "height": 900})
-            page.set_default_timeout(30_000)
-            page.on("pageerror", lambda exc: page_errors.append(str(exc)))
-            page.goto(f"{ripple.base_url}/ui/login")
-            page.fill("#api_key", ripple.api_key)
-            page.click("button[type=submit]")
-            expect(page.locator("h1")).to_have_text("Dashboard")
+    with _logged_in(ripple) as page:
+        page.goto(f"{ripple.base_url}/ui/#/endpoints/{name}")
+        versions = page.locator("#versions")
+        expect(versions.locator("tr", has_text="v1").locator("[data-state=active]")).to_be_visible()
+        page.set_input_files("#deploy-zip", str(code))
+        page.click("button:has-text('Deploy')")
+        expect(page.locator(".toast", has_text="version 2")).to_be_visible()
+        expect(versions.locator("tr", has_text="v2").locator("[data-state=active]")).to_be_visible()
+        expect(versions.locator("tr", has_text="v1").locator("[data-state=stale]")).to_be_visible()
+        _snap(page, shots / "30-endpoint-versions.png")
+        got = httpx.get(f"{ripple.base_url}/api/v1/endpoints/{name}", headers=admin).json()
+        assert got["version"] == 2 and got["runtimeEnv"]["working_dir"].startswith("gcs://_ray_pkg_")
+        assert got["runtimeEnv"]["pip"] == ["inflection==0.5.1"] and got["codeDigest"].startswith("sha256:")
 
-            page.goto(f"{ripple.base_url}/ui/#/endpoints/{name}")
-            versions = page.locator("#versions")
-            expect(versions.locator("tr", has_text="v1").locator("[data-state=active]")).to_be_visible()
-            page.set_input_files("#deploy-zip", str(code))
-            page.click("button:has-text('Deploy')")
-            expect(page.locator(".toast", has_text="version 2")).to_be_visible()
-            expect(versions.locator("tr", has_text="v2").locator("[data-state=active]")).to_be_visible()
-            expect(versions.locator("tr", has_text="v1").locator("[data-state=stale]")).to_be_visible()
-            _snap(page, shots / "30-endpoint-versions.png")
-            got = httpx.get(f"{ripple.base_url}/api/v1/endpoints/{name}", headers=admin).json()
-            assert got["version"] == 2 and got["runtimeEnv"]["working_dir"].startswith("gcs://_ray_pkg_")
-            assert got["runtimeEnv"]["pip"] == ["inflection==0.5.1"] and got["codeDigest"].startswith(
-                "sha256:"
-            )
-
-            versions.locator('button[data-rollback="1"]').click()
-            expect(page.locator(".toast", has_text="as v3")).to_be_visible()
-            expect(versions.locator("tr", has_text="v3")).to_be_visible()
-            back = httpx.get(f"{ripple.base_url}/api/v1/endpoints/{name}", headers=admin).json()
-            assert back["version"] == 3 and back["runtimeEnv"] is None
-        finally:
-            browser.close()
-    assert page_errors == [], page_errors
+        versions.locator('button[data-rollback="1"]').click()
+        expect(page.locator(".toast", has_text="as v3")).to_be_visible()
+        expect(versions.locator("tr", has_text="v3")).to_be_visible()
+        back = httpx.get(f"{ripple.base_url}/api/v1/endpoints/{name}", headers=admin).json()
+        assert back["version"] == 3 and back["runtimeEnv"] is None
 
 
 def test_endpoint_page_says_webhooks_did_not_arrive(ripple: Instance, shots: Path) -> None:
     """A job whose webhook never arrived (nothing listens at its address) is named on its endpoint's page,
     with why; the job's result is still there."""
-    from playwright.sync_api import expect, sync_playwright
+    from playwright.sync_api import expect
 
     admin = {"Authorization": f"Bearer {ripple.api_key}"}
     worker = {"Authorization": ripple.worker_key}
@@ -489,23 +496,10 @@ def test_endpoint_page_says_webhooks_did_not_arrive(ripple: Instance, shots: Pat
         time.sleep(0.2)
     else:
         pytest.fail(f"the delivery never failed: {stats.get(name)}")
-    page_errors: list[str] = []
-    with sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
-        try:
-            page = browser.new_page(viewport={"width": 1400, "height": 900})
-            page.set_default_timeout(30_000)
-            page.on("pageerror", lambda exc: page_errors.append(str(exc)))
-            page.goto(f"{ripple.base_url}/ui/login")
-            page.fill("#api_key", ripple.api_key)
-            page.click("button[type=submit]")
-            expect(page.locator("h1")).to_have_text("Dashboard")
-            page.goto(f"{ripple.base_url}/ui/#/endpoints/{name}")
-            notice = page.locator("#endpoint-webhooks")
-            expect(notice).to_contain_text("1 of 1 in the last 60 min (1 failed after every attempt")
-            expect(notice).to_contain_text(f"latest: job {job['id']} failed: ConnectError after 1 attempt")
-            expect(notice).not_to_contain_text("attempts")
-            _snap(page, shots / "40-endpoint-webhooks.png")
-        finally:
-            browser.close()
-    assert page_errors == [], page_errors
+    with _logged_in(ripple) as page:
+        page.goto(f"{ripple.base_url}/ui/#/endpoints/{name}")
+        notice = page.locator("#endpoint-webhooks")
+        expect(notice).to_contain_text("1 of 1 in the last 60 min (1 failed after every attempt")
+        expect(notice).to_contain_text(f"latest: job {job['id']} failed: ConnectError after 1 attempt")
+        expect(notice).not_to_contain_text("attempts")
+        _snap(page, shots / "40-endpoint-webhooks.png")
