@@ -20,6 +20,8 @@ Then Ripple (`ripple up --detach`, 2 logical GPUs), one instance for everything:
    no dashboard and no other actors).
 4. Scale from zero including the first job after the endpoint is created, then preemption
    (bench/ripple_targets.py).
+Then, that instance stopped, a second one with Ray's dashboard off (`RIPPLE_DASHBOARD=false`), as the bare
+Ray of 2. is: 5. HTTP runsync round trips on the same warm no-op endpoint, against 2.'s echo route.
 
 Prints the load average before and after every section, then one table (metric | Ripple | peer | ratio |
 target | met?) and what missed its target. A failed section is reported and the others still run; the
@@ -202,6 +204,33 @@ def run_ripple(
             report.section("Ripple: no-op endpoint, 2 warm replicas", warm)
             report.section("Ripple: scale from zero", cold)
             report.section("Ripple: preemption", preempt)
+    instance.stop()  # before the next instance: never two on the cores at once
+
+
+def run_ripple_without_dashboard(
+    args: argparse.Namespace, workdir: Path, report: Report, on_exit: Callable[[Callable[[], None]], None]
+) -> None:
+    """A second instance with Ray's dashboard off, as the bare Ray of the plain Serve route: HTTP runsync
+    round trips on the warm no-op endpoint."""
+    f = report.figures
+    instance = RippleInstance(workdir, num_gpus=2, dashboard=False)
+    on_exit(instance.stop)
+    report.section(
+        "ripple up, dashboard off",
+        lambda: report.notes.append(f"ripple up (dashboard off) took {instance.start():.1f} s"),
+    )
+    with instance.http() as http:
+
+        def runsync() -> None:
+            instance.create_endpoint(http, incluster.SPEC)
+            instance.wait_serving(http, incluster.ENDPOINT, 2)
+            ripple_http.bench_round_trip(http, incluster.ENDPOINT, 50)  # warm-up
+            trips = ripple_http.bench_round_trip(http, incluster.ENDPOINT, args.samples)
+            f.ripple_runsync_nodash_p50_ms, f.ripple_runsync_nodash_p99_ms = trips.p50_ms, trips.p99_ms
+
+        if instance.state:
+            report.section("Ripple, dashboard off: HTTP runsync", runsync)
+    instance.stop()
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -233,6 +262,7 @@ def main(argv: list[str] | None = None) -> int:
             run_peers(args, session.workdir, report)
         if not args.skip_ripple:
             run_ripple(args, session.workdir, report, session.on_exit)
+            run_ripple_without_dashboard(args, session.workdir, report, session.on_exit)
     if session.interrupted:
         return 130
     rows = build_rows(report.figures)

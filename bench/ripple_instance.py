@@ -33,10 +33,13 @@ class RippleInstance:
     """`ripple up --insecure --detach --data-dir DIR --port PORT --num-gpus N`, run from the repo root (so
     that `bench.*` handlers import on the replicas)."""
 
-    def __init__(self, workdir: Path, num_gpus: int = 2) -> None:
-        self.data_dir = workdir / "ripple-data"
-        self.log_path = workdir / "ripple-up.log"
+    def __init__(self, workdir: Path, num_gpus: int = 2, *, dashboard: bool = True) -> None:
+        """``dashboard`` False: Ray's dashboard off (``RIPPLE_DASHBOARD=false``), as on a bare Ray."""
+        name = "ripple" if dashboard else "ripple-nodash"
+        self.data_dir = workdir / f"{name}-data"
+        self.log_path = workdir / f"{name}-up.log"
         self.num_gpus = num_gpus
+        self.dashboard = dashboard
         self.port = free_port()
         self.base_url = f"http://127.0.0.1:{self.port}"
         self.state: dict[str, Any] = {}
@@ -106,6 +109,8 @@ class RippleInstance:
         env = dict(os.environ)
         env.pop("RAY_ADDRESS", None)
         env["RAY_AUTH_MODE"] = "disabled"
+        if not self.dashboard:
+            env["RIPPLE_DASHBOARD"] = "false"
         return env
 
     def remember(self) -> None:

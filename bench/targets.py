@@ -40,6 +40,9 @@ class Figures:
     ripple_runsync_beside_p99_ms: float | None = None
     serve_http_beside_p50_ms: float | None = None
     serve_http_beside_p99_ms: float | None = None
+    # runsync on a second instance with Ray's dashboard off, as the bare Ray of the plain Serve route
+    ripple_runsync_nodash_p50_ms: float | None = None
+    ripple_runsync_nodash_p99_ms: float | None = None
     serve_handle_p50_ms: float | None = None  # plain Serve DeploymentHandle call
     serve_handle_p99_ms: float | None = None
     preempt_p50_s: float | None = None  # high-priority job: created -> started, GPUs held by idle lo
@@ -61,6 +64,7 @@ def build_rows(f: Figures) -> list[Row]:
     rt = "round trip {}, in-cluster submit+result"
     runsync = "round trip {}, HTTP runsync"
     beside = "round trip {}, HTTP runsync (same cluster)"
+    nodash = "round trip {}, HTTP runsync (Ray's dashboard off, as the bare Ray)"
     cold = "scale from zero {}: job start - created - init"
     preempt = "preemption {}: high-priority job created -> started"
     return [
@@ -80,6 +84,9 @@ def build_rows(f: Figures) -> list[Row]:
             f.serve_http_beside_p50_ms, Target("max_ratio", 1.5)),
         Row(beside.format("p99"), "ms", f.ripple_runsync_beside_p99_ms, SERVE_HTTP_BESIDE,
             f.serve_http_beside_p99_ms),
+        Row(nodash.format("p50"), "ms", f.ripple_runsync_nodash_p50_ms, SERVE_HTTP, f.serve_http_p50_ms,
+            Target("max_ratio", 1.5)),
+        Row(nodash.format("p99"), "ms", f.ripple_runsync_nodash_p99_ms, SERVE_HTTP, f.serve_http_p99_ms),
         Row(preempt.format("p50"), "s", f.preempt_p50_s, target=Target("max", 1.5)),
         Row(preempt.format("max"), "s", f.preempt_max_s, target=Target("max", 1.5)),
         Row(cold.format("p95"), "s", f.ripple_cold_p95_s, SERVE_ASYNC, f.serve_async_cold_p95_s,

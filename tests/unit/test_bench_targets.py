@@ -20,6 +20,11 @@ def _row(rows: list[Row], metric_start: str, peer: str = "") -> Row:
     return row
 
 
+def _exact(rows: list[Row], metric: str, peer: str) -> Row:
+    (row,) = [r for r in rows if r.metric == metric and r.peer_name == peer]
+    return row
+
+
 def test_throughput_is_held_to_three_times_serve_async_and_five_times_celery() -> None:
     rows = build_rows(Figures(ripple_jobs_s=3000.0, serve_async_jobs_s=900.0, celery_jobs_s=700.0))
     vs_serve = _row(rows, "no-op jobs", SERVE_ASYNC)
@@ -39,7 +44,7 @@ def test_round_trips_are_held_to_celery_and_runsync_to_the_plain_serve_route() -
         r for r in rows if r.metric.startswith("round trip p50, in-cluster") and r.peer_name == CELERY
     ]
     assert target.met is True and stretch.met is False  # 1.2x: within 1.5x, not equal
-    assert _row(rows, "round trip p50, HTTP runsync", SERVE_HTTP).met is False  # 1.6x > 1.5x
+    assert _exact(rows, "round trip p50, HTTP runsync", SERVE_HTTP).met is False  # 1.6x > 1.5x
 
 
 def test_runsync_against_the_route_beside_it_on_the_same_cluster_has_its_own_row_and_verdict() -> None:
@@ -50,10 +55,18 @@ def test_runsync_against_the_route_beside_it_on_the_same_cluster_has_its_own_row
         serve_http_beside_p50_ms=8.0,
     )
     rows = build_rows(figures)
-    assert _row(rows, "round trip p50, HTTP runsync", SERVE_HTTP).met is False  # 2x: the bare-Ray route
+    assert _exact(rows, "round trip p50, HTTP runsync", SERVE_HTTP).met is False  # 2x: the bare-Ray route
     beside = _row(rows, "round trip p50, HTTP runsync (same cluster)", SERVE_HTTP_BESIDE)
     assert beside.ratio is not None and abs(beside.ratio - 11.0 / 8.0) < 1e-9 and beside.met is True
     assert missed(rows) == [f"round trip p50, HTTP runsync vs {SERVE_HTTP}: 2.00x, target <= 1.5x peer"]
+
+
+def test_runsync_with_the_dashboard_off_is_held_to_the_bare_ray_route() -> None:
+    figures = Figures(ripple_runsync_p50_ms=10.0, ripple_runsync_nodash_p50_ms=8.5, serve_http_p50_ms=6.0)
+    rows = build_rows(figures)
+    nodash = _exact(rows, "round trip p50, HTTP runsync (Ray's dashboard off, as the bare Ray)", SERVE_HTTP)
+    assert nodash.ratio is not None and abs(nodash.ratio - 8.5 / 6.0) < 1e-9 and nodash.met is True
+    assert _exact(rows, "round trip p50, HTTP runsync", SERVE_HTTP).met is False  # 1.67x: dashboard on
 
 
 def test_preemption_and_scale_from_zero_are_absolute_and_missing_numbers_give_no_verdict() -> None:
