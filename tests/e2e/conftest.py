@@ -17,7 +17,6 @@ import contextlib
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -31,6 +30,7 @@ import httpx
 import pytest
 
 from orchestrator.ops.procs import alive
+from tests import ports
 
 REPO = Path(__file__).resolve().parents[2]
 HANDLERS = REPO / "examples" / "handlers.py"
@@ -50,11 +50,8 @@ FAST_ENV = {
 
 
 def free_port() -> int:
-    """A TCP port free on 127.0.0.1 right now."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
+    """A TCP port free right now, below the ephemeral range (:func:`ports.free_port`)."""
+    return ports.free_port()
 
 
 def ripple_exe() -> str:

@@ -15,7 +15,6 @@ import contextlib
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import threading
@@ -27,6 +26,8 @@ from typing import Any
 
 import httpx
 import pytest
+
+from tests import ports
 
 pytestmark = pytest.mark.timeout(900)
 
@@ -62,10 +63,7 @@ def _ripple_command() -> list[str]:
 
 
 def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
+    return ports.free_port()
 
 
 def _wait_ready(base_url: str, proc: subprocess.Popen[bytes], log_path: Path) -> None:
@@ -172,9 +170,9 @@ class OutsideWorker:
 
 
 @contextlib.contextmanager
-def _logged_in(ripple: Instance) -> Iterator[Any]:
-    """A page of a fresh headless Chromium, logged in with the admin key (on the dashboard); once the block
-    is done, no script error may have been raised on it."""
+def _logged_in(ripple: Instance, key: str | None = None) -> Iterator[Any]:
+    """A page of a fresh headless Chromium, logged in with ``key`` (default: the admin key) and on the
+    dashboard; once the block is done, no script error may have been raised on it."""
     from playwright.sync_api import expect, sync_playwright
 
     page_errors: list[str] = []
@@ -185,7 +183,7 @@ def _logged_in(ripple: Instance) -> Iterator[Any]:
             page.set_default_timeout(30_000)
             page.on("pageerror", lambda exc: page_errors.append(str(exc)))
             page.goto(f"{ripple.base_url}/ui/login")
-            page.fill("#api_key", ripple.api_key)
+            page.fill("#api_key", key or ripple.api_key)
             page.click("button[type=submit]")
             expect(page.locator("h1")).to_have_text("Dashboard")
             yield page
@@ -372,7 +370,7 @@ def test_operator_workflow_in_a_real_browser(ripple: Instance, shots: Path) -> N
 def test_a_read_key_sees_everything_and_changes_nothing(ripple: Instance, shots: Path) -> None:
     """Logged in with a ``read`` key: every page renders, every change control is hidden, the Audit page
     lists changes, and a change sent anyway (with the session's CSRF token) is refused with 403."""
-    from playwright.sync_api import expect, sync_playwright
+    from playwright.sync_api import expect
 
     admin = {"Authorization": f"Bearer {ripple.api_key}"}
     made = httpx.post(f"{ripple.base_url}/api/v1/endpoints", json={"name": "e2e-readonly"}, headers=admin)
@@ -382,55 +380,42 @@ def test_a_read_key_sees_everything_and_changes_nothing(ripple: Instance, shots:
     )
     assert created.status_code == 201, created.text
     read_key = created.json()["key"]
-    page_errors: list[str] = []
-    with sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
-        try:
-            page = browser.new_page(viewport={"width": 1400, "height": 900})
-            page.set_default_timeout(30_000)
-            page.on("pageerror", lambda exc: page_errors.append(str(exc)))
-            page.goto(f"{ripple.base_url}/ui/login")
-            page.fill("#api_key", read_key)
-            page.click("button[type=submit]")
-            expect(page.locator("h1")).to_have_text("Dashboard")
-            expect(page.locator("#session-key")).to_contain_text("e2e-dashboard (read, read-only)")
-            expect(page.locator("a:has-text('New endpoint')")).to_be_hidden()
+    with _logged_in(ripple, read_key) as page:
+        expect(page.locator("#session-key")).to_contain_text("e2e-dashboard (read, read-only)")
+        expect(page.locator("a:has-text('New endpoint')")).to_be_hidden()
 
-            page.click("a[data-nav=endpoints]")
-            expect(page.locator("tr", has_text="e2e-readonly")).to_be_visible()
-            expect(page.locator('button[data-delete="e2e-readonly"]')).to_be_hidden()
-            expect(page.locator("a:has-text('New endpoint')")).to_be_hidden()
-            page.locator("tr", has_text="e2e-readonly").locator("a:has-text('View')").click()
-            expect(page.locator("#f-priority")).to_be_disabled()
-            expect(page.locator("button:has-text('Save changes')")).to_be_hidden()
-            expect(page.locator("#delete-endpoint")).to_have_count(0)
-            _snap(page, shots / "20-read-only-endpoint.png")
+        page.click("a[data-nav=endpoints]")
+        expect(page.locator("tr", has_text="e2e-readonly")).to_be_visible()
+        expect(page.locator('button[data-delete="e2e-readonly"]')).to_be_hidden()
+        expect(page.locator("a:has-text('New endpoint')")).to_be_hidden()
+        page.locator("tr", has_text="e2e-readonly").locator("a:has-text('View')").click()
+        expect(page.locator("#f-priority")).to_be_disabled()
+        expect(page.locator("button:has-text('Save changes')")).to_be_hidden()
+        expect(page.locator("#delete-endpoint")).to_have_count(0)
+        _snap(page, shots / "20-read-only-endpoint.png")
 
-            page.click("a[data-nav=jobs]")
-            expect(page.locator("#submit-job")).to_be_hidden()
-            page.click("a[data-nav=autoscaler]")
-            expect(page.locator("h1")).to_contain_text("Autoscaler")
-            expect(page.locator("#autoscaler-disable")).to_be_hidden()
-            page.click("a[data-nav=audit]")
-            row = page.locator("tr", has_text="key.create").filter(has_text="e2e-dashboard")
-            expect(row).to_be_visible()
-            expect(page.locator("tr", has_text="endpoint.create").first).to_be_visible()
-            _snap(page, shots / "21-audit.png")
+        page.click("a[data-nav=jobs]")
+        expect(page.locator("#submit-job")).to_be_hidden()
+        page.click("a[data-nav=autoscaler]")
+        expect(page.locator("h1")).to_contain_text("Autoscaler")
+        expect(page.locator("#autoscaler-disable")).to_be_hidden()
+        page.click("a[data-nav=audit]")
+        row = page.locator("tr", has_text="key.create").filter(has_text="e2e-dashboard")
+        expect(row).to_be_visible()
+        expect(page.locator("tr", has_text="endpoint.create").first).to_be_visible()
+        _snap(page, shots / "21-audit.png")
 
-            # The server refuses a change sent anyway, with the session's own CSRF token.
-            status = page.evaluate(
-                """async () => {
-                    const s = await (await fetch('/ui/session')).json();
-                    const r = await fetch('/api/v1/autoscaler/disable',
-                        {method: 'POST', headers: {'X-CSRF-Token': s.csrfToken}, credentials: 'same-origin'});
-                    return r.status;
-                }"""
-            )
-            assert status == 403
-            assert read_key not in page.content()
-        finally:
-            browser.close()
-    assert page_errors == [], page_errors
+        # The server refuses a change sent anyway, with the session's own CSRF token.
+        status = page.evaluate(
+            """async () => {
+                const s = await (await fetch('/ui/session')).json();
+                const r = await fetch('/api/v1/autoscaler/disable',
+                    {method: 'POST', headers: {'X-CSRF-Token': s.csrfToken}, credentials: 'same-origin'});
+                return r.status;
+            }"""
+        )
+        assert status == 403
+        assert read_key not in page.content()
 
 
 def test_endpoint_page_versions_deploy_and_rollback(ripple: Instance, shots: Path, tmp_path: Path) -> None:

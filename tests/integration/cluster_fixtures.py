@@ -25,7 +25,6 @@ import json
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -38,6 +37,7 @@ from typing import Any, TypeVar
 import httpx
 
 from orchestrator.ops.procs import alive
+from tests import ports
 
 REPO = Path(__file__).resolve().parents[2]
 T = TypeVar("T")
@@ -48,11 +48,8 @@ WORKING_DIR_EXCLUDES = [".git", ".venv", "bench/results", "kuberay", "docs", "te
 
 
 def free_port() -> int:
-    """A TCP port free on 127.0.0.1 right now."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
+    """A TCP port free right now, below the ephemeral range (:func:`ports.free_port`)."""
+    return ports.free_port()
 
 
 def wait_for(fn: Callable[[], T], timeout_s: float, what: str, interval_s: float = 0.5) -> T:
