@@ -170,10 +170,10 @@ class OutsideWorker:
 
 
 @contextlib.contextmanager
-def _logged_in(ripple: Instance, key: str | None = None) -> Iterator[Any]:
-    """A page of a fresh headless Chromium, logged in with ``key`` (default: the admin key) and on the
-    dashboard; once the block is done, no script error may have been raised on it."""
-    from playwright.sync_api import expect, sync_playwright
+def _page() -> Iterator[Any]:
+    """A page of a fresh headless Chromium; once the block is done, no script error may have been raised on
+    it."""
+    from playwright.sync_api import sync_playwright
 
     page_errors: list[str] = []
     with sync_playwright() as p:
@@ -182,14 +182,23 @@ def _logged_in(ripple: Instance, key: str | None = None) -> Iterator[Any]:
             page = browser.new_page(viewport={"width": 1400, "height": 900})
             page.set_default_timeout(30_000)
             page.on("pageerror", lambda exc: page_errors.append(str(exc)))
-            page.goto(f"{ripple.base_url}/ui/login")
-            page.fill("#api_key", key or ripple.api_key)
-            page.click("button[type=submit]")
-            expect(page.locator("h1")).to_have_text("Dashboard")
             yield page
         finally:
             browser.close()
     assert page_errors == [], page_errors
+
+
+@contextlib.contextmanager
+def _logged_in(ripple: Instance, key: str | None = None) -> Iterator[Any]:
+    """A :func:`_page` logged in with ``key`` (default: the admin key), on the dashboard."""
+    from playwright.sync_api import expect
+
+    with _page() as page:
+        page.goto(f"{ripple.base_url}/ui/login")
+        page.fill("#api_key", key or ripple.api_key)
+        page.click("button[type=submit]")
+        expect(page.locator("h1")).to_have_text("Dashboard")
+        yield page
 
 
 def _snap(page: Any, path: Path, *, full_page: bool = True) -> None:
@@ -206,17 +215,11 @@ def shots(tmp_path: Path) -> Path:
 
 
 def test_operator_workflow_in_a_real_browser(ripple: Instance, shots: Path) -> None:
-    from playwright.sync_api import expect, sync_playwright
+    from playwright.sync_api import expect
 
-    page_errors: list[str] = []
     worker = OutsideWorker(ripple, ENDPOINT, "e2e-worker-1")
-    with sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
-        try:
-            page = browser.new_page(viewport={"width": 1400, "height": 900})
-            page.set_default_timeout(30_000)
-            page.on("pageerror", lambda exc: page_errors.append(str(exc)))
-
+    try:
+        with _page() as page:
             # Login: the UI sends us to the form; a wrong key is refused with a message.
             page.goto(f"{ripple.base_url}/ui/")
             expect(page).to_have_url(f"{ripple.base_url}/ui/login")
@@ -360,10 +363,8 @@ def test_operator_workflow_in_a_real_browser(ripple: Instance, shots: Path) -> N
                 "fetch('/api/v1/endpoints', {credentials: 'same-origin'}).then(r => r.status)"
             )
             assert status == 401
-        finally:
-            browser.close()
-            worker.stop()
-    assert page_errors == [], page_errors
+    finally:
+        worker.stop()
     assert worker.done, worker.errors
 
 
