@@ -27,6 +27,7 @@ from orchestrator.core.jobs import (
 )
 from orchestrator.core.models import NewJob
 from orchestrator.ops import embedded_redis
+from orchestrator.ops.procs import alive
 from orchestrator.store.autoscaler import RedisAutoscalerStore
 from orchestrator.store.memory import MemoryStore
 from orchestrator.store.protocol import REQUEUE_OR_FAIL, FinishItem
@@ -328,6 +329,20 @@ async def test_history_is_capped(redis_store: RedisStore) -> None:
     assert job is not None and len(job.history) == 50 and job.history[-1]["reason"] == "lost 29"
 
 
+def _wait_exited(pid: int, timeout_s: float = 30.0) -> None:
+    """Reap the child ``pid``, or wait until it is gone when it was reaped already (``subprocess`` reaps a
+    finished child whose ``Popen`` was dropped the next time any ``Popen`` is made: seen in CI)."""
+    try:
+        os.waitpid(pid, 0)
+        return
+    except ChildProcessError:
+        pass
+    deadline = time.monotonic() + timeout_s
+    while alive(pid):
+        assert time.monotonic() < deadline, f"process {pid} still running {timeout_s:g} s after shutdown"
+        time.sleep(0.05)
+
+
 async def test_durable_across_a_redis_restart(tmp_path: Path) -> None:
     data_dir = tmp_path / "durable"
     server = embedded_redis.start(data_dir, detach=False)
@@ -343,7 +358,7 @@ async def test_durable_across_a_redis_restart(tmp_path: Path) -> None:
         client = redis.Redis.from_url(server.url)
         client.shutdown(nosave=True)  # no RDB snapshot: only the append-only file can bring the data back
         client.close()
-        os.waitpid(server.pid, 0)
+        _wait_exited(server.pid)
         for rdb in data_dir.rglob("*.rdb"):
             rdb.unlink()
         server = embedded_redis.start(data_dir, detach=False)
