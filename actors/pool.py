@@ -47,7 +47,13 @@ from actors.replica import QUEUE_RESTART_WAIT_S, ReplicaConfig, WorkerReplica
 from orchestrator import logs
 from orchestrator.core.gpu_types import TypeCapacity, pick_gpu_type, placement_options
 from orchestrator.core.models import EndpointSpec
-from orchestrator.core.rollout import FailedStart, RolloutPolicy, RolloutStatus, plan_rollout
+from orchestrator.core.rollout import (
+    DEFAULT_READY_TIMEOUT_S,
+    FailedStart,
+    RolloutPolicy,
+    RolloutStatus,
+    plan_rollout,
+)
 from orchestrator.core.workers import (
     WorkerState,
     absorb_report,
@@ -77,7 +83,7 @@ class PoolConfig:
     drain_timeout_s: float = 600.0
     tick_s: float = 1.0
     pending_check_s: float = 2.0
-    ready_timeout_s: float = 900.0  # a new version's replica placed and loading longer than this failed
+    ready_timeout_s: float = DEFAULT_READY_TIMEOUT_S  # a new version's replica loading longer: failed
     max_gpus: float | None = None  # the GPU budget (``autoscaler.max_gpus``): a rollout's surge stays within
     # How long a replica retries its queue calls while the queue is away (a restart, a head loss): set to
     # the heartbeat timeout when that is longer, as the replica's leases outlive the queue that long.

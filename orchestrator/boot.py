@@ -6,6 +6,7 @@ from dataclasses import dataclass
 
 from orchestrator.auth import AuthConfig
 from orchestrator.config import AutoscalerSettings, QueueConfig, Settings
+from orchestrator.core.rollout import DEFAULT_READY_TIMEOUT_S
 
 
 @dataclass(frozen=True)
@@ -23,7 +24,7 @@ class BootConfig:
     embedded_store: bool
     autoscaler: AutoscalerSettings
     drain_timeout_s: float
-    ready_timeout_s: float = 900.0
+    ready_timeout_s: float = DEFAULT_READY_TIMEOUT_S
     dashboard_url: str | None = None
     max_package_bytes: int = 100 * 1024 * 1024
 

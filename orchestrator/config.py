@@ -33,6 +33,7 @@ from pydantic_settings import (
 from orchestrator.core.autoscale.model import AutoscaleConfig, default_reclaim_after_s
 from orchestrator.core.errors import ConfigError
 from orchestrator.core.net_policy import WebhookPolicy
+from orchestrator.core.rollout import DEFAULT_READY_TIMEOUT_S
 
 _POLICY = AutoscaleConfig()  # the policy's defaults, written once in orchestrator.core.autoscale.model
 
@@ -136,7 +137,7 @@ class Settings(BaseSettings):
     )
     drain_timeout_s: float = Field(default=600.0, gt=0, description="Longest a draining worker may take.")
     ready_timeout_s: float = Field(
-        default=900.0,
+        default=DEFAULT_READY_TIMEOUT_S,
         gt=0,
         le=86_400,
         description="Longest a new version's replica may load (placed, not ready) before the rollout counts "

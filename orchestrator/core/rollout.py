@@ -120,13 +120,17 @@ class RolloutTarget:
             )
 
 
+DEFAULT_READY_TIMEOUT_S = 900.0
+"""How long a new version's replica may load (placed, not ready) by default (``RIPPLE_READY_TIMEOUT_S``)."""
+
+
 @dataclass(frozen=True)
 class RolloutPolicy:
     """Knobs of a rollout. ``failures_to_halt``: failed starts of the target that halt it (>= 1).
     ``ready_timeout_s``: a replica of the target placed and loading longer than this is a failed start."""
 
     failures_to_halt: int = 1
-    ready_timeout_s: float = 900.0
+    ready_timeout_s: float = DEFAULT_READY_TIMEOUT_S
 
     def __post_init__(self) -> None:
         if self.failures_to_halt < 1:
