@@ -2,7 +2,8 @@
 RunPod worker SDK (``python examples/handlers.py echo``).
 
 - ``echo``: returns its input; ``{"sleep_s": x}`` waits first, ``{"fail": "msg"}`` raises, ``{"progress": n}``
-  posts n progress updates (under the SDK) before answering.
+  posts n progress updates (under the SDK) before answering, ``{"pad_bytes": n}`` adds n bytes to the output
+  (a large output).
 - ``stream``: a generator yielding ``{"i": k}`` for k < ``n`` (default 3), ``sleep_s`` apart.
 """
 
@@ -31,6 +32,8 @@ async def echo(job: dict[str, Any]) -> Any:
             await asyncio.sleep(float(data["sleep_s"]))
         if data.get("fail"):
             raise RuntimeError(str(data["fail"]))
+        if data.get("pad_bytes"):
+            return {"echo": data, "pad": "x" * int(data["pad_bytes"])}
     return {"echo": data}
 
 

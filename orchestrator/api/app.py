@@ -20,7 +20,7 @@ def create_app(state: AppState) -> FastAPI:
         description="Serverless GPU job orchestrator on Ray: RunPod-compatible API.",
     )
     api.state.ripple = state
-    api.add_middleware(BodyLimit, limit_bytes=state.body_limit)
+    api.add_middleware(BodyLimit, limit_bytes=state.body_limit, told=state.told_of_oversized)
     # Outermost: every reply, a 413 included, gets the id.
     api.add_middleware(RequestIdMiddleware, echo=lambda: not state.behind_serve)
     install_error_handlers(api, on_unavailable=state.forget_actors)

@@ -24,7 +24,7 @@ from fastapi.routing import APIRoute
 
 from orchestrator import names
 from orchestrator.api import schemas as s
-from orchestrator.api.middleware import current_request_id
+from orchestrator.api.middleware import OVERSIZED, OversizedBody, current_request_id
 from orchestrator.auth import KeyCache
 from orchestrator.boot import BootConfig
 from orchestrator.core.errors import Forbidden, InvalidInput, NotReady, Unauthorized
@@ -51,6 +51,8 @@ from orchestrator.store.submits import FIRST_WAIT_S
 log = logging.getLogger("ripple.http")
 
 PACKAGES_PATH = "/api/v1/packages"
+# A worker's result or stream chunk for one job: a body over the limit fails that job (the route is told).
+RESULT_PATH = re.compile(r"/v2/[^/]+/job-(?:done|stream)/[^/]+/[^/]+")
 
 # Path parameters shared by the routers.
 EndpointName = Annotated[str, Path(max_length=63, description="Endpoint name.")]
@@ -91,6 +93,12 @@ class AppState:
         if path == PACKAGES_PATH:
             return max(self.boot.max_body_bytes, self.boot.max_package_bytes)
         return self.boot.max_body_bytes
+
+    @staticmethod
+    def told_of_oversized(path: str) -> bool:
+        """Whether ``path``'s route is given an over-limit body's size instead of a plain 413: a worker's
+        result, so the job it was for fails with the reason rather than waiting to be reclaimed."""
+        return RESULT_PATH.fullmatch(path) is not None
 
     def require_store_package(self) -> Callable[[bytes, int], dict[str, Any]]:
         if self.store_package is None:
@@ -631,6 +639,16 @@ async def json_body(request: Request) -> Any:
 
 
 JsonBody = Annotated[Any, Depends(json_body)]
+
+
+def oversized_body(request: Request) -> OversizedBody | None:
+    """The body held back from this route for being over the limit (None: the body was within it); only
+    on routes :meth:`AppState.told_of_oversized` names."""
+    held = request.scope.get("state", {}).get(OVERSIZED)
+    return held if isinstance(held, OversizedBody) else None
+
+
+Oversized = Annotated[OversizedBody | None, Depends(oversized_body)]
 
 _SURROGATE_ESCAPE = re.compile(rb"\\u[dD][89a-fA-F]")
 

@@ -99,6 +99,22 @@ def test_handler_error_fails_the_job(
     assert job.status() == "FAILED"
 
 
+def test_a_result_over_the_body_limit_fails_the_job_with_the_reason(
+    ripple_app: Instance, workers: Any, endpoint_of: Callable[[str], runpod.Endpoint]
+) -> None:
+    """The SDK posts an 11 MiB result (the limit is 10 MiB): the job fails saying so, at once, instead of
+    being taken back from the worker as not reported; the worker goes on with the next job."""
+    name = ripple_app.create_endpoint("sdk-oversized", maxRetries=0)
+    workers(ripple_app, name, "echo")
+    ep = endpoint_of(name)
+    job = ep.run({"pad_bytes": 11 * 1024 * 1024})
+    final = wait_status(ripple_app, name, job.job_id, FINAL, timeout_s=60)
+    assert final["status"] == "FAILED", final
+    assert "over the limit of 10485760 bytes (RIPPLE_MAX_BODY_BYTES)" in final["error"]
+    assert _job_detail(ripple_app, job.job_id)["attempts"] == 1
+    assert ep.run_sync({"n": 2}, timeout=60) == {"echo": {"n": 2}}
+
+
 def test_progress_updates_never_complete(
     ripple_app: Instance, workers: Any, endpoint_of: Callable[[str], runpod.Endpoint]
 ) -> None:

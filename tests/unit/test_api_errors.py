@@ -89,6 +89,44 @@ def test_bodies_over_the_limit_are_413(tmp_path: Path) -> None:
     assert h.queue.jobs == {}
 
 
+def test_a_worker_result_over_the_limit_fails_its_job_with_the_reason(tmp_path: Path) -> None:
+    h = harness(boot(str(tmp_path), max_body_bytes=100))
+    h.queue.endpoints["ep"] = _spec("ep")
+    ids = h.api.post("/v2/ep/run-batch", json={"jobs": [{"input": n} for n in range(4)]}).json()["ids"]
+    assert len(h.worker.get("/v2/ep/job-take-batch/w1?batch_size=4").json()) == 4
+
+    body = _error(h.worker.post(f"/v2/ep/job-done/w1/{ids[0]}", json={"output": "x" * 200}), 413)
+    assert "RIPPLE_MAX_BODY_BYTES" in body["error"] and "the job failed" in body["error"]
+    assert body["detail"] == {"loc": ["body"], "id": ids[0], "status": "FAILED"}
+    failed = h.queue.jobs[ids[0]]
+    assert failed.status == "FAILED" and "result was 213 bytes, over the limit of 100 bytes" in str(failed.error)
+    again = _error(h.worker.post(f"/v2/ep/job-done/w1/{ids[0]}", json={"output": "x" * 200}), 413)
+    assert "the job is unchanged (not_held)" in again["error"]  # the SDK's retries change nothing
+
+    def chunks() -> Iterator[bytes]:  # no Content-Length: counted to its end
+        for _ in range(10):
+            yield b" " * 50
+
+    body = _error(h.worker.post(f"/v2/ep/job-stream/w1/{ids[1]}", content=chunks()), 413)
+    assert "stream chunk was 500 bytes" in body["error"] and h.queue.jobs[ids[1]].status == "FAILED"
+
+    # Another worker's oversized result does not touch a job it does not hold.
+    body = _error(h.worker.post(f"/v2/ep/job-done/w2/{ids[2]}", json={"output": "x" * 200}), 413)
+    assert "unchanged" in body["error"] and h.queue.jobs[ids[2]].status == "IN_PROGRESS"
+
+    def small() -> Iterator[bytes]:
+        yield b'{"output":'
+        yield b" 7}"
+
+    done = h.worker.post(f"/v2/ep/job-done/w1/{ids[2]}", content=small())  # within: as sent
+    assert done.json() == {"id": ids[2], "accepted": True, "status": "COMPLETED"}
+    assert h.queue.jobs[ids[2]].output == 7
+    # A batch of results cannot be told apart unread: a plain 413, its jobs untouched.
+    batch = [{"id": ids[3], "output": "x" * 200}]
+    _error(h.worker.post("/v2/ep/job-done-batch/w1", json=batch), 413)
+    assert h.queue.jobs[ids[3]].status == "IN_PROGRESS"
+
+
 def test_missing_or_wrong_keys_are_401_with_a_challenge(h: Harness) -> None:
     h.queue.endpoints["ep"] = _spec("ep")
     r = h.anonymous.post("/v2/ep/run", json={"input": 1})

@@ -1,7 +1,9 @@
 """The RunPod worker protocol under ``/v2/{endpoint}`` (worker key).
 
 Result and chunk bodies are JSON whatever their declared content type, and their shape is the queue's to
-interpret (a result, an error, progress), so they are read as raw JSON here.
+interpret (a result, an error, progress), so they are read as raw JSON here. A result or chunk over
+``RIPPLE_MAX_BODY_BYTES`` fails its job with that reason (and gets a 413): the handler's output cannot be
+delivered, and a retry would produce it again.
 """
 
 from __future__ import annotations
@@ -16,13 +18,14 @@ from orchestrator.api.deps import (
     EndpointName,
     JobId,
     JsonBody,
+    Oversized,
     Queue,
     WorkerId,
     require_worker_key,
     utf8_body,
 )
-from orchestrator.api.middleware import current_request_id
-from orchestrator.core.errors import InvalidInput
+from orchestrator.api.middleware import OversizedBody, current_request_id
+from orchestrator.core.errors import InvalidInput, PayloadTooLarge
 
 router = APIRouter(
     prefix="/v2/{endpoint}", tags=["worker"], dependencies=[Depends(require_worker_key), Depends(utf8_body)]
@@ -76,9 +79,13 @@ async def job_done(
     job_id: JobId,
     body: JsonBody,
     queue: Queue,
+    oversized: Oversized,
     isStream: Annotated[str, Query()] = "false",
 ) -> s.DoneReply:
-    """A result (``{"output"}`` / ``{"error"}``) or progress update; idempotent."""
+    """A result (``{"output"}`` / ``{"error"}``) or progress update; idempotent. Over the body limit: 413,
+    the job failed with the reason."""
+    if oversized is not None:
+        raise await _fail_oversized(queue, endpoint, worker_id, job_id, oversized, "result")
     is_stream = isStream.lower() == "true"
     return await queue.done(endpoint, worker_id, job_id, body, is_stream, request_id=current_request_id())
 
@@ -105,9 +112,17 @@ async def job_done_batch(
     "/job-stream/{worker_id}/{job_id}", response_model=s.StreamPushReply, response_model_exclude_unset=True
 )
 async def job_stream(
-    endpoint: EndpointName, worker_id: WorkerId, job_id: JobId, body: JsonBody, queue: Queue
+    endpoint: EndpointName,
+    worker_id: WorkerId,
+    job_id: JobId,
+    body: JsonBody,
+    queue: Queue,
+    oversized: Oversized,
 ) -> s.StreamPushReply:
-    """One stream chunk ``{"output": chunk}``; never finishes the job."""
+    """One stream chunk ``{"output": chunk}``; never finishes the job, but one over the body limit fails it
+    (413)."""
+    if oversized is not None:
+        raise await _fail_oversized(queue, endpoint, worker_id, job_id, oversized, "stream chunk")
     chunk = body.get("output") if isinstance(body, dict) else body
     return await queue.stream_push(endpoint, worker_id, job_id, [chunk])
 
@@ -136,3 +151,20 @@ async def ping(
     ids = [j for j in (job_id or "").split(",") if j]
     stop = await queue.ping(endpoint, worker_id, ids, request_id=current_request_id())
     return s.PingReply(status="ok", jobsToStop=stop)
+
+
+async def _fail_oversized(
+    queue: Queue, endpoint: str, worker_id: str, job_id: str, body: OversizedBody, what: str
+) -> PayloadTooLarge:
+    """Fail the job whose ``what`` (result, stream chunk) was over the body limit, with the reason; the 413
+    for the worker. The job is left as it is when this worker does not hold it (already final, taken
+    back)."""
+    error = (
+        f"the worker's {what} was {body.size_bytes} bytes, over the limit of {body.limit_bytes} bytes "
+        "(RIPPLE_MAX_BODY_BYTES); return less, for example a URL where the output was stored"
+    )
+    reply = await queue.done(
+        endpoint, worker_id, job_id, {"error": error}, False, request_id=current_request_id()
+    )
+    outcome = "the job failed with this error" if reply.accepted else f"the job is unchanged ({reply.reason})"
+    return PayloadTooLarge(f"{error}; {outcome}", {"loc": ["body"], "id": job_id, "status": reply.status})
