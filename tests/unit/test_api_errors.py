@@ -99,7 +99,8 @@ def test_a_worker_result_over_the_limit_fails_its_job_with_the_reason(tmp_path: 
     assert "RIPPLE_MAX_BODY_BYTES" in body["error"] and "the job failed" in body["error"]
     assert body["detail"] == {"loc": ["body"], "id": ids[0], "status": "FAILED"}
     failed = h.queue.jobs[ids[0]]
-    assert failed.status == "FAILED" and "result was 213 bytes, over the limit of 100 bytes" in str(failed.error)
+    assert failed.status == "FAILED"
+    assert "result was 213 bytes, over the limit of 100 bytes" in str(failed.error)
     again = _error(h.worker.post(f"/v2/ep/job-done/w1/{ids[0]}", json={"output": "x" * 200}), 413)
     assert "the job is unchanged (not_held)" in again["error"]  # the SDK's retries change nothing
 
