@@ -71,7 +71,7 @@ def run(
             os.fsync(log.fileno())
             print(f"submitted {min(start + chunk, len(todo))}/{len(todo)}", flush=True)
     order = [ids[i] for i in range(len(inputs))]
-    results = _collect(client, endpoint, order, poll_s, timeout_s)
+    results = _collect(client, order, poll_s, timeout_s)
     tmp = output_path.with_name(output_path.name + ".tmp")
     counts: dict[str, int] = {}
     with tmp.open("w") as out:
@@ -84,9 +84,7 @@ def run(
     return counts
 
 
-def _collect(
-    client: Any, endpoint: str, order: list[str], poll_s: float, timeout_s: float
-) -> dict[str, dict[str, Any]]:
+def _collect(client: Any, order: list[str], poll_s: float, timeout_s: float) -> dict[str, dict[str, Any]]:
     """Poll statuses (5,000 per call) until every job is final or the timeout; report progress, with why
     the first job still queued waits (its ``waitReason``: no GPU of its type, a handler that cannot load)."""
     results: dict[str, dict[str, Any]] = {}
@@ -94,7 +92,7 @@ def _collect(
     last_report = 0.0
     while len(results) < len(order) and time.monotonic() < deadline:
         pending = [j for j in order if j not in results]
-        queued: str | None = None
+        waiting: str | None = None
         for start in range(0, len(pending), 5000):
             batch = pending[start : start + 5000]
             for job_id, st in zip(batch, client.statuses(batch), strict=True):
@@ -102,28 +100,16 @@ def _collect(
                     results[job_id] = {"id": job_id, "status": "UNKNOWN", "error": "job not found"}
                 elif st["status"] in FINAL_NAMES:
                     results[job_id] = st
-                elif queued is None and st["status"] == "IN_QUEUE":
-                    queued = job_id
+                elif waiting is None:
+                    waiting = waiting_line({**st, "id": job_id})
         if time.monotonic() - last_report > 5 or len(results) == len(order):
             last_report = time.monotonic()
             pct = 100 * len(results) // max(1, len(order))
-            why = _why_waiting(client, endpoint, queued) if queued else ""
+            why = f"; job {waiting}" if waiting else ""
             print(f"done {len(results)}/{len(order)} ({pct}%){why}", flush=True)
         if len(results) < len(order):
             time.sleep(poll_s)
     return results
-
-
-def _why_waiting(client: Any, endpoint: str, job_id: str) -> str:
-    """``; job J waiting (code): message`` for a job still queued, from its status (which, unlike the bulk
-    statuses, carries the ``waitReason``); "" when it left the queue meanwhile or cannot be read."""
-    try:
-        st = client.status(job_id, endpoint)
-    except Exception:  # progress is still reported; the next report asks again
-        log.debug("status of %s not read", job_id, exc_info=True)
-        return ""
-    line = waiting_line({**st, "id": job_id})
-    return "" if line is None else f"; job {line}"
 
 
 def main(argv: list[str] | None = None) -> int:

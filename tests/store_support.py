@@ -300,6 +300,11 @@ class LifecycleMachine(RuleBasedStateMachine):
     def queues_leases_and_counters_match(self) -> None:
         for ep in ENDPOINTS:
             assert self.run(self.store.depth(ep)) == len(self.queued(ep))
+            ids = sorted(j for j, m in self.jobs.items() if m.ep == ep)
+            places = dict(zip(ids, self.run(self.store.queue_positions([(ep, j) for j in ids])), strict=True))
+            queued = self.queued(ep)
+            assert [places[j] for j in queued] == list(range(len(queued))), "in the queue's order"
+            assert all(places[j] is None for j in ids if j not in queued)
             counts = self.run(self.store.counts(ep))
             running = sum(1 for m in self.jobs.values() if m.ep == ep and m.status is S.IN_PROGRESS)
             assert counts.get("in_progress", 0) == running

@@ -241,11 +241,13 @@ class Dispatcher(VersionDispatch):
         return job.status_object(self.now_ms(), await self._wait_reason(job))
 
     async def statuses(self, job_ids: Sequence[str]) -> list[dict[str, Any] | None]:
-        """Status objects of many jobs in one store round trip (None for unknown ids); without
-        ``waitReason`` (a queue position per job would cost a round trip each: ``status`` has it)."""
+        """Status objects of many jobs (None for unknown ids), a queued job's with its ``waitReason``; two
+        store round trips whatever their number (the jobs, then the queued ones' places)."""
         await self.recover()
+        jobs = await self.store.get_many(job_ids)
+        reasons = await self._wait_reasons([j for j in jobs if j is not None])
         now_ms = self.now_ms()
-        return [j.status_object(now_ms) if j else None for j in await self.store.get_many(job_ids)]
+        return [j.status_object(now_ms, reasons.get(j.id)) if j else None for j in jobs]
 
     async def stream(self, endpoint: str, job_id: str, wait_s: float = 0.0) -> dict[str, Any]:
         """New stream chunks since the last call, RunPod style; always includes ``stream``.
@@ -389,13 +391,24 @@ class Dispatcher(VersionDispatch):
 
     async def _wait_reason(self, job: JobView) -> dict[str, str] | None:
         """``waitReason`` of a queued job (None for any other, or one that left the queue meanwhile)."""
-        spec = self.endpoints.get(job.endpoint)
-        if job.status is not S.IN_QUEUE or spec is None:
-            return None
-        ahead = await self.store.queue_position(job.endpoint, job.id)
-        if ahead is None:
-            return None
-        return wait_reason(JobPlace(ahead, job.low_priority), self.endpoint_facts(spec)).wire()
+        return (await self._wait_reasons([job])).get(job.id)
+
+    async def _wait_reasons(self, jobs: Sequence[JobView]) -> dict[str, dict[str, str]]:
+        """``waitReason`` by job id of the queued ones among ``jobs`` (one store round trip for their places;
+        one look at each endpoint's facts); a job that left the queue meanwhile has none."""
+        queued = [j for j in jobs if j.status is S.IN_QUEUE and j.endpoint in self.endpoints]
+        if not queued:
+            return {}
+        places = await self.store.queue_positions([(j.endpoint, j.id) for j in queued])
+        facts: dict[str, EndpointFacts] = {}
+        out: dict[str, dict[str, str]] = {}
+        for job, ahead in zip(queued, places, strict=True):
+            if ahead is None:
+                continue
+            if job.endpoint not in facts:
+                facts[job.endpoint] = self.endpoint_facts(self.endpoints[job.endpoint])
+            out[job.id] = wait_reason(JobPlace(ahead, job.low_priority), facts[job.endpoint]).wire()
+        return out
 
     # Management -----------------------------------------------------------------------------------
 

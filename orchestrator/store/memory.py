@@ -365,10 +365,11 @@ class MemoryStore:
         head = self._ordered(endpoint)[:1]
         return int(self.jobs[head[0]]["created"]) if head else None
 
-    async def queue_position(self, endpoint: str, job_id: str) -> int | None:
-        if job_id not in self.queues.get(endpoint, {}):
-            return None
-        return self._ordered(endpoint).index(job_id)
+    async def queue_positions(self, jobs: Sequence[tuple[str, str]]) -> list[int | None]:
+        return [
+            self._ordered(endpoint).index(job_id) if job_id in self.queues.get(endpoint, {}) else None
+            for endpoint, job_id in jobs
+        ]
 
     async def counts(self, endpoint: str) -> dict[str, int]:
         return dict(self.counters.get(endpoint, {}))

@@ -165,8 +165,9 @@ class JobStore(Protocol):
         """Creation time of the job at the head of the queue (None when empty)."""
         ...
 
-    async def queue_position(self, endpoint: str, job_id: str) -> int | None:
-        """How many jobs are ahead of ``job_id`` in ``endpoint``'s queue (0: next); None when not queued."""
+    async def queue_positions(self, jobs: Sequence[tuple[str, str]]) -> list[int | None]:
+        """For each ``(endpoint, job_id)``, how many jobs are ahead of it in its endpoint's queue (0: next),
+        in the order asked and one round trip; None for a job not queued."""
         ...
 
     async def leases(self) -> list[tuple[str, str, str, int]]:

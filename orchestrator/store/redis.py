@@ -373,9 +373,14 @@ class RedisStore:
         created = await self.r.hget(self.k.job(head[0]), "created")
         return int(created) if created else None
 
-    async def queue_position(self, endpoint: str, job_id: str) -> int | None:
-        rank = await self.r.zrank(self.k.queue(endpoint), job_id)
-        return None if rank is None else int(rank)
+    async def queue_positions(self, jobs: Sequence[tuple[str, str]]) -> list[int | None]:
+        if not jobs:
+            return []
+        async with self.r.pipeline(transaction=False) as p:
+            for endpoint, job_id in jobs:
+                p.zrank(self.k.queue(endpoint), job_id)
+            ranks = await p.execute()
+        return [None if rank is None else int(rank) for rank in ranks]
 
     async def counts(self, endpoint: str) -> dict[str, int]:
         raw = await self.r.hgetall(self.k.counts(endpoint))

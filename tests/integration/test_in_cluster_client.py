@@ -64,6 +64,11 @@ def test_in_cluster_client_awaits_results_on_the_store(rp: Ripple) -> None:
     job = c.submit("ins", {"value": 1})
     queued = c.result(job, "ins", timeout_s=0.3)
     assert queued["status"] == "IN_QUEUE" and "waitReason" in queued, "not final: the queue answers"
+    second = c.submit("ins", {"value": 2})
+    places = [s and s.get("waitReason", {}).get("message") for s in c.statuses([job, second, "nope"])]
+    assert places[0] == queued["waitReason"]["message"] and places[2] is None, places
+    assert places[1] is not None and places[1] != places[0], "each job's own place in the queue"
+    c.cancel(second, "ins")
     asked_s = time.monotonic()
     with pytest.raises(NotFound):
         c.result(job, "other", timeout_s=30)

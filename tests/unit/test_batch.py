@@ -17,28 +17,28 @@ NO_GPU = {"code": "no_gpu", "message": "no node has a free GPU of type A100 (0 o
 
 
 class FakeClient:
-    """The in-cluster client's calls the runner makes: jobs stay queued for ``queued_polls`` polls."""
+    """The in-cluster client's calls the runner makes: for ``queued_polls`` polls, the first job runs and
+    the others are queued (with ``reason`` as their ``waitReason`` when given); then all are done."""
 
-    def __init__(self, queued_polls: int, status_fails: bool = False) -> None:
+    def __init__(self, queued_polls: int, reason: dict[str, str] | None = NO_GPU) -> None:
         self.queued_polls = queued_polls
-        self.status_fails = status_fails
+        self.reason = reason
         self.polls = 0
-        self.asked: list[tuple[str, str]] = []
 
     def submit_many(self, endpoint: str, inputs: Sequence[Any], chunk: int = 5000) -> list[str]:
         return [f"j{i}" for i in range(len(inputs))]
 
     def statuses(self, job_ids: Sequence[str]) -> list[dict[str, Any] | None]:
         self.polls += 1
-        if self.polls <= self.queued_polls:
-            return [{"id": j, "status": "IN_QUEUE"} for j in job_ids]
-        return [{"id": j, "status": "COMPLETED", "output": 1} for j in job_ids]
-
-    def status(self, job_id: str, endpoint: str) -> dict[str, Any]:
-        self.asked.append((job_id, endpoint))
-        if self.status_fails:
-            raise RuntimeError("queue restarting")
-        return {"id": job_id, "status": "IN_QUEUE", "waitReason": NO_GPU}
+        if self.polls > self.queued_polls:
+            return [{"id": j, "status": "COMPLETED", "output": 1} for j in job_ids]
+        out: list[dict[str, Any] | None] = []
+        for j in job_ids:
+            st: dict[str, Any] = {"id": j, "status": "IN_PROGRESS" if j == "j0" else "IN_QUEUE"}
+            if st["status"] == "IN_QUEUE" and self.reason is not None:
+                st["waitReason"] = self.reason
+            out.append(st)
+        return out
 
 
 def _run(tmp_path: Path, client: FakeClient) -> dict[str, int]:
@@ -53,13 +53,13 @@ def test_progress_says_why_the_first_queued_job_waits(
     client = FakeClient(queued_polls=1)
     assert _run(tmp_path, client) == {"COMPLETED": 3}
     lines = capsys.readouterr().out.splitlines()
-    assert f"done 0/3 (0%); job j0 waiting (no_gpu): {NO_GPU['message']}" in lines
+    assert f"done 0/3 (0%); job j1 waiting (no_gpu): {NO_GPU['message']}" in lines
     assert lines[-2] == "done 3/3 (100%)", "nothing waits once every job is done"
-    assert client.asked == [("j0", "ep")]
+    assert client.polls == 2, "the reason came with the statuses, not a call of its own"
 
 
-def test_progress_is_reported_when_the_reason_cannot_be_read(
+def test_progress_is_reported_when_no_job_says_why(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    assert _run(tmp_path, FakeClient(queued_polls=1, status_fails=True)) == {"COMPLETED": 3}
+    assert _run(tmp_path, FakeClient(queued_polls=1, reason=None)) == {"COMPLETED": 3}
     assert "done 0/3 (0%)" in capsys.readouterr().out.splitlines()
