@@ -876,11 +876,8 @@ async def test_queued_jobs_say_their_place_in_the_queue(rig: Rig) -> None:
     first, second = await rig.d.submit("ep", [run(1), run(2)])
     low = await submit_one(rig.d, policy={"lowPriority": True})
     third = await submit_one(rig.d)
-    assert (await rig.d.store.queue_position("ep", first), await rig.d.store.queue_position("ep", low)) == (
-        0,
-        3,
-    )
-    assert await rig.d.store.queue_position("ep", "nope") is None
+    places = await rig.d.store.queue_positions([("ep", first), ("ep", low), ("ep", "nope"), ("other", first)])
+    assert places == [0, 3, None, None]
     s = await rig.d.status("ep", second)
     assert s["waitReason"] == {"code": "queue_position", "message": "1 job ahead in the queue"}
     assert set(s) == {"id", "status", "delayTime", "executionTime", "waitReason"}
@@ -889,9 +886,12 @@ async def test_queued_jobs_say_their_place_in_the_queue(rig: Rig) -> None:
         "code": "low_priority",
         "message": "low priority: 3 jobs ahead (normal-priority first)",
     }
-    got = await rig.d.statuses([third, low])  # the bulk read has no reasons: a round trip each
-    assert [g["status"] for g in got if g] == ["IN_QUEUE", "IN_QUEUE"]
-    assert not any("waitReason" in g for g in got if g)
+    got = await rig.d.statuses([third, low, "nope"])  # the bulk read: each job's own reason
+    assert [g and g["waitReason"]["message"] for g in got] == [
+        "2 jobs ahead in the queue",
+        "low priority: 3 jobs ahead (normal-priority first)",
+        None,
+    ]
     assert (await rig.d.status("ep", third))["waitReason"]["message"] == "2 jobs ahead in the queue"
     (taken,) = await rig.d.take("ep", "r1", 1, 0, kind="ray")
     assert taken["id"] == first
