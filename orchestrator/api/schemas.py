@@ -343,13 +343,15 @@ class WebhookProblem(_Reply):
 
 class WebhookDeliveries(_Reply):
     """An endpoint's webhook deliveries over the last ``windowS`` seconds (since the queue started), by
-    outcome; ``lastProblem``: the latest that did not arrive, when in the window."""
+    outcome; ``lastProblem``: the latest that did not arrive, when in the window; ``message``: what did not
+    arrive, in the sentence ``ripple status`` and ``ripple doctor`` print (absent when all arrived)."""
 
     delivered: int
     failed: int
     refused: int
     windowS: float
     lastProblem: WebhookProblem | None = None
+    message: str | None = None
 
 
 class EndpointStats(_Reply):

@@ -65,9 +65,9 @@ class WebhookOutcomes:
         self._by_endpoint.pop(endpoint, None)
 
     def summary(self, endpoint: str, now_s: float) -> dict[str, Any] | None:
-        """Counts of each outcome over the last :data:`WINDOW_S` seconds (``windowS``), and
-        ``lastProblem`` when the latest failure or refusal falls in it; None when there were no deliveries
-        in it."""
+        """Counts of each outcome over the last :data:`WINDOW_S` seconds (``windowS``), ``lastProblem``
+        when the latest failure or refusal falls in it, and ``message`` (:func:`trouble`'s sentence) when
+        any did not arrive; None when there were no deliveries in it."""
         ep = self._by_endpoint.get(endpoint)
         if ep is None:
             return None
@@ -81,6 +81,8 @@ class WebhookOutcomes:
         out: dict[str, Any] = {**counts, "windowS": WINDOW_S}
         if ep.last_problem is not None and ep.last_problem.at_s >= now_s - WINDOW_S:
             out["lastProblem"] = ep.last_problem.wire()
+        if (message := trouble(out)) is not None:
+            out["message"] = message
         return out
 
 

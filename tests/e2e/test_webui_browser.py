@@ -485,7 +485,9 @@ def test_endpoint_page_says_webhooks_did_not_arrive(ripple: Instance, shots: Pat
     with _logged_in(ripple) as page:
         page.goto(f"{ripple.base_url}/ui/#/endpoints/{name}")
         notice = page.locator("#endpoint-webhooks")
-        expect(notice).to_contain_text("1 of 1 in the last 60 min (1 failed after every attempt")
+        expect(notice).to_contain_text(
+            "1 of 1 webhook deliveries in the last 60 min did not arrive (1 failed after every attempt)"
+        )
         expect(notice).to_contain_text(f"latest: job {job['id']} failed: ConnectError after 1 attempt")
         expect(notice).not_to_contain_text("attempts")
         _snap(page, shots / "40-endpoint-webhooks.png")

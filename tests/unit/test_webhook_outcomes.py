@@ -28,6 +28,8 @@ def test_counts_each_outcome_and_keeps_the_latest_problem() -> None:
             "reason": "address 10.0.0.1 is private",
             "atS": 102.0,
         },
+        "message": "2 of 4 webhook deliveries in the last 60 min did not arrive (1 failed after every "
+        "attempt, 1 refused by the webhook policy); latest: job job-2 refused: address 10.0.0.1 is private",
     }
     assert seen.summary("other", 104.0) == {"delivered": 1, "failed": 0, "refused": 0, "windowS": WINDOW_S}
     assert seen.summary("never", 104.0) is None

@@ -41,15 +41,9 @@ export function webhookNotice(name) {
   get("/api/v1/stats").then((result) => {
     const rows = result.ok && result.data ? result.data.endpoints || {} : {};
     const w = rows[name] && rows[name].webhooks;
-    if (!w || !(w.failed || w.refused)) return;
-    const total = w.delivered + w.failed + w.refused;
-    const last = w.lastProblem;
+    if (!w || !w.message) return;
     replace(box, h("div", { class: "notice warn", role: "status", id: "endpoint-webhooks" },
-      h("strong", {}, "Webhooks not delivered: "),
-      `${w.failed + w.refused} of ${total} in the last ${Math.round(w.windowS / 60)} min (${w.failed} failed ` +
-        `after every attempt, ${w.refused} refused by the webhook policy). The jobs' results are still in ` +
-        "their status.",
-      last ? h("div", { class: "mono" }, `latest: job ${last.jobId} ${last.outcome}: ${last.reason}`) : null));
+      h("strong", {}, "Webhooks not delivered: "), `${w.message}. The jobs' results are still in their status.`));
   });
   return box;
 }
