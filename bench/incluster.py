@@ -112,10 +112,12 @@ def run_peers(jobs: int, samples: int, workdir: Path) -> dict[str, peers.PeerRes
 
 
 @contextlib.contextmanager
-def warm_noop(session: Session) -> Iterator[tuple[RippleInstance, httpx.Client]]:
-    """A Ripple instance started in ``session``'s work dir (stopped when the session ends) with the no-op
-    endpoint on 2 warm replicas, and an HTTP client on its API."""
-    instance = RippleInstance(session.workdir)
+def warm_noop(
+    session: Session, instance: RippleInstance | None = None
+) -> Iterator[tuple[RippleInstance, httpx.Client]]:
+    """A Ripple instance (``instance``, by default one in ``session``'s work dir) started, and stopped when
+    the session ends, with the no-op endpoint on 2 warm replicas, and an HTTP client on its API."""
+    instance = instance or RippleInstance(session.workdir)
     session.on_exit(instance.stop)
     instance.start()
     with instance.http() as http:

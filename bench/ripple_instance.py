@@ -13,7 +13,7 @@ import json
 import os
 import subprocess
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -33,13 +33,24 @@ class RippleInstance:
     """`ripple up --insecure --detach --data-dir DIR --port PORT --num-gpus N`, run from the repo root (so
     that `bench.*` handlers import on the replicas)."""
 
-    def __init__(self, workdir: Path, num_gpus: int = 2, *, dashboard: bool = True) -> None:
-        """``dashboard`` False: Ray's dashboard off (``RIPPLE_DASHBOARD=false``), as on a bare Ray."""
-        name = "ripple" if dashboard else "ripple-nodash"
+    def __init__(
+        self,
+        workdir: Path,
+        num_gpus: int = 2,
+        *,
+        dashboard: bool = True,
+        env: Mapping[str, str] | None = None,
+        name: str | None = None,
+    ) -> None:
+        """``dashboard`` False: Ray's dashboard off (``RIPPLE_DASHBOARD=false``), as on a bare Ray. ``env``:
+        more environment for `ripple up` (so for the Ray head it starts, and every process under it);
+        ``name`` tells the instance's files apart from another's in the same work dir."""
+        name = name or ("ripple" if dashboard else "ripple-nodash")
         self.data_dir = workdir / f"{name}-data"
         self.log_path = workdir / f"{name}-up.log"
         self.num_gpus = num_gpus
         self.dashboard = dashboard
+        self.extra_env = dict(env or {})
         self.port = free_port()
         self.base_url = f"http://127.0.0.1:{self.port}"
         self.state: dict[str, Any] = {}
@@ -111,6 +122,7 @@ class RippleInstance:
         env["RAY_AUTH_MODE"] = "disabled"
         if not self.dashboard:
             env["RIPPLE_DASHBOARD"] = "false"
+        env.update(self.extra_env)
         return env
 
     def remember(self) -> None:

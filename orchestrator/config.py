@@ -144,6 +144,14 @@ class Settings(BaseSettings):
         "it as a failed start and goes back to the stable version.",
     )
     serve_replicas: int = Field(default=1, ge=1, le=64)
+    direct_ingress_port: int | None = Field(
+        default=None,
+        ge=1024,
+        le=65_535 - 64,
+        description="With `ripple up` starting the Ray head: each API replica also serves the API on a port "
+        "of its own from this one up, without Serve's HTTP proxy on the path (Ray Serve's direct ingress, "
+        "experimental in Ray 2.60); the proxy still serves RIPPLE_PORT.",
+    )
     dashboard: bool = True
     dashboard_port: int = Field(default=8265, ge=0, le=65535)
     log_level: str = "INFO"

@@ -13,6 +13,7 @@ import json
 import logging
 import os
 import signal
+import subprocess
 import sys
 import threading
 from pathlib import Path
@@ -74,6 +75,13 @@ def cmd_up(args: argparse.Namespace) -> int:
         num_cpus=args.num_cpus,
         insecure=True if args.insecure else None,
     )
+    if settings.direct_ingress_port is not None and os.environ.get("RAY_ADDRESS"):
+        print(
+            "RIPPLE_DIRECT_INGRESS_PORT needs the Ray head that `ripple up` starts (RAY_ADDRESS is set): on "
+            "an existing cluster, start its nodes with RAY_SERVE_ENABLE_DIRECT_INGRESS=1 instead.",
+            file=sys.stderr,
+        )
+        return 2
     data_dir = settings.data_dir.resolve()
     data_dir.mkdir(parents=True, exist_ok=True)
     previous = local.read_state(data_dir)
@@ -100,25 +108,7 @@ def cmd_up(args: argparse.Namespace) -> int:
     )
     try:
         if not address:
-            print("Starting a local Ray head ...", flush=True)
-            for attempt in (1, 2):
-                try:
-                    head, address = local.start_ray_head(
-                        data_dir,
-                        num_gpus=settings.num_gpus,
-                        num_cpus=settings.num_cpus,
-                        typed_gpus=typed_gpus,
-                        dashboard=settings.dashboard,
-                        dashboard_port=settings.dashboard_port,
-                        detach=True,
-                    )
-                    break
-                except NotReady as exc:
-                    # Ray's raylet gives up when its agents start slowly (an overloaded machine): retry once.
-                    if attempt == 2:
-                        raise
-                    print(f"The Ray head did not start ({exc}); retrying once ...", flush=True)
-            assert head is not None and address is not None
+            head, address = _start_head(data_dir, settings, typed_gpus)
             state.ray_address, state.ray_head_pid = address, head.pid
         ctx = ray.init(
             address=address,
@@ -132,6 +122,8 @@ def cmd_up(args: argparse.Namespace) -> int:
         boot = boot_config(settings, store_url, embedded, auth_config(settings, keys), state.dashboard_url)
         ensure_control_actors(boot)
         state.url = runtime.deploy_serve(boot, settings)
+        if settings.direct_ingress_port is not None:
+            state.direct_url = runtime.wait_direct_ingress(settings)
     except BaseException:
         _stop(state, settings.drain_timeout_s)
         raise
@@ -153,10 +145,37 @@ def cmd_up(args: argparse.Namespace) -> int:
     return 0
 
 
+def _start_head(
+    data_dir: Path, settings: Any, typed_gpus: dict[str, float] | None
+) -> tuple[subprocess.Popen[bytes], str]:
+    """Start the local Ray head of ``ripple up``, a second time when the first fails: Ray's raylet gives up
+    when its agents start slowly (an overloaded machine)."""
+    print("Starting a local Ray head ...", flush=True)
+    for attempt in (1, 2):
+        try:
+            return local.start_ray_head(
+                data_dir,
+                num_gpus=settings.num_gpus,
+                num_cpus=settings.num_cpus,
+                typed_gpus=typed_gpus,
+                dashboard=settings.dashboard,
+                dashboard_port=settings.dashboard_port,
+                detach=True,
+                direct_ingress_port=settings.direct_ingress_port,
+            )
+        except NotReady as exc:
+            if attempt == 2:
+                raise
+            print(f"The Ray head did not start ({exc}); retrying once ...", flush=True)
+    raise AssertionError("unreachable")
+
+
 def _banner(state: local.InstanceState, settings: Any, keys: Any) -> None:
     print(f"\nRipple is up: {state.url}")
     print(f"  client API:   {state.url}/v2/<endpoint>/run   (runpod SDK: endpoint_url_base={state.url}/v2)")
     print(f"  management:   {state.url}/api/v1   web UI: {state.url}/ui   metrics: {state.url}/metrics")
+    if state.direct_url:
+        print(f"  direct:       {state.direct_url}   (the same API, Serve's proxy skipped: direct ingress)")
     if state.dashboard_url:
         print(f"  Ray dashboard: {state.dashboard_url}")
     if os.environ.get("RAY_AUTH_TOKEN_PATH") and os.environ.get("RAY_AUTH_MODE") == "token":

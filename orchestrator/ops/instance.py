@@ -52,8 +52,33 @@ def deploy_serve(boot: BootConfig, settings: Settings, *, blocking_ready_s: floa
         time.sleep(0.2)
     else:
         raise NotReady(f"the Serve app did not start within {blocking_ready_s:.0f} s")
-    host = "127.0.0.1" if settings.host in ("0.0.0.0", "::") else settings.host
-    return f"http://{host}:{settings.port}"
+    return f"http://{_client_host(settings)}:{settings.port}"
+
+
+def _client_host(settings: Settings) -> str:
+    """Where a client on this machine reaches what binds ``settings.host``."""
+    return "127.0.0.1" if settings.host in ("0.0.0.0", "::") else settings.host
+
+
+def wait_direct_ingress(settings: Settings, timeout_s: float = 60.0) -> str:
+    """The base URL of the first API replica's own HTTP server (Serve's direct ingress, on for the head by
+    ``RIPPLE_DIRECT_INGRESS_PORT``), once it answers ``/health/live``. Raises NotReady naming the port when
+    it does not within ``timeout_s`` (the port taken by something else: Serve then tries the next ones)."""
+    import httpx
+
+    assert settings.direct_ingress_port is not None
+    url = f"http://{_client_host(settings)}:{settings.direct_ingress_port}"
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        with contextlib.suppress(httpx.HTTPError):
+            if httpx.get(f"{url}/health/live", timeout=2.0).status_code == 200:
+                return url
+        time.sleep(0.2)
+    raise NotReady(
+        f"the API replica's direct ingress did not answer on {url} within {timeout_s:.0f} s "
+        f"(RIPPLE_DIRECT_INGRESS_PORT={settings.direct_ingress_port}: is the port taken? Serve's log says "
+        "which port it chose)"
+    )
 
 
 def shutdown(namespace: str, *, drain_timeout_s: float = 60.0) -> None:

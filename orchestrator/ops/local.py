@@ -42,6 +42,7 @@ class InstanceState:
     embedded_store: bool
     dashboard_url: str | None
     detached: bool
+    direct_url: str | None = None
 
 
 def free_port() -> int:
@@ -119,12 +120,14 @@ def start_ray_head(
     detach: bool,
     timeout_s: float = 90.0,
     typed_gpus: Mapping[str, float] | None = None,
+    direct_ingress_port: int | None = None,
 ) -> tuple[subprocess.Popen[bytes], str]:
     """Start ``ray start --head --block`` bound to loopback with the ``ripple-control`` resource.
 
     ``typed_gpus`` (``{"A100": 1, "L4": 1}``, from ``ripple up --gpus``) declares that many logical GPUs
     in all and one ``accelerator_type:<TYPE>`` resource per type, valued at its count
-    (:func:`head_resources`); it replaces ``num_gpus``.
+    (:func:`head_resources`); it replaces ``num_gpus``. ``direct_ingress_port``: Serve's direct ingress on
+    for every process of the head (:func:`direct_ingress_env`).
 
     Returns the process and the GCS address. Raises NotReady when the head does not come up in time.
     """
@@ -162,6 +165,8 @@ def start_ray_head(
     # Keep idle worker processes for minutes rather than 1 s, so a replica started from zero reuses one
     # instead of paying for a new Python process (seconds on a small machine).
     env.setdefault("RAY_idle_worker_killing_time_threshold_ms", "600000")
+    if direct_ingress_port is not None:
+        env.update(direct_ingress_env(direct_ingress_port, env))
     env["PYTHONUNBUFFERED"] = "1"  # the readiness line below must reach the log at once
     log_path = data_dir / "ray-head.log"
     log = open(log_path, "ab")  # noqa: SIM115 (handed to the child process, closed by the caller)
@@ -185,6 +190,25 @@ def start_ray_head(
     else:
         proc.kill()
     raise NotReady(f"the Ray head did not start within {timeout_s:.0f} s; see {data_dir / 'ray-head.log'}")
+
+
+DIRECT_INGRESS_PORTS = 64
+"""Ports kept for direct ingress from ``RIPPLE_DIRECT_INGRESS_PORT`` up: one per API replica on a node."""
+
+
+def direct_ingress_env(port: int, env: Mapping[str, str]) -> dict[str, str]:
+    """The environment that turns Ray Serve's direct ingress on (read by Serve's controller and replicas
+    when they start): every replica of an ingress deployment (Ripple's API) also serves HTTP itself, on a
+    port from ``port`` up, on the host the proxy binds. Ingress replicas drain for 2 s before they stop
+    (Serve's default, 30 s, waits for an outside load balancer to let go of them), unless ``env`` says."""
+    return {
+        "RAY_SERVE_ENABLE_DIRECT_INGRESS": "1",
+        "RAY_SERVE_DIRECT_INGRESS_MIN_HTTP_PORT": str(port),
+        "RAY_SERVE_DIRECT_INGRESS_MAX_HTTP_PORT": str(port + DIRECT_INGRESS_PORTS),
+        "RAY_SERVE_DIRECT_INGRESS_MIN_DRAINING_PERIOD_S": env.get(
+            "RAY_SERVE_DIRECT_INGRESS_MIN_DRAINING_PERIOD_S", "2"
+        ),
+    }
 
 
 def _head_started(log_path: Path, offset: int) -> bool:

@@ -1,0 +1,119 @@
+"""HTTP runsync and the plain Serve echo route, each through Serve's HTTP proxy and through Serve's direct
+ingress, on one Ripple instance, in blocks taken in turn.
+
+The instance runs with `RIPPLE_DIRECT_INGRESS_PORT` set: `ripple up` starts its Ray head with Ray Serve's
+direct ingress on (experimental in Ray 2.60), so every replica of an ingress deployment (Ripple's API, and
+the echo deployed beside it) also serves HTTP on a port of its own, without the proxy's hop; the proxy still
+serves the instance's port. Runsync goes to the URL `ripple up` reports; the echo's own port is found from
+its process.
+
+    python bench/direct_ingress.py [--samples 400]
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import os
+import sys
+from pathlib import Path
+
+import psutil
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+if str(REPO_ROOT) not in sys.path:
+    sys.path.insert(0, str(REPO_ROOT))
+os.environ["PYTHONPATH"] = os.pathsep.join([str(REPO_ROOT), os.environ.get("PYTHONPATH", "")]).rstrip(
+    os.pathsep
+)
+
+from bench import incluster, peers, ripple_http  # noqa: E402
+from bench.common import (  # noqa: E402
+    Latency,
+    bench_session,
+    http_client,
+    load_average,
+    time_in_turns,
+)
+from bench.ripple_instance import RippleInstance  # noqa: E402
+from orchestrator.ops.local import DIRECT_INGRESS_PORTS  # noqa: E402
+
+FIRST_PORT = 30000
+"""Serve's own first direct-ingress port: above Ray's worker ports, below the kernel's ephemeral range."""
+
+
+def direct_port(instance: RippleInstance, title_prefix: str, first_port: int) -> int:
+    """The direct-ingress HTTP port (from ``first_port`` up) of the first replica whose process title starts
+    with ``title_prefix`` (``ray::ServeReplica:<app>:``) under the instance's Ray head. Raises RuntimeError
+    when none listens."""
+    head = psutil.Process(int(instance.state["ray_head_pid"]))
+    for proc in head.children(recursive=True):
+        with contextlib.suppress(psutil.Error):
+            if proc.name().startswith(title_prefix):
+                for conn in proc.net_connections(kind="tcp"):
+                    port = int(conn.laddr.port)
+                    if conn.status == psutil.CONN_LISTEN and 0 <= port - first_port < DIRECT_INGRESS_PORTS:
+                        return port
+    raise RuntimeError(f"no {title_prefix} replica listens on a direct-ingress port")
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--samples", type=int, default=400, help="calls of each of the four (default 400)")
+    args = parser.parse_args(argv)
+    lat: list[Latency] = []
+    with bench_session("direct-ingress") as session:
+        first_port = FIRST_PORT
+        env = {"RIPPLE_DIRECT_INGRESS_PORT": str(first_port)}
+        instance = RippleInstance(session.workdir, env=env, name="ripple-direct")
+        with incluster.warm_noop(session, instance) as (_, http):
+            instance.connect_ray()  # the echo route is deployed by this driver
+            with peers.echo_beside() as echo_path:
+                echo_port = direct_port(instance, "ray::ServeReplica:bench-echo:", first_port)
+                with (
+                    http_client(str(instance.state["direct_url"])) as api_direct,
+                    http_client(f"http://127.0.0.1:{echo_port}") as echo_direct,
+                ):
+                    api_direct.headers.update(http.headers)
+
+                    def echo_call(client: object, path: str) -> object:
+                        def call() -> None:
+                            client.post(path, json=ripple_http.BODY).raise_for_status()  # type: ignore[attr-defined]
+
+                        return call
+
+                    before = load_average()
+                    lat = time_in_turns(
+                        [
+                            ripple_http.runsync_call(http, incluster.ENDPOINT),
+                            echo_call(http, echo_path),
+                            ripple_http.runsync_call(api_direct, incluster.ENDPOINT),
+                            echo_call(echo_direct, echo_path),
+                        ],
+                        args.samples,
+                    )
+    if not lat:
+        print(f"failed: {session.error or 'interrupted'}", file=sys.stderr)
+        return 1
+    runsync_proxy, echo_proxy, runsync_direct, echo_direct_lat = lat
+    print(f"{args.samples} calls of each, in turns; {before} before, {load_average()} after")
+    print("| path | runsync p50 | echo p50 | runsync / echo | runsync p99 | echo p99 |")
+    print("| --- | --- | --- | --- | --- | --- |")
+    for name, r, e in (
+        ("through Serve's proxy", runsync_proxy, echo_proxy),
+        ("direct ingress (no proxy)", runsync_direct, echo_direct_lat),
+    ):
+        print(
+            f"| {name} | {r.p50_ms:.2f} ms | {e.p50_ms:.2f} ms | {r.p50_ms / e.p50_ms:.2f}x | "
+            f"{r.p99_ms:.2f} ms | {e.p99_ms:.2f} ms |"
+        )
+    direct_ms = runsync_direct.p50_ms
+    print(f"runsync by direct ingress / the echo through the proxy: {direct_ms / echo_proxy.p50_ms:.2f}x")
+    print(f"runsync by direct ingress / runsync through the proxy: {direct_ms / runsync_proxy.p50_ms:.2f}x")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
