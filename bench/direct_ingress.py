@@ -16,8 +16,10 @@ import argparse
 import contextlib
 import os
 import sys
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
+import httpx
 import psutil
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
@@ -42,19 +44,48 @@ FIRST_PORT = 30000
 """Serve's own first direct-ingress port: above Ray's worker ports, below the kernel's ephemeral range."""
 
 
-def direct_port(instance: RippleInstance, title_prefix: str, first_port: int) -> int:
-    """The direct-ingress HTTP port (from ``first_port`` up) of the first replica whose process title starts
-    with ``title_prefix`` (``ray::ServeReplica:<app>:``) under the instance's Ray head. Raises RuntimeError
-    when none listens."""
+def direct_instance(workdir: Path) -> RippleInstance:
+    """A Ripple instance (not started) whose `ripple up` turns direct ingress on from :data:`FIRST_PORT`."""
+    env = {"RIPPLE_DIRECT_INGRESS_PORT": str(FIRST_PORT)}
+    return RippleInstance(workdir, num_gpus=2, env=env, name="ripple-direct")
+
+
+def direct_port(instance: RippleInstance, title_prefix: str) -> int:
+    """The direct-ingress HTTP port of the first replica whose process title starts with ``title_prefix``
+    (``ray::ServeReplica:<app>:``) under the instance's Ray head. Raises RuntimeError when none listens."""
     head = psutil.Process(int(instance.state["ray_head_pid"]))
     for proc in head.children(recursive=True):
         with contextlib.suppress(psutil.Error):
             if proc.name().startswith(title_prefix):
                 for conn in proc.net_connections(kind="tcp"):
                     port = int(conn.laddr.port)
-                    if conn.status == psutil.CONN_LISTEN and 0 <= port - first_port < DIRECT_INGRESS_PORTS:
+                    if conn.status == psutil.CONN_LISTEN and 0 <= port - FIRST_PORT < DIRECT_INGRESS_PORTS:
                         return port
     raise RuntimeError(f"no {title_prefix} replica listens on a direct-ingress port")
+
+
+def post_call(client: httpx.Client, path: str) -> Callable[[], None]:
+    """One POST of the bench body to ``path``; raises on an error status."""
+
+    def call() -> None:
+        client.post(path, json=ripple_http.BODY).raise_for_status()
+
+    return call
+
+
+@contextlib.contextmanager
+def direct_calls(
+    instance: RippleInstance, http: httpx.Client, echo_path: str
+) -> Iterator[tuple[Callable[[], None], Callable[[], None]]]:
+    """Runsync on the warm no-op endpoint to the URL `ripple up` reported, and the echo (deployed beside,
+    at ``echo_path``) to its replica's own port: the two calls, with clients open until the block ends."""
+    echo_port = direct_port(instance, "ray::ServeReplica:bench-echo:")
+    with (
+        http_client(str(instance.state["direct_url"])) as api_direct,
+        http_client(f"http://127.0.0.1:{echo_port}") as echo_direct,
+    ):
+        api_direct.headers.update(http.headers)
+        yield ripple_http.runsync_call(api_direct, incluster.ENDPOINT), post_call(echo_direct, echo_path)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -65,35 +96,23 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     lat: list[Latency] = []
     with bench_session("direct-ingress") as session:
-        first_port = FIRST_PORT
-        env = {"RIPPLE_DIRECT_INGRESS_PORT": str(first_port)}
-        instance = RippleInstance(session.workdir, env=env, name="ripple-direct")
+        instance = direct_instance(session.workdir)
         with incluster.warm_noop(session, instance) as (_, http):
             instance.connect_ray()  # the echo route is deployed by this driver
-            with peers.echo_beside() as echo_path:
-                echo_port = direct_port(instance, "ray::ServeReplica:bench-echo:", first_port)
-                with (
-                    http_client(str(instance.state["direct_url"])) as api_direct,
-                    http_client(f"http://127.0.0.1:{echo_port}") as echo_direct,
-                ):
-                    api_direct.headers.update(http.headers)
-
-                    def echo_call(client: object, path: str) -> object:
-                        def call() -> None:
-                            client.post(path, json=ripple_http.BODY).raise_for_status()  # type: ignore[attr-defined]
-
-                        return call
-
-                    before = load_average()
-                    lat = time_in_turns(
-                        [
-                            ripple_http.runsync_call(http, incluster.ENDPOINT),
-                            echo_call(http, echo_path),
-                            ripple_http.runsync_call(api_direct, incluster.ENDPOINT),
-                            echo_call(echo_direct, echo_path),
-                        ],
-                        args.samples,
-                    )
+            with (
+                peers.echo_beside() as echo_path,
+                direct_calls(instance, http, echo_path) as (runsync_direct_call, echo_direct_call),
+            ):
+                before = load_average()
+                lat = time_in_turns(
+                    [
+                        ripple_http.runsync_call(http, incluster.ENDPOINT),
+                        post_call(http, echo_path),
+                        runsync_direct_call,
+                        echo_direct_call,
+                    ],
+                    args.samples,
+                )
     if not lat:
         print(f"failed: {session.error or 'interrupted'}", file=sys.stderr)
         return 1

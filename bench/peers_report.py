@@ -22,6 +22,9 @@ Then Ripple (`ripple up --detach`, 2 logical GPUs), one instance for everything:
    (bench/ripple_targets.py).
 Then, that instance stopped, a second one with Ray's dashboard off (`RIPPLE_DASHBOARD=false`), as the bare
 Ray of 2. is: 5. HTTP runsync round trips on the same warm no-op endpoint, against 2.'s echo route.
+Then a third with `RIPPLE_DIRECT_INGRESS_PORT` (Serve's direct ingress: the API replica serves HTTP itself,
+no proxy on the path): 6. HTTP runsync to it, against 2.'s echo route and against the same echo deployed
+beside it and reached by direct ingress too, timed in alternating blocks.
 
 Prints the load average before and after every section, then one table (metric | Ripple | peer | ratio |
 target | met?) and what missed its target. A failed section is reported and the others still run; the
@@ -46,8 +49,16 @@ os.environ["PYTHONPATH"] = os.pathsep.join([str(REPO_ROOT), os.environ.get("PYTH
     os.pathsep
 )
 
-from bench import incluster, peers, ripple_http, ripple_targets, scale_from_zero, serve_async  # noqa: E402
-from bench.common import bench_session, format_table, load_average, percentile  # noqa: E402
+from bench import (  # noqa: E402
+    direct_ingress,
+    incluster,
+    peers,
+    ripple_http,
+    ripple_targets,
+    scale_from_zero,
+    serve_async,
+)
+from bench.common import bench_session, format_table, load_average, percentile, time_in_turns  # noqa: E402
 from bench.ripple_instance import RippleInstance  # noqa: E402
 from bench.targets import Figures, build_rows, markdown_table, missed  # noqa: E402
 
@@ -233,6 +244,38 @@ def run_ripple_without_dashboard(
     instance.stop()
 
 
+def run_ripple_direct(
+    args: argparse.Namespace, workdir: Path, report: Report, on_exit: Callable[[Callable[[], None]], None]
+) -> None:
+    """A third instance with ``RIPPLE_DIRECT_INGRESS_PORT`` (Serve's direct ingress, no proxy on the path):
+    HTTP runsync on the warm no-op endpoint to the URL `ripple up` reports, and the plain echo route
+    deployed beside it to its own replica's port, in alternating blocks."""
+    f = report.figures
+    instance = direct_ingress.direct_instance(workdir)
+    on_exit(instance.stop)
+    report.section(
+        "ripple up, direct ingress",
+        lambda: report.notes.append(f"ripple up (direct ingress) took {instance.start():.1f} s"),
+    )
+    with instance.http() as http:
+
+        def runsync() -> None:
+            instance.create_endpoint(http, incluster.SPEC)
+            instance.wait_serving(http, incluster.ENDPOINT, 2)
+            instance.connect_ray()  # the echo route is deployed by this driver
+            with (
+                peers.echo_beside() as echo_path,
+                direct_ingress.direct_calls(instance, http, echo_path) as calls,
+            ):
+                trips, echo = time_in_turns(list(calls), max(args.samples, 200))
+            f.ripple_runsync_direct_p50_ms, f.ripple_runsync_direct_p99_ms = trips.p50_ms, trips.p99_ms
+            f.serve_http_direct_p50_ms, f.serve_http_direct_p99_ms = echo.p50_ms, echo.p99_ms
+
+        if instance.state:
+            report.section("Ripple, direct ingress: HTTP runsync and the echo beside it", runsync)
+    instance.stop()
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -265,6 +308,7 @@ def main(argv: list[str] | None = None) -> int:
         if not args.skip_ripple:
             run_ripple(args, session.workdir, report, session.on_exit)
             run_ripple_without_dashboard(args, session.workdir, report, session.on_exit)
+            run_ripple_direct(args, session.workdir, report, session.on_exit)
     if session.interrupted:
         return 130
     rows = build_rows(report.figures)

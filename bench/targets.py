@@ -16,6 +16,7 @@ SERVE_ASYNC = "Serve async inference"
 SERVE_HTTP = "plain Serve HTTP route"
 SERVE_HANDLE = "plain Serve handle"
 SERVE_HTTP_BESIDE = "plain Serve HTTP route beside Ripple"
+SERVE_HTTP_DIRECT = "plain Serve route by direct ingress, beside Ripple"
 
 
 @dataclass
@@ -43,6 +44,12 @@ class Figures:
     # runsync on a second instance with Ray's dashboard off, as the bare Ray of the plain Serve route
     ripple_runsync_nodash_p50_ms: float | None = None
     ripple_runsync_nodash_p99_ms: float | None = None
+    # runsync on a third instance with RIPPLE_DIRECT_INGRESS_PORT (no Serve proxy on the path), and the echo
+    # route beside it by direct ingress too, timed in alternating blocks
+    ripple_runsync_direct_p50_ms: float | None = None
+    ripple_runsync_direct_p99_ms: float | None = None
+    serve_http_direct_p50_ms: float | None = None
+    serve_http_direct_p99_ms: float | None = None
     serve_handle_p50_ms: float | None = None  # plain Serve DeploymentHandle call
     serve_handle_p99_ms: float | None = None
     preempt_p50_s: float | None = None  # high-priority job: created -> started, GPUs held by idle lo
@@ -65,6 +72,7 @@ def build_rows(f: Figures) -> list[Row]:
     runsync = "round trip {}, HTTP runsync"
     beside = "round trip {}, HTTP runsync (same cluster)"
     nodash = "round trip {}, HTTP runsync (Ray's dashboard off, as the bare Ray)"
+    direct = "round trip {}, HTTP runsync by direct ingress (RIPPLE_DIRECT_INGRESS_PORT)"
     cold = "scale from zero {}: job start - created - init"
     preempt = "preemption {}: high-priority job created -> started"
     return [
@@ -87,6 +95,12 @@ def build_rows(f: Figures) -> list[Row]:
         Row(nodash.format("p50"), "ms", f.ripple_runsync_nodash_p50_ms, SERVE_HTTP, f.serve_http_p50_ms,
             Target("max_ratio", 1.5)),
         Row(nodash.format("p99"), "ms", f.ripple_runsync_nodash_p99_ms, SERVE_HTTP, f.serve_http_p99_ms),
+        Row(direct.format("p50"), "ms", f.ripple_runsync_direct_p50_ms, SERVE_HTTP, f.serve_http_p50_ms,
+            Target("max_ratio", 1.5)),
+        Row(direct.format("p50"), "ms", f.ripple_runsync_direct_p50_ms, SERVE_HTTP_DIRECT,
+            f.serve_http_direct_p50_ms, Target("max_ratio", 1.5)),
+        Row(direct.format("p99"), "ms", f.ripple_runsync_direct_p99_ms, SERVE_HTTP_DIRECT,
+            f.serve_http_direct_p99_ms),
         Row(preempt.format("p50"), "s", f.preempt_p50_s, target=Target("max", 1.5)),
         Row(preempt.format("max"), "s", f.preempt_max_s, target=Target("max", 1.5)),
         Row(cold.format("p95"), "s", f.ripple_cold_p95_s, SERVE_ASYNC, f.serve_async_cold_p95_s,

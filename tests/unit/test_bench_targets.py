@@ -8,6 +8,7 @@ from bench.targets import (
     SERVE_ASYNC,
     SERVE_HTTP,
     SERVE_HTTP_BESIDE,
+    SERVE_HTTP_DIRECT,
     Figures,
     build_rows,
     markdown_table,
@@ -87,3 +88,13 @@ def test_the_markdown_table_has_a_line_per_row_with_the_same_verdicts() -> None:
     assert "| 3,000 | 900 (Serve async inference) | 3.33x | >= 3x peer | yes |" in lines[2]
     (preempt_max,) = [line for line in lines if line.startswith("| preemption max")]
     assert preempt_max.endswith("| 1.60 | - | - | <= 1.5 s | **no** |")
+
+
+def test_runsync_by_direct_ingress_is_held_to_both_the_bare_route_and_the_direct_echo() -> None:
+    figures = Figures(serve_http_p50_ms=6.0, ripple_runsync_direct_p50_ms=3.0, serve_http_direct_p50_ms=1.2)
+    rows = build_rows(figures)
+    metric = "round trip p50, HTTP runsync by direct ingress (RIPPLE_DIRECT_INGRESS_PORT)"
+    assert _exact(rows, metric, SERVE_HTTP).met is True  # 0.5x the route through Serve's proxy
+    like_for_like = _exact(rows, metric, SERVE_HTTP_DIRECT)
+    assert like_for_like.ratio is not None and abs(like_for_like.ratio - 2.5) < 1e-9
+    assert like_for_like.met is False  # 2.5x the echo without the proxy either
