@@ -43,6 +43,8 @@ import traceback
 from collections.abc import Callable
 from pathlib import Path
 
+import httpx
+
 REPO_ROOT = Path(__file__).resolve().parent.parent
 if str(REPO_ROOT) not in sys.path:
     sys.path.insert(0, str(REPO_ROOT))
@@ -228,30 +230,46 @@ def run_ripple(
     instance.stop()  # before the next instance: never two on the cores at once
 
 
+def run_warm_instance(
+    instance: RippleInstance,
+    label: str,
+    report: Report,
+    on_exit: Callable[[Callable[[], None]], None],
+    measure: Callable[[RippleInstance, httpx.Client], None],
+) -> None:
+    """Start ``instance`` (one more after the first, which is stopped), create the no-op endpoint on 2 warm
+    replicas, ``measure`` it, stop it: each a section of the report, named with ``label``."""
+    on_exit(instance.stop)
+    report.section(
+        f"ripple up, {label}",
+        lambda: report.notes.append(f"ripple up ({label}) took {instance.start():.1f} s"),
+    )
+    with instance.http() as http:
+
+        def run() -> None:
+            instance.create_endpoint(http, incluster.SPEC)
+            instance.wait_serving(http, incluster.ENDPOINT, 2)
+            measure(instance, http)
+
+        if instance.state:
+            report.section(f"Ripple, {label}: HTTP runsync", run)
+    instance.stop()
+
+
 def run_ripple_without_dashboard(
     args: argparse.Namespace, workdir: Path, report: Report, on_exit: Callable[[Callable[[], None]], None]
 ) -> None:
     """A second instance with Ray's dashboard off, as the bare Ray of the plain Serve route: HTTP runsync
     round trips on the warm no-op endpoint."""
     f = report.figures
+
+    def runsync(_: RippleInstance, http: httpx.Client) -> None:
+        ripple_http.bench_round_trip(http, incluster.ENDPOINT, 50)  # warm-up
+        trips = ripple_http.bench_round_trip(http, incluster.ENDPOINT, args.samples)
+        f.ripple_runsync_nodash_p50_ms, f.ripple_runsync_nodash_p99_ms = trips.p50_ms, trips.p99_ms
+
     instance = RippleInstance(workdir, num_gpus=2, dashboard=False)
-    on_exit(instance.stop)
-    report.section(
-        "ripple up, dashboard off",
-        lambda: report.notes.append(f"ripple up (dashboard off) took {instance.start():.1f} s"),
-    )
-    with instance.http() as http:
-
-        def runsync() -> None:
-            instance.create_endpoint(http, incluster.SPEC)
-            instance.wait_serving(http, incluster.ENDPOINT, 2)
-            ripple_http.bench_round_trip(http, incluster.ENDPOINT, 50)  # warm-up
-            trips = ripple_http.bench_round_trip(http, incluster.ENDPOINT, args.samples)
-            f.ripple_runsync_nodash_p50_ms, f.ripple_runsync_nodash_p99_ms = trips.p50_ms, trips.p99_ms
-
-        if instance.state:
-            report.section("Ripple, dashboard off: HTTP runsync", runsync)
-    instance.stop()
+    run_warm_instance(instance, "dashboard off", report, on_exit, runsync)
 
 
 def run_ripple_direct(
@@ -261,29 +279,18 @@ def run_ripple_direct(
     HTTP runsync on the warm no-op endpoint to the URL `ripple up` reports, and the plain echo route
     deployed beside it to its own replica's port, in alternating blocks."""
     f = report.figures
-    instance = direct_ingress.direct_instance(workdir)
-    on_exit(instance.stop)
-    report.section(
-        "ripple up, direct ingress",
-        lambda: report.notes.append(f"ripple up (direct ingress) took {instance.start():.1f} s"),
-    )
-    with instance.http() as http:
 
-        def runsync() -> None:
-            instance.create_endpoint(http, incluster.SPEC)
-            instance.wait_serving(http, incluster.ENDPOINT, 2)
-            instance.connect_ray()  # the echo route is deployed by this driver
-            with (
-                peers.echo_beside() as echo_path,
-                direct_ingress.direct_calls(instance, http, echo_path) as calls,
-            ):
-                trips, echo = time_in_turns(list(calls), max(args.samples, 200))
-            f.ripple_runsync_direct_p50_ms, f.ripple_runsync_direct_p99_ms = trips.p50_ms, trips.p99_ms
-            f.serve_http_direct_p50_ms, f.serve_http_direct_p99_ms = echo.p50_ms, echo.p99_ms
+    def runsync(instance: RippleInstance, http: httpx.Client) -> None:
+        instance.connect_ray()  # the echo route is deployed by this driver
+        with (
+            peers.echo_beside() as echo_path,
+            direct_ingress.direct_calls(instance, http, echo_path) as calls,
+        ):
+            trips, echo = time_in_turns(list(calls), max(args.samples, 200))
+        f.ripple_runsync_direct_p50_ms, f.ripple_runsync_direct_p99_ms = trips.p50_ms, trips.p99_ms
+        f.serve_http_direct_p50_ms, f.serve_http_direct_p99_ms = echo.p50_ms, echo.p99_ms
 
-        if instance.state:
-            report.section("Ripple, direct ingress: HTTP runsync and the echo beside it", runsync)
-    instance.stop()
+    run_warm_instance(direct_ingress.direct_instance(workdir), "direct ingress", report, on_exit, runsync)
 
 
 def main(argv: list[str] | None = None) -> int:
