@@ -145,7 +145,10 @@ class BodyLimit:
         if declared > limit:
             size, body = declared, None
         else:
-            size, body = await _read_within(receive, limit)
+            read = await _read_within(receive, limit)
+            if read is None:  # a request cut off is not handled (as Starlette does: ClientDisconnect)
+                return
+            size, body = read
         if body is None:
             scope = {**scope, "state": {**scope.get("state", {}), OVERSIZED: OversizedBody(size, limit)}}
             body = b""
@@ -160,15 +163,15 @@ def _declared_length(scope: Scope) -> int:
     return -1
 
 
-async def _read_within(receive: Receive, limit: int) -> tuple[int, bytes | None]:
+async def _read_within(receive: Receive, limit: int) -> tuple[int, bytes | None] | None:
     """The whole body (its size and bytes), or its size and None when over ``limit`` (read to its end,
-    not kept)."""
+    not kept); None when the client went away before its end."""
     chunks: list[bytes] = []
     size = 0
     while True:
         message = await receive()
         if message["type"] != "http.request":
-            return size, b"".join(chunks)
+            return None
         chunk = message.get("body", b"")
         size += len(chunk)
         if size <= limit:
