@@ -2,7 +2,7 @@
 replicas, with py-spy (GIL samples) attached to the API's Serve replica, the Serve proxy, the JobQueue
 actor and the replicas; prints each process's busy share and its top functions.
 
-    python bench/profile_runsync.py [--samples 300]
+    python bench/profile_runsync.py [--samples 300] [--direct] [--keep]
 """
 
 from __future__ import annotations
@@ -20,8 +20,8 @@ os.environ["PYTHONPATH"] = os.pathsep.join([str(REPO_ROOT), os.environ.get("PYTH
     os.pathsep
 )
 
-from bench import incluster, profile_actor, ripple_http  # noqa: E402
-from bench.common import bench_session, load_average  # noqa: E402
+from bench import direct_ingress, incluster, profile_actor, ripple_http  # noqa: E402
+from bench.common import bench_session, http_client, load_average  # noqa: E402
 from bench.ripple_instance import RippleInstance  # noqa: E402
 
 
@@ -46,11 +46,23 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--keep", action="store_true", help="keep py-spy's raw stacks (printed: the work dir)"
     )
+    parser.add_argument(
+        "--direct",
+        action="store_true",
+        help="runsync by direct ingress (RIPPLE_DIRECT_INGRESS_PORT), not through Serve's proxy",
+    )
     args = parser.parse_args(argv)
     with (
         bench_session("runsync-profile", keep=args.keep) as session,
-        incluster.warm_noop(session) as (instance, http),
+        incluster.warm_noop(
+            session, direct_ingress.direct_instance(session.workdir) if args.direct else None
+        ) as (instance, proxied),
+        contextlib.ExitStack() as clients,
     ):
+        http = proxied
+        if args.direct:
+            http = clients.enter_context(http_client(str(instance.state["direct_url"])))
+            http.headers.update(proxied.headers)
         ripple_http.bench_round_trip(http, incluster.ENDPOINT, 50)  # warm-up
         procs = instance.actor_processes()
         targets = [(f"Serve API replica pid {p.pid}", p.pid) for p in procs["ServeReplica"]]

@@ -72,10 +72,13 @@ def check(args: dict[str, Any]) -> dict[str, Any]:
     done = wait_for(jobs, args["timeout_s"], "every job final", 0.5)
     final_s = time.monotonic() - t0
 
-    def summary() -> Any:
-        return _call(lambda: ray.get_actor(pool_name(ENDPOINT), namespace=ns).summary.remote())
+    def adopted() -> Any:
+        # The restarted pool answers before it has adopted what survived (the jobs may end before that:
+        # the replica takes from the store): wait until it lists a replica.
+        s = _call(lambda: ray.get_actor(pool_name(ENDPOINT), namespace=ns).summary.remote())
+        return s if s is not None and s["replicas"] else None
 
-    pool_summary = wait_for(summary, 30, "the pool's summary", 0.5)
+    pool_summary = wait_for(adopted, 30, "the restarted pool to list its replica", 0.5)
     pool = ray.get_actor(pool_name(ENDPOINT), namespace=ns)
     replicas = pool_summary["replicas"]
     return {
