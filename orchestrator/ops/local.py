@@ -199,14 +199,20 @@ DIRECT_INGRESS_PORTS = 64
 def direct_ingress_env(port: int, env: Mapping[str, str]) -> dict[str, str]:
     """The environment that turns Ray Serve's direct ingress on (read by Serve's controller and replicas
     when they start): every replica of an ingress deployment (Ripple's API) also serves HTTP itself, on a
-    port from ``port`` up, on the host the proxy binds. Ingress replicas drain for 2 s before they stop
-    (Serve's default, 30 s, waits for an outside load balancer to let go of them), unless ``env`` says."""
+    port from ``port`` up, on the host the proxy binds, and runs the app on the loop that serves it (not on
+    a loop of its own in another thread: a hop less each way, about 0.45 ms of a 2.9 ms runsync here; every
+    route of the app awaits rather than blocks). Ingress replicas drain for 2 s before they stop (Serve's
+    default, 30 s, waits for an outside load balancer to let go of them). What ``env`` already sets of the
+    last two is kept."""
     return {
         "RAY_SERVE_ENABLE_DIRECT_INGRESS": "1",
         "RAY_SERVE_DIRECT_INGRESS_MIN_HTTP_PORT": str(port),
         "RAY_SERVE_DIRECT_INGRESS_MAX_HTTP_PORT": str(port + DIRECT_INGRESS_PORTS),
         "RAY_SERVE_DIRECT_INGRESS_MIN_DRAINING_PERIOD_S": env.get(
             "RAY_SERVE_DIRECT_INGRESS_MIN_DRAINING_PERIOD_S", "2"
+        ),
+        "RAY_SERVE_RUN_USER_CODE_IN_SEPARATE_THREAD": env.get(
+            "RAY_SERVE_RUN_USER_CODE_IN_SEPARATE_THREAD", "0"
         ),
     }
 

@@ -19,12 +19,17 @@ def test_the_api_replicas_take_ports_from_the_setting_up() -> None:
         "RAY_SERVE_DIRECT_INGRESS_MIN_HTTP_PORT": "24000",
         "RAY_SERVE_DIRECT_INGRESS_MAX_HTTP_PORT": str(24_000 + DIRECT_INGRESS_PORTS),
         "RAY_SERVE_DIRECT_INGRESS_MIN_DRAINING_PERIOD_S": "2",
+        "RAY_SERVE_RUN_USER_CODE_IN_SEPARATE_THREAD": "0",
     }
 
 
-def test_an_operator_drain_period_is_kept() -> None:
-    env = direct_ingress_env(24_000, {"RAY_SERVE_DIRECT_INGRESS_MIN_DRAINING_PERIOD_S": "30"})
-    assert env["RAY_SERVE_DIRECT_INGRESS_MIN_DRAINING_PERIOD_S"] == "30"
+def test_what_an_operator_set_is_kept() -> None:
+    mine = {
+        "RAY_SERVE_DIRECT_INGRESS_MIN_DRAINING_PERIOD_S": "30",
+        "RAY_SERVE_RUN_USER_CODE_IN_SEPARATE_THREAD": "1",
+    }
+    env = direct_ingress_env(24_000, mine)
+    assert {k: env[k] for k in mine} == mine
 
 
 def test_the_setting_is_off_by_default_and_bounded() -> None:
