@@ -1,6 +1,6 @@
 """Ripple against every peer on Ray, in one run, one table: the targets of issue 12.
 
-    python bench/peers_report.py --quick        # about 5 minutes on a quiet 2-core machine
+    python bench/peers_report.py --quick        # about 4 minutes on a quiet 2-core machine
     python bench/peers_report.py [--jobs N] [--samples N] [--cold-runs K] [--preempt-runs K] [--json F]
 
 Peers first, each started here and stopped before Ripple starts (so they never share the cores):
