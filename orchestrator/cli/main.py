@@ -248,6 +248,10 @@ def cmd_down(args: argparse.Namespace) -> int:
 # HTTP commands --------------------------------------------------------------------------------------
 
 
+def _data_dir(args: argparse.Namespace) -> Path:
+    return Path(_settings(args).data_dir).resolve()
+
+
 def _client(args: argparse.Namespace) -> Any:
     from orchestrator.client import Client
 
@@ -450,7 +454,8 @@ def cmd_status(args: argparse.Namespace) -> int:
     from orchestrator.cli.status import render_status
 
     c = _client(args)
-    print(render_status(c, color=sys.stdout.isatty()))
+    state = None if args.url or os.environ.get("RIPPLE_URL") else local.read_state(_data_dir(args))
+    print(render_status(c, color=sys.stdout.isatty(), direct_url=state.direct_url if state else None))
     return 0
 
 

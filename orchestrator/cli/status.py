@@ -81,8 +81,9 @@ def _worker_counts(workers: Sequence[Mapping[str, Any]]) -> dict[str, Counter[st
     return out
 
 
-def render_status(client: Requester, color: bool) -> str:
-    """The status screen as text (ANSI colours when ``color``)."""
+def render_status(client: Requester, color: bool, direct_url: str | None = None) -> str:
+    """The status screen as text (ANSI colours when ``color``); ``direct_url``: the API without Serve's
+    proxy, as ``ripple up`` recorded it (``RIPPLE_DIRECT_INGRESS_PORT``), shown when known."""
     info, info_err = _read(client, "/api/v1/info")
     eps, eps_err = _read(client, "/api/v1/endpoints")
     stats, _ = _read(client, "/api/v1/stats")
@@ -112,6 +113,7 @@ def render_status(client: Requester, color: bool) -> str:
         if gpus
         else "GPUs: unknown (autoscaler unavailable)",
         f"Ray dashboard: {info.get('dashboardUrl') or 'not running'}",
+        *([f"Direct ingress: {direct_url} (the API without Serve's proxy)"] if direct_url else []),
         "",
     ]
     endpoints = (eps or {}).get("endpoints", [])

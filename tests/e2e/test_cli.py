@@ -164,6 +164,8 @@ def test_direct_ingress_serves_the_api_without_the_proxy(tmp_path: Path) -> None
             assert reply.headers["x-request-id"] == "direct-1"
         assert httpx.post(f"{direct}/v2/direct/run", json={"input": 1}).status_code == 401
         assert httpx.get(f"{inst.url}/health/ready").status_code == 200
+        status = run_cli(["--data-dir", str(data_dir), "status"], env=inst.env, timeout_s=60)
+        assert f"Direct ingress: {direct}" in status.stdout, status.stdout + status.stderr
         down = run_cli(["down", "--data-dir", str(data_dir)], env=inst.env, timeout_s=120)
         assert down.returncode == 0, down.stderr
     finally:

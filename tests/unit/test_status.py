@@ -68,6 +68,9 @@ def test_one_screen_with_endpoints_queues_workers_gpus() -> None:
     )
     assert "GPUs: 1 used / 2 total (1 free)" in out
     assert "Ray dashboard: http://127.0.0.1:8265" in out
+    assert "Direct ingress" not in out  # off unless `ripple up` recorded it
+    direct = render_status(FakeClient(REPLIES), color=False, direct_url="http://127.0.0.1:30000")
+    assert "Direct ingress: http://127.0.0.1:30000 (the API without Serve's proxy)" in direct.splitlines()
     gen = next(ln for ln in lines if ln.startswith("gen "))
     assert "examples.handlers:echo" in gen and " 4 " in gen and "5m" in gen and "2/3" in gen
     assert "1 idle" not in gen and "1 busy, 1 quarantined" in gen
