@@ -248,23 +248,26 @@ def cmd_down(args: argparse.Namespace) -> int:
 # HTTP commands --------------------------------------------------------------------------------------
 
 
-def _data_dir(args: argparse.Namespace) -> Path:
-    return Path(_settings(args).data_dir).resolve()
-
-
-def _client(args: argparse.Namespace) -> Any:
+def _connect(args: argparse.Namespace) -> tuple[Any, local.InstanceState | None]:
+    """A client of the instance (``--url`` / ``RIPPLE_URL``, else the data dir's), and the data dir's
+    recorded state when that is where the URL came from."""
     from orchestrator.client import Client
 
     settings = _settings(args)
     data_dir = settings.data_dir.resolve()
     url = args.url or os.environ.get("RIPPLE_URL")
+    state = None
     if not url:
         state = local.read_state(data_dir)
         url = state.url if state else f"http://127.0.0.1:{settings.port}"
     key = settings.api_key.get_secret_value() if settings.api_key else None
     if key is None and (data_dir / "keys.json").exists():
         key = json.loads((data_dir / "keys.json").read_text()).get("api_key")
-    return Client(url, key)
+    return Client(url, key), state
+
+
+def _client(args: argparse.Namespace) -> Any:
+    return _connect(args)[0]
 
 
 def _gpu_types_arg(text: str) -> list[str]:
@@ -453,8 +456,7 @@ def cmd_autoscaler(args: argparse.Namespace) -> int:
 def cmd_status(args: argparse.Namespace) -> int:
     from orchestrator.cli.status import render_status
 
-    c = _client(args)
-    state = None if args.url or os.environ.get("RIPPLE_URL") else local.read_state(_data_dir(args))
+    c, state = _connect(args)
     print(render_status(c, color=sys.stdout.isatty(), direct_url=state.direct_url if state else None))
     return 0
 

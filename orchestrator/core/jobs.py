@@ -122,6 +122,15 @@ def parse_worker_result(body: Any) -> WorkerResult:
     return WorkerResult("completed", output=body.get("output"), stop_worker=stop)
 
 
+def oversized_result_error(what: str, size_bytes: int, limit_bytes: int) -> str:
+    """The error a job fails with when its worker's ``what`` (result, stream chunk) was over the HTTP body
+    limit: its size, the limit and the setting, and what to do instead."""
+    return (
+        f"the worker's {what} was {size_bytes} bytes, over the limit of {limit_bytes} bytes "
+        "(RIPPLE_MAX_BODY_BYTES); return less, for example a URL where the output was stored"
+    )
+
+
 @dataclass(frozen=True)
 class JobView:
     """A job as read from the store; the source of the status objects the APIs return."""

@@ -26,6 +26,7 @@ from orchestrator.api.deps import (
 )
 from orchestrator.api.middleware import OversizedBody, current_request_id
 from orchestrator.core.errors import InvalidInput, PayloadTooLarge
+from orchestrator.core.jobs import oversized_result_error
 
 router = APIRouter(
     prefix="/v2/{endpoint}", tags=["worker"], dependencies=[Depends(require_worker_key), Depends(utf8_body)]
@@ -159,10 +160,7 @@ async def _fail_oversized(
     """Fail the job whose ``what`` (result, stream chunk) was over the body limit, with the reason; the 413
     for the worker. The job is left as it is when this worker does not hold it (already final, taken
     back)."""
-    error = (
-        f"the worker's {what} was {body.size_bytes} bytes, over the limit of {body.limit_bytes} bytes "
-        "(RIPPLE_MAX_BODY_BYTES); return less, for example a URL where the output was stored"
-    )
+    error = oversized_result_error(what, body.size_bytes, body.limit_bytes)
     reply = await queue.done(
         endpoint, worker_id, job_id, {"error": error}, False, request_id=current_request_id()
     )
