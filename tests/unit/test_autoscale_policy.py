@@ -390,3 +390,55 @@ def test_memory_is_kept_only_for_endpoints_in_the_snapshot() -> None:
     assert set(state.endpoints) == {"a", "b"}
     _, state = run(ep("b"), gpus=4, now_s=101.0, state=state)
     assert set(state.endpoints) == {"b"}, "a deleted endpoint's memory goes; re-created, it starts afresh"
+
+
+def test_an_endpoint_preempted_takes_its_replacement_from_a_lower_one_in_the_same_call() -> None:
+    # "hi" needs an H100: only "mid" has an idle one, "lo"'s idle replica is on an A100. "mid" (untyped)
+    # then lacks the replica it lost and preempts "lo" for it at once: the same snapshot again drains
+    # nothing new (found by Hypothesis: it used to happen one call later).
+    hi = ep("hi", priority=60, queued=1, gpu_types=("H100",))
+    mid = ep(
+        "mid",
+        priority=30,
+        queued=1,
+        running=1,
+        max_replicas=2,
+        replicas=(ReplicaView("m0", "busy", 1, gpu_type="A100"), ReplicaView("m1", "idle", 0, 0.0, "H100")),
+    )
+    lo = ep("lo", priority=0, replicas=(ReplicaView("l0", "idle", 0, 0.0, "A100"),), scale_down_idle_s=1e9)
+    typed = {"gpus_by_type": {"H100": 1.0, "A100": 2.0}}
+    out, state = run(hi, mid, lo, gpus=3, **typed)
+    by = {i: d.preempted_by for d in out if isinstance(d, Drain) for i in d.replica_ids}
+    assert by == {"m1": "hi", "l0": "mid"}
+    assert ups(out) == {}
+    blocked = {d.endpoint: d.reason for d in out if isinstance(d, Blocked)}
+    assert "preempting 1 replica(s) of lo" in blocked["mid"]
+    again, _ = run(hi, mid, lo, gpus=3, state=state, **typed)
+    assert ups(again) == {} and set(drains(again).get("lo", ())) <= {"l0"} and "mid" not in drains(again)
+
+
+def test_an_endpoint_preempted_scales_up_on_gpus_its_preemptor_cannot_use_in_the_same_call() -> None:
+    # "hi" takes "mid"'s idle H100; the free A100 is of no use to "hi" but is to "mid", which starts its
+    # replacement there now, not on the next call (found by Hypothesis).
+    hi = ep("hi", priority=60, queued=1, gpu_types=("H100",))
+    mid = ep(
+        "mid",
+        priority=30,
+        queued=1,
+        running=1,
+        max_replicas=2,
+        replicas=(ReplicaView("m0", "busy", 1, gpu_type="H100"), ReplicaView("m1", "idle", 0, 0.0, "H100")),
+    )
+    typed = {"gpus_by_type": {"H100": 2.0, "A100": 1.0}}
+    out, state = run(hi, mid, gpus=3, **typed)
+    assert drains(out) == {"mid": ("m1",)} and ups(out) == {"mid": 1}
+    assert "has 1 (1 preempted)" in next(d.reason for d in out if isinstance(d, ScaleUp))
+    again, _ = run(hi, mid, gpus=3, state=state, **typed)
+    assert ups(again) == {} and set(drains(again).get("mid", ())) <= {"m1"}
+
+
+def test_preemption_keeps_a_pinned_size() -> None:
+    lo = ep("lo", priority=0, override=Override(desired_replicas=2), replicas=(idle("l0"), idle("l1")))
+    out, _ = run(lo, ep("hi", priority=90, queued=1), gpus=2)
+    assert drains(out) == {}
+    assert any(isinstance(d, Blocked) and d.endpoint == "hi" for d in out)

@@ -165,6 +165,10 @@ class EndpointPlan:
     def drained_count(self) -> int:
         return len(self.drain_ids) + sum(len(ids) for ids, _ in self.preempted.values())
 
+    def lost(self) -> int:
+        """Its replicas this call preempted or reclaimed for other endpoints (they count as gone)."""
+        return sum(len(ids) for ids, _ in self.preempted.values())
+
     def drained_ids(self) -> set[str]:
         """Its replicas this call drains: scaled down, preempted or reclaimed."""
         return set(self.drain_ids) | {i for ids, _ in self.preempted.values() for i in ids}
@@ -254,4 +258,4 @@ def prewarm_wanted(plan: EndpointPlan, keep: KeepAlivePlan | None) -> int:
         return 0
     view = plan.view
     target = min(view.max_replicas, max(view.min_replicas, *mem.recent_peaks, 1))
-    return max(0, target - plan.capacity)
+    return max(0, target - plan.capacity + plan.lost())

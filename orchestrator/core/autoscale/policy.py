@@ -12,9 +12,10 @@ One call, in order:
 4. grant them phase by phase, by effective priority within a phase, from the GPUs (and CPU/memory caps)
    left after every listed replica, expected replica and planned start; a want that does not fit is
    ``Blocked`` and may preempt: GPUs already draining are claimed first, then idle replicas (busy ones with
-   ``preempt_busy``) of endpoints of lower effective priority above ``max(min_replicas, 1 if work)``,
-   and, for an endpoint with no replica whose job waited ``starvation_reclaim_after_s``, one replica of
-   the endpoint holding the most.
+   ``preempt_busy``) of endpoints of lower effective priority above ``max(min_replicas, pinned size, 1 if
+   work)``, and, for an endpoint with no replica whose job waited ``starvation_reclaim_after_s``, one
+   replica of the endpoint holding the most. An endpoint preempted wants the replicas it lost back within
+   the same call (:meth:`_Wants.add_lost`), so the cascade does not wait for a second call.
 
 Replicas still starting, and ones asked for but not yet listed (for ``EXPECTATION_TTL_S``), count as
 capacity and as GPUs in use, so a slow start or a second call on the same snapshot never scales twice. The
@@ -25,6 +26,7 @@ kept only for the endpoints in the snapshot: one that disappears and comes back 
 
 from __future__ import annotations
 
+from bisect import insort
 from dataclasses import replace
 
 from orchestrator.core.autoscale.endpoint_plan import (
@@ -34,6 +36,7 @@ from orchestrator.core.autoscale.endpoint_plan import (
     prewarm_wanted,
     scale_down,
 )
+from orchestrator.core.autoscale.keepalive import KeepAlivePlan
 from orchestrator.core.autoscale.model import (
     AutoscaleConfig,
     AutoscalerState,
@@ -208,34 +211,90 @@ def decide(snapshot: Snapshot, state: AutoscalerState) -> tuple[list[Decision], 
     if not snapshot.enabled:
         return [], AutoscalerState({p.view.name: p.mem for p in plans})
     budget = _Budget(snapshot, plans)
-    wants: tuple[list[_Want], list[_Want], list[_Want], list[_Want]] = ([], [], [], [])
     live = [p for p in plans if p.view.override is None or not p.view.override.disabled]
+    wants = _Wants(cfg, now_s)
     for p in live:
         keep = keep_alive_plan(p, cfg, now_s)
         scale_down(p, keep, now_s)
         budget.note_draining(p)
-        _collect_wants(p, cfg, now_s, wants)
-        if p.view.queued == 0 and p.view.running == 0:
-            n = prewarm_wanted(p, keep)
-            if n > 0:
-                wants[3].append((p, n, keep.reason if keep is not None else ""))
+        wants.collect(p, keep)
     relief = _Relief(live, budget, cfg)
-    for phase, group in enumerate(wants):
+    for phase, group in enumerate(wants.groups):
         group.sort(key=_want_order)
-        for p, units, why in group:
+        i = 0
+        while i < len(group):  # a preemption below may add its victims' wants to this group
+            p, units, why = group[i]
+            i += 1
             grant, limit = budget.fit(p, units)
             if grant > 0:
                 budget.take(p, grant)
-                if phase == 3:
-                    p.prewarm += grant
-                    p.prewarm_reason = why
-                else:
-                    p.ups += grant
-                    if why not in p.ups_reason:
-                        p.ups_reason = f"{p.ups_reason}; {why}" if p.ups_reason else why
+                _grant(p, grant, why, phase)
             if grant < units and phase < 3:
                 relief.relieve(p, units - grant, limit, phase)
+                wants.add_lost(relief.take_victims(), phase, i)
     return _emit(plans, now_s)
+
+
+def _grant(p: EndpointPlan, units: int, why: str, phase: int) -> None:
+    if phase == 3:
+        p.prewarm += units
+        p.prewarm_reason = why
+    else:
+        p.ups += units
+        if why not in p.ups_reason:
+            p.ups_reason = f"{p.ups_reason}; {why}" if p.ups_reason else why
+
+
+class _Wants:
+    """The wants of one call in its four phases, and the units each endpoint wanted so far in each."""
+
+    def __init__(self, cfg: AutoscaleConfig, now_s: float) -> None:
+        self.cfg = cfg
+        self.now_s = now_s
+        self.groups: tuple[list[_Want], list[_Want], list[_Want], list[_Want]] = ([], [], [], [])
+        self.keeps: dict[str, KeepAlivePlan | None] = {}
+        self.wanted: dict[str, list[int]] = {}
+
+    def collect(self, p: EndpointPlan, keep: KeepAlivePlan | None) -> None:
+        """``p``'s wants before any preemption (and the shortage of a demand above ``max_replicas``)."""
+        v = p.view
+        self.keeps[v.name] = keep
+        self.wanted[v.name] = [0, 0, 0, 0]
+        demand = v.demand_replicas()
+        if (
+            demand > v.max_replicas
+            and _pinned(p) is None
+            and _work_trigger(p, self.cfg, self.now_s, p.capacity)
+        ):
+            p.shortage.append(
+                (demand - v.max_replicas, f"demand {demand} above maxReplicas {v.max_replicas}")
+            )
+        for phase, units, why in _wants(p, keep, self.cfg, self.now_s):
+            self.groups[phase].append((p, units, why))
+            self.wanted[v.name][phase] += units
+
+    def add_lost(self, victims: list[EndpointPlan], phase: int, lo: int) -> None:
+        """Add what ``victims`` want beyond what they wanted so far, now that this call preempted some of
+        their replicas, as the next call (which sees them leaving) would collect it. Asked within the
+        same call, so a preemption's cascade (a victim preempting a lower endpoint in turn) happens at
+        once, not one call later on the same snapshot. A want of the phase under way goes after position
+        ``lo`` of its group, in order: the victim's effective priority is below its preemptor's."""
+        for victim in victims:
+            have = self.wanted[victim.view.name]
+            now = [0, 0, 0, 0]
+            whys = ["", "", "", ""]
+            for k, units, why in _wants(victim, self.keeps[victim.view.name], self.cfg, self.now_s):
+                now[k] += units
+                whys[k] = why
+            for k in range(4):
+                if now[k] <= have[k]:
+                    continue
+                want = (victim, now[k] - have[k], f"{whys[k]} ({victim.lost()} preempted)")
+                have[k] = now[k]
+                if k > phase:
+                    self.groups[k].append(want)
+                else:
+                    insort(self.groups[phase], want, lo=lo, key=_want_order)
 
 
 def _want_order(want: _Want) -> tuple[int, int, float, str]:
@@ -243,57 +302,69 @@ def _want_order(want: _Want) -> tuple[int, int, float, str]:
     return (-p.eff, -p.view.priority, -(p.wait_s or 0.0), p.view.name)
 
 
-def _collect_wants(
-    p: EndpointPlan,
-    cfg: AutoscaleConfig,
-    now_s: float,
-    wants: tuple[list[_Want], list[_Want], list[_Want], list[_Want]],
-) -> None:
-    v, mem = p.view, p.mem
-    pinned = v.override.desired_replicas if v.override is not None else None
+def _wants(
+    p: EndpointPlan, keep: KeepAlivePlan | None, cfg: AutoscaleConfig, now_s: float
+) -> list[tuple[int, int, str]]:
+    """``(phase, units, why)`` for each phase in which ``p`` wants replicas, counting as gone the replicas
+    this call preempted from it."""
+    out: list[tuple[int, int, str]] = []
+    if p.view.queued == 0 and p.view.running == 0:
+        n = prewarm_wanted(p, keep)
+        if n > 0:
+            out.append((3, n, keep.reason if keep is not None else ""))
+    v = p.view
+    capacity, active = p.capacity - p.lost(), p.active - p.lost()
+    pinned = _pinned(p)
     if pinned is not None:
-        if pinned > p.capacity:
-            wants[1].append((p, pinned - p.capacity, f"pinned to {pinned} replicas, have {p.capacity}"))
-        return
-    room = max(0, v.max_replicas - p.active)
-    floor_units = max(0, v.min_replicas - p.capacity)
+        if pinned > capacity:
+            out.append((1, pinned - capacity, f"pinned to {pinned} replicas, have {capacity}"))
+        return out
+    room = max(0, v.max_replicas - active)
+    floor_units = max(0, v.min_replicas - capacity)
     work_units, why = 0, ""
-    if v.queued > 0:
-        waited = p.wait_s is not None and p.wait_s >= cfg.starvation_step_s
-        cooled = (
-            p.capacity == 0
-            or mem.last_scale_up_s is None
-            or now_s - mem.last_scale_up_s >= v.scale_up_cooldown_s
+    trigger = _work_trigger(p, cfg, now_s, capacity)
+    if trigger:
+        demand = v.demand_replicas()
+        target = min(max(demand, v.min_replicas), v.max_replicas)
+        work_units = max(0, target - capacity)
+        why = (
+            f"{trigger}: needs ceil(({v.queued} queued + {v.running} running) / {v.concurrency}) = "
+            f"{demand} replicas, has {capacity}"
         )
-        if (v.queued >= v.scale_up_threshold or waited) and cooled:
-            demand = v.demand_replicas()
-            target = min(max(demand, v.min_replicas), v.max_replicas)
-            work_units = max(0, target - p.capacity)
-            trigger = (
-                f"queued {v.queued} >= threshold {v.scale_up_threshold}"
-                if v.queued >= v.scale_up_threshold
-                else f"oldest job waited {p.wait_s:.0f} s"
-            )
-            why = (
-                f"{trigger}: needs ceil(({v.queued} queued + {v.running} running) / {v.concurrency}) = "
-                f"{demand} replicas, has {p.capacity}"
-            )
-            if demand > v.max_replicas:
-                p.shortage.append(
-                    (demand - v.max_replicas, f"demand {demand} above maxReplicas {v.max_replicas}")
-                )
     total = min(room, max(floor_units, work_units))
     if total <= 0:
-        return
-    first = 1 if v.queued > 0 and p.capacity == 0 else 0
+        return out
+    first = 1 if v.queued > 0 and capacity == 0 else 0
     min_part = max(0, min(floor_units, total) - first)
     rest = total - first - min_part
     if first:
-        wants[0].append((p, 1, why or f"{v.queued} queued, no replica"))
+        out.append((0, 1, why or f"{v.queued} queued, no replica"))
     if min_part:
-        wants[1].append((p, min_part, f"below minReplicas {v.min_replicas} (has {p.capacity})"))
+        out.append((1, min_part, f"below minReplicas {v.min_replicas} (has {capacity})"))
     if rest:
-        wants[2].append((p, rest, why))
+        out.append((2, rest, why))
+    return out
+
+
+def _pinned(p: EndpointPlan) -> int | None:
+    return p.view.override.desired_replicas if p.view.override is not None else None
+
+
+def _work_trigger(p: EndpointPlan, cfg: AutoscaleConfig, now_s: float, capacity: int) -> str:
+    """Why ``p``'s queue asks for replicas now (its threshold, or its oldest job's wait, past the
+    cooldown); empty when it does not."""
+    v, mem = p.view, p.mem
+    if v.queued == 0:
+        return ""
+    waited = p.wait_s is not None and p.wait_s >= cfg.starvation_step_s
+    cooled = (
+        capacity == 0 or mem.last_scale_up_s is None or now_s - mem.last_scale_up_s >= v.scale_up_cooldown_s
+    )
+    if not (v.queued >= v.scale_up_threshold or waited) or not cooled:
+        return ""
+    if v.queued >= v.scale_up_threshold:
+        return f"queued {v.queued} >= threshold {v.scale_up_threshold}"
+    return f"oldest job waited {p.wait_s:.0f} s"
 
 
 class _Relief:
@@ -308,6 +379,12 @@ class _Relief:
         self.quiet: list[EndpointPlan] | None = None  # owners with no work at all (phase 0 may take theirs)
         self.qstart = 0
         self.victims: dict[str, list[ReplicaView]] = {}
+        self.hit: list[EndpointPlan] = []  # endpoints preempted since take_victims() last asked
+
+    def take_victims(self) -> list[EndpointPlan]:
+        """The endpoints this object preempted or reclaimed replicas of since the last call (each once)."""
+        hit, self.hit = list(dict.fromkeys(self.hit)), []
+        return hit
 
     def _victims_of(self, owner: EndpointPlan) -> list[ReplicaView]:
         got = self.victims.get(owner.view.name)
@@ -324,7 +401,7 @@ class _Relief:
         if self.owners is None:
             for p in self.plans:
                 v = p.view
-                keep = max(v.min_replicas, 1 if v.queued > 0 else 0)
+                keep = max(v.min_replicas, _pinned(p) or 0, 1 if v.queued > 0 else 0)
                 p.spare = max(0, p.capacity - p.expected - p.drained_count() - keep)
             self.owners = sorted((p for p in self.plans if p.spare > 0), key=lambda p: p.eff)
         return self.owners
@@ -394,6 +471,7 @@ class _Relief:
             return need
         for owner, r, why in taken:
             owner.preempted.setdefault(p.view.name, ([], why))[0].append(r.id)
+            self.hit.append(owner)
         if taken:
             names = sorted({o.view.name for o, _, _ in taken})
             notes.append(f"preempting {len(taken)} replica(s) of {', '.join(names)}")
@@ -466,6 +544,7 @@ class _Relief:
             f"with no replica; the drained replica finishes the job it holds first"
         )
         best.preempted.setdefault(p.view.name, ([], why))[0].append(pick.id)
+        self.hit.append(best)
         # Never a victim again this tick (a preemption after this one would drain it for another).
         pool = self.victims.get(best.view.name)
         if pool is not None and pick in pool:
