@@ -45,7 +45,7 @@ from orchestrator.core.net_policy import (
     policy_of,
     refusal_error,
 )
-from orchestrator.core.webhook_outcomes import Outcome, WebhookOutcomes
+from orchestrator.core.webhook_outcomes import Outcome, WebhookOutcomes, entry
 
 if TYPE_CHECKING:
     from orchestrator.config import QueueConfig
@@ -251,7 +251,17 @@ class WebhookSender:
     def forget(self, endpoint: str) -> None:
         self._outcomes.forget(endpoint)
 
+    async def restore(self) -> None:
+        """Read back the outcomes a queue before this one kept in the store (once, before :meth:`run`)."""
+        endpoints = list(await self.store.load_endpoints())
+        for endpoint, entries in (await self.store.webhook_outcomes(endpoints)).items():
+            self._outcomes.restore(endpoint, entries)
+
     async def run(self) -> None:
+        try:
+            await self.restore()
+        except Exception:  # deliveries go on; only the summary of earlier outcomes is missing
+            log.exception("earlier webhook outcomes not read back")
         async with new_client(self.cfg.webhook_timeout_s) as client:
             while True:
                 try:
@@ -271,17 +281,18 @@ class WebhookSender:
             await self.store.webhook_done(job_id)
             return
         body = job.status_object(int(time.time() * 1000))
+        ended: str
         for attempt in range(1, self.cfg.webhook_max_attempts + 1):
             try:
                 reply = await post_pinned(
                     client, job.webhook, body, self.policy, self.resolver, self.cfg.webhook_timeout_s
                 )
                 if reply.status_code < 400:
-                    self._ended(job, "delivered")
+                    ended = self._ended(job, "delivered")
                     break
                 reason = f"HTTP {reply.status_code}"
             except WebhookRefused as exc:
-                self._ended(job, "refused", str(exc))
+                ended = self._ended(job, "refused", str(exc))
                 log.warning("webhook for job %s refused, not sent: %s", job_id, exc, extra={"job_id": job_id})
                 break
             except httpx.HTTPError as exc:
@@ -292,9 +303,12 @@ class WebhookSender:
                 await asyncio.sleep(backoff_s(attempt, self.cfg.webhook_backoff_s))
         else:
             tries = self.cfg.webhook_max_attempts
-            self._ended(job, "failed", f"{reason} after {tries} attempt{'s' if tries > 1 else ''}")
-        await self.store.webhook_done(job_id)
+            ended = self._ended(job, "failed", f"{reason} after {tries} attempt{'s' if tries > 1 else ''}")
+        await self.store.webhook_done(job_id, job.endpoint, ended)
 
-    def _ended(self, job: JobView, outcome: Outcome, reason: str = "") -> None:
+    def _ended(self, job: JobView, outcome: Outcome, reason: str = "") -> str:
+        """Count and record the delivery's outcome; its stored form (:func:`entry`)."""
         self.metrics.webhooks.labels(outcome).inc()
-        self._outcomes.record(job.endpoint, outcome, time.time(), job.id, reason)
+        now_s = time.time()
+        self._outcomes.record(job.endpoint, outcome, now_s, job.id, reason)
+        return entry(outcome, now_s, job.id, reason)

@@ -6,14 +6,17 @@ changed by that: its result stays in ``/status``. So a delivery that never arriv
 user looks instead: ``ripple status`` and ``ripple doctor`` read :meth:`WebhookOutcomes.summary` through
 ``/api/v1/stats`` (the ``webhooks`` field of an endpoint's row).
 
-Kept in the queue actor's memory: counts over the last :data:`WINDOW_S` seconds since the queue (re)started,
-at most :data:`KEPT_PER_ENDPOINT` outcomes an endpoint, and the latest failure or refusal with its reason.
+Counts over the last :data:`WINDOW_S` seconds, at most :data:`KEPT_PER_ENDPOINT` outcomes an endpoint, and
+the latest failure or refusal with its reason. The queue actor keeps them in memory and each outcome in the
+store too (:func:`entry`, written in the same step that ends the delivery), so a restarted queue reads them
+back (:meth:`WebhookOutcomes.restore`) and a failure shown before the restart is still shown after it.
 """
 
 from __future__ import annotations
 
+import json
 from collections import deque
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -60,6 +63,15 @@ class WebhookOutcomes:
         if outcome != "delivered":
             ep.last_problem = Problem(job_id, outcome, reason, now_s)
 
+    def restore(self, endpoint: str, entries: Iterable[str]) -> None:
+        """Record the stored ``entries`` (:func:`entry`, oldest first) of a queue before this one; an entry
+        that does not parse is skipped."""
+        for raw in entries:
+            parsed = parse_entry(raw)
+            if parsed is not None:
+                at_s, outcome, job_id, reason = parsed
+                self.record(endpoint, outcome, at_s, job_id, reason)
+
     def forget(self, endpoint: str) -> None:
         """The endpoint was deleted."""
         self._by_endpoint.pop(endpoint, None)
@@ -84,6 +96,24 @@ class WebhookOutcomes:
         if (message := trouble(out)) is not None:
             out["message"] = message
         return out
+
+
+def entry(outcome: Outcome, at_s: float, job_id: str, reason: str = "") -> str:
+    """One outcome as the store keeps it (JSON)."""
+    return json.dumps({"atS": at_s, "outcome": outcome, "jobId": job_id, "reason": reason})
+
+
+def parse_entry(raw: str) -> tuple[float, Outcome, str, str] | None:
+    """``(at_s, outcome, job_id, reason)`` of a stored :func:`entry`; None when it is not one."""
+    try:
+        doc = json.loads(raw)
+        at_s, outcome = float(doc["atS"]), doc["outcome"]
+        job_id, reason = str(doc.get("jobId") or ""), str(doc.get("reason") or "")
+    except (ValueError, TypeError, KeyError):
+        return None
+    if outcome not in ("delivered", "failed", "refused"):
+        return None
+    return at_s, outcome, job_id, reason
 
 
 def trouble(summary: Mapping[str, Any] | None) -> str | None:

@@ -26,6 +26,7 @@ same names for the Lua scripts from the class itself. Names are relative to the 
 | ``draining`` | set | worker ids refused by ``take`` (checked inside the same script that hands out jobs) |
 | ``parked`` | hash | a parked replica's id to ``version|endpoint`` (its version is recorded on its jobs) |
 | ``webhooks`` / ``webhooks:inflight`` | list | job ids whose final status is still to be POSTed |
+| ``webhooks:outcomes:{ep}`` | list | its latest webhook delivery outcomes, oldest first (JSON) |
 | ``autoscaler:state`` | string | the autoscaling policy's memory (JSON) |
 | ``autoscaler:leader`` | string | the leadership lease: the holding instance's id, with a TTL |
 | ``autoscaler:enabled`` | string | the operator's switch, ``1`` or ``0`` (absent: the setting decides) |
@@ -81,6 +82,9 @@ class Keys:
 
     def versions(self, endpoint: str) -> str:
         return f"{self.prefix}versions:{endpoint}"
+
+    def webhook_outcomes(self, endpoint: str) -> str:
+        return f"{self.prefix}webhooks:outcomes:{endpoint}"
 
     def autoscaler_history(self, endpoint: str) -> str:
         return f"{self.prefix}autoscaler:history:{endpoint}"

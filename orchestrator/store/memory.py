@@ -21,6 +21,7 @@ from orchestrator.core.errors import NotFound, QueueFull
 from orchestrator.core.jobs import FINAL, JobStatus, JobView, can_transition, check_transition, queue_score
 from orchestrator.core.jobs import status_after_lost_lease as after_lost_lease
 from orchestrator.core.models import NewJob
+from orchestrator.core.webhook_outcomes import KEPT_PER_ENDPOINT
 from orchestrator.store.protocol import (
     REQUEUE_OR_FAIL,
     FinishItem,
@@ -60,6 +61,7 @@ class MemoryStore:
         self.draining: set[str] = set()
         self.webhooks: list[str] = []
         self.webhooks_inflight: list[str] = []
+        self.webhook_outcome_lists: dict[str, list[str]] = {}
         self.docs: dict[str, str] = {}
         self.final_signals: dict[str, asyncio.Event] = {}  # watched jobs that became final (fin:{id})
 
@@ -395,6 +397,7 @@ class MemoryStore:
 
     async def delete_endpoint(self, name: str) -> bool:
         self.versions.pop(name, None)
+        self.webhook_outcome_lists.pop(name, None)
         return self.endpoints.pop(name, None) is not None
 
     async def put_versions(self, endpoint: str, records: dict[int, str]) -> None:
@@ -428,9 +431,18 @@ class MemoryStore:
         self.webhooks_inflight += claimed
         return claimed
 
-    async def webhook_done(self, job_id: str) -> None:
+    async def webhook_done(self, job_id: str, endpoint: str = "", outcome: str | None = None) -> None:
         if job_id in self.webhooks_inflight:
             self.webhooks_inflight.remove(job_id)
+        if outcome is not None:
+            kept = self.webhook_outcome_lists.setdefault(endpoint, [])
+            kept.append(outcome)
+            del kept[:-KEPT_PER_ENDPOINT]
+
+    async def webhook_outcomes(self, endpoints: Sequence[str]) -> dict[str, list[str]]:
+        return {
+            e: list(self.webhook_outcome_lists[e]) for e in endpoints if self.webhook_outcome_lists.get(e)
+        }
 
     async def webhook_recover(self) -> int:
         n = len(self.webhooks_inflight)

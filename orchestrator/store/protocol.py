@@ -213,7 +213,16 @@ class JobStore(Protocol):
         """Move up to ``max_items`` pending webhook job ids to in-flight and return them."""
         ...
 
-    async def webhook_done(self, job_id: str) -> None: ...
+    async def webhook_done(self, job_id: str, endpoint: str = "", outcome: str | None = None) -> None:
+        """The delivery of ``job_id`` ended: off in-flight, and ``outcome`` (``core.webhook_outcomes.entry``)
+        kept among ``endpoint``'s latest (``KEPT_PER_ENDPOINT``, for ``WINDOW_S``) in the same step."""
+        ...
+
+    async def webhook_outcomes(self, endpoints: Sequence[str]) -> dict[str, list[str]]:
+        """The kept outcomes of each of ``endpoints`` that has any, oldest first (deleting an endpoint
+        deletes its outcomes)."""
+        ...
+
     async def webhook_recover(self) -> int:
         """After a restart: put in-flight deliveries back in front of the pending list; how many."""
         ...

@@ -20,6 +20,7 @@ from orchestrator.core.dispatch import new_job
 from orchestrator.core.errors import NotFound, QueueFull
 from orchestrator.core.jobs import FINAL, JobStatus, JobView
 from orchestrator.core.models import NewJob, RunRequest
+from orchestrator.core.webhook_outcomes import KEPT_PER_ENDPOINT, WINDOW_S
 from orchestrator.store import scripts as lua
 from orchestrator.store.keys import Keys
 from orchestrator.store.protocol import (
@@ -422,7 +423,9 @@ class RedisStore:
         parked = await self.r.lrange(self.k.parked(name), 0, -1)  # no job is handed to them any more
         async with self.r.pipeline(transaction=True) as p:
             p.hdel(self.k.endpoints, name)
-            p.delete(self.k.versions(name), self.k.wake(name), self.k.parked(name))
+            p.delete(
+                self.k.versions(name), self.k.wake(name), self.k.parked(name), self.k.webhook_outcomes(name)
+            )
             if parked:
                 p.hdel(self.k.parked_at, *parked)
             deleted = (await p.execute())[0]
@@ -471,8 +474,24 @@ class RedisStore:
             out.append(jid)
         return out
 
-    async def webhook_done(self, job_id: str) -> None:
-        await self.r.lrem(self.k.webhooks_inflight, 1, job_id)
+    async def webhook_done(self, job_id: str, endpoint: str = "", outcome: str | None = None) -> None:
+        if outcome is None:
+            await self.r.lrem(self.k.webhooks_inflight, 1, job_id)
+            return
+        kept = self.k.webhook_outcomes(endpoint)
+        async with self.r.pipeline(transaction=True) as p:
+            p.lrem(self.k.webhooks_inflight, 1, job_id)
+            p.rpush(kept, outcome)
+            p.ltrim(kept, -KEPT_PER_ENDPOINT, -1)
+            p.expire(kept, int(WINDOW_S))  # every entry is out of the window by then
+            await p.execute()
+
+    async def webhook_outcomes(self, endpoints: Sequence[str]) -> dict[str, list[str]]:
+        async with self.r.pipeline(transaction=False) as p:
+            for e in endpoints:
+                p.lrange(self.k.webhook_outcomes(e), 0, -1)
+            lists = await p.execute()
+        return {e: list(kept) for e, kept in zip(endpoints, lists, strict=True) if kept}
 
     async def webhook_recover(self) -> int:
         """After a restart: put in-flight deliveries back in front of the pending list."""

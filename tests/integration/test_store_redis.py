@@ -26,6 +26,7 @@ from orchestrator.core.jobs import (
     status_after_lost_lease,
 )
 from orchestrator.core.models import NewJob
+from orchestrator.core.webhook_outcomes import KEPT_PER_ENDPOINT, WINDOW_S, entry
 from orchestrator.ops import embedded_redis
 from orchestrator.ops.procs import alive
 from orchestrator.store.autoscaler import RedisAutoscalerStore
@@ -293,6 +294,30 @@ async def test_webhooks_claim_done_and_recover(redis_store: RedisStore) -> None:
     assert await redis_store.webhook_recover() == 2
     assert await redis_store.webhook_claim(10) == ["j0", "j2", "j3"], "in-flight ones first, order kept"
     assert await redis_store.webhook_recover() == 3
+
+
+async def test_webhook_outcomes_are_kept_with_the_end_of_the_delivery(redis_store: RedisStore) -> None:
+    """The outcome is written in the step that takes the delivery off in-flight; the latest
+    KEPT_PER_ENDPOINT stay, oldest first; deleting the endpoint deletes them."""
+    await redis_store.submit("ep", jobs(2, webhook="http://h.example/"), None, NOW)
+    await redis_store.take("ep", "w1", 2, NOW)
+    await redis_store.finish([done("j0", "w1"), done("j1", "w1")], NOW + 1)
+    assert await redis_store.webhook_claim(10) == ["j0", "j1"]
+    await redis_store.webhook_done("j0", "ep", entry("failed", 5.0, "j0", "HTTP 503 after 3 attempts"))
+    assert await redis_store.webhook_recover() == 1, "only j1 was still in flight"
+    await redis_store.put_endpoint("ep", '{"name":"ep"}')
+    kept = await redis_store.webhook_outcomes(["ep", "other"])
+    assert kept == {"ep": [entry("failed", 5.0, "j0", "HTTP 503 after 3 attempts")]}
+    key = redis_store.k.webhook_outcomes("ep")
+    assert 0 < await redis_store.r.ttl(key) <= WINDOW_S, "gone once every entry is out of the window"
+    for i in range(KEPT_PER_ENDPOINT + 5):
+        await redis_store.webhook_done(f"x{i}", "ep", entry("delivered", 10.0 + i, f"x{i}"))
+    (latest,) = (await redis_store.webhook_outcomes(["ep"])).values()
+    assert len(latest) == KEPT_PER_ENDPOINT and latest[-1] == entry(
+        "delivered", 10.0 + KEPT_PER_ENDPOINT + 4, f"x{KEPT_PER_ENDPOINT + 4}"
+    )
+    assert await redis_store.delete_endpoint("ep")
+    assert await redis_store.webhook_outcomes(["ep"]) == {}
 
 
 async def test_listing_fields_and_documents(redis_store: RedisStore) -> None:

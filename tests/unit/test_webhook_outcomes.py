@@ -5,7 +5,14 @@ from __future__ import annotations
 
 import pytest
 
-from orchestrator.core.webhook_outcomes import KEPT_PER_ENDPOINT, WINDOW_S, WebhookOutcomes, trouble
+from orchestrator.core.webhook_outcomes import (
+    KEPT_PER_ENDPOINT,
+    WINDOW_S,
+    WebhookOutcomes,
+    entry,
+    parse_entry,
+    trouble,
+)
 
 pytestmark = pytest.mark.timeout(10)
 
@@ -80,3 +87,20 @@ def test_trouble_says_what_did_not_arrive_and_the_latest_reason() -> None:
     assert trouble(only_refused) == (
         "1 of 1 webhook deliveries in the last 60 min did not arrive (1 refused by the webhook policy)"
     )
+
+
+def test_stored_entries_restore_the_same_summary_and_bad_ones_are_skipped() -> None:
+    first = WebhookOutcomes()
+    stored: list[str] = []
+    for at_s, outcome, job, reason in [
+        (100.0, "delivered", "j0", ""),
+        (101.0, "failed", "j1", "HTTP 503 after 3 attempts"),
+        (102.0, "delivered", "j2", ""),
+    ]:
+        first.record("ep", outcome, at_s, job, reason)  # type: ignore[arg-type]
+        stored.append(entry(outcome, at_s, job, reason))  # type: ignore[arg-type]
+    again = WebhookOutcomes()
+    again.restore("ep", [stored[0], "not json", '{"atS": 1}', '{"atS": 1, "outcome": "lost"}', *stored[1:]])
+    assert again.summary("ep", 110.0) == first.summary("ep", 110.0)
+    assert parse_entry(stored[1]) == (101.0, "failed", "j1", "HTTP 503 after 3 attempts")
+    assert parse_entry("[]") is None and parse_entry('{"atS": "x", "outcome": "failed"}') is None

@@ -260,6 +260,32 @@ async def test_each_delivery_outcome_is_kept_for_the_endpoint() -> None:
     assert summary is not None and summary["delivered"] == 1 and "lastProblem" not in summary
 
 
+async def test_a_restarted_queue_still_shows_the_deliveries_that_did_not_arrive() -> None:
+    """The outcome goes to the store with the end of the delivery; a new sender (the queue restarted) on
+    the same store reads it back before it delivers anything."""
+    failing, store, metrics = await sender_with_job(
+        "http://hooks.example/", StubResolver("93.184.216.34"), attempts=1
+    )
+    await store.put_endpoint("ep", '{"name":"ep"}')
+    async with httpx.AsyncClient(transport=httpx.MockTransport(lambda _: httpx.Response(500))) as client:
+        await failing._deliver(client, "j1")
+    assert store.webhooks_inflight == [], "the delivery ended"
+    restarted = WebhookSender(store, metrics, failing.cfg)  # type: ignore[arg-type]
+    assert restarted.outcomes("ep", time.time()) is None
+    await restarted.restore()
+    after = restarted.outcomes("ep", time.time())
+    assert after == failing.outcomes("ep", time.time())
+    assert (
+        after is not None
+        and after["failed"] == 1
+        and after["lastProblem"]["reason"] == "HTTP 500 after 1 attempt"
+    )
+    await store.delete_endpoint("ep")
+    again = WebhookSender(store, metrics, failing.cfg)  # type: ignore[arg-type]
+    await again.restore()
+    assert again.outcomes("ep", time.time()) is None, "a deleted endpoint's outcomes go with it"
+
+
 async def test_post_pinned_sends_to_the_checked_address_with_the_original_host() -> None:
     recorder = Recorder()
     resolver = StubResolver("93.184.216.34")
