@@ -343,8 +343,9 @@ class WebhookProblem(_Reply):
 
 class WebhookDeliveries(_Reply):
     """An endpoint's webhook deliveries over the last ``windowS`` seconds (kept in the store: a restarted
-    queue reads them back), by outcome; ``lastProblem``: the latest that did not arrive, when in the window; ``message``: what did not
-    arrive, in the sentence ``ripple status`` and ``ripple doctor`` print (absent when all arrived)."""
+    queue reads them back), by outcome; ``lastProblem``: the latest that did not arrive, when in the
+    window; ``message``: what did not arrive, in the sentence ``ripple status`` and ``ripple doctor`` print
+    (absent when all arrived)."""
 
     delivered: int
     failed: int
