@@ -19,7 +19,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Annotated, Any
 
-from fastapi import Depends, Header, Path, Request
+from fastapi import APIRouter, Depends, Header, Path, Request
 from fastapi.routing import APIRoute
 
 from orchestrator import names
@@ -551,10 +551,16 @@ async def _audit_target(request: Request) -> str:
 
 
 async def _admit(
-    request: Request, state: AppState, queue: QueueClient, authorization: str | None, family: Family
+    request: Request,
+    state: AppState,
+    queue: QueueClient,
+    authorization: str | None,
+    family: Family,
+    *,
+    audit: bool = True,
 ) -> tuple[Principal, str | None, str]:
-    """Authenticate and check the scope (403 naming the key and what it may not do); the principal, and the
-    audit action and target when the route changes something (None otherwise)."""
+    """Authenticate and check the scope (403 naming the key and what it may not do); the principal, and (with
+    ``audit``) the audit action and target when the route changes something (None otherwise)."""
     # The worker protocol wants a key in the header: a browser session never drives it.
     who = await authenticate(request, state, queue, authorization, allow_session=family is not Family.WORKER)
     route = request.scope.get("route")
@@ -563,6 +569,8 @@ async def _admit(
     why = refusal(who, family, request.path_params.get("endpoint"), readable=readable)
     if why is not None:
         raise Forbidden(why, {"key": who.name, "scope": who.scope.value})
+    if not audit:
+        return who, None, ""
     action = audit_action(request.method, template, family)
     return who, action, (await _audit_target(request) if action else "")
 
@@ -597,13 +605,85 @@ def _access_dependency(
     return dependency
 
 
-require_api_key = _access_dependency(None)
-"""Client and management routes: ``Authorization: Bearer KEY`` or a web UI session (CSRF-checked). The
-family comes from the request: ``/v2/...`` is the client API; under ``/api/v1`` a GET is a read (read
-scope), anything else a change (admin), recorded in the audit log."""
+def _admission(worker: bool = False) -> Callable[..., Awaitable[Principal]]:
+    """A router dependency for the ``/v2`` routers, whose routes change nothing the audit log records
+    (except those that add :func:`record_change`): admit the request (401/403), nothing after the route. A
+    plain function, not a generator: FastAPI runs a generator dependency in an exit stack of its own, about
+    a sixth of what the app spends on a job route (``bench/app_overhead.py``)."""
 
-require_worker_key = _access_dependency(None, worker=True)
-"""Worker protocol: ``Authorization: KEY`` with or without ``Bearer`` (worker scope)."""
+    async def dependency(
+        request: Request,
+        state: State,
+        queue: Queue,
+        authorization: Annotated[str | None, Header()] = None,
+    ) -> Principal:
+        who, _, _ = await _admit(
+            request, state, queue, authorization, _family_of(request, worker), audit=False
+        )
+        return who
+
+    return dependency
+
+
+require_api_key = _access_dependency(None)
+"""Management routes: ``Authorization: Bearer KEY`` or a web UI session (CSRF-checked). The family comes
+from the request: under ``/api/v1`` a GET is a read (read scope), anything else a change (admin), recorded
+in the audit log."""
+
+require_client_key = _admission()
+"""The client API (``/v2/{endpoint}/...``): ``Authorization: Bearer KEY`` or a web UI session (client
+scope). A client route the audit log records adds :func:`record_change`."""
+
+require_worker_key = _admission(worker=True)
+"""Worker protocol: ``Authorization: KEY`` with or without ``Bearer`` (worker scope); nothing recorded."""
+
+
+async def record_change(
+    request: Request, queue: Queue, who: Annotated[Principal, Depends(require_client_key)]
+) -> AsyncIterator[None]:
+    """A client route that changes something worth recording (``core.scopes.AUDIT_ACTIONS``, such as
+    purging a queue): recorded in the audit log once it succeeded."""
+    route = request.scope.get("route")
+    template = route.path if isinstance(route, APIRoute) else request.url.path
+    action = audit_action(request.method, template, _family_of(request, False))
+    target = await _audit_target(request) if action else ""
+    yield
+    if action is not None:
+        await _record(queue, who, action, target)
+
+
+def unrecorded_changes(routers: Sequence[APIRouter]) -> list[str]:
+    """``METHOD /path`` of each route of ``routers`` the audit log should record (:func:`audit_action`)
+    with no recording dependency (its router's or its own: :data:`require_api_key` and the like, or
+    :func:`record_change`): a check for the tests."""
+    recorders = {require_api_key, require_keys_admin, require_audit_reader, record_change}
+    missing: list[str] = []
+    for router in routers:
+        missing += _unrecorded(router, recorders)
+    return missing
+
+
+def _unrecorded(router: APIRouter, recorders: set[Any]) -> list[str]:
+    missing: list[str] = []
+    own = {d.dependency for d in router.dependencies}
+    for route in router.routes:
+        if not isinstance(route, APIRoute):
+            continue
+        calls = {d.call for d in _dependants(route.dependant)} | own
+        family = Family.CLIENT if route.path.startswith("/v2/") else None
+        for method in sorted(route.methods or ()):
+            fam = family or (Family.READ if method in ("GET", "HEAD", "OPTIONS") else Family.CHANGE)
+            if audit_action(method, route.path, fam) is not None and not calls & recorders:
+                missing.append(f"{method} {route.path}")
+    return missing
+
+
+def _dependants(dependant: Any) -> list[Any]:
+    out = []
+    for d in dependant.dependencies:
+        out += [d, *_dependants(d)]
+    return out
+
 
 require_keys_admin = _access_dependency(Family.KEYS)
 """``/api/v1/keys``: admin keys only, reads included."""

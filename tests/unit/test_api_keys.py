@@ -15,8 +15,11 @@ from typing import Any
 import httpx
 import pytest
 from api_fakes import API_KEY, WORKER_KEY, Harness, boot, harness
+from fastapi import APIRouter, Depends
 from fastapi.testclient import TestClient
 
+from orchestrator.api.deps import require_api_key, require_client_key, unrecorded_changes
+from orchestrator.api.routes import ROUTERS
 from orchestrator.api.webui import CSRF_HEADER
 from orchestrator.core.models import EndpointSpec
 
@@ -333,3 +336,27 @@ def test_routes_added_by_other_resources_follow_the_same_scopes(h: Harness) -> N
     assert read.post("/api/v1/endpoints/echo/rollback", json={}).status_code == 403
     assert client.post("/api/v1/packages", content=b"PK\x03\x04").status_code == 403
     assert read.post("/api/v1/packages", content=b"PK\x03\x04").status_code == 403
+
+
+def test_every_route_the_audit_log_records_has_a_recording_dependency() -> None:
+    """The /v2 routers admit with a plain dependency (no recording after the route): a client route that the
+    audit log names must add ``record_change`` itself, as purge-queue does."""
+    assert unrecorded_changes(ROUTERS) == []
+    bare = APIRouter(prefix="/v2/{endpoint}", dependencies=[Depends(require_client_key)])
+
+    @bare.post("/purge-queue")
+    async def purge() -> None:  # the route without record_change
+        return None
+
+    @bare.post("/run")
+    async def run() -> None:  # recorded by nobody, as it should be
+        return None
+
+    assert unrecorded_changes([bare]) == ["POST /v2/{endpoint}/purge-queue"]
+    management = APIRouter(prefix="/api/v1", dependencies=[Depends(require_api_key)])
+
+    @management.post("/endpoints")
+    async def create() -> None:
+        return None
+
+    assert unrecorded_changes([management]) == []

@@ -7,14 +7,22 @@ from typing import Annotated
 from fastapi import APIRouter, Depends, Query
 
 from orchestrator.api import schemas as s
-from orchestrator.api.deps import Boot, EndpointName, JobId, Queue, require_api_key, utf8_body
+from orchestrator.api.deps import (
+    Boot,
+    EndpointName,
+    JobId,
+    Queue,
+    record_change,
+    require_client_key,
+    utf8_body,
+)
 from orchestrator.api.middleware import current_request_id
 from orchestrator.core.models import BatchRunRequest, RunRequest
 from orchestrator.core.net_policy import policy_of
 from orchestrator.webhooks import check_webhook_target, check_webhook_targets
 
 router = APIRouter(
-    prefix="/v2/{endpoint}", tags=["client"], dependencies=[Depends(require_api_key), Depends(utf8_body)]
+    prefix="/v2/{endpoint}", tags=["client"], dependencies=[Depends(require_client_key), Depends(utf8_body)]
 )
 
 
@@ -76,7 +84,12 @@ async def retry(endpoint: EndpointName, job_id: JobId, queue: Queue) -> s.JobSta
     return await queue.retry(endpoint, job_id, request_id=current_request_id())
 
 
-@router.post("/purge-queue", response_model=s.PurgeReply, response_model_exclude_unset=True)
+@router.post(
+    "/purge-queue",
+    response_model=s.PurgeReply,
+    response_model_exclude_unset=True,
+    dependencies=[Depends(record_change)],
+)
 async def purge_queue(endpoint: EndpointName, queue: Queue) -> s.PurgeReply:
     """Cancel every queued job of the endpoint."""
     return await queue.purge(endpoint, request_id=current_request_id())

@@ -24,7 +24,7 @@ from fastapi import APIRouter, Depends, Request
 from fastapi.responses import JSONResponse, Response, StreamingResponse
 
 from orchestrator.api import schemas as s
-from orchestrator.api.deps import EndpointName, Queue, QueueClient, require_api_key, utf8_body
+from orchestrator.api.deps import EndpointName, Queue, QueueClient, require_client_key, utf8_body
 from orchestrator.api.middleware import current_request_id
 from orchestrator.core import openai_compat as oa
 from orchestrator.core.errors import RippleError
@@ -35,7 +35,7 @@ log = logging.getLogger("ripple.http")
 router = APIRouter(
     prefix="/v2/{endpoint}/openai/v1",
     tags=["openai"],
-    dependencies=[Depends(require_api_key), Depends(utf8_body)],
+    dependencies=[Depends(require_client_key), Depends(utf8_body)],
 )
 
 FINAL = frozenset({"COMPLETED", "FAILED", "TIMED_OUT", "CANCELLED"})
