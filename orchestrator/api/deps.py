@@ -529,7 +529,7 @@ def _family_of(request: Request, worker: bool) -> Family:
     """The route family of a request by its path and method (the routers of /v2 say client or worker)."""
     if worker:
         return Family.WORKER
-    if request.url.path.startswith("/v2/"):
+    if str(request.scope.get("path", "")).startswith("/v2/"):  # request.url would build a whole URL
         return Family.CLIENT
     return Family.READ if request.method.upper() in ("GET", "HEAD", "OPTIONS") else Family.CHANGE
 

@@ -13,6 +13,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from starlette.responses import Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from orchestrator import logs
@@ -106,9 +107,8 @@ class BodyLimit:
         if self.told(path):
             await self._told(scope, receive, send, limit)
             return
-        too_large = error_response(413, f"request body over the limit of {limit} bytes")
         if _declared_length(scope) > limit:
-            await too_large(scope, receive, send)
+            await _too_large(limit)(scope, receive, send)
             return
         seen = 0
         over = False
@@ -136,7 +136,7 @@ class BodyLimit:
             if not over:
                 raise
         if over and not started:
-            await too_large(scope, receive, send)
+            await _too_large(limit)(scope, receive, send)
 
     async def _told(self, scope: Scope, receive: Receive, send: Send, limit: int) -> None:
         """Run a told route: with the body as sent when within the limit, else with none and the
@@ -153,6 +153,11 @@ class BodyLimit:
             scope = {**scope, "state": {**scope.get("state", {}), OVERSIZED: OversizedBody(size, limit)}}
             body = b""
         await self.app(scope, _replay(body, receive), send)
+
+
+def _too_large(limit: int) -> Response:
+    """The 413 for a body over ``limit`` bytes (built only when sent: most requests never need it)."""
+    return error_response(413, f"request body over the limit of {limit} bytes")
 
 
 def _declared_length(scope: Scope) -> int:
