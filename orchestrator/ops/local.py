@@ -126,8 +126,9 @@ def start_ray_head(
 
     ``typed_gpus`` (``{"A100": 1, "L4": 1}``, from ``ripple up --gpus``) declares that many logical GPUs
     in all and one ``accelerator_type:<TYPE>`` resource per type, valued at its count
-    (:func:`head_resources`); it replaces ``num_gpus``. ``direct_ingress_port``: Serve's direct ingress on
-    for every process of the head (:func:`direct_ingress_env`).
+    (:func:`head_resources`); it replaces ``num_gpus``. Serve's proxy reaches replicas over gRPC
+    (:func:`serve_transport_env`). ``direct_ingress_port``: Serve's direct ingress on for every process of
+    the head (:func:`direct_ingress_env`).
 
     Returns the process and the GCS address. Raises NotReady when the head does not come up in time.
     """
@@ -165,6 +166,7 @@ def start_ray_head(
     # Keep idle worker processes for minutes rather than 1 s, so a replica started from zero reuses one
     # instead of paying for a new Python process (seconds on a small machine).
     env.setdefault("RAY_idle_worker_killing_time_threshold_ms", "600000")
+    env.update(serve_transport_env(env))
     if direct_ingress_port is not None:
         env.update(direct_ingress_env(direct_ingress_port, env))
     env["PYTHONUNBUFFERED"] = "1"  # the readiness line below must reach the log at once
@@ -213,6 +215,27 @@ def direct_ingress_env(port: int, env: Mapping[str, str]) -> dict[str, str]:
         ),
         "RAY_SERVE_RUN_USER_CODE_IN_SEPARATE_THREAD": env.get(
             "RAY_SERVE_RUN_USER_CODE_IN_SEPARATE_THREAD", "0"
+        ),
+    }
+
+
+SERVE_GRPC_MAX_MESSAGE_BYTES = 512 * 1024 * 1024
+"""The largest message Serve's proxy and replicas pass over gRPC: Redis's largest value, so no reply Ripple
+can store (a job's output, a listing of them) is refused. gRPC's own default, 4 MiB, would turn a larger
+reply into a 500."""
+
+
+def serve_transport_env(env: Mapping[str, str]) -> dict[str, str]:
+    """The environment in which Serve's HTTP proxy hands each request to a replica, and takes its reply, over
+    gRPC rather than through Ray actor calls (as Ray's high-throughput mode,
+    ``RAY_SERVE_THROUGHPUT_OPTIMIZED``, does; about 2-3 ms less of a 7-15 ms request through the proxy on a
+    2-core machine, runsync and a plain route alike: ``bench/PERFORMANCE.md``), with gRPC's message limit
+    raised to :data:`SERVE_GRPC_MAX_MESSAGE_BYTES`. What ``env`` already sets of either is kept
+    (``RAY_SERVE_PROXY_USE_GRPC=0``: actor calls, as Serve's default)."""
+    return {
+        "RAY_SERVE_PROXY_USE_GRPC": env.get("RAY_SERVE_PROXY_USE_GRPC", "1"),
+        "RAY_SERVE_REPLICA_GRPC_MAX_MESSAGE_LENGTH": env.get(
+            "RAY_SERVE_REPLICA_GRPC_MAX_MESSAGE_LENGTH", str(SERVE_GRPC_MAX_MESSAGE_BYTES)
         ),
     }
 

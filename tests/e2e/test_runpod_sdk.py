@@ -115,6 +115,17 @@ def test_a_result_over_the_body_limit_fails_the_job_with_the_reason(
     assert ep.run_sync({"n": 2}, timeout=60) == {"echo": {"n": 2}}
 
 
+def test_a_result_of_several_mebibytes_comes_back_whole(
+    ripple_app: Instance, workers: Any, endpoint_of: Callable[[str], runpod.Endpoint]
+) -> None:
+    """A 9 MiB output: the worker's post and the client's runsync reply both pass Serve's proxy, which
+    `ripple up` sets to reach replicas over gRPC; gRPC's own 4 MiB message limit would make them a 500."""
+    name = ripple_app.create_endpoint("sdk-large-output")
+    workers(ripple_app, name, "echo")
+    out = endpoint_of(name).run_sync({"pad_bytes": 9 * 1024 * 1024}, timeout=120)
+    assert isinstance(out, dict) and len(out["pad"]) == 9 * 1024 * 1024
+
+
 def test_progress_updates_never_complete(
     ripple_app: Instance, workers: Any, endpoint_of: Callable[[str], runpod.Endpoint]
 ) -> None:
