@@ -392,19 +392,29 @@ def test_memory_is_kept_only_for_endpoints_in_the_snapshot() -> None:
     assert set(state.endpoints) == {"b"}, "a deleted endpoint's memory goes; re-created, it starts afresh"
 
 
-def test_an_endpoint_preempted_takes_its_replacement_from_a_lower_one_in_the_same_call() -> None:
-    # "hi" needs an H100: only "mid" has an idle one, "lo"'s idle replica is on an A100. "mid" (untyped)
-    # then lacks the replica it lost and preempts "lo" for it at once: the same snapshot again drains
-    # nothing new (found by Hypothesis: it used to happen one call later).
-    hi = ep("hi", priority=60, queued=1, gpu_types=("H100",))
-    mid = ep(
+def _h100_seeker() -> EndpointView:
+    """ "hi": one job queued, no replica, H100s only."""
+    return ep("hi", priority=60, queued=1, gpu_types=("H100",))
+
+
+def _mid_holding(busy_on: str) -> EndpointView:
+    """ "mid" (untyped, priority 30): a busy replica on ``busy_on`` and an idle one on an H100, one queued."""
+    busy = ReplicaView("m0", "busy", 1, gpu_type=busy_on)
+    return ep(
         "mid",
         priority=30,
         queued=1,
         running=1,
         max_replicas=2,
-        replicas=(ReplicaView("m0", "busy", 1, gpu_type="A100"), ReplicaView("m1", "idle", 0, 0.0, "H100")),
+        replicas=(busy, ReplicaView("m1", "idle", 0, 0.0, "H100")),
     )
+
+
+def test_an_endpoint_preempted_takes_its_replacement_from_a_lower_one_in_the_same_call() -> None:
+    # "hi" needs an H100: only "mid" has an idle one, "lo"'s idle replica is on an A100. "mid" (untyped)
+    # then lacks the replica it lost and preempts "lo" for it at once: the same snapshot again drains
+    # nothing new (found by Hypothesis: it used to happen one call later).
+    hi, mid = _h100_seeker(), _mid_holding(busy_on="A100")
     lo = ep("lo", priority=0, replicas=(ReplicaView("l0", "idle", 0, 0.0, "A100"),), scale_down_idle_s=1e9)
     typed = {"gpus_by_type": {"H100": 1.0, "A100": 2.0}}
     out, state = run(hi, mid, lo, gpus=3, **typed)
@@ -420,15 +430,7 @@ def test_an_endpoint_preempted_takes_its_replacement_from_a_lower_one_in_the_sam
 def test_an_endpoint_preempted_scales_up_on_gpus_its_preemptor_cannot_use_in_the_same_call() -> None:
     # "hi" takes "mid"'s idle H100; the free A100 is of no use to "hi" but is to "mid", which starts its
     # replacement there now, not on the next call (found by Hypothesis).
-    hi = ep("hi", priority=60, queued=1, gpu_types=("H100",))
-    mid = ep(
-        "mid",
-        priority=30,
-        queued=1,
-        running=1,
-        max_replicas=2,
-        replicas=(ReplicaView("m0", "busy", 1, gpu_type="H100"), ReplicaView("m1", "idle", 0, 0.0, "H100")),
-    )
+    hi, mid = _h100_seeker(), _mid_holding(busy_on="H100")
     typed = {"gpus_by_type": {"H100": 2.0, "A100": 1.0}}
     out, state = run(hi, mid, gpus=3, **typed)
     assert drains(out) == {"mid": ("m1",)} and ups(out) == {"mid": 1}
