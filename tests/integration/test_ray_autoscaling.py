@@ -131,7 +131,7 @@ def test_queued_jobs_bring_gpu_nodes_from_zero_and_drained_replicas_release_them
     for job, x in zip(jobs, inputs, strict=True):
         assert job["status"] == "COMPLETED", job
         assert job["output"] == {"echo": x}, job
-        assert job["attempts"] == 1, job
+        assert job["attempts"] == 1, (job["id"], job.get("workerId"), job["history"])
         assert len([h for h in job["history"] if h["to"] == "IN_PROGRESS"]) == 1, job["history"]
     # The chain: Ripple's replicas came first and waited for GPUs (seen as Ray's pending demand), Ray added
     # nodes for them, and removed them only after Ripple had drained the replicas (the long job finished
