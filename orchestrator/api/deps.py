@@ -551,28 +551,29 @@ async def _audit_target(request: Request) -> str:
 
 
 async def _admit(
-    request: Request,
-    state: AppState,
-    queue: QueueClient,
-    authorization: str | None,
-    family: Family,
-    *,
-    audit: bool = True,
-) -> tuple[Principal, str | None, str]:
-    """Authenticate and check the scope (403 naming the key and what it may not do); the principal, and (with
-    ``audit``) the audit action and target when the route changes something (None otherwise)."""
+    request: Request, state: AppState, queue: QueueClient, authorization: str | None, family: Family
+) -> Principal:
+    """Authenticate and check the scope (403 naming the key and what it may not do); the principal."""
     # The worker protocol wants a key in the header: a browser session never drives it.
     who = await authenticate(request, state, queue, authorization, allow_session=family is not Family.WORKER)
-    route = request.scope.get("route")
-    template = route.path if isinstance(route, APIRoute) else request.url.path
-    readable = (request.method.upper(), template) in READABLE_CLIENT_ROUTES
+    readable = (request.method.upper(), _template(request)) in READABLE_CLIENT_ROUTES
     why = refusal(who, family, request.path_params.get("endpoint"), readable=readable)
     if why is not None:
         raise Forbidden(why, {"key": who.name, "scope": who.scope.value})
-    if not audit:
-        return who, None, ""
-    action = audit_action(request.method, template, family)
-    return who, action, (await _audit_target(request) if action else "")
+    return who
+
+
+def _template(request: Request) -> str:
+    """The path template of the request's route (``/v2/{endpoint}/run``), else its path."""
+    route = request.scope.get("route")
+    return route.path if isinstance(route, APIRoute) else str(request.scope.get("path", ""))
+
+
+async def _audit_of(request: Request, family: Family) -> tuple[str | None, str]:
+    """The audit action of the request and what it acts on, when it changes something the audit log records
+    (``(None, "")`` otherwise)."""
+    action = audit_action(request.method, _template(request), family)
+    return action, (await _audit_target(request) if action else "")
 
 
 async def _record(queue: QueueClient, who: Principal, action: str, target: str) -> None:
@@ -584,9 +585,7 @@ async def _record(queue: QueueClient, who: Principal, action: str, target: str) 
         log.exception("audit entry not recorded", extra={"action": action, "target": target})
 
 
-def _access_dependency(
-    family: Family | None, worker: bool = False
-) -> Callable[..., AsyncIterator[Principal]]:
+def _access_dependency(family: Family | None) -> Callable[..., AsyncIterator[Principal]]:
     """A router dependency: admit the request (401/403), run the route, and record it in the audit log
     when it changed something and succeeded (an error raised by the route skips the recording)."""
 
@@ -596,8 +595,9 @@ def _access_dependency(
         queue: Queue,
         authorization: Annotated[str | None, Header()] = None,
     ) -> AsyncIterator[Principal]:
-        fam = family if family is not None else _family_of(request, worker)
-        who, action, target = await _admit(request, state, queue, authorization, fam)
+        fam = family if family is not None else _family_of(request, False)
+        who = await _admit(request, state, queue, authorization, fam)
+        action, target = await _audit_of(request, fam)
         yield who
         if action is not None:
             await _record(queue, who, action, target)
@@ -617,10 +617,7 @@ def _admission(worker: bool = False) -> Callable[..., Awaitable[Principal]]:
         queue: Queue,
         authorization: Annotated[str | None, Header()] = None,
     ) -> Principal:
-        who, _, _ = await _admit(
-            request, state, queue, authorization, _family_of(request, worker), audit=False
-        )
-        return who
+        return await _admit(request, state, queue, authorization, _family_of(request, worker))
 
     return dependency
 
@@ -643,10 +640,7 @@ async def record_change(
 ) -> AsyncIterator[None]:
     """A client route that changes something worth recording (``core.scopes.AUDIT_ACTIONS``, such as
     purging a queue): recorded in the audit log once it succeeded."""
-    route = request.scope.get("route")
-    template = route.path if isinstance(route, APIRoute) else request.url.path
-    action = audit_action(request.method, template, _family_of(request, False))
-    target = await _audit_target(request) if action else ""
+    action, target = await _audit_of(request, _family_of(request, False))
     yield
     if action is not None:
         await _record(queue, who, action, target)
