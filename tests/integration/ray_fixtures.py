@@ -247,12 +247,18 @@ def start_ripple(
     return Ripple(boot, namespace, redis_url, handles[QUEUE_NAME], handles[AUTOSCALER_NAME])
 
 
+def _startup_timeout(exc: Exception) -> bool:
+    """Whether ``exc`` is Ray giving up on a node's start in time (not a start that failed)."""
+    message = str(exc)
+    return "timed out during startup" in message or "Timed out waiting for file" in message
+
+
 @contextlib.contextmanager
 def cluster_of(head: dict[str, Any], nodes: Sequence[dict[str, Any]]) -> Iterator[Cluster]:
     """A ``ray.cluster_utils.Cluster`` of a head (``head``: its node args, no dashboard) and ``nodes``, this
     process connected to it in a fresh namespace; shut down at the end. Ray gives each new node a fixed 30 s
     to register with its GCS, which a loaded 2-core machine has missed (CI, 2026-12-05): a start that
-    times out so is tried once more."""
+    times out so (or waiting for the GCS's port) is tried once more."""
     prepare_ray_env()
     for attempt in (1, 2):
         cluster = Cluster()
@@ -264,7 +270,7 @@ def cluster_of(head: dict[str, Any], nodes: Sequence[dict[str, Any]]) -> Iterato
             break
         except Exception as exc:
             cluster.shutdown()  # type: ignore[no-untyped-call]
-            if attempt == 2 or "timed out during startup" not in str(exc):
+            if attempt == 2 or not _startup_timeout(exc):
                 raise
     try:
         ray.init(
