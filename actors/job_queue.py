@@ -185,6 +185,11 @@ class JobQueue(AccessMethods):
         """Jobs a replica took from the store itself (:mod:`actors.queue_direct`); sent, not awaited."""
         self.d.took(endpoint, worker_id, job_ids)
 
+    async def redeliver(self, endpoint: str, worker_id: str) -> list[dict[str, Any]]:
+        """The running jobs leased to a replica whose own take from the store failed
+        (:mod:`actors.queue_direct`)."""
+        return await self.d.redeliver(endpoint, worker_id)
+
     async def finished(self, endpoint: str, worker_id: str, outcomes: Sequence[FinishOutcome]) -> None:
         """Results a replica finished in the store itself (:mod:`actors.queue_direct`); sent, not awaited."""
         await self.d.finished(endpoint, worker_id, outcomes)

@@ -27,6 +27,15 @@ webhook kick; :class:`~orchestrator.notices.LoopNotices`): at once when a caller
 The store is where the queue says (``JobQueue.store_address``), when this process reaches it (an embedded
 Redis on a unix socket is not reachable from another node); else, when the store fails, and for progress
 updates, the replica takes and sends results through the queue as before.
+
+When a take from the store fails (an error, or a step past its time limit: a network partition between
+the replica and Redis can hang a step with no error), the store may have leased jobs to the replica that it
+never received: one handed to it while it was parked, or taken by a step whose reply was lost. The replica
+then asks the queue for every running job leased to it (:meth:`DirectStore.redelivered`; the queue reads
+the store, unparks the replica and empties its inbox in one step) and runs those it never received
+(:class:`~orchestrator.core.deliveries.Deliveries`), so such a job starts at once instead of waiting for
+its execution timeout. A step whose command reaches Redis only after that read (held in a partitioned
+connection) is not covered: its jobs wait for the next failure's redelivery, or their timeout.
 """
 
 from __future__ import annotations
@@ -48,14 +57,21 @@ log = logging.getLogger("ripple.replica")
 TOLD_AFTER_S = 0.05
 """How long after a take the queue is told of the jobs taken that are still running."""
 
+STEP_TIMEOUT_S = 10.0
+"""How long a replica's step in the store may take, beyond a take's own wait, before it counts as failed."""
+
 
 class DirectStore:
     """Takes one replica's jobs from and finishes its results in the store; see the module docstring."""
 
-    def __init__(self, queue: Any, endpoint: str, worker_id: str) -> None:
+    def __init__(
+        self, queue: Any, endpoint: str, worker_id: str, step_timeout_s: float = STEP_TIMEOUT_S
+    ) -> None:
         self.queue = queue
         self.endpoint = endpoint
         self.worker_id = worker_id
+        self.step_timeout_s = step_timeout_s
+        self._failed = False  # a take from the store failed since the last redelivery
         self._store: RedisStore | None = None
         self._resolved = False
         self._inflight: set[asyncio.Future[bool]] = set()
@@ -102,16 +118,21 @@ class DirectStore:
         if items is None:
             return None
         jobs: list[TakenJob] = []
+        limit_s = self.step_timeout_s
         try:
-            jobs = await self._claim(store, max_jobs if _going(stop) else 0, version, _going(stop), items)
+            async with asyncio.timeout(limit_s):
+                jobs = await self._claim(store, max_jobs if _going(stop) else 0, version, _going(stop), items)
             items = []  # finished: whatever fails from here on, they are not sent again
             if not jobs and _going(stop):
-                handed = await self._wait_for_job(store, wait_s, stop)
+                async with asyncio.timeout(wait_s + limit_s):
+                    handed = await self._wait_for_job(store, wait_s, stop)
                 # Unparked, with what was handed meanwhile; no more from the queue once stopping.
                 more = max_jobs if _going(stop) else 0
-                jobs = [handed] if handed else await self._claim(store, more, version, False, [])
+                async with asyncio.timeout(limit_s):
+                    jobs = [handed] if handed else await self._claim(store, more, version, False, [])
         except Exception:
             log.warning("taking from the store failed; taking through the queue", exc_info=True)
+            self._failed = True
             if items or not results:
                 return None
             jobs = []  # the results are finished; the next take tries the store again
@@ -120,6 +141,21 @@ class DirectStore:
             if self._telling is None:
                 self._telling = asyncio.get_running_loop().call_later(TOLD_AFTER_S, self._tell_took)
         return [j.wire() for j in jobs]
+
+    async def redelivered(self) -> list[dict[str, Any]]:
+        """After a take from the store failed: every running job the store has leased to this replica, as
+        the queue reads it (``JobQueue.redeliver``: the replica unparked and its inbox emptied in the same
+        step), jobs it already received included; [] when no take failed since the last call. A queue
+        that cannot answer is asked again after the next take."""
+        if not self._failed:
+            return []
+        try:
+            jobs: list[dict[str, Any]] = await self.queue.redeliver.remote(self.endpoint, self.worker_id)
+        except Exception:
+            log.warning("could not ask the queue for the jobs leased to this replica", exc_info=True)
+            return []
+        self._failed = False
+        return jobs
 
     async def _claim(
         self, store: RedisStore, max_jobs: int, version: int | None, park: bool, items: list[FinishItem]
@@ -149,15 +185,12 @@ class DirectStore:
         stopping = asyncio.ensure_future(stop.wait())
         try:
             await asyncio.wait({waiting, stopping}, return_when=asyncio.FIRST_COMPLETED)
+            if not waiting.done():
+                await store.nudge(self.worker_id)
+            return await waiting
         finally:
             stopping.cancel()
-        if not waiting.done():
-            try:
-                await store.nudge(self.worker_id)
-            except BaseException:
-                waiting.cancel()
-                raise
-        return await waiting
+            waiting.cancel()  # only when this wait failed or was cut off: see redelivered()
 
     def ended(self, job_id: str) -> None:
         """A job taken here stopped running (finished, failed or stopped): if the queue was not told of it
@@ -203,7 +236,8 @@ class DirectStore:
         if store is None or items is None:
             return False
         try:
-            outcomes = await store.finish(items, int(time.time() * 1000))
+            async with asyncio.timeout(self.step_timeout_s):
+                outcomes = await store.finish(items, int(time.time() * 1000))
         except Exception:
             log.warning("finishing %d results in the store failed; sending them to the queue", len(items))
             return False

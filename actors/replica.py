@@ -32,6 +32,7 @@ from actors.queue_direct import DirectStore
 from orchestrator import logs
 from orchestrator.core import health as hs
 from orchestrator.core import runpod_worker as rw
+from orchestrator.core.deliveries import Deliveries
 from orchestrator.core.errors import NotFound
 from orchestrator.core.gpu_types import node_types
 from orchestrator.core.handlers import load_handler, run_job
@@ -122,6 +123,7 @@ class WorkerReplica:
         self.gpu_type = cfg.gpu_type or (next(iter(types)) if len(types) == 1 else None)
         self.queue = queue.result()
         self.direct = DirectStore(self.queue, cfg.endpoint, cfg.worker_id)  # jobs and results: the store
+        self.deliveries = Deliveries()  # a job the store's record delivers again runs here once
         threads = rw.MAX_CONCURRENCY if self.handler.options.concurrency_modifier else cfg.concurrency
         self.executor = ThreadPoolExecutor(max_workers=max(1, threads), thread_name_prefix="handler")
         rw.set_progress_sink(self._progress)
@@ -309,31 +311,33 @@ class WorkerReplica:
         """Up to ``free`` jobs: from the store itself when this process reaches it (waiting at most
         ``DIRECT_WAIT_S`` at a time, and no longer once drained), with the results not reported yet
         finished first in the same step; else through the queue (waiting up to the take wait), the results
-        left to the flusher. The version is recorded on each job: the version that ran it. Raises NotFound
-        (through the queue) once the endpoint is deleted."""
+        left to the flusher; after a take from the store failed, first the jobs the store leased to this
+        replica that it never received (:meth:`DirectStore.redelivered`). The version is recorded on each
+        job: the version that ran it. Raises NotFound (through the queue) once the endpoint is deleted."""
         version = self.cfg.version or None
         carried, self.results = self.results[: self.cfg.result_batch], self.results[self.cfg.result_batch :]
         if self.results:  # more than one batch: the rest go without waiting for the next take
             self._flush.set()
         wait_s = min(self.cfg.take_wait_s, DIRECT_WAIT_S)
         jobs = await self.direct.take(free, wait_s, version, self._drained, carried)
-        if jobs is not None:
-            return jobs
-        if carried:  # not finished here: reported as any other result (the store, else the queue)
+        if jobs is None and carried:  # not finished here: reported as any other result (store, else queue)
             self.results[:0] = carried
             self._flush.set()
-        return await through_queue_restarts(
-            partial(
-                self.queue.take.remote,
-                self.cfg.endpoint,
-                self.cfg.worker_id,
-                free,
-                self.cfg.take_wait_s,
-                "ray",
-                version=version,
-            ),
-            self.cfg.queue_retry_s,
+        again = self.deliveries.fresh(await self.direct.redelivered())
+        if again:
+            log.warning("running %d jobs the store leased to this replica", len(again), extra=self.log_fields)
+        if jobs is not None or again:
+            return [*self.deliveries.fresh(jobs or []), *again]
+        taking = partial(
+            self.queue.take.remote,
+            self.cfg.endpoint,
+            self.cfg.worker_id,
+            free,
+            self.cfg.take_wait_s,
+            "ray",
+            version=version,
         )
+        return self.deliveries.fresh(await through_queue_restarts(taking, self.cfg.queue_retry_s))
 
     async def _finish_held(self) -> None:
         while self.active:
@@ -371,6 +375,7 @@ class WorkerReplica:
         finally:
             self.active.pop(job_id, None)
             self.direct.ended(job_id)
+            self.deliveries.ended(job_id)
             if not self.active:
                 self.idle_since_s = time.time()
             self._wake.set()

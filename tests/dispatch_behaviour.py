@@ -563,6 +563,27 @@ async def test_a_lost_worker_gives_back_what_the_store_says_it_held(rig: Rig) ->
     assert await rig.store.held_by("w1") == []
 
 
+async def test_redeliver_hands_a_replica_every_job_the_store_leased_to_it(rig: Rig) -> None:
+    """A replica whose own take from the store failed: the jobs the store leased to it (told to the queue or
+    not) come back with their inputs and attempts, still leased to it; the queue's memory follows."""
+    await rig.d.create_endpoint(ep())
+    known, untold, other = await rig.d.submit("ep", [run({"k": 1}), run({"k": 2}), run({"k": 3})])
+    await rig.d.take("ep", "w1", 1, 0)
+    (lost,) = await rig.store.take("ep", "w1", 1, rig.d.now_ms())  # a take whose reply never came
+    await rig.d.take("ep", "w2", 1, 0)
+    assert lost.id == untold
+    again = await rig.d.redeliver("ep", "w1")
+    assert sorted((j["id"], j["input"], j["attempt"]) for j in again) == sorted(
+        [(known, {"k": 1}, 1), (untold, {"k": 2}, 1)]
+    )
+    assert [(await rig.d.status("ep", j))["status"] for j in (known, untold, other)] == ["IN_PROGRESS"] * 3
+    (w1,) = [w for w in await rig.d.list_workers("ep") if w["workerId"] == "w1"]
+    assert sorted(w1["jobs"]) == sorted([known, untold]), w1
+    assert await rig.d.redeliver("ep", "w3") == []
+    with pytest.raises(NotFound):
+        await rig.d.redeliver("nope", "w1")
+
+
 async def test_sweep_spares_a_worker_seen_by_another_queue(rig: Rig) -> None:
     await rig.d.create_endpoint(ep())
     job = await leased(rig)

@@ -313,6 +313,10 @@ class MemoryStore:
         running = S.IN_PROGRESS.value
         return [j for j, h in self.jobs.items() if h["status"] == running and h.get("worker") == worker_id]
 
+    async def leased_to(self, worker_id: str) -> list[TakenJob]:
+        held = [(j, self.jobs[j]) for j in await self.held_by(worker_id)]
+        return [TakenJob(j, json.loads(h["input"]), int(h["attempts"])) for j, h in held]
+
     async def purge(self, endpoint: str, now_ms: int) -> int:
         n = 0
         for job_id in self._ordered(endpoint):

@@ -146,7 +146,14 @@ class JobStore(Protocol):
 
     async def held_by(self, worker_id: str) -> list[str]:
         """The running jobs ``worker_id`` holds, as the store says (a scan of every running job: for when a
-        worker is lost, not per job)."""
+        worker is lost, not per job). The worker is unparked and its inbox emptied in the same step: no job
+        is handed to it any more, and none handed before is read again (each is among those returned)."""
+        ...
+
+    async def leased_to(self, worker_id: str) -> list[TakenJob]:
+        """:meth:`held_by` with each job's input and attempts: what a replica whose own take from the
+        store failed is handed again (a job handed to it while it was parked, or taken by a step whose
+        reply never reached it), the same step and the same scan."""
         ...
 
     async def purge(self, endpoint: str, now_ms: int) -> int: ...

@@ -319,7 +319,10 @@ class RedisStore:
         return endpoint_view(job_view(job_id, h, []) if h else None, endpoint)
 
     async def held_by(self, worker_id: str) -> list[str]:
-        return [str(i) for i in await self._held_by(args=[self._p, worker_id])]
+        return [str(i) for i in await self._held_by(args=[self._p, worker_id, "0"])]
+
+    async def leased_to(self, worker_id: str) -> list[TakenJob]:
+        return _taken(await self._held_by(args=[self._p, worker_id, "1"]))
 
     async def purge(self, endpoint: str, now_ms: int) -> int:
         total = 0

@@ -495,12 +495,24 @@ return redis.call('HGETALL', jk)
 
 HELD_BY = _script(
     r"""
--- ARGV: P, worker. The ids of the running jobs the worker holds (a scan of every lease: run when a worker
--- is lost, not per job). A lost worker is unparked first: no job is handed to it after this step.
-unpark(ARGV[2])
+-- ARGV: P, worker, with_input ('1' or '0'). The running jobs the worker holds (a scan of every lease: run
+-- when a worker is lost, or when a replica's own take from the store failed; not per job): their ids, or
+-- with `with_input` '1' (id, input, attempts) triples. The worker is unparked and its inbox emptied first:
+-- no job is handed to it after this step, and none handed before is read from its inbox again (each is
+-- among the jobs returned).
+local wid = ARGV[2]
+unpark(wid)
+redis.call('DEL', K_inbox(wid))
 local out = {}
 for _, id in ipairs(redis.call('ZRANGE', K_leases, 0, -1)) do
-  if redis.call('HGET', K_job(id), 'worker') == ARGV[2] then out[#out + 1] = id end
+  local f = redis.call('HMGET', K_job(id), 'worker', 'input', 'attempts')
+  if f[1] == wid then
+    out[#out + 1] = id
+    if ARGV[3] == '1' then
+      out[#out + 1] = f[2]
+      out[#out + 1] = f[3]
+    end
+  end
 end
 return out
 """

@@ -10,11 +10,14 @@ heartbeats, the store's own record of who holds what), so a dead worker's jobs a
 from __future__ import annotations
 
 import asyncio
+import time
 from typing import Any
 
 import pytest
 
 from actors.queue_direct import TOLD_AFTER_S, DirectStore
+from orchestrator.core.deliveries import Deliveries
+from orchestrator.core.dispatch import Dispatcher
 from orchestrator.core.jobs import JobStatus
 from orchestrator.core.models import NewJob
 from orchestrator.notices import BOOKKEEPING_DELAY_S, NOTICE_DELAY_S
@@ -36,9 +39,11 @@ class _Method:
 
 class FakeQueue:
     """The queue actor's calls a replica's DirectStore makes: ``store_address`` (awaited), ``took`` and
-    ``finished`` (sent, recorded here)."""
+    ``finished`` (sent, recorded here), ``redeliver`` (awaited: the dispatcher ``d``'s)."""
 
-    def __init__(self, url: str, prefix: str) -> None:
+    def __init__(self, url: str, prefix: str, d: Dispatcher | None = None) -> None:
+        self.d = d
+        self.redeliver = _Method(self._redeliver)
         self.address = {"redisUrl": url, "keyPrefix": prefix}
         self.told: list[tuple[str, str, list[Any]]] = []
         self.taken: list[tuple[str, str, list[str]]] = []
@@ -49,6 +54,10 @@ class FakeQueue:
     async def _address(self) -> dict[str, str]:
         await asyncio.sleep(0.01)
         return self.address
+
+    async def _redeliver(self, endpoint: str, worker_id: str) -> list[dict[str, Any]]:
+        assert self.d is not None
+        return await self.d.redeliver(endpoint, worker_id)
 
 
 async def _leased(store: RedisStore, n: int = 1) -> list[str]:
@@ -392,3 +401,46 @@ async def test_a_deleted_endpoints_parked_replicas_are_not_handed_the_next_ones_
     (job,) = await d.submit("ep", [run(1)])
     assert (await redis_store.get(job)).status is JobStatus.IN_QUEUE  # type: ignore[union-attr]
     assert await redis_store.r.hlen(redis_store.k.parked_at) == 0
+
+
+async def test_a_job_handed_while_the_store_was_cut_off_runs_once_through_the_queue(
+    redis_url: str, redis_store: RedisStore
+) -> None:
+    """A partition between a parked replica and Redis: the job SUBMIT hands it never arrives (its wait's
+    reply is lost), and its next step hangs with no error. The step fails at its time limit; the queue then
+    hands the replica every job the store leased to it, unparks it and empties its inbox, and the replica
+    runs the one it never received, instead of the job waiting for its execution timeout."""
+    d = make(redis_store, FakeClock(), Recorder())
+    await d.create_endpoint(ep())
+    direct = DirectStore(FakeQueue(redis_url, redis_store.k.prefix, d), "ep", "w1", step_timeout_s=0.3)
+    deliveries = Deliveries()  # as the replica keeps it
+    (first,) = await d.submit("ep", [run(1)])
+    assert [j["id"] for j in deliveries.fresh(await direct.take(1, 0.05, None) or [])] == [first]
+    assert await direct.redelivered() == [], "no take failed"
+    assert await redis_store.claim("ep", "w1", 1, d.now_ms(), None, park=True) == []  # parked
+    (handed,) = await d.submit("ep", [run(2)])
+    inbox = redis_store.k.inbox("w1")
+    assert await redis_store.r.lpop(inbox), "handed to it; the reply never reaches it"
+    await redis_store.r.execute_command("CLIENT", "PAUSE", "800", "WRITE")  # its next step hangs
+    t0_s = time.monotonic()
+    assert await direct.take(1, 0.05, None) is None, "failed at its time limit: through the queue"
+    assert time.monotonic() - t0_s < 0.7
+    again = await direct.redelivered()  # the queue's read waits for the pause to end
+    assert sorted(j["id"] for j in again) == sorted([first, handed]), "all it holds, as the store says"
+    assert deliveries.fresh(again) == [{"id": handed, "input": 2, "attempt": 1}], "runs the lost one once"
+    assert await direct.redelivered() == [], "once per failure"
+    (later,) = await d.submit("ep", [run(3)])
+    view = await redis_store.get(later)
+    assert view is not None and view.status is JobStatus.IN_QUEUE, "unparked: not handed to it"
+    assert await direct.report([(handed, {"output": 2})], False)
+    view = await redis_store.get(handed)
+    assert view is not None and (view.status, view.output, view.attempts) == (JobStatus.COMPLETED, 2, 1)
+    # Cut off before its wait read the inbox: the job handed stays there. Delivered again, it is gone from
+    # the inbox, so the replica's next take from the store does not hand it over a second time.
+    assert await redis_store.claim("ep", "w1", 0, d.now_ms(), None, park=True) == []
+    (last,) = await d.submit("ep", [run(4)])  # hands it the oldest job queued: `later`
+    assert await redis_store.r.llen(inbox) == 1
+    await redis_store.r.execute_command("CLIENT", "PAUSE", "500", "WRITE")
+    assert await direct.take(1, 0.05, None) is None
+    assert [j["id"] for j in deliveries.fresh(await direct.redelivered())] == [later]
+    assert [j["id"] for j in await direct.take(2, 0.05, None) or []] == [last], "not the handed job again"
