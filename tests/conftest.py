@@ -22,9 +22,6 @@ from orchestrator.store.redis import RedisStore
 
 def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line("markers", "slow: takes more than 20 s; deselect with -m 'not slow'")
-    # Ray waits 30 s for a new head's GCS to write its port, which a loaded 2-core machine has missed (CI,
-    # 2026-12-06). Every Ray a test starts (in process, ``ray start``, ``ripple up``) inherits this.
-    os.environ.setdefault("RAY_gcs_server_port_wait_time_s", "120")
 
 
 @pytest.fixture(scope="session")

@@ -257,8 +257,10 @@ def _startup_timeout(exc: Exception) -> bool:
 def cluster_of(head: dict[str, Any], nodes: Sequence[dict[str, Any]]) -> Iterator[Cluster]:
     """A ``ray.cluster_utils.Cluster`` of a head (``head``: its node args, no dashboard) and ``nodes``, this
     process connected to it in a fresh namespace; shut down at the end. Ray gives each new node a fixed 30 s
-    to register with its GCS, which a loaded 2-core machine has missed (CI, 2026-12-05): a start that
-    times out so (or waiting for the GCS's port) is tried once more."""
+    to register with its GCS, and a new head 30 s for its GCS to write its port, which a loaded 2-core
+    machine has missed (CI, 2026-12-05 and 12-06): a start that times out so is tried once more. (Not
+    ``RAY_gcs_server_port_wait_time_s``: it also stretches every driver's connection retries, so a
+    refused one hangs for as long.)"""
     prepare_ray_env()
     for attempt in (1, 2):
         cluster = Cluster()
