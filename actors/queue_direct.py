@@ -72,6 +72,7 @@ class DirectStore:
         self.worker_id = worker_id
         self.step_timeout_s = step_timeout_s
         self._failed = False  # a take from the store failed since the last redelivery
+        self._trouble: tuple[float, str] | None = None  # since when (wall clock, s) and why steps fail
         self._store: RedisStore | None = None
         self._resolved = False
         self._inflight: set[asyncio.Future[bool]] = set()
@@ -130,12 +131,15 @@ class DirectStore:
                 more = max_jobs if _going(stop) else 0
                 async with asyncio.timeout(limit_s):
                     jobs = [handed] if handed else await self._claim(store, more, version, False, [])
-        except Exception:
+        except Exception as exc:
             log.warning("taking from the store failed; taking through the queue", exc_info=True)
             self._failed = True
+            self._failing(exc)
             if items or not results:
                 return None
             jobs = []  # the results are finished; the next take tries the store again
+        else:
+            self._trouble = None
         if jobs:
             self._untold.update((j.id, None) for j in jobs)
             if self._telling is None:
@@ -238,11 +242,24 @@ class DirectStore:
         try:
             async with asyncio.timeout(self.step_timeout_s):
                 outcomes = await store.finish(items, int(time.time() * 1000))
-        except Exception:
+        except Exception as exc:
             log.warning("finishing %d results in the store failed; sending them to the queue", len(items))
+            self._failing(exc)
             return False
+        self._trouble = None
         self._told(outcomes)
         return True
+
+    def _failing(self, exc: BaseException) -> None:
+        why = f"no answer within {self.step_timeout_s:g} s" if isinstance(exc, TimeoutError) else repr(exc)
+        self._trouble = (self._trouble[0] if self._trouble else time.time(), why)
+
+    def trouble(self) -> dict[str, Any] | None:
+        """Why this replica's own steps in the store fail, and since when (``sinceS``, wall clock), while
+        they do (it then takes and sends results through the queue); None once a step succeeds again."""
+        if self._trouble is None:
+            return None
+        return {"sinceS": round(self._trouble[0], 3), "error": self._trouble[1]}
 
     def _told(self, outcomes: list[FinishOutcome]) -> None:
         """Tell the queue what finishing did: at once when a caller waits at the queue for one of the

@@ -265,6 +265,7 @@ class WorkerReplica:
             "version": self.cfg.version,
             "startedAt": int(self.started_s * 1000),
             "reason": self._reason(h),
+            "storeTrouble": self.direct.trouble(),
         }
 
     def _reason(self, h: hs.HealthRecord) -> str:
@@ -274,6 +275,8 @@ class WorkerReplica:
             return "draining: taking no new jobs"
         if h.state is hs.HealthState.QUARANTINED:
             return f"quarantined after {h.consecutive_failures} failed jobs in a row"
+        if (trouble := self.direct.trouble()) is not None:
+            return f"serving through the queue: the job store fails this replica ({trouble['error']})"
         return "serving"
 
     async def _take_loop(self) -> None:

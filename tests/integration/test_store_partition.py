@@ -2,7 +2,8 @@
 to a replica whose step's reply was lost, and Redis then stops answering the replica's next step (paused
 writes, as a partition hangs a step with no error). The step fails at its time limit, the queue delivers
 again every job the store leased to the replica, and the replica runs the lost one, once, instead of the job
-waiting IN_PROGRESS for its execution timeout.
+waiting IN_PROGRESS for its execution timeout. Meanwhile the replica reports why it cannot use the store
+(``storeTrouble``, which ``ripple doctor`` shows), and stops reporting it once a step succeeds again.
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ import pytest
 
 from actors.queue_direct import STEP_TIMEOUT_S
 from orchestrator.store.redis import RedisStore
-from tests.integration.ray_fixtures import Ripple, local_ray, module_redis, ripple, rp
+from tests.integration.ray_fixtures import Ripple, local_ray, module_redis, ripple, rp, wait_for
 
 __all__ = ["local_ray", "module_redis", "ripple", "rp"]
 
@@ -26,7 +27,7 @@ pytestmark = [pytest.mark.timeout(150), pytest.mark.slow]
 RAY_INIT = {"num_cpus": 4, "num_gpus": 1}
 AUTOSCALER = {"enabled": False, "interval_s": 0.5}
 BUSY_S = 1.0
-PAUSE_S = BUSY_S + STEP_TIMEOUT_S + 2.0  # the replica's step after its busy job hangs past its limit
+PAUSE_S = BUSY_S + STEP_TIMEOUT_S + 4.0  # the replica's step after its busy job hangs past its limit
 
 
 async def _lease_then_pause(rp: Ripple, endpoint: str, worker_id: str) -> str:
@@ -56,8 +57,15 @@ def test_a_job_leased_to_a_replica_that_never_received_it_runs_there_once(rp: Ri
     (job,) = rp.submit("cut", [{"value": "lost", "log": str(log)}])
     assert asyncio.run(_lease_then_pause(rp, "cut", replica["id"])) == job
     t0_s = time.monotonic()
+    actor = rp.replica_actor(replica["id"])
+    state = wait_for(
+        lambda: (s := rp.call(actor.status.remote()))["storeTrouble"] and s, PAUSE_S + 10, "its trouble"
+    )
+    assert state["storeTrouble"]["error"] == f"no answer within {STEP_TIMEOUT_S:g} s", state
+    assert state["reason"].startswith("serving through the queue: the job store fails"), state
     (done, first) = rp.wait_final([job, busy], PAUSE_S + 40)
     took_s = time.monotonic() - t0_s
+    wait_for(lambda: rp.call(actor.status.remote())["storeTrouble"] is None, 30, "the trouble to clear")
     assert done["status"] == "COMPLETED" and done["output"]["echo"] == "lost", done
     assert (done["workerId"], done["attempts"]) == (replica["id"], 1), done
     assert _events(log, job) == ["start", "end"], "run once, by the replica it was leased to"

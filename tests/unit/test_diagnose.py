@@ -187,6 +187,17 @@ def test_quarantined_worker() -> None:
     assert got.severity == "MEDIUM" and "/api/v1/workers/gen-1/drain" in got.action
 
 
+def test_a_replica_that_cannot_use_the_store_itself() -> None:
+    trouble = {"sinceS": NOW_S - 42, "error": "no answer within 10 s"}
+    w = worker("gen-1", "gen", storeTrouble=trouble)
+    got = one(replace(healthy(), workers=[w, worker("w-ext", "ext")]), "workers.store_unreachable")
+    assert got.severity == "MEDIUM" and "gen-1 of gen" in got.issue and "for 42 s" in got.issue, got
+    assert "no answer within 10 s" in got.issue and "RIPPLE_REDIS_URL" in got.action, got
+    stopped = worker("gen-2", "gen", "stopped", storeTrouble=trouble)
+    fine = [worker("gen-1", "gen", storeTrouble=None), stopped]
+    assert "workers.store_unreachable" not in rules(diagnose(replace(healthy(), workers=fine), NOW_S))
+
+
 def test_handler_import_error_carries_the_traceback() -> None:
     trace = "Traceback (most recent call last):\n ...\nModuleNotFoundError: No module named 'no_such_module'"
     bad = [

@@ -148,6 +148,22 @@ def check_workers(f: Facts, now_s: float) -> list[Finding]:
                     "and that it can reach the /ping URL.",
                 )
             )
+        trouble = w.get("storeTrouble")
+        if view_is_live(w) and isinstance(trouble, Mapping):
+            for_s = max(0.0, now_s - float(trouble.get("sinceS") or now_s))
+            out.append(
+                _f(
+                    "MEDIUM",
+                    "workers",
+                    "workers.store_unreachable",
+                    f"Worker {wid} of {ep} cannot use the job store itself for {for_s:.0f} s "
+                    f"({trouble.get('error')}): it takes jobs and sends results through the queue actor, "
+                    "slower, and jobs the store handed it meanwhile are delivered to it again",
+                    "Check the network between the worker's node and Redis (RIPPLE_REDIS_URL), and that "
+                    "Redis answers; it uses the store again on its own once a step succeeds.",
+                    detail=dict(trouble),
+                )
+            )
         if view_is_unhealthy(w):
             out.append(
                 _f(
