@@ -258,12 +258,14 @@ class WebhookSender:
             self._outcomes.restore(endpoint, entries)
 
     async def run(self) -> None:
-        try:
-            await self.restore()
-        except Exception:  # deliveries go on; only the summary of earlier outcomes is missing
-            log.exception("earlier webhook outcomes not read back")
+        """Deliver forever. The outcomes a queue before this one kept are read back first, or, while the
+        store fails, at each poll until they are: deliveries go on meanwhile."""
+        restored, tries = False, 0
         async with new_client(self.cfg.webhook_timeout_s) as client:
             while True:
+                if not restored:
+                    tries += 1
+                    restored = await self._read_back(tries)
                 try:
                     for job_id in await self.store.webhook_claim(100):
                         task = asyncio.get_running_loop().create_task(self._deliver(client, job_id))
@@ -274,6 +276,15 @@ class WebhookSender:
                 self._wake.clear()
                 with contextlib.suppress(asyncio.TimeoutError):
                     await asyncio.wait_for(self._wake.wait(), 1.0)
+
+    async def _read_back(self, tries: int) -> bool:
+        """:meth:`restore`; False when the store failed (logged, with its traceback the first time)."""
+        try:
+            await self.restore()
+        except Exception:
+            log.warning("earlier webhook outcomes not read back (try %d)", tries, exc_info=tries == 1)
+            return False
+        return True
 
     async def _deliver(self, client: httpx.AsyncClient, job_id: str) -> None:
         job = await self.store.get(job_id)

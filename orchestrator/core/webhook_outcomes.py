@@ -64,13 +64,22 @@ class WebhookOutcomes:
             ep.last_problem = Problem(job_id, outcome, reason, now_s)
 
     def restore(self, endpoint: str, entries: Iterable[str]) -> None:
-        """Record the stored ``entries`` (:func:`entry`, oldest first) of a queue before this one; an entry
-        that does not parse is skipped."""
-        for raw in entries:
-            parsed = parse_entry(raw)
-            if parsed is not None:
-                at_s, outcome, job_id, reason = parsed
-                self.record(endpoint, outcome, at_s, job_id, reason)
+        """Take the endpoint's stored ``entries`` (:func:`entry`, oldest first: every outcome the store
+        keeps, this queue's included) as its outcomes, with the ones recorded here after the newest of them
+        (a read that came late: the store was failing); an entry that does not parse is skipped."""
+        parsed = [p for p in map(parse_entry, entries) if p is not None]
+        ep = self._by_endpoint.pop(endpoint, None)
+        newest_s = max((at_s for at_s, _, _, _ in parsed), default=float("-inf"))
+        for at_s, outcome, job_id, reason in parsed:
+            self.record(endpoint, outcome, at_s, job_id, reason)
+        if ep is None:
+            return
+        problem = ep.last_problem
+        for at_s, outcome in ep.seen:
+            if at_s > newest_s:
+                self._by_endpoint.setdefault(endpoint, _Endpoint()).seen.append((at_s, outcome))
+        if problem is not None and problem.at_s > newest_s:
+            self._by_endpoint[endpoint].last_problem = problem
 
     def forget(self, endpoint: str) -> None:
         """The endpoint was deleted."""

@@ -104,3 +104,22 @@ def test_stored_entries_restore_the_same_summary_and_bad_ones_are_skipped() -> N
     assert again.summary("ep", 110.0) == first.summary("ep", 110.0)
     assert parse_entry(stored[1]) == (101.0, "failed", "j1", "HTTP 503 after 3 attempts")
     assert parse_entry("[]") is None and parse_entry('{"atS": "x", "outcome": "failed"}') is None
+
+
+def test_a_late_read_back_counts_each_outcome_once_and_keeps_the_newer_ones() -> None:
+    """The store's entries include outcomes this queue recorded before its read back came (the store was
+    failing at its start); ones recorded after the newest stored entry stay."""
+    out = WebhookOutcomes()
+    out.record("ep", "delivered", 105.0, "j5")  # recorded here and stored
+    out.record("ep", "failed", 107.0, "j7", "HTTP 500 after 1 attempt")  # recorded here after the read
+    stored = [entry("failed", 101.0, "j1", "HTTP 503"), entry("delivered", 105.0, "j5")]
+    out.restore("ep", stored)
+    summary = out.summary("ep", 110.0)
+    assert summary is not None and (summary["delivered"], summary["failed"]) == (1, 2), summary
+    assert summary["lastProblem"]["jobId"] == "j7", "the newest problem"
+    only = WebhookOutcomes()
+    only.record("ep", "delivered", 100.0, "j0")
+    only.restore("ep", [entry("failed", 102.0, "j2", "HTTP 503")])
+    kept = only.summary("ep", 110.0)
+    assert kept is not None and (kept["delivered"], kept["failed"]) == (0, 1), "older ones are the store's"
+    assert kept["lastProblem"]["jobId"] == "j2"

@@ -286,6 +286,48 @@ async def test_a_restarted_queue_still_shows_the_deliveries_that_did_not_arrive(
     assert again.outcomes("ep", time.time()) is None, "a deleted endpoint's outcomes go with it"
 
 
+class _FailingFirst:
+    """``store`` whose first ``failures`` reads of the endpoints fail (Redis down as the queue starts)."""
+
+    def __init__(self, store: MemoryStore, failures: int) -> None:
+        self.store = store
+        self.failures = failures
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.store, name)
+
+    async def load_endpoints(self) -> dict[str, str]:
+        if self.failures > 0:
+            self.failures -= 1
+            raise ConnectionError("store down")
+        return await self.store.load_endpoints()
+
+
+async def test_outcomes_are_read_back_once_the_store_answers() -> None:
+    """A queue that starts while the store fails delivers on and reads the earlier outcomes back at a later
+    poll, once the store answers; the failure shown before the restart is shown again."""
+    failing, store, metrics = await sender_with_job(
+        "http://hooks.example/", StubResolver("93.184.216.34"), attempts=1
+    )
+    await store.put_endpoint("ep", '{"name":"ep"}')
+    async with httpx.AsyncClient(transport=httpx.MockTransport(lambda _: httpx.Response(500))) as client:
+        await failing._deliver(client, "j1")
+    down = _FailingFirst(store, failures=2)
+    restarted = WebhookSender(down, metrics, failing.cfg)  # type: ignore[arg-type]
+    running = asyncio.create_task(restarted.run())
+    try:
+        for _ in range(100):
+            if restarted.outcomes("ep", time.time()) is not None:
+                break
+            await asyncio.sleep(0.1)
+    finally:
+        running.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await running
+    assert down.failures == 0, "read again after each failure"
+    assert restarted.outcomes("ep", time.time()) == failing.outcomes("ep", time.time())
+
+
 async def test_post_pinned_sends_to_the_checked_address_with_the_original_host() -> None:
     recorder = Recorder()
     resolver = StubResolver("93.184.216.34")
