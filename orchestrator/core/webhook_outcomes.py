@@ -72,14 +72,13 @@ class WebhookOutcomes:
         newest_s = max((at_s for at_s, _, _, _ in parsed), default=float("-inf"))
         for at_s, outcome, job_id, reason in parsed:
             self.record(endpoint, outcome, at_s, job_id, reason)
-        if ep is None:
+        newer = [(at_s, outcome) for at_s, outcome in ep.seen if at_s > newest_s] if ep is not None else []
+        if not newer:
             return
-        problem = ep.last_problem
-        for at_s, outcome in ep.seen:
-            if at_s > newest_s:
-                self._by_endpoint.setdefault(endpoint, _Endpoint()).seen.append((at_s, outcome))
-        if problem is not None and problem.at_s > newest_s:
-            self._by_endpoint[endpoint].last_problem = problem
+        kept = self._by_endpoint.setdefault(endpoint, _Endpoint())
+        kept.seen.extend(newer)
+        if ep is not None and ep.last_problem is not None and ep.last_problem.at_s > newest_s:
+            kept.last_problem = ep.last_problem
 
     def forget(self, endpoint: str) -> None:
         """The endpoint was deleted."""
