@@ -3,18 +3,20 @@
 The header (version, store, auth, autoscaler, GPUs, the Ray dashboard URL) and one row per endpoint: who
 runs it (a handler on Ray workers, with its version, or outside workers), queue depth and oldest wait,
 jobs in progress, replicas current/desired and workers by state; below, why an endpoint's replicas cannot
-start (its ``problem``, red) and what the autoscaler is blocked on. Five cheap reads; a read that fails
+start (its ``problem``, red), what the autoscaler is blocked on, webhook deliveries that did not arrive and
+replicas that cannot use the job store themselves. Five cheap reads; a read that fails
 shows as ``unavailable`` instead of failing the screen. Colour only when asked (a terminal).
 """
 
 from __future__ import annotations
 
+import time
 from collections import Counter, defaultdict
 from collections.abc import Mapping, Sequence
 from typing import Any, Protocol
 
 from orchestrator.core.webhook_outcomes import trouble
-from orchestrator.core.workers import QUARANTINED_BUCKET, WorkerState, view_count_state
+from orchestrator.core.workers import QUARANTINED_BUCKET, WorkerState, view_count_state, view_is_live
 
 GREEN, YELLOW, RED, DIM, BOLD, RESET = "\033[32m", "\033[33m", "\033[31m", "\033[2m", "\033[1m", "\033[0m"
 STATE_ORDER = (
@@ -81,9 +83,33 @@ def _worker_counts(workers: Sequence[Mapping[str, Any]]) -> dict[str, Counter[st
     return out
 
 
-def render_status(client: Requester, color: bool, direct_url: str | None = None) -> str:
+def _store_trouble(workers: Sequence[Mapping[str, Any]], now_s: float) -> list[tuple[str, str]]:
+    """``(endpoint, sentence)`` for each endpoint with live replicas whose own steps in the job store fail
+    (their ``storeTrouble``): they serve through the queue actor meanwhile."""
+    by_endpoint: dict[str, list[str]] = defaultdict(list)
+    for w in workers:
+        trouble = w.get("storeTrouble")
+        if view_is_live(w) and isinstance(trouble, Mapping):
+            for_s = max(0.0, now_s - float(trouble.get("sinceS") or now_s))
+            by_endpoint[str(w.get("endpoint"))].append(
+                f"{w.get('workerId')} for {_age(for_s)} ({trouble.get('error')})"
+            )
+    return [
+        (
+            ep,
+            f"cannot use the job store itself: {'; '.join(which)}; serving through the queue actor "
+            "(`ripple doctor`: workers.store_unreachable)",
+        )
+        for ep, which in sorted(by_endpoint.items())
+    ]
+
+
+def render_status(
+    client: Requester, color: bool, direct_url: str | None = None, now_s: float | None = None
+) -> str:
     """The status screen as text (ANSI colours when ``color``); ``direct_url``: the API without Serve's
-    proxy, as ``ripple up`` recorded it (``RIPPLE_DIRECT_INGRESS_PORT``), shown when known."""
+    proxy, as ``ripple up`` recorded it (``RIPPLE_DIRECT_INGRESS_PORT``), shown when known; ``now_s``: the
+    wall clock ages are read against (now when None)."""
     info, info_err = _read(client, "/api/v1/info")
     eps, eps_err = _read(client, "/api/v1/endpoints")
     stats, _ = _read(client, "/api/v1/stats")
@@ -122,7 +148,8 @@ def render_status(client: Requester, color: bool, direct_url: str | None = None)
         return "\n".join(lines) + "\n"
     queue = (stats or {}).get("endpoints", {})
     per = {r.get("endpoint"): r for r in auto.get("endpoints") or []}
-    counts = _worker_counts((workers or {}).get("workers", []))
+    worker_views = (workers or {}).get("workers", [])
+    counts = _worker_counts(worker_views)
     rows, paints = [], []
     for e in endpoints:
         name = str(e.get("name"))
@@ -158,10 +185,12 @@ def render_status(client: Requester, color: bool, direct_url: str | None = None)
     ]
     problems = [(e.get("name"), e["problem"]) for e in endpoints if isinstance(e.get("problem"), dict)]
     webhooks = [(name, what) for name, q in sorted(queue.items()) if (what := _webhook_trouble(q))]
-    if problems or blocked_rows or webhooks:
+    stores = _store_trouble(worker_views, time.time() if now_s is None else now_s)
+    if problems or blocked_rows or webhooks or stores:
         lines.append("")
     lines += [_paint(f"PROBLEM: {ep}: {p.get('message')}", RED, color) for ep, p in problems]
     if blocked_rows:
         lines += [_paint(f"blocked: {ep}: {why}", YELLOW, color) for ep, why in blocked_rows]
     lines += [_paint(f"webhooks: {ep}: {what}", YELLOW, color) for ep, what in webhooks]
+    lines += [_paint(f"replicas: {ep}: {what}", YELLOW, color) for ep, what in stores]
     return "\n".join(lines) + "\n"

@@ -114,6 +114,22 @@ def test_webhook_deliveries_that_did_not_arrive_show() -> None:
     assert "webhooks: ext" not in out, "every delivery arrived"
 
 
+def test_replicas_that_cannot_use_the_store_show() -> None:
+    trouble = {"sinceS": 1000.0, "error": "no answer within 10 s"}
+    workers = {
+        "workers": [
+            {"workerId": "gen-1", "endpoint": "gen", "state": "busy", "storeTrouble": trouble},
+            {"workerId": "gen-2", "endpoint": "gen", "state": "idle", "storeTrouble": None},
+            {"workerId": "gen-3", "endpoint": "gen", "state": "stopped", "storeTrouble": trouble},
+        ]
+    }
+    out = render_status(FakeClient({**REPLIES, "/api/v1/workers": workers}), color=False, now_s=1045.0)
+    line = next(ln for ln in out.splitlines() if ln.startswith("replicas: gen:"))
+    assert "gen-1 for 45s (no answer within 10 s)" in line and "through the queue actor" in line
+    assert "gen-2" not in line and "gen-3" not in line, "only live replicas in trouble"
+    assert "replicas:" not in render_status(FakeClient(REPLIES), color=False), "none in trouble: no line"
+
+
 def test_colour_only_when_asked() -> None:
     out = render_status(FakeClient(REPLIES), color=True)
     assert "\033[32mon" in out and "\033[33m" in out
