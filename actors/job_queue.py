@@ -185,8 +185,8 @@ class JobQueue(AccessMethods):
         """Jobs a replica took from the store itself (:mod:`actors.queue_direct`); sent, not awaited."""
         self.d.took(endpoint, worker_id, job_ids)
 
-    async def redeliver(self, endpoint: str, worker_id: str) -> list[dict[str, Any]]:
-        """The running jobs leased to a replica whose own take from the store failed
+    async def redeliver(self, endpoint: str, worker_id: str) -> dict[str, Any]:
+        """The running jobs leased to a replica whose own take from the store failed, and its new fence
         (:mod:`actors.queue_direct`)."""
         return await self.d.redeliver(endpoint, worker_id)
 

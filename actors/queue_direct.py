@@ -34,8 +34,10 @@ never received: one handed to it while it was parked, or taken by a step whose r
 then asks the queue for every running job leased to it (:meth:`DirectStore.redelivered`; the queue reads
 the store, unparks the replica and empties its inbox in one step) and runs those it never received
 (:class:`~orchestrator.core.deliveries.Deliveries`), so such a job starts at once instead of waiting for
-its execution timeout. A step whose command reaches Redis only after that read (held in a partitioned
-connection) is not covered: its jobs wait for the next failure's redelivery, or their timeout.
+its execution timeout. The same step raises the replica's fence, which every take of the replica carries:
+a take sent before, whose command reaches Redis only after that read (held in a partitioned connection), is
+refused whole (it takes no job and does not park the replica), so no job is leased to the replica behind
+the queue's read; a refused take makes the replica ask for its jobs again, which gives it the new fence.
 """
 
 from __future__ import annotations
@@ -71,7 +73,8 @@ class DirectStore:
         self.endpoint = endpoint
         self.worker_id = worker_id
         self.step_timeout_s = step_timeout_s
-        self._failed = False  # a take from the store failed since the last redelivery
+        self._failed = False  # a take from the store failed, or was fenced, since the last redelivery
+        self._fence = 0  # the fence of the last redelivery: the store refuses a take with an older one
         self._trouble: tuple[float, str] | None = None  # since when (wall clock, s) and why steps fail
         self._store: RedisStore | None = None
         self._resolved = False
@@ -111,20 +114,21 @@ class DirectStore:
         (job id, result body, streamed: this replica's) are finished first, in the same step as the take,
         and the queue told as :meth:`report` tells it. None when nothing was done here, ``results``
         included (the store is not reachable or failed, or a result is not final): the caller reports them
-        and takes through the queue; [] when the store failed after the results were finished."""
+        and takes through the queue; [] when the store failed after the results were finished, or refused
+        a take with this replica's fence (a redelivery since: :meth:`redelivered` then asks for its jobs)."""
         store = await self.store()
         if store is None:
             return None
         items = self._items(results)
         if items is None:
             return None
-        jobs: list[TakenJob] = []
+        jobs: list[TakenJob] | None = []
         limit_s = self.step_timeout_s
         try:
             async with asyncio.timeout(limit_s):
                 jobs = await self._claim(store, max_jobs if _going(stop) else 0, version, _going(stop), items)
             items = []  # finished: whatever fails from here on, they are not sent again
-            if not jobs and _going(stop):
+            if jobs == [] and _going(stop):
                 async with asyncio.timeout(wait_s + limit_s):
                     handed = await self._wait_for_job(store, wait_s, stop)
                 # Unparked, with what was handed meanwhile; no more from the queue once stopping.
@@ -140,6 +144,10 @@ class DirectStore:
             jobs = []  # the results are finished; the next take tries the store again
         else:
             self._trouble = None
+        if jobs is None:  # fenced: jobs may be leased to it that it never received
+            log.warning("the store refused a take sent before the last redelivery; asking for the jobs again")
+            self._failed = True
+            jobs = []
         if jobs:
             self._untold.update((j.id, None) for j in jobs)
             if self._telling is None:
@@ -147,29 +155,32 @@ class DirectStore:
         return [j.wire() for j in jobs]
 
     async def redelivered(self) -> list[dict[str, Any]]:
-        """After a take from the store failed: every running job the store has leased to this replica, as
-        the queue reads it (``JobQueue.redeliver``: the replica unparked and its inbox emptied in the same
-        step), jobs it already received included; [] when no take failed since the last call. A queue
-        that cannot answer is asked again after the next take."""
+        """After a take from the store failed or was fenced: every running job the store has leased to this
+        replica, as the queue reads it (``JobQueue.redeliver``: the replica unparked, its inbox emptied and
+        its fence raised in the same step; later takes carry the new fence), jobs it already received
+        included; [] when no take failed since the last call. A queue that cannot answer is asked again
+        after the next take."""
         if not self._failed:
             return []
         try:
-            jobs: list[dict[str, Any]] = await self.queue.redeliver.remote(self.endpoint, self.worker_id)
+            again: dict[str, Any] = await self.queue.redeliver.remote(self.endpoint, self.worker_id)
         except Exception:
             log.warning("could not ask the queue for the jobs leased to this replica", exc_info=True)
             return []
         self._failed = False
+        self._fence = max(self._fence, int(again["fence"]))
+        jobs: list[dict[str, Any]] = again["jobs"]
         return jobs
 
     async def _claim(
         self, store: RedisStore, max_jobs: int, version: int | None, park: bool, items: list[FinishItem]
-    ) -> list[TakenJob]:
+    ) -> list[TakenJob] | None:
+        """The CLAIM step (``items`` finished first); None when the store refused this replica's fence."""
         now_ms = int(time.time() * 1000)
+        ep, wid, fence = self.endpoint, self.worker_id, self._fence
         if not items:
-            return await store.claim(self.endpoint, self.worker_id, max_jobs, now_ms, version, park)
-        outcomes, jobs = await store.finish_and_claim(
-            items, self.endpoint, self.worker_id, max_jobs, now_ms, version, park
-        )
+            return await store.claim(ep, wid, max_jobs, now_ms, version, park, fence)
+        outcomes, jobs = await store.finish_and_claim(items, ep, wid, max_jobs, now_ms, version, park, fence)
         self._told(outcomes)
         return jobs
 

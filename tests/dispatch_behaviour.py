@@ -573,13 +573,14 @@ async def test_redeliver_hands_a_replica_every_job_the_store_leased_to_it(rig: R
     await rig.d.take("ep", "w2", 1, 0)
     assert lost.id == untold
     again = await rig.d.redeliver("ep", "w1")
-    assert sorted((j["id"], j["input"], j["attempt"]) for j in again) == sorted(
+    assert sorted((j["id"], j["input"], j["attempt"]) for j in again["jobs"]) == sorted(
         [(known, {"k": 1}, 1), (untold, {"k": 2}, 1)]
     )
     assert [(await rig.d.status("ep", j))["status"] for j in (known, untold, other)] == ["IN_PROGRESS"] * 3
     (w1,) = [w for w in await rig.d.list_workers("ep") if w["workerId"] == "w1"]
     assert sorted(w1["jobs"]) == sorted([known, untold]), w1
-    assert await rig.d.redeliver("ep", "w3") == []
+    assert (await rig.d.redeliver("ep", "w1"))["fence"] > again["fence"], "raised by each redelivery"
+    assert (await rig.d.redeliver("ep", "w3"))["jobs"] == []
     with pytest.raises(NotFound):
         await rig.d.redeliver("nope", "w1")
 

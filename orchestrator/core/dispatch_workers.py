@@ -197,22 +197,24 @@ class WorkerDispatch:
             self.leased[job_id] = (worker_id, endpoint, now_s)
             self.registry.hold(worker_id, endpoint, job_id, now_s)
 
-    async def redeliver(self, endpoint: str, worker_id: str) -> list[dict[str, Any]]:
+    async def redeliver(self, endpoint: str, worker_id: str) -> dict[str, Any]:
         """Every running job the store has leased to a Ray replica whose own take from the store failed
         (:mod:`actors.queue_direct`), input included: one handed to it while it was parked, or taken by a
         step whose reply never reached it, would otherwise wait for its execution timeout. The replica is
-        unparked and its inbox emptied in the same step, so nothing reaches it twice from the store; it runs
-        those it never received. The lease index and the registry follow, as for :meth:`took`."""
+        unparked, its inbox emptied and its fence raised in the same step, so nothing reaches it twice from
+        the store and no take it sent before takes anything after; it runs those it never received and
+        takes with the new fence. ``{"fence": n, "jobs": [job dicts]}``. The lease index and the registry
+        follow, as for :meth:`took`."""
         await self._endpoint(endpoint)
-        jobs = await self.store.leased_to(worker_id)
-        self.took(endpoint, worker_id, [j.id for j in jobs])
-        if jobs:
+        again = await self.store.leased_to(worker_id)
+        self.took(endpoint, worker_id, [j.id for j in again.jobs])
+        if again.jobs:
             log.warning(
                 "delivering %d jobs again to a replica whose take from the store failed",
-                len(jobs),
+                len(again.jobs),
                 extra={"endpoint": endpoint, "worker_id": worker_id},
             )
-        return [j.wire() for j in jobs]
+        return again.wire()
 
     async def done(
         self,

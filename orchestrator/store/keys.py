@@ -15,6 +15,7 @@ same names for the Lua scripts from the class itself. Names are relative to the 
 | ``wake:{ep}`` | list | a token per job queued (a few at most): replicas taking from the store block on it |
 | ``parked:{ep}`` | list | ids of the endpoint's replicas waiting for a job, longest first (SUBMIT hands) |
 | ``inbox:{worker}`` | list | jobs handed to a parked replica, leased to it: ``id\\nattempts\\ninput`` |
+| ``fence:{worker}`` | string | a replica's fence, raised by each redelivery: older takes are refused |
 | ``counts:{ep}`` | hash | counters: in_progress, completed, failed, timed_out, cancelled, retried |
 | ``leases`` | zset | in-progress job ids scored by their execution deadline (ms) |
 | ``ttl`` | zset | queued job ids scored by the time they expire in the queue (ms) |
@@ -76,6 +77,9 @@ class Keys:
 
     def inbox(self, worker_id: str) -> str:
         return f"{self.prefix}inbox:{worker_id}"
+
+    def fence(self, worker_id: str) -> str:
+        return f"{self.prefix}fence:{worker_id}"
 
     def counts(self, endpoint: str) -> str:
         return f"{self.prefix}counts:{endpoint}"

@@ -28,6 +28,7 @@ from orchestrator.store.protocol import (
     FinishOutcome,
     JobStore,
     Moved,
+    Redelivery,
     TakenJob,
     endpoint_view,
     job_view,
@@ -59,6 +60,7 @@ class MemoryStore:
         self.versions: dict[str, dict[int, str]] = {}
         self.workers: dict[str, str] = {}
         self.draining: set[str] = set()
+        self.fences: dict[str, int] = defaultdict(int)  # raised by leased_to (no replica takes from here)
         self.webhooks: list[str] = []
         self.webhooks_inflight: list[str] = []
         self.webhook_outcome_lists: dict[str, list[str]] = {}
@@ -313,9 +315,11 @@ class MemoryStore:
         running = S.IN_PROGRESS.value
         return [j for j, h in self.jobs.items() if h["status"] == running and h.get("worker") == worker_id]
 
-    async def leased_to(self, worker_id: str) -> list[TakenJob]:
+    async def leased_to(self, worker_id: str) -> Redelivery:
         held = [(j, self.jobs[j]) for j in await self.held_by(worker_id)]
-        return [TakenJob(j, json.loads(h["input"]), int(h["attempts"])) for j, h in held]
+        self.fences[worker_id] += 1
+        jobs = [TakenJob(j, json.loads(h["input"]), int(h["attempts"])) for j, h in held]
+        return Redelivery(self.fences[worker_id], jobs)
 
     async def purge(self, endpoint: str, now_ms: int) -> int:
         n = 0

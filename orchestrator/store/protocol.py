@@ -31,6 +31,19 @@ class TakenJob:
 
 
 @dataclass(frozen=True)
+class Redelivery:
+    """What :meth:`JobStore.leased_to` gives a replica whose own take from the store failed: every running
+    job leased to it, and its new fence (a take it sends must carry it: one with an older fence, sent
+    before, is refused)."""
+
+    fence: int
+    jobs: list[TakenJob]
+
+    def wire(self) -> dict[str, Any]:
+        return {"fence": self.fence, "jobs": [j.wire() for j in self.jobs]}
+
+
+@dataclass(frozen=True)
 class FinishItem:
     """A worker's final result for one job."""
 
@@ -150,10 +163,12 @@ class JobStore(Protocol):
         is handed to it any more, and none handed before is read again (each is among those returned)."""
         ...
 
-    async def leased_to(self, worker_id: str) -> list[TakenJob]:
+    async def leased_to(self, worker_id: str) -> Redelivery:
         """:meth:`held_by` with each job's input and attempts: what a replica whose own take from the
         store failed is handed again (a job handed to it while it was parked, or taken by a step whose
-        reply never reached it), the same step and the same scan."""
+        reply never reached it), the same step and the same scan; and the worker's fence, raised in that
+        step (a take from the store that the replica sent before, and that reaches the store only after
+        this, is refused: :meth:`~orchestrator.store.redis.RedisStore.claim`)."""
         ...
 
     async def purge(self, endpoint: str, now_ms: int) -> int: ...

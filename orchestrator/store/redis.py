@@ -28,6 +28,7 @@ from orchestrator.store.protocol import (
     FinishOutcome,
     JobStore,
     Moved,
+    Redelivery,
     TakenJob,
     endpoint_view,
     job_view,
@@ -212,15 +213,23 @@ class RedisStore:
         return _taken(reply)
 
     async def claim(
-        self, endpoint: str, worker_id: str, max_jobs: int, now_ms: int, version: int | None, park: bool
-    ) -> list[TakenJob]:
+        self,
+        endpoint: str,
+        worker_id: str,
+        max_jobs: int,
+        now_ms: int,
+        version: int | None,
+        park: bool,
+        fence: int = 0,
+    ) -> list[TakenJob] | None:
         """A replica's take (the CLAIM step): the jobs handed to it while it was parked, whatever
         ``max_jobs``, then up to ``max_jobs`` more from the queue as :meth:`take` (none while draining);
         with ``park`` and nothing at all, the replica is parked: SUBMIT hands it the job TAKE would give,
-        leased to it, through its inbox (:meth:`wait_for_job`). Unparked by every call."""
-        return _taken(
-            await self._claim(args=self._claim_args(endpoint, worker_id, max_jobs, now_ms, version, park))
-        )
+        leased to it, through its inbox (:meth:`wait_for_job`). Unparked by every call. None, and nothing
+        done, when ``fence`` is older than the replica's (raised by :meth:`leased_to` since: the replica
+        asks for its jobs again and takes with the fence it gets)."""
+        args = self._claim_args(endpoint, worker_id, max_jobs, now_ms, version, park, fence)
+        return _claimed(await self._claim(args=args))
 
     async def finish_and_claim(
         self,
@@ -231,19 +240,27 @@ class RedisStore:
         now_ms: int,
         version: int | None,
         park: bool,
-    ) -> tuple[list[FinishOutcome], list[TakenJob]]:
+        fence: int = 0,
+    ) -> tuple[list[FinishOutcome], list[TakenJob] | None]:
         """:meth:`finish` of the replica's ``results``, then its :meth:`claim`, in one atomic step (one
         round trip, and a caller waiting on a result is woken before the take): the outcomes in order and
-        the jobs taken."""
-        args = self._claim_args(endpoint, worker_id, max_jobs, now_ms, version, park) + _finish_args(results)
-        done, taken = await self._finish_claim(args=args)
-        return _outcomes(results, done, now_ms), _taken(taken)
+        the jobs taken (None: fenced, as :meth:`claim`; the results are finished all the same)."""
+        claim = self._claim_args(endpoint, worker_id, max_jobs, now_ms, version, park, fence)
+        done, taken = await self._finish_claim(args=claim + _finish_args(results))
+        return _outcomes(results, done, now_ms), _claimed(taken)
 
     def _claim_args(
-        self, endpoint: str, worker_id: str, max_jobs: int, now_ms: int, version: int | None, park: bool
+        self,
+        endpoint: str,
+        worker_id: str,
+        max_jobs: int,
+        now_ms: int,
+        version: int | None,
+        park: bool,
+        fence: int,
     ) -> list[Any]:
         ver = "" if version is None else str(int(version))
-        return [self._p, endpoint, worker_id, max_jobs, now_ms, ver, "1" if park else "0"]
+        return [self._p, endpoint, worker_id, max_jobs, now_ms, ver, "1" if park else "0", int(fence)]
 
     async def wait_for_job(self, endpoint: str, worker_id: str, timeout_s: float) -> TakenJob | None:
         """Block up to ``timeout_s`` on a parked replica's inbox and the endpoint's wake list. A job handed
@@ -319,10 +336,11 @@ class RedisStore:
         return endpoint_view(job_view(job_id, h, []) if h else None, endpoint)
 
     async def held_by(self, worker_id: str) -> list[str]:
-        return [str(i) for i in await self._held_by(args=[self._p, worker_id, "0"])]
+        return [str(i) for i in (await self._held_by(args=[self._p, worker_id, "0"]))[1:]]
 
-    async def leased_to(self, worker_id: str) -> list[TakenJob]:
-        return _taken(await self._held_by(args=[self._p, worker_id, "1"]))
+    async def leased_to(self, worker_id: str) -> Redelivery:
+        reply = await self._held_by(args=[self._p, worker_id, "1"])
+        return Redelivery(int(reply[0]), _taken(reply[1:]))
 
     async def purge(self, endpoint: str, now_ms: int) -> int:
         total = 0
@@ -548,3 +566,8 @@ def _outcomes(items: Sequence[FinishItem], reply: Sequence[Any], now_ms: int) ->
 def _taken(reply: Sequence[Any]) -> list[TakenJob]:
     """The jobs of a TAKE or CLAIM reply: flat (id, input JSON, attempts) triples."""
     return [TakenJob(reply[i], json.loads(reply[i + 1]), int(reply[i + 2])) for i in range(0, len(reply), 3)]
+
+
+def _claimed(reply: Sequence[Any]) -> list[TakenJob] | None:
+    """The jobs of a CLAIM reply; None for its fenced reply ({-1}: a take older than the replica's fence)."""
+    return None if list(reply) == [-1] else _taken(reply)

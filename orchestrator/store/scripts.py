@@ -30,7 +30,7 @@ caller's hold (``runsync`` holds at most 300 s); a caller that comes later reads
 
 INBOX_TTL_MS = 3_600_000
 """How long a replica's inbox outlives the last job handed to it (a replica that died with one: the job is
-given back by ``held_by``, the list expires)."""
+given back by ``held_by``, the list expires), and its fence its last redelivery."""
 
 
 def _table_lua() -> str:
@@ -291,8 +291,10 @@ _CLAIM = r"""
 -- A replica's take from the store: the worker is unparked; the jobs handed to it meanwhile (its inbox) are
 -- its own, whatever `n`; unless it is draining, up to `n` more are taken from the queue as TAKE does; with
 -- `park` '1' and nothing at all, the worker is parked (SUBMIT hands its next job straight to its inbox).
--- Returns n' x (id, input, attempts).
-local function claim(ep, wid, n, now, ver, park)
+-- Returns n' x (id, input, attempts); {-1} and nothing done when `fence` is older than the worker's (a step
+-- sent before the worker's last redelivery, held in a partition until after it: HELD_BY).
+local function claim(ep, wid, n, now, ver, park, fence)
+  if tonumber(redis.call('GET', K_fence(wid)) or '0') > tonumber(fence) then return {-1} end
   unpark(wid)
   local out = {}
   local ik = K_inbox(wid)
@@ -366,8 +368,8 @@ end
 CLAIM = _script(
     _CLAIM
     + r"""
--- ARGV: P, ep, worker, n, now, version ('' = unknown), park ('1' | '0'). See claim().
-return claim(ARGV[2], ARGV[3], tonumber(ARGV[4]), tonumber(ARGV[5]), ARGV[6], ARGV[7])
+-- ARGV: P, ep, worker, n, now, version ('' = unknown), park ('1' | '0'), fence. See claim().
+return claim(ARGV[2], ARGV[3], tonumber(ARGV[4]), tonumber(ARGV[5]), ARGV[6], ARGV[7], ARGV[8])
 """
 )
 
@@ -383,12 +385,13 @@ FINISH_CLAIM = _script(
     _FINISH
     + _CLAIM
     + r"""
--- ARGV: P, ep, worker, n, now, version, park (as CLAIM), k, then k results (as FINISH). A replica's results
--- and its next take in one step, the results first (a caller waiting on one is woken before the take).
+-- ARGV: P, ep, worker, n, now, version, park, fence (as CLAIM), k, then k results (as FINISH). A replica's
+-- results and its next take in one step, the results first (a caller waiting on one is woken before the
+-- take; a result is never fenced: FINISH refuses one from a worker that no longer holds the job).
 -- Returns {finish()'s reply, claim()'s reply}.
 local now = tonumber(ARGV[5])
-local done = finish(now, tonumber(ARGV[8]), 9)
-return {done, claim(ARGV[2], ARGV[3], tonumber(ARGV[4]), now, ARGV[6], ARGV[7])}
+local done = finish(now, tonumber(ARGV[9]), 10)
+return {done, claim(ARGV[2], ARGV[3], tonumber(ARGV[4]), now, ARGV[6], ARGV[7], ARGV[8])}
 """
 )
 
@@ -496,14 +499,17 @@ return redis.call('HGETALL', jk)
 HELD_BY = _script(
     r"""
 -- ARGV: P, worker, with_input ('1' or '0'). The running jobs the worker holds (a scan of every lease: run
--- when a worker is lost, or when a replica's own take from the store failed; not per job): their ids, or
--- with `with_input` '1' (id, input, attempts) triples. The worker is unparked and its inbox emptied first:
--- no job is handed to it after this step, and none handed before is read from its inbox again (each is
--- among the jobs returned).
+-- when a worker is lost, or when a replica's own take from the store failed; not per job), after the
+-- worker's fence: {fence, ids...}, or with `with_input` '1' {fence, (id, input, attempts) triples...}. The
+-- worker is unparked, its inbox emptied and its fence raised first: no job is handed to it after this step,
+-- none handed before is read from its inbox again (each is among the jobs returned), and no take it sent
+-- before (CLAIM with an older fence) takes a job or parks it after this step.
 local wid = ARGV[2]
 unpark(wid)
 redis.call('DEL', K_inbox(wid))
-local out = {}
+local fk = K_fence(wid)
+local out = {redis.call('INCR', fk)}
+redis.call('PEXPIRE', fk, INBOX_TTL_MS)
 for _, id in ipairs(redis.call('ZRANGE', K_leases, 0, -1)) do
   local f = redis.call('HMGET', K_job(id), 'worker', 'input', 'attempts')
   if f[1] == wid then

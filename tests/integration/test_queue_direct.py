@@ -55,7 +55,7 @@ class FakeQueue:
         await asyncio.sleep(0.01)
         return self.address
 
-    async def _redeliver(self, endpoint: str, worker_id: str) -> list[dict[str, Any]]:
+    async def _redeliver(self, endpoint: str, worker_id: str) -> dict[str, Any]:
         assert self.d is not None
         return await self.d.redeliver(endpoint, worker_id)
 
@@ -437,10 +437,40 @@ async def test_a_job_handed_while_the_store_was_cut_off_runs_once_through_the_qu
     assert view is not None and (view.status, view.output, view.attempts) == (JobStatus.COMPLETED, 2, 1)
     # Cut off before its wait read the inbox: the job handed stays there. Delivered again, it is gone from
     # the inbox, so the replica's next take from the store does not hand it over a second time.
-    assert await redis_store.claim("ep", "w1", 0, d.now_ms(), None, park=True) == []
+    fence = int(await redis_store.r.get(redis_store.k.fence("w1")))  # the replica's, since the redelivery
+    assert await redis_store.claim("ep", "w1", 0, d.now_ms(), None, park=True, fence=fence) == []
     (last,) = await d.submit("ep", [run(4)])  # hands it the oldest job queued: `later`
     assert await redis_store.r.llen(inbox) == 1
     await redis_store.r.execute_command("CLIENT", "PAUSE", "500", "WRITE")
     assert await direct.take(1, 0.05, None) is None
     assert [j["id"] for j in deliveries.fresh(await direct.redelivered())] == [later]
     assert [j["id"] for j in await direct.take(2, 0.05, None) or []] == [last], "not the handed job again"
+
+
+async def test_a_take_that_reaches_the_store_after_a_redelivery_takes_nothing(
+    redis_url: str, redis_store: RedisStore
+) -> None:
+    """A take held in a partitioned connection until after the queue's redelivery read: had it taken a job
+    or parked the replica, the job would be leased to a replica that never receives it, behind the read.
+    The redelivery raises the replica's fence; the late take carries the old one and is refused whole; the
+    replica's own next take is refused too until it asks for its jobs again and learns the new fence."""
+    d = make(redis_store, FakeClock(), Recorder())
+    await d.create_endpoint(ep())
+    (queued,) = await d.submit("ep", [run(1)])
+    again = await d.redeliver("ep", "w1")  # the replica's take failed: the queue reads what it holds
+    assert again["jobs"] == [] and again["fence"] >= 1
+    late = await redis_store.claim("ep", "w1", 1, d.now_ms(), None, park=True, fence=again["fence"] - 1)
+    assert late is None, "the late take: refused"
+    view = await redis_store.get(queued)
+    assert view is not None and view.status is JobStatus.IN_QUEUE, "no job leased behind the read"
+    assert await redis_store.r.hlen(redis_store.k.parked_at) == 0, "not parked either"
+    outcomes, none = await redis_store.finish_and_claim(
+        [], "ep", "w1", 1, d.now_ms(), None, True, fence=again["fence"] - 1
+    )
+    assert (outcomes, none) == ([], None), "the take in a finish-and-take step too"
+    # A replica whose take the store refused asks for its jobs again, then takes with the fence it gets.
+    direct = DirectStore(FakeQueue(redis_url, redis_store.k.prefix, d), "ep", "w1")
+    assert await direct.take(1, 0.05, None) == [], "fenced (it never learned the fence): nothing taken"
+    assert await direct.redelivered() == [], "asked again: it holds nothing"
+    assert [j["id"] for j in await direct.take(1, 0.05, None) or []] == [queued], "the new fence takes"
+    assert await direct.redelivered() == [], "no take failed since"
