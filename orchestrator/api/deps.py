@@ -159,17 +159,25 @@ class AppState:
         self._queue = None
 
 
-async def app_state(request: Request) -> AppState:
+def state_of(request: Request) -> AppState:
     """The state the app was created with (``create_app(state)``)."""
     state: AppState = request.app.state.ripple
     return state
 
 
+async def app_state(request: Request) -> AppState:
+    return state_of(request)
+
+
 State = Annotated[AppState, Depends(app_state)]
 
+# The dependencies below read the state from the request (``state_of``) rather than through ``State``: FastAPI
+# solves a dependency's own dependencies on every request, cached or not, and each costs about as much as a
+# route's own parameters (``bench/app_overhead.py``); the job routes' dependencies took ten such steps.
 
-async def boot_config(state: State) -> BootConfig:
-    return state.require_boot()
+
+async def boot_config(request: Request) -> BootConfig:
+    return state_of(request).require_boot()
 
 
 Boot = Annotated[BootConfig, Depends(boot_config)]
@@ -443,12 +451,12 @@ def make_queue_client(state: AppState) -> QueueClient:
 
 # The dependencies of every request are ``async def``: FastAPI runs a plain ``def`` dependency in a worker
 # thread (a thread hop each, per request, on the hot routes), and none of these blocks.
-async def queue_client(state: State) -> QueueClient:
-    return make_queue_client(state)
+async def queue_client(request: Request) -> QueueClient:
+    return make_queue_client(state_of(request))
 
 
-async def autoscaler_client(state: State) -> AutoscalerClient:
-    return AutoscalerClient(state.autoscaler_handle)
+async def autoscaler_client(request: Request) -> AutoscalerClient:
+    return AutoscalerClient(state_of(request).autoscaler_handle)
 
 
 Queue = Annotated[QueueClient, Depends(queue_client)]
@@ -590,13 +598,10 @@ def _access_dependency(family: Family | None) -> Callable[..., AsyncIterator[Pri
     when it changed something and succeeded (an error raised by the route skips the recording)."""
 
     async def dependency(
-        request: Request,
-        state: State,
-        queue: Queue,
-        authorization: Annotated[str | None, Header()] = None,
+        request: Request, queue: Queue, authorization: Annotated[str | None, Header()] = None
     ) -> AsyncIterator[Principal]:
         fam = family if family is not None else _family_of(request, False)
-        who = await _admit(request, state, queue, authorization, fam)
+        who = await _admit(request, state_of(request), queue, authorization, fam)
         action, target = await _audit_of(request, fam)
         yield who
         if action is not None:
@@ -612,12 +617,9 @@ def _admission(worker: bool = False) -> Callable[..., Awaitable[Principal]]:
     a sixth of what the app spends on a job route (``bench/app_overhead.py``)."""
 
     async def dependency(
-        request: Request,
-        state: State,
-        queue: Queue,
-        authorization: Annotated[str | None, Header()] = None,
+        request: Request, queue: Queue, authorization: Annotated[str | None, Header()] = None
     ) -> Principal:
-        return await _admit(request, state, queue, authorization, _family_of(request, worker))
+        return await _admit(request, state_of(request), queue, authorization, _family_of(request, worker))
 
     return dependency
 
