@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import json
 import threading
+import time
 import uuid
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -107,7 +108,7 @@ def test_a_target_no_longer_allowed_is_refused_at_delivery(
         # Written as an earlier allowlist (one listing 127.0.0.2) would have let it in.
         store = RedisStore.connect(rp.redis_url, rp.boot.queue.key_prefix)
         job = NewJob(job_id, ep, '{"x":1}', 60_000, 60_000, 0, webhook=f"http://127.0.0.2:{port}/hook")
-        await store.submit(ep, [job], None, 1_000)
+        await store.submit(ep, [job], None, int(time.time() * 1000))  # now: its queue TTL not yet passed
         await store.close()
 
     asyncio.run(accepted_earlier())
