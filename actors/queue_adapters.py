@@ -66,6 +66,9 @@ class QueueMetricsSink:
     def result_dropped(self, endpoint: str, reason: str) -> None:
         self.m.results_dropped.labels(endpoint, reason).inc()
 
+    def redelivered(self, endpoint: str) -> None:
+        self.m.redeliveries.labels(endpoint).inc()
+
     def queue_time(self, endpoint: str, seconds: float) -> None:
         self.m.queue_time.labels(endpoint).observe(seconds)
 

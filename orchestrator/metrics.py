@@ -75,6 +75,12 @@ SPECS: tuple[MetricSpec, ...] = (
         "Results not applied (duplicate, late, or for a job the worker does not hold).",
         ("endpoint", "reason"),
     ),
+    MetricSpec(
+        "ripple_redeliveries",
+        "counter",
+        "Replicas whose own take from the job store failed or was fenced, handed their jobs again.",
+        EP,
+    ),
     MetricSpec("ripple_webhooks", "counter", "Webhook deliveries by outcome.", ("outcome",)),
     MetricSpec(
         "ripple_job_queue_time_seconds",
@@ -261,6 +267,7 @@ class QueueMetrics:
         self.retried = d["ripple_jobs_retried"]
         self.leases_lost = d["ripple_leases_lost"]
         self.results_dropped = d["ripple_results_dropped"]
+        self.redeliveries = d["ripple_redeliveries"]
         self.webhooks = d["ripple_webhooks"]
         self.queue_time = d["ripple_job_queue_time_seconds"]
         self.execution_time = d["ripple_job_execution_time_seconds"]

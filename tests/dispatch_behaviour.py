@@ -78,6 +78,9 @@ class Recorder:
     def result_dropped(self, endpoint: str, reason: str) -> None:
         self.events.append(("result_dropped", endpoint, reason))
 
+    def redelivered(self, endpoint: str) -> None:
+        self.events.append(("redelivered", endpoint))
+
     def queue_time(self, endpoint: str, seconds: float) -> None:
         self.events.append(("queue_time", endpoint, seconds))
 
@@ -579,6 +582,7 @@ async def test_redeliver_hands_a_replica_every_job_the_store_leased_to_it(rig: R
     assert [(await rig.d.status("ep", j))["status"] for j in (known, untold, other)] == ["IN_PROGRESS"] * 3
     (w1,) = [w for w in await rig.d.list_workers("ep") if w["workerId"] == "w1"]
     assert sorted(w1["jobs"]) == sorted([known, untold]), w1
+    assert ("redelivered", "ep") in rig.rec.events, "counted (ripple_redeliveries_total)"
     assert (await rig.d.redeliver("ep", "w1"))["fence"] > again["fence"], "raised by each redelivery"
     assert (await rig.d.redeliver("ep", "w3"))["jobs"] == []
     with pytest.raises(NotFound):

@@ -208,6 +208,7 @@ class WorkerDispatch:
         await self._endpoint(endpoint)
         again = await self.store.leased_to(worker_id)
         self.took(endpoint, worker_id, [j.id for j in again.jobs])
+        self.metrics.redelivered(endpoint)
         if again.jobs:
             log.warning(
                 "delivering %d jobs again to a replica whose take from the store failed",

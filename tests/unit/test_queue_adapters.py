@@ -18,6 +18,7 @@ def test_metrics_sink_counts_into_the_registry_and_renders_state_gauges() -> Non
     sink.lease_lost("ep", "died: out of memory")
     sink.lease_lost("ep", "timeout")
     sink.result_dropped("ep", "not_held")
+    sink.redelivered("ep")
     sink.queue_time("ep", 0.2)
     sink.execution_time("ep", 1.5)
     sink.worker_states([{"endpoint": "ep", "state": "idle"}])  # Ray mirror only: a no-op without it
@@ -32,6 +33,7 @@ def test_metrics_sink_counts_into_the_registry_and_renders_state_gauges() -> Non
         'ripple_leases_lost_total{endpoint="ep",reason="died"} 1.0',
         'ripple_leases_lost_total{endpoint="ep",reason="timeout"} 1.0',
         'ripple_results_dropped_total{endpoint="ep",reason="not_held"} 1.0',
+        'ripple_redeliveries_total{endpoint="ep"} 1.0',
         'ripple_job_queue_time_seconds_count{endpoint="ep"} 1.0',
         'ripple_job_execution_time_seconds_sum{endpoint="ep"} 1.5',
         'ripple_queue_depth{endpoint="ep"} 4.0',
