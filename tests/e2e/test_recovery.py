@@ -31,6 +31,8 @@ from conftest import (
     wait_status,
 )
 
+from orchestrator.core.standby import PRELOADED_MODULES
+
 pytestmark = pytest.mark.timeout(240)
 
 FINAL = {"COMPLETED", "FAILED", "TIMED_OUT", "CANCELLED"}
@@ -127,6 +129,19 @@ def ray_driver(ripple_app: Instance, monkeypatch: pytest.MonkeyPatch) -> Iterato
         yield ray
     finally:
         ray.shutdown()
+
+
+def test_worker_processes_of_the_head_import_the_actor_modules_before_any_work(
+    ripple_app: Instance, ray_driver: Any
+) -> None:
+    """``ripple up``'s head preloads Ripple's actor modules in every worker process it starts
+    (``orchestrator.core.standby.PRELOADED_MODULES``), a standby's included: a task defined here by value,
+    importing nothing of Ripple, finds them already imported in its process."""
+    import sys
+
+    ray = ray_driver
+    seen = ray.remote(num_cpus=0)(lambda names: [n for n in names if n in sys.modules])
+    assert ray.get(seen.remote(list(PRELOADED_MODULES)), timeout=60) == list(PRELOADED_MODULES)
 
 
 def test_queue_actor_killed_by_ray_recovers_every_job(ripple_app: Instance, ray_driver: Any) -> None:

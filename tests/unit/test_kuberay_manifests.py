@@ -478,6 +478,17 @@ def test_no_prestop_ray_stop_anywhere(rendered: list[Obj]) -> None:
         assert "ray stop" not in " ".join(pre_stop.get("exec", {}).get("command", []))
 
 
+def test_every_ray_node_preloads_ripples_actor_modules(rendered: list[Obj]) -> None:
+    """As ``ripple up``'s head does (orchestrator.ops.local.preload_env): a replica created in a standby
+    process serves without importing its actor class and the queue's."""
+    standby = _import_or_skip("orchestrator.core.standby")
+    expected = ",".join(standby.PRELOADED_MODULES)
+    for obj in of_kind(rendered, "RayService"):
+        for where, pod in pod_specs(obj):
+            env = env_of(pod["containers"][0])
+            assert env.get("RAY_preload_python_modules", {}).get("value") == expected, where
+
+
 def test_every_container_has_cpu_and_memory(rendered: list[Obj]) -> None:
     for obj in rendered + extra_docs():
         for where, pod in pod_specs(obj):
