@@ -251,7 +251,7 @@ def preload_env(env: Mapping[str, str]) -> dict[str, str]:
     :data:`~orchestrator.core.standby.PRELOADED_MODULES` before it takes work (Ray's
     ``preload_python_modules``): a replica created in a standby process then starts serving without
     importing them (a high-priority job's replica after a preemption: 0.28-0.47 s from the job's creation to
-    its start, against 0.76-0.98 s, ``bench/PERFORMANCE.md``). What ``env`` already sets is kept (an empty
+    its start, against 0.70-0.98 s, ``bench/PERFORMANCE.md``). What ``env`` already sets is kept (an empty
     value: nothing preloaded)."""
     return {PRELOAD_ENV: env.get(PRELOAD_ENV, ",".join(PRELOADED_MODULES))}
 
