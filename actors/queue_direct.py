@@ -51,7 +51,7 @@ from typing import Any
 from orchestrator.core.dispatch_workers import finish_item
 from orchestrator.notices import LoopNotices, due_within_s
 from orchestrator.store.finals import reachable
-from orchestrator.store.protocol import FinishItem, FinishOutcome, TakenJob
+from orchestrator.store.protocol import Claim, FinishItem, FinishOutcome, TakenJob
 from orchestrator.store.redis import RedisStore
 
 log = logging.getLogger("ripple.replica")
@@ -177,10 +177,10 @@ class DirectStore:
     ) -> list[TakenJob] | None:
         """The CLAIM step (``items`` finished first); None when the store refused this replica's fence."""
         now_ms = int(time.time() * 1000)
-        ep, wid, fence = self.endpoint, self.worker_id, self._fence
+        claim = Claim(self.endpoint, self.worker_id, max_jobs, now_ms, version, park, self._fence)
         if not items:
-            return await store.claim(ep, wid, max_jobs, now_ms, version, park, fence)
-        outcomes, jobs = await store.finish_and_claim(items, ep, wid, max_jobs, now_ms, version, park, fence)
+            return await store.claim(claim)
+        outcomes, jobs = await store.finish_and_claim(items, claim)
         self._told(outcomes)
         return jobs
 

@@ -31,6 +31,22 @@ class TakenJob:
 
 
 @dataclass(frozen=True)
+class Claim:
+    """A replica's take from the store (the CLAIM step: :meth:`~orchestrator.store.redis.RedisStore.claim`):
+    up to ``max_jobs`` jobs for ``worker_id`` at ``now_ms``, recorded as run by ``version`` (None:
+    unknown); with ``park``, the replica parked when there is none; refused whole when ``fence`` is older
+    than the replica's (:class:`Redelivery`)."""
+
+    endpoint: str
+    worker_id: str
+    max_jobs: int
+    now_ms: int
+    version: int | None = None
+    park: bool = False
+    fence: int = 0
+
+
+@dataclass(frozen=True)
 class Redelivery:
     """What :meth:`JobStore.leased_to` gives a replica whose own take from the store failed: every running
     job leased to it, and its new fence (a take it sends must carry it: one with an older fence, sent

@@ -24,6 +24,7 @@ from orchestrator.core.webhook_outcomes import KEPT_PER_ENDPOINT, WINDOW_S
 from orchestrator.store import scripts as lua
 from orchestrator.store.keys import Keys
 from orchestrator.store.protocol import (
+    Claim,
     FinishItem,
     FinishOutcome,
     JobStore,
@@ -212,55 +213,23 @@ class RedisStore:
         reply = await self._take(args=[self._p, endpoint, worker_id, max_jobs, now_ms, ver])
         return _taken(reply)
 
-    async def claim(
-        self,
-        endpoint: str,
-        worker_id: str,
-        max_jobs: int,
-        now_ms: int,
-        version: int | None,
-        park: bool,
-        fence: int = 0,
-    ) -> list[TakenJob] | None:
+    async def claim(self, claim: Claim) -> list[TakenJob] | None:
         """A replica's take (the CLAIM step): the jobs handed to it while it was parked, whatever
         ``max_jobs``, then up to ``max_jobs`` more from the queue as :meth:`take` (none while draining);
         with ``park`` and nothing at all, the replica is parked: SUBMIT hands it the job TAKE would give,
         leased to it, through its inbox (:meth:`wait_for_job`). Unparked by every call. None, and nothing
         done, when ``fence`` is older than the replica's (raised by :meth:`leased_to` since: the replica
         asks for its jobs again and takes with the fence it gets)."""
-        args = self._claim_args(endpoint, worker_id, max_jobs, now_ms, version, park, fence)
-        return _claimed(await self._claim(args=args))
+        return _claimed(await self._claim(args=_claim_args(self._p, claim)))
 
     async def finish_and_claim(
-        self,
-        results: Sequence[FinishItem],
-        endpoint: str,
-        worker_id: str,
-        max_jobs: int,
-        now_ms: int,
-        version: int | None,
-        park: bool,
-        fence: int = 0,
+        self, results: Sequence[FinishItem], claim: Claim
     ) -> tuple[list[FinishOutcome], list[TakenJob] | None]:
         """:meth:`finish` of the replica's ``results``, then its :meth:`claim`, in one atomic step (one
         round trip, and a caller waiting on a result is woken before the take): the outcomes in order and
         the jobs taken (None: fenced, as :meth:`claim`; the results are finished all the same)."""
-        claim = self._claim_args(endpoint, worker_id, max_jobs, now_ms, version, park, fence)
-        done, taken = await self._finish_claim(args=claim + _finish_args(results))
-        return _outcomes(results, done, now_ms), _claimed(taken)
-
-    def _claim_args(
-        self,
-        endpoint: str,
-        worker_id: str,
-        max_jobs: int,
-        now_ms: int,
-        version: int | None,
-        park: bool,
-        fence: int,
-    ) -> list[Any]:
-        ver = "" if version is None else str(int(version))
-        return [self._p, endpoint, worker_id, max_jobs, now_ms, ver, "1" if park else "0", int(fence)]
+        done, taken = await self._finish_claim(args=_claim_args(self._p, claim) + _finish_args(results))
+        return _outcomes(results, done, claim.now_ms), _claimed(taken)
 
     async def wait_for_job(self, endpoint: str, worker_id: str, timeout_s: float) -> TakenJob | None:
         """Block up to ``timeout_s`` on a parked replica's inbox and the endpoint's wake list. A job handed
@@ -532,6 +501,12 @@ class RedisStore:
 def _implements_job_store(store: RedisStore) -> JobStore:
     """Never called: mypy checks here that RedisStore satisfies the JobStore protocol."""
     return store
+
+
+def _claim_args(prefix: str, c: Claim) -> list[Any]:
+    """``c`` as the CLAIM step reads it (and FINISH_CLAIM, before its results)."""
+    ver = "" if c.version is None else str(int(c.version))
+    return [prefix, c.endpoint, c.worker_id, c.max_jobs, c.now_ms, ver, "1" if c.park else "0", int(c.fence)]
 
 
 def _finish_args(items: Sequence[FinishItem]) -> list[Any]:

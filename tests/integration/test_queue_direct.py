@@ -22,6 +22,7 @@ from orchestrator.core.jobs import JobStatus
 from orchestrator.core.models import NewJob
 from orchestrator.notices import BOOKKEEPING_DELAY_S, NOTICE_DELAY_S
 from orchestrator.store.finals import wait_final
+from orchestrator.store.protocol import Claim
 from orchestrator.store.redis import RedisStore
 from orchestrator.store.scripts import WAKE_TOKENS
 from tests.dispatch_behaviour import FakeClock, Recorder, ep, make, run
@@ -348,7 +349,7 @@ async def test_a_parked_replica_is_passed_over_once_draining_or_lost(redis_store
     d = make(redis_store, FakeClock(), Recorder())
     await d.create_endpoint(ep())
     for worker in ("w1", "w2", "w2"):  # parking twice parks once
-        assert await redis_store.claim("ep", worker, 1, 0, None, park=True) == []
+        assert await redis_store.claim(Claim("ep", worker, 1, 0, park=True)) == []
     assert await redis_store.r.lrange(redis_store.k.parked("ep"), 0, -1) == ["w1", "w2"]
     await redis_store.set_draining("w1", True)
     assert await d.worker_gone("w2", "died") == 0  # unparked before the store is asked what it held
@@ -361,11 +362,11 @@ async def test_a_parked_replica_is_passed_over_once_draining_or_lost(redis_store
 async def test_a_handed_job_is_never_lost_by_a_drain(redis_url: str, redis_store: RedisStore) -> None:
     d = make(redis_store, FakeClock(), Recorder())
     await d.create_endpoint(ep())
-    assert await redis_store.claim("ep", "w1", 1, 0, None, park=True) == []
+    assert await redis_store.claim(Claim("ep", "w1", 1, 0, park=True)) == []
     handed, queued = await d.submit("ep", [run(1), run(2)])
     await redis_store.set_draining("w1", True)
     await redis_store.nudge("w1")  # a drain's wake-up, after the hand-off
-    claimed = await redis_store.claim("ep", "w1", 2, 0, None, park=False)
+    claimed = await redis_store.claim(Claim("ep", "w1", 2, 0))
     assert [j.id for j in claimed] == [handed], "its own job, leased to it: nothing more while draining"
     assert await redis_store.wait_for_job("ep", "w1", 0.05) is None, "the marker went with the inbox"
     # A replica stopping while parked: the wait ends at once, and what was handed is still returned.
@@ -382,9 +383,9 @@ async def test_a_handed_job_is_never_lost_by_a_drain(redis_url: str, redis_store
 async def test_a_parked_replica_is_handed_the_job_take_would_give_it(redis_store: RedisStore) -> None:
     d = make(redis_store, FakeClock(), Recorder())
     await d.create_endpoint(ep())
-    assert await redis_store.claim("ep", "w1", 1, 0, None, park=True) == []
+    assert await redis_store.claim(Claim("ep", "w1", 1, 0, park=True)) == []
     low, normal = await d.submit("ep", [run(1, policy={"lowPriority": True}), run(2)])
-    (handed,) = await redis_store.claim("ep", "w1", 0, 0, None, park=False)
+    (handed,) = await redis_store.claim(Claim("ep", "w1", 0, 0))
     assert handed.id == normal, "normal priority first, whatever the order in the request"
     assert (await redis_store.get(low)).status is JobStatus.IN_QUEUE  # type: ignore[union-attr]
     assert await redis_store.r.zrange(redis_store.k.queue("ep"), 0, -1) == [low]
@@ -395,7 +396,7 @@ async def test_a_deleted_endpoints_parked_replicas_are_not_handed_the_next_ones_
 ) -> None:
     d = make(redis_store, FakeClock(), Recorder())
     await d.create_endpoint(ep())
-    assert await redis_store.claim("ep", "w1", 1, 0, None, park=True) == []
+    assert await redis_store.claim(Claim("ep", "w1", 1, 0, park=True)) == []
     await d.delete_endpoint("ep")
     await d.create_endpoint(ep())  # the same name again: w1 was a replica of the endpoint deleted
     (job,) = await d.submit("ep", [run(1)])
@@ -417,7 +418,7 @@ async def test_a_job_handed_while_the_store_was_cut_off_runs_once_through_the_qu
     (first,) = await d.submit("ep", [run(1)])
     assert [j["id"] for j in deliveries.fresh(await direct.take(1, 0.05, None) or [])] == [first]
     assert await direct.redelivered() == [], "no take failed"
-    assert await redis_store.claim("ep", "w1", 1, d.now_ms(), None, park=True) == []  # parked
+    assert await redis_store.claim(Claim("ep", "w1", 1, d.now_ms(), park=True)) == []  # parked
     (handed,) = await d.submit("ep", [run(2)])
     inbox = redis_store.k.inbox("w1")
     assert await redis_store.r.lpop(inbox), "handed to it; the reply never reaches it"
@@ -438,7 +439,7 @@ async def test_a_job_handed_while_the_store_was_cut_off_runs_once_through_the_qu
     # Cut off before its wait read the inbox: the job handed stays there. Delivered again, it is gone from
     # the inbox, so the replica's next take from the store does not hand it over a second time.
     fence = int(await redis_store.r.get(redis_store.k.fence("w1")))  # the replica's, since the redelivery
-    assert await redis_store.claim("ep", "w1", 0, d.now_ms(), None, park=True, fence=fence) == []
+    assert await redis_store.claim(Claim("ep", "w1", 0, d.now_ms(), park=True, fence=fence)) == []
     (last,) = await d.submit("ep", [run(4)])  # hands it the oldest job queued: `later`
     assert await redis_store.r.llen(inbox) == 1
     await redis_store.r.execute_command("CLIENT", "PAUSE", "500", "WRITE")
@@ -459,15 +460,12 @@ async def test_a_take_that_reaches_the_store_after_a_redelivery_takes_nothing(
     (queued,) = await d.submit("ep", [run(1)])
     again = await d.redeliver("ep", "w1")  # the replica's take failed: the queue reads what it holds
     assert again["jobs"] == [] and again["fence"] >= 1
-    late = await redis_store.claim("ep", "w1", 1, d.now_ms(), None, park=True, fence=again["fence"] - 1)
-    assert late is None, "the late take: refused"
+    late = Claim("ep", "w1", 1, d.now_ms(), park=True, fence=again["fence"] - 1)
+    assert await redis_store.claim(late) is None, "the late take: refused"
     view = await redis_store.get(queued)
     assert view is not None and view.status is JobStatus.IN_QUEUE, "no job leased behind the read"
     assert await redis_store.r.hlen(redis_store.k.parked_at) == 0, "not parked either"
-    outcomes, none = await redis_store.finish_and_claim(
-        [], "ep", "w1", 1, d.now_ms(), None, True, fence=again["fence"] - 1
-    )
-    assert (outcomes, none) == ([], None), "the take in a finish-and-take step too"
+    assert await redis_store.finish_and_claim([], late) == ([], None), "the take in a finish-and-take too"
     # A replica whose take the store refused asks for its jobs again, then takes with the fence it gets.
     direct = DirectStore(FakeQueue(redis_url, redis_store.k.prefix, d), "ep", "w1")
     assert await direct.take(1, 0.05, None) == [], "fenced (it never learned the fence): nothing taken"

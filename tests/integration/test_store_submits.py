@@ -15,6 +15,7 @@ from orchestrator.core.errors import NotFound, QueueFull
 from orchestrator.core.jobs import JobStatus
 from orchestrator.core.models import EndpointPatch, RunRequest
 from orchestrator.store.finals import SyncFinals, wait_final
+from orchestrator.store.protocol import Claim
 from orchestrator.store.redis import RedisStore
 from tests.dispatch_behaviour import FakeClock, Recorder, ep, make, run
 
@@ -79,7 +80,7 @@ async def test_the_submitter_learns_whether_its_job_went_straight_to_a_parked_re
             ("w1", lambda: redis_store.submit_and_wait("ep", run(), _now_ms(), 0.0)),
             ("w2", lambda: asyncio.to_thread(finals.submit_request, "ep", run(), _now_ms())),
         ):
-            assert await redis_store.claim("ep", worker, 1, _now_ms(), None, park=True) == [], "it parks"
+            assert await redis_store.claim(Claim("ep", worker, 1, _now_ms(), park=True)) == [], "it parks"
             first, second = await submit(), await submit()
             assert (first.handed, second.handed) == (True, False), "handed to the parked one, then queued"
             assert await redis_store.depth("ep") == 1
