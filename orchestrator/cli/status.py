@@ -16,7 +16,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any, Protocol
 
 from orchestrator.core.webhook_outcomes import trouble
-from orchestrator.core.workers import QUARANTINED_BUCKET, WorkerState, view_count_state, view_is_live
+from orchestrator.core.workers import QUARANTINED_BUCKET, WorkerState, view_count_state, view_store_trouble
 
 GREEN, YELLOW, RED, DIM, BOLD, RESET = "\033[32m", "\033[33m", "\033[31m", "\033[2m", "\033[1m", "\033[0m"
 STATE_ORDER = (
@@ -88,12 +88,9 @@ def _store_trouble(workers: Sequence[Mapping[str, Any]], now_s: float) -> list[t
     (their ``storeTrouble``): they serve through the queue actor meanwhile."""
     by_endpoint: dict[str, list[str]] = defaultdict(list)
     for w in workers:
-        trouble = w.get("storeTrouble")
-        if view_is_live(w) and isinstance(trouble, Mapping):
-            for_s = max(0.0, now_s - float(trouble.get("sinceS") or now_s))
-            by_endpoint[str(w.get("endpoint"))].append(
-                f"{w.get('workerId')} for {_age(for_s)} ({trouble.get('error')})"
-            )
+        if (trouble := view_store_trouble(w, now_s)) is not None:
+            for_s, error = trouble
+            by_endpoint[str(w.get("endpoint"))].append(f"{w.get('workerId')} for {_age(for_s)} ({error})")
     return [
         (
             ep,

@@ -389,6 +389,15 @@ def view_is_live(view: Mapping[str, Any]) -> bool:
     return state is None or is_live(state)
 
 
+def view_store_trouble(view: Mapping[str, Any], now_s: float) -> tuple[float, str] | None:
+    """For a live replica whose own steps in the job store fail (its ``storeTrouble``: it serves through the
+    queue meanwhile), for how long (s, against the wall clock ``now_s``) and why; None otherwise."""
+    trouble = view.get("storeTrouble")
+    if not view_is_live(view) or not isinstance(trouble, Mapping):
+        return None
+    return max(0.0, now_s - float(trouble.get("sinceS") or now_s)), str(trouble.get("error"))
+
+
 def view_is_active(view: Mapping[str, Any]) -> bool:
     """``is_active`` of a view (not draining, not stopped); a view with an unknown or missing state counts as
     active."""

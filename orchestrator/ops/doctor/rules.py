@@ -19,6 +19,7 @@ from orchestrator.core.workers import (
     view_is_live,
     view_is_unhealthy,
     view_start_overdue,
+    view_store_trouble,
 )
 from orchestrator.metrics import blocked_reason
 from orchestrator.ops.doctor.facts import Facts, Finding, _age_s, _f
@@ -148,20 +149,19 @@ def check_workers(f: Facts, now_s: float) -> list[Finding]:
                     "and that it can reach the /ping URL.",
                 )
             )
-        trouble = w.get("storeTrouble")
-        if view_is_live(w) and isinstance(trouble, Mapping):
-            for_s = max(0.0, now_s - float(trouble.get("sinceS") or now_s))
+        if (cut_off := view_store_trouble(w, now_s)) is not None:
+            for_s, error = cut_off
             out.append(
                 _f(
                     "MEDIUM",
                     "workers",
                     "workers.store_unreachable",
                     f"Worker {wid} of {ep} cannot use the job store itself for {for_s:.0f} s "
-                    f"({trouble.get('error')}): it takes jobs and sends results through the queue actor, "
+                    f"({error}): it takes jobs and sends results through the queue actor, "
                     "slower, and jobs the store handed it meanwhile are delivered to it again",
                     "Check the network between the worker's node and Redis (RIPPLE_REDIS_URL), and that "
                     "Redis answers; it uses the store again on its own once a step succeeds.",
-                    detail=dict(trouble),
+                    detail=dict(w["storeTrouble"]),
                 )
             )
         if view_is_unhealthy(w):
