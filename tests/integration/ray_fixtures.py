@@ -35,6 +35,7 @@ from actors.bootstrap import ensure_control_actors
 from orchestrator.auth import AuthConfig
 from orchestrator.boot import BootConfig, boot_config
 from orchestrator.config import load_settings
+from orchestrator.core.errors import Conflict
 from orchestrator.core.models import EndpointPatch, EndpointSpec, RunRequest
 from orchestrator.names import AUTOSCALER_NAME, QUEUE_NAME, pool_name
 from orchestrator.ops import embedded_redis
@@ -188,17 +189,29 @@ class Ripple:
     def delete_all(self, timeout_s: float = 45.0) -> None:
         """Cancel the jobs of every endpoint, delete the endpoints, wait for pools and replicas to go."""
         names = [e["name"] for e in self.call(self.queue.list_endpoints.remote())]
-        for name in names:
-            listing = self.call(self.queue.list_jobs.remote(name, "IN_PROGRESS", 1000, None))
-            for j in listing["jobs"]:
-                with contextlib.suppress(Exception):  # finished meanwhile
-                    self.call(self.queue.cancel.remote(name, j["id"]))
-            self.call(self.queue.delete_endpoint.remote(name))
         deadline = time.monotonic() + timeout_s
+        for name in names:
+            wait_for(partial(self._cancel_and_delete, name), deadline - time.monotonic(), f"{name} deleted")
         for name in names:
             wait_for(partial(_gone, pool_name(name), self.namespace), deadline - time.monotonic(), name)
         total = float(ray.cluster_resources().get("GPU", 0.0))  # type: ignore[no-untyped-call]
         wait_for(lambda: self.gpus_free() >= total, max(1.0, deadline - time.monotonic()), "GPUs released")
+
+    def _cancel_and_delete(self, endpoint: str) -> bool:
+        """Cancel the endpoint's jobs in progress and delete it; False while replicas take queued ones.
+
+        A replica may take a queued job between the listing and the delete, which the queue then refuses
+        (409, a job in progress); the caller tries again.
+        """
+        listing = self.call(self.queue.list_jobs.remote(endpoint, "IN_PROGRESS", 1000, None))
+        for j in listing["jobs"]:
+            with contextlib.suppress(Exception):  # finished meanwhile
+                self.call(self.queue.cancel.remote(endpoint, j["id"]))
+        try:
+            self.call(self.queue.delete_endpoint.remote(endpoint))
+        except Conflict:  # Ray raises the actor's error as an instance of its class
+            return False
+        return True
 
 
 def stop_control_actors(namespace: str) -> None:
