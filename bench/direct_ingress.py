@@ -1,11 +1,12 @@
-"""HTTP runsync and the plain Serve echo route, each through Serve's HTTP proxy and through Serve's direct
-ingress, on one Ripple instance, in blocks taken in turn.
+"""HTTP runsync, the plain Serve echo route and a plain Serve route handing the no-op to a worker deployment
+(``bench.peers.handoff_app``), each through Serve's HTTP proxy and through Serve's direct ingress, on one
+Ripple instance, in blocks taken in turn.
 
 The instance runs with `RIPPLE_DIRECT_INGRESS_PORT` set: `ripple up` starts its Ray head with Ray Serve's
 direct ingress on (experimental in Ray 2.60), so every replica of an ingress deployment (Ripple's API, and
 the echo deployed beside it) also serves HTTP on a port of its own, without the proxy's hop; the proxy still
-serves the instance's port. Runsync goes to the URL `ripple up` reports; the echo's own port is found from
-its process.
+serves the instance's port. Runsync goes to the URL `ripple up` reports; each route's own port is found
+from its ingress replica's process.
 
     python bench/direct_ingress.py [--samples 400]
 """
@@ -16,7 +17,7 @@ import argparse
 import contextlib
 import os
 import sys
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 
 import httpx
@@ -75,17 +76,19 @@ def post_call(client: httpx.Client, path: str) -> Callable[[], None]:
 
 @contextlib.contextmanager
 def direct_calls(
-    instance: RippleInstance, http: httpx.Client, echo_path: str
-) -> Iterator[tuple[Callable[[], None], Callable[[], None]]]:
-    """Runsync on the warm no-op endpoint to the URL `ripple up` reported, and the echo (deployed beside,
-    at ``echo_path``) to its replica's own port: the two calls, with clients open until the block ends."""
-    echo_port = direct_port(instance, "ray::ServeReplica:bench-echo:")
-    with (
-        http_client(str(instance.state["direct_url"])) as api_direct,
-        http_client(f"http://127.0.0.1:{echo_port}") as echo_direct,
-    ):
+    instance: RippleInstance, http: httpx.Client, routes: Sequence[tuple[str, str]]
+) -> Iterator[list[Callable[[], None]]]:
+    """Runsync on the warm no-op endpoint to the URL `ripple up` reported, then one POST per ``(app name,
+    path)`` of ``routes`` (Serve applications deployed beside Ripple) to its ingress replica's own port: the
+    calls, in that order, with clients open until the block ends."""
+    with contextlib.ExitStack() as clients:
+        api_direct = clients.enter_context(http_client(str(instance.state["direct_url"])))
         api_direct.headers.update(http.headers)
-        yield ripple_http.runsync_call(api_direct, incluster.ENDPOINT), post_call(echo_direct, echo_path)
+        calls = [ripple_http.runsync_call(api_direct, incluster.ENDPOINT)]
+        for app_name, path in routes:
+            port = direct_port(instance, f"ray::ServeReplica:{app_name}:")
+            calls.append(post_call(clients.enter_context(http_client(f"http://127.0.0.1:{port}")), path))
+        yield calls
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -98,39 +101,39 @@ def main(argv: list[str] | None = None) -> int:
     with bench_session("direct-ingress") as session:
         instance = direct_instance(session.workdir)
         with incluster.warm_noop(session, instance) as (_, http):
-            instance.connect_ray()  # the echo route is deployed by this driver
+            instance.connect_ray()  # the echo and handoff routes are deployed by this driver
             with (
                 peers.echo_beside() as echo_path,
-                direct_calls(instance, http, echo_path) as (runsync_direct_call, echo_direct_call),
+                peers.handoff_beside() as handoff_path,
+                direct_calls(
+                    instance, http, [(peers.ECHO_APP, echo_path), (peers.HANDOFF_APP, handoff_path)]
+                ) as by_direct_ingress,
             ):
                 before = load_average()
-                lat = time_in_turns(
-                    [
-                        ripple_http.runsync_call(http, incluster.ENDPOINT),
-                        post_call(http, echo_path),
-                        runsync_direct_call,
-                        echo_direct_call,
-                    ],
-                    args.samples,
-                )
+                through_proxy = [
+                    ripple_http.runsync_call(http, incluster.ENDPOINT),
+                    post_call(http, echo_path),
+                    post_call(http, handoff_path),
+                ]
+                lat = time_in_turns([*through_proxy, *by_direct_ingress], args.samples)
     if not lat:
         print(f"failed: {session.error or 'interrupted'}", file=sys.stderr)
         return 1
-    runsync_proxy, echo_proxy, runsync_direct, echo_direct_lat = lat
     print(f"{args.samples} calls of each, in turns; {before} before, {load_average()} after")
-    print("| path | runsync p50 | echo p50 | runsync / echo | runsync p99 | echo p99 |")
-    print("| --- | --- | --- | --- | --- | --- |")
-    for name, r, e in (
-        ("through Serve's proxy", runsync_proxy, echo_proxy),
-        ("direct ingress (no proxy)", runsync_direct, echo_direct_lat),
-    ):
+    print(
+        "| path | runsync p50 | echo p50 | handoff p50 | runsync / echo | runsync / handoff "
+        "| runsync p99 | echo p99 | handoff p99 |"
+    )
+    print("| --- | --- | --- | --- | --- | --- | --- | --- | --- |")
+    for name, (r, e, h) in (("through Serve's proxy", lat[:3]), ("direct ingress (no proxy)", lat[3:])):
         print(
-            f"| {name} | {r.p50_ms:.2f} ms | {e.p50_ms:.2f} ms | {r.p50_ms / e.p50_ms:.2f}x | "
-            f"{r.p99_ms:.2f} ms | {e.p99_ms:.2f} ms |"
+            f"| {name} | {r.p50_ms:.2f} ms | {e.p50_ms:.2f} ms | {h.p50_ms:.2f} ms "
+            f"| {r.p50_ms / e.p50_ms:.2f}x | {r.p50_ms / h.p50_ms:.2f}x "
+            f"| {r.p99_ms:.2f} ms | {e.p99_ms:.2f} ms | {h.p99_ms:.2f} ms |"
         )
-    direct_ms = runsync_direct.p50_ms
-    print(f"runsync by direct ingress / the echo through the proxy: {direct_ms / echo_proxy.p50_ms:.2f}x")
-    print(f"runsync by direct ingress / runsync through the proxy: {direct_ms / runsync_proxy.p50_ms:.2f}x")
+    direct_ms, echo_proxy_ms, runsync_proxy_ms = lat[3].p50_ms, lat[1].p50_ms, lat[0].p50_ms
+    print(f"runsync by direct ingress / the echo through the proxy: {direct_ms / echo_proxy_ms:.2f}x")
+    print(f"runsync by direct ingress / runsync through the proxy: {direct_ms / runsync_proxy_ms:.2f}x")
     return 0
 
 

@@ -296,17 +296,63 @@ def echo_app() -> Any:
     return Echo.bind()  # type: ignore[attr-defined]
 
 
-@contextlib.contextmanager
-def echo_beside(route_prefix: str = "/bench-echo") -> Iterator[str]:
-    """The echo route deployed as one more Serve application on the cluster this driver is connected to
-    (Ripple's own, beside its API: the same proxy, nodes and background); yields its path, deletes it."""
+def handoff_app() -> Any:
+    """The plain Serve route handing the no-op to a worker deployment, as a bound application: the Ray
+    Serve way to put a model on a GPU (model composition). An ingress replica (FastAPI ``POST /echo``)
+    passes the JSON body it read to a second deployment, ``Worker``, through a ``DeploymentHandle`` and
+    returns its answer: like Ripple's runsync, the work crosses from the HTTP replica to another process
+    and back, but nothing is written down on the way."""
+    from fastapi import FastAPI
     from ray import serve
 
-    serve.run(echo_app(), name="bench-echo", route_prefix=route_prefix)
+    api = FastAPI()
+
+    @serve.deployment(num_replicas=1, max_ongoing_requests=2000, ray_actor_options={"num_cpus": 0})
+    class Worker:
+        async def run(self, body: dict[str, Any]) -> dict[str, Any]:
+            return body
+
+    @serve.deployment(num_replicas=1, max_ongoing_requests=2000, ray_actor_options={"num_cpus": 0})
+    @serve.ingress(api)
+    class Handoff:
+        def __init__(self, worker: Any) -> None:
+            self.worker = worker
+
+        @api.post("/echo")
+        async def echo(self, body: dict[str, Any]) -> dict[str, Any]:
+            # Any is named for the same reason as in echo_app's route.
+            return cast(dict[str, Any], await self.worker.run.remote(body))
+
+    return Handoff.bind(Worker.bind())  # type: ignore[attr-defined]
+
+
+@contextlib.contextmanager
+def deployed_beside(app_name: str, app: Any, route_prefix: str) -> Iterator[str]:
+    """``app`` (a bound application with a ``POST /echo`` route) deployed as one more Serve application on
+    the cluster this driver is connected to (Ripple's own, beside its API: the same proxy, nodes and
+    background); yields its path, deletes it."""
+    from ray import serve
+
+    serve.run(app, name=app_name, route_prefix=route_prefix)
     try:
         yield f"{route_prefix}/echo"
     finally:
-        serve.delete("bench-echo")
+        serve.delete(app_name)
+
+
+ECHO_APP = "bench-echo"
+HANDOFF_APP = "bench-handoff"
+
+
+def echo_beside(route_prefix: str = "/bench-echo") -> contextlib.AbstractContextManager[str]:
+    """The echo route (:func:`echo_app`) deployed beside Ripple's API (:func:`deployed_beside`)."""
+    return deployed_beside(ECHO_APP, echo_app(), route_prefix)
+
+
+def handoff_beside(route_prefix: str = "/bench-handoff") -> contextlib.AbstractContextManager[str]:
+    """The route handing the no-op to a worker deployment (:func:`handoff_app`) deployed beside Ripple's API
+    (:func:`deployed_beside`)."""
+    return deployed_beside(HANDOFF_APP, handoff_app(), route_prefix)
 
 
 def bench_serve_echo(n_latency: int, n_requests: int = 2000, concurrency: int = 32) -> ServeEcho:

@@ -24,8 +24,10 @@ Then Ripple (`ripple up --detach`, 2 logical GPUs), one instance for everything:
 Then, that instance stopped, a second one with Ray's dashboard off (`RIPPLE_DASHBOARD=false`), as the bare
 Ray of 2. is: 5. HTTP runsync round trips on the same warm no-op endpoint, against 2.'s echo route.
 Then a third with `RIPPLE_DIRECT_INGRESS_PORT` (Serve's direct ingress: the API replica serves HTTP itself,
-no proxy on the path): 6. HTTP runsync to it, against 2.'s echo route and against the same echo deployed
-beside it and reached by direct ingress too, timed in alternating blocks.
+no proxy on the path): 6. HTTP runsync to it, against 2.'s echo route, against the same echo deployed
+beside it and reached by direct ingress too, and against a plain Serve route that hands the no-op to a
+second deployment through a handle (Serve's model composition: the work leaves the HTTP replica, as a
+runsync job does), reached the same way; the three timed in alternating blocks.
 
 Prints the load average before and after every section, then one table (metric | Ripple | peer | ratio |
 target | met?) and what missed its target. A failed section is reported and the others still run; the
@@ -276,19 +278,24 @@ def run_ripple_direct(
     args: argparse.Namespace, workdir: Path, report: Report, on_exit: Callable[[Callable[[], None]], None]
 ) -> None:
     """A third instance with ``RIPPLE_DIRECT_INGRESS_PORT`` (Serve's direct ingress, no proxy on the path):
-    HTTP runsync on the warm no-op endpoint to the URL `ripple up` reports, and the plain echo route
-    deployed beside it to its own replica's port, in alternating blocks."""
+    HTTP runsync on the warm no-op endpoint to the URL `ripple up` reports, and the plain echo route and
+    the route handing the no-op to a worker deployment, deployed beside it, each to its own replica's port,
+    in alternating blocks."""
     f = report.figures
 
     def runsync(instance: RippleInstance, http: httpx.Client) -> None:
-        instance.connect_ray()  # the echo route is deployed by this driver
+        instance.connect_ray()  # the echo and handoff routes are deployed by this driver
         with (
             peers.echo_beside() as echo_path,
-            direct_ingress.direct_calls(instance, http, echo_path) as calls,
+            peers.handoff_beside() as handoff_path,
+            direct_ingress.direct_calls(
+                instance, http, [(peers.ECHO_APP, echo_path), (peers.HANDOFF_APP, handoff_path)]
+            ) as calls,
         ):
-            trips, echo = time_in_turns(list(calls), max(args.samples, 200))
+            trips, echo, handoff = time_in_turns(calls, max(args.samples, 200))
         f.ripple_runsync_direct_p50_ms, f.ripple_runsync_direct_p99_ms = trips.p50_ms, trips.p99_ms
         f.serve_http_direct_p50_ms, f.serve_http_direct_p99_ms = echo.p50_ms, echo.p99_ms
+        f.serve_handoff_direct_p50_ms, f.serve_handoff_direct_p99_ms = handoff.p50_ms, handoff.p99_ms
 
     run_warm_instance(direct_ingress.direct_instance(workdir), "direct ingress", report, on_exit, runsync)
 

@@ -17,6 +17,7 @@ SERVE_HTTP = "plain Serve HTTP route"
 SERVE_HANDLE = "plain Serve handle"
 SERVE_HTTP_BESIDE = "plain Serve HTTP route beside Ripple"
 SERVE_HTTP_DIRECT = "plain Serve route by direct ingress, beside Ripple"
+SERVE_HANDOFF_DIRECT = "plain Serve route handing it to a worker deployment, by direct ingress, beside Ripple"
 
 
 @dataclass
@@ -50,6 +51,10 @@ class Figures:
     ripple_runsync_direct_p99_ms: float | None = None
     serve_http_direct_p50_ms: float | None = None
     serve_http_direct_p99_ms: float | None = None
+    # a plain Serve route handing the body to a second deployment by handle (model composition), by direct
+    # ingress beside the same instance, timed in the same blocks
+    serve_handoff_direct_p50_ms: float | None = None
+    serve_handoff_direct_p99_ms: float | None = None
     serve_handle_p50_ms: float | None = None  # plain Serve DeploymentHandle call
     serve_handle_p99_ms: float | None = None
     preempt_p50_s: float | None = None  # high-priority job: created -> started, GPUs held by idle lo
@@ -101,6 +106,10 @@ def build_rows(f: Figures) -> list[Row]:
             f.serve_http_direct_p50_ms, Target("max_ratio", 1.5)),
         Row(direct.format("p99"), "ms", f.ripple_runsync_direct_p99_ms, SERVE_HTTP_DIRECT,
             f.serve_http_direct_p99_ms),
+        Row(direct.format("p50"), "ms", f.ripple_runsync_direct_p50_ms, SERVE_HANDOFF_DIRECT,
+            f.serve_handoff_direct_p50_ms, Target("max_ratio", 1.5)),
+        Row(direct.format("p99"), "ms", f.ripple_runsync_direct_p99_ms, SERVE_HANDOFF_DIRECT,
+            f.serve_handoff_direct_p99_ms),
         Row(preempt.format("p50"), "s", f.preempt_p50_s, target=Target("max", 1.5)),
         Row(preempt.format("max"), "s", f.preempt_max_s, target=Target("max", 1.5)),
         Row(cold.format("p95"), "s", f.ripple_cold_p95_s, SERVE_ASYNC, f.serve_async_cold_p95_s,

@@ -6,6 +6,7 @@ from bench.common import Row, format_table
 from bench.targets import (
     CELERY,
     SERVE_ASYNC,
+    SERVE_HANDOFF_DIRECT,
     SERVE_HTTP,
     SERVE_HTTP_BESIDE,
     SERVE_HTTP_DIRECT,
@@ -98,3 +99,21 @@ def test_runsync_by_direct_ingress_is_held_to_both_the_bare_route_and_the_direct
     like_for_like = _exact(rows, metric, SERVE_HTTP_DIRECT)
     assert like_for_like.ratio is not None and abs(like_for_like.ratio - 2.5) < 1e-9
     assert like_for_like.met is False  # 2.5x the echo without the proxy either
+
+
+def test_runsync_by_direct_ingress_has_a_row_against_the_route_handing_work_to_a_worker_deployment() -> None:
+    figures = Figures(
+        ripple_runsync_direct_p50_ms=3.0,
+        serve_http_direct_p50_ms=1.2,
+        serve_handoff_direct_p50_ms=2.5,
+        ripple_runsync_direct_p99_ms=6.0,
+        serve_handoff_direct_p99_ms=4.0,
+    )
+    rows = build_rows(figures)
+    p50 = "round trip p50, HTTP runsync by direct ingress (RIPPLE_DIRECT_INGRESS_PORT)"
+    handoff = _exact(rows, p50, SERVE_HANDOFF_DIRECT)
+    assert handoff.ratio is not None and abs(handoff.ratio - 1.2) < 1e-9 and handoff.met is True
+    assert _exact(rows, p50, SERVE_HTTP_DIRECT).met is False  # the echo's row keeps its own verdict
+    p99 = _exact(rows, p50.replace("p50", "p99"), SERVE_HANDOFF_DIRECT)
+    assert p99.ratio is not None and abs(p99.ratio - 1.5) < 1e-9 and p99.target is None
+    assert missed(rows) == [f"{p50} vs {SERVE_HTTP_DIRECT}: 2.50x, target <= 1.5x peer"]
