@@ -91,6 +91,23 @@ def direct_calls(
         yield calls
 
 
+@contextlib.contextmanager
+def peer_routes(
+    instance: RippleInstance, http: httpx.Client
+) -> Iterator[tuple[str, str, list[Callable[[], None]]]]:
+    """The echo and the handoff routes deployed beside the instance's API (this driver connected to its
+    Ray): their paths through the proxy, and the calls by direct ingress (:func:`direct_calls`: runsync,
+    the echo, the handoff). The routes are deleted when the block ends."""
+    with (
+        peers.echo_beside() as echo_path,
+        peers.handoff_beside() as handoff_path,
+        direct_calls(
+            instance, http, [(peers.ECHO_APP, echo_path), (peers.HANDOFF_APP, handoff_path)]
+        ) as by_direct_ingress,
+    ):
+        yield echo_path, handoff_path, by_direct_ingress
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -102,13 +119,7 @@ def main(argv: list[str] | None = None) -> int:
         instance = direct_instance(session.workdir)
         with incluster.warm_noop(session, instance) as (_, http):
             instance.connect_ray()  # the echo and handoff routes are deployed by this driver
-            with (
-                peers.echo_beside() as echo_path,
-                peers.handoff_beside() as handoff_path,
-                direct_calls(
-                    instance, http, [(peers.ECHO_APP, echo_path), (peers.HANDOFF_APP, handoff_path)]
-                ) as by_direct_ingress,
-            ):
+            with peer_routes(instance, http) as (echo_path, handoff_path, by_direct_ingress):
                 before = load_average()
                 through_proxy = [
                     ripple_http.runsync_call(http, incluster.ENDPOINT),

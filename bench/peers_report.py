@@ -285,13 +285,7 @@ def run_ripple_direct(
 
     def runsync(instance: RippleInstance, http: httpx.Client) -> None:
         instance.connect_ray()  # the echo and handoff routes are deployed by this driver
-        with (
-            peers.echo_beside() as echo_path,
-            peers.handoff_beside() as handoff_path,
-            direct_ingress.direct_calls(
-                instance, http, [(peers.ECHO_APP, echo_path), (peers.HANDOFF_APP, handoff_path)]
-            ) as calls,
-        ):
+        with direct_ingress.peer_routes(instance, http) as (_, _, calls):
             trips, echo, handoff = time_in_turns(calls, max(args.samples, 200))
         f.ripple_runsync_direct_p50_ms, f.ripple_runsync_direct_p99_ms = trips.p50_ms, trips.p99_ms
         f.serve_http_direct_p50_ms, f.serve_http_direct_p99_ms = echo.p50_ms, echo.p99_ms
