@@ -36,6 +36,7 @@ from typing import Any, TypeVar
 
 import httpx
 
+from orchestrator.ops.local import serve_transport_env
 from orchestrator.ops.procs import alive
 from tests import ports
 
@@ -89,11 +90,13 @@ def ray_exe() -> str:
 
 def base_env(extra: dict[str, str] | None = None) -> dict[str, str]:
     """Environment of every node: no auth token, no inherited address or Ripple settings, this venv's
-    ``python`` first on PATH (a job's entrypoint runs through the head's shell)."""
+    ``python`` first on PATH (a job's entrypoint runs through the head's shell), and Serve's proxy reaching
+    replicas over gRPC, as ``ripple up`` and the KubeRay manifests set it."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("RIPPLE_") and k != "RAY_ADDRESS"}
     env["RAY_AUTH_MODE"] = "disabled"
     env["RAY_USAGE_STATS_ENABLED"] = "0"
     env["PATH"] = os.pathsep.join([str(Path(sys.executable).parent), env.get("PATH", "")])
+    env.update(serve_transport_env(env))
     env.update(extra or {})
     return env
 

@@ -489,6 +489,36 @@ def test_every_ray_node_preloads_ripples_actor_modules(rendered: list[Obj]) -> N
             assert env.get("RAY_preload_python_modules", {}).get("value") == expected, where
 
 
+def test_every_ray_node_runs_serves_proxy_over_grpc_as_ripple_up_does(rendered: list[Obj]) -> None:
+    """The same transport as ``ripple up``'s head (orchestrator.ops.local.serve_transport_env), message limit
+    included, on every Ray container: a proxy reaches API replicas on any node."""
+    local = _import_or_skip("orchestrator.ops.local")
+    expected = local.serve_transport_env({})
+    for obj in of_kind(rendered, "RayService"):
+        for where, pod in pod_specs(obj):
+            env = env_of(pod["containers"][0])
+            assert {k: env.get(k, {}).get("value") for k in expected} == expected, where
+
+
+def local_port_range(pod: Obj) -> tuple[int, int]:
+    """The pod's ``net.ipv4.ip_local_port_range`` sysctl (the ports a server binding port 0 gets)."""
+    sysctls = {s["name"]: s["value"] for s in pod.get("securityContext", {}).get("sysctls", [])}
+    low, high = sysctls["net.ipv4.ip_local_port_range"].split()
+    return int(low), int(high)
+
+
+def test_every_ray_pod_fixes_its_local_port_range_apart_from_rays_worker_ports(rendered: list[Obj]) -> None:
+    """Serve replicas' gRPC servers bind port 0: one range on every pod lets the NetworkPolicy name it, and it
+    must not meet the worker ports Ray binds itself."""
+    for obj in of_kind(rendered, "RayService"):
+        spec = cluster_spec(obj)
+        params = spec["headGroupSpec"]["rayStartParams"]
+        ranges = {where: local_port_range(pod) for where, pod in pod_specs(obj)}
+        assert len(set(ranges.values())) == 1, ranges
+        ((low, high),) = set(ranges.values())
+        assert low < high and (high < int(params["min-worker-port"]) or low > int(params["max-worker-port"]))
+
+
 def test_every_container_has_cpu_and_memory(rendered: list[Obj]) -> None:
     for obj in rendered + extra_docs():
         for where, pod in pod_specs(obj):

@@ -22,6 +22,7 @@ from test_kuberay_manifests import (
     env_of,
     extra_docs,
     groups,
+    local_port_range,
     of_kind,
     render,
     rendered,
@@ -226,12 +227,15 @@ def pods_of(rendered: list[Obj]) -> dict[str, Pod]:
 
 
 def ray_ports(rendered: list[Obj]) -> set[int]:
-    """Every port a Ray pod listens on for other Ray pods: GCS, dashboard, client, the pinned ones, and the
-    first, last and a middle worker port."""
-    params = cluster_spec(the(rendered, "RayService"))["headGroupSpec"]["rayStartParams"]
+    """Every port a Ray pod listens on for other Ray pods: GCS, dashboard, client, the pinned ones, the
+    first, last and a middle worker port, and the first, last and a middle port of the range Serve
+    replicas' gRPC servers bind in (the proxy's hop to them)."""
+    head = cluster_spec(the(rendered, "RayService"))["headGroupSpec"]
+    params = head["rayStartParams"]
     low, high = int(params["min-worker-port"]), int(params["max-worker-port"])
     pinned = {int(v) for k, v in params.items() if k.endswith("-port")}
-    return {6379, 8265, 10001, (low + high) // 2} | pinned
+    grpc_low, grpc_high = local_port_range(head["template"]["spec"])
+    return {6379, 8265, 10001, (low + high) // 2, grpc_low, (grpc_low + grpc_high) // 2, grpc_high} | pinned
 
 
 def test_network_policies_and_rbac_are_valid_kubernetes(rendered: list[Obj]) -> None:
@@ -332,9 +336,12 @@ POLICY_BREAKAGES: dict[str, Callable[[list[Obj]], None]] = {
     "internal rule open to all": lambda ps: next(
         p for p in ps if p["metadata"]["name"] == "ripple-ray-internal"
     )["spec"]["ingress"][0].pop("from"),
+    "replica gRPC ports missing": lambda ps: next(
+        p for p in ps if p["metadata"]["name"] == "ripple-ray-internal"
+    )["spec"]["ingress"][0]["ports"].pop(),
     "worker ports missing": lambda ps: next(p for p in ps if p["metadata"]["name"] == "ripple-ray-internal")[
         "spec"
-    ]["ingress"][0]["ports"].pop(),
+    ]["ingress"][0]["ports"].pop(-2),
 }
 
 
