@@ -89,7 +89,8 @@ PATHS: dict[str, Callable[[RedisStore, int, int], Awaitable[None]]] = {
 
 
 def store_with(url: str, parser: type[Any], prefix: str) -> RedisStore:
-    """A RedisStore as :meth:`RedisStore.connect` makes it, with the reply parser named."""
+    """A RedisStore on ``url`` with the reply parser named (decoded replies, as :meth:`RedisStore.connect`;
+    without its retries, which a benchmark on a Redis that stays up never takes)."""
     client = aioredis.from_url(url, decode_responses=True, parser_class=parser)
     return RedisStore(client, Keys(prefix))
 

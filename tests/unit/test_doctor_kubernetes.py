@@ -382,3 +382,33 @@ def report_rows(kube: KubeFacts) -> list[dict[str, Any]]:
     from orchestrator.ops.doctor.rules_k8s import pod_rows
 
     return pod_rows(kube)
+
+
+def test_pods_the_kubelet_refused_or_ended_are_findings_with_what_to_do(api: FakeApi, sa_dir: Path) -> None:
+    """A Ray pod whose sysctl the node refuses (the manifests' ip_local_port_range) never runs: the head's is
+    HIGH and names both ways out; an evicted GPU pod is MEDIUM; a terminating failed pod is not reported."""
+    pods = fixture("pods_troubled.json")
+    head, api_pod = copy.deepcopy(pods["items"][0]), copy.deepcopy(pods["items"][1])
+    gpu = copy.deepcopy(next(p for p in pods["items"] if "gpu-a100" in p["metadata"]["name"]))
+    forbidden = 'Pod forbidden sysctl: "net.ipv4.ip_local_port_range" not allowlisted'
+    head["status"] = {"phase": "Failed", "reason": "SysctlForbidden", "message": forbidden}
+    low = "The node was low on resource: memory."
+    gpu["status"] = {"phase": "Failed", "reason": "Evicted", "message": low}
+    api_pod["status"] = {"phase": "Failed", "reason": "Evicted", "message": low}
+    api_pod["metadata"]["deletionTimestamp"] = "2026-12-05T01:03:00Z"
+    items = {**pods, "items": [head, api_pod, gpu]}
+    api.scenario(items, fixture("events_healthy.json"), fixture("raycluster_healthy.json"))
+    kube = k8s.gather(target_for(api, sa_dir, RAY_CLUSTER_NAME=CLUSTER))
+
+    findings = diagnose(facts_with(kube), NOW_S)
+    sysctl, evicted = sorted(by_rule(findings)["k8s.pod_failed"], key=lambda f: f.severity != "HIGH")
+
+    assert sysctl.severity == "HIGH" and "the head" in sysctl.issue and "SysctlForbidden" in sysctl.issue
+    assert "net.ipv4.ip_local_port_range" in sysctl.action and "RAY_SERVE_PROXY_USE_GRPC=0" in sysctl.action
+    assert sysctl.detail == forbidden
+    assert evicted.severity == "MEDIUM" and "gpu-a100" in evicted.issue and "Evicted" in evicted.issue
+    assert f"kubectl -n {NS} describe pod {gpu['metadata']['name']}" in evicted.action
+    assert exit_code(findings) == 1
+    rows = {r["name"]: r for r in report_rows(kube)}
+    assert rows[head["metadata"]["name"]]["waiting"] == "SysctlForbidden"
+    assert rows[api_pod["metadata"]["name"]]["phase"] == "Terminating"

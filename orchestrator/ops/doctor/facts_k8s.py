@@ -43,7 +43,9 @@ class EventFacts:
 @dataclass(frozen=True)
 class PodFacts:
     """One pod of the RayCluster. ``group``: its worker group (``headgroup`` for the head);
-    ``unschedulable``: the scheduler's message while it cannot be placed (PodScheduled=False)."""
+    ``unschedulable``: the scheduler's message while it cannot be placed (PodScheduled=False);
+    ``failed_reason`` / ``failed_message``: why the kubelet refused or ended it (phase Failed:
+    ``SysctlForbidden``, ``Evicted``, ``OutOfcpu``, ...)."""
 
     name: str
     group: str
@@ -54,6 +56,8 @@ class PodFacts:
     deleting: bool = False
     node_name: str | None = None
     unschedulable: str | None = None
+    failed_reason: str | None = None
+    failed_message: str | None = None
     containers: tuple[ContainerFacts, ...] = ()
     events: tuple[EventFacts, ...] = ()
 

@@ -209,6 +209,7 @@ def _pod(pod: Any, events: Iterable[EventFacts]) -> PodFacts:
         None,
     )
     gpus = sum(float(_quantity(c.resources, GPU_RESOURCE) or 0) for c in spec.containers or [])
+    failed = status.phase == "Failed"
     return PodFacts(
         name=meta.name,
         group=labels.get("ray.io/group", ""),
@@ -219,6 +220,8 @@ def _pod(pod: Any, events: Iterable[EventFacts]) -> PodFacts:
         deleting=meta.deletion_timestamp is not None,
         node_name=spec.node_name,
         unschedulable=unschedulable,
+        failed_reason=(status.reason or "Failed") if failed else None,
+        failed_message=status.message if failed else None,
         containers=tuple(_container(s, specs.get(s.name)) for s in statuses)
         or tuple(ContainerFacts(name=c.name, image=c.image) for c in spec.containers or []),
         events=tuple(sorted(events, key=lambda e: e.last_s or 0.0)),

@@ -1,5 +1,6 @@
 """Doctor rules about the Kubernetes side of a KubeRay deployment (pure): pods that cannot be scheduled,
-crash-loop, were OOM-killed or cannot pull their image, and GPU worker groups at their ``maxReplicas``.
+that the kubelet refused or ended, that crash-loop, were OOM-killed or cannot pull their image, and GPU
+worker groups at their ``maxReplicas``.
 
 They read :attr:`Facts.kubernetes <orchestrator.ops.doctor.facts.Facts.kubernetes>` (None outside
 Kubernetes: no finding). A problem on the head or the API pods stops Ripple for everyone (HIGH); on a GPU
@@ -75,6 +76,36 @@ def _pending(k: KubeFacts, pod: PodFacts, groups: Mapping[str, GroupFacts]) -> F
         f"{_where(k, pod)} is Pending: it cannot be scheduled ({what})",
         action,
         message,
+    )
+
+
+def _failed(k: KubeFacts, pod: PodFacts) -> Finding | None:
+    """A pod the kubelet refused (``SysctlForbidden``: the manifests' ``net.ipv4.ip_local_port_range``) or
+    ended (``Evicted``, ``OutOfcpu``, ...): its containers never run, or no longer do."""
+    if pod.failed_reason is None or pod.deleting:
+        return None
+    describe = f"`kubectl -n {k.namespace} describe pod {pod.name}`"
+    if pod.failed_reason == "SysctlForbidden":
+        action = (
+            "The node's kubelet refuses a sysctl of the pod: the Ray pods set "
+            "net.ipv4.ip_local_port_range, the range Serve replicas' gRPC servers listen on "
+            "(docs/kuberay.md, \"Serve's proxy over gRPC\"). Allow it on these nodes (it is on Kubernetes' "
+            "safe list; an admission policy may forbid sysctls), or go back to Serve's actor calls: "
+            "RAY_SERVE_PROXY_USE_GRPC=0 on every Ray container, and drop the sysctl and the 32768-60999 "
+            "range of the ripple-ray-internal NetworkPolicy."
+        )
+    else:
+        action = (
+            f"Read why in {describe}; KubeRay starts a new pod for a failed one. If it keeps happening, "
+            f"give {_target(pod)} what its node ran short of (requests, limits) or fix the node."
+        )
+    return _f(
+        _severity(pod),
+        "kubernetes",
+        "k8s.pod_failed",
+        f"{_where(k, pod)} failed: the kubelet refused or ended it ({pod.failed_reason})",
+        action,
+        pod.failed_message,
     )
 
 
@@ -188,9 +219,9 @@ def check_kubernetes(f: Facts, now_s: float) -> list[Finding]:
     groups = {g.name: g for g in k.groups}
     out = _unreadable(k)
     for pod in k.pods:
-        pending = _pending(k, pod, groups)
-        if pending is not None:
-            out.append(pending)
+        for finding in (_pending(k, pod, groups), _failed(k, pod)):
+            if finding is not None:
+                out.append(finding)
         out += _container_findings(k, pod)
     return out + _groups_at_max(f, k)
 
@@ -209,7 +240,9 @@ def pod_rows(k: KubeFacts) -> list[dict[str, Any]]:
                 "restarts": sum(c.restarts for c in p.containers),
                 "gpus": p.gpus,
                 "node": p.node_name,
-                "waiting": ", ".join(waiting) or ("Unschedulable" if p.unschedulable else None),
+                "waiting": ", ".join(waiting)
+                or p.failed_reason
+                or ("Unschedulable" if p.unschedulable else None),
             }
         )
     return rows
