@@ -741,7 +741,7 @@ async def test_versions_created_by_runtime_changes_only(rig: Rig) -> None:
     listed = (await d.list_versions("ep"))["versions"]
     assert [v["version"] for v in listed] == [2, 1], "newest first"
     v2, v1 = listed
-    assert v2["changed"] == ["codeDigest", "runtimeEnv", "concurrency"]
+    assert v2["changed"] == ["codeDigest", "concurrency"], "new code is its digest (its URI moves with it)"
     assert v2["codeDigest"] == "sha256:ab" and v2["runtimeEnv"] == {"working_dir": GCS_V2}
     assert v2["createdAt"] == int((T0_S + 2) * 1000) and v2["state"] == "rolling_out"
     assert v1["changed"] == [] and v1["handler"] == "h:f"

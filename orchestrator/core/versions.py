@@ -108,11 +108,21 @@ def runtime_of(spec: EndpointSpec) -> dict[str, Any]:
 
 def changed_fields(before: EndpointSpec | None, after: EndpointSpec) -> tuple[str, ...]:
     """The :data:`RUNTIME_FIELDS` (camelCase) whose values differ between two specs (all of them when
-    ``before`` is None)."""
+    ``before`` is None). New code from ``ripple deploy`` is ``codeDigest`` alone: its package URI in
+    ``runtimeEnv.working_dir`` moves with the digest, so ``runtimeEnv`` is listed only when something else in
+    it changed (its ``pip`` requirements, its variables) or when the digest stayed."""
     if before is None:
         return RUNTIME_FIELDS
     a, b = runtime_of(before), runtime_of(after)
-    return tuple(to_camel(k) for k in RUNTIME_ATTRS if a[k] != b[k])
+    changed = [k for k in RUNTIME_ATTRS if a[k] != b[k]]
+    if "code_digest" in changed and "runtime_env" in changed and _without_code(a) == _without_code(b):
+        changed.remove("runtime_env")
+    return tuple(to_camel(k) for k in changed)
+
+
+def _without_code(runtime: dict[str, Any]) -> dict[str, Any]:
+    env = runtime["runtime_env"] or {}
+    return {k: v for k, v in env.items() if k != "working_dir"}
 
 
 def latest(versions: Sequence[EndpointVersion]) -> EndpointVersion | None:

@@ -65,6 +65,30 @@ def test_runtime_changes_make_a_version(change: dict[str, Any], changed: tuple[s
     assert v2 is not None and v2.version == 2 and v2.changed == changed and v2.created_ms == 10
 
 
+def deployed(digest: str, **env: Any) -> EndpointSpec:
+    """A spec as ``ripple deploy`` writes it: the package's URI in ``working_dir``, its digest beside."""
+    return spec(codeDigest=digest, runtimeEnv={"working_dir": f"gcs://_ray_pkg_{digest[-2:]}.zip", **env})
+
+
+@pytest.mark.parametrize(
+    ("after", "changed"),
+    [
+        (deployed("sha256:02"), ("codeDigest",)),  # new code: its package URI moves with the digest
+        (deployed("sha256:02", pip=["torch"]), ("codeDigest", "runtimeEnv")),
+        (deployed("sha256:02", env_vars={"A": "1"}), ("codeDigest", "runtimeEnv")),
+        (spec(codeDigest="sha256:01", runtimeEnv={"working_dir": "gcs://other.zip"}), ("runtimeEnv",)),
+    ],
+)
+def test_new_code_is_listed_as_the_digest_and_the_env_only_when_more_changed(
+    after: EndpointSpec, changed: tuple[str, ...]
+) -> None:
+    before = deployed("sha256:01")
+    v1 = next_version(None, before, [], 0)
+    assert v1 is not None
+    v2 = next_version(before, after, [v1], 10)
+    assert v2 is not None and v2.changed == changed
+
+
 @pytest.mark.parametrize(
     "change",
     [
