@@ -45,13 +45,22 @@ def unwrap(exc: BaseException) -> BaseException:
 
 
 def validation_detail(exc: RequestValidationError) -> tuple[str, list[dict[str, Any]]]:
-    """The message (naming every bad field) and the detail list of a request validation error."""
+    """The message and the detail list of a request validation error. The message names every bad field
+    and why, ``invalid request: FIELD: why; FIELD: why`` (FIELD is the dotted location without its leading
+    ``body``/``query``/``path``); a body that is not JSON is ``body: not valid JSON (...)``, where its
+    detail's ``loc`` ends with the character at which the decoder stopped."""
     detail = [
         {"loc": [str(p) for p in e.get("loc", ())], "msg": e.get("msg", ""), "type": e.get("type", "")}
         for e in exc.errors()
     ]
-    fields = ", ".join(".".join(d["loc"][1:] or d["loc"]) for d in detail)
-    return f"invalid request: {fields}", detail
+    reasons = []
+    for e, d in zip(exc.errors(), detail, strict=True):
+        if d["type"] == "json_invalid":
+            why = (e.get("ctx") or {}).get("error") or d["msg"]
+            reasons.append(f"body: not valid JSON ({why} at character {d['loc'][-1]})")
+        else:
+            reasons.append(f"{'.'.join(d['loc'][1:] or d['loc'])}: {d['msg']}")
+    return f"invalid request: {'; '.join(reasons)}", detail
 
 
 def install_error_handlers(api: FastAPI, on_unavailable: Callable[[], None] = lambda: None) -> None:

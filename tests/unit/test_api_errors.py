@@ -58,7 +58,12 @@ def test_bad_input_is_422_naming_the_field(h: Harness) -> None:
     assert "wait" in str(_error(h.api.post("/v2/ep/runsync?wait=-5", json={"input": 1}), 422)["error"])
     assert "endpoint" in str(_error(h.api.post(f"/v2/{'e' * 64}/run", json={"input": 1}), 422)["error"])
     assert "limit" in str(_error(h.api.get("/api/v1/jobs", params={"limit": 0}), 422)["error"])
-    _error(h.api.post("/v2/ep/run", content=b"{not json"), 422)
+    body = _error(h.api.post("/v2/ep/run", content=b'{"input": 1'), 422)
+    assert body["error"] == "invalid request: body: not valid JSON (Expecting ',' delimiter at character 11)"
+    body = _error(h.api.post("/v2/ep/run", json={"input": {}, "policy": {"executionTimeout": -5}}), 422)
+    assert body["error"] == (
+        "invalid request: policy.executionTimeout: Input should be greater than or equal to 1000"
+    )
     assert h.queue.calls == []  # nothing invalid reached the queue
 
 
