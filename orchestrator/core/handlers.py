@@ -129,8 +129,7 @@ async def invoke(
     chunks: list[Any] = []
     if handler.kind == "agen":
         async for chunk in handler.fn(job):
-            if (error := rw.chunk_error(chunk)) is not None:
-                raise StreamError(error, chunks)
+            _check_chunk(chunk, chunks)
             chunks.append(chunk)
             await on_chunk(chunk)
         return chunks
@@ -139,10 +138,17 @@ async def invoke(
         chunk = await loop.run_in_executor(executor, next, gen, _END)
         if chunk is _END:
             return chunks
-        if (error := rw.chunk_error(chunk)) is not None:
-            raise StreamError(error, chunks)
+        _check_chunk(chunk, chunks)
         chunks.append(chunk)
         await on_chunk(chunk)
+
+
+def _check_chunk(chunk: Any, before: list[Any]) -> None:
+    """Raise StreamError for a chunk that ends the stream: an error chunk, or one that is not JSON."""
+    if (error := rw.chunk_error(chunk)) is not None:
+        raise StreamError(error, before)
+    if (problem := rw.json_problem(chunk)) is not None:
+        raise StreamError(f"stream chunk {len(before)} is not JSON: {problem}", before)
 
 
 async def run_job(
@@ -154,17 +160,27 @@ async def run_job(
 ) -> rw.JobOutcome:
     """Run one job and interpret the result as the worker SDK does (``runpod_worker.outcome_of_*``).
 
-    Never raises for what the handler does (an exception is a FAILED outcome with its message and
-    traceback); ``asyncio.CancelledError`` propagates when the job is stopped.
+    Never raises for what the handler does: an exception, ``sys.exit()`` included, is a FAILED outcome
+    with its message and traceback; an output (or an error, or a stream chunk) that is not JSON is a FAILED
+    outcome saying why. The outcome's body is JSON-serialisable. ``asyncio.CancelledError`` propagates
+    when the job is stopped.
     """
     try:
         output = await invoke(handler, job, executor, on_chunk)
     except StreamError as exc:
         return rw.outcome_of_stream(exc.chunks, exc.error, handler.options)
-    except Exception as exc:
+    except asyncio.CancelledError:
+        raise
+    except BaseException as exc:  # SystemExit and KeyboardInterrupt too: the job's failure, not the replica's
         if handler.streams:
             return rw.outcome_of_stream([], rw.exception_error(exc, worker_id), handler.options)
         return rw.outcome_of_exception(exc, worker_id, handler.options)
     if handler.streams:
         return rw.outcome_of_stream(output, None, handler.options)
-    return rw.outcome_of_return(output, handler.options)
+    try:
+        outcome = rw.outcome_of_return(output, handler.options)
+    except (TypeError, ValueError, RecursionError) as exc:  # an ``error`` it could not encode
+        return rw.not_json_outcome(str(exc), handler.options)
+    if (problem := rw.json_problem(outcome.body)) is not None:
+        return rw.not_json_outcome(problem, handler.options)
+    return outcome

@@ -322,15 +322,38 @@ def outcome_of_stream(chunks: Sequence[Any], error: str | None, options: WorkerO
 
 def exception_error(exc: BaseException, worker_id: str) -> str:
     """A handler exception as the job's error: the SDK's JSON text with ``error_type``,
-    ``error_message`` and ``error_traceback``."""
+    ``error_message`` and ``error_traceback``. A ``sys.exit()`` in a handler is the job's failure too: its
+    message says so (the replica does not exit)."""
+    message = str(exc)
+    if isinstance(exc, SystemExit):
+        message = f"the handler called sys.exit({exc.code!r}): the job failed, the worker carries on"
     return json.dumps(
         {
             "error_type": str(type(exc)),
-            "error_message": str(exc),
+            "error_message": message,
             "error_traceback": "".join(traceback.format_exception(exc)),
             "worker_id": worker_id,
         }
     )
+
+
+def not_json_outcome(problem: str, options: WorkerOptions) -> JobOutcome:
+    """The handler's output (or its ``error``, or a stream chunk) is not JSON (``problem``: why, as
+    ``json.dumps`` said): the job FAILED saying so; the worker carries on."""
+    body: dict[str, Any] = {"error": f"the handler's output is not JSON: {problem}"}
+    if options.refresh_worker:
+        body["stopPod"] = True
+    return JobOutcome(body, True, options.refresh_worker)
+
+
+def json_problem(value: Any) -> str | None:
+    """Why ``value`` cannot be sent as JSON (``json.dumps``'s own words: a type it cannot encode, a
+    circular reference, nesting too deep); None when it can."""
+    try:
+        json.dumps(value)
+    except (TypeError, ValueError, RecursionError) as exc:
+        return str(exc)
+    return None
 
 
 def outcome_of_exception(exc: BaseException, worker_id: str, options: WorkerOptions) -> JobOutcome:

@@ -87,6 +87,17 @@ def test_module_level_start_raise_error_return_and_progress(ripple_app: Instance
     assert obj["status"] == "FAILED" and obj["error"] == "bad prompt"
     assert obj.get("output") == {"partial": True}
 
+    # sys.exit() in the handler, and an output that is not JSON: that job FAILED, saying why; the replica
+    # serves on (neither its process nor its loop ends).
+    exited = _final(ripple_app, name, ep.run({"exit": 3}))
+    assert exited["status"] == "FAILED" and exited["workerId"] == worker_id
+    assert json.loads(exited["error"])["error_message"].startswith("the handler called sys.exit(3)")
+    not_json = _final(ripple_app, name, ep.run({"bytes": "png"}))
+    assert not_json["status"] == "FAILED" and not_json["workerId"] == worker_id
+    assert not_json["error"] == (
+        "the handler's output is not JSON: Object of type bytes is not JSON serializable"
+    )
+
     time.sleep(2.5)  # past a heartbeat: a quarantine would show by now
     (w,) = [w for w in _workers(ripple_app, name) if w["workerId"] == worker_id]
     assert w["health"] == "healthy", w

@@ -287,6 +287,80 @@ async def test_run_job_stream_exception_fails_with_traceback(
     assert err["error_message"] == "engine died" and "RuntimeError" in err["error_traceback"]
 
 
+async def test_a_handler_that_exits_fails_its_job_and_nothing_else(
+    modules: Any, executor: ThreadPoolExecutor
+) -> None:
+    name = modules(
+        "exits",
+        """
+        import sys
+
+        def handler(job):
+            sys.exit(2)
+
+        async def in_async(job):
+            sys.exit("bye")
+
+        def in_stream(job):
+            yield 1
+            raise KeyboardInterrupt
+        """,
+    )
+    out, _ = await _run(load_handler(name), {"id": "j", "input": {}}, executor)
+    err = json.loads(out.body["error"])
+    assert out.failed and err["error_message"].startswith("the handler called sys.exit(2): the job failed")
+    assert "SystemExit" in err["error_type"] and "sys.exit(2)" in err["error_traceback"]
+    out, _ = await _run(load_handler(f"{name}:in_async"), {"id": "j", "input": {}}, executor)
+    assert out.failed and "sys.exit('bye')" in json.loads(out.body["error"])["error_message"]
+    out, pushed = await _run(load_handler(f"{name}:in_stream"), {"id": "j", "input": {}}, executor)
+    assert out.failed and pushed == [1] and "KeyboardInterrupt" in json.loads(out.body["error"])["error_type"]
+
+
+async def test_output_that_is_not_json_fails_its_job_saying_why(
+    modules: Any, executor: ThreadPoolExecutor
+) -> None:
+    name = modules(
+        "not_json",
+        """
+        def handler(job):
+            kind = job["input"]["kind"]
+            if kind == "bytes":
+                return b"png"
+            if kind == "object":
+                return {"model": object()}
+            if kind == "error":
+                return {"error": {"codes": {1, 2}}}
+            if kind == "circular":
+                out = []
+                out.append(out)
+                return out
+            return {"ok": kind, "nan": float("nan")}
+
+        def stream(job):
+            yield "a"
+            yield {"tensor": {1}}
+            yield "never"
+        """,
+    )
+    h = load_handler(name)
+    reasons = {
+        "bytes": "Object of type bytes is not JSON serializable",
+        "object": "Object of type object is not JSON serializable",
+        "error": "Object of type set is not JSON serializable",
+        "circular": "Circular reference detected",
+    }
+    for kind, reason in reasons.items():
+        out, _ = await _run(h, {"id": "j", "input": {"kind": kind}}, executor)
+        assert out.failed and out.body == {"error": f"the handler's output is not JSON: {reason}"}, kind
+    out, _ = await _run(h, {"id": "j", "input": {"kind": "fine"}}, executor)
+    assert not out.failed and out.body["output"]["ok"] == "fine"
+    out, pushed = await _run(load_handler(f"{name}:stream"), {"id": "j", "input": {}}, executor)
+    assert out.failed and pushed == ["a"]
+    assert out.body == {
+        "error": "stream chunk 1 is not JSON: Object of type set is not JSON serializable"
+    }  # fmt: skip
+
+
 async def test_run_job_cancel_propagates(modules: Any, executor: ThreadPoolExecutor) -> None:
     name = modules(
         "slow_async",

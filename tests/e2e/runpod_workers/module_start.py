@@ -1,11 +1,13 @@
 """RunPod's template: load the model at import, then call ``runpod.serverless.start`` at module level.
 
-Input keys: ``raise`` (raise with that message), ``error`` (return ``{"error": ...}``), ``progress`` (that
-many ``progress_update`` calls, ``sleep_s`` apart), ``exit_once`` (a marker file path: the first run
+Input keys: ``raise`` (raise with that message), ``error`` (return ``{"error": ...}``), ``exit`` (call
+``sys.exit`` with it), ``bytes`` (return it encoded: not JSON), ``progress`` (that many ``progress_update``
+calls, ``sleep_s`` apart), ``exit_once`` (a marker file path: the first run
 creates it and kills its own process mid-job with ``os._exit``; later runs answer normally).
 """
 
 import os
+import sys
 import time
 
 import runpod
@@ -19,6 +21,10 @@ def handler(job):
         raise ValueError(job_input["raise"])
     if job_input.get("error"):
         return {"error": job_input["error"], "partial": True}
+    if "exit" in job_input:
+        sys.exit(job_input["exit"])
+    if job_input.get("bytes"):
+        return {"image": job_input["bytes"].encode()}
     marker = job_input.get("exit_once")
     if marker and not os.path.exists(marker):
         with open(marker, "w") as f:
