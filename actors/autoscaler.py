@@ -68,6 +68,7 @@ class Autoscaler:
             ready_timeout_s=boot.ready_timeout_s,
             max_gpus=self.settings.max_gpus,
             queue_retry_s=max(QUEUE_RESTART_WAIT_S, boot.queue.heartbeat_timeout_s),
+            unresponsive_s=2 * boot.queue.heartbeat_timeout_s,
         )
         self.pools: dict[str, Any] = {}
         self._closing: dict[str, asyncio.Task[None]] = {}  # deleted endpoints' pools, draining

@@ -73,6 +73,15 @@ GONE_RELEASE_MAX_S = 5.0  # how long a dead replica's GPUs may take to show as a
 GONE_TICK_S = 0.1  # reconcile this often while a stopped replica's GPUs are being released
 
 
+UNRESPONSIVE = (
+    "the replica stopped answering: its event loop was blocked, or ended. An async handler runs on that "
+    "loop: blocking code in one (a model call that does not await) stops the replica's heartbeats, takes "
+    "and results until it returns. Make the handler a plain `def` (it then runs in a thread), or await the "
+    "blocking call in a thread (`await asyncio.to_thread(...)`)."
+)
+"""The error recorded for a replica lost for not answering (in the pool's last errors and the worker)."""
+
+
 @dataclass(frozen=True)
 class PoolConfig:
     """Settings of every pool."""
@@ -88,6 +97,10 @@ class PoolConfig:
     # How long a replica retries its queue calls while the queue is away (a restart, a head loss): set to
     # the heartbeat timeout when that is longer, as the replica's leases outlive the queue that long.
     queue_retry_s: float = QUEUE_RESTART_WAIT_S
+    # A ready replica that answers no ``status`` this long is lost (killed, replaced): its event loop is
+    # blocked or gone, so it neither heartbeats nor takes, and would hold its GPUs for good. Twice the
+    # heartbeat timeout: the queue has taken its jobs back by then.
+    unresponsive_s: float = 120.0
 
 
 class WorkerPool:
@@ -399,8 +412,12 @@ class WorkerPool:
                 info = await asyncio.wait_for(r.handle.status.remote(), 2.0)
             except Exception:
                 log.debug("status of %s unavailable", wid)
+                silent_s = time.time() - r.answered_s
+                if silent_s > self.cfg.unresponsive_s:
+                    await self._lost(r, f"unresponsive for {silent_s:.0f} s; replaced", UNRESPONSIVE)
                 continue
-            r.follow(info, time.time())
+            r.answered_s = time.time()
+            r.follow(info, r.answered_s)
             if int(r.info.get("stuck", 0)) >= int(r.info.get("concurrency", 1)):
                 # every thread hangs in a stopped job: replace it (_lost kills it)
                 await self._lost(r, "hung past its jobs' execution timeout; replaced", None)
@@ -422,6 +439,7 @@ class WorkerPool:
     def _ready(self, r: TrackedReplica, info: dict[str, Any], now_s: float) -> None:
         """Its handler loaded (``ready`` returned ``info``): -> IDLE (unless drained meanwhile), and serve."""
         r.ready, r.pending_placement = True, False
+        r.answered_s = now_s
         self.start_failures, self.next_start_s = 0, 0.0
         if r.record.state is WorkerState.STARTING:
             r.move(WorkerState.IDLE, now_s, "handler loaded")

@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 from collections.abc import Callable, Collection, Iterable
 from dataclasses import dataclass, field, replace
 from typing import Any
@@ -114,6 +115,7 @@ class TrackedReplica:
     gpus: float = 0.0  # the GPUs it holds or asks for (its version's)
     loading_since_s: float | None = None  # placed and loading its handler since (None: not seen placed)
     adopted: bool = False  # found by name (created by an earlier pool), not started by this one
+    answered_s: float = field(default_factory=time.time)  # its last ``status`` answer (or ready, adopted)
 
     @property
     def worker_id(self) -> str:

@@ -99,6 +99,13 @@ def hang(job: dict[str, Any]) -> None:
         time.sleep(1.0)
 
 
+async def blocks_loop(job: dict[str, Any]) -> None:
+    """An async handler that never awaits: blocks the replica's event loop (its heartbeats, its status)
+    for ``block_s`` seconds."""
+    _record(job, "start")
+    time.sleep(float(_input(job).get("block_s", 3600)))
+
+
 async def work_v2(job: dict[str, Any]) -> dict[str, Any]:
     """``work_async``'s next version (a handler change a rollout carries): its output says ``v2``."""
     out = await work_async(job)

@@ -209,6 +209,28 @@ def test_hanging_sync_handler_times_out_and_its_replica_is_replaced(rp: Ripple) 
     wait_for(replaced, 40, "the hung replica stopped and a new one idle")
 
 
+def test_a_replica_whose_loop_is_blocked_is_replaced_and_says_why(rp: Ripple) -> None:
+    """An async handler that never awaits stops its replica's heartbeats: the queue takes the job back after
+    the heartbeat timeout (4 s here), and the pool kills and replaces the replica after twice that, rather
+    than leave it holding its GPU for good."""
+    rp.create_endpoint("blocked", "blocks_loop", gpus=1, minReplicas=1, maxRetries=0)
+    (first,) = rp.wait_replicas("blocked", 1, 60)
+    (job,) = rp.submit("blocked", [{"block_s": 3600}])
+    (final,) = rp.wait_final([job], 30)
+    assert final["status"] == "FAILED" and "heartbeat" in final["error"], final
+
+    def replaced() -> bool:
+        ws = rp.workers("blocked", live_only=False)
+        old = [w for w in ws if w["workerId"] == first["id"]]
+        new = [w for w in ws if w["workerId"] != first["id"] and w["state"] == "idle"]
+        gone = bool(old) and old[0]["state"] == "stopped" and "unresponsive" in (old[0]["reason"] or "")
+        return gone and bool(new)
+
+    wait_for(replaced, 40, "the blocked replica stopped and a new one idle")
+    (old,) = [w for w in rp.workers("blocked", live_only=False) if w["workerId"] == first["id"]]
+    assert "asyncio.to_thread" in (old.get("error") or ""), old
+
+
 def test_drained_worker_takes_nothing_new_and_finishes_what_it_holds(rp: Ripple, tmp_path: Path) -> None:
     log = tmp_path / "runs.jsonl"
     rp.create_endpoint("drainme", "work_async", gpus=0, minReplicas=2, concurrency=1)
