@@ -90,6 +90,15 @@ def cmd_up(args: argparse.Namespace) -> int:
         return 1
     if previous is not None and previous.ray_head_pid and procs.alive(previous.ray_head_pid):
         local.stop_process(previous.ray_head_pid)  # a head left behind by a crash of the last instance
+    if not os.environ.get("RAY_ADDRESS") and not local.port_free(settings.port, settings.host):
+        # Serve's proxy binds with SO_REUSEPORT: a second instance would start, and share the port with
+        # the first, each answering half of the requests.
+        print(
+            f"Port {settings.port} on {settings.host} is in use (another Ripple instance, from another data "
+            "dir, or another server): stop it, or choose another port with --port or RIPPLE_PORT.",
+            file=sys.stderr,
+        )
+        return 2
     keys = load_or_create_keys(settings, create=not settings.insecure)
     local.configure_ray_auth(data_dir, own_head=not os.environ.get("RAY_ADDRESS"))
     store_url, embedded = runtime.resolve_store(settings, detach=True)
@@ -213,6 +222,11 @@ def _stop(state: local.InstanceState, drain_timeout_s: float) -> None:
         if ray.is_initialized():
             from ray import serve
 
+            print(
+                f"Draining the replicas: the jobs they run finish first (at most {drain_timeout_s:g} s, "
+                "RIPPLE_DRAIN_TIMEOUT_S); queued jobs stay in the store.",
+                flush=True,
+            )
             runtime.shutdown(state.namespace, drain_timeout_s=drain_timeout_s)
             serve.shutdown()
     except Exception as exc:  # stopping must go on: the head and the store still need stopping

@@ -53,11 +53,12 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def port_free(port: int) -> bool:
-    """True when nothing listens on 127.0.0.1:port."""
+def port_free(port: int, host: str = "127.0.0.1") -> bool:
+    """True when nothing listens on host:port (a server bound with SO_REUSEPORT, as Serve's proxy is,
+    counts: a second one would share the port with it)."""
     with socket.socket() as s:
         try:
-            s.bind(("127.0.0.1", port))
+            s.bind((host, port))
         except OSError:
             return False
         return True

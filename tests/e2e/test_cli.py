@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import socket
 import uuid
 from pathlib import Path
 
@@ -134,6 +135,24 @@ def test_invalid_settings_stop_up(tmp_path: Path, env: dict[str, str], args: lis
     assert "Traceback" not in proc.stderr
     assert not (data_dir / "ripple.json").exists()
     assert not (data_dir / "redis.pid").exists()
+
+
+def test_up_refuses_a_port_another_server_holds(tmp_path: Path) -> None:
+    """Serve's proxy binds with SO_REUSEPORT: without the check a second instance would share the port with
+    the first (each answering half of the requests). Refused before anything starts."""
+    from conftest import ripple_env
+
+    with socket.socket() as held:
+        held.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+        held.bind(("127.0.0.1", 0))
+        held.listen()
+        port = held.getsockname()[1]
+        data_dir = tmp_path / "data"
+        args = ["up", "--data-dir", str(data_dir), "--detach", "--port", str(port)]
+        proc = run_cli(args, env=ripple_env({}), timeout_s=60)
+    assert proc.returncode == 2 and f"Port {port} on 127.0.0.1 is in use" in proc.stderr, proc.stderr
+    assert "Traceback" not in proc.stderr
+    assert not (data_dir / "ripple.json").exists() and not (data_dir / "redis.pid").exists()
 
 
 def test_no_instance_is_one_line_not_a_traceback(tmp_path: Path) -> None:
