@@ -73,13 +73,13 @@ GONE_RELEASE_MAX_S = 5.0  # how long a dead replica's GPUs may take to show as a
 GONE_TICK_S = 0.1  # reconcile this often while a stopped replica's GPUs are being released
 
 
-UNRESPONSIVE = (
-    "the replica stopped answering: its event loop was blocked, or ended. An async handler runs on that "
-    "loop: blocking code in one (a model call that does not await) stops the replica's heartbeats, takes "
-    "and results until it returns. Make the handler a plain `def` (it then runs in a thread), or await the "
-    "blocking call in a thread (`await asyncio.to_thread(...)`)."
+LOOP_BLOCKED = (
+    "An async handler runs on the replica's event loop: blocking code in one (a model call that does not "
+    "await) holds up the replica's takes, results and job stops until it returns. Make the handler a plain "
+    "`def` (it then runs in a thread), or await the blocking call in a thread "
+    "(`await asyncio.to_thread(...)`)."
 )
-"""The error recorded for a replica lost for not answering (in the pool's last errors and the worker)."""
+"""What to do, recorded with a replica lost for a blocked event loop (the pool's last errors, the worker)."""
 
 
 @dataclass(frozen=True)
@@ -97,9 +97,9 @@ class PoolConfig:
     # How long a replica retries its queue calls while the queue is away (a restart, a head loss): set to
     # the heartbeat timeout when that is longer, as the replica's leases outlive the queue that long.
     queue_retry_s: float = QUEUE_RESTART_WAIT_S
-    # A ready replica that answers no ``status`` this long is lost (killed, replaced): its event loop is
-    # blocked or gone, so it neither heartbeats nor takes, and would hold its GPUs for good. Twice the
-    # heartbeat timeout: the queue has taken its jobs back by then.
+    # A ready replica that answers neither ``status`` nor ``liveness`` this long is lost (killed,
+    # replaced): its process is wedged, it neither heartbeats nor takes, and would hold its GPUs for good.
+    # Twice the heartbeat timeout: the queue has taken its jobs back by then.
     unresponsive_s: float = 120.0
 
 
@@ -412,15 +412,41 @@ class WorkerPool:
                 info = await asyncio.wait_for(r.handle.status.remote(), 2.0)
             except Exception:
                 log.debug("status of %s unavailable", wid)
-                silent_s = time.time() - r.answered_s
-                if silent_s > self.cfg.unresponsive_s:
-                    await self._lost(r, f"unresponsive for {silent_s:.0f} s; replaced", UNRESPONSIVE)
+                await self._unanswered(r)
                 continue
             r.answered_s = time.time()
             r.follow(info, r.answered_s)
             if int(r.info.get("stuck", 0)) >= int(r.info.get("concurrency", 1)):
                 # every thread hangs in a stopped job: replace it (_lost kills it)
                 await self._lost(r, "hung past its jobs' execution timeout; replaced", None)
+
+    async def _unanswered(self, r: TrackedReplica) -> None:
+        """A ready replica's ``status`` went unanswered: its event loop is blocked, or gone. Asked off that
+        loop (``liveness``): blocked in jobs that still run, it is left alone (its keepalive thread holds
+        their leases); blocked past a heartbeat timeout with every held job stopped since (timed out,
+        cancelled: nothing can stop them), or with its loop ended, it is lost; answering nothing at all for
+        ``unresponsive_s``, too."""
+        now_s = time.time()
+        try:
+            live = await asyncio.wait_for(r.handle.liveness.remote(), 2.0)
+        except Exception:
+            live = None
+        if live is None:
+            silent_s = now_s - r.answered_s
+            if silent_s > self.cfg.unresponsive_s:
+                await self._lost(r, f"unresponsive for {silent_s:.0f} s; replaced", None)
+            return
+        r.answered_s = now_s
+        blocked_s = float(live["blockedS"])
+        if not live["loopRunning"]:
+            await self._lost(r, "its event loop ended; replaced", None)
+        elif (
+            blocked_s > 4 * self.cfg.heartbeat_s  # blocked past a heartbeat timeout, not just slow
+            and int(live["held"])
+            and int(live["stoppedWhileBlocked"]) >= int(live["held"])
+        ):
+            why = f"hung: its event loop blocked {blocked_s:.0f} s in jobs stopped since; replaced"
+            await self._lost(r, why, LOOP_BLOCKED)
 
     async def _run_ended(self, r: TrackedReplica, run_ref: Any) -> None:
         """A replica's ``run`` returned (drained) or raised (its process died, or its loop failed: killed)."""
@@ -522,7 +548,9 @@ class WorkerPool:
             await self.queue.report_workers.remote(self.endpoint, records)
 
 
-_REPLICA_CLASS = ray.remote(WorkerReplica)  # exported once per pool process, not once per start
+# Exported once per pool process, not once per start. The ``control`` group answers ``liveness`` on a thread
+# of its own, while the replica's event loop may be blocked.
+_REPLICA_CLASS = ray.remote(concurrency_groups={"control": 1})(WorkerReplica)
 
 
 def ensure_pool(endpoint: str, cfg: PoolConfig) -> Any:

@@ -9,6 +9,10 @@ Lifecycle hooks, as the design asks:
   pool then starts a fresh replica). It keeps running when its caller (the pool) dies: replicas are
   detached actors, and a pool that restarts adopts them and follows them with ``wait_stopped``;
 - drain (``drain``): take nothing new, finish what is held within the deadline, hand back the rest;
+- a blocked event loop (an async handler running blocking code, as RunPod worker files may): a thread
+  heartbeats for it, as the worker SDK's heartbeat thread does, so the held jobs keep their leases; the
+  pool asks ``liveness`` (answered off that loop) and replaces the replica once every held job was
+  stopped meanwhile (timed out, cancelled), or once the loop has ended;
 - ``__ray_shutdown__``: best-effort: tell the queue this worker is gone so its leases return at once.
 Leases cover everything no hook sees (a killed actor, a lost node).
 """
@@ -18,6 +22,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import threading
 import time
 from collections.abc import Awaitable, Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -154,6 +159,12 @@ class WorkerReplica:
         self._running = False  # ``run`` was called (a second call waits for the first one's end)
         self._stopped = asyncio.Event()  # ``run`` ended (``summary`` is then its return value)
         self.summary: dict[str, Any] | None = None
+        # The event loop's pulse, read by the keepalive thread and ``liveness`` (see ``_keepalive``).
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._loop_tick_s = time.monotonic()  # the loop's last tick (``_tick_forever``)
+        self._last_state: dict[str, Any] = {}  # the state of the last heartbeat sent from the loop
+        self._stopped_while_blocked: set[str] = set()  # held jobs the queue stopped while it was blocked
+        self._keepalive_stop = threading.Event()
         warm_workers.leave_standby()  # the next replica on this node starts in a ready process
 
     # Hooks ------------------------------------------------------------------------------------------
@@ -185,8 +196,11 @@ class WorkerReplica:
         self._running = True
         if self.record.state is WorkerState.STARTING:  # not drained before it started
             self._move(WorkerState.IDLE, "serving")
-        beat = asyncio.get_running_loop().create_task(self._heartbeat_forever())
-        flusher = asyncio.get_running_loop().create_task(self._flush_forever())
+        self._loop = asyncio.get_running_loop()
+        beat = self._loop.create_task(self._heartbeat_forever())
+        flusher = self._loop.create_task(self._flush_forever())
+        ticker = self._loop.create_task(self._tick_forever())
+        threading.Thread(target=self._keepalive, name="ripple-keepalive", daemon=True).start()
         await self._beat()  # registers as serving at once, replacing the pool's "starting" record
         await self.direct.store()  # where results go, found before the first one
         try:
@@ -194,6 +208,8 @@ class WorkerReplica:
             await self._finish_held()
         finally:
             self._move(WorkerState.STOPPED, "drained")
+            self._keepalive_stop.set()
+            ticker.cancel()
             beat.cancel()
             await self._flush_now()
             await self.direct.settle()  # a result on its way to the store gets there
@@ -237,6 +253,19 @@ class WorkerReplica:
     async def status(self) -> dict[str, Any]:
         """What the pool plans with."""
         return self._state()
+
+    @ray.method(concurrency_group="control")  # type: ignore[untyped-decorator]
+    async def liveness(self) -> dict[str, Any]:
+        """Answered off the replica's event loop (the ``control`` concurrency group, its own thread), for a
+        pool whose ``status`` went unanswered: whether the loop still runs, how long since it last ticked,
+        how many jobs it holds and how many of them the queue stopped while it was blocked."""
+        loop = self._loop
+        return {
+            "loopRunning": loop is None or loop.is_running(),
+            "blockedS": round(time.monotonic() - self._loop_tick_s, 3),
+            "held": len(self.active),
+            "stoppedWhileBlocked": len(self._stopped_while_blocked),
+        }
 
     # Loops ------------------------------------------------------------------------------------------
 
@@ -446,10 +475,46 @@ class WorkerReplica:
             await asyncio.sleep(self.cfg.heartbeat_s)
             await self._beat()
 
+    async def _tick_forever(self) -> None:
+        while True:
+            self._loop_tick_s = time.monotonic()
+            self._stopped_while_blocked = set()  # the loop runs: it stops its jobs itself
+            await asyncio.sleep(self.cfg.heartbeat_s / 2)
+
+    def _keepalive(self) -> None:
+        """In its own thread while ``run`` runs: when the event loop has not ticked for two heartbeat
+        periods (an async handler blocking it), heartbeat for it with the jobs held, so their leases hold
+        while the handler runs (the worker SDK heartbeats from a thread too). Jobs the reply says to stop
+        cannot be stopped from here: they are noted for ``liveness``. Ends with ``run``, or when the loop
+        has ended (no more heartbeats: the queue takes the jobs back)."""
+        while not self._keepalive_stop.wait(self.cfg.heartbeat_s):
+            loop = self._loop
+            if loop is None or not loop.is_running():
+                log.error("the replica's event loop ended; no more heartbeats", extra=self.log_fields)
+                return
+            if time.monotonic() - self._loop_tick_s < 2 * self.cfg.heartbeat_s:
+                continue
+            held = list(self.active)
+            try:
+                ref = self.queue.heartbeat.remote(
+                    self.cfg.endpoint, self.cfg.worker_id, held, self._last_state
+                )
+                reply = ray.get(ref, timeout=max(self.cfg.heartbeat_s, 5.0))
+            except Exception:
+                log.warning("heartbeat for the blocked loop failed", exc_info=True, extra=self.log_fields)
+                continue
+            self._stopped_while_blocked = set(reply["stop"]) & set(held)
+            log.warning(
+                "event loop blocked for %.0f s (an async handler that does not await); heartbeating for it",
+                time.monotonic() - self._loop_tick_s,
+                extra=self.log_fields,
+            )
+
     async def _beat(self, final: bool = False) -> None:
+        self._last_state = state = self._state()
         try:
             reply = await self.queue.heartbeat.remote(
-                self.cfg.endpoint, self.cfg.worker_id, list(self.active), self._state()
+                self.cfg.endpoint, self.cfg.worker_id, list(self.active), state
             )
         except Exception:
             log.warning("heartbeat failed", exc_info=True, extra=self.log_fields)

@@ -99,11 +99,14 @@ def hang(job: dict[str, Any]) -> None:
         time.sleep(1.0)
 
 
-async def blocks_loop(job: dict[str, Any]) -> None:
-    """An async handler that never awaits: blocks the replica's event loop (its heartbeats, its status)
-    for ``block_s`` seconds."""
+async def blocks_loop(job: dict[str, Any]) -> dict[str, Any]:
+    """An async handler that never awaits: blocks the replica's event loop for ``block_s`` seconds (as
+    a RunPod worker file's ``async def handler`` calling a model synchronously does)."""
+    started = time.time()
     _record(job, "start")
     time.sleep(float(_input(job).get("block_s", 3600)))
+    _record(job, "end")
+    return {"blocked_s": float(_input(job).get("block_s", 3600)), **_where(started)}
 
 
 async def work_v2(job: dict[str, Any]) -> dict[str, Any]:

@@ -209,21 +209,35 @@ def test_hanging_sync_handler_times_out_and_its_replica_is_replaced(rp: Ripple) 
     wait_for(replaced, 40, "the hung replica stopped and a new one idle")
 
 
-def test_a_replica_whose_loop_is_blocked_is_replaced_and_says_why(rp: Ripple) -> None:
-    """An async handler that never awaits stops its replica's heartbeats: the queue takes the job back after
-    the heartbeat timeout (4 s here), and the pool kills and replaces the replica after twice that, rather
-    than leave it holding its GPU for good."""
-    rp.create_endpoint("blocked", "blocks_loop", gpus=1, minReplicas=1, maxRetries=0)
+def test_an_async_handler_blocking_its_loop_past_the_heartbeat_timeout_keeps_its_lease(rp: Ripple) -> None:
+    """An async handler that never awaits (a RunPod worker file calling its model synchronously) blocks the
+    replica's event loop for 10 s, past the heartbeat timeout (4 s here): a thread heartbeats for the loop,
+    as the worker SDK's does, so the job keeps its lease and completes once, and the replica serves on."""
+    rp.create_endpoint("blocking", "blocks_loop", gpus=1, minReplicas=1, maxRetries=1)
+    (first,) = rp.wait_replicas("blocking", 1, 60)
+    (job,) = rp.submit("blocking", [{"block_s": 10}])
+    (final,) = rp.wait_final([job], 40)
+    assert final["status"] == "COMPLETED" and final["attempts"] == 1, final
+    assert final["workerId"] == first["id"] and final["output"]["blocked_s"] == 10
+    (again,) = rp.wait_final(rp.submit("blocking", [{"block_s": 0}]), 20)
+    assert again["status"] == "COMPLETED" and again["workerId"] == first["id"], again
+    assert [w["workerId"] for w in rp.workers("blocking", live_only=False)] == [first["id"]]
+
+
+def test_a_replica_blocked_in_a_stopped_job_is_replaced_and_says_why(rp: Ripple) -> None:
+    """Blocked past the job's execution timeout: the job TIMED_OUT, and nothing can stop it on a blocked
+    loop, so the pool replaces the replica (as one whose threads all hang), saying what to change."""
+    rp.create_endpoint("blocked", "blocks_loop", gpus=1, minReplicas=1, maxRetries=0, executionTimeout=3000)
     (first,) = rp.wait_replicas("blocked", 1, 60)
     (job,) = rp.submit("blocked", [{"block_s": 3600}])
     (final,) = rp.wait_final([job], 30)
-    assert final["status"] == "FAILED" and "heartbeat" in final["error"], final
+    assert final["status"] == "TIMED_OUT", final
 
     def replaced() -> bool:
         ws = rp.workers("blocked", live_only=False)
         old = [w for w in ws if w["workerId"] == first["id"]]
         new = [w for w in ws if w["workerId"] != first["id"] and w["state"] == "idle"]
-        gone = bool(old) and old[0]["state"] == "stopped" and "unresponsive" in (old[0]["reason"] or "")
+        gone = bool(old) and old[0]["state"] == "stopped" and "event loop blocked" in (old[0]["reason"] or "")
         return gone and bool(new)
 
     wait_for(replaced, 40, "the blocked replica stopped and a new one idle")
