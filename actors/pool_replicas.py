@@ -21,6 +21,7 @@ import ray
 
 from actors import ray_cluster
 from orchestrator.core.gpu_types import TypeCapacity
+from orchestrator.core.handlers import error_line
 from orchestrator.core.pool_plan import ReplicaInfo
 from orchestrator.core.rollout import VersionedReplica
 from orchestrator.core.workers import (
@@ -305,6 +306,5 @@ def debit(capacity: dict[str, TypeCapacity], gpu_type: str, gpus: float) -> None
 
 
 def short(exc: BaseException) -> str:
-    """The last line of an error, at most 300 characters."""
-    text = str(exc).strip().splitlines()
-    return text[-1][:300] if text else type(exc).__name__
+    """What an error says failed, in one line of at most 300 characters (:func:`error_line`)."""
+    return error_line(str(exc)) or type(exc).__name__

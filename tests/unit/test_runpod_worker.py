@@ -16,7 +16,7 @@ import pytest
 
 from orchestrator.core import runpod_worker as rw
 from orchestrator.core.errors import InvalidInput
-from orchestrator.core.handlers import Handler, load_handler, run_job
+from orchestrator.core.handlers import Handler, error_line, load_handler, run_job
 from orchestrator.core.jobs import parse_worker_result
 
 pytestmark = pytest.mark.timeout(60)
@@ -388,3 +388,25 @@ async def test_the_example_worker_file_runs_as_a_replica_would(executor: ThreadP
     assert out.body == {"output": ["ripple", "runs", "runpod"]} and pushed == out.body["output"]
     bad, _ = await _run(h, {"id": "j", "input": {"words": "x"}}, executor)
     assert bad.failed and "'words' must be" in bad.body["error"]
+
+
+def test_a_load_error_is_one_line_naming_the_place_of_a_syntax_error() -> None:
+    """What a failed start shows (``ripple deploy``, the version's error, the worker): the last line, and
+    for a syntax error, which names no place there, the file (as the package has it) and the line."""
+    ray_report = (
+        "The actor died because of an error raised in its creation task, ray::WorkerReplica.__init__()\n"
+        '  File "/work/actors/replica.py", line 118, in __init__\n'
+        "    self.handler = load_handler(cfg.handler)\n"
+        '  File "/tmp/ray/session_1/runtime_resources/working_dir_files/_ray_pkg_0a1b2c/src/handler.py", '
+        "line 3\n"
+        "    def handler(job)\n"
+        "                    ^\n"
+        "SyntaxError: expected ':'\n"
+    )
+    assert error_line(ray_report) == "SyntaxError: expected ':' (src/handler.py, line 3)"
+    plain = '  File "/opt/app/model.py", line 9\n    x = (\n        ^\nIndentationError: unexpected indent'
+    assert error_line(plain) == "IndentationError: unexpected indent (/opt/app/model.py, line 9)"
+    assert error_line("Traceback ...\nModuleNotFoundError: No module named 'torch'\n") == (
+        "ModuleNotFoundError: No module named 'torch'"
+    )
+    assert error_line("x" * 500) == "x" * 300 and error_line("  \n") == ""
