@@ -117,7 +117,7 @@ def error_line(text: str, limit: int = 300) -> str:
     lines = text.strip().splitlines()
     if not lines:
         return ""
-    last = lines[-1]
+    last = lines[-1].strip()
     if _SYNTAX_ERROR.match(last):
         for line in reversed(lines[:-1]):
             if frame := _TRACEBACK_FILE.match(line):

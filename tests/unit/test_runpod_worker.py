@@ -409,4 +409,6 @@ def test_a_load_error_is_one_line_naming_the_place_of_a_syntax_error() -> None:
     assert error_line("Traceback ...\nModuleNotFoundError: No module named 'torch'\n") == (
         "ModuleNotFoundError: No module named 'torch'"
     )
+    pip = "Failed to set up the runtime env:\n    ERROR: No matching distribution found for nope==1.0\n"
+    assert error_line(pip) == "ERROR: No matching distribution found for nope==1.0"
     assert error_line("x" * 500) == "x" * 300 and error_line("  \n") == ""
