@@ -17,8 +17,9 @@ import json
 import os
 import sys
 import time
+import warnings
 import zipfile
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
@@ -136,6 +137,25 @@ def build_package(root: Path, max_bytes: int, excludes: list[str] | None = None)
     return Package(data, files, "requirements.txt" in files)
 
 
+def syntax_problems(root: Path, files: Sequence[str]) -> list[str]:
+    """The packaged Python files (``files``, relative to ``root``) that do not compile with this Python:
+    ``PATH, line N: SyntaxError: why`` each. What a replica would fail to import, found before the upload
+    (a version whose replicas start only with the first job would show it only then)."""
+    problems = []
+    for rel in files:
+        if not rel.endswith(".py"):
+            continue
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")  # SyntaxWarnings (invalid escapes) are not failures
+                compile((root / rel).read_bytes(), rel, "exec", dont_inherit=True)
+        except SyntaxError as exc:
+            problems.append(f"{rel}, line {exc.lineno}: {type(exc).__name__}: {exc.msg}")
+        except ValueError as exc:  # source with null bytes
+            problems.append(f"{rel}: {exc}")
+    return problems
+
+
 def _mib(n: float) -> str:
     return f"{n / (1024 * 1024):.1f} MiB"
 
@@ -184,6 +204,15 @@ def cmd_deploy(args: argparse.Namespace, client: Any, max_bytes: int) -> int:
     root = Path(args.path).expanduser().resolve()
     pkg_local = build_package(root, max_bytes, args.exclude)
     print(f"Packaged {len(pkg_local.files)} files from {root} ({_mib(len(pkg_local.data))})", flush=True)
+    if not args.no_check and (problems := syntax_problems(root, pkg_local.files)):
+        python = ".".join(str(n) for n in sys.version_info[:2])
+        print(
+            "ripple deploy: these files do not compile, so the replicas could not import them; nothing "
+            f"was uploaded (checked with Python {python}; --no-check deploys anyway):\n  "
+            + "\n  ".join(problems),
+            file=sys.stderr,
+        )
+        return 1
     pkg = client.request(
         "POST",
         "/api/v1/packages",
@@ -250,7 +279,7 @@ def follow(
             return 1
         endpoint = client.request("GET", f"/api/v1/endpoints/{name}")
         workers = client.request("GET", f"/api/v1/endpoints/{name}/workers")["workers"]
-        line = _progress_line(mine, workers, clock() - start)
+        line, ready = _progress_line(mine, workers, clock() - start)
         if tty:
             stream.write("\r" + line.ljust(len(last_line)))
             stream.flush()
@@ -269,6 +298,12 @@ def follow(
                     "see `ripple status` and `ripple doctor`",
                 )
             print(verdict[1], file=stream)
+            if mine["state"] == "active" and not ready:
+                print(
+                    "No replica runs it yet (none is kept warm): its code loads when the first job starts "
+                    "one; `ripple submit` one to try it, or set minReplicas.",
+                    file=stream,
+                )
             return verdict[0]
         time.sleep(poll_s)
 
@@ -291,7 +326,10 @@ def _verdict(
     return None
 
 
-def _progress_line(version: dict[str, Any], workers: list[dict[str, Any]], elapsed_s: float) -> str:
+def _progress_line(
+    version: dict[str, Any], workers: list[dict[str, Any]], elapsed_s: float
+) -> tuple[str, int]:
+    """The progress line of a followed rollout, and how many of the version's replicas are ready."""
     live = [w for w in workers if w.get("state") != "stopped"]
     mine = [w for w in live if w.get("version") == version["version"]]
     others = [w for w in live if w.get("version") not in (None, version["version"])]
@@ -300,7 +338,7 @@ def _progress_line(version: dict[str, Any], workers: list[dict[str, Any]], elaps
     parts = [f"version {version['version']} {version['state']}", f"{ready} ready", f"{starting} starting"]
     if others:
         parts.append(f"{len(others)} of older versions")
-    return f"[{elapsed_s:5.0f} s] " + ", ".join(parts)
+    return f"[{elapsed_s:5.0f} s] " + ", ".join(parts), ready
 
 
 def _when(ms: Any) -> str:
@@ -361,6 +399,9 @@ def add_parsers(
     dp.add_argument("--exclude", action="append", metavar="PATTERN", help="Leave out (gitignore syntax).")
     dp.add_argument("--timeout", type=float, default=900.0, help="Seconds to follow the rollout.")
     dp.add_argument("--no-wait", action="store_true", help="Return once the version is created.")
+    dp.add_argument(
+        "--no-check", action="store_true", help="Upload even Python files that do not compile here."
+    )
     dp.set_defaults(fn=lambda a: cmd_deploy(a, client(a), max_bytes(a)))
 
     vs = sub.add_parser("versions", help="The versions of an endpoint.")

@@ -3,6 +3,7 @@ endpoint fields it sends; ``follow``'s verdicts on a scripted API."""
 
 from __future__ import annotations
 
+import argparse
 import io
 import os
 import zipfile
@@ -11,7 +12,7 @@ from typing import Any
 
 import pytest
 
-from orchestrator.cli.deploy import build_package, deploy_body, follow
+from orchestrator.cli.deploy import build_package, cmd_deploy, deploy_body, follow, syntax_problems
 from orchestrator.core.errors import InvalidInput
 
 
@@ -135,3 +136,45 @@ def test_follow_verdicts(steps: list[Any], code: int, says: str) -> None:
     rc = follow(ScriptedApi(steps), "ep", 2, 5.0, poll_s=0.0, out=out, clock=lambda: float(next(ticks)))
     assert rc == code and says in out.getvalue()
     assert "version 2" in out.getvalue() and "1 starting" in out.getvalue()
+
+
+def test_a_version_active_with_no_replica_says_its_code_loads_with_the_first_job() -> None:
+    out = io.StringIO()
+    steps: list[Any] = [("active", None, None)]
+    assert follow(ScriptedApi(steps), "ep", 2, 5.0, poll_s=0.0, out=out) == 0
+    assert "is active.\nNo replica runs it yet" in out.getvalue()
+
+
+class RecordingApi:
+    def __init__(self) -> None:
+        self.calls: list[tuple[str, str]] = []
+
+    def request(self, method: str, path: str, **_: Any) -> Any:
+        self.calls.append((method, path))
+        raise AssertionError(f"nothing should reach the API: {method} {path}")
+
+
+def test_deploy_refuses_python_files_that_do_not_compile_before_uploading(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    make_tree(
+        tmp_path,
+        {
+            "handler.py": "import helpers\n\ndef handler(job):\n    return helpers.f(job)\n",
+            "helpers.py": "def f(job)\n    return 1\n",
+            "src/escapes.py": 'PATTERN = "\\d+"\n',  # a SyntaxWarning (invalid escape), not a failure
+            "src/tabs.py": "if True:\n\tx = 1\n        y = 2\n",
+            "notes.txt": "def (",
+        },
+    )
+    files = build_package(tmp_path, 10**6).files
+    assert syntax_problems(tmp_path, files) == [
+        "helpers.py, line 1: SyntaxError: expected ':'",
+        "src/tabs.py, line 3: TabError: inconsistent use of tabs and spaces in indentation",
+    ]
+    args = argparse.Namespace(path=str(tmp_path), endpoint="ep", exclude=None, no_check=False)
+    api = RecordingApi()
+    assert cmd_deploy(args, api, 10**6) == 1 and api.calls == []
+    err = capsys.readouterr().err
+    assert "helpers.py, line 1: SyntaxError: expected ':'" in err and "nothing was uploaded" in err
+    assert "--no-check" in err
