@@ -233,6 +233,8 @@ class WorkerPool:
         if not self._adopted:
             await self._adopt()
         await self._observe()
+        if self._closing:  # close() drains every replica it sees: start none after it began
+            return {"desired": 0, "started": 0, "drained": [], "rollout": None}
         draining_nodes = ray_cluster.draining_nodes()
         # From reading the target to starting replicas nothing awaits: a drain() with a new target that
         # arrives meanwhile would otherwise be planned against the old target and replaced at once.

@@ -316,14 +316,24 @@ def local_ray(request: pytest.FixtureRequest) -> Iterator[None]:
     """A local Ray for this module (``RAY_INIT`` of the module), shut down at its end."""
     prepare_ray_env()
     init = {"num_cpus": 4, "num_gpus": 2, **getattr(request.module, "RAY_INIT", {})}
-    ray.init(
-        address="local",  # a new local Ray of our own, never someone else's running cluster
-        namespace=f"it{uuid.uuid4().hex[:8]}",
-        include_dashboard=False,
-        runtime_env=runtime_env(),
-        log_to_driver=False,
-        **init,
-    )
+    for attempt in (1, 2):
+        try:
+            ray.init(
+                address="local",  # a new local Ray of our own, never someone else's running cluster
+                namespace=f"it{uuid.uuid4().hex[:8]}",
+                include_dashboard=False,
+                runtime_env=runtime_env(),
+                log_to_driver=False,
+                **init,
+            )
+            break
+        except RuntimeError as exc:
+            # Ray's own start-up: its GCS process, forked from this pytest process while gRPC threads of
+            # the module before are still about, may never write its port ("Timed out waiting for file
+            # .../gcs_server_port_..."). Started again once, as the e2e instances' ``ray start`` is.
+            if attempt == 2 or "Timed out waiting for file" not in str(exc):
+                raise
+            ray.shutdown()
     try:
         yield
     finally:

@@ -245,6 +245,21 @@ def test_a_replica_blocked_in_a_stopped_job_is_replaced_and_says_why(rp: Ripple)
     assert "asyncio.to_thread" in (old.get("error") or ""), old
 
 
+def test_a_closing_pool_starts_no_replica_in_a_tick_already_under_way(rp: Ripple) -> None:
+    """``ripple down`` closes every pool. A reconcile tick under way when the close began must not replace
+    the replicas the close drains (it did: the new one was never drained, and the close waited out its
+    whole drain timeout)."""
+    rp.create_endpoint("closing", "work_async", gpus=0, minReplicas=1)
+    rp.wait_replicas("closing", 1, 60)
+    pool = rp.pool("closing")
+    tick = pool.tick.remote()  # awaits the queue first: the close below runs meanwhile
+    closed = pool.close.remote(20.0)
+    assert rp.call(tick, 30)["started"] == 0
+    assert rp.call(closed, 40) == 0  # every replica drained and gone before the deadline
+    ids = [r["workerId"] for r in rp.call(pool.workers.remote())]
+    assert ids == [], ids
+
+
 def test_drained_worker_takes_nothing_new_and_finishes_what_it_holds(rp: Ripple, tmp_path: Path) -> None:
     log = tmp_path / "runs.jsonl"
     rp.create_endpoint("drainme", "work_async", gpus=0, minReplicas=2, concurrency=1)
