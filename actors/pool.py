@@ -45,6 +45,7 @@ from actors.pool_versions import PoolVersions
 from actors.queue_adapters import AutoscalerByName
 from actors.replica import QUEUE_RESTART_WAIT_S, ReplicaConfig, WorkerReplica
 from orchestrator import logs
+from orchestrator.core import health as hs
 from orchestrator.core.gpu_types import TypeCapacity, pick_gpu_type, placement_options
 from orchestrator.core.models import EndpointSpec
 from orchestrator.core.rollout import (
@@ -71,15 +72,6 @@ START_BACKOFF_MAX_S = 60.0
 GONE_LINGER_MAX_S = 30.0  # a stopped replica whose actor Ray never reports dead is forgotten after this
 GONE_RELEASE_MAX_S = 5.0  # how long a dead replica's GPUs may take to show as available on its node
 GONE_TICK_S = 0.1  # reconcile this often while a stopped replica's GPUs are being released
-
-
-LOOP_BLOCKED = (
-    "An async handler runs on the replica's event loop: blocking code in one (a model call that does not "
-    "await) holds up the replica's takes, results and job stops until it returns. Make the handler a plain "
-    "`def` (it then runs in a thread), or await the blocking call in a thread "
-    "(`await asyncio.to_thread(...)`)."
-)
-"""What to do, recorded with a replica lost for a blocked event loop (the pool's last errors, the worker)."""
 
 
 @dataclass(frozen=True)
@@ -423,32 +415,19 @@ class WorkerPool:
                 await self._lost(r, "hung past its jobs' execution timeout; replaced", None)
 
     async def _unanswered(self, r: TrackedReplica) -> None:
-        """A ready replica's ``status`` went unanswered: its event loop is blocked, or gone. Asked off that
-        loop (``liveness``): blocked in jobs that still run, it is left alone (its keepalive thread holds
-        their leases); blocked past a heartbeat timeout with every held job stopped since (timed out,
-        cancelled: nothing can stop them), or with its loop ended, it is lost; answering nothing at all for
-        ``unresponsive_s``, too."""
+        """A ready replica's ``status`` went unanswered (its event loop is blocked, or gone): asked off that
+        loop (``liveness``), and lost or left as :func:`health.unanswered_verdict` says."""
         now_s = time.time()
         try:
             live = await asyncio.wait_for(r.handle.liveness.remote(), 2.0)
         except Exception:
             live = None
-        if live is None:
-            silent_s = now_s - r.answered_s
-            if silent_s > self.cfg.unresponsive_s:
-                await self._lost(r, f"unresponsive for {silent_s:.0f} s; replaced", None)
-            return
-        r.answered_s = now_s
-        blocked_s = float(live["blockedS"])
-        if not live["loopRunning"]:
-            await self._lost(r, "its event loop ended; replaced", None)
-        elif (
-            blocked_s > 4 * self.cfg.heartbeat_s  # blocked past a heartbeat timeout, not just slow
-            and int(live["held"])
-            and int(live["stoppedWhileBlocked"]) >= int(live["held"])
-        ):
-            why = f"hung: its event loop blocked {blocked_s:.0f} s in jobs stopped since; replaced"
-            await self._lost(r, why, LOOP_BLOCKED)
+        silent_s = now_s - r.answered_s
+        if live is not None:
+            r.answered_s = now_s
+        verdict = hs.unanswered_verdict(live, silent_s, self.cfg.heartbeat_s, self.cfg.unresponsive_s)
+        if verdict is not None:
+            await self._lost(r, *verdict)
 
     async def _run_ended(self, r: TrackedReplica, run_ref: Any) -> None:
         """A replica's ``run`` returned (drained) or raised (its process died, or its loop failed: killed)."""

@@ -285,3 +285,36 @@ def can_serve(rec: HealthRecord, now_s: float) -> bool:
     """True when the replica may be handed a job at ``now_s``: PENDING (the job is its check), HEALTHY,
     RECOVERING, or QUARANTINED past its deadline (it is RECOVERING once ticked). False otherwise."""
     return tick(rec, now_s).state in SERVING_STATES
+
+
+LOOP_BLOCKED = (
+    "An async handler runs on the replica's event loop: blocking code in one (a model call that does not "
+    "await) holds up the replica's takes, results and job stops until it returns. Make the handler a plain "
+    "`def` (it then runs in a thread), or await the blocking call in a thread "
+    "(`await asyncio.to_thread(...)`)."
+)
+"""What to do, recorded with a replica lost for a blocked event loop (the pool's last errors, the worker)."""
+
+
+def unanswered_verdict(
+    live: Mapping[str, Any] | None, silent_s: float, heartbeat_s: float, unresponsive_s: float
+) -> tuple[str, str | None] | None:
+    """Whether a ready replica whose ``status`` went unanswered is lost: ``(reason, advice)``, or None to
+    leave it. ``live`` is its ``liveness`` (answered off its event loop; None when that went unanswered
+    too), ``silent_s`` how long since it last answered either.
+
+    - Blocked in jobs that still run: left alone (its keepalive thread holds their leases, as the worker
+      SDK's heartbeat thread does).
+    - Blocked longer than a heartbeat timeout (``4 * heartbeat_s``, not just slow) with every held job
+      stopped meanwhile (timed out, cancelled: nothing can stop them on a blocked loop): lost, with
+      :data:`LOOP_BLOCKED` as the advice.
+    - Its loop ended: lost. Answering nothing at all for longer than ``unresponsive_s``: lost.
+    """
+    if live is None:
+        return (f"unresponsive for {silent_s:.0f} s; replaced", None) if silent_s > unresponsive_s else None
+    if not live["loopRunning"]:
+        return "its event loop ended; replaced", None
+    blocked_s, held = float(live["blockedS"]), int(live["held"])
+    if blocked_s > 4 * heartbeat_s and held and int(live["stoppedWhileBlocked"]) >= held:
+        return f"hung: its event loop blocked {blocked_s:.0f} s in jobs stopped since; replaced", LOOP_BLOCKED
+    return None

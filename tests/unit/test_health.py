@@ -362,3 +362,19 @@ def test_quarantine_only_after_n_failures_in_a_row(outcomes: list[bool], n: int)
             assert rec.consecutive_failures >= n, "quarantined before N failed jobs in a row"
         if not ok and run >= n and before.state in SERVING_STATES:
             assert rec.state in (S.QUARANTINED, S.EVICTED)
+
+
+def test_a_replica_that_does_not_answer_its_status_is_lost_only_when_it_is_wedged() -> None:
+    live = {"loopRunning": True, "blockedS": 30.0, "held": 2, "stoppedWhileBlocked": 1}
+    verdict = h.unanswered_verdict
+    assert verdict(live, 0.0, 1.0, 8.0) is None  # blocked in a job that still runs: its leases hold
+    assert verdict({**live, "blockedS": 3.0, "stoppedWhileBlocked": 2}, 0.0, 1.0, 8.0) is None  # just slow
+    assert verdict({**live, "held": 0, "stoppedWhileBlocked": 0}, 0.0, 1.0, 8.0) is None
+    assert verdict({**live, "stoppedWhileBlocked": 2}, 0.0, 1.0, 8.0) == (
+        "hung: its event loop blocked 30 s in jobs stopped since; replaced",
+        h.LOOP_BLOCKED,
+    )
+    assert verdict({**live, "loopRunning": False}, 0.0, 1.0, 8.0) == ("its event loop ended; replaced", None)
+    assert verdict(None, 8.0, 1.0, 8.0) is None  # no answer at all, not for long yet
+    assert verdict(None, 9.4, 1.0, 8.0) == ("unresponsive for 9 s; replaced", None)
+    assert "asyncio.to_thread" in h.LOOP_BLOCKED
