@@ -492,7 +492,7 @@ class WorkerReplica:
             if loop is None or not loop.is_running():
                 log.error("the replica's event loop ended; no more heartbeats", extra=self.log_fields)
                 return
-            if time.monotonic() - self._loop_tick_s < 2 * self.cfg.heartbeat_s:
+            if not hs.keepalive_due(time.monotonic() - self._loop_tick_s, self.cfg.heartbeat_s):
                 continue
             held = list(self.active)
             try:

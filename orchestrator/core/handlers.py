@@ -198,8 +198,6 @@ async def run_job(
     except asyncio.CancelledError:
         raise
     except BaseException as exc:  # SystemExit and KeyboardInterrupt too: the job's failure, not the replica's
-        if handler.streams:
-            return rw.outcome_of_stream([], rw.exception_error(exc, worker_id), handler.options)
         return rw.outcome_of_exception(exc, worker_id, handler.options)
     if handler.streams:
         return rw.outcome_of_stream(output, None, handler.options)

@@ -296,6 +296,12 @@ LOOP_BLOCKED = (
 """What to do, recorded with a replica lost for a blocked event loop (the pool's last errors, the worker)."""
 
 
+def keepalive_due(blocked_s: float, heartbeat_s: float) -> bool:
+    """Whether a replica's keepalive thread heartbeats for its event loop: the loop has not ticked for
+    ``blocked_s``, two heartbeat periods or more (it ticks every half period: not just a slow step)."""
+    return blocked_s >= 2 * heartbeat_s
+
+
 def unanswered_verdict(
     live: Mapping[str, Any] | None, silent_s: float, heartbeat_s: float, unresponsive_s: float
 ) -> tuple[str, str | None] | None:

@@ -19,7 +19,7 @@ The SDK's semantics (runpod 1.12 ``rp_job``/``rp_scale``), as pure functions the
 - :func:`next_concurrency` the modifier, called with the current value before each take;
 - :func:`outcome_of_return`, :func:`outcome_of_stream`, :func:`outcome_of_exception`: what a handler's
   return, stream or exception makes of the job (the ``job-done`` body, failed or not, replace the worker
-  or not).
+  or not); every failure is a :func:`failed_outcome`.
 """
 
 from __future__ import annotations
@@ -312,12 +312,21 @@ def outcome_of_stream(chunks: Sequence[Any], error: str | None, options: WorkerO
     """A generator handler ended: ``chunks`` were streamed; ``error`` (from :func:`chunk_error` or an
     exception) fails the job. The final output is the list of chunks with ``return_aggregate_stream``,
     else ``[]`` (posted with ``isStream=true``, as the SDK does)."""
-    body: dict[str, Any] = (
-        {"error": error} if error else {"output": list(chunks) if options.return_aggregate_stream else []}
-    )
+    if error:
+        return failed_outcome(error, options)
+    body: dict[str, Any] = {"output": list(chunks) if options.return_aggregate_stream else []}
     if options.refresh_worker:
         body["stopPod"] = True
-    return JobOutcome(body, error is not None, options.refresh_worker)
+    return JobOutcome(body, False, options.refresh_worker)
+
+
+def failed_outcome(error: str, options: WorkerOptions) -> JobOutcome:
+    """The job FAILED with ``error`` (its text as sent); the worker carries on, replaced after the job
+    only under ``refresh_worker``."""
+    body: dict[str, Any] = {"error": error}
+    if options.refresh_worker:
+        body["stopPod"] = True
+    return JobOutcome(body, True, options.refresh_worker)
 
 
 def exception_error(exc: BaseException, worker_id: str) -> str:
@@ -340,10 +349,7 @@ def exception_error(exc: BaseException, worker_id: str) -> str:
 def not_json_outcome(problem: str, options: WorkerOptions) -> JobOutcome:
     """The handler's output (or its ``error``, or a stream chunk) is not JSON (``problem``: why, as
     ``json.dumps`` said): the job FAILED saying so; the worker carries on."""
-    body: dict[str, Any] = {"error": f"the handler's output is not JSON: {problem}"}
-    if options.refresh_worker:
-        body["stopPod"] = True
-    return JobOutcome(body, True, options.refresh_worker)
+    return failed_outcome(f"the handler's output is not JSON: {problem}", options)
 
 
 def json_problem(value: Any) -> str | None:
@@ -359,7 +365,4 @@ def json_problem(value: Any) -> str | None:
 def outcome_of_exception(exc: BaseException, worker_id: str, options: WorkerOptions) -> JobOutcome:
     """A plain handler raised ``exc``: the job FAILED with the SDK's error JSON; the worker carries on
     (replaced only under ``refresh_worker``)."""
-    body: dict[str, Any] = {"error": exception_error(exc, worker_id)}
-    if options.refresh_worker:
-        body["stopPod"] = True
-    return JobOutcome(body, True, options.refresh_worker)
+    return failed_outcome(exception_error(exc, worker_id), options)

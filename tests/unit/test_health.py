@@ -378,3 +378,9 @@ def test_a_replica_that_does_not_answer_its_status_is_lost_only_when_it_is_wedge
     assert verdict(None, 8.0, 1.0, 8.0) is None  # no answer at all, not for long yet
     assert verdict(None, 9.4, 1.0, 8.0) == ("unresponsive for 9 s; replaced", None)
     assert "asyncio.to_thread" in h.LOOP_BLOCKED
+
+
+def test_the_keepalive_heartbeats_for_a_loop_only_once_it_missed_two_heartbeat_periods() -> None:
+    assert not h.keepalive_due(0.0, 5.0)
+    assert not h.keepalive_due(9.9, 5.0)  # a slow step: the loop ticks every half period
+    assert h.keepalive_due(10.0, 5.0) and h.keepalive_due(120.0, 5.0)

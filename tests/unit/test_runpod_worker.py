@@ -190,6 +190,13 @@ def test_refresh_worker_in_the_return_is_stripped_and_asks_for_a_new_worker() ->
     assert rw.outcome_of_return("x", every).refresh
     assert rw.outcome_of_exception(ValueError("x"), "w", every).refresh
     assert rw.outcome_of_stream([1], None, every).refresh
+    for failed in (
+        rw.outcome_of_exception(ValueError("x"), "w", every),
+        rw.outcome_of_stream([1], "chunk 1 failed", every),
+        rw.not_json_outcome("Object of type bytes is not JSON serializable", every),
+    ):  # a failed job under refresh_worker still replaces the worker after it
+        assert failed.failed and failed.refresh and failed.body["stopPod"] is True
+        assert _done(failed)[0] == "failed"
 
 
 def test_exception_error_carries_message_and_traceback() -> None:
