@@ -3,7 +3,12 @@
 Pushes a file of jobs through an endpoint from inside the Ray cluster (``Client.in_cluster()``, no HTTP),
 reports progress on stdout (visible in ``ray job logs``), and writes one result per input line, in input
 order. Resumable: submitted job ids are recorded next to the output (``<output>.ids``) as they are accepted,
-so a re-run submits only the lines never accepted and collects the rest.
+so a re-run submits only the lines never accepted and collects the rest (with the same endpoint and input:
+ids recorded for another endpoint, or past the input's end, are refused).
+
+Nothing is submitted from a file with a line that is not JSON; that line is named. Such an error, an
+unknown endpoint or a full queue ends the run with exit code 1 and one line on stderr; exit code 2 when
+some jobs did not complete.
 """
 
 from __future__ import annotations
@@ -18,19 +23,53 @@ from pathlib import Path
 from typing import Any
 
 from orchestrator.client import FINAL_NAMES, InClusterClient
+from orchestrator.core.errors import InvalidInput, RippleError
+from orchestrator.core.jobs import inputs_of_lines
 from orchestrator.core.wait_reason import waiting_line
 
 log = logging.getLogger("ripple.batch")
 
 
-def _load_ids(path: Path) -> dict[int, str]:
+def _load_ids(path: Path, endpoint: str, n_inputs: int) -> dict[int, str]:
+    """Job ids an earlier run submitted, by input line (``path``: one JSON object per accepted job).
+
+    Raises InvalidInput when they went to another endpoint, or name a line past the end of the input
+    (the input changed since): their results are not this run's, so use another ``--output``. A torn last
+    line (that run was killed while writing it) is dropped: its job is submitted again."""
     ids: dict[int, str] = {}
-    if path.exists():
-        for line in path.read_text().splitlines():
-            if line.strip():
-                row = json.loads(line)
-                ids[int(row["line"])] = str(row["id"])
+    if not path.exists():
+        return ids
+    rows = [line for line in path.read_text().splitlines() if line.strip()]
+    for n, line in enumerate(rows, 1):
+        try:
+            row = json.loads(line)
+        except ValueError:
+            if n == len(rows):
+                break
+            raise InvalidInput(f"{path}, line {n}: not valid JSON; use another --output") from None
+        if row.get("endpoint", endpoint) != endpoint:
+            raise InvalidInput(
+                f"{path} records jobs submitted to endpoint {row['endpoint']!r}, not {endpoint!r}: "
+                "use another --output"
+            )
+        if int(row["line"]) >= n_inputs:
+            raise InvalidInput(
+                f"{path} records a job for input line {int(row['line']) + 1}, and the input has "
+                f"{n_inputs} jobs now: use another --output"
+            )
+        ids[int(row["line"])] = str(row["id"])
     return ids
+
+
+def read_inputs(path: Path) -> list[Any]:
+    """The job inputs of a JSON Lines file (:func:`~orchestrator.core.jobs.inputs_of_lines`). Raises
+    InvalidInput for a file that cannot be read, a line that is not JSON, or a file with no job."""
+    try:
+        with path.open(encoding="utf-8") as f:
+            return inputs_of_lines(f, str(path))
+    except (OSError, UnicodeDecodeError) as exc:
+        why = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
+        raise InvalidInput(f"cannot read {path}: {why}") from None
 
 
 def run(
@@ -43,17 +82,14 @@ def run(
     poll_s: float = 1.0,
     timeout_s: float = 86_400.0,
     client: Any = None,
+    inputs: list[Any] | None = None,
 ) -> dict[str, int]:
-    """Submit what is not yet submitted, wait for every job, write results in order; returns counts."""
+    """Submit what is not yet submitted, wait for every job, write results in order; returns counts.
+    ``inputs``: those of ``input_path``, when the caller read them already (:func:`read_inputs`)."""
+    inputs = read_inputs(input_path) if inputs is None else inputs
     client = client or InClusterClient(namespace)
-    inputs = []
-    with input_path.open() as f:
-        for line in f:
-            if line.strip():
-                row = json.loads(line)
-                inputs.append(row["input"] if isinstance(row, dict) and "input" in row else row)
     ids_path = output_path.with_name(output_path.name + ".ids")
-    ids = _load_ids(ids_path)
+    ids = _load_ids(ids_path, endpoint, len(inputs))
     todo = [i for i in range(len(inputs)) if i not in ids]
     print(
         f"{len(inputs)} jobs in {input_path}; {len(ids)} already submitted; submitting {len(todo)}",
@@ -66,7 +102,7 @@ def run(
                 lines, client.submit_many(endpoint, [inputs[i] for i in lines]), strict=True
             ):
                 ids[i] = job_id
-                log.write(json.dumps({"line": i, "id": job_id}) + "\n")
+                log.write(json.dumps({"line": i, "id": job_id, "endpoint": endpoint}) + "\n")
             log.flush()
             os.fsync(log.fileno())
             print(f"submitted {min(start + chunk, len(todo))}/{len(todo)}", flush=True)
@@ -121,19 +157,27 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--chunk", type=int, default=1000)
     p.add_argument("--timeout-s", type=float, default=86_400.0)
     args = p.parse_args(argv)
-    import ray
+    try:
+        inputs = read_inputs(args.input)  # a bad file is said before joining Ray
+        import ray
 
-    ray.init(
-        address=os.environ.get("RAY_ADDRESS", "auto"), namespace=args.namespace, logging_level=logging.WARNING
-    )
-    counts = run(
-        args.endpoint,
-        args.input,
-        args.output,
-        namespace=args.namespace,
-        chunk=args.chunk,
-        timeout_s=args.timeout_s,
-    )
+        ray.init(
+            address=os.environ.get("RAY_ADDRESS", "auto"),
+            namespace=args.namespace,
+            logging_level=logging.WARNING,
+        )
+        counts = run(
+            args.endpoint,
+            args.input,
+            args.output,
+            namespace=args.namespace,
+            chunk=args.chunk,
+            timeout_s=args.timeout_s,
+            inputs=inputs,
+        )
+    except RippleError as exc:  # a bad file, an unknown endpoint, a full queue: said, not a traceback
+        print(f"batch: {exc}", file=sys.stderr, flush=True)
+        return 1
     return 0 if set(counts) <= {"COMPLETED"} else 2
 
 

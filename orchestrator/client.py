@@ -250,9 +250,24 @@ class InClusterClient:
         self._finals_checked = False
 
     def _get(self, ref: Any) -> Any:
+        """``ray.get``; a Ripple error the queue raised is raised as itself (NotFound, QueueFull...), as
+        the HTTP client raises it, not wrapped in Ray's task error."""
         import ray
 
-        return ray.get(ref)
+        try:
+            return ray.get(ref)
+        except ray.exceptions.RayTaskError as exc:
+            raise _ripple_cause(exc) from None
+
+    @staticmethod
+    async def _await(ref: Any) -> Any:
+        """``await ref``, with the queue's Ripple errors raised as in :meth:`_get`."""
+        import ray
+
+        try:
+            return await ref
+        except ray.exceptions.RayTaskError as exc:
+            raise _ripple_cause(exc) from None
 
     def _store(self) -> SyncFinals | None:
         """The job store, where results are awaited when this process reaches it (asked of the queue
@@ -376,14 +391,14 @@ class InClusterClient:
             kw.get("ttl_s"),
             kw.get("low_priority", False),
         )
-        return str((await self._queue.submit.remote(endpoint, [_run_request(body)]))[0])
+        return str((await self._await(self._queue.submit.remote(endpoint, [_run_request(body)])))[0])
 
     async def asubmit_many(self, endpoint: str, inputs: Sequence[Any]) -> list[str]:
         reqs = [_run_request({"input": x}) for x in inputs]
-        return list(await self._queue.submit.remote(endpoint, reqs))
+        return list(await self._await(self._queue.submit.remote(endpoint, reqs)))
 
     async def astatus(self, job_id: str, endpoint: str) -> dict[str, Any]:
-        return dict(await self._queue.status.remote(endpoint, job_id))
+        return dict(await self._await(self._queue.status.remote(endpoint, job_id)))
 
     async def aresult(self, job_id: str, endpoint: str, timeout_s: float = 90.0) -> dict[str, Any]:
         """As :meth:`result`; the wait on the store runs in a thread."""
@@ -393,10 +408,16 @@ class InClusterClient:
             if obj is not None:
                 return dict(obj)
             timeout_s = 0.0
-        return dict(await self._queue.wait_final.remote(endpoint, job_id, timeout_s))
+        return dict(await self._await(self._queue.wait_final.remote(endpoint, job_id, timeout_s)))
 
     async def acancel(self, job_id: str, endpoint: str) -> dict[str, Any]:
-        return dict(await self._queue.cancel.remote(endpoint, job_id))
+        return dict(await self._await(self._queue.cancel.remote(endpoint, job_id)))
+
+
+def _ripple_cause(exc: Exception) -> Exception:
+    """The Ripple error behind a Ray task error (raised in the queue actor), else the task error."""
+    cause = getattr(exc, "cause", None)
+    return cause if isinstance(cause, RippleError) else exc
 
 
 __all__ = ["Client", "InClusterClient", "JobStatus"]

@@ -316,7 +316,7 @@ def _endpoint_body(args: argparse.Namespace) -> dict[str, Any]:
         if value is not None:
             body[field] = value
     if getattr(args, "runtime_env", None):
-        body["runtimeEnv"] = json.loads(args.runtime_env)
+        body["runtimeEnv"] = _json_flag("--runtime-env", args.runtime_env)
     for item in getattr(args, "set", None) or []:
         key, _, raw = item.partition("=")
         try:
@@ -366,14 +366,21 @@ def _warn_if_never_fits(c: Any, endpoint: dict[str, Any]) -> None:
         )
 
 
+def _json_flag(flag: str, text: str) -> Any:
+    """The JSON value of a flag; a value that is not JSON exits 2 naming the flag and why."""
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as exc:
+        print(f"ripple: {flag} is not valid JSON ({exc})", file=sys.stderr)
+        raise SystemExit(2) from None
+
+
 def cmd_submit(args: argparse.Namespace) -> int:
-    c = _client(args)
-    if args.input is not None:
-        inputs = [json.loads(args.input)]
-    else:
-        with open(args.file) as f:
-            inputs = [json.loads(line) for line in f if line.strip()]
+    from orchestrator.batch import read_inputs
+
+    inputs = read_inputs(Path(args.file)) if args.input is None else [_json_flag("--input", args.input)]
     inputs = [x["input"] if isinstance(x, dict) and "input" in x else x for x in inputs]
+    c = _client(args)
     ids = (
         c.submit_many(args.endpoint, inputs, chunk=1000)
         if len(inputs) > 1

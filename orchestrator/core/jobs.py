@@ -13,12 +13,12 @@ fake applies it through :func:`check_transition`, and the tests walk every edge 
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from enum import Enum
 from typing import Any
 
-from orchestrator.core.errors import Conflict
+from orchestrator.core.errors import Conflict, InvalidInput
 from orchestrator.core.expr import Expr, Num, Op, Var
 
 
@@ -120,6 +120,27 @@ def parse_worker_result(body: Any) -> WorkerResult:
         text = error if isinstance(error, str) else json.dumps(error)
         return WorkerResult("failed", output=body.get("output"), error=text, stop_worker=stop)
     return WorkerResult("completed", output=body.get("output"), stop_worker=stop)
+
+
+def inputs_of_lines(lines: Iterable[str], where: str) -> list[Any]:
+    """The job inputs of a JSON Lines file (``ripple submit --file``, ``python -m orchestrator.batch``):
+    one JSON value per line, blank lines skipped; ``{"input": x, ...}`` is the job of input ``x``, any
+    other value is the input itself. Raises InvalidInput naming the file (``where``), the line and why for
+    a line that is not JSON, and for a file with no job: nothing is submitted from a file with a bad line.
+    """
+    inputs: list[Any] = []
+    for n, line in enumerate(lines, 1):
+        if not line.strip():
+            continue
+        try:
+            row = json.loads(line)
+        except ValueError as exc:
+            why = f"{exc.msg} at column {exc.colno}" if isinstance(exc, json.JSONDecodeError) else str(exc)
+            raise InvalidInput(f"{where}, line {n}: not valid JSON ({why})") from None
+        inputs.append(row["input"] if isinstance(row, dict) and "input" in row else row)
+    if not inputs:
+        raise InvalidInput(f"{where}: no jobs in it (one JSON value per line)")
+    return inputs
 
 
 def oversized_result_error(what: str, size_bytes: int, limit_bytes: int) -> str:

@@ -54,6 +54,13 @@ def test_in_cluster_client_validates_before_calling_the_actor(rp: Ripple) -> Non
     assert rp.call(rp.queue.health.remote("inv"))["jobs"]["inQueue"] == 0, "nothing reached the queue"
     with pytest.raises(NotFound):
         c.submit("no-such-endpoint", {"value": 1})
+    # Raised in the queue actor, and raised here as itself (as over HTTP), not as Ray's task error
+    with pytest.raises(NotFound) as missing:
+        c.submit_many("no-such-endpoint", [{"value": 1}])
+    assert type(missing.value) is NotFound and str(missing.value) == "endpoint 'no-such-endpoint' not found"
+    with pytest.raises(NotFound) as missing:
+        asyncio.run(c.asubmit("no-such-endpoint", {"value": 1}))
+    assert type(missing.value) is NotFound
 
 
 def test_in_cluster_client_awaits_results_on_the_store(rp: Ripple) -> None:

@@ -10,6 +10,8 @@ from typing import Any
 import pytest
 
 from orchestrator import batch
+from orchestrator.core.errors import InvalidInput
+from orchestrator.core.jobs import inputs_of_lines
 
 pytestmark = pytest.mark.timeout(10)
 
@@ -63,3 +65,49 @@ def test_progress_is_reported_when_no_job_says_why(
 ) -> None:
     assert _run(tmp_path, FakeClient(queued_polls=1, reason=None)) == {"COMPLETED": 3}
     assert "done 0/3 (0%)" in capsys.readouterr().out.splitlines()
+
+
+def test_a_file_with_a_line_that_is_not_json_submits_nothing_and_names_the_line(tmp_path: Path) -> None:
+    src = tmp_path / "jobs.jsonl"
+    src.write_text('{"input": 1}\n\n{"input": 2}\nnot json\n')
+    client = FakeClient(queued_polls=0)
+    why = r"jobs\.jsonl, line 4: not valid JSON \(Expecting value at column 1\)"
+    with pytest.raises(InvalidInput, match=why):
+        batch.run("ep", src, tmp_path / "out.jsonl", client=client)
+    assert client.polls == 0 and not (tmp_path / "out.jsonl.ids").exists()
+    with pytest.raises(InvalidInput, match=r"cannot read .*missing\.jsonl: No such file or directory"):
+        batch.run("ep", tmp_path / "missing.jsonl", tmp_path / "out.jsonl", client=client)
+    (tmp_path / "blank.jsonl").write_text("\n \n")
+    with pytest.raises(InvalidInput, match=r"blank\.jsonl: no jobs in it"):
+        batch.run("ep", tmp_path / "blank.jsonl", tmp_path / "out.jsonl", client=client)
+
+
+def test_lines_are_inputs_or_jobs_with_an_input() -> None:
+    lines = ['{"input": {"p": 1}, "webhook": null}', "", "[1, 2]", '{"prompt": "x"}', "3"]
+    assert inputs_of_lines(lines, "f") == [{"p": 1}, [1, 2], {"prompt": "x"}, 3]
+
+
+def test_a_rerun_resumes_only_with_the_same_endpoint_and_input(tmp_path: Path) -> None:
+    out = tmp_path / "out.jsonl"
+    assert _run(tmp_path, FakeClient(queued_polls=0)) == {"COMPLETED": 3}
+    rows = [json.loads(line) for line in (tmp_path / "out.jsonl.ids").read_text().splitlines()]
+    assert rows == [{"line": i, "id": f"j{i}", "endpoint": "ep"} for i in range(3)]
+    with pytest.raises(InvalidInput, match="submitted to endpoint 'ep', not 'other': use another --output"):
+        batch.run("other", tmp_path / "jobs.jsonl", out, client=FakeClient(queued_polls=0))
+    (tmp_path / "short.jsonl").write_text('{"input": 0}\n')
+    with pytest.raises(InvalidInput, match="a job for input line 2, and the input has 1 jobs now"):
+        batch.run("ep", tmp_path / "short.jsonl", out, client=FakeClient(queued_polls=0))
+
+
+def test_a_torn_last_id_line_is_submitted_again(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    (tmp_path / "out.jsonl.ids").write_text('{"line": 0, "id": "j0", "endpoint": "ep"}\n{"line": 1, "i')
+    assert _run(tmp_path, FakeClient(queued_polls=0)) == {"COMPLETED": 3}
+    assert "3 jobs in" in (out := capsys.readouterr().out) and "1 already submitted; submitting 2" in out
+
+
+def test_main_says_what_went_wrong_in_one_line(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    (tmp_path / "jobs.jsonl").write_text("{nope\n")
+    args = ["--endpoint", "ep", "--input", str(tmp_path / "jobs.jsonl"), "--output", str(tmp_path / "o")]
+    assert batch.main(args) == 1  # refused before joining Ray
+    err = capsys.readouterr().err
+    assert err.startswith("batch: ") and "line 1: not valid JSON" in err and "Traceback" not in err

@@ -1,0 +1,50 @@
+"""A user's mistake on ``ripple``'s command line (a jobs file or flag that is not JSON, a file that is not
+there) is one line naming what and why, with a non-zero exit, before any call to Ripple: no traceback."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from orchestrator.cli.main import main
+
+pytestmark = pytest.mark.timeout(20)
+
+NOWHERE = ["--url", "http://127.0.0.1:9"]  # nothing listens there: a call to Ripple would fail otherwise
+
+
+@pytest.fixture(autouse=True)
+def _key(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    monkeypatch.setenv("RIPPLE_API_KEY", "rk_x")
+    monkeypatch.setenv("RIPPLE_DATA_DIR", str(tmp_path / "data"))
+
+
+def _err(capsys: pytest.CaptureFixture[str]) -> str:
+    err = capsys.readouterr().err
+    assert "Traceback" not in err
+    return err.strip()
+
+
+def test_a_jobs_file_with_a_bad_line_submits_nothing(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    jobs = tmp_path / "jobs.jsonl"
+    jobs.write_text('{"input": 1}\n{"input": 2,}\n')
+    assert main([*NOWHERE, "submit", "ep", "--file", str(jobs)]) == 1
+    why = "Expecting property name enclosed in double quotes at column 13"
+    assert _err(capsys) == f"ripple: {jobs}, line 2: not valid JSON ({why})"
+    assert main([*NOWHERE, "submit", "ep", "--file", str(tmp_path / "nope.jsonl")]) == 1
+    assert _err(capsys) == f"ripple: cannot read {tmp_path / 'nope.jsonl'}: No such file or directory"
+
+
+@pytest.mark.parametrize(
+    "args",
+    [["submit", "ep", "--input", "{bad"], ["endpoint", "update", "ep", "--runtime-env", "{bad"]],
+)
+def test_a_json_flag_that_is_not_json_is_named(args: list[str], capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as exc:
+        main([*NOWHERE, *args])
+    assert exc.value.code == 2
+    flag = args[-2]
+    assert _err(capsys).startswith(f"ripple: {flag} is not valid JSON (Expecting property name")
