@@ -26,6 +26,7 @@ from orchestrator.core.errors import (
     QueueFull,
     RippleError,
     Unauthorized,
+    invalid,
 )
 from orchestrator.core.jobs import FINAL, JobStatus
 from orchestrator.core.models import RunRequest
@@ -76,7 +77,7 @@ def _run_request(body: dict[str, Any]) -> RunRequest:
         return RunRequest.model_validate(body)
     except ValidationError as exc:
         errors = [{"loc": list(e["loc"]), "msg": e["msg"], "type": e["type"]} for e in exc.errors()]
-        raise InvalidInput("invalid job", errors) from None
+        raise invalid("invalid job", errors) from None
 
 
 def _raise(resp: httpx.Response) -> Any:

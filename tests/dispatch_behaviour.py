@@ -193,6 +193,11 @@ async def test_update_endpoint_validates_the_patched_spec_as_a_whole(rig: Rig) -
     with pytest.raises(InvalidInput) as info:
         await rig.d.update_endpoint("ep", EndpointPatch.model_validate({"gpus": -1}))
     assert info.value.detail[0]["loc"] == ["gpus"]
+    with pytest.raises(InvalidInput) as info:  # the field by its wire name, and why
+        await rig.d.update_endpoint("ep", EndpointPatch.model_validate({"maxReplicas": -1}))
+    assert info.value.detail[0]["loc"] == ["maxReplicas"]
+    why = "maxReplicas: Input should be greater than or equal to 0"
+    assert str(info.value) == f"invalid endpoint update: {why}"
     assert (await rig.d.get_endpoint("ep"))["minReplicas"] == 1, "a refused update changes nothing"
 
 

@@ -19,7 +19,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from orchestrator.core.errors import NotReady, RippleError, Unauthorized
+from orchestrator.core.errors import NotReady, RippleError, Unauthorized, field_reasons
 
 log = logging.getLogger("ripple.http")
 
@@ -59,7 +59,7 @@ def validation_detail(exc: RequestValidationError) -> tuple[str, list[dict[str, 
             why = (e.get("ctx") or {}).get("error") or d["msg"]
             reasons.append(f"body: not valid JSON ({why} at character {d['loc'][-1]})")
         else:
-            reasons.append(f"{'.'.join(d['loc'][1:] or d['loc'])}: {d['msg']}")
+            reasons.append(field_reasons([d]))
     return f"invalid request: {'; '.join(reasons)}", detail
 
 

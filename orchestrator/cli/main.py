@@ -24,7 +24,7 @@ import httpx
 from orchestrator.cli import deploy
 from orchestrator.cli import keys as keys_cli
 from orchestrator.cli.logs import add_parser as add_logs_parser
-from orchestrator.core.errors import ConfigError, NotReady, RippleError
+from orchestrator.core.errors import ConfigError, InvalidInput, NotFound, NotReady, RippleError
 from orchestrator.core.gpu_types import parse_gpus_flag
 from orchestrator.ops import local, procs
 
@@ -588,7 +588,9 @@ def main(argv: list[str] | None = None) -> int:
         print(f"ripple: configuration error: {exc}", file=sys.stderr)
         return 2
     except RippleError as exc:
-        detail = f" {json.dumps(exc.detail)}" if exc.detail else ""
+        # A 422's message names each field and why, a 404's what is missing: their detail only repeats it
+        repeats = isinstance(exc, InvalidInput | NotFound)
+        detail = f" {json.dumps(exc.detail)}" if exc.detail and not repeats else ""
         print(f"ripple: {exc}{detail}", file=sys.stderr)
         return 1
     except httpx.TransportError as exc:  # no instance there: say so rather than print a traceback

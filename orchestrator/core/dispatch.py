@@ -25,7 +25,7 @@ from pydantic import ValidationError
 from orchestrator import logs
 from orchestrator.core.dispatch_versions import VersionDispatch
 from orchestrator.core.endpoint_problem import POOL_ERROR_TTL_S
-from orchestrator.core.errors import Conflict, InvalidInput, NotFound
+from orchestrator.core.errors import Conflict, NotFound, invalid
 from orchestrator.core.jobs import RETRYABLE, JobStatus, JobView
 from orchestrator.core.models import EndpointPatch, EndpointSpec, NewJob, RunRequest, new_job_id
 from orchestrator.core.wait_reason import (
@@ -94,7 +94,7 @@ class Dispatcher(VersionDispatch):
         try:
             updated = patch.apply(spec)
         except ValidationError as exc:
-            raise InvalidInput("invalid endpoint update", validation_errors(exc)) from None
+            raise invalid("invalid endpoint update", validation_errors(exc)) from None
         await self._put_spec(spec, updated)
         return await self.get_endpoint(name)
 

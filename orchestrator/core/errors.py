@@ -79,3 +79,23 @@ class NotReady(RippleError):
 
 class ConfigError(RippleError):
     """A setting is invalid; start-up stops with this message."""
+
+
+def field_reasons(errors: list[dict[str, Any]]) -> str:
+    """Pydantic's errors (``loc``, ``msg``) as ``FIELD: why; FIELD: why``: FIELD the dotted location
+    without a leading ``body``/``query``/``path``/``header``/``cookie``; pydantic's ``Value error, ``
+    prefix dropped (the why is ours)."""
+    reasons = []
+    for e in errors:
+        loc = [str(p) for p in e.get("loc", ())]
+        if len(loc) > 1 and loc[0] in ("body", "query", "path", "header", "cookie"):
+            loc = loc[1:]
+        why = str(e.get("msg", "")).removeprefix("Value error, ")
+        reasons.append(f"{'.'.join(loc)}: {why}" if loc else why)
+    return "; ".join(reasons)
+
+
+def invalid(what: str, errors: list[dict[str, Any]]) -> InvalidInput:
+    """InvalidInput whose message says ``what`` is invalid and, for each field, why (``invalid endpoint
+    update: maxReplicas: Input should be greater than or equal to 0``); ``errors`` is its detail."""
+    return InvalidInput(f"{what}: {field_reasons(errors)}", errors)

@@ -216,8 +216,8 @@ class EndpointPatch(_Wire):
     def apply(self, spec: EndpointSpec) -> EndpointSpec:
         """Return ``spec`` with the fields this patch sets, validated as a whole (raises ValidationError).
         ``version`` is not a patch field: the dispatcher sets it."""
-        merged = spec.model_dump()
-        merged.update(self.model_dump(exclude_unset=True))
+        merged = spec.model_dump(by_alias=True)  # by the wire names, which its errors then name too
+        merged.update(self.model_dump(by_alias=True, exclude_unset=True))
         return EndpointSpec.model_validate(merged)
 
 

@@ -13,7 +13,7 @@ import ray
 from api_fakes import Harness, boot, harness
 
 import serve_app
-from orchestrator.core.errors import QueueFull
+from orchestrator.core.errors import QueueFull, field_reasons, invalid
 from orchestrator.core.models import EndpointSpec
 
 pytestmark = pytest.mark.timeout(30)
@@ -197,3 +197,18 @@ def test_serve_app_composes_every_router_around_its_state() -> None:
 
 def _spec(name: str) -> EndpointSpec:
     return EndpointSpec(name=name)
+
+
+def test_field_reasons_name_the_field_and_why_in_the_users_words() -> None:
+    errors = [
+        {"loc": ["body", "name"], "msg": "Value error, 'a_b' is not a DNS-1123 label", "type": "value_error"},
+        {"loc": ["maxReplicas"], "msg": "Input should be greater than or equal to 0", "type": "ge"},
+        {"loc": [], "msg": "Input should be a valid dictionary", "type": "dict_type"},
+    ]
+    assert field_reasons(errors) == (
+        "name: 'a_b' is not a DNS-1123 label; maxReplicas: Input should be greater than or equal to 0; "
+        "Input should be a valid dictionary"
+    )
+    err = invalid("invalid job", errors[1:2])
+    assert str(err) == "invalid job: maxReplicas: Input should be greater than or equal to 0"
+    assert err.detail == errors[1:2] and err.status_code == 422
