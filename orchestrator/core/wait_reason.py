@@ -285,7 +285,7 @@ def never_fits(
     today = sum(float(n.get("gpus") or 0.0) for n in nodes)
     if max_gpus is not None and max_gpus > today:
         if gpus > max_gpus:
-            return f"needs {gpus:g} GPUs per replica, above the cluster's limit maxGpus {max_gpus:g}"
+            return f"needs {_gpus(gpus)} per replica, above the cluster's limit maxGpus {max_gpus:g}"
         return None  # nodes to come may offer what it needs
     types = list(gpu_types or ())
 
@@ -298,6 +298,11 @@ def never_fits(
     if largest + 1e-9 >= gpus:
         return None
     kind = f" of type {' or '.join(types)}" if types else ""
-    has = f"the largest node has {largest:g} GPUs{kind}"
+    has = f"the largest node has {_gpus(largest)}{kind}"
     have = f"no node offers GPUs{kind}" if largest <= 0 else has
-    return f"needs {gpus:g} GPUs{kind} per replica, but {have} and the cluster cannot grow (no maxGpus)"
+    return f"needs {_gpus(gpus)}{kind} per replica, but {have} and the cluster cannot grow (no maxGpus)"
+
+
+def _gpus(n: float) -> str:
+    """``1 GPU``, ``2 GPUs``, ``0.5 GPUs``."""
+    return f"{n:g} GPU" if n == 1 else f"{n:g} GPUs"

@@ -266,13 +266,13 @@ CPU_NODE = {"gpus": 0.0, "gpusByType": {}}
 
 def test_never_fits() -> None:
     assert never_fits(2.0, None, [ONE_GPU_NODE, ONE_GPU_NODE], None) == (
-        "needs 2 GPUs per replica, but the largest node has 1 GPUs and the cluster cannot grow (no maxGpus)"
+        "needs 2 GPUs per replica, but the largest node has 1 GPU and the cluster cannot grow (no maxGpus)"
     )
     assert never_fits(1.0, None, [CPU_NODE], None) == (
-        "needs 1 GPUs per replica, but no node offers GPUs and the cluster cannot grow (no maxGpus)"
+        "needs 1 GPU per replica, but no node offers GPUs and the cluster cannot grow (no maxGpus)"
     )
     assert never_fits(1.0, ["A100"], [ONE_GPU_NODE], None) == (
-        "needs 1 GPUs of type A100 per replica, but no node offers GPUs of type A100 and the cluster cannot "
+        "needs 1 GPU of type A100 per replica, but no node offers GPUs of type A100 and the cluster cannot "
         "grow (no maxGpus)"
     )
     assert never_fits(1.0, ["A100", "T4"], [ONE_GPU_NODE], None) is None
