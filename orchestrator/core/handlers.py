@@ -76,7 +76,11 @@ def load_handler(ref: str) -> Handler:
         raise InvalidInput(f"handler {ref!r} is not of the form 'module' or 'module:function'")
     rw.install()
     with rw.capture_starts() as started:
-        module = importlib.import_module(module_name)
+        try:
+            module = importlib.import_module(module_name)
+        except ModuleNotFoundError as exc:  # the same error, saying where to put what is missing
+            hint = missing_module_hint(module_name, exc.name)
+            raise ModuleNotFoundError(f"{exc.msg}: {hint}", name=exc.name, path=exc.path) from exc
     config = rw.started_config(module_name)
     if config is None and started:  # start() called by a module the handler's module imports
         config = started[0]
@@ -101,6 +105,22 @@ def load_handler(ref: str) -> Handler:
     raise InvalidInput(
         f"handler {ref!r}: module {module_name!r} neither calls runpod.serverless.start() nor defines a "
         f"function named 'handler'; name the function as '{module_name}:FUNCTION'"
+    )
+
+
+def missing_module_hint(handler_module: str, missing: str | None) -> str:
+    """What to do when importing ``handler_module`` found no module ``missing``: the handler's own code
+    is not on the worker's path (deploy its folder, or start Ripple where it lives), or one of its
+    dependencies is not installed there (``requirements.txt``, or the endpoint's ``runtimeEnv.pip``)."""
+    if missing is None or handler_module == missing or handler_module.startswith(f"{missing}."):
+        return (
+            "the handler's own code is not on this worker's path: deploy its folder with `ripple deploy "
+            "PATH --endpoint NAME`, or start Ripple in the directory that holds it"
+        )
+    return (
+        f"a module the handler imports is not installed on this worker: add the package that provides "
+        f"{missing.split('.')[0]!r} to the folder's requirements.txt (`ripple deploy` installs it) or to "
+        "runtimeEnv.pip"
     )
 
 

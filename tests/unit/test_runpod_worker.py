@@ -7,6 +7,7 @@ import asyncio
 import json
 import sys
 import textwrap
+import traceback
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -123,6 +124,22 @@ def test_a_module_with_no_handler_is_refused_with_the_rule(modules: Any) -> None
         load_handler(f"{name}:missing")
     with pytest.raises(InvalidInput, match="'module' or 'module:function'"):
         load_handler(f"{name}:")
+
+
+def test_a_missing_module_says_whether_the_code_or_a_dependency_is_missing(modules: Any) -> None:
+    with pytest.raises(ModuleNotFoundError) as own:
+        load_handler("no_such_pkg.handlers:echo")
+    assert own.value.name == "no_such_pkg"
+    assert str(own.value).startswith("No module named 'no_such_pkg': the handler's own code is not on")
+    assert "ripple deploy PATH --endpoint NAME" in str(own.value)
+    name = modules("needs_torch", "import torchh.nn\n\ndef handler(job):\n    return 1\n")
+    with pytest.raises(ModuleNotFoundError) as dep:
+        load_handler(name)
+    assert dep.value.name == "torchh"
+    assert str(dep.value).startswith("No module named 'torchh': a module the handler imports is not")
+    assert "add the package that provides 'torchh' to the folder's requirements.txt" in str(dep.value)
+    line = error_line("".join(traceback.format_exception(dep.value)))
+    assert line.startswith("ModuleNotFoundError: No module named 'torchh': ") and "runtimeEnv.pip" in line
 
 
 @pytest.mark.parametrize(
