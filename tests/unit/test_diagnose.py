@@ -218,6 +218,19 @@ def test_handler_import_error_carries_the_traceback() -> None:
     assert "ModuleNotFoundError" in got.detail
 
 
+def test_a_deleted_endpoints_failed_workers_are_its_past() -> None:
+    gone = [
+        worker(f"old-{i}", "old", "stopped", reason="failed to start: ModuleNotFoundError: x")
+        for i in range(2)
+    ]
+    gone += [worker(f"old-d{i}", "old", "stopped", reason="died: ActorDiedError") for i in range(3)]
+    f = replace(healthy(), workers=[*healthy().workers, *gone])
+    rules_now = rules(diagnose(f, NOW_S))
+    assert "workers.handler_import" not in rules_now and "workers.repeated_failures" not in rules_now
+    unread = replace(f, endpoints=[], errors={"endpoints": "HTTP 503"})  # not known to be gone: said
+    assert "workers.handler_import" in rules(diagnose(unread, NOW_S))
+
+
 def test_repeated_failures() -> None:
     dead = [worker(f"gen-{i}", "gen", "stopped", reason="died: ActorDiedError") for i in range(3)]
     got = one(replace(healthy(), workers=[*healthy().workers, *dead]), "workers.repeated_failures")

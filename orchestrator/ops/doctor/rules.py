@@ -176,8 +176,8 @@ def check_workers(f: Facts, now_s: float) -> list[Finding]:
             )
     import_errors = {
         str(w.get("endpoint"))
-        for w in f.workers
-        if not view_is_live(w) and str(w.get("reason") or "").startswith("failed to start")
+        for w in _past_workers(f)
+        if str(w.get("reason") or "").startswith("failed to start")
     }
     return out + _failed_workers(f) + _endpoint_problems(f, import_errors)
 
@@ -219,13 +219,19 @@ def _endpoint_problems(f: Facts, already: set[str]) -> list[Finding]:
     return out
 
 
+def _past_workers(f: Facts) -> list[Mapping[str, Any]]:
+    """Workers that ended, of endpoints that still exist: a deleted endpoint's failures are its past (all
+    of them when the endpoints could not be read)."""
+    eps = _endpoints(f)
+    known = "endpoints" not in f.errors
+    return [w for w in f.workers if not view_is_live(w) and (not known or str(w.get("endpoint")) in eps)]
+
+
 def _failed_workers(f: Facts) -> list[Finding]:
     eps = _endpoints(f)
     imports: dict[str, list[Mapping[str, Any]]] = defaultdict(list)
     crashes: dict[str, list[Mapping[str, Any]]] = defaultdict(list)
-    for w in f.workers:
-        if view_is_live(w):
-            continue
+    for w in _past_workers(f):
         reason = str(w.get("reason") or "")
         if reason.startswith("failed to start"):
             imports[str(w.get("endpoint"))].append(w)
