@@ -248,7 +248,7 @@ def _failed_workers(f: Facts) -> list[Finding]:
                 "workers",
                 "workers.handler_import",
                 f"Endpoint {ep}: {len(ws)} worker(s) failed to start; the handler {handler!r} does not "
-                f"load: {str(last.get('reason'))[len('failed to start: ') :][:200]}",
+                f"load: {str(last.get('reason'))[len('failed to start: ') :][:300]}",
                 f"Fix the handler: ship its code with `ripple deploy PATH --endpoint {ep}` (a folder with "
                 f"the module and its requirements.txt), or point the endpoint at the right one: "
                 f"`ripple endpoint update {ep} --handler MODULE:FUNCTION`.",
