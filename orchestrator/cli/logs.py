@@ -76,7 +76,9 @@ def show(
     out: Callable[[str], None],
     err: Callable[[str], None],
 ) -> int:
-    """Print each selected worker's last ``tail`` lines; 0, or 1 when some worker's logs failed."""
+    """Print each selected worker's last ``tail`` lines; 0, or 1 when some worker's logs failed. A worker
+    that printed nothing to ``stream`` is said on ``err`` (where to look instead: Python's ``logging``
+    writes to stderr)."""
     failed = 0
     for wid in sel.worker_ids:
         try:
@@ -85,6 +87,9 @@ def show(
             err(f"ripple logs: worker {wid}: {exc}")
             failed += 1
             continue
+        if not reply["lines"]:
+            other = "; Python's logging writes to stderr: --stderr shows it" if stream == "stdout" else ""
+            err(f"ripple logs: worker {wid} printed nothing to {stream}{other}")
         for line in reply["lines"]:
             out(prefixed(wid, line) if sel.prefix else line)
     return 1 if failed else 0

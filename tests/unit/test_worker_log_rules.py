@@ -6,7 +6,7 @@ from typing import Any
 
 import pytest
 
-from orchestrator.cli.logs import logs_path, select
+from orchestrator.cli.logs import Selection, logs_path, select, show
 from orchestrator.core.errors import Conflict, NotFound
 from orchestrator.core.worker_logs import LineSplitter, clean_lines, last_lines, log_target, prefixed
 
@@ -83,3 +83,25 @@ def test_select_explains_an_endpoint_without_replica_logs() -> None:
 def test_logs_path_quotes_and_follows() -> None:
     assert logs_path("w 1", 5, "stderr", False) == "/api/v1/workers/w%201/logs?tail=5&stream=stderr"
     assert logs_path("w1", -1, "stdout", True).endswith("&follow=true")
+
+
+class _Logs:
+    """The logs route of two replicas: ``w1`` printed a line, ``w2`` nothing."""
+
+    def request(self, method: str, path: str, **kwargs: Any) -> Any:
+        return {"lines": ["hello"] if path.startswith("/api/v1/workers/w1/") else []}
+
+    def lines(self, path: str, **kwargs: Any) -> Any:
+        raise AssertionError("not followed")
+
+
+def test_a_replica_that_printed_nothing_is_said_with_where_to_look() -> None:
+    out: list[str] = []
+    err: list[str] = []
+    assert show(_Logs(), Selection(["w1", "w2"], True, []), 100, "stdout", out.append, err.append) == 0
+    assert out == ["[w1] hello"]
+    hint = "Python's logging writes to stderr: --stderr shows it"
+    assert err == [f"ripple logs: worker w2 printed nothing to stdout; {hint}"]
+    err.clear()
+    show(_Logs(), Selection(["w2"], False, []), 100, "stderr", out.append, err.append)
+    assert err == ["ripple logs: worker w2 printed nothing to stderr"]
