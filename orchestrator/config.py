@@ -12,6 +12,7 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any
+from urllib.parse import urlsplit, urlunsplit
 
 from pydantic import (
     BaseModel,
@@ -97,6 +98,22 @@ class AutoscalerSettings(BaseModel):
         )
 
 
+def mask_url(url: str | None) -> str | None:
+    """A URL with its password (and user name) replaced by ``***``."""
+    if not url:
+        return url
+    parts = urlsplit(url)
+    if parts.password is None and parts.username is None:
+        return url
+    host = parts.hostname or ""
+    netloc = "***@" + host + (f":{parts.port}" if parts.port else "")
+    return urlunsplit((parts.scheme, netloc, parts.path, parts.query, parts.fragment))
+
+
+REDIS_SCHEMES = ("redis://", "rediss://", "unix://")
+"""The URL forms of ``redis_url`` (``redis.Redis.from_url``)."""
+
+
 class Settings(BaseSettings):
     """Every setting of a Ripple instance. See the contract for the user-facing ones."""
 
@@ -162,6 +179,13 @@ class Settings(BaseSettings):
     def _prefix(cls, value: str) -> str:
         if not value or any(c.isspace() for c in value):
             raise ValueError("must be a non-empty string without spaces")
+        return value
+
+    @field_validator("redis_url")
+    @classmethod
+    def _redis_url(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is not None and not value.get_secret_value().startswith(REDIS_SCHEMES):
+            raise ValueError(f"must start with {', '.join(REDIS_SCHEMES)} (redis-py's URL forms)")
         return value
 
     @field_validator("log_level")
@@ -275,7 +299,8 @@ def _describe(exc: ValidationError) -> str:
         if err["type"] == "extra_forbidden":
             lines.append(f"unknown setting {name} ({env}) = {shown}: {err['msg']}{_known(err['loc'])}")
         else:
-            lines.append(f"invalid setting {name} ({env}) = {shown}: {err['msg']}")
+            why = str(err["msg"]).removeprefix("Value error, ")
+            lines.append(f"invalid setting {name} ({env}) = {shown}: {why}")
     return "; ".join(lines)
 
 

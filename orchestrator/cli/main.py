@@ -101,7 +101,8 @@ def cmd_up(args: argparse.Namespace) -> int:
         return 2
     keys = load_or_create_keys(settings, create=not settings.insecure)
     local.configure_ray_auth(data_dir, own_head=not os.environ.get("RAY_ADDRESS"))
-    store_url, embedded = runtime.resolve_store(settings, detach=True)
+    # checked before Ray starts: one line, not a control actor's traceback
+    store_url, embedded = runtime.resolve_store(settings, detach=True, check=True)
     head = None
     address = os.environ.get("RAY_ADDRESS")
     state = local.InstanceState(

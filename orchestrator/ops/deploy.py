@@ -52,7 +52,7 @@ def main(argv: list[str]) -> int:
             namespace=settings.namespace,
             logging_level=logging.WARNING,
         )
-        store_url, embedded = instance.resolve_store(settings, detach=True)
+        store_url, embedded = instance.resolve_store(settings, detach=True, check=True)
         boot = boot_config(settings, store_url, embedded, auth_config(settings, keys))
         ensure_control_actors(boot)
         url = instance.deploy_serve(boot, settings)

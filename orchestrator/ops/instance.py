@@ -11,22 +11,43 @@ import logging
 import time
 
 from orchestrator.boot import BootConfig
-from orchestrator.config import Settings
+from orchestrator.config import Settings, mask_url
 from orchestrator.core.errors import NotReady
 from orchestrator.names import APP_NAME, AUTOSCALER_NAME, QUEUE_NAME
 
 log = logging.getLogger("ripple.instance")
 
 
-def resolve_store(settings: Settings, *, detach: bool) -> tuple[str, bool]:
+def resolve_store(settings: Settings, *, detach: bool, check: bool = False) -> tuple[str, bool]:
     """The store URL: ``RIPPLE_REDIS_URL`` when set, else the embedded Redis of the data dir (started or
-    adopted here). Returns ``(url, embedded)``."""
+    adopted here). Returns ``(url, embedded)``. ``check``: raise NotReady when an external store does not
+    answer (:func:`check_store_reachable`), for commands that start things; not in the Serve app's builder,
+    which must not fail for a store still starting."""
     if settings.redis_url is not None:
-        return settings.redis_url.get_secret_value(), False
+        url = settings.redis_url.get_secret_value()
+        if check:
+            check_store_reachable(url)
+        return url, False
     from orchestrator.ops import embedded_redis
 
     server = embedded_redis.start(settings.data_dir, detach=detach)
     return server.url, True
+
+
+def check_store_reachable(url: str, timeout_s: float = 5.0) -> None:
+    """Raise NotReady naming the store (its password masked) and why when a PING to ``url`` fails within
+    ``timeout_s``: said before anything starts, not as a control actor's traceback later."""
+    import redis
+
+    client = redis.Redis.from_url(url, socket_connect_timeout=timeout_s, socket_timeout=timeout_s)
+    try:
+        client.ping()
+    except (redis.RedisError, OSError) as exc:
+        raise NotReady(
+            f"cannot reach the store at {mask_url(url)}: {exc} (check RIPPLE_REDIS_URL / --redis-url)"
+        ) from None
+    finally:
+        client.close()
 
 
 def deploy_serve(boot: BootConfig, settings: Settings, *, blocking_ready_s: float = 120.0) -> str:

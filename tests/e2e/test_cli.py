@@ -117,6 +117,12 @@ def test_submit_one_and_a_file(ripple_app: Instance, workers: object, tmp_path: 
         ({}, ["--port", "70000"], "port"),
         ({"RIPPLE_HEARTBEAT_TIMEOUT_S": "-1"}, [], "RIPPLE_HEARTBEAT_TIMEOUT_S"),
         ({"RIPPLE_LOG_LEVEL": "LOUD"}, [], "RIPPLE_LOG_LEVEL"),
+        ({"RIPPLE_REDIS_URL": "localhost:6379"}, [], "RIPPLE_REDIS_URL"),
+        (
+            {},
+            ["--redis-url", f"redis://127.0.0.1:{free_port()}", "--port", str(free_port())],
+            "cannot reach the store at redis://127.0.0.1:",
+        ),
         ({"RIPPLE_DIRECT_INGRESS_PORT": "80"}, [], "RIPPLE_DIRECT_INGRESS_PORT"),
         (
             {"RIPPLE_DIRECT_INGRESS_PORT": "30000", "RAY_ADDRESS": "127.0.0.1:1"},

@@ -110,6 +110,16 @@ def test_invalid_flag_and_yaml_values(tmp_path: Path) -> None:
         load_settings(write_yaml(tmp_path, "prot: 1\n"))
 
 
+def test_a_redis_url_must_be_one_redis_py_reads(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("RIPPLE_REDIS_URL", "http://user:pw@host:6379")
+    with pytest.raises(ConfigError) as info:
+        load_settings()
+    assert "invalid setting redis_url (RIPPLE_REDIS_URL) = ***: must start with redis://" in str(info.value)
+    assert "pw" not in str(info.value)
+    for url in ("redis://h:6379/0", "rediss://:pw@h:6380", "unix:///tmp/r.sock"):
+        assert load_settings(redis_url=url).redis_url is not None
+
+
 def test_every_invalid_setting_is_reported_at_once(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("RIPPLE_PORT", "x")
     monkeypatch.setenv("RIPPLE_LOG_LEVEL", "y")
@@ -257,3 +267,14 @@ def test_cpu_and_memory_caps_from_the_environment_reach_the_policy(monkeypatch: 
     assert ups == 2 and "CPUs" in reasons, "5 CPUs hold two 2-CPU replicas"
     ups, reasons = granted(cpus=1, memory_mb=512)
     assert ups == 3 and "memory" in reasons, "1536 MB hold three 512 MB replicas"
+
+
+def test_an_unreachable_store_is_said_before_anything_starts() -> None:
+    from orchestrator.core.errors import NotReady
+    from orchestrator.ops.instance import check_store_reachable
+
+    with pytest.raises(NotReady) as info:
+        check_store_reachable("redis://user:secret@127.0.0.1:1/0", timeout_s=2.0)
+    msg = str(info.value)
+    assert msg.startswith("cannot reach the store at redis://***@127.0.0.1:1/0: ") and "secret" not in msg
+    assert "refused" in msg and msg.endswith("(check RIPPLE_REDIS_URL / --redis-url)")

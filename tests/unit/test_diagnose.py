@@ -8,15 +8,9 @@ from typing import Any
 
 import pytest
 
+from orchestrator.config import mask_url
 from orchestrator.ops.doctor.diagnose import diagnose, exit_code
-from orchestrator.ops.doctor.facts import (
-    Facts,
-    Finding,
-    LocalFacts,
-    Thresholds,
-    mask,
-    mask_url,
-)
+from orchestrator.ops.doctor.facts import Facts, Finding, LocalFacts, Thresholds, mask
 
 pytestmark = pytest.mark.timeout(10)
 

@@ -12,7 +12,6 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any, Literal
-from urllib.parse import urlsplit, urlunsplit
 
 from orchestrator.ops.doctor.facts_k8s import KubeFacts
 
@@ -89,18 +88,6 @@ def mask(value: str | None, keep: int = 4) -> str | None:
     if not value:
         return value
     return value[:keep] + "…" if len(value) > keep else "…"
-
-
-def mask_url(url: str | None) -> str | None:
-    """A URL with its password (and user name) replaced by ``***``."""
-    if not url:
-        return url
-    parts = urlsplit(url)
-    if parts.password is None and parts.username is None:
-        return url
-    host = parts.hostname or ""
-    netloc = "***@" + host + (f":{parts.port}" if parts.port else "")
-    return urlunsplit((parts.scheme, netloc, parts.path, parts.query, parts.fragment))
 
 
 def _f(sev: Severity, cat: str, rule: str, issue: str, action: str, detail: Any = None) -> Finding:

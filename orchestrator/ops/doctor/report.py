@@ -22,9 +22,10 @@ from typing import Any
 import httpx
 
 from orchestrator import __version__
+from orchestrator.config import mask_url
 from orchestrator.ops import local, procs
 from orchestrator.ops.doctor.diagnose import diagnose, exit_code
-from orchestrator.ops.doctor.facts import Facts, Finding, LocalFacts, Thresholds, mask, mask_url
+from orchestrator.ops.doctor.facts import Facts, Finding, LocalFacts, Thresholds, mask
 from orchestrator.ops.doctor.facts_k8s import KubeFacts
 from orchestrator.ops.doctor.kubernetes import gather_if_in_cluster
 from orchestrator.ops.doctor.rules_k8s import pod_rows
