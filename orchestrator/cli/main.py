@@ -24,7 +24,7 @@ import httpx
 from orchestrator.cli import deploy
 from orchestrator.cli import keys as keys_cli
 from orchestrator.cli.logs import add_parser as add_logs_parser
-from orchestrator.core.errors import ConfigError, InvalidInput, NotFound, NotReady, RippleError
+from orchestrator.core.errors import ConfigError, InvalidInput, NotFound, NotReady, RippleError, Unauthorized
 from orchestrator.core.gpu_types import parse_gpus_flag
 from orchestrator.ops import local, procs
 
@@ -479,8 +479,30 @@ def cmd_status(args: argparse.Namespace) -> int:
     from orchestrator.cli.status import render_status
 
     c, state = _connect(args)
-    print(render_status(c, color=sys.stdout.isatty(), direct_url=state.direct_url if state else None))
+    try:
+        text = render_status(c, color=sys.stdout.isatty(), direct_url=state.direct_url if state else None)
+    except NotReady as exc:
+        print(f"ripple: {exc}{_default_url_note(args)}", file=sys.stderr)
+        return 1
+    print(text)
     return 0
+
+
+def _default_url_note(args: argparse.Namespace) -> str:
+    """Where the URL came from, when no instance is recorded in the data dir and none was given: nothing
+    may answer there, or an instance of another data dir (which refuses this one's key)."""
+    if args.url or os.environ.get("RIPPLE_URL"):
+        return ""
+    try:
+        data_dir = _settings(args).data_dir.resolve()
+    except ConfigError:
+        return ""
+    if local.read_state(data_dir) is not None:
+        return ""
+    return (
+        f" (no instance is recorded in {data_dir}, so this asked the default URL: choose one with "
+        "--data-dir or --url)"
+    )
 
 
 def cmd_doctor(args: argparse.Namespace) -> int:
@@ -592,11 +614,12 @@ def main(argv: list[str] | None = None) -> int:
         # A 422's message names each field and why, a 404's what is missing: their detail only repeats it
         repeats = isinstance(exc, InvalidInput | NotFound)
         detail = f" {json.dumps(exc.detail)}" if exc.detail and not repeats else ""
-        print(f"ripple: {exc}{detail}", file=sys.stderr)
+        note = _default_url_note(args) if isinstance(exc, Unauthorized) and args.command != "up" else ""
+        print(f"ripple: {exc}{detail}{note}", file=sys.stderr)
         return 1
     except httpx.TransportError as exc:  # no instance there: say so rather than print a traceback
-        hint = "is it up? see --url / --data-dir"
-        print(f"ripple: cannot reach Ripple{_where(exc)}: {exc} ({hint})", file=sys.stderr)
+        hint = _default_url_note(args) or " (is it up? see --url / --data-dir)"
+        print(f"ripple: cannot reach Ripple{_where(exc)}: {exc}{hint}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
         return 130

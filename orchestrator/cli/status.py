@@ -15,6 +15,7 @@ from collections import Counter, defaultdict
 from collections.abc import Mapping, Sequence
 from typing import Any, Protocol
 
+from orchestrator.core.errors import NotReady
 from orchestrator.core.webhook_outcomes import trouble
 from orchestrator.core.workers import QUARANTINED_BUCKET, WorkerState, view_count_state, view_store_trouble
 
@@ -106,17 +107,15 @@ def render_status(
 ) -> str:
     """The status screen as text (ANSI colours when ``color``); ``direct_url``: the API without Serve's
     proxy, as ``ripple up`` recorded it (``RIPPLE_DIRECT_INGRESS_PORT``), shown when known; ``now_s``: the
-    wall clock ages are read against (now when None)."""
+    wall clock ages are read against (now when None). Raises NotReady, saying why, when Ripple answers
+    neither its info nor its endpoints (a part that does not answer is shown on the screen)."""
     info, info_err = _read(client, "/api/v1/info")
     eps, eps_err = _read(client, "/api/v1/endpoints")
     stats, _ = _read(client, "/api/v1/stats")
     workers, _ = _read(client, "/api/v1/workers")
     auto, auto_err = _read(client, "/api/v1/autoscaler/status")
     if info is None and eps is None:
-        why = info_err or eps_err
-        return (
-            _paint(f"Ripple is not answering: {why}\nRun `ripple doctor` for a diagnosis.", RED, color) + "\n"
-        )
+        raise NotReady(f"Ripple is not answering: {info_err or eps_err}; `ripple doctor` diagnoses it")
     info = info or {}
     auto = auto or {}
     gpus = auto.get("gpus") or {}

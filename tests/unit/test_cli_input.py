@@ -48,3 +48,19 @@ def test_a_json_flag_that_is_not_json_is_named(args: list[str], capsys: pytest.C
     assert exc.value.code == 2
     flag = args[-2]
     assert _err(capsys).startswith(f"ripple: {flag} is not valid JSON (Expecting property name")
+
+
+def test_with_no_instance_recorded_the_default_url_is_named_as_such(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setenv("RIPPLE_PORT", "9")  # the default URL: nothing listens there
+    assert main(["endpoint", "list"]) == 1
+    err = _err(capsys)
+    assert err.startswith("ripple: cannot reach Ripple at http://127.0.0.1:9/api/v1/endpoints: ")
+    assert err.endswith(
+        f"(no instance is recorded in {tmp_path / 'data'}, so this asked the default URL: choose one with "
+        "--data-dir or --url)"
+    )
+    assert main(["status"]) == 1, "status exits non-zero when Ripple does not answer"
+    err = _err(capsys)
+    assert err.startswith("ripple: Ripple is not answering: ") and "so this asked the default URL" in err

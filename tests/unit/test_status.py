@@ -144,8 +144,9 @@ def test_a_failing_autoscaler_shows_as_unavailable() -> None:
 
 def test_unreachable_app_says_so() -> None:
     everything = tuple(REPLIES)
-    out = render_status(FakeClient(REPLIES, failing=everything), color=False)
-    assert "not answering" in out and "ripple doctor" in out
+    with pytest.raises(NotReady) as info:  # ripple status then exits 1
+        render_status(FakeClient(REPLIES, failing=everything), color=False)
+    assert "not answering" in str(info.value) and "ripple doctor" in str(info.value)
 
 
 def test_no_endpoints_yet() -> None:
