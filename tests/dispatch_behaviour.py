@@ -205,8 +205,10 @@ async def test_delete_endpoint_cancels_queued_and_refuses_while_running(rig: Rig
     await rig.d.create_endpoint(ep())
     job = await leased(rig)
     queued = await submit_one(rig.d)
-    with pytest.raises(Conflict):
+    with pytest.raises(Conflict) as info:
         await rig.d.delete_endpoint("ep")
+    assert str(info.value).startswith("endpoint 'ep' has 1 job in progress: set maxReplicas to 0")
+    assert info.value.detail == {"inProgress": 1}
     await rig.d.done("ep", "w1", job, {"output": 1})
     assert (await rig.d.delete_endpoint("ep"))["cancelledJobs"] == 1
     assert (await rig.d.get_job(queued))["status"] == "CANCELLED"

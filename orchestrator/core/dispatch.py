@@ -127,8 +127,12 @@ class Dispatcher(VersionDispatch):
         await self._endpoint(name)
         running = (await self.store.counts(name)).get("in_progress", 0)
         if running:
+            jobs = "1 job" if running == 1 else f"{running} jobs"
             raise Conflict(
-                f"endpoint {name!r} has {running} jobs in progress; drain it first", {"inProgress": running}
+                f"endpoint {name!r} has {jobs} in progress: set maxReplicas to 0 (`ripple endpoint update "
+                f"{name} --max 0`) so that no other job starts, let them finish (or cancel them), then "
+                "delete it; its queued jobs are cancelled with it",
+                {"inProgress": running},
             )
         removed = await self._purge(name)
         await self.store.delete_endpoint(name)
