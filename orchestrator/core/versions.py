@@ -233,8 +233,9 @@ def rollback_target(versions: Sequence[EndpointVersion], to: int | None) -> Endp
         v for v in versions if v.activated_ms is not None and (serving is None or v.version < serving.version)
     ]
     if not earlier:
+        others = "" if len(versions) < 2 else f"; give one of the {len(versions)} versions with --to N"
         raise Conflict(
-            "no earlier version to roll back to; give one with --to N", {"versions": len(versions)}
+            f"no earlier version was ever active to roll back to{others}", {"versions": len(versions)}
         )
     return max(earlier, key=lambda v: v.version)
 

@@ -160,8 +160,9 @@ def test_rollback_target_defaults() -> None:
     with pytest.raises(NotFound):
         rollback_target(vs, 9)
     (first,) = vs[:1]
-    with pytest.raises(Conflict):
+    with pytest.raises(Conflict) as info:
         rollback_target([first.model_copy(update={"state": "active"})], None)
+    assert str(info.value) == "no earlier version was ever active to roll back to", "no --to advice for one"
 
 
 def test_apply_version_keeps_scaling_fields() -> None:
