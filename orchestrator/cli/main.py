@@ -84,12 +84,10 @@ def cmd_up(args: argparse.Namespace) -> int:
         return 2
     data_dir = settings.data_dir.resolve()
     data_dir.mkdir(parents=True, exist_ok=True)
-    previous = local.read_state(data_dir)
-    if previous is not None and procs.alive(previous.pid):
-        print(f"Ripple is already running from {data_dir} at {previous.url} (pid {previous.pid}).")
+    running = _running_instance(data_dir)
+    if running is not None:
+        print(running)
         return 1
-    if previous is not None and previous.ray_head_pid and procs.alive(previous.ray_head_pid):
-        local.stop_process(previous.ray_head_pid)  # a head left behind by a crash of the last instance
     if not os.environ.get("RAY_ADDRESS") and not local.port_free(settings.port, settings.host):
         # Serve's proxy binds with SO_REUSEPORT: a second instance would start, and share the port with
         # the first, each answering half of the requests.
@@ -153,6 +151,25 @@ def cmd_up(args: argparse.Namespace) -> int:
     _stop(state, settings.drain_timeout_s)
     print("Ripple stopped.")
     return 0
+
+
+def _running_instance(data_dir: Path) -> str | None:
+    """Why ``ripple up`` must not start from ``data_dir``: the instance recorded there runs (its
+    foreground ``ripple up`` is alive, or, detached, its API answers); None to go on. A Ray head that an
+    instance left behind when it crashed (alive, with nothing answering) is stopped here."""
+    previous = local.read_state(data_dir)
+    if previous is None:
+        return None
+    running = f"Ripple is already running from {data_dir} at {previous.url}"
+    if not previous.detached and procs.alive(previous.pid):
+        return f"{running} (pid {previous.pid})."
+    head = previous.ray_head_pid  # None: it joined a cluster (RAY_ADDRESS)
+    head_alive = head is not None and procs.alive(head)
+    if (head is None or head_alive) and previous.url and local.answers(previous.url):
+        return f"{running} (detached; `ripple down` stops it)."
+    if head is not None and head_alive:
+        local.stop_process(head)
+    return None
 
 
 def _start_head(

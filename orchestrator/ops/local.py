@@ -53,6 +53,16 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
+def answers(url: str, timeout_s: float = 3.0) -> bool:
+    """Whether a Ripple instance answers its liveness probe at ``url`` within ``timeout_s``."""
+    import httpx
+
+    try:
+        return httpx.get(f"{url}/health/live", timeout=timeout_s).status_code == 200
+    except httpx.HTTPError:
+        return False
+
+
 def port_free(port: int, host: str = "127.0.0.1") -> bool:
     """True when nothing listens on host:port (a server bound with SO_REUSEPORT, as Serve's proxy is,
     counts: a second one would share the port with it)."""

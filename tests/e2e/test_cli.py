@@ -161,6 +161,17 @@ def test_up_refuses_a_port_another_server_holds(tmp_path: Path) -> None:
     assert not (data_dir / "ripple.json").exists() and not (data_dir / "redis.pid").exists()
 
 
+def test_up_again_leaves_the_detached_instance_of_its_data_dir_running(ripple_app: Instance) -> None:
+    """The recorded pid of a detached instance is the ``ripple up`` that returned: a second ``ripple up``
+    took the live Ray head for a crash's leftover and killed it, jobs and all. Refused now."""
+    args = ["up", "--data-dir", str(ripple_app.data_dir), "--detach"]
+    proc = run_cli(args, env=ripple_app.env, timeout_s=60)
+    assert proc.returncode == 1, proc.stdout + proc.stderr
+    assert f"Ripple is already running from {ripple_app.data_dir.resolve()}" in proc.stdout
+    with ripple_app.client() as c:
+        assert c.get("/health/ready").status_code == 200, "the instance serves on"
+
+
 def test_no_instance_is_one_line_not_a_traceback(tmp_path: Path) -> None:
     url = f"http://127.0.0.1:{free_port()}"
     for args in (["endpoint", "list"], ["submit", "x", "--input", "{}"]):
