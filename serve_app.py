@@ -12,6 +12,7 @@ Serve application builder that reads Ripple's settings from the environment).
 from __future__ import annotations
 
 import logging
+from pathlib import Path
 from typing import Any
 
 import ray
@@ -47,10 +48,12 @@ def cluster_facts() -> dict[str, Any]:
 
 # Per-replica state: the deployment's constructor sets ``boot``; the routes read it through the app.
 def store_package(data: bytes, max_bytes: int) -> dict[str, Any]:
-    """Store a code package in the Ray cluster's GCS (blocking; see ``actors.packages``)."""
+    """Store a code package in the Ray cluster's GCS, and a copy where the boot config keeps them
+    (``ripple up``'s data dir), blocking; see ``actors.packages``."""
     from actors.packages import store_package as store
 
-    return store(data, max_bytes)
+    keep = STATE.boot.packages_dir if STATE.boot is not None else None
+    return store(data, max_bytes, Path(keep) if keep else None)
 
 
 STATE = AppState(cluster_facts=cluster_facts, actor_logs=RayActorLogs(), store_package=store_package)

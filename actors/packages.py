@@ -7,33 +7,73 @@ its node. :func:`store_package` does the same for a zip that arrived over HTTP: 
 bytes, uploaded only when the GCS does not have it yet.
 
 The GCS deletes a package once nothing references it (jobs and detached actors using it; a temporary pin
-otherwise): a pool scaled to zero references nothing, so the package is pinned for ``PIN_S`` (the GCS
-holds it in memory until then, or until the Ray cluster restarts: then deploy again).
-Runs where Ray is connected (the HTTP replica, inside Serve); blocking: call it in a thread.
+otherwise): a pool scaled to zero references nothing, so the package is pinned for ``PIN_S``. The GCS holds
+it in memory until then, or until the Ray head restarts (in Redis too with GCS fault tolerance, as on
+KubeRay, so it survives there). ``ripple up`` keeps a copy of each package in its data dir (``keep_dir``)
+and puts those back in the GCS when it starts a new head (:func:`restore_packages`), so its deployed
+versions survive ``ripple down`` / ``ripple up``; elsewhere, deploy again after a head restart without
+fault tolerance (the version's start error says so).
+Runs where Ray is connected (the HTTP replica inside Serve, ``ripple up``); blocking: call it in a thread.
 """
 
 from __future__ import annotations
 
 import logging
+import os
+from pathlib import Path
 from typing import Any
 
-from orchestrator.core.packages import inspect_package
+from orchestrator.core.packages import RAY_PKG_PREFIX, inspect_package, package_uri
 
 log = logging.getLogger("ripple.packages")
 PIN_S = 10 * 365 * 86_400  # ten years: as long as the Ray cluster lives
 
 
-def store_package(data: bytes, max_bytes: int) -> dict[str, Any]:
+def store_package(data: bytes, max_bytes: int, keep_dir: Path | None = None) -> dict[str, Any]:
     """Check ``data`` (a zip; InvalidInput when it is not a valid package), store it in the GCS unless
-    it is there already, pin it, and return ``{"uri", "codeDigest", "sizeBytes", "files",
-    "requirements", "existed"}``."""
+    it is there already, pin it, keep a copy in ``keep_dir`` when given, and return ``{"uri",
+    "codeDigest", "sizeBytes", "files", "requirements", "existed"}``."""
     from ray._private.runtime_env.packaging import package_exists, upload_package_to_gcs
     from ray.experimental.internal_kv import _pin_runtime_env_uri
 
     info = inspect_package(data, max_bytes)
+    if keep_dir is not None:
+        _keep(keep_dir, info.uri, data)
     existed = bool(package_exists(info.uri))
     if not existed:
         upload_package_to_gcs(info.uri, data)
         log.info("package %s stored (%d bytes, %d files)", info.uri, info.size_bytes, info.files)
     _pin_runtime_env_uri(info.uri, expiration_s=PIN_S)
     return {**info.wire(), "existed": existed}
+
+
+def _keep(keep_dir: Path, uri: str, data: bytes) -> None:
+    """Write ``data`` to ``keep_dir`` under the URI's file name, whole or not at all (once per URI)."""
+    path = keep_dir / uri.removeprefix("gcs://")
+    if path.exists():
+        return
+    keep_dir.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    tmp.write_bytes(data)
+    tmp.replace(path)
+
+
+def restore_packages(keep_dir: Path) -> list[str]:
+    """Put every package kept in ``keep_dir`` that the GCS lacks back in it, pinned (a new Ray head has
+    none); returns their URIs. A kept file whose bytes no longer match its name is skipped and logged."""
+    from ray._private.runtime_env.packaging import package_exists, upload_package_to_gcs
+    from ray.experimental.internal_kv import _pin_runtime_env_uri
+
+    restored: list[str] = []
+    for path in sorted(keep_dir.glob(f"{RAY_PKG_PREFIX}*.zip")) if keep_dir.is_dir() else []:
+        uri = f"gcs://{path.name}"
+        if package_exists(uri):
+            continue
+        data = path.read_bytes()
+        if package_uri(data) != uri:
+            log.warning("kept package %s does not match its name; not restored", path)
+            continue
+        upload_package_to_gcs(uri, data)
+        _pin_runtime_env_uri(uri, expiration_s=PIN_S)
+        restored.append(uri)
+    return restored

@@ -20,8 +20,8 @@ from typing import Any
 import ray
 
 from actors import ray_cluster
+from orchestrator.core.error_text import error_line
 from orchestrator.core.gpu_types import TypeCapacity
-from orchestrator.core.handlers import error_line
 from orchestrator.core.pool_plan import ReplicaInfo
 from orchestrator.core.rollout import VersionedReplica
 from orchestrator.core.workers import (

@@ -27,10 +27,16 @@ class BootConfig:
     ready_timeout_s: float = DEFAULT_READY_TIMEOUT_S
     dashboard_url: str | None = None
     max_package_bytes: int = 100 * 1024 * 1024
+    packages_dir: str | None = None  # where code packages are kept too (``ripple up``: restored at start)
 
 
 def boot_config(
-    settings: Settings, store_url: str, embedded: bool, auth: AuthConfig, dashboard_url: str | None = None
+    settings: Settings,
+    store_url: str,
+    embedded: bool,
+    auth: AuthConfig,
+    dashboard_url: str | None = None,
+    packages_dir: str | None = None,
 ) -> BootConfig:
     """Freeze the resolved settings into what replicas and actors receive."""
     return BootConfig(
@@ -48,4 +54,5 @@ def boot_config(
         ready_timeout_s=settings.ready_timeout_s,
         dashboard_url=dashboard_url,
         max_package_bytes=settings.max_package_bytes,
+        packages_dir=packages_dir,
     )

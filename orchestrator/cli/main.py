@@ -127,7 +127,10 @@ def cmd_up(args: argparse.Namespace) -> int:
         )
         dashboard = getattr(ctx, "dashboard_url", None)
         state.dashboard_url = f"http://{dashboard}" if dashboard else None
-        boot = boot_config(settings, store_url, embedded, auth_config(settings, keys), state.dashboard_url)
+        packages = _restore_packages(data_dir)
+        boot = boot_config(
+            settings, store_url, embedded, auth_config(settings, keys), state.dashboard_url, str(packages)
+        )
         ensure_control_actors(boot)
         state.url = runtime.deploy_serve(boot, settings)
         if settings.direct_ingress_port is not None:
@@ -151,6 +154,18 @@ def cmd_up(args: argparse.Namespace) -> int:
     _stop(state, settings.drain_timeout_s)
     print("Ripple stopped.")
     return 0
+
+
+def _restore_packages(data_dir: Path) -> Path:
+    """Where this instance keeps code packages (``DATA_DIR/packages``), those the Ray cluster lacks (a new
+    head) put back first: the versions deployed before a ``ripple down`` start again."""
+    from actors.packages import restore_packages
+
+    packages = data_dir / "packages"
+    restored = restore_packages(packages)
+    if restored:
+        print(f"Restored {len(restored)} code package(s) of deployed versions to Ray.", flush=True)
+    return packages
 
 
 def _running_instance(data_dir: Path) -> str | None:

@@ -22,7 +22,6 @@ from __future__ import annotations
 import asyncio
 import importlib
 import inspect
-import re
 from collections.abc import Awaitable, Callable
 from concurrent.futures import Executor
 from dataclasses import dataclass, field
@@ -122,31 +121,6 @@ def missing_module_hint(handler_module: str, missing: str | None) -> str:
         f"{missing.split('.')[0]!r} to the folder's requirements.txt (`ripple deploy` installs it) or to "
         "runtimeEnv.pip"
     )
-
-
-_SYNTAX_ERROR = re.compile(r"^(SyntaxError|IndentationError|TabError): ")
-_TRACEBACK_FILE = re.compile(r'^\s*File "(?P<path>[^"]+)", line (?P<line>\d+)')
-_PACKAGE_PATH = re.compile(r"/_ray_pkg_[0-9a-f]+/(?P<rest>.+)$")
-
-
-def error_line(text: str, limit: int = 300) -> str:
-    """The line of an error text (a traceback, Ray's report of a failed actor) that says what failed:
-    its last, at most ``limit`` characters. A syntax error's last line names no place, so the file and line
-    of the traceback's last frame are added (``SyntaxError: expected ':' (handler.py, line 1)``), the file
-    as the package has it (from its top, for code that ``ripple deploy`` uploaded)."""
-    lines = text.strip().splitlines()
-    if not lines:
-        return ""
-    last = lines[-1].strip()
-    if _SYNTAX_ERROR.match(last):
-        for line in reversed(lines[:-1]):
-            if frame := _TRACEBACK_FILE.match(line):
-                path = frame["path"]
-                if packaged := _PACKAGE_PATH.search(path):
-                    path = packaged["rest"]
-                last = f"{last} ({path}, line {frame['line']})"
-                break
-    return last[:limit]
 
 
 class StreamError(Exception):

@@ -26,6 +26,8 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from orchestrator.core.error_text import error_line
+
 CODES: tuple[str, ...] = (
     "no_handler",
     "handler_fails_to_load",
@@ -121,9 +123,9 @@ class EndpointFacts:
 
 
 def one_line(text: str, limit: int = MESSAGE_MAX) -> str:
-    """The last non-empty line of ``text`` (a traceback's exception), cut to ``limit`` characters."""
-    lines = [ln.strip() for ln in text.strip().splitlines() if ln.strip()]
-    line = lines[-1] if lines else ""
+    """The line of ``text`` (a traceback) that says what failed (:func:`error_line`), cut to ``limit``
+    characters."""
+    line = error_line(text, limit=1 << 20)
     return line if len(line) <= limit else line[: limit - 1] + "…"
 
 

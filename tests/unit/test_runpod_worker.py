@@ -16,9 +16,11 @@ from typing import Any
 import pytest
 
 from orchestrator.core import runpod_worker as rw
+from orchestrator.core.error_text import error_line
 from orchestrator.core.errors import InvalidInput
-from orchestrator.core.handlers import Handler, error_line, load_handler, run_job
+from orchestrator.core.handlers import Handler, load_handler, run_job
 from orchestrator.core.jobs import parse_worker_result
+from orchestrator.core.wait_reason import one_line
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -436,3 +438,21 @@ def test_a_load_error_is_one_line_naming_the_place_of_a_syntax_error() -> None:
     pip = "Failed to set up the runtime env:\n    ERROR: No matching distribution found for nope==1.0\n"
     assert error_line(pip) == "ERROR: No matching distribution found for nope==1.0"
     assert error_line("x" * 500) == "x" * 300 and error_line("  \n") == ""
+    # A queued job's waitReason says the same, with the place of a syntax error
+    assert one_line(ray_report) == "SyntaxError: expected ':' (src/handler.py, line 3)"
+
+
+def test_a_package_gone_with_its_ray_head_says_so_and_what_to_do() -> None:
+    ray_report = (
+        "ray.exceptions.RuntimeEnvSetupError: Failed to set up runtime environment.\n"
+        "Traceback (most recent call last):\n  ...\n"
+        "OSError: Failed to download runtime_env file package gcs://_ray_pkg_1411b49e.zip from the GCS to "
+        "the Ray worker node. The package may have prematurely been deleted from the GCS due to a long "
+        "upload time or a problem with Ray. Try setting the environment variable RAY_RUNTIME_ENV_..."
+    )
+    said = (
+        "the code package gcs://_ray_pkg_1411b49e.zip is no longer in the Ray cluster (its head restarted "
+        "since the deploy, and held it in memory only): deploy the folder again with `ripple deploy`"
+    )
+    assert error_line(ray_report) == said
+    assert one_line(ray_report, limit=400) == said
