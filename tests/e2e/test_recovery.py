@@ -13,6 +13,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import threading
+import uuid
 from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
@@ -25,6 +26,7 @@ from conftest import (
     SdkWorker,
     job_status,
     kill_instance,
+    run_cli,
     start_instance,
     stop_instance,
     wait_for,
@@ -219,6 +221,13 @@ def test_kill_minus_nine_everything_then_up_again(tmp_path: Path, workers: Any) 
         assert held_by == {w1.worker_id, w2.worker_id}
         queued = _submit(inst, ep, [{"q": i} for i in range(4)])
         assert Counter(s["status"] for s in _statuses(inst, ep, queued)) == {"IN_QUEUE": 4}
+        # Deployed code, which lives in the Ray head's GCS: the new head gets it back from the data dir.
+        code, module = tmp_path / "code", f"rec_code_{uuid.uuid4().hex[:8]}"
+        code.mkdir()
+        (code / f"{module}.py").write_text("def handler(job):\n    return {'kept': job['input']}\n")
+        deploy = ["deploy", str(code), "--endpoint", "rec-code", "--handler", f"{module}:handler"]
+        proc = run_cli(["--data-dir", str(data_dir), *deploy, "--set", "gpus=0", "--no-wait"], env=inst.env)
+        assert proc.returncode == 0, proc.stdout + proc.stderr
 
         killed = _killed_everything(inst, [w1, w2])
         assert inst.state["ray_head_pid"] in killed
@@ -250,5 +259,8 @@ def test_kill_minus_nine_everything_then_up_again(tmp_path: Path, workers: Any) 
                 assert c.get(f"/api/v1/jobs/{j}").json()["attempts"] == 2
             health = c.get(f"/v2/{ep}/health").json()["jobs"]
         assert (health["inQueue"], health["inProgress"], health["completed"]) == (0, 0, 9)
+        with inst.client(timeout_s=150) as c:
+            r = c.post("/v2/rec-code/runsync", params={"wait": 120_000}, json={"input": 7})
+        assert r.status_code == 200 and r.json().get("output") == {"kept": 7}, r.text
     finally:
         stop_instance(inst)
