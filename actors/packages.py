@@ -48,14 +48,18 @@ def store_package(data: bytes, max_bytes: int, keep_dir: Path | None = None) -> 
 
 
 def _keep(keep_dir: Path, uri: str, data: bytes) -> None:
-    """Write ``data`` to ``keep_dir`` under the URI's file name, whole or not at all (once per URI)."""
+    """Write ``data`` to ``keep_dir`` under the URI's file name, whole or not at all (once per URI). A
+    copy that cannot be written is logged, not raised: the package is stored in the GCS all the same."""
     path = keep_dir / uri.removeprefix("gcs://")
-    if path.exists():
-        return
-    keep_dir.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_bytes(data)
-    tmp.replace(path)
+    try:
+        if path.exists():
+            return
+        keep_dir.mkdir(parents=True, exist_ok=True)
+        tmp.write_bytes(data)
+        tmp.replace(path)
+    except OSError:
+        log.warning("could not keep a copy of package %s in %s", uri, keep_dir, exc_info=True)
 
 
 def restore_packages(keep_dir: Path) -> list[str]:

@@ -411,8 +411,11 @@ def _json_flag(flag: str, text: str) -> Any:
 def cmd_submit(args: argparse.Namespace) -> int:
     from orchestrator.batch import read_inputs
 
-    inputs = read_inputs(Path(args.file)) if args.input is None else [_json_flag("--input", args.input)]
-    inputs = [x["input"] if isinstance(x, dict) and "input" in x else x for x in inputs]
+    if args.input is None:
+        inputs = read_inputs(Path(args.file))  # each line an input, or a job with one
+    else:
+        one = _json_flag("--input", args.input)
+        inputs = [one["input"] if isinstance(one, dict) and "input" in one else one]
     c = _client(args)
     ids = (
         c.submit_many(args.endpoint, inputs, chunk=1000)

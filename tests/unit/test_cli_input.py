@@ -3,6 +3,7 @@ there) is one line naming what and why, with a non-zero exit, before any call to
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 
 import pytest
@@ -64,3 +65,32 @@ def test_with_no_instance_recorded_the_default_url_is_named_as_such(
     assert main(["status"]) == 1, "status exits non-zero when Ripple does not answer"
     err = _err(capsys)
     assert err.startswith("ripple: Ripple is not answering: ") and "so this asked the default URL" in err
+
+
+class _Submits:
+    """The client calls ``ripple submit`` makes, recorded."""
+
+    def __init__(self) -> None:
+        self.inputs: list[object] = []
+
+    def submit(self, endpoint: str, input: object) -> str:
+        self.inputs.append(input)
+        return "j1"
+
+    def submit_many(self, endpoint: str, inputs: list[object], chunk: int) -> list[str]:
+        self.inputs += inputs
+        return [f"j{i}" for i in range(len(inputs))]
+
+
+def test_each_line_of_a_jobs_file_is_an_input_or_a_job_with_one(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    client = _Submits()
+    monkeypatch.setattr(sys.modules["orchestrator.cli.main"], "_client", lambda args: client)
+    jobs = tmp_path / "jobs.jsonl"
+    jobs.write_text('{"input": {"input": 1}}\n{"prompt": "x"}\n')
+    assert main(["submit", "ep", "--file", str(jobs)]) == 0
+    assert client.inputs == [{"input": 1}, {"prompt": "x"}], "a job's input is taken out once"
+    assert main(["submit", "ep", "--input", '{"input": {"a": 1}}']) == 0
+    assert client.inputs[-1] == {"a": 1}
+    assert capsys.readouterr().out.split() == ["j0", "j1", "j1"]
