@@ -64,6 +64,18 @@ def _placed(rp: Ripple, endpoint: str, n: int, timeout_s: float = 90.0) -> list[
     return rp.wait_replicas(endpoint, n, timeout_s, states=("idle", "busy"))
 
 
+def _records(rp: Ripple, endpoint: str, worker_ids: list[str]) -> dict[str, dict[str, Any]]:
+    """The worker records of ``worker_ids`` once each names its node (a replica's first heartbeat brings
+    its node id; the pool's own report of a replica it started may come first)."""
+
+    def named() -> dict[str, dict[str, Any]] | None:
+        records = {w["workerId"]: w for w in rp.workers(endpoint)}
+        return records if all(records.get(i, {}).get("nodeId") for i in worker_ids) else None
+
+    found: dict[str, dict[str, Any]] = wait_for(named, 30, f"{endpoint}'s worker records to name their nodes")
+    return found
+
+
 def test_each_endpoint_on_its_type_falling_back_down_the_list(rp: Ripple) -> None:
     # Three jobs of 20 s and three replicas wanted: the one A100 first, then the L4s.
     rp.create_endpoint("pref", "work_async", gpus=1, gpuTypes=["A100", "L4"], maxReplicas=3, concurrency=1)
@@ -71,7 +83,7 @@ def test_each_endpoint_on_its_type_falling_back_down_the_list(rp: Ripple) -> Non
     reps = _placed(rp, "pref", 3)
     assert sorted(r["gpuType"] for r in reps) == ["A100", "L4", "L4"]
     types = _node_types()
-    workers = {w["workerId"]: w for w in rp.workers("pref")}
+    workers = _records(rp, "pref", [r["id"] for r in reps])
     for r in reps:
         w = workers[r["id"]]
         assert w["gpuType"] == r["gpuType"], w  # the worker record shows it, as the replica reports it
@@ -84,7 +96,7 @@ def test_each_endpoint_on_its_type_falling_back_down_the_list(rp: Ripple) -> Non
     rp.create_endpoint("v100", "work_async", gpus=1, gpuTypes=["V100"], minReplicas=1, maxReplicas=1)
     (v,) = _placed(rp, "v100", 1)
     assert v["gpuType"] == "V100"
-    (vw,) = rp.workers("v100")
+    (vw,) = _records(rp, "v100", [v["id"]]).values()
     assert vw["gpuType"] == "V100" and types[vw["nodeId"]] == {"T4", "V100"}
     rp.create_endpoint("v100b", "work_async", gpus=1, gpuTypes=["V100"], minReplicas=1, maxReplicas=1)
     pending = wait_for(
