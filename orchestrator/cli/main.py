@@ -410,12 +410,12 @@ def _json_flag(flag: str, text: str) -> Any:
 
 def cmd_submit(args: argparse.Namespace) -> int:
     from orchestrator.batch import read_inputs
+    from orchestrator.core.jobs import input_of
 
     if args.input is None:
         inputs = read_inputs(Path(args.file))  # each line an input, or a job with one
     else:
-        one = _json_flag("--input", args.input)
-        inputs = [one["input"] if isinstance(one, dict) and "input" in one else one]
+        inputs = [input_of(_json_flag("--input", args.input))]
     c = _client(args)
     ids = (
         c.submit_many(args.endpoint, inputs, chunk=1000)

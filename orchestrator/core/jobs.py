@@ -122,12 +122,17 @@ def parse_worker_result(body: Any) -> WorkerResult:
     return WorkerResult("completed", output=body.get("output"), stop_worker=stop)
 
 
+def input_of(value: Any) -> Any:
+    """A job's input as a file line or ``--input`` gives it: ``{"input": x, ...}`` is the job of input
+    ``x``; any other value is the input itself."""
+    return value["input"] if isinstance(value, dict) and "input" in value else value
+
+
 def inputs_of_lines(lines: Iterable[str], where: str) -> list[Any]:
     """The job inputs of a JSON Lines file (``ripple submit --file``, ``python -m orchestrator.batch``):
-    one JSON value per line, blank lines skipped; ``{"input": x, ...}`` is the job of input ``x``, any
-    other value is the input itself. Raises InvalidInput naming the file (``where``), the line and why for
-    a line that is not JSON, and for a file with no job: nothing is submitted from a file with a bad line.
-    """
+    one JSON value per line, blank lines skipped, each an input or a job (:func:`input_of`). Raises
+    InvalidInput naming the file (``where``), the line and why for a line that is not JSON, and for a file
+    with no job: nothing is submitted from a file with a bad line."""
     inputs: list[Any] = []
     for n, line in enumerate(lines, 1):
         if not line.strip():
@@ -137,7 +142,7 @@ def inputs_of_lines(lines: Iterable[str], where: str) -> list[Any]:
         except ValueError as exc:
             why = f"{exc.msg} at column {exc.colno}" if isinstance(exc, json.JSONDecodeError) else str(exc)
             raise InvalidInput(f"{where}, line {n}: not valid JSON ({why})") from None
-        inputs.append(row["input"] if isinstance(row, dict) and "input" in row else row)
+        inputs.append(input_of(row))
     if not inputs:
         raise InvalidInput(f"{where}: no jobs in it (one JSON value per line)")
     return inputs
