@@ -48,6 +48,7 @@ from orchestrator import logs
 from orchestrator.core import health as hs
 from orchestrator.core.gpu_types import TypeCapacity, pick_gpu_type, placement_options
 from orchestrator.core.models import EndpointSpec
+from orchestrator.core.replica_start import asked_resources, setup_activity
 from orchestrator.core.rollout import (
     DEFAULT_READY_TIMEOUT_S,
     FailedStart,
@@ -351,7 +352,14 @@ class WorkerPool:
             wid, self.endpoint, "ray", time.time(), concurrency=spec.concurrency, reason="loading handler"
         )
         self.replicas[wid] = TrackedReplica(
-            record, handle, ready_ref, gpu_type=gpu_type, version=version, gpus=spec.gpus
+            record,
+            handle,
+            ready_ref,
+            gpu_type=gpu_type,
+            version=version,
+            gpus=spec.gpus,
+            asked=asked_resources(opts),
+            setup=setup_activity(spec.runtime_env),
         )
         log.info("pool %s started replica %s of v%d", self.endpoint, wid, version)
         asyncio.get_running_loop().create_task(self._tick_when_done(ready_ref))
@@ -378,6 +386,8 @@ class WorkerPool:
 
     async def _observe(self) -> None:
         now_s = time.time()
+        demands: list[dict[str, float]] | None = None  # the cluster's pending demand, read once a tick
+        demands_read = False
         for wid, r in list(self.replicas.items()):
             if r.gone_s is not None:
                 self._reap(r, now_s)
@@ -396,7 +406,9 @@ class WorkerPool:
                         continue
                     self._ready(r, info, now_s)
                 elif now_s - r.record.started_s > self.cfg.pending_check_s:
-                    check_placement(r, now_s)
+                    if not demands_read:
+                        demands, demands_read = ray_cluster.resource_demands(), True
+                    check_placement(r, now_s, demands)
                 continue
             done, _ = ray.wait([r.run_ref], timeout=0)
             if done:
@@ -445,7 +457,7 @@ class WorkerPool:
 
     def _ready(self, r: TrackedReplica, info: dict[str, Any], now_s: float) -> None:
         """Its handler loaded (``ready`` returned ``info``): -> IDLE (unless drained meanwhile), and serve."""
-        r.ready, r.pending_placement = True, False
+        r.ready, r.pending_placement, r.setting_up = True, False, False
         r.answered_s = now_s
         self.start_failures, self.next_start_s = 0, 0.0
         if r.record.state is WorkerState.STARTING:

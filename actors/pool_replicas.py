@@ -13,7 +13,7 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Callable, Collection, Iterable
+from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
 
@@ -23,6 +23,7 @@ from actors import ray_cluster
 from orchestrator.core.error_text import error_line
 from orchestrator.core.gpu_types import TypeCapacity
 from orchestrator.core.pool_plan import ReplicaInfo
+from orchestrator.core.replica_start import Start, start_stage
 from orchestrator.core.rollout import VersionedReplica
 from orchestrator.core.workers import (
     WorkerRecord,
@@ -109,7 +110,10 @@ class TrackedReplica:
     ready: bool = False  # its handler loaded and ``run`` was started (a drained STARTING one never is)
     run_ref: Any = None  # its ``run`` (or, adopted, its ``wait_stopped``): resolves when it stops
     info: dict[str, Any] = field(default_factory=dict)  # its last ``status``
-    pending_placement: bool = False
+    pending_placement: bool = False  # no node has granted its resources yet (``Start.WAITING``)
+    setting_up: bool = False  # a node granted them and prepares its process (``Start.SETTING_UP``)
+    asked: frozenset[str] | None = None  # the Ray resources it asks for (None: unknown, adopted)
+    setup: str = "starting its worker process"  # what its node does before its process runs
     error: str | None = None
     gpu_type: str | None = None  # the GPU type it asked for (None: any)
     version: int = 0  # the endpoint version it runs
@@ -159,11 +163,13 @@ class TrackedReplica:
             reason = rec.reason
         else:
             wanted = f": a {self.gpu_type} GPU" if self.gpu_type else ""
-            reason = self.info.get("reason") or (
-                f"waiting for resources (pending placement{wanted})"
-                if self.pending_placement
-                else "starting: loading handler"
-            )
+            if self.pending_placement:
+                starting = f"waiting for resources (pending placement{wanted})"
+            elif self.setting_up:
+                starting = f"setting up: {self.setup}"
+            else:
+                starting = "starting: loading handler"
+            reason = self.info.get("reason") or starting
         return {
             "workerId": rec.worker_id,
             "endpoint": endpoint,
@@ -174,6 +180,7 @@ class TrackedReplica:
             "nodeId": rec.node_id,
             "actorId": self.actor_id,  # its logs, also while starting or after a failed load
             "pendingPlacement": self.pending_placement,
+            "settingUp": self.setting_up,
             "gpuType": self.info.get("gpuType") or self.gpu_type,
             "version": self.version,
             "reason": reason,
@@ -265,11 +272,15 @@ async def _none() -> None:
     return None
 
 
-def check_placement(r: TrackedReplica, now_s: float) -> None:
-    """Created but not placed yet (pending placement), or placed and loading its handler (since when)."""
-    state, placed = ray_cluster.actor_placement(r.actor_id)
-    r.pending_placement = state in PENDING_STATES and not placed
-    if placed and r.loading_since_s is None:
+def check_placement(r: TrackedReplica, now_s: float, demands: Sequence[Mapping[str, float]] | None) -> None:
+    """Created but waiting for resources (pending placement), granted them and being set up (its runtime
+    env, its process), or running and loading its handler (since when): :func:`start_stage`, with the
+    cluster's pending resource ``demands`` (None: unknown)."""
+    state, has_process = ray_cluster.actor_placement(r.actor_id)
+    stage = start_stage(has_process, r.asked, demands) if state in PENDING_STATES else Start.RUNNING
+    r.pending_placement = stage is Start.WAITING
+    r.setting_up = stage is Start.SETTING_UP
+    if has_process and r.loading_since_s is None:
         r.loading_since_s = now_s
 
 

@@ -11,6 +11,7 @@ from typing import Any
 
 import ray
 
+from orchestrator.core.cluster import shape_demand
 from orchestrator.core.gpu_types import TypeCapacity, inventory
 
 log = logging.getLogger("ripple.cluster")
@@ -54,6 +55,19 @@ def actor_placement(actor_id_hex: str) -> tuple[str, bool]:
     if not info:
         return "UNKNOWN", False
     return str(info.get("State", "UNKNOWN")), bool(info.get("Pid"))
+
+
+def resource_demands() -> list[dict[str, float]] | None:
+    """The cluster's pending resource demand, one bundle per kind of request (tasks, actors, placement
+    groups): what waits for a node to grant it, as Ray's autoscaler sees it. None when unreadable."""
+    try:
+        from ray.autoscaler.v2.sdk import get_cluster_status
+
+        status = get_cluster_status(ray.get_runtime_context().gcs_address, timeout=5)
+    except Exception:
+        log.debug("could not read the cluster's pending resource demand", exc_info=True)
+        return None
+    return [dict(d["resources"]) for d in shape_demand(status)]
 
 
 def gpus() -> tuple[float, float]:

@@ -28,6 +28,7 @@ from orchestrator.core.endpoint_problem import POOL_ERROR_TTL_S
 from orchestrator.core.errors import Conflict, NotFound, invalid
 from orchestrator.core.jobs import RETRYABLE, JobStatus, JobView
 from orchestrator.core.models import EndpointPatch, EndpointSpec, NewJob, RunRequest, new_job_id
+from orchestrator.core.replica_start import setup_activity
 from orchestrator.core.wait_reason import (
     EndpointFacts,
     JobPlace,
@@ -354,13 +355,15 @@ class Dispatcher(VersionDispatch):
         """What the queue knows of an endpoint for :func:`~orchestrator.core.wait_reason.wait_reason`: its
         spec, its live workers (registry), its replicas' start failures, the autoscaler's fresh facts."""
         counts = {"starting": 0, "idle": 0, "busy": 0}
-        pending = outside = 0
+        pending = setting_up = outside = 0
         for v in self.registry.views(spec.name):
             state = v.get("state")
             if state in counts:
                 counts[state] += 1
                 if state == "starting" and v.get("pendingPlacement"):
                     pending += 1
+                elif state == "starting" and v.get("settingUp"):
+                    setting_up += 1
                 if v.get("kind") == "external" and state != "starting":
                     outside += 1
         scaler = None
@@ -376,6 +379,8 @@ class Dispatcher(VersionDispatch):
             max_replicas=spec.max_replicas,
             starting=counts["starting"],
             pending_placement=pending,
+            setting_up=setting_up,
+            setup=setup_activity(spec.runtime_env),
             idle=counts["idle"],
             busy=counts["busy"],
             outside=outside,

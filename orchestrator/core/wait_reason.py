@@ -105,9 +105,10 @@ class AutoscalerFacts:
 @dataclass(frozen=True)
 class EndpointFacts:
     """An endpoint as the queue sees it. Worker counts are of live workers: ``starting`` replicas (of which
-    ``pending_placement`` wait for resources), ready ones ``idle`` or ``busy``, and live ``outside``
-    workers (RunPod worker SDK). ``start_failure``: replicas failed to start more recently than any became
-    ready (None otherwise). ``autoscaler``: None when unknown or stale."""
+    ``pending_placement`` wait for resources, and ``setting_up`` were granted them and are being set up,
+    doing ``setup``: :mod:`orchestrator.core.replica_start`), ready ones ``idle`` or ``busy``, and live
+    ``outside`` workers (RunPod worker SDK). ``start_failure``: replicas failed to start more recently than
+    any became ready (None otherwise). ``autoscaler``: None when unknown or stale."""
 
     has_handler: bool = True
     gpus: float = 0.0
@@ -115,6 +116,8 @@ class EndpointFacts:
     max_replicas: int = 10
     starting: int = 0
     pending_placement: int = 0
+    setting_up: int = 0
+    setup: str = "starting its worker process"
     idle: int = 0
     busy: int = 0
     outside: int = 0
@@ -197,9 +200,22 @@ def _replicas_blocked(ep: EndpointFacts, ahead: str) -> WaitReason | None:
         busy = f"all {_plural(ep.busy, 'replica')} busy" if ep.busy else "no replica allowed"
         return WaitReason("max_replicas", f"{busy} (maxReplicas {ep.max_replicas})" + ahead)
     if ep.starting > 0 and ep.idle == 0:
-        waiting = f", {ep.pending_placement} waiting for resources" if ep.pending_placement else ""
-        return WaitReason("scaling_up", f"{_plural(ep.starting, 'replica')} starting{waiting}" + ahead)
+        return WaitReason("scaling_up", _starting(ep) + ahead)
     return None
+
+
+def _starting(ep: EndpointFacts) -> str:
+    """``"2 replicas starting: 1 waiting for resources, 1 installing torch (runtimeEnv.pip)"``; the
+    count is left out when it is the only one."""
+    stages = [(ep.pending_placement, "waiting for resources"), (ep.setting_up, ep.setup)]
+    shown = [(n, what) for n, what in stages if n > 0]
+    if not shown:
+        return f"{_plural(ep.starting, 'replica')} starting"
+    if len(shown) == 1 and shown[0][0] == ep.starting:
+        parts = [shown[0][1]]
+    else:
+        parts = [f"{n} {what}" for n, what in shown]
+    return f"{_plural(ep.starting, 'replica')} starting: " + ", ".join(parts)
 
 
 def _next_in_line(ep: EndpointFacts) -> WaitReason:

@@ -160,6 +160,17 @@ def test_worker_stuck_starting() -> None:
     assert got.severity == "MEDIUM" and "resources" in got.issue
 
 
+def test_worker_stuck_starting_says_what_its_node_is_setting_up() -> None:
+    reason = "setting up: installing torch (runtimeEnv.pip)"
+    w = worker("gen-2", "gen", "starting", firstSeenAt=NOW_MS - 400_000, settingUp=True, reason=reason)
+    got = one(replace(healthy(), workers=[*healthy().workers, w]), "workers.stuck_starting")
+    assert got.issue.endswith("(installing torch (runtimeEnv.pip))"), got.issue
+    assert "runtime_env_setup" in got.action and "No node" not in got.action
+    loading = worker("gen-3", "gen", "starting", firstSeenAt=NOW_MS - 400_000)
+    got = one(replace(healthy(), workers=[*healthy().workers, loading]), "workers.stuck_starting")
+    assert "(loading its handler)" in got.issue and "ripple logs gen-3 --stderr" in got.action
+
+
 def test_stale_heartbeat_of_a_live_worker() -> None:
     f = replace(healthy(), workers=[worker("w-ext", "ext", "busy", age_s=30, jobs=["j1"])])
     f = replace(f, thresholds=Thresholds(heartbeat_timeout_s=5))

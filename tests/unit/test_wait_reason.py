@@ -141,8 +141,20 @@ def test_max_replicas_all_busy() -> None:
 
 def test_scaling_up() -> None:
     r = wait_reason(JobPlace(1), EndpointFacts(starting=2, pending_placement=1, busy=1, max_replicas=3))
-    assert (r.code, r.message) == ("scaling_up", "2 replicas starting, 1 waiting for resources; 1 job ahead")
+    assert (r.code, r.message) == ("scaling_up", "2 replicas starting: 1 waiting for resources; 1 job ahead")
     assert wait_reason(HEAD, EndpointFacts(starting=1)).message == "1 replica starting"
+    placing = wait_reason(HEAD, EndpointFacts(starting=1, pending_placement=1))
+    assert placing.message == "1 replica starting: waiting for resources"
+
+
+def test_scaling_up_says_what_a_replica_being_set_up_waits_for() -> None:
+    setup = "installing torch (runtimeEnv.pip)"
+    one = wait_reason(HEAD, EndpointFacts(starting=1, setting_up=1, setup=setup))
+    assert (one.code, one.message) == ("scaling_up", "1 replica starting: installing torch (runtimeEnv.pip)")
+    mixed = wait_reason(HEAD, EndpointFacts(starting=3, pending_placement=1, setting_up=1, setup=setup))
+    assert mixed.message == (
+        "3 replicas starting: 1 waiting for resources, 1 installing torch (runtimeEnv.pip)"
+    )
 
 
 def test_low_priority_and_queue_position() -> None:

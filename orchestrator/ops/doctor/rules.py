@@ -98,6 +98,27 @@ def check_cluster(f: Facts, now_s: float) -> list[Finding]:
 # Workers -------------------------------------------------------------------------------------------------
 
 
+def _starting_stage(w: Mapping[str, Any], wid: str) -> tuple[str, str]:
+    """What a starting worker is doing, and what to do when it takes too long."""
+    if w.get("pendingPlacement"):
+        return (
+            "waiting for resources",
+            "No node has the resources it asks for: add capacity or lower gpus/cpus/memoryMb.",
+        )
+    if w.get("settingUp"):
+        doing = str(w.get("reason") or "setting up").removeprefix("setting up: ")
+        return (
+            doing,
+            "Its node prepares its runtime environment before its process starts; packages are "
+            "installed once per node and environment (large ones take minutes). Ray logs the install in "
+            "runtime_env_setup-*.log in the node's Ray log directory.",
+        )
+    return (
+        "loading its handler",
+        f"Its handler import is slow or hangs: `ripple logs {wid} --stderr` shows what it printed.",
+    )
+
+
 def check_workers(f: Facts, now_s: float) -> list[Finding]:
     out: list[Finding] = []
     t = f.thresholds
@@ -109,18 +130,14 @@ def check_workers(f: Facts, now_s: float) -> list[Finding]:
         if state == WorkerState.STARTING.value:  # stuck starting says more than a stale heartbeat would
             age = _age_s(now_s, w.get("firstSeenAt"))
             if age is not None and view_start_overdue(w, now_s, t.stuck_starting_s):
-                placing = bool(w.get("pendingPlacement"))
+                doing, advice = _starting_stage(w, str(wid))
                 out.append(
                     _f(
                         "MEDIUM",
                         "workers",
                         "workers.stuck_starting",
-                        f"Worker {wid} of {ep} has been starting for {age:.0f} s"
-                        + (" (waiting for resources)" if placing else " (loading its handler)"),
-                        "No node has the resources it asks for: add capacity or lower gpus/cpus/memoryMb."
-                        if placing
-                        else "Its handler import is slow or hangs: check the worker's log in the Ray "
-                        "dashboard (actor worker:" + f"{ep}:...).",
+                        f"Worker {wid} of {ep} has been starting for {age:.0f} s ({doing})",
+                        advice,
                     )
                 )
         elif seen is not None and view_heartbeat_overdue(w, now_s, t.heartbeat_timeout_s):
