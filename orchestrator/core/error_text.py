@@ -12,6 +12,13 @@ _SYNTAX_ERROR = re.compile(r"^(SyntaxError|IndentationError|TabError): ")
 _TRACEBACK_FILE = re.compile(r'^\s*File "(?P<path>[^"]+)", line (?P<line>\d+)')
 _PACKAGE_GONE = re.compile(r"Failed to download runtime_env file package (?P<uri>gcs://[\w.-]+\.zip)")
 _PACKAGE_PATH = re.compile(r"/_ray_pkg_[0-9a-f]+/(?P<rest>.+)$")
+_RUNTIME_ENV_FAILED = ("Failed to set up runtime environment", "RuntimeEnvSetupError")
+
+
+def runtime_env_failed(text: str) -> bool:
+    """Whether ``text`` (a replica's start failure) is its node failing to set up its runtime environment
+    (a pip package that does not install, a code package it cannot fetch) rather than its handler."""
+    return any(marker in text for marker in _RUNTIME_ENV_FAILED)
 
 
 def error_line(text: str, limit: int = 300) -> str:

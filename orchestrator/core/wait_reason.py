@@ -26,7 +26,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from orchestrator.core.error_text import error_line
+from orchestrator.core.error_text import error_line, runtime_env_failed
 
 CODES: tuple[str, ...] = (
     "no_handler",
@@ -183,7 +183,12 @@ def _replicas_blocked(ep: EndpointFacts, ahead: str) -> WaitReason | None:
         failure = StartFailure(a.start_error, a.start_failures)
     if failure is not None and ep.idle + ep.busy == 0:
         times = f" ({failure.failures} failed starts in a row)" if failure.failures > 1 else ""
-        what = "the pool cannot start replicas" if failure.pool else "replicas fail to load the handler"
+        if failure.pool:
+            what = "the pool cannot start replicas"
+        elif runtime_env_failed(failure.error):
+            what = "the replicas' runtime environment fails to set up"
+        else:
+            what = "replicas fail to load the handler"
         return WaitReason("handler_fails_to_load", f"{what}{times}: {one_line(failure.error)}")
     if a is not None and not a.enabled and ep.idle == 0 and ep.starting == 0:
         have = f"all {_plural(ep.busy, 'replica')} busy" if ep.busy else "no replica"

@@ -223,6 +223,22 @@ def test_handler_import_error_carries_the_traceback() -> None:
     assert "ModuleNotFoundError" in got.detail
 
 
+def test_a_runtime_env_that_cannot_be_set_up_points_at_the_packages_not_the_handler() -> None:
+    trace = (
+        "Failed to set up runtime environment.\nCould not create the actor because its associated runtime "
+        "env failed to be created.\n...\nERROR: No matching distribution found for no-such-pkg==1.0"
+    )
+    line = "failed to start: ERROR: No matching distribution found for no-such-pkg==1.0"
+    bad = [worker(f"pkg-{i}", "pkg", "stopped", reason=line, error=trace) for i in range(2)]
+    f = replace(healthy(), endpoints=[*healthy().endpoints, endpoint("pkg", "handler:handler")])
+    found = rules(diagnose(replace(f, workers=[*f.workers, *bad]), NOW_S))
+    assert "workers.handler_import" not in found
+    got = found["workers.runtime_env_setup"]
+    assert got.severity == "HIGH" and "cannot set up the runtime environment" in got.issue
+    assert "no-such-pkg==1.0" in got.issue and "requirements.txt" in got.action
+    assert "ripple deploy PATH --endpoint pkg" in got.action and "No matching" in got.detail
+
+
 def test_a_deleted_endpoints_failed_workers_are_its_past() -> None:
     gone = [
         worker(f"old-{i}", "old", "stopped", reason="failed to start: ModuleNotFoundError: x")

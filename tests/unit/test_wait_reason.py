@@ -60,6 +60,22 @@ def test_handler_fails_to_load_names_the_error() -> None:
     assert "\n" not in r.message
 
 
+RUNTIME_ENV_FAILURE = (
+    "Failed to set up runtime environment.\nCould not create the actor because its associated runtime env "
+    "failed to be created.\n...\n    ERROR: No matching distribution found for no-such-pkg==1.0"
+)
+
+
+def test_a_runtime_env_that_fails_to_set_up_is_not_called_the_handler() -> None:
+    ep = EndpointFacts(start_failure=StartFailure(RUNTIME_ENV_FAILURE, failures=2), starting=1)
+    r = wait_reason(HEAD, ep)
+    assert (r.code, r.message) == (
+        "handler_fails_to_load",
+        "the replicas' runtime environment fails to set up (2 failed starts in a row): "
+        "ERROR: No matching distribution found for no-such-pkg==1.0",
+    )
+
+
 def test_handler_failure_from_the_autoscaler_when_the_queue_has_none() -> None:
     facts = replace(FRESH, start_failures=1, start_error="ValueError: signal only works in main thread")
     r = wait_reason(HEAD, EndpointFacts(autoscaler=facts))

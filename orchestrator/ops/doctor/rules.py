@@ -10,6 +10,7 @@ from collections import defaultdict
 from collections.abc import Mapping
 from typing import Any
 
+from orchestrator.core.error_text import runtime_env_failed
 from orchestrator.core.registry import LOST_REASON
 from orchestrator.core.webhook_outcomes import trouble
 from orchestrator.core.workers import (
@@ -259,19 +260,32 @@ def _failed_workers(f: Facts) -> list[Finding]:
         handler = (eps.get(ep) or {}).get("handler")
         last = ws[-1]
         trace = str(last.get("error") or last.get("reason"))
-        out.append(
-            _f(
+        line = str(last.get("reason"))[len("failed to start: ") :][:300]
+        if runtime_env_failed(trace):
+            finding = _f(
+                "HIGH",
+                "workers",
+                "workers.runtime_env_setup",
+                f"Endpoint {ep}: {len(ws)} worker(s) failed to start; their node cannot set up the "
+                f"runtime environment: {line}",
+                "Fix what it names: a package in the folder's requirements.txt (then `ripple deploy PATH "
+                f"--endpoint {ep}` again) or in the endpoint's runtimeEnv.pip; the install's report is "
+                "below.",
+                trace[-3000:],
+            )
+        else:
+            finding = _f(
                 "HIGH",
                 "workers",
                 "workers.handler_import",
                 f"Endpoint {ep}: {len(ws)} worker(s) failed to start; the handler {handler!r} does not "
-                f"load: {str(last.get('reason'))[len('failed to start: ') :][:300]}",
+                f"load: {line}",
                 f"Fix the handler: ship its code with `ripple deploy PATH --endpoint {ep}` (a folder with "
                 f"the module and its requirements.txt), or point the endpoint at the right one: "
                 f"`ripple endpoint update {ep} --handler MODULE:FUNCTION`.",
                 trace[-3000:],
             )
-        )
+        out.append(finding)
     for ep, ws in sorted(crashes.items()):
         if len(ws) < f.thresholds.repeated_failures:
             continue
