@@ -41,6 +41,7 @@ from orchestrator.core.deliveries import Deliveries
 from orchestrator.core.errors import NotFound
 from orchestrator.core.gpu_types import node_types
 from orchestrator.core.handlers import load_handler, run_job
+from orchestrator.core.job_threads import JobThreads, hung
 from orchestrator.core.workers import (
     WorkerState,
     is_active,
@@ -131,6 +132,7 @@ class WorkerReplica:
         self.deliveries = Deliveries()  # a job the store's record delivers again runs here once
         threads = rw.MAX_CONCURRENCY if self.handler.options.concurrency_modifier else cfg.concurrency
         self.executor = ThreadPoolExecutor(max_workers=max(1, threads), thread_name_prefix="handler")
+        self.threads = JobThreads(self.executor, self._thread_call_ended)
         rw.set_progress_sink(self._progress)
         self.health = hs.HealthRecord()
         self.active: dict[str, asyncio.Task[None]] = {}
@@ -151,7 +153,9 @@ class WorkerReplica:
         )
         self.completed = 0
         self.failed = 0
-        self.stuck = 0  # stopped jobs whose sync code still occupies a thread
+        # Stopped jobs whose sync code may still run in a thread, with their deadlines (job_threads.py).
+        self.abandoned: dict[str, int | None] = {}
+        self._stop_deadlines: dict[str, int | None] = {}  # of jobs the queue just told this replica to stop
         self._wake = asyncio.Event()
         self._drained = asyncio.Event()  # set once draining: ends a take blocked on the store at once
         self._flush = asyncio.Event()
@@ -289,7 +293,7 @@ class WorkerReplica:
             "idleSince": self.idle_since_s,
             "completed": self.completed,
             "failed": self.failed,
-            "stuck": self.stuck,
+            "stuck": hung(self._abandoned(), int(time.time() * 1000)),
             "handler": self.cfg.handler,
             "version": self.cfg.version,
             "startedAt": int(self.started_s * 1000),
@@ -308,13 +312,27 @@ class WorkerReplica:
             return f"serving through the queue: the job store fails this replica ({trouble['error']})"
         return "serving"
 
+    def _abandoned(self) -> dict[str, int | None]:
+        """The stopped jobs whose code still runs in a thread, with their deadlines (those whose code
+        returned are forgotten)."""
+        for job_id in [j for j in self.abandoned if not self.threads.running(j)]:
+            del self.abandoned[job_id]
+        return self.abandoned
+
+    def _thread_call_ended(self) -> None:
+        """A handler thread's call returned (in that thread): a slot an abandoned job held may be free."""
+        if self._loop is not None and self.abandoned:
+            with contextlib.suppress(RuntimeError):  # the loop closed: nothing waits for a slot
+                self._loop.call_soon_threadsafe(self._wake.set)
+
     async def _take_loop(self) -> None:
         while not self.draining:
             self.health = hs.tick(self.health, time.time())
             self.concurrency = rw.next_concurrency(
                 self.handler.options.concurrency_modifier, self.concurrency, self.cfg.concurrency
             )
-            free = hs.serving_slots(self.health, self.concurrency, time.time()) - len(self.active)
+            held = len(self.active) + len(self._abandoned())
+            free = hs.serving_slots(self.health, self.concurrency, time.time()) - held
             if free <= 0:
                 if self.results:  # no take soon (quarantined, or every slot held): the flusher sends them
                     self._flush.set()
@@ -397,12 +415,15 @@ class WorkerReplica:
 
         try:
             # The job dict as the worker SDK hands it over (id, input, attempt), a copy per run.
-            outcome = await run_job(self.handler, dict(job), self.executor, push, self.cfg.worker_id)
+            executor = self.threads.for_job(job_id)
+            outcome = await run_job(self.handler, dict(job), executor, push, self.cfg.worker_id)
         except asyncio.CancelledError:
             # Stopped: the job is already final (cancelled or timed out) or handed back. Sync code cannot be
-            # interrupted; once every thread is stuck the pool replaces this replica.
-            if self.handler.kind in ("sync", "gen"):
-                self.stuck += 1
+            # interrupted: its thread holds a slot until it returns, and counts as hung past the job's
+            # deadline; once every slot holds a hung one, the pool replaces this replica.
+            deadline = self._stop_deadlines.pop(job_id, None)
+            if self.handler.kind in ("sync", "gen") and self.threads.running(job_id):
+                self.abandoned[job_id] = deadline
             return
         finally:
             self.active.pop(job_id, None)
@@ -521,9 +542,11 @@ class WorkerReplica:
             return
         if final:
             return
+        deadlines = reply.get("stopDeadlines") or {}
         for job_id in reply["stop"]:
             task = self.active.get(job_id)
             if task is not None:
+                self._stop_deadlines[job_id] = deadlines.get(job_id)
                 task.cancel()
         if reply["drain"] and not self.draining:
             await self.drain()

@@ -452,7 +452,7 @@ async def test_ping_stops_foreign_jobs_and_reclaims_forgotten_leases_after_the_g
     ray_job = await leased(rig, "r1")
     rig.clock.advance(60)
     reply = await rig.d.heartbeat("ep", "r1", [], {"state": "idle"})
-    assert reply == {"stop": [], "drain": False}
+    assert reply == {"stop": [], "stopDeadlines": {}, "drain": False}
     assert (await rig.d.status("ep", ray_job))["status"] == "IN_PROGRESS", (
         "replicas are not reclaimed by ping"
     )
@@ -461,8 +461,16 @@ async def test_ping_stops_foreign_jobs_and_reclaims_forgotten_leases_after_the_g
 async def test_heartbeat_returns_stops_once_and_drain(rig: Rig) -> None:
     await rig.d.create_endpoint(ep())
     job = await leased(rig, "r1")
+    started_ms = int(rig.clock.now_s() * 1000)
+    rig.clock.advance(5)
     await rig.d.cancel("ep", job)
-    assert await rig.d.heartbeat("ep", "r1", [job], {"state": "busy"}) == {"stop": [job], "drain": False}
+    # When its code, if still running, counts as hung: the job's start plus its execution timeout.
+    deadline = started_ms + ep().execution_timeout
+    assert await rig.d.heartbeat("ep", "r1", [job], {"state": "busy"}) == {
+        "stop": [job],
+        "stopDeadlines": {job: deadline},
+        "drain": False,
+    }
     assert (await rig.d.heartbeat("ep", "r1", [], {"state": "idle"}))["stop"] == []
     await rig.d.drain_worker("r1")
     assert (await rig.d.heartbeat("ep", "r1", [], {"state": "idle"}))["drain"] is True

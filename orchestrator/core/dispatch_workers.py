@@ -24,6 +24,7 @@ from orchestrator.core.dispatch_ports import (
     WebhookKicker,
 )
 from orchestrator.core.errors import NotFound
+from orchestrator.core.job_threads import stop_deadline_ms
 from orchestrator.core.jobs import JobStatus, parse_worker_result
 from orchestrator.core.models import STORED, EndpointSpec
 from orchestrator.core.registry import WorkerRegistry
@@ -337,13 +338,19 @@ class WorkerDispatch:
     async def heartbeat(
         self, endpoint: str, worker_id: str, job_ids: Sequence[str], state: dict[str, Any]
     ) -> dict[str, Any]:
-        """A Ray replica's heartbeat: its held jobs and lifecycle state in; ``stop`` (jobs to stop) and
-        ``drain`` (asked through the API or the store) back."""
+        """A Ray replica's heartbeat: its held jobs and lifecycle state in; ``stop`` (jobs to stop), their
+        ``stopDeadlines`` (ms: when code still running for one counts as hung, see
+        :func:`~orchestrator.core.job_threads.stop_deadline_ms`) and ``drain`` (asked through the API or
+        the store) back."""
         stop = await self.ping(endpoint, worker_id, job_ids, "ray", state)
         self.stops.pop(worker_id, None)
         if state.get("state") in ("idle", "busy"):
             self.start_failures.pop(endpoint, None)  # a replica loaded the handler: starts work again
-        return {"stop": stop, "drain": self.registry.is_draining(worker_id)}
+        deadlines: dict[str, int | None] = {}
+        for jid in stop:
+            job = await self.store.get(jid)
+            deadlines[jid] = stop_deadline_ms(job.started_ms, job.execution_timeout_ms) if job else None
+        return {"stop": stop, "stopDeadlines": deadlines, "drain": self.registry.is_draining(worker_id)}
 
     async def report_workers(self, endpoint: str, records: Sequence[dict[str, Any]]) -> None:
         """A pool vouches for replicas that cannot heartbeat yet (starting, waiting for placement) or that

@@ -214,6 +214,26 @@ def test_hanging_sync_handler_times_out_and_its_replica_is_replaced(rp: Ripple) 
     wait_for(replaced, 40, "the hung replica stopped and a new one idle")
 
 
+def test_a_cancelled_sync_job_keeps_its_replica_which_serves_on_once_its_code_returns(rp: Ripple) -> None:
+    """Sync code cannot be interrupted: a cancelled job's thread runs on until the handler returns. The
+    replica (its model loaded) is kept, as a RunPod worker is, and takes its next job once the thread is
+    free; it is replaced only when that code runs past the job's execution timeout (the test above)."""
+    rp.create_endpoint("cancels", "work_sync", gpus=1, minReplicas=1, maxReplicas=1, concurrency=1)
+    (first,) = rp.wait_replicas("cancels", 1, 60)
+    (long_job,) = rp.submit("cancels", [{"value": 1, "sleep_s": 6}])
+    rp.wait_status(long_job, "IN_PROGRESS", 20)
+    cancelled_s = time.time()
+    assert rp.call(rp.queue.cancel.remote("cancels", long_job))["status"] == "CANCELLED"
+    (next_job,) = rp.submit("cancels", [{"value": 2}])
+    (done,) = rp.wait_final([next_job], 30)
+    assert done["status"] == "COMPLETED" and done["workerId"] == first["id"], done
+    started_s = done["startedAt"] / 1000
+    print(f"next job started {started_s - cancelled_s:.1f} s after the cancel (the cancelled code ran 6 s)")
+    assert started_s >= cancelled_s + 3, "it waited for the thread, not run beside the cancelled code"
+    assert [w["workerId"] for w in rp.workers("cancels", live_only=False)] == [first["id"]]
+    assert rp.job(long_job)["status"] == "CANCELLED", "its late result is ignored"
+
+
 def test_an_async_handler_blocking_its_loop_past_the_heartbeat_timeout_keeps_its_lease(rp: Ripple) -> None:
     """An async handler that never awaits (a RunPod worker file calling its model synchronously) blocks the
     replica's event loop for 10 s, past the heartbeat timeout (4 s here): a thread heartbeats for the loop,
