@@ -39,9 +39,10 @@ def hung(deadlines: Mapping[str, int | None], now_ms: int) -> int:
 
 
 class JobThreads:
-    """Counts, per job, the calls an executor runs (or has queued) for it, so that a stopped job whose code
-    still runs can be told from one that ended. Thread-safe; ``on_end`` is called (in the thread) each time
-    a call ends."""
+    """Counts, per job, the calls an executor is running for it, so that a stopped job whose code still
+    runs can be told from one that ended. A call is counted from its start in a thread to its return (one
+    still queued is not running code: stopping its job cancels it). Thread-safe; ``on_end`` is called, in
+    the thread, each time a call returns."""
 
     def __init__(self, executor: Executor, on_end: Callable[[], None]) -> None:
         self._executor = executor
@@ -54,23 +55,21 @@ class JobThreads:
         return _JobExecutor(self, job_id)
 
     def running(self, job_id: str) -> bool:
-        """Whether a call for ``job_id`` is running or queued."""
+        """Whether a call for ``job_id`` is running."""
         with self._lock:
             return self._calls[job_id] > 0
 
-    def _submit(self, job_id: str, fn: Callable[..., T], *args: Any, **kwargs: Any) -> Future[T]:
+    def _call(self, job_id: str, fn: Callable[..., T], args: Any, kwargs: Any) -> T:
         with self._lock:
             self._calls[job_id] += 1
-        future = self._executor.submit(fn, *args, **kwargs)
-        future.add_done_callback(lambda _: self._ended(job_id))
-        return future
-
-    def _ended(self, job_id: str) -> None:
-        with self._lock:
-            self._calls[job_id] -= 1
-            if self._calls[job_id] <= 0:
-                del self._calls[job_id]
-        self._on_end()
+        try:
+            return fn(*args, **kwargs)
+        finally:
+            with self._lock:
+                self._calls[job_id] -= 1
+                if self._calls[job_id] <= 0:
+                    del self._calls[job_id]
+            self._on_end()
 
 
 class _JobExecutor(Executor):
@@ -79,4 +78,4 @@ class _JobExecutor(Executor):
         self._job_id = job_id
 
     def submit(self, fn: Callable[P, T], /, *args: P.args, **kwargs: P.kwargs) -> Future[T]:
-        return self._threads._submit(self._job_id, fn, *args, **kwargs)
+        return self._threads._executor.submit(self._threads._call, self._job_id, fn, args, kwargs)

@@ -12,6 +12,15 @@ from orchestrator.core.job_threads import JobThreads, hung, stop_deadline_ms
 pytestmark = pytest.mark.timeout(10)
 
 
+def _starts(threads: JobThreads, job_id: str, timeout_s: float = 5.0) -> bool:
+    stop = threading.Event()
+    for _ in range(int(timeout_s / 0.01)):
+        if threads.running(job_id):
+            return True
+        stop.wait(0.01)
+    return False
+
+
 def _ends(threads: JobThreads, job_id: str, timeout_s: float = 5.0) -> bool:
     """Whether ``job_id``'s calls are all counted ended within ``timeout_s`` (the count drops in the
     thread's done callback, just after its result is set)."""
@@ -37,19 +46,25 @@ def test_code_counts_as_hung_once_past_its_deadline_or_with_none() -> None:
 
 
 def test_job_threads_tell_a_job_whose_code_still_runs() -> None:
-    release = threading.Event()
+    started, release = threading.Event(), threading.Event()
     ended: list[int] = []
+
+    def long_call() -> bool:
+        started.set()
+        return release.wait(5)
+
     with ThreadPoolExecutor(max_workers=1) as pool:
         threads = JobThreads(pool, lambda: ended.append(1))
-        running = threads.for_job("a").submit(release.wait, 5)
+        running = threads.for_job("a").submit(long_call)
         queued = threads.for_job("b").submit(lambda: 2)
-        assert threads.running("a") and threads.running("b") and not threads.running("c")
-        assert queued.cancel(), "queued behind a's call: cancelled before it ran"
-        assert not threads.running("b") and threads.running("a")
+        assert started.wait(5)
+        assert threads.running("a") and not threads.running("c")
+        assert not threads.running("b"), "queued behind a's call: no code of b runs"
+        assert queued.cancel(), "and stopping b cancels it before it runs"
         release.set()
         assert running.result(timeout=5) is True
         assert _ends(threads, "a")
-        assert len(ended) == 2, "told once per call that ended, cancelled ones too"
+        assert ended == [1], "told once per call that returned"
 
 
 def test_a_generators_calls_count_as_its_jobs() -> None:
@@ -59,7 +74,7 @@ def test_a_generators_calls_count_as_its_jobs() -> None:
         gate = threading.Event()
         first = executor.submit(gate.wait, 5)
         second = executor.submit(gate.wait, 5)
-        assert threads.running("gen")
+        assert _starts(threads, "gen")
         gate.set()
         first.result(timeout=5)
         second.result(timeout=5)
