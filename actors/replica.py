@@ -310,6 +310,8 @@ class WorkerReplica:
             return f"quarantined after {h.consecutive_failures} failed jobs in a row"
         if (trouble := self.direct.trouble()) is not None:
             return f"serving through the queue: the job store fails this replica ({trouble['error']})"
+        if abandoned := len(self._abandoned()):
+            return f"serving; {abandoned} slot(s) held by a stopped job's code until it returns"
         return "serving"
 
     def _abandoned(self) -> dict[str, int | None]:
