@@ -423,12 +423,12 @@ class WorkerReplica:
             # Stopped: the job is already final (cancelled or timed out) or handed back. Sync code cannot be
             # interrupted: its thread holds a slot until it returns, and counts as hung past the job's
             # deadline; once every slot holds a hung one, the pool replaces this replica.
-            deadline = self._stop_deadlines.pop(job_id, None)
             if self.handler.kind in ("sync", "gen") and self.threads.running(job_id):
-                self.abandoned[job_id] = deadline
+                self.abandoned[job_id] = self._stop_deadlines.get(job_id)
             return
         finally:
             self.active.pop(job_id, None)
+            self._stop_deadlines.pop(job_id, None)
             self.direct.ended(job_id)
             self.deliveries.ended(job_id)
             if not self.active:
