@@ -167,8 +167,10 @@ class TrackedReplica:
                 starting = f"waiting for resources (pending placement{wanted})"
             elif self.setting_up:
                 starting = f"setting up: {self.setup}"
-            else:
+            elif self.loading_since_s is not None:
                 starting = "starting: loading handler"
+            else:  # not looked at yet (the pool checks a start after ``pending_check_s``)
+                starting = "starting"
             reason = self.info.get("reason") or starting
         return {
             "workerId": rec.worker_id,

@@ -268,8 +268,9 @@ def _failed_workers(f: Facts) -> list[Finding]:
                 "workers.runtime_env_setup",
                 f"Endpoint {ep}: {len(ws)} worker(s) failed to start; their node cannot set up the "
                 f"runtime environment: {line}",
-                "Fix what it names: a package in the folder's requirements.txt (then `ripple deploy PATH "
-                f"--endpoint {ep}` again) or in the endpoint's runtimeEnv.pip; the install's report is "
+                "Fix what it names in the folder's requirements.txt and deploy it again (`ripple deploy "
+                f"PATH --endpoint {ep}`); an endpoint without deployed code takes its packages from "
+                "runtimeEnv.pip (`--runtime-env` replaces the whole runtime env). The install's report is "
                 "below.",
                 trace[-3000:],
             )
