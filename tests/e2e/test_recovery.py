@@ -216,19 +216,19 @@ def test_kill_minus_nine_everything_then_up_again(tmp_path: Path, workers: Any) 
         completed = _submit(inst, ep, [{"k": i} for i in range(3)])
         for j in completed:
             wait_status(inst, ep, j, "COMPLETED", timeout_s=60)
-        leased = _submit(inst, ep, [{"sleep_s": 4, "m": i} for i in range(2)])
-        held_by = {wait_status(inst, ep, j, "IN_PROGRESS", timeout_s=60)["workerId"] for j in leased}
-        assert held_by == {w1.worker_id, w2.worker_id}
-        queued = _submit(inst, ep, [{"q": i} for i in range(4)])
-        assert Counter(s["status"] for s in _statuses(inst, ep, queued)) == {"IN_QUEUE": 4}
         # Deployed code, which lives in the Ray head's GCS: the new head gets it back from the data dir.
+        # Deployed before the leases below: their 4 s jobs must still run when everything is killed.
         code, module = tmp_path / "code", f"rec_code_{uuid.uuid4().hex[:8]}"
         code.mkdir()
         (code / f"{module}.py").write_text("def handler(job):\n    return {'kept': job['input']}\n")
         deploy = ["deploy", str(code), "--endpoint", "rec-code", "--handler", f"{module}:handler"]
         proc = run_cli(["--data-dir", str(data_dir), *deploy, "--set", "gpus=0", "--no-wait"], env=inst.env)
         assert proc.returncode == 0, proc.stdout + proc.stderr
-
+        leased = _submit(inst, ep, [{"sleep_s": 4, "m": i} for i in range(2)])
+        held_by = {wait_status(inst, ep, j, "IN_PROGRESS", timeout_s=60)["workerId"] for j in leased}
+        assert held_by == {w1.worker_id, w2.worker_id}
+        queued = _submit(inst, ep, [{"q": i} for i in range(4)])
+        assert Counter(s["status"] for s in _statuses(inst, ep, queued)) == {"IN_QUEUE": 4}
         killed = _killed_everything(inst, [w1, w2])
         assert inst.state["ray_head_pid"] in killed
         assert _ready(inst) is None

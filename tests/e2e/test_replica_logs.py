@@ -12,7 +12,6 @@ import queue
 import secrets
 import subprocess
 import threading
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -119,6 +118,14 @@ def test_follow_streams_new_lines_over_http_and_the_cli(app: Instance) -> None:
             got.put(line.rstrip("\n"))
 
     threading.Thread(target=pump, daemon=True).start()
+    seen: list[str] = []
+
+    def cli_printed(line: str) -> bool:
+        with contextlib.suppress(queue.Empty):
+            while True:
+                seen.append(got.get_nowait())
+        return f"[{worker_id}] {line}" in seen
+
     try:
         with (
             app.client(timeout_s=60) as c,
@@ -127,20 +134,16 @@ def test_follow_streams_new_lines_over_http_and_the_cli(app: Instance) -> None:
             assert r.status_code == 200 and r.headers["content-type"].startswith("text/plain")
             lines = r.iter_lines()
             assert next(lines) == "printer: warm line 0"
-            time.sleep(2)  # the CLI's stream is open too
+            # The CLI's stream is open too once it printed its tail (a fixed wait was too short under load,
+            # and the CLI, opening after the new lines, printed only the last as its tail).
+            wait_for(lambda: cli_printed("printer: warm line 0"), 30, "ripple logs --follow's tail")
             _run(app, endpoint, "later", lines=2)
             assert next(lines) == "printer: later line 0"
             assert next(lines) == "printer: later line 1"
 
-        seen: list[str] = []
-
-        def cli_saw_later() -> bool:
-            with contextlib.suppress(queue.Empty):
-                while True:
-                    seen.append(got.get_nowait())
-            return f"[{worker_id}] printer: later line 1" in seen
-
-        wait_for(cli_saw_later, 30, "ripple logs --follow to print the new lines")
+        wait_for(
+            lambda: cli_printed("printer: later line 1"), 30, "ripple logs --follow to print the new lines"
+        )
         assert f"[{worker_id}] printer: later line 0" in seen
     finally:
         proc.kill()
