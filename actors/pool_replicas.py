@@ -23,7 +23,7 @@ from actors import ray_cluster
 from orchestrator.core.error_text import error_line
 from orchestrator.core.gpu_types import TypeCapacity
 from orchestrator.core.pool_plan import ReplicaInfo
-from orchestrator.core.replica_start import Start, start_stage
+from orchestrator.core.replica_start import NO_SETUP, Start, start_stage
 from orchestrator.core.rollout import VersionedReplica
 from orchestrator.core.workers import (
     WorkerRecord,
@@ -113,7 +113,7 @@ class TrackedReplica:
     pending_placement: bool = False  # no node has granted its resources yet (``Start.WAITING``)
     setting_up: bool = False  # a node granted them and prepares its process (``Start.SETTING_UP``)
     asked: frozenset[str] | None = None  # the Ray resources it asks for (None: unknown, adopted)
-    setup: str = "starting its worker process"  # what its node does before its process runs
+    setup: str = NO_SETUP  # what its node does before its process runs (``setup_activity``)
     error: str | None = None
     gpu_type: str | None = None  # the GPU type it asked for (None: any)
     version: int = 0  # the endpoint version it runs
@@ -183,6 +183,7 @@ class TrackedReplica:
             "actorId": self.actor_id,  # its logs, also while starting or after a failed load
             "pendingPlacement": self.pending_placement,
             "settingUp": self.setting_up,
+            "setup": self.setup if self.setting_up else None,
             "gpuType": self.info.get("gpuType") or self.gpu_type,
             "version": self.version,
             "reason": reason,

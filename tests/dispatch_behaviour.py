@@ -949,6 +949,21 @@ async def test_queued_jobs_say_their_place_in_the_queue(rig: Rig) -> None:
     }
 
 
+async def test_wait_reason_says_what_a_replica_being_set_up_does_as_its_pool_reports_it(rig: Rig) -> None:
+    await rig.d.create_endpoint(ep(handler="h:f"))
+    job = await submit_one(rig.d)
+    setup = "installing torch (runtimeEnv.pip)"  # its version's runtime env, not the endpoint's latest
+    views = [
+        {"workerId": "r1", "state": "starting", "settingUp": True, "setup": setup},
+        {"workerId": "r2", "state": "starting", "pendingPlacement": True},
+    ]
+    await rig.d.report_workers("ep", views)
+    assert (await rig.d.status("ep", job))["waitReason"] == {
+        "code": "scaling_up",
+        "message": "2 replicas starting: 1 waiting for resources, 1 installing torch (runtimeEnv.pip)",
+    }
+
+
 async def test_wait_reason_of_replicas_that_fail_to_load_the_handler(rig: Rig) -> None:
     await rig.d.create_endpoint(ep(handler="h:f"))
     job = await submit_one(rig.d)

@@ -28,7 +28,7 @@ from orchestrator.core.endpoint_problem import POOL_ERROR_TTL_S
 from orchestrator.core.errors import Conflict, NotFound, invalid
 from orchestrator.core.jobs import RETRYABLE, JobStatus, JobView
 from orchestrator.core.models import EndpointPatch, EndpointSpec, NewJob, RunRequest, new_job_id
-from orchestrator.core.replica_start import setup_activity
+from orchestrator.core.replica_start import NO_SETUP
 from orchestrator.core.wait_reason import (
     EndpointFacts,
     JobPlace,
@@ -356,6 +356,7 @@ class Dispatcher(VersionDispatch):
         spec, its live workers (registry), its replicas' start failures, the autoscaler's fresh facts."""
         counts = {"starting": 0, "idle": 0, "busy": 0}
         pending = setting_up = outside = 0
+        setup = NO_SETUP  # what a replica being set up does, as its pool says (its version's runtime env)
         for v in self.registry.views(spec.name):
             state = v.get("state")
             if state in counts:
@@ -364,6 +365,7 @@ class Dispatcher(VersionDispatch):
                     pending += 1
                 elif state == "starting" and v.get("settingUp"):
                     setting_up += 1
+                    setup = str(v.get("setup") or setup)
                 if v.get("kind") == "external" and state != "starting":
                     outside += 1
         scaler = None
@@ -380,7 +382,7 @@ class Dispatcher(VersionDispatch):
             starting=counts["starting"],
             pending_placement=pending,
             setting_up=setting_up,
-            setup=setup_activity(spec.runtime_env),
+            setup=setup,
             idle=counts["idle"],
             busy=counts["busy"],
             outside=outside,

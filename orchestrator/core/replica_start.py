@@ -59,6 +59,10 @@ def start_stage(
     return Start.SETTING_UP
 
 
+NO_SETUP = "starting its worker process"
+"""What a node does for a replica whose runtime env installs and fetches nothing."""
+
+
 def setup_activity(runtime_env: Mapping[str, Any] | None) -> str:
     """What a node does for a replica of ``runtime_env`` before its process runs, for people to read:
     ``"installing torch, diffusers (runtimeEnv.pip)"``, ``"starting its worker process"``."""
@@ -75,7 +79,7 @@ def setup_activity(runtime_env: Mapping[str, Any] | None) -> str:
             return f"pulling its container image (runtimeEnv.{image})"
     if env.get("working_dir") or env.get("py_modules"):
         return "fetching its code"
-    return "starting its worker process"
+    return NO_SETUP
 
 
 def _packages(spec: Any) -> list[str]:

@@ -27,6 +27,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from orchestrator.core.error_text import error_line, runtime_env_failed
+from orchestrator.core.replica_start import NO_SETUP
 
 CODES: tuple[str, ...] = (
     "no_handler",
@@ -117,7 +118,7 @@ class EndpointFacts:
     starting: int = 0
     pending_placement: int = 0
     setting_up: int = 0
-    setup: str = "starting its worker process"
+    setup: str = NO_SETUP
     idle: int = 0
     busy: int = 0
     outside: int = 0
