@@ -318,6 +318,7 @@ def test_operator_workflow_in_a_real_browser(ripple: Instance, shots: Path) -> N
                 f"{ripple.base_url}/api/v1/endpoints",
                 json={"name": "e2e-ray", "handler": "examples.handlers:echo", "gpus": 1, "minReplicas": 1},
                 headers={"Authorization": f"Bearer {ripple.api_key}"},
+                timeout=30,  # a create with a handler answers once its pool is up: up to 10 s by design
             )
             assert ray_endpoint.status_code == 201, ray_endpoint.text
             page.click("a[data-nav=workers]")
