@@ -4,7 +4,8 @@ with a real embedded Redis and the autoscaler on.
 Ray shows such a replica as it shows one waiting for a free GPU: created, no process. But its node has
 granted its GPU, which Ray already counts as used. Ripple must neither count that GPU twice (other
 endpoints would wait for a GPU that is free) nor tell the user the replica waits for resources. The slow
-set-up is a test runtime-env plugin (``slow_setup_plugin``), as a pip install is without a network.
+set-up is a test runtime-env plugin (``slow_setup_plugin``), as a pip install is without a network; it
+lasts until the test opens its gate.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ from __future__ import annotations
 import os
 import time
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -21,11 +23,10 @@ from tests.integration.slow_setup_plugin import FIELD, PLUGINS_ENV
 
 __all__ = ["local_ray", "module_redis", "ripple", "rp"]
 
-pytestmark = pytest.mark.timeout(120)
+pytestmark = pytest.mark.timeout(240)
 
 RAY_INIT = {"num_cpus": 4, "num_gpus": 2}
 AUTOSCALER = {"enabled": True, "interval_s": 0.5}
-SETUP_S = 25.0
 
 
 @pytest.fixture(scope="module", autouse=True)
@@ -47,8 +48,11 @@ def _setting_up(rp: Ripple, endpoint: str) -> dict[str, Any] | None:
     return ws[0] if len(ws) == 1 and ws[0].get("settingUp") else None
 
 
-def test_a_replica_being_set_up_holds_its_gpu_once_and_says_what_it_waits_for(rp: Ripple) -> None:
-    rp.create_endpoint("slow", "work_async", gpus=1, cpus=0, runtimeEnv={FIELD: SETUP_S})
+def test_a_replica_being_set_up_holds_its_gpu_once_and_says_what_it_waits_for(
+    rp: Ripple, tmp_path: Path
+) -> None:
+    gate = tmp_path / "set-up-done"
+    rp.create_endpoint("slow", "work_async", gpus=1, cpus=0, runtimeEnv={FIELD: str(gate)})
     rp.create_endpoint("quick", "work_async", gpus=1, cpus=0)
     (slow_job,) = rp.submit("slow", [{"value": 1}])
     w = wait_for(lambda: _setting_up(rp, "slow"), 30, "the slow replica being set up")
@@ -65,12 +69,13 @@ def test_a_replica_being_set_up_holds_its_gpu_once_and_says_what_it_waits_for(rp
     # replica is still being set up (before, its GPU counted twice and "quick" waited with no_gpu).
     started_s = time.monotonic()
     (quick_job,) = rp.submit("quick", [{"value": 2}])
-    (done,) = rp.wait_final([quick_job], SETUP_S - 5)
+    (done,) = rp.wait_final([quick_job], 60)
     assert done["status"] == "COMPLETED", done
     print(f"quick's job done {time.monotonic() - started_s:.1f} s after submit")
     assert _setting_up(rp, "slow"), "the slow replica was still being set up"
     blocked = [h for h in rp.history("quick") if h["kind"] == "blocked"]
     assert not blocked, blocked
 
-    (slow_done,) = rp.wait_final([slow_job], SETUP_S + 30)
+    gate.touch()
+    (slow_done,) = rp.wait_final([slow_job], 60)
     assert slow_done["status"] == "COMPLETED", slow_done
