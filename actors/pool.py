@@ -59,6 +59,7 @@ from orchestrator.core.rollout import (
 from orchestrator.core.workers import (
     WorkerState,
     absorb_report,
+    held_by_stopped_code,
     is_active,
     is_live,
     new_worker,
@@ -148,6 +149,7 @@ class WorkerPool:
                     "id": r.worker_id,
                     "state": "draining" if r.worker_id in retiring else r.record.state.value,
                     "jobsHeld": len(r.record.jobs),
+                    "heldByStopped": held_by_stopped_code(r.info),
                     "idleSince": r.info.get("idleSince"),
                     "pendingPlacement": r.pending_placement,
                     "health": r.record.health.state.value,

@@ -294,6 +294,7 @@ class WorkerReplica:
             "completed": self.completed,
             "failed": self.failed,
             "stuck": hung(self._abandoned(), int(time.time() * 1000)),
+            "heldByStopped": len(self.abandoned),
             "handler": self.cfg.handler,
             "version": self.cfg.version,
             "startedAt": int(self.started_s * 1000),

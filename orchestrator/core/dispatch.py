@@ -37,6 +37,7 @@ from orchestrator.core.wait_reason import (
     facts_are_fresh,
     wait_reason,
 )
+from orchestrator.core.workers import full_by_stopped_code
 
 log = logging.getLogger("ripple.queue")
 S = JobStatus
@@ -355,10 +356,13 @@ class Dispatcher(VersionDispatch):
         """What the queue knows of an endpoint for :func:`~orchestrator.core.wait_reason.wait_reason`: its
         spec, its live workers (registry), its replicas' start failures, the autoscaler's fresh facts."""
         counts = {"starting": 0, "idle": 0, "busy": 0}
-        pending = setting_up = outside = 0
+        pending = setting_up = outside = held_by_stopped = 0
         setup = NO_SETUP  # what a replica being set up does, as its pool says (its version's runtime env)
         for v in self.registry.views(spec.name):
             state = v.get("state")
+            if state in ("idle", "busy") and full_by_stopped_code(v):
+                state = "busy"  # idle as far as jobs go, but a stopped job's code still holds its slot
+                held_by_stopped += 1
             if state in counts:
                 counts[state] += 1
                 if state == "starting" and v.get("pendingPlacement"):
@@ -385,6 +389,7 @@ class Dispatcher(VersionDispatch):
             setup=setup,
             idle=counts["idle"],
             busy=counts["busy"],
+            held_by_stopped=held_by_stopped,
             outside=outside,
             start_failure=self._start_failure(spec.name),
             autoscaler=scaler,

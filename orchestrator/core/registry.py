@@ -33,6 +33,7 @@ from orchestrator.core.workers import (
     WorkerState,
     absorb_report,
     heartbeat,
+    held_by_stopped_code,
     is_active,
     is_heartbeat_stale,
     is_live,
@@ -320,12 +321,13 @@ class WorkerRegistry:
         ]
 
     def has_free_worker(self, endpoint: str) -> bool:
-        """Whether a serving worker of the endpoint (idle, or busy below its concurrency; healthy) would
-        take a job now, as its latest report says: one that takes from the store needs no wake-up here."""
+        """Whether a serving worker of the endpoint (idle, or busy below its concurrency counting the slots
+        stopped jobs' code still holds; healthy) would take a job now, as its latest report says: one that
+        takes from the store needs no wake-up here."""
         return any(
             e.record.endpoint == endpoint
             and e.record.state in (WorkerState.IDLE, WorkerState.BUSY)
-            and len(e.record.jobs) < e.record.concurrency
+            and len(e.record.jobs) + held_by_stopped_code(e.reported) < e.record.concurrency
             and not is_record_unhealthy(e.record)
             for e in self._w.values()
         )

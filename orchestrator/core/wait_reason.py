@@ -108,8 +108,10 @@ class EndpointFacts:
     """An endpoint as the queue sees it. Worker counts are of live workers: ``starting`` replicas (of which
     ``pending_placement`` wait for resources, and ``setting_up`` were granted them and are being set up,
     doing ``setup``: :mod:`orchestrator.core.replica_start`), ready ones ``idle`` or ``busy``, and live
-    ``outside`` workers (RunPod worker SDK). ``start_failure``: replicas failed to start more recently than
-    any became ready (None otherwise). ``autoscaler``: None when unknown or stale."""
+    ``outside`` workers (RunPod worker SDK). ``held_by_stopped``: of the ``busy`` ones, those with every
+    slot taken and at least one by a stopped (cancelled or timed-out) job's code, which cannot be
+    interrupted and holds its slot until it returns. ``start_failure``: replicas failed to start more
+    recently than any became ready (None otherwise). ``autoscaler``: None when unknown or stale."""
 
     has_handler: bool = True
     gpus: float = 0.0
@@ -121,6 +123,7 @@ class EndpointFacts:
     setup: str = NO_SETUP
     idle: int = 0
     busy: int = 0
+    held_by_stopped: int = 0
     outside: int = 0
     start_failure: StartFailure | None = None
     autoscaler: AutoscalerFacts | None = None
@@ -192,9 +195,10 @@ def _replicas_blocked(ep: EndpointFacts, ahead: str) -> WaitReason | None:
             what = "replicas fail to load the handler"
         return WaitReason("handler_fails_to_load", f"{what}{times}: {one_line(failure.error)}")
     if a is not None and not a.enabled and ep.idle == 0 and ep.starting == 0:
-        have = f"all {_plural(ep.busy, 'replica')} busy" if ep.busy else "no replica"
+        have = _all_busy(ep) if ep.busy else "no replica"
         return WaitReason(
-            "autoscaler_disabled", f"the autoscaler is disabled and {have}; none will be started" + ahead
+            "autoscaler_disabled",
+            f"the autoscaler is disabled and {have}; none will be started" + _held_by_stopped(ep) + ahead,
         )
     if a is not None and a.blocked and ep.idle == 0:
         if a.blocked_cause in GPU_CAUSES and ep.gpus > 0:
@@ -203,8 +207,10 @@ def _replicas_blocked(ep: EndpointFacts, ahead: str) -> WaitReason | None:
             return WaitReason("no_capacity", f"cannot place a replica: {one_line(a.blocked)}" + ahead)
     at_max = ep.idle + ep.busy + ep.starting >= ep.max_replicas
     if ep.idle == 0 and at_max and (ep.starting == 0 or ep.max_replicas == 0):
-        busy = f"all {_plural(ep.busy, 'replica')} busy" if ep.busy else "no replica allowed"
-        return WaitReason("max_replicas", f"{busy} (maxReplicas {ep.max_replicas})" + ahead)
+        busy = _all_busy(ep) if ep.busy else "no replica allowed"
+        return WaitReason(
+            "max_replicas", f"{busy} (maxReplicas {ep.max_replicas})" + _held_by_stopped(ep) + ahead
+        )
     if ep.starting > 0 and ep.idle == 0:
         return WaitReason("scaling_up", _starting(ep) + ahead)
     return None
@@ -224,6 +230,17 @@ def _starting(ep: EndpointFacts) -> str:
     return f"{_plural(ep.starting, 'replica')} starting: " + ", ".join(parts)
 
 
+def _all_busy(ep: EndpointFacts) -> str:
+    return f"all {_plural(ep.busy, 'replica')} busy"
+
+
+def _held_by_stopped(ep: EndpointFacts) -> str:
+    """``"; 1 held by a stopped job's code until it returns"`` (empty when none is)."""
+    if not ep.held_by_stopped:
+        return ""
+    return f"; {ep.held_by_stopped} held by a stopped job's code until it returns"
+
+
 def _next_in_line(ep: EndpointFacts) -> WaitReason:
     """The job is at the head of its queue and nothing blocks the endpoint."""
     if ep.idle > 0 or (not ep.has_handler and ep.outside > ep.busy):
@@ -232,8 +249,7 @@ def _next_in_line(ep: EndpointFacts) -> WaitReason:
         workers = _plural(ep.outside, "outside worker")
         return WaitReason("waiting_for_worker", f"next in line; all {workers} busy")
     if ep.busy:
-        replicas = _plural(ep.busy, "replica")
-        busy = f"next in line; all {replicas} busy, the autoscaler may add one"
+        busy = f"next in line; {_all_busy(ep)}, the autoscaler may add one" + _held_by_stopped(ep)
         return WaitReason("waiting_for_worker", busy)
     return WaitReason("waiting_for_worker", "next in line; no replica yet, the autoscaler starts one")
 

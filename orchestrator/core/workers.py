@@ -286,6 +286,21 @@ def free_slots(record: WorkerRecord, now_s: float) -> int:
     return max(0, serving_slots(record.health, record.concurrency, now_s) - len(record.jobs))
 
 
+def held_by_stopped_code(reported: Mapping[str, Any]) -> int:
+    """The slots a Ray replica reports held by stopped (cancelled, timed-out) jobs' code that still runs
+    (``heldByStopped`` in its state report; 0 when absent). Code in a thread cannot be interrupted: its
+    slot takes no job until the code returns, though the replica holds no job for it."""
+    return max(0, int(reported.get("heldByStopped") or 0))
+
+
+def full_by_stopped_code(view: Mapping[str, Any]) -> bool:
+    """Whether a worker's view (its report merged in: ``jobs``, ``concurrency``, ``heldByStopped``) has no
+    free slot because stopped jobs' code holds some: it looks idle or busy below its concurrency, but
+    takes no job now."""
+    held = held_by_stopped_code(view)
+    return held > 0 and len(view.get("jobs") or ()) + held >= int(view.get("concurrency") or 1)
+
+
 def can_take_jobs(record: WorkerRecord, now_s: float) -> bool:
     """True when ``record`` may be handed one more job now (``free_slots(record, now_s) > 0``)."""
     return free_slots(record, now_s) > 0

@@ -217,7 +217,8 @@ def test_hanging_sync_handler_times_out_and_its_replica_is_replaced(rp: Ripple) 
 def test_a_cancelled_sync_job_keeps_its_replica_which_serves_on_once_its_code_returns(rp: Ripple) -> None:
     """Sync code cannot be interrupted: a cancelled job's thread runs on until the handler returns. The
     replica (its model loaded) is kept, as a RunPod worker is, and takes its next job once the thread is
-    free; it is replaced only when that code runs past the job's execution timeout (the test above)."""
+    free; it is replaced only when that code runs past the job's execution timeout (the test above).
+    Meanwhile a queued job says what it waits for (before: "a worker is free: being handed over")."""
     rp.create_endpoint("cancels", "work_sync", gpus=1, minReplicas=1, maxReplicas=1, concurrency=1)
     (first,) = rp.wait_replicas("cancels", 1, 60)
     (long_job,) = rp.submit("cancels", [{"value": 1, "sleep_s": 6}])
@@ -225,6 +226,17 @@ def test_a_cancelled_sync_job_keeps_its_replica_which_serves_on_once_its_code_re
     cancelled_s = time.time()
     assert rp.call(rp.queue.cancel.remote("cancels", long_job))["status"] == "CANCELLED"
     (next_job,) = rp.submit("cancels", [{"value": 2}])
+
+    def waits_for_the_slot() -> dict[str, str] | None:
+        reason: dict[str, str] | None = rp.call(rp.queue.status.remote("cancels", next_job)).get("waitReason")
+        return reason if reason and "stopped job's code" in reason["message"] else None
+
+    reason = wait_for(waits_for_the_slot, 5, "the queued job to say what holds the replica")
+    assert reason == {
+        "code": "autoscaler_disabled",  # in this module
+        "message": "the autoscaler is disabled and all 1 replica busy; none will be started; 1 held by a "
+        "stopped job's code until it returns",
+    }, reason
     (done,) = rp.wait_final([next_job], 30)
     assert done["status"] == "COMPLETED" and done["workerId"] == first["id"], done
     started_s = done["startedAt"] / 1000

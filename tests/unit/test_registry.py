@@ -18,6 +18,7 @@ from orchestrator.core.workers import (
     InvalidWorkerTransition,
     WorkerState,
     can_take_jobs,
+    full_by_stopped_code,
     is_record_unhealthy,
 )
 
@@ -53,6 +54,19 @@ def test_busy_while_holding_jobs() -> None:
     assert r.held("w1") == ["j2"]
     r.release("w1", "j2")
     assert r.view("w1")["state"] == "idle" and r.held("nobody") == []
+
+
+def test_slots_held_by_stopped_jobs_code_are_not_free() -> None:
+    """A replica reports the slots its stopped jobs' code still holds (it holds no job for them)."""
+    r = reg()
+    report = {"state": "idle", "health": "healthy", "concurrency": 2, "heldByStopped": 1}
+    r.touch("w1", "ep", "ray", 1.0, report)
+    assert r.has_free_worker("ep") and not full_by_stopped_code(r.view("w1"))
+    r.touch("w1", "ep", "ray", 2.0, {**report, "heldByStopped": 2})
+    assert not r.has_free_worker("ep") and full_by_stopped_code(r.view("w1"))
+    assert r.view("w1")["state"] == "idle", "as far as jobs go"
+    r.touch("w1", "ep", "ray", 3.0, {**report, "heldByStopped": 0})
+    assert r.has_free_worker("ep") and not full_by_stopped_code(r.view("w1"))
 
 
 def test_draining_then_reported_state_wins() -> None:

@@ -192,6 +192,28 @@ def test_next_in_line() -> None:
     )
 
 
+def test_a_slot_held_by_a_stopped_jobs_code_is_named() -> None:
+    """A cancelled job's sync code runs on until it returns: its replica takes no job meanwhile, so the
+    job says it waits for that, not that a free replica is taking it."""
+    at_max = wait_reason(JobPlace(1), EndpointFacts(busy=1, held_by_stopped=1, max_replicas=1))
+    assert (at_max.code, at_max.message) == (
+        "max_replicas",
+        "all 1 replica busy (maxReplicas 1); 1 held by a stopped job's code until it returns; 1 job ahead",
+    )
+    below = wait_reason(HEAD, EndpointFacts(busy=2, held_by_stopped=1, max_replicas=3))
+    assert (below.code, below.message) == (
+        "waiting_for_worker",
+        "next in line; all 2 replicas busy, the autoscaler may add one; 1 held by a stopped job's code "
+        "until it returns",
+    )
+    off = AutoscalerFacts(enabled=False)
+    disabled = wait_reason(HEAD, EndpointFacts(busy=1, held_by_stopped=1, autoscaler=off))
+    assert disabled.message == (
+        "the autoscaler is disabled and all 1 replica busy; none will be started; 1 held by a stopped "
+        "job's code until it returns"
+    )
+
+
 def test_priority_the_cause_that_blocks_progress_wins() -> None:
     blocked = replace(FRESH, blocked="not enough GPUs (0 GPUs free)", blocked_cause="gpus", gpus_free=0.0)
     everything = EndpointFacts(

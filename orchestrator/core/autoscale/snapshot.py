@@ -22,7 +22,14 @@ from orchestrator.core.autoscale.model import (
 )
 from orchestrator.core.gpu_types import TypeCapacity
 from orchestrator.core.models import EndpointSpec
-from orchestrator.core.workers import WorkerState, is_active, is_unhealthy, parse_health, parse_state
+from orchestrator.core.workers import (
+    WorkerState,
+    held_by_stopped_code,
+    is_active,
+    is_unhealthy,
+    parse_health,
+    parse_state,
+)
 
 _POLICY_STATES: dict[WorkerState, ReplicaState] = {
     WorkerState.STARTING: "starting",
@@ -116,7 +123,9 @@ def build_snapshot(
                 concurrency=spec.concurrency,
                 keep_alive=spec.keep_alive,
                 queued=int(s.get("queued", 0)),
-                running=int(s.get("running", 0)),
+                # A stopped job's code still running holds its replica's slot as a running job would.
+                running=int(s.get("running", 0))
+                + sum(held_by_stopped_code(r) for r in pool.get("replicas", ())),
                 oldest_queued_age_s=s.get("oldestQueuedAgeS"),
                 replicas=replicas,
                 override=(overrides or {}).get(name),
