@@ -76,6 +76,15 @@ GONE_RELEASE_MAX_S = 5.0  # how long a dead replica's GPUs may take to show as a
 GONE_TICK_S = 0.1  # reconcile this often while a stopped replica's GPUs are being released
 
 
+def resource_options(spec: EndpointSpec) -> dict[str, Any]:
+    """The Ray resources a replica of ``spec`` asks for, as actor options (``num_gpus``, ``num_cpus``,
+    ``memory``); a GPU type adds its own when it is started."""
+    opts: dict[str, Any] = {"num_gpus": spec.gpus, "num_cpus": spec.cpus}
+    if spec.memory_mb:
+        opts["memory"] = spec.memory_mb * MIB
+    return opts
+
+
 @dataclass(frozen=True)
 class PoolConfig:
     """Settings of every pool."""
@@ -284,6 +293,10 @@ class WorkerPool:
         self._adopted = True
         for r in adopted:
             self.replicas[r.worker_id] = r
+            vspec = self.versions.spec_of(r.version, spec)
+            if not r.ready and vspec is not None:  # it may be being set up: what it asks and installs
+                r.asked = asked_resources(resource_options(vspec))
+                r.setup = setup_activity(vspec.runtime_env)
             if r.run_ref is not None:
                 asyncio.get_running_loop().create_task(self._tick_when_done(r.run_ref))
             if r.ready_ref is not None:
@@ -321,14 +334,11 @@ class WorkerPool:
             "name": replica_actor_name(self.endpoint, wid),
             "namespace": self.cfg.namespace,
             "lifetime": "detached",  # owned by the GCS: it outlives this pool (adopted by the next one)
-            "num_gpus": spec.gpus,
-            "num_cpus": spec.cpus,
+            **resource_options(spec),
             "max_restarts": 0,
             "max_task_retries": 0,
             "max_concurrency": spec.concurrency + 16,
         }
-        if spec.memory_mb:
-            opts["memory"] = spec.memory_mb * MIB
         if spec.runtime_env:
             opts["runtime_env"] = spec.runtime_env
         gpu_type = None

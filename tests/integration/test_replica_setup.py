@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import ray
 
 from tests.integration.ray_fixtures import Ripple, local_ray, module_redis, ripple, rp, wait_for
 from tests.integration.slow_setup_plugin import FIELD, PLUGINS_ENV
@@ -79,3 +80,28 @@ def test_a_replica_being_set_up_holds_its_gpu_once_and_says_what_it_waits_for(
     gate.touch()
     (slow_done,) = rp.wait_final([slow_job], 60)
     assert slow_done["status"] == "COMPLETED", slow_done
+
+
+def test_a_replica_adopted_while_being_set_up_is_still_seen_being_set_up(rp: Ripple, tmp_path: Path) -> None:
+    """A pool that restarts while its replica's node sets it up adopts it: it knows what the replica asks
+    for from the replica's version, so it still tells set-up from waiting (before: waiting for resources,
+    its GPU counted twice)."""
+    gate = tmp_path / "set-up-done"
+    rp.create_endpoint("adopting", "work_async", gpus=1, cpus=0, minReplicas=1, runtimeEnv={FIELD: str(gate)})
+    wait_for(lambda: _setting_up(rp, "adopting"), 30, "the replica being set up")
+    pool = rp.pool("adopting")
+    ray.kill(pool, no_restart=False)  # the pool's process dies; Ray restarts the (detached) pool
+
+    def adopted_setting_up() -> dict[str, Any] | None:
+        try:
+            (replica,) = rp.pool_replicas("adopting")
+        except (ray.exceptions.RayActorError, ValueError):  # restarting, or not adopted yet
+            return None
+        return _setting_up(rp, "adopting") if replica["adopted"] else None
+
+    w = wait_for(adopted_setting_up, 30, "the restarted pool to adopt the replica being set up")
+    assert not w["pendingPlacement"] and w["reason"] == "setting up: starting its worker process", w
+    gate.touch()
+    (job,) = rp.submit("adopting", [{"value": 3}])
+    (done,) = rp.wait_final([job], 60)
+    assert done["status"] == "COMPLETED", done
