@@ -80,13 +80,19 @@ def test_handler_import_error_is_reported_with_its_traceback_and_retried_with_ba
     first_at = errors[0]["at"]
     assert "import failed on purpose" in errors[0]["error"]
     assert 'handlers_for_tests.py", line' in errors[0]["error"]  # the traceback, with the failing frame
-    # The pool reports the stopped replica to the queue's registry just after it notes the error.
+
+    # The pool reports the stopped replica to the queue's registry just after it notes the error: first
+    # that it is gone (its leases back at once), then its record with the error.
+    def failed_with_error() -> list[dict[str, Any]]:
+        ws = rp.workers("broken", live_only=False)
+        return [w for w in ws if w["state"] == "stopped" and w.get("error")]
+
     failed = wait_for(
-        lambda: [w for w in rp.workers("broken", live_only=False) if w["state"] == "stopped"],
+        failed_with_error,
         10,
-        "the failed replica in the queue's registry",
+        "the failed replica with its error in the queue's registry",
     )
-    assert failed[0]["error"] and "import failed on purpose" in failed[0]["error"]
+    assert "import failed on purpose" in failed[0]["error"]
     # Watch 11 s: failed starts are retried, but with a growing backoff (1, 2, 4 s), not in a loop.
     wait_for(lambda: time.time() - first_at >= 11, 20, "11 s of retries", 0.5)
     summary = rp.pool_summary("broken")
