@@ -278,6 +278,7 @@ class WorkerReplica:
         h = hs.tick(self.health, now_s)
         if is_live(self.record.state):  # a stopped replica handed back what it held
             self.record = record_jobs(self.record, self.active, now_s)
+        abandoned = self._abandoned()
         return {
             "workerId": self.cfg.worker_id,
             "state": self.record.state.value,
@@ -293,8 +294,8 @@ class WorkerReplica:
             "idleSince": self.idle_since_s,
             "completed": self.completed,
             "failed": self.failed,
-            "stuck": hung(self._abandoned(), int(time.time() * 1000)),
-            "heldByStopped": len(self.abandoned),
+            "stuck": hung(abandoned, int(now_s * 1000)),
+            "heldByStopped": len(abandoned),
             "handler": self.cfg.handler,
             "version": self.cfg.version,
             "startedAt": int(self.started_s * 1000),
