@@ -24,6 +24,7 @@ from orchestrator import logs
 from orchestrator.api.app import create_app
 from orchestrator.api.deps import AppState
 from orchestrator.boot import BootConfig
+from orchestrator.core.packages import PackageInfo
 from orchestrator.core.placement import ingress_actor_options
 
 log = logging.getLogger("ripple.http")
@@ -47,13 +48,13 @@ def cluster_facts() -> dict[str, Any]:
 
 
 # Per-replica state: the deployment's constructor sets ``boot``; the routes read it through the app.
-def store_package(data: bytes, max_bytes: int) -> dict[str, Any]:
-    """Store a code package in the Ray cluster's GCS, and a copy where the boot config keeps them
-    (``ripple up``'s data dir), blocking; see ``actors.packages``."""
-    from actors.packages import store_package as store
+def store_package(data: bytes, info: PackageInfo) -> bool:
+    """Store a checked code package in the Ray cluster's GCS, and a copy where the boot config keeps them
+    (``ripple up``'s data dir), blocking; whether the GCS had it already. See ``actors.packages``."""
+    from actors.packages import put_package
 
     keep = STATE.boot.packages_dir if STATE.boot is not None else None
-    return store(data, max_bytes, Path(keep) if keep else None)
+    return put_package(data, info, Path(keep) if keep else None)
 
 
 STATE = AppState(cluster_facts=cluster_facts, actor_logs=RayActorLogs(), store_package=store_package)

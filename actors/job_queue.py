@@ -13,8 +13,10 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
+from actors.packages import GcsPackageShelf
 from actors.queue_access import AccessMethods
 from actors.queue_adapters import AutoscalerByName, QueueMetricsSink, SystemClock
 from orchestrator import logs
@@ -55,6 +57,7 @@ class JobQueue(AccessMethods):
             autoscaler=AutoscalerByName(namespace),
             webhooks=self.webhooks,
             on_recovered=self._start_loops,
+            packages=GcsPackageShelf(Path(config.packages_dir) if config.packages_dir else None),
         )
         self._tasks: list[asyncio.Task[None]] = []
 
@@ -76,6 +79,9 @@ class JobQueue(AccessMethods):
 
     async def create_endpoint(self, spec: EndpointSpec) -> dict[str, Any]:
         return await self.d.create_endpoint(spec)
+
+    async def package_arriving(self, uri: str) -> None:
+        await self.d.package_arriving(uri)
 
     async def update_endpoint(self, name: str, patch: EndpointPatch) -> dict[str, Any]:
         return await self.d.update_endpoint(name, patch)

@@ -12,8 +12,9 @@ it in memory until then, or until the Ray head restarts (in Redis too with GCS f
 KubeRay, so it survives there). ``ripple up`` keeps a copy of each package in its data dir (``keep_dir``)
 and puts those back in the GCS when it starts a new head (:func:`restore_packages`), so its deployed
 versions survive ``ripple down`` / ``ripple up``; elsewhere, deploy again after a head restart without
-fault tolerance (the version's start error says so).
-Runs where Ray is connected (the HTTP replica inside Serve, ``ripple up``); blocking: call it in a thread.
+fault tolerance (the version's start error says so). The queue deletes the packages no kept version
+names (:class:`GcsPackageShelf`, :mod:`orchestrator.core.package_retention`): the GCS key and the copy.
+Runs where Ray is connected (the HTTP replica inside Serve, ``ripple up``, the queue actor); blocking.
 """
 
 from __future__ import annotations
@@ -23,20 +24,26 @@ import os
 from pathlib import Path
 from typing import Any
 
-from orchestrator.core.packages import RAY_PKG_PREFIX, inspect_package, package_uri
+from orchestrator.core.packages import RAY_PKG_PREFIX, PackageInfo, inspect_package, package_uri
 
 log = logging.getLogger("ripple.packages")
 PIN_S = 10 * 365 * 86_400  # ten years: as long as the Ray cluster lives
 
 
 def store_package(data: bytes, max_bytes: int, keep_dir: Path | None = None) -> dict[str, Any]:
-    """Check ``data`` (a zip; InvalidInput when it is not a valid package), store it in the GCS unless
-    it is there already, pin it, keep a copy in ``keep_dir`` when given, and return ``{"uri",
-    "codeDigest", "sizeBytes", "files", "requirements", "existed"}``."""
+    """Check ``data`` (a zip; InvalidInput when it is not a valid package) and store it
+    (:func:`put_package`); returns ``{"uri", "codeDigest", "sizeBytes", "files", "requirements",
+    "existed"}``."""
+    info = inspect_package(data, max_bytes)
+    return {**info.wire(), "existed": put_package(data, info, keep_dir)}
+
+
+def put_package(data: bytes, info: PackageInfo, keep_dir: Path | None = None) -> bool:
+    """Store the checked package ``data`` (described by ``info``) in the GCS unless it is there already,
+    pin it, and keep a copy in ``keep_dir`` when given. Returns whether the GCS had it already."""
     from ray._private.runtime_env.packaging import package_exists, upload_package_to_gcs
     from ray.experimental.internal_kv import _pin_runtime_env_uri
 
-    info = inspect_package(data, max_bytes)
     if keep_dir is not None:
         _keep(keep_dir, info.uri, data)
     existed = bool(package_exists(info.uri))
@@ -44,7 +51,29 @@ def store_package(data: bytes, max_bytes: int, keep_dir: Path | None = None) -> 
         upload_package_to_gcs(info.uri, data)
         log.info("package %s stored (%d bytes, %d files)", info.uri, info.size_bytes, info.files)
     _pin_runtime_env_uri(info.uri, expiration_s=PIN_S)
-    return {**info.wire(), "existed": existed}
+    return existed
+
+
+class GcsPackageShelf:
+    """Deletes code packages from the GCS and from ``keep_dir`` (``ripple up``'s copies, when given), so
+    that neither holds a package no version may run again (a :class:`orchestrator.core.dispatch_ports.
+    PackageShelf`). The pin taken at upload is not undone: it only keeps a key the GCS no longer has."""
+
+    def __init__(self, keep_dir: Path | None = None) -> None:
+        self.keep_dir = keep_dir
+
+    def delete(self, uri: str) -> bool:
+        from ray.experimental.internal_kv import _internal_kv_del
+
+        try:
+            _internal_kv_del(uri)
+            if self.keep_dir is not None:
+                (self.keep_dir / uri.removeprefix("gcs://")).unlink(missing_ok=True)
+        except Exception:  # a GCS or disk error: the package stays recorded and is tried again
+            log.warning("could not delete code package %s", uri, exc_info=True)
+            return False
+        log.info("package %s deleted", uri)
+        return True
 
 
 def _keep(keep_dir: Path, uri: str, data: bytes) -> None:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from orchestrator.auth import AuthConfig
 from orchestrator.config import AutoscalerSettings, QueueConfig, Settings
@@ -41,7 +41,7 @@ def boot_config(
     """Freeze the resolved settings into what replicas and actors receive."""
     return BootConfig(
         namespace=settings.namespace,
-        queue=QueueConfig.from_settings(settings, store_url),
+        queue=replace(QueueConfig.from_settings(settings, store_url), packages_dir=packages_dir),
         auth=auth,
         max_body_bytes=settings.max_body_bytes,
         take_wait_s=settings.take_wait_s,

@@ -34,6 +34,7 @@ from pydantic_settings import (
 from orchestrator.core.autoscale.model import AutoscaleConfig, default_reclaim_after_s
 from orchestrator.core.errors import ConfigError
 from orchestrator.core.net_policy import WebhookPolicy
+from orchestrator.core.package_retention import DEFAULT_KEEP_VERSIONS, UNREFERENCED_GRACE_S
 from orchestrator.core.rollout import DEFAULT_READY_TIMEOUT_S
 
 _POLICY = AutoscaleConfig()  # the policy's defaults, written once in orchestrator.core.autoscale.model
@@ -138,6 +139,18 @@ class Settings(BaseSettings):
         ge=1024,
         le=512 * 1024 * 1024,
         description="Largest code package `ripple deploy` may upload (POST /api/v1/packages).",
+    )
+    keep_versions: int = Field(
+        default=DEFAULT_KEEP_VERSIONS,
+        ge=1,
+        le=1000,
+        description="How many of each endpoint's latest versions keep their code package for a rollback; "
+        "older versions' packages are deleted (the version serving and one rolling out always keep theirs).",
+    )
+    package_grace_s: float = Field(
+        default=UNREFERENCED_GRACE_S,
+        ge=0,
+        description="How long an uploaded code package no version names yet is kept (a deploy in progress).",
     )
     heartbeat_timeout_s: float = Field(default=60.0, gt=0)
     lease_grace_s: float = Field(default=30.0, gt=0, description="Unreported lease age before reclaim.")
@@ -331,6 +344,9 @@ class QueueConfig:
     webhook_backoff_s: float = 1.0
     webhook_timeout_s: float = 10.0
     webhook_allow: tuple[str, ...] = ()  # Settings.webhook_allow, validated
+    keep_versions: int = DEFAULT_KEEP_VERSIONS
+    package_grace_s: float = UNREFERENCED_GRACE_S
+    packages_dir: str | None = None  # where ``ripple up`` keeps copies of code packages (deleted with them)
 
     @classmethod
     def from_settings(cls, settings: Settings, redis_url: str) -> QueueConfig:
@@ -348,4 +364,6 @@ class QueueConfig:
             webhook_backoff_s=settings.webhook_backoff_s,
             webhook_timeout_s=settings.webhook_timeout_s,
             webhook_allow=tuple(settings.webhook_allow),
+            keep_versions=settings.keep_versions,
+            package_grace_s=settings.package_grace_s,
         )

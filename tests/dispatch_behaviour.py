@@ -18,6 +18,7 @@ import pytest
 from pydantic import ValidationError
 
 from orchestrator.core.dispatch import Dispatcher, new_job
+from orchestrator.core.dispatch_ports import PackageShelf
 from orchestrator.core.dispatch_workers import finish_item
 from orchestrator.core.errors import Conflict, InvalidInput, NotFound, QueueFull
 from orchestrator.core.jobs import JobStatus
@@ -51,6 +52,8 @@ class Settings:
     take_wait_s: float = 0.2
     stop_wait_s: float = 0.2
     runsync_wait_s: float = 0.2
+    keep_versions: int = 2
+    package_grace_s: float = 3600.0
 
 
 class Recorder:
@@ -109,19 +112,34 @@ class Recorder:
         return [e for e in self.events if e[0] == kind]
 
 
+class Shelf:
+    """Where code packages are deleted from: records what was deleted; ``refuse`` fails those URIs."""
+
+    def __init__(self) -> None:
+        self.deleted: list[str] = []
+        self.refuse: set[str] = set()
+
+    def delete(self, uri: str) -> bool:
+        if uri in self.refuse:
+            return False
+        self.deleted.append(uri)
+        return True
+
+
 @dataclass
 class Rig:
     d: Dispatcher
     clock: FakeClock
     rec: Recorder
     store: JobStore
+    shelf: Shelf
 
     def fresh(self) -> Dispatcher:
         """A second dispatcher on the same store (a restarted actor)."""
-        return make(self.store, self.clock, Recorder())
+        return make(self.store, self.clock, Recorder(), self.shelf)
 
 
-def make(store: JobStore, clock: FakeClock, rec: Recorder) -> Dispatcher:
+def make(store: JobStore, clock: FakeClock, rec: Recorder, shelf: PackageShelf | None = None) -> Dispatcher:
     return Dispatcher(
         store,
         Settings(),
@@ -130,13 +148,14 @@ def make(store: JobStore, clock: FakeClock, rec: Recorder) -> Dispatcher:
         autoscaler=rec,
         webhooks=rec,
         on_recovered=rec.on_recovered,
+        packages=shelf,
     )
 
 
 @pytest.fixture
 def rig(store: JobStore) -> Rig:
-    clock, rec = FakeClock(), Recorder()
-    return Rig(make(store, clock, rec), clock, rec, store)
+    clock, rec, shelf = FakeClock(), Recorder(), Shelf()
+    return Rig(make(store, clock, rec, shelf), clock, rec, store, shelf)
 
 
 def ep(name: str = "ep", **fields: Any) -> EndpointSpec:
@@ -824,6 +843,101 @@ async def test_failed_version_rolls_back_to_the_serving_one_by_default(rig: Rig)
     back = await d.rollback("ep")
     assert back["rolledBackTo"] == 1 and back["endpoint"]["handler"] == "h:f"
     assert (await d.get_endpoint("ep"))["problem"] is None, "the failed version is no longer the newest"
+
+
+def pkg(n: int) -> str:
+    return f"gcs://_ray_pkg_{n:040d}.zip"
+
+
+async def deploy(d: Dispatcher, n: int, name: str = "ep", active: bool = True) -> int:
+    """What ``ripple deploy`` does with package ``n``: its arrival, then the endpoint naming it."""
+    await d.package_arriving(pkg(n))
+    env = {"runtimeEnv": {"working_dir": pkg(n)}, "codeDigest": f"sha256:{n}"}
+    if name in d.endpoints:
+        got = await d.update_endpoint(name, EndpointPatch.model_validate(env))
+    else:
+        got = await d.create_endpoint(ep(name, handler="h:f", **env))
+    version: int = got["version"]
+    if active:
+        await d.report_version_state(name, version, "active")
+    return version
+
+
+async def test_packages_of_versions_past_the_kept_ones_are_deleted(rig: Rig) -> None:
+    d, hour_s = rig.d, 3601.0  # Settings.keep_versions is 2; a package is kept an hour after it arrived
+    for n in (1, 2, 3):
+        await deploy(d, n)
+    assert rig.shelf.deleted == [], "version 1 is past the kept two, but its package arrived just now"
+    rig.clock.advance(hour_s)
+    await deploy(d, 4)
+    assert rig.shelf.deleted == [pkg(1), pkg(2)], "versions 3 and 4 keep theirs"
+    listed = {v["version"]: v for v in (await rig.fresh().list_versions("ep"))["versions"]}
+    assert listed[1]["codeDeletedAt"] == listed[2]["codeDeletedAt"] == int(rig.clock.now_s() * 1000)
+    assert listed[3]["codeDeletedAt"] is None and listed[4]["codeDeletedAt"] is None
+    assert set(await rig.store.load_packages()) == {pkg(3), pkg(4)}, "deleted ones are forgotten"
+    with pytest.raises(Conflict) as refused:
+        await d.rollback("ep", 2)
+    assert "version 2's code package was deleted" in str(refused.value)
+    assert "RIPPLE_KEEP_VERSIONS" in str(refused.value)
+    assert (await d.rollback("ep"))["rolledBackTo"] == 3, "the version before is still kept"
+    assert rig.shelf.deleted == [pkg(1), pkg(2)]
+
+
+async def test_the_serving_version_keeps_its_package_whatever_failed_after_it(rig: Rig) -> None:
+    d = rig.d
+    await deploy(d, 1)
+    for n in (2, 3, 4):
+        version = await deploy(d, n, active=False)
+        await d.report_version_state("ep", version, "failed", "boom")
+    rig.clock.advance(3601)
+    await d.sweep_once()  # the periodic prune
+    assert rig.shelf.deleted == [pkg(2)], "1 serves; 3 and 4 are the latest two"
+    assert (await d.rollback("ep"))["rolledBackTo"] == 1
+
+
+async def test_a_version_becoming_active_lets_the_one_it_replaces_go(rig: Rig) -> None:
+    d = rig.d
+    await deploy(d, 1)
+    failed = await deploy(d, 2, active=False)
+    await d.report_version_state("ep", failed, "failed", "boom")
+    rolling = await deploy(d, 3, active=False)
+    rig.clock.advance(3601)
+    await d.sweep_once()
+    assert rig.shelf.deleted == [], "1 serves, 2 and 3 are the latest two"
+    await d.report_version_state("ep", rolling, "active")
+    assert rig.shelf.deleted == [pkg(1)], "1 is retired and past the latest two"
+
+
+async def test_a_package_in_use_elsewhere_or_undeletable_is_kept(rig: Rig) -> None:
+    d = rig.d
+    await deploy(d, 1, "a")
+    await deploy(d, 1, "b")  # the same code on another endpoint
+    for n in (2, 3):
+        await deploy(d, n, "a")
+    await d.package_arriving(pkg(9))  # a deploy that never created its version
+    rig.clock.advance(3601)
+    rig.shelf.refuse = {pkg(9)}
+    await d.delete_endpoint("a")
+    assert sorted(rig.shelf.deleted) == [pkg(2), pkg(3)], "b runs 1; 9 could not be deleted"
+    assert pkg(9) in await rig.store.load_packages(), "tried again at the next prune"
+    rig.shelf.refuse = set()
+    await d.delete_endpoint("b")
+    assert sorted(rig.shelf.deleted) == [pkg(1), pkg(2), pkg(3), pkg(9)]
+    assert await rig.store.load_packages() == {}
+
+
+async def test_a_package_arriving_again_is_kept_another_grace(rig: Rig) -> None:
+    d = rig.d
+    for n in (1, 2, 3):
+        await deploy(d, n)
+    rig.clock.advance(3000)
+    await d.package_arriving(pkg(1))  # uploaded again (the same bytes) for a new deploy
+    rig.clock.advance(700)
+    await d.update_endpoint("ep", EndpointPatch.model_validate({"maxReplicas": 3}))
+    assert rig.shelf.deleted == [], "1 arrived again 700 s ago"
+    rig.clock.advance(3000)
+    await d.update_endpoint("ep", EndpointPatch.model_validate({"maxReplicas": 4}))
+    assert rig.shelf.deleted == [pkg(1)]
 
 
 async def test_endpoint_without_handler_is_active_at_once(rig: Rig) -> None:

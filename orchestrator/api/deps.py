@@ -30,6 +30,7 @@ from orchestrator.boot import BootConfig
 from orchestrator.core.errors import Forbidden, InvalidInput, NotReady, Unauthorized
 from orchestrator.core.jobs import FINAL, JobView
 from orchestrator.core.models import EndpointPatch, EndpointSpec, RunRequest, worker_id_ok
+from orchestrator.core.packages import PackageInfo
 from orchestrator.core.scopes import (
     ADMIN_KEY_NAME,
     INSECURE_NAME,
@@ -78,7 +79,7 @@ class AppState:
     behind_serve: bool = False
     cluster_facts: Callable[[], dict[str, Any]] | None = None
     actor_logs: ActorLogs | None = None
-    store_package: Callable[[bytes, int], dict[str, Any]] | None = None
+    store_package: Callable[[bytes, PackageInfo], bool] | None = None
     ui_subject: Callable[[Request, Any], str | None] | None = None
     keys: KeyCache = field(default_factory=KeyCache)
     _queue: Any = None
@@ -100,7 +101,7 @@ class AppState:
         result, so the job it was for fails with the reason rather than waiting to be reclaimed."""
         return RESULT_PATH.fullmatch(path) is not None
 
-    def require_store_package(self) -> Callable[[bytes, int], dict[str, Any]]:
+    def require_store_package(self) -> Callable[[bytes, PackageInfo], bool]:
         if self.store_package is None:
             raise NotReady("code packages cannot be stored by this app (no Ray cluster)")
         return self.store_package
@@ -344,6 +345,11 @@ class QueueClient:
 
     async def list_versions(self, name: str) -> s.VersionList:
         return s.VersionList.model_validate(await self._h.list_versions.remote(name))
+
+    async def package_arriving(self, uri: str) -> None:
+        """Tell the queue a code package is about to be uploaded (it keeps it; see
+        ``VersionDispatch.package_arriving``)."""
+        await self._h.package_arriving.remote(uri)
 
     async def rollback(self, name: str, to: int | None) -> s.RollbackReply:
         return s.RollbackReply.model_validate(await self._h.rollback.remote(name, to))

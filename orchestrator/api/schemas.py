@@ -222,6 +222,11 @@ class EndpointVersionPublic(_Reply):
     changed: list[str]
     state: Literal["rolling_out", "active", "failed", "retired"]
     error: str | None = None
+    codeDeletedAt: int | None = Field(
+        default=None,
+        description="When its code package was deleted (ms; only the latest RIPPLE_KEEP_VERSIONS keep "
+        "theirs): it cannot be rolled back to.",
+    )
 
 
 class VersionList(_Fixed):

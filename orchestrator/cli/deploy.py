@@ -360,7 +360,7 @@ def cmd_versions(args: argparse.Namespace, client: Any) -> int:
             "state": v["state"],
             "created (UTC)": _when(v.get("createdAt")),
             "handler": v.get("handler") or "-",
-            "code": (v.get("codeDigest") or "-")[:19],
+            "code": "deleted" if v.get("codeDeletedAt") else (v.get("codeDigest") or "-")[:19],
             "changed": ",".join(v.get("changed") or []) or "-",
             "error": (v.get("error") or "")[:80],
         }

@@ -78,11 +78,12 @@ class Dispatcher(VersionDispatch):
         await self.recover()
         if spec.name in self.endpoints:
             raise Conflict(f"endpoint {spec.name!r} already exists", {"name": spec.name})
-        self._forget_versions(spec.name)
-        await self.store.delete_endpoint(spec.name)  # versions left by a crash between writes
-        spec = await self._versioned(None, spec)
-        await self.store.put_endpoint(spec.name, spec.model_dump_json())
-        self.endpoints[spec.name] = spec
+        async with self.code_lock:
+            self._forget_versions(spec.name)
+            await self.store.delete_endpoint(spec.name)  # versions left by a crash between writes
+            spec = await self._versioned(None, spec)
+            await self.store.put_endpoint(spec.name, spec.model_dump_json())
+            self.endpoints[spec.name] = spec
         if spec.handler is not None:  # managed by the autoscaler: its pool starts now, not at the first job
             self.autoscaler.work_arrived(spec.name)
         return await self.get_endpoint(spec.name)
@@ -97,7 +98,9 @@ class Dispatcher(VersionDispatch):
             updated = patch.apply(spec)
         except ValidationError as exc:
             raise invalid("invalid endpoint update", validation_errors(exc)) from None
-        await self._put_spec(spec, updated)
+        async with self.code_lock:
+            await self._put_spec(spec, updated)
+            await self.prune_packages()
         return await self.get_endpoint(name)
 
     async def _put_spec(self, spec: EndpointSpec, updated: EndpointSpec) -> EndpointSpec:
@@ -113,10 +116,13 @@ class Dispatcher(VersionDispatch):
         """Create a new version whose runtime fields are version ``to``'s (default: the previous good one:
         the active version when the newest is failed or rolling out, else the one active before it).
         Returns ``{"endpoint", "version", "rolledBackTo"}``. Raises NotFound, Conflict (no earlier
-        version, or the endpoint already runs the target's fields)."""
+        version, the endpoint already runs the target's fields, or the target's code package was
+        deleted)."""
         spec = await self._endpoint(name)
-        after, target = await self.rollback_spec(name, to)
-        updated = await self._put_spec(spec, after)
+        async with self.code_lock:
+            after, target = await self.rollback_spec(name, to)
+            updated = await self._put_spec(spec, after)
+            await self.prune_packages()
         log.info("endpoint %s rolled back to version %d as version %d", name, target.version, updated.version)
         return {
             "endpoint": await self.get_endpoint(name),
@@ -137,9 +143,11 @@ class Dispatcher(VersionDispatch):
                 {"inProgress": running},
             )
         removed = await self._purge(name)
-        await self.store.delete_endpoint(name)
-        self.endpoints.pop(name, None)
-        self._forget_versions(name)
+        async with self.code_lock:
+            await self.store.delete_endpoint(name)
+            self.endpoints.pop(name, None)
+            self._forget_versions(name)
+            await self.prune_packages()  # its code, unless another endpoint runs it
         self.start_failures.pop(name, None)
         self.webhooks.forget(name)
         return {"name": name, "deleted": True, "cancelledJobs": removed}

@@ -51,6 +51,17 @@ class DispatchSettings(Protocol):
         """Default hold of ``runsync`` / ``wait_final``."""
         ...
 
+    @property
+    def keep_versions(self) -> int:
+        """How many of each endpoint's latest versions keep their code package (besides the one serving
+        and one rolling out)."""
+        ...
+
+    @property
+    def package_grace_s(self) -> float:
+        """How long an uploaded code package that no version names yet is kept."""
+        ...
+
 
 class AutoscalerNotifier(Protocol):
     """Wakes the autoscaler when work arrives that no worker waits for, or an endpoint it manages (one
@@ -105,4 +116,13 @@ class DispatchMetrics(Protocol):
 
     def worker_states(self, views: Sequence[Mapping[str, Any]]) -> None:
         """A periodic snapshot of every worker's view (for a workers-by-state gauge)."""
+        ...
+
+
+class PackageShelf(Protocol):
+    """Where code packages live (the Ray cluster's GCS, and ``ripple up``'s copies in its data dir)."""
+
+    def delete(self, uri: str) -> bool:
+        """Delete package ``uri`` wherever it is kept (fast: a key and a file). True when it is gone (or
+        was already); False when it could not be deleted (logged; never raises)."""
         ...

@@ -1,21 +1,32 @@
-"""The dispatcher's endpoint versions and pool problems (see :mod:`orchestrator.core.versions`).
+"""The dispatcher's endpoint versions, their code packages and pool problems (see
+:mod:`orchestrator.core.versions`, :mod:`orchestrator.core.package_retention`).
 
 :class:`VersionDispatch` keeps every endpoint's versions (in the store under ``versions:{ep}``, cached
 here), creates a version when an endpoint is created or a runtime field changes, applies the pools'
-reports (:meth:`report_version_state`, :meth:`report_pool_problem`), rolls back, and derives an
-endpoint's ``problem`` (:mod:`orchestrator.core.endpoint_problem`). Pure, like the rest of the dispatcher.
+reports (:meth:`report_version_state`, :meth:`report_pool_problem`), rolls back, derives an endpoint's
+``problem`` (:mod:`orchestrator.core.endpoint_problem`), and deletes the code packages no kept version
+names (:meth:`prune_packages`, through the :class:`PackageShelf` it is given). Pure, like the rest of the
+dispatcher.
+
+Version changes (new versions, rollbacks, the pools' reports), endpoint deletions, package arrivals and
+pruning hold one lock (:attr:`code_lock`): a package is never deleted between a version's creation and
+its store write, nor between an upload's record and the upload (:meth:`package_arriving`), and a prune
+never writes over a version's state changed meanwhile.
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import Sequence
 from typing import Any
 
+from orchestrator.core.dispatch_ports import PackageShelf
 from orchestrator.core.dispatch_workers import WorkerDispatch
 from orchestrator.core.endpoint_problem import endpoint_problem
 from orchestrator.core.errors import Conflict, InvalidInput
 from orchestrator.core.models import EndpointSpec
+from orchestrator.core.package_retention import naming, to_delete
 from orchestrator.core.versions import (
     VERSION_STATES,
     EndpointVersion,
@@ -29,15 +40,20 @@ from orchestrator.core.versions import (
 
 log = logging.getLogger("ripple.queue")
 MAX_POOL_ERROR_CHARS = 2000
+PRUNE_EVERY_S = 300.0  # besides after every version change: a package past its grace goes within this
 
 
 class VersionDispatch(WorkerDispatch):
     """Versions and pool problems on top of the shared dispatch state. Single event loop."""
 
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
+    def __init__(self, *args: Any, packages: PackageShelf | None = None, **kwargs: Any) -> None:
+        """``packages``: where code packages are deleted from (None: nothing is pruned)."""
         super().__init__(*args, **kwargs)
         self._versions_cache: dict[str, list[EndpointVersion]] = {}
         self._pool_errors: dict[str, tuple[str, float]] = {}  # endpoint -> (message, wall clock s)
+        self.packages = packages
+        self.code_lock = asyncio.Lock()
+        self._pruned_s = 0.0  # monotonic time of the last periodic prune
 
     def _vcache(self) -> dict[str, list[EndpointVersion]]:
         return self._versions_cache
@@ -94,6 +110,53 @@ class VersionDispatch(WorkerDispatch):
         self._vcache().pop(name, None)
         self._pool_errors.pop(name, None)
 
+    # Code packages --------------------------------------------------------------------------------
+
+    async def package_arriving(self, uri: str) -> None:
+        """Record that package ``uri`` is being uploaded now (the caller awaits this, then uploads): it is
+        kept at least ``package_grace_s`` from now, and a prune that was deleting it has finished, so
+        the upload finds it missing and puts it back."""
+        async with self.code_lock:
+            await self.store.record_packages({uri: self.now_ms()})
+
+    async def prune_packages(self) -> list[str]:
+        """Delete the recorded code packages that no kept version of any endpoint names (see
+        :func:`orchestrator.core.package_retention.to_delete`); the versions naming one then carry
+        ``codeDeletedAt``. Returns the URIs deleted. Call it holding :attr:`code_lock`. A package the
+        shelf fails to delete stays recorded (tried again at the next prune)."""
+        if self.packages is None:
+            return []
+        arrived = await self.store.load_packages()
+        if not arrived:
+            return []
+        await self.recover()
+        by_endpoint = {name: await self._versions(name) for name in list(self.endpoints)}
+        now_ms = self.now_ms()
+        doomed = to_delete(arrived, by_endpoint, self.cfg.keep_versions, now_ms, self.cfg.package_grace_s)
+        deleted = [uri for uri in doomed if self.packages.delete(uri)]
+        if not deleted:
+            return []
+        gone = set(deleted)
+        for name, versions in by_endpoint.items():
+            marked = {v.version for v in naming(versions, gone)}
+            if marked:
+                update = {"code_deleted_ms": now_ms}
+                after = [v.model_copy(update=update) if v.version in marked else v for v in versions]
+                await self._save_versions(name, versions, after)
+        await self.store.forget_packages(deleted)
+        log.info("deleted %d code package(s) no kept version runs: %s", len(deleted), ", ".join(deleted))
+        return deleted
+
+    async def sweep_once(self) -> None:
+        """The dispatcher's sweep, and every ``PRUNE_EVERY_S`` a prune of code packages (one past its
+        grace, or left by a deleted endpoint, goes then)."""
+        await super().sweep_once()
+        now_s = self.clock.monotonic_s()
+        if self.packages is not None and now_s - self._pruned_s >= PRUNE_EVERY_S:
+            self._pruned_s = now_s
+            async with self.code_lock:
+                await self.prune_packages()
+
     # Public ---------------------------------------------------------------------------------------
 
     async def list_versions(self, name: str) -> dict[str, Any]:
@@ -121,13 +184,16 @@ class VersionDispatch(WorkerDispatch):
                 [{"loc": ["state"], "msg": f"must be one of {', '.join(VERSION_STATES)}", "type": "enum"}],
             )
         st: VersionState = state
-        versions = await self._versions(endpoint)
-        updated = set_state(versions, version, st, error, self.now_ms())
-        if updated != versions:
-            await self._save_versions(endpoint, versions, updated)
-            log.info(
-                "endpoint %s: version %d is %s%s", endpoint, version, state, f": {error}" if error else ""
-            )
+        async with self.code_lock:
+            versions = await self._versions(endpoint)
+            updated = set_state(versions, version, st, error, self.now_ms())
+            if updated != versions:
+                await self._save_versions(endpoint, versions, updated)
+                log.info(
+                    "endpoint %s: version %d is %s%s", endpoint, version, state, f": {error}" if error else ""
+                )
+                if st == "active":  # the version it replaces may no longer be kept
+                    await self.prune_packages()
         return next(v for v in updated if v.version == version).wire()
 
     async def report_pool_problem(self, endpoint: str, message: str | None) -> None:

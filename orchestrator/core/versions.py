@@ -66,7 +66,8 @@ class EndpointVersion(BaseModel):
     ``changed`` lists the :data:`RUNTIME_FIELDS` (camelCase) that differ from the previous version (empty
     for version 1). ``error`` is set when the version failed (why its replicas could not start or load).
     ``activated_ms`` is when it first became active (None if it never did): a rollback's default target is
-    the version active before the current one.
+    the version active before the current one. ``code_deleted_ms`` is when its code package was deleted from
+    the cluster (:mod:`orchestrator.core.package_retention`; None while it is kept): it cannot run again.
     """
 
     model_config = ConfigDict(alias_generator=to_camel, populate_by_name=True, extra="forbid", frozen=True)
@@ -85,6 +86,7 @@ class EndpointVersion(BaseModel):
     state: VersionState = "rolling_out"
     error: str | None = None
     activated_ms: int | None = Field(default=None, alias="activatedAt")
+    code_deleted_ms: int | None = Field(default=None, alias="codeDeletedAt")
 
     def wire(self) -> dict[str, Any]:
         """The JSON form with camelCase keys (``createdAt``/``activatedAt`` in ms)."""
@@ -222,9 +224,10 @@ def set_state(
 def rollback_target(versions: Sequence[EndpointVersion], to: int | None) -> EndpointVersion:
     """The version a rollback returns to: ``to`` when given (NotFound when unknown), else the previous
     good one: the active version when the newest is not active (a failed or unfinished rollout), otherwise
-    the version that was active before it. Raises Conflict when there is none."""
+    the version that was active before it. Raises Conflict when there is none, or when the target's code
+    package was deleted."""
     if to is not None:
-        return find(versions, to)
+        return _runnable(find(versions, to))
     top = latest(versions)
     serving = active_version(versions)
     if top is not None and serving is not None and top.version != serving.version:
@@ -237,7 +240,18 @@ def rollback_target(versions: Sequence[EndpointVersion], to: int | None) -> Endp
         raise Conflict(
             f"no earlier version was ever active to roll back to{others}", {"versions": len(versions)}
         )
-    return max(earlier, key=lambda v: v.version)
+    return _runnable(max(earlier, key=lambda v: v.version))
+
+
+def _runnable(version: EndpointVersion) -> EndpointVersion:
+    """``version``, or Conflict when its code package was deleted (it could not start)."""
+    if version.code_deleted_ms is not None:
+        raise Conflict(
+            f"version {version.version}'s code package was deleted from the cluster: only each endpoint's "
+            "latest versions keep theirs (RIPPLE_KEEP_VERSIONS); deploy that code again with `ripple deploy`",
+            {"version": version.version, "codeDeletedAt": version.code_deleted_ms},
+        )
+    return version
 
 
 def apply_version(spec: EndpointSpec, version: EndpointVersion) -> EndpointSpec:

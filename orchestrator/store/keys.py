@@ -23,6 +23,7 @@ same names for the Lua scripts from the class itself. Names are relative to the 
 | ``seq`` | string | the sequence that orders the queues |
 | ``endpoints`` | hash | endpoint name to its spec (JSON) |
 | ``versions:{ep}`` | hash | an endpoint's versions: number to the version (JSON, ``core.versions``) |
+| ``packages`` | hash | code package URI to when it last arrived (ms, ``core.package_retention``) |
 | ``workers`` | hash | worker id to its last known record (JSON) |
 | ``draining`` | set | worker ids refused by ``take`` (checked inside the same script that hands out jobs) |
 | ``parked`` | hash | a parked replica's id to ``version|endpoint`` (its version is recorded on its jobs) |
@@ -114,6 +115,10 @@ class Keys:
     @property
     def endpoints(self) -> str:
         return f"{self.prefix}endpoints"
+
+    @property
+    def packages(self) -> str:
+        return f"{self.prefix}packages"
 
     @property
     def workers(self) -> str:

@@ -58,6 +58,7 @@ class MemoryStore:
         self.seq = 0
         self.endpoints: dict[str, str] = {}
         self.versions: dict[str, dict[int, str]] = {}
+        self.packages: dict[str, int] = {}
         self.workers: dict[str, str] = {}
         self.draining: set[str] = set()
         self.fences: dict[str, int] = defaultdict(int)  # raised by leased_to (no replica takes from here)
@@ -413,6 +414,16 @@ class MemoryStore:
 
     async def load_versions(self, endpoint: str) -> dict[int, str]:
         return dict(self.versions.get(endpoint, {}))
+
+    async def record_packages(self, arrived_ms: dict[str, int]) -> None:
+        self.packages.update(arrived_ms)
+
+    async def load_packages(self) -> dict[str, int]:
+        return dict(self.packages)
+
+    async def forget_packages(self, uris: Sequence[str]) -> None:
+        for uri in uris:
+            self.packages.pop(uri, None)
 
     async def load_endpoint(self, name: str) -> str | None:
         return self.endpoints.get(name)

@@ -239,6 +239,18 @@ class JobStore(Protocol):
         """Every endpoint spec (JSON) by name."""
         ...
 
+    async def record_packages(self, arrived_ms: dict[str, int]) -> None:
+        """Record code packages (URI -> when it arrived, ms), replacing earlier times."""
+        ...
+
+    async def load_packages(self) -> dict[str, int]:
+        """Every recorded code package: URI -> when it last arrived (ms)."""
+        ...
+
+    async def forget_packages(self, uris: Sequence[str]) -> None:
+        """Drop the records of deleted code packages."""
+        ...
+
     async def save_workers(self, records: dict[str, str], removed: Sequence[str] = ()) -> None:
         """Upsert worker records (JSON by id) and delete ``removed``, atomically."""
         ...

@@ -428,6 +428,17 @@ class RedisStore:
     async def load_versions(self, endpoint: str) -> dict[int, str]:
         return {int(k): v for k, v in (await self.r.hgetall(self.k.versions(endpoint))).items()}
 
+    async def record_packages(self, arrived_ms: dict[str, int]) -> None:
+        if arrived_ms:
+            await self.r.hset(self.k.packages, mapping={u: str(ms) for u, ms in arrived_ms.items()})
+
+    async def load_packages(self) -> dict[str, int]:
+        return {str(u): int(ms) for u, ms in (await self.r.hgetall(self.k.packages)).items()}
+
+    async def forget_packages(self, uris: Sequence[str]) -> None:
+        if uris:
+            await self.r.hdel(self.k.packages, *uris)
+
     async def load_endpoint(self, name: str) -> str | None:
         raw = await self.r.hget(self.k.endpoints, name)
         return str(raw) if raw is not None else None

@@ -44,6 +44,7 @@ FAST_ENV = {
     "RIPPLE_STOP_WAIT_S": "2",
     "RIPPLE_WEBHOOK_BACKOFF_S": "0.5",
     "RIPPLE_DASHBOARD": "false",
+    "RIPPLE_PACKAGE_GRACE_S": "20",  # an uploaded package no version names is deleted after 20 s
     # The webhook tests' receivers listen on 127.0.0.1; every other non-public target stays refused.
     "RIPPLE_WEBHOOK_ALLOW": "127.0.0.1",
 }

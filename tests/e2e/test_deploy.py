@@ -4,7 +4,8 @@ Against the shared instance (found through its data dir, as the CLI finds it): d
 created), run a job (v1's output, ``version`` 1 on the job), deploy v2 with a ``requirements.txt`` naming a
 small pure-Python package that is not installed here (the replica imports it: Ray installs it into the
 replica's runtime env from the package index pip is configured with), see both versions listed, deploy a
-v3 whose handler does not import (the deploy fails with the error, v2 keeps serving), roll back to v1.
+v3 whose handler does not import (the deploy fails with the error, v2 keeps serving), roll back to v1,
+delete the endpoint (its packages leave the cluster and the data dir).
 A local ``working_dir`` given to the API is refused with 422. Each handler module has a unique name, so
 nothing but the uploaded package can provide it.
 """
@@ -13,16 +14,18 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import time
 import uuid
 from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
-from conftest import Instance, run_cli
+from conftest import FAST_ENV, Instance, run_cli
 
 pytestmark = pytest.mark.timeout(900)
 
+GRACE_S = float(FAST_ENV["RIPPLE_PACKAGE_GRACE_S"])
 PIP_PACKAGE = "inflection"  # pure Python, ~10 kB, not a dependency of Ripple or Ray
 
 
@@ -106,6 +109,7 @@ def test_deploy_versions_requirements_failure_and_rollback(ripple_app: Instance,
     broken = _folder(
         tmp_path / "v3", module, "import no_such_module_here\n\n\ndef handler(job):\n    return 3\n"
     )
+    last_upload_s = time.monotonic()
     rc, out, err = _cli(ripple_app, "deploy", str(broken), "--endpoint", name, "--timeout", "300")
     assert rc == 1, out + err
     assert "no_such_module_here" in out, out
@@ -117,6 +121,20 @@ def test_deploy_versions_requirements_failure_and_rollback(ripple_app: Instance,
     assert "rolled back to version 1's code as version 4" in out and "is active" in out
     back = _run(ripple_app, name, "hello_world")
     assert back["output"] == {"from": "v1", "word": "hello_world"} and back["version"] == 4
+
+    # Deleted with its endpoint, once past the grace of an upload no version names yet (20 s here):
+    # every version's package leaves the cluster and the data dir.
+    with ripple_app.client() as c:
+        versions = c.get(f"/api/v1/endpoints/{name}/versions").json()["versions"]
+        uris = {v["runtimeEnv"]["working_dir"] for v in versions}
+        kept = {uri: ripple_app.data_dir / "packages" / uri.removeprefix("gcs://") for uri in uris}
+        assert len(kept) == 3 and all(path.exists() for path in kept.values())
+        v1_zip = kept[listed[1]["runtimeEnv"]["working_dir"]].read_bytes()
+        time.sleep(max(0.0, last_upload_s + GRACE_S + 1 - time.monotonic()))
+        assert c.delete(f"/api/v1/endpoints/{name}").status_code == 200
+        assert [uri for uri, path in kept.items() if path.exists()] == []
+        again = c.post("/api/v1/packages", content=v1_zip)
+        assert again.status_code == 201 and again.json()["existed"] is False, "gone from Ray's GCS too"
 
 
 def test_local_working_dir_is_refused_with_422(ripple_app: Instance, tmp_path: Path) -> None:

@@ -88,6 +88,9 @@ class FakeQueue(QueueClient):
         return job
 
     # Client API
+    async def package_arriving(self, uri: str) -> None:
+        self._call("package_arriving", uri)
+
     async def submit(
         self, endpoint: str, requests: Sequence[RunRequest], request_id: str | None = None
     ) -> list[str]:

@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 from api_fakes import Harness, boot, harness
 
-from orchestrator.core.packages import inspect_package
+from orchestrator.core.packages import PackageInfo, inspect_package
 
 
 def zip_of(files: dict[str, str]) -> bytes:
@@ -24,23 +24,26 @@ def zip_of(files: dict[str, str]) -> bytes:
 
 
 class FakePackageStore:
-    """``AppState.store_package`` without Ray: checks the package as the real one does, remembers URIs."""
+    """``AppState.store_package`` without Ray: remembers URIs; checks that the queue was told of each
+    package before it is stored (so a prune never deletes it under the upload)."""
 
-    def __init__(self) -> None:
+    def __init__(self, queue_calls: list[tuple[str, tuple[Any, ...]]]) -> None:
         self.stored: dict[str, bytes] = {}
+        self.queue_calls = queue_calls
 
-    def __call__(self, data: bytes, max_bytes: int) -> dict[str, Any]:
-        info = inspect_package(data, max_bytes)
+    def __call__(self, data: bytes, info: PackageInfo) -> bool:
+        assert info == inspect_package(data, 1 << 30)
+        assert self.queue_calls[-1] == ("package_arriving", (info.uri,)), "the queue is told first"
         existed = info.uri in self.stored
         self.stored[info.uri] = data
-        return {**info.wire(), "existed": existed}
+        return existed
 
 
 @pytest.fixture
 def h(tmp_path: Path) -> Harness:
     cfg = replace(boot(str(tmp_path), max_body_bytes=2048), max_package_bytes=64 * 1024)
     rig = harness(cfg)
-    rig.state.store_package = FakePackageStore()
+    rig.state.store_package = FakePackageStore(rig.queue.calls)
     return rig
 
 

@@ -278,3 +278,15 @@ def test_an_unreachable_store_is_said_before_anything_starts() -> None:
     msg = str(info.value)
     assert msg.startswith("cannot reach the store at redis://***@127.0.0.1:1/0: ") and "secret" not in msg
     assert "refused" in msg and msg.endswith("(check RIPPLE_REDIS_URL / --redis-url)")
+
+
+def test_the_queue_gets_how_many_versions_keep_their_code_and_where_copies_are_kept(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    assert load_settings().keep_versions == 10
+    monkeypatch.setenv("RIPPLE_KEEP_VERSIONS", "3")
+    boot = boot_config(load_settings(), "unix:///r", True, AuthConfig(enabled=False), None, "/d/pkgs")
+    assert (boot.queue.keep_versions, boot.queue.packages_dir) == (3, "/d/pkgs")
+    monkeypatch.setenv("RIPPLE_KEEP_VERSIONS", "0")
+    with pytest.raises(ConfigError, match="keep_versions"):
+        load_settings()

@@ -12,7 +12,14 @@ from typing import Any
 
 import pytest
 
-from orchestrator.cli.deploy import build_package, cmd_deploy, deploy_body, follow, syntax_problems
+from orchestrator.cli.deploy import (
+    build_package,
+    cmd_deploy,
+    cmd_versions,
+    deploy_body,
+    follow,
+    syntax_problems,
+)
 from orchestrator.core.errors import InvalidInput
 
 
@@ -178,3 +185,21 @@ def test_deploy_refuses_python_files_that_do_not_compile_before_uploading(
     err = capsys.readouterr().err
     assert "helpers.py, line 1: SyntaxError: expected ':'" in err and "nothing was uploaded" in err
     assert "--no-check" in err
+
+
+class VersionsApi:
+    def request(self, method: str, path: str, **_: Any) -> Any:
+        assert (method, path) == ("GET", "/api/v1/endpoints/ep/versions")
+        return {
+            "versions": [
+                {"version": 2, "state": "active", "createdAt": 0, "codeDigest": "sha256:" + "b" * 64},
+                {"version": 1, "state": "retired", "codeDigest": "sha256:a", "codeDeletedAt": 5},
+            ]
+        }
+
+
+def test_versions_table_says_which_versions_code_was_deleted(capsys: pytest.CaptureFixture[str]) -> None:
+    assert cmd_versions(argparse.Namespace(name="ep", json=False), VersionsApi()) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert "sha256:bbbbbbbbbbbb" in lines[1] and lines[2].split()[:2] == ["1", "retired"]
+    assert "deleted" in lines[2] and "sha256" not in lines[2]

@@ -63,10 +63,12 @@ export function versionsCard(name, ctx, endpoint) {
       { label: "State", cell: (v) => badge(v.state === "rolling_out" ? "pending" : v.state === "retired" ? "stale" : v.state) },
       { label: "Created", cell: (v) => fmtTime(v.createdAt) },
       { label: "Handler", cell: (v) => h("code", {}, v.handler || "—") },
-      { label: "Code", cell: (v) => h("code", {}, (v.codeDigest || "—").slice(0, 19)) },
+      { label: "Code", cell: (v) => (v.codeDeletedAt
+        ? h("span", { class: "muted", title: `its package was deleted ${fmtTime(v.codeDeletedAt)} (RIPPLE_KEEP_VERSIONS)` }, "deleted")
+        : h("code", {}, (v.codeDigest || "—").slice(0, 19))) },
       { label: "Changed", cell: (v) => (v.changed || []).join(", ") || "—" },
       { label: "Error", cell: (v) => (v.error ? h("span", { class: "err-text", title: v.error }, v.error.slice(0, 160)) : "") },
-      { label: "", cell: (v) => (v.version === current || isReadOnly() ? "" : h("button", {
+      { label: "", cell: (v) => (v.version === current || v.codeDeletedAt || isReadOnly() ? "" : h("button", {
         class: "btn", type: "button", "data-rollback": String(v.version),
         onclick: async () => {
           const res = await post(`/api/v1/endpoints/${enc(name)}/rollback`, { to: v.version });
