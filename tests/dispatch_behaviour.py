@@ -926,6 +926,25 @@ async def test_a_package_in_use_elsewhere_or_undeletable_is_kept(rig: Rig) -> No
     assert await rig.store.load_packages() == {}
 
 
+async def test_a_prune_that_fails_does_not_fail_the_change_before_it(
+    rig: Rig, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    d = rig.d
+    for n in (1, 2, 3):
+        await deploy(d, n)
+    rig.clock.advance(3601)
+
+    async def unreachable() -> dict[str, int]:
+        raise ConnectionError("the store is away")
+
+    monkeypatch.setattr(rig.store, "load_packages", unreachable)
+    assert await deploy(d, 4) == 4, "the version is made and active"
+    assert rig.shelf.deleted == []
+    monkeypatch.undo()
+    await d.sweep_once()
+    assert rig.shelf.deleted == [pkg(1), pkg(2)], "the periodic prune does it"
+
+
 async def test_a_package_arriving_again_is_kept_another_grace(rig: Rig) -> None:
     d = rig.d
     for n in (1, 2, 3):

@@ -100,7 +100,7 @@ class Dispatcher(VersionDispatch):
             raise invalid("invalid endpoint update", validation_errors(exc)) from None
         async with self.code_lock:
             await self._put_spec(spec, updated)
-            await self.prune_packages()
+            await self._prune_after_change()
         return await self.get_endpoint(name)
 
     async def _put_spec(self, spec: EndpointSpec, updated: EndpointSpec) -> EndpointSpec:
@@ -122,7 +122,7 @@ class Dispatcher(VersionDispatch):
         async with self.code_lock:
             after, target = await self.rollback_spec(name, to)
             updated = await self._put_spec(spec, after)
-            await self.prune_packages()
+            await self._prune_after_change()
         log.info("endpoint %s rolled back to version %d as version %d", name, target.version, updated.version)
         return {
             "endpoint": await self.get_endpoint(name),
@@ -147,7 +147,7 @@ class Dispatcher(VersionDispatch):
             await self.store.delete_endpoint(name)
             self.endpoints.pop(name, None)
             self._forget_versions(name)
-            await self.prune_packages()  # its code, unless another endpoint runs it
+            await self._prune_after_change()  # its code, unless another endpoint runs it
         self.start_failures.pop(name, None)
         self.webhooks.forget(name)
         return {"name": name, "deleted": True, "cancelledJobs": removed}

@@ -147,6 +147,14 @@ class VersionDispatch(WorkerDispatch):
         log.info("deleted %d code package(s) no kept version runs: %s", len(deleted), ", ".join(deleted))
         return deleted
 
+    async def _prune_after_change(self) -> None:
+        """:meth:`prune_packages` after a change that succeeded: a failure (the store unreachable) is
+        logged, not raised into the change's reply; the periodic prune tries again."""
+        try:
+            await self.prune_packages()
+        except Exception:
+            log.warning("pruning code packages failed (tried again later)", exc_info=True)
+
     async def sweep_once(self) -> None:
         """The dispatcher's sweep, and every ``PRUNE_EVERY_S`` a prune of code packages (one past its
         grace, or left by a deleted endpoint, goes then)."""
@@ -193,7 +201,7 @@ class VersionDispatch(WorkerDispatch):
                     "endpoint %s: version %d is %s%s", endpoint, version, state, f": {error}" if error else ""
                 )
                 if st == "active":  # the version it replaces may no longer be kept
-                    await self.prune_packages()
+                    await self._prune_after_change()
         return next(v for v in updated if v.version == version).wire()
 
     async def report_pool_problem(self, endpoint: str, message: str | None) -> None:
