@@ -109,8 +109,8 @@ def test_deploy_versions_requirements_failure_and_rollback(ripple_app: Instance,
     broken = _folder(
         tmp_path / "v3", module, "import no_such_module_here\n\n\ndef handler(job):\n    return 3\n"
     )
-    last_upload_s = time.monotonic()
     rc, out, err = _cli(ripple_app, "deploy", str(broken), "--endpoint", name, "--timeout", "300")
+    last_upload_s = time.monotonic()  # the last package arrived before this
     assert rc == 1, out + err
     assert "no_such_module_here" in out, out
     third = _run(ripple_app, name, "still_serving")
