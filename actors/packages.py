@@ -3,8 +3,9 @@
 ``ray job submit --working-dir`` zips the folder and puts it in the GCS's key-value store under its
 content-addressed URI ``gcs://_ray_pkg_<sha1>.zip`` (``ray._private.runtime_env.packaging.
 upload_package_if_needed``); any actor whose ``runtime_env`` names that URI downloads and unpacks it on
-its node. :func:`store_package` does the same for a zip that arrived over HTTP: same URI for the same
-bytes, uploaded only when the GCS does not have it yet.
+its node. :func:`put_package` does the same for a zip that arrived over HTTP (checked by
+``orchestrator.core.packages.inspect_package``): same URI for the same bytes, uploaded only when the GCS
+does not have it yet.
 
 The GCS deletes a package once nothing references it (jobs and detached actors using it; a temporary pin
 otherwise): a pool scaled to zero references nothing, so the package is pinned for ``PIN_S``. The GCS holds
@@ -22,20 +23,11 @@ from __future__ import annotations
 import logging
 import os
 from pathlib import Path
-from typing import Any
 
-from orchestrator.core.packages import RAY_PKG_PREFIX, PackageInfo, inspect_package, package_uri
+from orchestrator.core.packages import RAY_PKG_PREFIX, PackageInfo, package_uri
 
 log = logging.getLogger("ripple.packages")
 PIN_S = 10 * 365 * 86_400  # ten years: as long as the Ray cluster lives
-
-
-def store_package(data: bytes, max_bytes: int, keep_dir: Path | None = None) -> dict[str, Any]:
-    """Check ``data`` (a zip; InvalidInput when it is not a valid package) and store it
-    (:func:`put_package`); returns ``{"uri", "codeDigest", "sizeBytes", "files", "requirements",
-    "existed"}``."""
-    info = inspect_package(data, max_bytes)
-    return {**info.wire(), "existed": put_package(data, info, keep_dir)}
 
 
 def put_package(data: bytes, info: PackageInfo, keep_dir: Path | None = None) -> bool:

@@ -69,9 +69,9 @@ class AppState:
     valid session). ``keys`` is this replica's copy of the named keys. ``behind_serve``: Serve's proxy
     echoes ``X-Request-ID`` itself. ``cluster_facts()`` reads the Ray cluster's nodes and pending demand
     (blocking; the composer supplies it, as it reads Ray's GCS). ``actor_logs`` reads a Ray actor's
-    stdout/stderr (the composer supplies Ray's state API reader). ``store_package(zip_bytes, max_bytes)``
-    stores a code package in the Ray cluster and describes it (blocking; the composer supplies it, as it
-    writes Ray's GCS).
+    stdout/stderr (the composer supplies Ray's state API reader). ``store_package(zip_bytes, info)``
+    stores a checked code package in the Ray cluster and says whether it was there already (blocking; the
+    composer supplies it, as it writes Ray's GCS).
     """
 
     boot: BootConfig | None = None

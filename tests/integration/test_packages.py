@@ -12,9 +12,9 @@ import pytest
 from ray._private.runtime_env.packaging import package_exists
 from ray.experimental.internal_kv import _internal_kv_del, _internal_kv_get
 
-from actors.packages import GcsPackageShelf, restore_packages, store_package
+from actors.packages import GcsPackageShelf, put_package, restore_packages
 from orchestrator.core.models import EndpointPatch
-from orchestrator.core.packages import package_uri
+from orchestrator.core.packages import inspect_package, package_uri
 from orchestrator.store.redis import RedisStore
 from tests.dispatch_behaviour import FakeClock, Recorder, ep, make
 from tests.integration.ray_fixtures import local_ray
@@ -24,6 +24,12 @@ __all__ = ["local_ray"]
 pytestmark = [pytest.mark.timeout(120), pytest.mark.usefixtures("local_ray")]
 
 RAY_INIT = {"num_cpus": 1, "num_gpus": 0}
+
+
+def store_package(data: bytes, keep: Path) -> tuple[str, bool]:
+    """As the upload route stores a package: checked, then put; its URI and whether the GCS had it."""
+    info = inspect_package(data, 1 << 20)
+    return info.uri, put_package(data, info, keep)
 
 
 def _zip(text: str) -> bytes:
@@ -36,22 +42,22 @@ def _zip(text: str) -> bytes:
 def test_kept_packages_are_restored_to_a_gcs_that_lost_them(tmp_path: Path) -> None:
     keep = tmp_path / "packages"
     data = _zip("def handler(job):\n    return 1\n")
-    first = store_package(data, 1 << 20, keep)
-    assert not first["existed"] and package_exists(first["uri"])
-    kept = keep / first["uri"].removeprefix("gcs://")
+    first, existed = store_package(data, keep)
+    assert not existed and package_exists(first)
+    kept = keep / first.removeprefix("gcs://")
     assert kept.read_bytes() == data
-    assert store_package(data, 1 << 20, keep)["existed"], "the same bytes: stored once"
+    assert store_package(data, keep) == (first, True), "the same bytes: stored once"
 
-    other = store_package(_zip("def handler(job):\n    return 2\n"), 1 << 20, keep)
-    forged = keep / other["uri"].removeprefix("gcs://")
+    other, _ = store_package(_zip("def handler(job):\n    return 2\n"), keep)
+    forged = keep / other.removeprefix("gcs://")
     forged.write_bytes(data)  # a kept file that no longer matches its name is not put back
-    for uri in (first["uri"], other["uri"]):
+    for uri in (first, other):
         _internal_kv_del(uri)  # as a new Ray head has none of them
         assert not package_exists(uri)
 
-    assert restore_packages(keep) == [first["uri"]]
-    assert package_exists(first["uri"]) and _internal_kv_get(first["uri"]) == data
-    assert not package_exists(other["uri"])
+    assert restore_packages(keep) == [first]
+    assert package_exists(first) and _internal_kv_get(first) == data
+    assert not package_exists(other)
     assert restore_packages(keep) == [], "already there: nothing to put back"
     assert restore_packages(tmp_path / "none") == [], "no copies kept: nothing to do"
 
@@ -70,7 +76,7 @@ async def test_the_queue_deletes_packages_no_kept_version_runs_from_the_gcs_and_
         data = _zip(f"def handler(job):\n    return {n * 10}  # pruned\n")
         uri = package_uri(data)
         await d.package_arriving(uri)
-        assert not store_package(data, 1 << 20, keep)["existed"]
+        assert store_package(data, keep) == (uri, False)
         uris.append(uri)
         patch = {"runtimeEnv": {"working_dir": uri}, "codeDigest": f"sha256:{n}"}
         if n == 1:
