@@ -46,7 +46,7 @@ import asyncio
 import logging
 import time
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, NamedTuple
 
 from orchestrator.core.dispatch_workers import finish_item
 from orchestrator.notices import LoopNotices, due_within_s
@@ -61,6 +61,17 @@ TOLD_AFTER_S = 0.05
 
 STEP_TIMEOUT_S = 10.0
 """How long a replica's step in the store may take, beyond a take's own wait, before it counts as failed."""
+
+
+class JobResult(NamedTuple):
+    """A job's end as its replica reports it: the ``job-done`` body (the SDK's shape), whether the job
+    streamed, and the body's output as the store keeps it when the replica already encoded it (None: it is
+    encoded when finished)."""
+
+    job_id: str
+    body: Any
+    streamed: bool
+    output_json: str | None = None
 
 
 class DirectStore:
@@ -107,11 +118,11 @@ class DirectStore:
         wait_s: float,
         version: int | None,
         stop: asyncio.Event | None = None,
-        results: Sequence[tuple[str, Any, bool]] = (),
+        results: Sequence[JobResult] = (),
     ) -> list[dict[str, Any]] | None:
         """Up to ``max_jobs`` jobs leased to this replica (as the queue's ``take`` hands them out), waiting
         up to ``wait_s`` for one to be queued, or until ``stop`` is set; [] when none came. ``results``
-        (job id, result body, streamed: this replica's) are finished first, in the same step as the take,
+        (this replica's) are finished first, in the same step as the take,
         and the queue told as :meth:`report` tells it. None when nothing was done here, ``results``
         included (the store is not reachable or failed, or a result is not final): the caller reports them
         and takes through the queue; [] when the store failed after the results were finished, or refused
@@ -184,9 +195,9 @@ class DirectStore:
         self._told(outcomes)
         return jobs
 
-    def _items(self, results: Sequence[tuple[str, Any, bool]]) -> list[FinishItem] | None:
+    def _items(self, results: Sequence[JobResult]) -> list[FinishItem] | None:
         """``results`` as the store finishes them; None when one is not a final result."""
-        items = [finish_item(job_id, self.worker_id, body, streamed) for job_id, body, streamed in results]
+        items = [finish_item(r.job_id, self.worker_id, r.body, r.streamed, r.output_json) for r in results]
         return None if None in items else [i for i in items if i is not None]
 
     async def _wait_for_job(
@@ -222,14 +233,14 @@ class DirectStore:
         except Exception:
             log.warning("could not tell the queue of %d jobs taken", len(ids), exc_info=True)
 
-    async def report(self, results: Sequence[tuple[str, Any]], streamed: bool) -> bool:
-        """Finish ``results`` (job id, result body) in the store and tell the queue (not awaited). False
+    async def report(self, results: Sequence[JobResult]) -> bool:
+        """Finish ``results`` in the store and tell the queue (not awaited). False
         when nothing was done here (the store is not reachable, a body is a progress update, or the store
         failed): the caller sends them to the queue, which refuses any this step did apply.
 
         The work runs in a task of its own, shielded: a caller cancelled meanwhile (a replica stopping)
         does not cut a result off between the store and the queue; :meth:`settle` waits for it."""
-        task = asyncio.ensure_future(self._report([(job_id, body, streamed) for job_id, body in results]))
+        task = asyncio.ensure_future(self._report(results))
         self._inflight.add(task)
         task.add_done_callback(self._inflight.discard)
         return await asyncio.shield(task)
@@ -245,7 +256,7 @@ class DirectStore:
         # The results are final in the store: the queue's memory follows (see Dispatcher.finished).
         self.queue.finished.remote(endpoint, self.worker_id, outcomes)
 
-    async def _report(self, results: Sequence[tuple[str, Any, bool]]) -> bool:
+    async def _report(self, results: Sequence[JobResult]) -> bool:
         store = await self.store()
         items = self._items(results)
         if store is None or items is None:

@@ -33,7 +33,7 @@ from typing import Any, TypeVar
 import ray
 
 from actors import ray_cluster, warm_workers
-from actors.queue_direct import DirectStore
+from actors.queue_direct import DirectStore, JobResult
 from orchestrator import logs
 from orchestrator.core import health as hs
 from orchestrator.core import runpod_worker as rw
@@ -136,7 +136,7 @@ class WorkerReplica:
         rw.set_progress_sink(self._progress)
         self.health = hs.HealthRecord()
         self.active: dict[str, asyncio.Task[None]] = {}
-        self.results: list[tuple[str, Any, bool]] = []
+        self.results: list[JobResult] = []
         self.drain_deadline: float | None = None
         self.idle_since_s: float | None = time.time()
         self.started_s = time.time()
@@ -443,7 +443,7 @@ class WorkerReplica:
         else:
             self.health = hs.on_success(self.health, time.time())
             self.completed += 1
-        self.results.append((job_id, outcome.body, self.handler.streams))
+        self.results.append(JobResult(job_id, outcome.body, self.handler.streams, outcome.output_json))
         if not self._slot_awaited:  # else the slot it freed is taken at once, and the result goes with it
             self._flush.set()
         if outcome.refresh and self.refresh_reason is None:
@@ -473,10 +473,11 @@ class WorkerReplica:
         while self.results:
             batch, self.results = self.results[: self.cfg.result_batch], self.results[self.cfg.result_batch :]
             for streamed in (False, True):
-                items = [(j, b) for j, b, s in batch if s is streamed]
-                if items and await self.direct.report(items, streamed):
+                results = [r for r in batch if r.streamed is streamed]
+                if results and await self.direct.report(results):
                     continue  # finished in the store itself; the queue was told
-                if items:
+                if results:
+                    items = [(r.job_id, r.body) for r in results]
                     try:
                         await through_queue_restarts(
                             partial(

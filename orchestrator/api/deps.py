@@ -28,7 +28,7 @@ from orchestrator.api.middleware import OVERSIZED, OversizedBody, current_reques
 from orchestrator.auth import KeyCache
 from orchestrator.boot import BootConfig
 from orchestrator.core.errors import Forbidden, InvalidInput, NotReady, Unauthorized
-from orchestrator.core.jobs import FINAL, JobView
+from orchestrator.core.jobs import FINAL, JobStatus, JobView
 from orchestrator.core.models import EndpointPatch, EndpointSpec, RunRequest, worker_id_ok
 from orchestrator.core.packages import PackageInfo
 from orchestrator.core.scopes import (
@@ -219,8 +219,10 @@ class QueueClient:
 
     async def runsync(
         self, endpoint: str, request: RunRequest, wait_s: float | None, request_id: str | None = None
-    ) -> s.JobStatusObject:
-        """Queue one job and hold until it is final or ``wait_s`` passes (None: the configured default).
+    ) -> JobView | s.JobStatusObject:
+        """Queue one job and hold until it is final or ``wait_s`` passes (None: the configured default):
+        the job as read from the store when it is final (:func:`~orchestrator.api.job_replies.status_reply`
+        sends its output on as stored), else its status object.
 
         With the store at hand, the job is written to the store here, its end awaited on the store
         (:mod:`orchestrator.store.finals`: told by the step that made it final), not on the queue actor:
@@ -245,7 +247,7 @@ class QueueClient:
             job = await wait_final(store, job_id, wait - first_s, watched=request.webhook is None)
         if job is None or job.status not in FINAL:
             return await self.status(endpoint, job_id)
-        return s.JobStatusObject.model_validate(job.status_object(int(time.time() * 1000)))
+        return job
 
     def _told(self, endpoint: str, job_id: str, request_id: str | None, handed: bool) -> None:
         """Tell the queue of a job written to the store here, off the job's path (:meth:`AppState.arrivals`;
@@ -258,7 +260,20 @@ class QueueClient:
                 self._h.submitted.remote(endpoint, [job_id], request_id=request_id)
 
     async def status(self, endpoint: str, job_id: str) -> s.JobStatusObject:
+        """The job's status object, through the queue."""
         return s.JobStatusObject.model_validate(await self._h.status.remote(endpoint, job_id))
+
+    async def final_or_status(self, endpoint: str, job_id: str) -> JobView | s.JobStatusObject:
+        """The job as read from the store when it is final or running (nothing of the queue's to add), else
+        its status object through the queue (an IN_QUEUE job's ``waitReason``; the queue's NotFound for
+        an unknown job or endpoint). The store is read here when at hand: a large output does not pass
+        through the queue actor."""
+        store = None if self._store is None else await self._store()
+        if store is not None:
+            job = await store.get(job_id)
+            if job is not None and job.endpoint == endpoint and job.status is not JobStatus.IN_QUEUE:
+                return job
+        return await self.status(endpoint, job_id)
 
     async def stream(self, endpoint: str, job_id: str, wait_s: float = 0.0) -> s.StreamReply:
         """Chunks not yet read; with ``wait_s`` > 0 holds (woken by the next chunk or the job's end) while

@@ -25,7 +25,7 @@ from orchestrator.core.dispatch_ports import (
 )
 from orchestrator.core.errors import NotFound
 from orchestrator.core.job_threads import stop_deadline_ms
-from orchestrator.core.jobs import JobStatus, parse_worker_result
+from orchestrator.core.jobs import JobStatus, encode_output, parse_worker_result
 from orchestrator.core.models import STORED, EndpointSpec
 from orchestrator.core.registry import WorkerRegistry
 from orchestrator.core.wait_reason import StartFailure
@@ -39,14 +39,17 @@ MIRROR_EVERY_S = 5.0  # workers-by-state snapshot to the metrics sink
 GONE_REMEMBERED = 10_000  # dead worker ids remembered to refuse their late takes
 
 
-def finish_item(job_id: str, worker_id: str, body: Any, is_stream: bool) -> FinishItem | None:
+def finish_item(
+    job_id: str, worker_id: str, body: Any, is_stream: bool, output_json: str | None = None
+) -> FinishItem | None:
     """A worker's result body (as ``done`` takes it) as the store's final result; None for a progress
-    update (not final)."""
+    update (not final). ``output_json``: the body's output already encoded (:func:`encode_output`, by the
+    replica that checked it), so that it is not encoded twice."""
     res = parse_worker_result(body)
     if res.kind == "progress":
         return None
     status = S.COMPLETED if res.kind == "completed" else S.FAILED
-    out = "" if res.output is None else json.dumps(res.output, separators=(",", ":"))
+    out = encode_output(res.output) if output_json is None else output_json
     return FinishItem(job_id, worker_id, status, out, res.error or "", is_stream)
 
 
@@ -246,7 +249,7 @@ class WorkerDispatch:
             item = finish_item(job_id, worker_id, body, is_stream)
             if item is None:  # a progress update
                 res = parse_worker_result(body)
-                ok = await self.store.progress(job_id, worker_id, json.dumps(res.output))
+                ok = await self.store.progress(job_id, worker_id, encode_output(res.output))
                 replies[job_id] = {"id": job_id, "accepted": ok, "progress": True}
                 continue
             items.append(item)

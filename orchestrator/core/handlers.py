@@ -24,11 +24,12 @@ import importlib
 import inspect
 from collections.abc import Awaitable, Callable
 from concurrent.futures import Executor
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from orchestrator.core import runpod_worker as rw
 from orchestrator.core.errors import InvalidInput
+from orchestrator.core.jobs import encode_output
 
 _END = object()
 
@@ -182,8 +183,8 @@ async def run_job(
 
     Never raises for what the handler does: an exception, ``sys.exit()`` included, is a FAILED outcome
     with its message and traceback; an output (or an error, or a stream chunk) that is not JSON is a FAILED
-    outcome saying why. The outcome's body is JSON-serialisable. ``asyncio.CancelledError`` propagates
-    when the job is stopped.
+    outcome saying why. The outcome's body is JSON-serialisable, and a returned output comes encoded
+    as the store keeps it (``output_json``). ``asyncio.CancelledError`` propagates when the job is stopped.
     """
     try:
         output = await invoke(handler, job, executor, on_chunk)
@@ -197,8 +198,8 @@ async def run_job(
         return rw.outcome_of_stream(output, None, handler.options)
     try:
         outcome = rw.outcome_of_return(output, handler.options)
-    except (TypeError, ValueError, RecursionError) as exc:  # an ``error`` it could not encode
+        # Encoded once, here: the check that it is JSON is the encoding the store keeps.
+        output_json = encode_output(outcome.body.get("output"))
+    except (TypeError, ValueError, RecursionError) as exc:  # an ``error`` or an output JSON cannot carry
         return rw.not_json_outcome(str(exc), handler.options)
-    if (problem := rw.json_problem(outcome.body)) is not None:
-        return rw.not_json_outcome(problem, handler.options)
-    return outcome
+    return replace(outcome, output_json=output_json)

@@ -13,9 +13,11 @@ fake applies it through :func:`check_transition`, and the tests walk every edge 
 from __future__ import annotations
 
 import json
+import math
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from enum import Enum
+from functools import cached_property
 from typing import Any
 
 from orchestrator.core.errors import Conflict, InvalidInput
@@ -157,6 +159,35 @@ def oversized_result_error(what: str, size_bytes: int, limit_bytes: int) -> str:
     )
 
 
+def encode_output(output: Any) -> str:
+    """A job's output (or progress) as the store keeps it and the APIs send it on: compact, strict JSON
+    ("" for None), a float that is NaN or infinite as ``null`` (as the API always showed it). Raises
+    TypeError, ValueError or RecursionError for a value JSON cannot carry (``json.dumps``'s own words)."""
+    if output is None:
+        return ""
+    try:
+        return json.dumps(output, separators=(",", ":"), allow_nan=False)
+    except ValueError:
+        json.dumps(output)  # raises for a circular reference; passes when a float was all it refused
+        return json.dumps(_finite(output), separators=(",", ":"), allow_nan=False)
+
+
+def _finite(value: Any) -> Any:
+    """``value`` with every NaN or infinite float in it, in lists, tuples and dict values, made None."""
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, dict):
+        return {k: _finite(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_finite(v) for v in value]
+    return value
+
+
+def decoded(stored: str) -> Any:
+    """A JSON value as the store keeps it (``input``, ``output``, ``progress``), decoded; None for ""."""
+    return json.loads(stored) if stored else None
+
+
 @dataclass(frozen=True)
 class JobView:
     """A job as read from the store; the source of the status objects the APIs return."""
@@ -165,8 +196,10 @@ class JobView:
     endpoint: str
     status: JobStatus
     created_ms: int
-    input: Any = None
-    output: Any = None
+    input_json: str = ""
+    """The input as stored: JSON text ("" for none); :attr:`input` decodes it when first read."""
+    output_json: str = ""
+    """The output as stored: compact JSON text ("" for none; :func:`encode_output`)."""
     error: str | None = None
     webhook: str | None = None
     worker_id: str | None = None
@@ -179,10 +212,25 @@ class JobView:
     ttl_ms: int = 0
     low_priority: bool = False
     retried: int = 0
-    progress: Any = None
+    progress_json: str = ""
+    """The latest ``progress_update`` of a running job, as stored ("" for none)."""
     version: int | None = None
     """The endpoint version of the worker that took the latest attempt (None when not known)."""
     history: tuple[Mapping[str, Any], ...] = ()
+
+    # Decoded when first read, not when read from the store: the input of a job whose status is asked for,
+    # an output passed on as stored (:meth:`shown_output_json`), are never decoded at all.
+    @cached_property
+    def input(self) -> Any:
+        return decoded(self.input_json)
+
+    @cached_property
+    def output(self) -> Any:
+        return decoded(self.output_json)
+
+    @cached_property
+    def progress(self) -> Any:
+        return decoded(self.progress_json)
 
     def delay_ms(self, now_ms: int) -> int:
         """Time in the queue: from creation to the first start (or to now while queued)."""
@@ -197,11 +245,24 @@ class JobView:
         end = self.finished_ms if self.finished_ms is not None else now_ms
         return max(0, end - self.started_ms)
 
-    def status_object(self, now_ms: int, wait_reason: Mapping[str, str] | None = None) -> dict[str, Any]:
+    def shown_output_json(self) -> str | None:
+        """What the status object shows as ``output``, as stored (JSON text; None: no ``output`` key): the
+        output of a job that has one, ``null`` for a COMPLETED job without, else a running job's latest
+        progress update."""
+        if self.output_json or self.status is S.COMPLETED:
+            return self.output_json or "null"
+        if self.status is S.IN_PROGRESS and self.progress_json:
+            return self.progress_json
+        return None
+
+    def status_object(
+        self, now_ms: int, wait_reason: Mapping[str, str] | None = None, *, with_output: bool = True
+    ) -> dict[str, Any]:
         """The RunPod status object: ``id``, ``status``, ``delayTime``, ``executionTime`` and, when known,
-        ``workerId``, ``version`` (the endpoint version that ran it), ``output``, ``error``, ``retries``; an
-        IN_QUEUE job's ``waitReason`` when given (``{"code", "message"}``, see
-        :mod:`orchestrator.core.wait_reason`)."""
+        ``workerId``, ``version`` (the endpoint version that ran it), ``output``
+        (:meth:`shown_output_json`, decoded; left out with ``with_output=False``, for a caller that sends
+        it on as stored), ``error``, ``retries``; an IN_QUEUE job's ``waitReason`` when given
+        (``{"code", "message"}``, see :mod:`orchestrator.core.wait_reason`)."""
         obj: dict[str, Any] = {
             "id": self.id,
             "status": self.status.value,
@@ -212,10 +273,8 @@ class JobView:
             obj["workerId"] = self.worker_id
         if self.version is not None:
             obj["version"] = self.version
-        if self.status is S.COMPLETED or self.output is not None:
-            obj["output"] = self.output
-        if self.status is S.IN_PROGRESS and self.progress is not None and self.output is None:
-            obj["output"] = self.progress
+        if with_output and (shown := self.shown_output_json()) is not None:
+            obj["output"] = self.output if self.output_json else decoded(shown)
         if self.error is not None:
             obj["error"] = self.error
         if self.retried:

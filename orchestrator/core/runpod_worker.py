@@ -274,6 +274,9 @@ class JobOutcome:
     body: dict[str, Any]
     failed: bool
     refresh: bool
+    output_json: str | None = None
+    """The body's output as the store keeps it (``jobs.encode_output``), when it was encoded while it was
+    checked (:func:`orchestrator.core.handlers.run_job`); None: not encoded yet."""
 
 
 def outcome_of_return(output: Any, options: WorkerOptions) -> JobOutcome:

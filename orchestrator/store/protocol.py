@@ -288,17 +288,13 @@ def job_view(job_id: str, h: dict[str, str], history: list[str]) -> JobView:
         v = h.get(name)
         return int(v) if v not in (None, "") else None
 
-    def js(name: str) -> Any:
-        v = h.get(name)
-        return json.loads(v) if v not in (None, "") else None
-
     return JobView(
         id=job_id,
         endpoint=h.get("ep", ""),
         status=JobStatus(h["status"]),
         created_ms=num("created") or 0,
-        input=js("input"),
-        output=js("output"),
+        input_json=h.get("input") or "",
+        output_json=h.get("output") or "",
         error=h.get("error") or None,
         webhook=h.get("webhook") or None,
         worker_id=h.get("worker") or None,
@@ -311,7 +307,7 @@ def job_view(job_id: str, h: dict[str, str], history: list[str]) -> JobView:
         ttl_ms=num("ttl") or 0,
         low_priority=h.get("low") == "1",
         retried=num("retried") or 0,
-        progress=js("progress"),
+        progress_json=h.get("progress") or "",
         version=num("version"),
         history=tuple(json.loads(e) for e in history),
     )

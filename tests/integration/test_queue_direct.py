@@ -15,7 +15,7 @@ from typing import Any
 
 import pytest
 
-from actors.queue_direct import TOLD_AFTER_S, DirectStore
+from actors.queue_direct import TOLD_AFTER_S, DirectStore, JobResult
 from orchestrator.core.deliveries import Deliveries
 from orchestrator.core.dispatch import Dispatcher
 from orchestrator.core.jobs import JobStatus
@@ -75,7 +75,9 @@ async def test_results_finished_in_the_store_queue_told(redis_url: str, redis_st
     direct = DirectStore(queue, "ep", "w1")
     waiting = asyncio.create_task(wait_final(redis_store, job, 10))
     await asyncio.sleep(0.05)
-    assert await direct.report([(job, {"output": {"y": 2}}), (other, {"error": "boom"})], False)
+    assert await direct.report(
+        [JobResult(job, {"output": {"y": 2}}, False), JobResult(other, {"error": "boom"}, False)]
+    )
     view = await waiting
     assert view is not None and (view.status, view.output) == (JobStatus.COMPLETED, {"y": 2})
     await asyncio.sleep(NOTICE_DELAY_S + 0.05)
@@ -87,7 +89,9 @@ async def test_results_finished_in_the_store_queue_told(redis_url: str, redis_st
         (job, True, JobStatus.COMPLETED),
         (other, True, JobStatus.FAILED),
     ]
-    assert await direct.report([(job, {"output": "late"})], False), "refused in the store, the queue told"
+    assert await direct.report([JobResult(job, {"output": "late"}, False)]), (
+        "refused in the store, the queue told"
+    )
     await direct.settle()  # a replica stopping: told at once
     assert [(o.applied, o.status) for o in queue.told[-1][2]] == [(False, JobStatus.COMPLETED)]
     view = await redis_store.get(job)
@@ -103,9 +107,9 @@ async def test_a_result_awaited_at_the_queue_is_told_at_once(redis_url: str, red
     await asyncio.sleep(0.05)
     queue = FakeQueue(redis_url, redis_store.k.prefix)
     direct = DirectStore(queue, "ep", "w1")
-    assert await direct.report([(other, {"output": 2})], False)
+    assert await direct.report([JobResult(other, {"output": 2}, False)])
     assert queue.told == [], "nobody waits at the queue: told with the next batch"
-    assert await direct.report([(awaited, {"output": 1})], False)
+    assert await direct.report([JobResult(awaited, {"output": 1}, False)])
     ((_, _, outcomes),) = queue.told
     assert [(o.job_id, o.awaited) for o in outcomes] == [(other, False), (awaited, True)], "told at once"
     await d.finished("ep", "w1", outcomes)
@@ -117,9 +121,9 @@ async def test_progress_and_an_unreachable_store_go_through_the_queue(
 ) -> None:
     (job,) = await _leased(redis_store)
     direct = DirectStore(FakeQueue(redis_url, redis_store.k.prefix), "ep", "w1")
-    assert not await direct.report([(job, {"status": "IN_PROGRESS", "output": 1})], False)
+    assert not await direct.report([JobResult(job, {"status": "IN_PROGRESS", "output": 1}, False)])
     away = DirectStore(FakeQueue("unix:///nonexistent/redis.sock", redis_store.k.prefix), "ep", "w1")
-    assert not await away.report([(job, {"output": 1})], False)
+    assert not await away.report([JobResult(job, {"output": 1}, False)])
     view = await redis_store.get(job)
     assert view is not None and view.status is JobStatus.IN_PROGRESS, "nothing was finished here"
 
@@ -128,7 +132,7 @@ async def test_a_result_is_not_cut_off_by_a_stop(redis_url: str, redis_store: Re
     (job,) = await _leased(redis_store)
     queue = FakeQueue(redis_url, redis_store.k.prefix)
     direct = DirectStore(queue, "ep", "w1")
-    flusher = asyncio.create_task(direct.report([(job, {"output": 1})], False))
+    flusher = asyncio.create_task(direct.report([JobResult(job, {"output": 1}, False)]))
     await asyncio.sleep(0)  # on its way (asking the queue where the store is)
     flusher.cancel()
     await direct.settle()
@@ -146,13 +150,13 @@ async def test_results_go_with_the_next_take_finished_first(redis_url: str, redi
     direct = DirectStore(queue, "ep", "w1")
     waiting = asyncio.create_task(wait_final(redis_store, done, 10))
     await asyncio.sleep(0.05)
-    taken = await direct.take(2, 0.05, None, results=[(done, {"output": "ok"}, False)])
+    taken = await direct.take(2, 0.05, None, results=[JobResult(done, {"output": "ok"}, False)])
     assert [j["id"] for j in taken or []] == [late], "the take after the result, in the same step"
     view = await asyncio.wait_for(waiting, 1.0)
     assert view is not None and (view.status, view.output) == (JobStatus.COMPLETED, "ok")
     await asyncio.sleep(BOOKKEEPING_DELAY_S + NOTICE_DELAY_S)
     assert [(o.job_id, o.applied) for _, _, outcomes in queue.told for o in outcomes] == [(done, True)]
-    assert await direct.take(1, 0.05, None, results=[(done, {"output": "again"}, False)]) == []
+    assert await direct.take(1, 0.05, None, results=[JobResult(done, {"output": "again"}, False)]) == []
     await direct.settle()
     assert [(o.applied, o.status) for o in queue.told[-1][2]] == [(False, JobStatus.COMPLETED)], "refused"
     view = await redis_store.get(done)
@@ -172,7 +176,7 @@ async def test_results_finished_with_a_take_are_not_sent_again_when_the_wait_fai
         raise ConnectionError("the store went away during the wait")
 
     store.wait_for_job = lost  # type: ignore[method-assign]
-    done = [(job, {"output": 1}, False)]
+    done = [JobResult(job, {"output": 1}, False)]
     assert await direct.take(1, 0.05, None, results=done) == [], "finished, none taken"
     view = await redis_store.get(job)
     assert view is not None and view.status is JobStatus.COMPLETED
@@ -187,7 +191,7 @@ async def test_a_take_with_a_result_not_final_does_nothing(redis_url: str, redis
     held, _ = await d.submit("ep", [run(1), run(2)])
     await d.take("ep", "w1", 1, 0)
     direct = DirectStore(FakeQueue(redis_url, redis_store.k.prefix), "ep", "w1")
-    progress = [(held, {"status": "IN_PROGRESS", "output": 1}, False)]
+    progress = [JobResult(held, {"status": "IN_PROGRESS", "output": 1}, False)]
     assert await direct.take(1, 0.05, None, results=progress) is None, "the caller reports and takes"
     view = await redis_store.get(held)
     assert view is not None and view.status is JobStatus.IN_PROGRESS
@@ -226,7 +230,7 @@ async def test_a_job_that_ends_at_once_is_told_with_its_result_only(
     direct = DirectStore(queue, "ep", "w1")
     assert [j["id"] for j in await direct.take(2, 0.05, None) or []] == [quick, slow]
     direct.ended(quick)
-    assert await direct.report([(quick, {"output": 1})], False)
+    assert await direct.report([JobResult(quick, {"output": 1}, False)])
     await asyncio.sleep(max(TOLD_AFTER_S, BOOKKEEPING_DELAY_S) + 0.1)
     assert queue.taken == [("ep", "w1", [slow])], "only the job still running is told of"
     assert [o.job_id for o in queue.told[0][2]] == [quick], "the quick one's result tells the queue"
@@ -328,13 +332,13 @@ async def test_the_queue_is_told_soon_of_a_result_with_a_webhook_or_a_caller_wai
     await redis_store.watch_final(awaited, at_queue=True)  # a caller waits for it at the queue
     queue = FakeQueue(redis_url, redis_store.k.prefix)
     direct = DirectStore(queue, "ep", "w1")
-    assert await direct.report([(plain, {"output": 1})], False)
-    assert await direct.report([(hooked, {"output": 2})], False)
+    assert await direct.report([JobResult(plain, {"output": 1}, False)])
+    assert await direct.report([JobResult(hooked, {"output": 2}, False)])
     await asyncio.sleep(NOTICE_DELAY_S + 0.05)
     assert [[o.job_id for o in outcomes] for _, _, outcomes in queue.told] == [[plain, hooked]], (
         "a webhook to send: told within 50 ms, with what was gathered before it"
     )
-    assert await direct.report([(awaited, {"output": 3})], False)
+    assert await direct.report([JobResult(awaited, {"output": 3}, False)])
     assert [o.job_id for o in queue.told[-1][2]] == [awaited], "a caller waits at the queue: told at once"
 
 
@@ -433,7 +437,7 @@ async def test_a_job_handed_while_the_store_was_cut_off_runs_once_through_the_qu
     (later,) = await d.submit("ep", [run(3)])
     view = await redis_store.get(later)
     assert view is not None and view.status is JobStatus.IN_QUEUE, "unparked: not handed to it"
-    assert await direct.report([(handed, {"output": 2})], False)
+    assert await direct.report([JobResult(handed, {"output": 2}, False)])
     view = await redis_store.get(handed)
     assert view is not None and (view.status, view.output, view.attempts) == (JobStatus.COMPLETED, 2, 1)
     # Cut off before its wait read the inbox: the job handed stays there. Delivered again, it is gone from

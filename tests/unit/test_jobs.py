@@ -19,6 +19,7 @@ from orchestrator.core.jobs import (
     JobView,
     can_transition,
     check_transition,
+    encode_output,
     parse_worker_result,
     queue_score,
     status_after_lost_lease,
@@ -182,7 +183,11 @@ def test_status_object_carries_the_wait_reason_of_a_queued_job_only() -> None:
 
 def test_status_object_of_a_running_job_shows_progress_and_worker() -> None:
     job = view(
-        status=S.IN_PROGRESS, worker_id="w1", started_ms=2_000, first_started_ms=2_000, progress={"p": 1}
+        status=S.IN_PROGRESS,
+        worker_id="w1",
+        started_ms=2_000,
+        first_started_ms=2_000,
+        progress_json='{"p":1}',
     )
     obj = job.status_object(now_ms=5_000)
     assert obj == {
@@ -202,7 +207,7 @@ def test_status_object_of_a_completed_job() -> None:
         first_started_ms=1_500,
         started_ms=2_000,
         finished_ms=2_250,
-        output=None,
+        output_json="",
         retried=2,
     )
     obj = job.status_object(now_ms=99_999)
@@ -231,7 +236,7 @@ def test_detail_adds_policy_timings_and_history() -> None:
     hist = ({"at": 2_000, "from": "IN_QUEUE", "to": "IN_PROGRESS", "reason": "taken", "worker": "w1"},)
     job = view(
         status=S.IN_PROGRESS,
-        input={"x": 1},
+        input_json='{"x": 1}',
         webhook="http://h/",
         worker_id="w1",
         started_ms=2_000,
@@ -251,3 +256,33 @@ def test_detail_adds_policy_timings_and_history() -> None:
     assert (d["executionTimeout"], d["ttl"], d["lowPriority"]) == (600_000, 86_400_000, True)
     assert d["history"] == list(hist)
     json.dumps(d)
+
+
+# Outputs as the store keeps them ---------------------------------------------------------------------
+
+
+def test_outputs_are_stored_as_compact_strict_json() -> None:
+    assert encode_output(None) == ""
+    assert encode_output({"a": [1, 2.5, "é"], "b": None}) == '{"a":[1,2.5,"\\u00e9"],"b":null}'
+    nans = {"loss": float("nan"), "best": [float("inf"), -float("inf"), 1.0], "t": (float("nan"),)}
+    assert encode_output(nans) == '{"loss":null,"best":[null,null,1.0],"t":[null]}'
+    assert encode_output(0) == "0" and encode_output("") == '""', "falsy outputs are outputs"
+    circular: list[object] = []
+    circular.append(circular)
+    with pytest.raises(ValueError, match="Circular reference detected"):
+        encode_output(circular)
+    with pytest.raises(TypeError, match="bytes is not JSON serializable"):
+        encode_output({"nan": float("nan"), "png": b"x"})
+
+
+def test_the_output_a_status_object_shows_is_the_stored_text() -> None:
+    done = view(status=S.COMPLETED, output_json='{"y":2}')
+    assert done.shown_output_json() == '{"y":2}' and done.status_object(9_000)["output"] == {"y": 2}
+    assert view(status=S.COMPLETED).shown_output_json() == "null", "a completed job always has output"
+    running = view(status=S.IN_PROGRESS, progress_json='{"p":1}')
+    assert running.shown_output_json() == '{"p":1}'
+    failed = view(status=S.FAILED, error="boom", progress_json='{"p":1}')
+    assert failed.shown_output_json() is None and "output" not in failed.status_object(9_000)
+    assert view(status=S.FAILED, output_json='"partial"').shown_output_json() == '"partial"'
+    assert "output" not in done.status_object(9_000, with_output=False)
+    assert view(input_json="not json").status is S.IN_QUEUE, "the input is decoded only when read"

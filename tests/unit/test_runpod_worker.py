@@ -380,6 +380,7 @@ async def test_output_that_is_not_json_fails_its_job_saying_why(
         assert out.failed and out.body == {"error": f"the handler's output is not JSON: {reason}"}, kind
     out, _ = await _run(h, {"id": "j", "input": {"kind": "fine"}}, executor)
     assert not out.failed and out.body["output"]["ok"] == "fine"
+    assert out.output_json == '{"ok":"fine","nan":null}', "encoded once, here, as the store keeps it"
     out, pushed = await _run(load_handler(f"{name}:stream"), {"id": "j", "input": {}}, executor)
     assert out.failed and pushed == ["a"]
     assert out.body == {

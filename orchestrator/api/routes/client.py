@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import time
 from typing import Annotated
 
-from fastapi import APIRouter, Depends, Query
+from fastapi import APIRouter, Depends, Query, Response
 
 from orchestrator.api import schemas as s
 from orchestrator.api.deps import (
@@ -16,7 +17,9 @@ from orchestrator.api.deps import (
     require_client_key,
     utf8_body,
 )
+from orchestrator.api.job_replies import status_reply
 from orchestrator.api.middleware import current_request_id
+from orchestrator.core.jobs import JobView
 from orchestrator.core.models import BatchRunRequest, RunRequest
 from orchestrator.core.net_policy import policy_of
 from orchestrator.webhooks import check_webhook_target, check_webhook_targets
@@ -41,11 +44,11 @@ async def runsync(
     queue: Queue,
     boot: Boot,
     wait: Annotated[int | None, Query(ge=0, le=300_000, description="Hold, ms.")] = None,
-) -> s.JobStatusObject:
+) -> s.JobStatusObject | Response:
     """Queue one job and hold until it is final or ``wait`` ms (default 90 s) pass; the status object."""
     await check_webhook_target(body.webhook, policy_of(boot.queue.webhook_allow))
     wait_s = None if wait is None else wait / 1000
-    return await queue.runsync(endpoint, body, wait_s, request_id=current_request_id())
+    return reply_of(await queue.runsync(endpoint, body, wait_s, request_id=current_request_id()))
 
 
 @router.post("/run-batch", response_model=s.BatchAccepted)
@@ -60,9 +63,14 @@ async def run_batch(
 
 @router.get("/status/{job_id}", response_model=s.JobStatusObject, response_model_exclude_unset=True)
 @router.post("/status/{job_id}", response_model=s.JobStatusObject, response_model_exclude_unset=True)
-async def status(endpoint: EndpointName, job_id: JobId, queue: Queue) -> s.JobStatusObject:
+async def status(endpoint: EndpointName, job_id: JobId, queue: Queue) -> s.JobStatusObject | Response:
     """The job's status object."""
-    return await queue.status(endpoint, job_id)
+    return reply_of(await queue.final_or_status(endpoint, job_id))
+
+
+def reply_of(job: JobView | s.JobStatusObject) -> s.JobStatusObject | Response:
+    """A job read from the store as its status reply, its output as stored; a status object as it is."""
+    return status_reply(job, int(time.time() * 1000)) if isinstance(job, JobView) else job
 
 
 @router.get("/stream/{job_id}", response_model=s.StreamReply, response_model_exclude_unset=True)
