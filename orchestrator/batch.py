@@ -29,6 +29,8 @@ from orchestrator.core.wait_reason import waiting_line
 
 log = logging.getLogger("ripple.batch")
 
+GONE = "job not found: deleted, if it ended longer ago than a finished job is kept (RIPPLE_KEEP_RESULTS_S)"
+
 
 def _load_ids(path: Path, endpoint: str, n_inputs: int) -> dict[int, str]:
     """Job ids an earlier run submitted, by input line (``path``: one JSON object per accepted job).
@@ -133,7 +135,7 @@ def _collect(client: Any, order: list[str], poll_s: float, timeout_s: float) -> 
             batch = pending[start : start + 5000]
             for job_id, st in zip(batch, client.statuses(batch), strict=True):
                 if st is None:
-                    results[job_id] = {"id": job_id, "status": "UNKNOWN", "error": "job not found"}
+                    results[job_id] = {"id": job_id, "status": "UNKNOWN", "error": GONE}
                 elif st["status"] in FINAL_NAMES:
                     results[job_id] = st
                 elif waiting is None:

@@ -33,6 +33,7 @@ from pydantic_settings import (
 
 from orchestrator.core.autoscale.model import AutoscaleConfig, default_reclaim_after_s
 from orchestrator.core.errors import ConfigError
+from orchestrator.core.jobs import DEFAULT_KEEP_RESULTS_S
 from orchestrator.core.net_policy import WebhookPolicy
 from orchestrator.core.package_retention import DEFAULT_KEEP_VERSIONS, UNREFERENCED_GRACE_S
 from orchestrator.core.rollout import DEFAULT_READY_TIMEOUT_S
@@ -151,6 +152,14 @@ class Settings(BaseSettings):
         default=UNREFERENCED_GRACE_S,
         ge=0,
         description="How long an uploaded code package no version names yet is kept (a deploy in progress).",
+    )
+    keep_results_s: float = Field(
+        default=DEFAULT_KEEP_RESULTS_S,
+        ge=0,
+        le=30 * 86_400,
+        description="How long a finished job (its status, output, error, history and stream) is kept after "
+        "it ended, then deleted from the store; 0 keeps every job for ever (the store's memory grows "
+        "without end).",
     )
     heartbeat_timeout_s: float = Field(default=60.0, gt=0)
     lease_grace_s: float = Field(default=30.0, gt=0, description="Unreported lease age before reclaim.")
@@ -346,6 +355,7 @@ class QueueConfig:
     webhook_allow: tuple[str, ...] = ()  # Settings.webhook_allow, validated
     keep_versions: int = DEFAULT_KEEP_VERSIONS
     package_grace_s: float = UNREFERENCED_GRACE_S
+    keep_results_s: float = DEFAULT_KEEP_RESULTS_S
     packages_dir: str | None = None  # where ``ripple up`` keeps copies of code packages (deleted with them)
 
     @classmethod
@@ -366,4 +376,5 @@ class QueueConfig:
             webhook_allow=tuple(settings.webhook_allow),
             keep_versions=settings.keep_versions,
             package_grace_s=settings.package_grace_s,
+            keep_results_s=settings.keep_results_s,
         )

@@ -54,6 +54,7 @@ class Settings:
     runsync_wait_s: float = 0.2
     keep_versions: int = 2
     package_grace_s: float = 3600.0
+    keep_results_s: float = 1800.0
 
 
 class Recorder:
@@ -139,10 +140,16 @@ class Rig:
         return make(self.store, self.clock, Recorder(), self.shelf)
 
 
-def make(store: JobStore, clock: FakeClock, rec: Recorder, shelf: PackageShelf | None = None) -> Dispatcher:
+def make(
+    store: JobStore,
+    clock: FakeClock,
+    rec: Recorder,
+    shelf: PackageShelf | None = None,
+    settings: Settings | None = None,
+) -> Dispatcher:
     return Dispatcher(
         store,
-        Settings(),
+        settings or Settings(),
         clock,
         metrics=rec,
         autoscaler=rec,
@@ -1320,3 +1327,42 @@ async def test_jobs_written_to_the_store_by_the_caller_are_counted_and_taken(rig
     await rig.d.submitted("gone", [late.id])
     assert (await rig.d.get_job(late.id))["status"] == "CANCELLED", "a deleted endpoint's late job"
     await rig.d.submitted("gone", ["no-such-job"])  # nothing to cancel
+
+
+async def test_a_finished_job_is_deleted_once_kept_and_a_retried_one_lives_on(store: JobStore) -> None:
+    clock, rec = FakeClock(), Recorder()
+    d = make(store, clock, rec, settings=Settings(keep_results_s=0.2))
+    await d.create_endpoint(ep())
+    done, failed, queued = await d.submit("ep", [run(1), run(2), run(3)])
+    assert [j["id"] for j in await d.take("ep", "w1", 2, 0)] == [done, failed]
+    await d.stream_push("ep", "w1", done, ["a", "b"])
+    await d.done("ep", "w1", done, {"output": ["a", "b"]}, is_stream=True)
+    await d.done("ep", "w1", failed, {"error": "CUDA out of memory"})
+    await d.retry("ep", failed)  # back in the queue: it lives on
+    await d.cancel("ep", queued)
+    await asyncio.sleep(0.3)  # Redis deletes on its own clock; the in-memory store on the dispatcher's
+    clock.advance(1.0)
+    await d.sweep_once()
+    for gone in (done, queued):
+        assert await store.get(gone) is None, gone
+        with pytest.raises(NotFound, match=r"deleted 0.2 s after it ended: RIPPLE_KEEP_RESULTS_S"):
+            await d.status("ep", gone)
+        with pytest.raises(NotFound, match="RIPPLE_KEEP_RESULTS_S"):
+            await d.get_job(gone)
+    assert (await d.status("ep", failed))["status"] == "IN_QUEUE"
+    assert [job_id for job_id, _ in await store.list_jobs(10, None)] == [failed], "the listing trimmed"
+    listed = await d.list_jobs(None, None, 10, None)
+    assert [j["id"] for j in listed["jobs"]] == [failed] and listed["nextCursor"] is None
+    assert rec.named("finished"), "the counters still count them"
+
+
+async def test_jobs_are_kept_for_ever_when_told_so(store: JobStore) -> None:
+    clock = FakeClock()
+    d = make(store, clock, Recorder(), settings=Settings(keep_results_s=0))
+    await d.create_endpoint(ep())
+    (job,) = await d.submit("ep", [run(1)])
+    await d.cancel("ep", job)
+    await asyncio.sleep(0.05)
+    clock.advance(365 * 86_400.0)
+    await d.sweep_once()
+    assert (await d.status("ep", job))["status"] == "CANCELLED"

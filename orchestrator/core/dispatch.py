@@ -350,8 +350,19 @@ class Dispatcher(VersionDispatch):
         await self._endpoint(endpoint)
         job = await self.store.get(job_id)
         if job is None or job.endpoint != endpoint:
-            raise NotFound(f"job {job_id} not found at endpoint {endpoint!r}", {"id": job_id})
+            raise NotFound(
+                f"job {job_id} not found at endpoint {endpoint!r}{self._kept_note()}", {"id": job_id}
+            )
         return job
+
+    def _kept_note(self) -> str:
+        """Why a job that ran may be unknown now: finished jobs are deleted once kept long enough."""
+        keep_s = self.cfg.keep_results_s
+        return (
+            f" (a finished job is deleted {keep_s:g} s after it ended: RIPPLE_KEEP_RESULTS_S)"
+            if keep_s
+            else ""
+        )
 
     # Why a queued job waits ------------------------------------------------------------------------
 
@@ -446,21 +457,23 @@ class Dispatcher(VersionDispatch):
         before = cursor
         now_ms = self.now_ms()
         while len(out) < limit:
-            ids = await self.store.list_jobs(LIST_BATCH, before)
-            if not ids:
+            rows = await self.store.list_jobs(LIST_BATCH, before)
+            if not rows:
                 before = None
                 break
-            for job in await self.store.get_many(ids):
-                if job is None:
+            for (_, created_ms), job in zip(
+                rows, await self.store.get_many([i for i, _ in rows]), strict=True
+            ):
+                before = created_ms
+                if job is None:  # deleted since (kept keep_results_s after it ended)
                     continue
-                before = job.created_ms
                 if (endpoint is None or job.endpoint == endpoint) and (
                     status is None or job.status.value == status
                 ):
                     out.append(job.detail(now_ms))
                     if len(out) >= limit:
                         break
-            if len(ids) < LIST_BATCH:
+            if len(rows) < LIST_BATCH:
                 if len(out) < limit:
                     before = None
                 break
@@ -471,7 +484,7 @@ class Dispatcher(VersionDispatch):
         await self.recover()
         job = await self.store.get(job_id)
         if job is None:
-            raise NotFound(f"job {job_id} not found", {"id": job_id})
+            raise NotFound(f"job {job_id} not found{self._kept_note()}", {"id": job_id})
         return job.detail(self.now_ms(), await self._wait_reason(job))
 
     async def list_workers(self, endpoint: str | None = None) -> list[dict[str, Any]]:

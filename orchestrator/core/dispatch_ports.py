@@ -62,6 +62,11 @@ class DispatchSettings(Protocol):
         """How long an uploaded code package that no version names yet is kept."""
         ...
 
+    @property
+    def keep_results_s(self) -> float:
+        """How long a finished job is kept after it ended (0: for ever)."""
+        ...
+
 
 class AutoscalerNotifier(Protocol):
     """Wakes the autoscaler when work arrives that no worker waits for, or an endpoint it manages (one

@@ -36,6 +36,8 @@ log = logging.getLogger("ripple.queue")
 S = JobStatus
 SWEEP_BATCH = 1000
 MIRROR_EVERY_S = 5.0  # workers-by-state snapshot to the metrics sink
+FORGET_EVERY_S = 10.0  # deleted jobs' ids trimmed from the job listing
+FORGET_BATCHES = 20  # at most this many SWEEP_BATCH-sized trims a time (2,000 jobs/s kept up with)
 GONE_REMEMBERED = 10_000  # dead worker ids remembered to refuse their late takes
 
 
@@ -98,6 +100,7 @@ class WorkerDispatch:
         self._recovered = False
         self._recover_lock = asyncio.Lock()
         self._mirrored_s = 0.0
+        self._forgot_s = 0.0
 
     def now_ms(self) -> int:
         return int(self.clock.now_s() * 1000)
@@ -115,6 +118,7 @@ class WorkerDispatch:
                 return self.recovery
             t0 = self.clock.monotonic_s()
             await self.store.ping()
+            await self.store.keep_results(int(self.cfg.keep_results_s * 1000))
             for name, raw in (await self.store.load_endpoints()).items():
                 self.endpoints[name] = EndpointSpec.model_validate_json(raw, context={STORED: True})
             now_s = self.clock.now_s()
@@ -412,7 +416,8 @@ class WorkerDispatch:
 
     async def sweep_once(self) -> None:
         """One pass: time out queued jobs past their ttl and running jobs past their execution timeout,
-        take leases back from workers silent for ``heartbeat_timeout_s``, persist changed worker records."""
+        take leases back from workers silent for ``heartbeat_timeout_s``, persist changed worker records;
+        every ``FORGET_EVERY_S``, trim the job listing of jobs deleted since (kept ``keep_results_s``)."""
         now_ms = self.now_ms()
         for moved in await self.store.sweep("ttl", now_ms, SWEEP_BATCH):
             self._finalized(moved.job_id, moved.endpoint, S.TIMED_OUT)
@@ -438,6 +443,11 @@ class WorkerDispatch:
         if now_s - self._mirrored_s >= MIRROR_EVERY_S:
             self._mirrored_s = now_s
             self.metrics.worker_states(self.registry.views())
+        if now_s - self._forgot_s >= FORGET_EVERY_S:
+            self._forgot_s = now_s
+            for _ in range(FORGET_BATCHES):  # the oldest first; a job still kept among them stays in front
+                if await self.store.forget_deleted(now_ms, SWEEP_BATCH) == 0:
+                    break
 
     async def _seen_elsewhere(self, worker_id: str) -> float | None:
         """Last sign of life another queue instance recorded (during an upgrade two clusters may share the

@@ -37,6 +37,11 @@ class JobStatus(str, Enum):
 
 S = JobStatus
 
+DEFAULT_KEEP_RESULTS_S = 1800.0
+"""How long a finished job (its status, output, error, history and stream) is kept after it ended, unless
+``RIPPLE_KEEP_RESULTS_S`` says otherwise: as long as RunPod keeps an asynchronous job's result. Then the
+store deletes it, so that its memory holds what was recent, not every job ever run."""
+
 TRANSITIONS: Mapping[JobStatus, frozenset[JobStatus]] = {
     S.IN_QUEUE: frozenset({S.IN_PROGRESS, S.CANCELLED, S.TIMED_OUT}),
     S.IN_PROGRESS: frozenset({S.COMPLETED, S.FAILED, S.TIMED_OUT, S.CANCELLED, S.IN_QUEUE}),

@@ -19,7 +19,8 @@ same names for the Lua scripts from the class itself. Names are relative to the 
 | ``counts:{ep}`` | hash | counters: in_progress, completed, failed, timed_out, cancelled, retried |
 | ``leases`` | zset | in-progress job ids scored by their execution deadline (ms) |
 | ``ttl`` | zset | queued job ids scored by the time they expire in the queue (ms) |
-| ``jobs`` | zset | every job id scored by creation time (ms), for listings |
+| ``jobs`` | zset | job ids scored by creation time (ms), for listings; ids of deleted jobs trimmed |
+| ``keep_results`` | string | how long a finished job is kept (ms; 0: for ever), written by the queue |
 | ``seq`` | string | the sequence that orders the queues |
 | ``endpoints`` | hash | endpoint name to its spec (JSON) |
 | ``versions:{ep}`` | hash | an endpoint's versions: number to the version (JSON, ``core.versions``) |
@@ -107,6 +108,10 @@ class Keys:
     @property
     def jobs(self) -> str:
         return f"{self.prefix}jobs"
+
+    @property
+    def keep_results(self) -> str:
+        return f"{self.prefix}keep_results"
 
     @property
     def seq(self) -> str:

@@ -5,7 +5,8 @@
 legality comes from :func:`orchestrator.core.jobs.can_transition` /
 :func:`~orchestrator.core.jobs.check_transition` (the table is never copied), and every side effect of leaving
 or entering a state (queue, ttl and lease deadlines, counters, history, webhooks) mirrors ``store_scripts``. A
-job is kept as the same string hash the Redis store keeps, so reads go through the same decoder. Not
+job is kept as the same string hash the Redis store keeps, so reads go through the same decoder. A finished
+job is deleted once kept long enough by :meth:`MemoryStore.forget_deleted` (where Redis expires its keys). Not
 thread-safe; every method is atomic because none awaits.
 """
 
@@ -18,7 +19,15 @@ from collections.abc import Sequence
 from typing import Any
 
 from orchestrator.core.errors import NotFound, QueueFull
-from orchestrator.core.jobs import FINAL, JobStatus, JobView, can_transition, check_transition, queue_score
+from orchestrator.core.jobs import (
+    DEFAULT_KEEP_RESULTS_S,
+    FINAL,
+    JobStatus,
+    JobView,
+    can_transition,
+    check_transition,
+    queue_score,
+)
 from orchestrator.core.jobs import status_after_lost_lease as after_lost_lease
 from orchestrator.core.models import NewJob
 from orchestrator.core.webhook_outcomes import KEPT_PER_ENDPOINT
@@ -55,6 +64,8 @@ class MemoryStore:
         self.lease_deadlines: dict[str, int] = {}
         self.ttl_deadlines: dict[str, int] = {}
         self.created: dict[str, int] = {}
+        self.keep_ms = int(DEFAULT_KEEP_RESULTS_S * 1000)
+        self.kept_until: dict[str, int] = {}  # a final job's deletion time (Redis: its keys' expiry)
         self.seq = 0
         self.endpoints: dict[str, str] = {}
         self.versions: dict[str, dict[int, str]] = {}
@@ -137,6 +148,10 @@ class MemoryStore:
         hist = self.history[job_id]
         hist.append(json.dumps(entry))
         del hist[:-HISTORY_LIMIT]
+        if to in FINAL and self.keep_ms > 0:
+            self.kept_until[job_id] = now_ms + self.keep_ms
+        elif frm in FINAL:
+            self.kept_until.pop(job_id, None)  # retried: lives on
         return frm
 
     def _move(
@@ -395,9 +410,20 @@ class MemoryStore:
         else:
             self.draining.discard(worker_id)
 
-    async def list_jobs(self, limit: int, before_ms: int | None) -> list[str]:
+    async def list_jobs(self, limit: int, before_ms: int | None) -> list[tuple[str, int]]:
         rows = sorted(((at, jid) for jid, at in self.created.items()), reverse=True)
-        return [jid for at, jid in rows if before_ms is None or at < before_ms][:limit]
+        return [(jid, at) for at, jid in rows if before_ms is None or at < before_ms][:limit]
+
+    async def keep_results(self, keep_ms: int) -> None:
+        self.keep_ms = keep_ms
+
+    async def forget_deleted(self, now_ms: int, limit: int) -> int:
+        oldest = sorted(self.created, key=lambda jid: self.created[jid])[:limit]
+        gone = [jid for jid in oldest if self.kept_until.get(jid, now_ms + 1) <= now_ms]
+        for jid in gone:
+            for kept in (self.jobs, self.history, self.streams, self.created, self.kept_until):
+                kept.pop(jid, None)
+        return len(gone)
 
     # Endpoints, workers, webhooks and small documents ---------------------------------------------
 

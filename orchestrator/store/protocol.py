@@ -212,8 +212,21 @@ class JobStore(Protocol):
         """Every in-progress job as ``(job_id, worker_id, endpoint, deadline_ms)``."""
         ...
 
-    async def list_jobs(self, limit: int, before_ms: int | None) -> list[str]:
-        """Job ids newest first, created strictly before ``before_ms`` when given."""
+    async def list_jobs(self, limit: int, before_ms: int | None) -> list[tuple[str, int]]:
+        """Job ids newest first with their creation times (ms), created strictly before ``before_ms`` when
+        given. An id may be of a job since deleted (:meth:`forget_deleted` trims them)."""
+        ...
+
+    async def keep_results(self, keep_ms: int) -> None:
+        """From now on, a job that becomes final (COMPLETED, FAILED, TIMED_OUT, CANCELLED) is deleted
+        ``keep_ms`` after, with its history and stream (0: kept for ever); one retried before then is not.
+        Until told, the store keeps them ``DEFAULT_KEEP_RESULTS_S``."""
+        ...
+
+    async def forget_deleted(self, now_ms: int, limit: int) -> int:
+        """Trim the job listing of those of its ``limit`` oldest ids whose jobs were deleted (Redis deletes
+        a job kept long enough itself; the in-memory store deletes those due at ``now_ms`` here). Returns
+        how many ids went."""
         ...
 
     # Endpoints, workers and webhooks.

@@ -130,6 +130,7 @@ class RedisStore:
         self._push = client.register_script(lua.STREAM_PUSH)
         self._read = client.register_script(lua.STREAM_READ)
         self._progress = client.register_script(lua.PROGRESS)
+        self._forget_deleted = client.register_script(lua.FORGET_DELETED)
         self._watch = client.register_script(lua.WATCH_FINAL)
         self._held_by = client.register_script(lua.HELD_BY)
         self.specs = SpecCache()  # for submit_and_wait
@@ -399,10 +400,16 @@ class RedisStore:
         else:
             await self.r.srem(self.k.draining, worker_id)
 
-    async def list_jobs(self, limit: int, before_ms: int | None) -> list[str]:
-        """Job ids newest first, created strictly before ``before_ms`` when given."""
+    async def list_jobs(self, limit: int, before_ms: int | None) -> list[tuple[str, int]]:
         top = f"({before_ms}" if before_ms is not None else "+inf"
-        return list(await self.r.zrevrangebyscore(self.k.jobs, top, "-inf", start=0, num=limit))
+        rows = await self.r.zrevrangebyscore(self.k.jobs, top, "-inf", start=0, num=limit, withscores=True)
+        return [(str(job_id), int(created_ms)) for job_id, created_ms in rows]
+
+    async def keep_results(self, keep_ms: int) -> None:
+        await self.r.set(self.k.keep_results, str(int(keep_ms)))
+
+    async def forget_deleted(self, now_ms: int, limit: int) -> int:
+        return int(await self._forget_deleted(args=[self._p, limit]))
 
     # Endpoints, workers, webhooks and small documents -------------------------------------------
 

@@ -16,7 +16,13 @@ at the queue actor: the finishing worker tells it at once).
 
 from __future__ import annotations
 
-from orchestrator.core.jobs import FINAL, QUEUE_SCORE, REQUEUE_AFTER_LOST_LEASE, TRANSITIONS
+from orchestrator.core.jobs import (
+    DEFAULT_KEEP_RESULTS_S,
+    FINAL,
+    QUEUE_SCORE,
+    REQUEUE_AFTER_LOST_LEASE,
+    TRANSITIONS,
+)
 from orchestrator.store.keys import lua_prelude
 
 WAKE_TOKENS = 16
@@ -62,10 +68,23 @@ local function allowed(from, to)
   return t ~= nil and t[to] == true
 end
 
+-- Every transition ends here (after `enter`). A job that became final is deleted by Redis, its history and
+-- stream with it, once it has been kept K_keep_results ms (0: kept for ever); one retried lives on.
 local function log(id, now, from, to, reason, worker)
   local hk = K_hist(id)
   redis.call('RPUSH', hk, cjson.encode({at=now, from=from, to=to, reason=reason, worker=worker}))
   redis.call('LTRIM', hk, -50, -1)
+  if FINAL[to] then
+    local keep = tonumber(redis.call('GET', K_keep_results) or '@DEFAULT_KEEP_RESULTS_MS@')
+    if keep > 0 then
+      redis.call('PEXPIRE', K_job(id), keep)
+      redis.call('PEXPIRE', hk, keep)
+      redis.call('PEXPIRE', K_stream(id), keep)
+    end
+  elseif FINAL[from] then
+    redis.call('PERSIST', K_job(id))
+    redis.call('PERSIST', hk)
+  end
 end
 
 -- `n` jobs of the endpoint were queued: wake as many replicas blocked on its wake list (WAKE_TOKENS at most).
@@ -197,6 +216,7 @@ end
 _COMMON = _rule(_COMMON, "FIN_TTL_MS", str(FIN_TTL_MS))
 _COMMON = _rule(_COMMON, "INBOX_TTL_MS", str(INBOX_TTL_MS))
 _COMMON = _rule(_COMMON, "WAKE_TOKENS", str(WAKE_TOKENS))
+_COMMON = _rule(_COMMON, "DEFAULT_KEEP_RESULTS_MS", str(int(DEFAULT_KEEP_RESULTS_S * 1000)))
 _COMMON = _rule(
     _COMMON,
     "REQUEUE_AFTER_LOST_LEASE",
@@ -493,6 +513,21 @@ if not FINAL[status] then
   if ARGV[4] == 'q' then redis.call('HSET', jk, 'qwatch', '1') else redis.call('HSET', jk, 'watch', '1') end
 end
 return redis.call('HGETALL', jk)
+"""
+)
+
+FORGET_DELETED = _script(
+    r"""
+-- ARGV: P, limit. Of the `limit` oldest ids of the job listing, those whose job is gone (Redis deleted it
+-- once it had been kept K_keep_results after it ended) leave the listing. Returns how many went.
+local gone = 0
+for _, id in ipairs(redis.call('ZRANGE', K_jobs, 0, tonumber(ARGV[2]) - 1)) do
+  if redis.call('EXISTS', K_job(id)) == 0 then
+    redis.call('ZREM', K_jobs, id)
+    gone = gone + 1
+  end
+end
+return gone
 """
 )
 

@@ -290,3 +290,13 @@ def test_the_queue_gets_how_many_versions_keep_their_code_and_where_copies_are_k
     monkeypatch.setenv("RIPPLE_KEEP_VERSIONS", "0")
     with pytest.raises(ConfigError, match="keep_versions"):
         load_settings()
+
+
+def test_the_queue_gets_how_long_finished_jobs_are_kept(monkeypatch: pytest.MonkeyPatch) -> None:
+    assert load_settings().keep_results_s == 1800
+    monkeypatch.setenv("RIPPLE_KEEP_RESULTS_S", "0")
+    boot = boot_config(load_settings(), "unix:///r", True, AuthConfig(enabled=False), None, None)
+    assert boot.queue.keep_results_s == 0, "0: kept for ever"
+    monkeypatch.setenv("RIPPLE_KEEP_RESULTS_S", "-1")
+    with pytest.raises(ConfigError, match="keep_results_s"):
+        load_settings()
