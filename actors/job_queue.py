@@ -241,7 +241,7 @@ class JobQueue(AccessMethods):
     # Management ---------------------------------------------------------------------------------
 
     async def list_jobs(
-        self, endpoint: str | None, status: str | None, limit: int, cursor: int | None
+        self, endpoint: str | None, status: str | None, limit: int, cursor: str | None
     ) -> dict[str, Any]:
         return await self.d.list_jobs(endpoint, status, limit, cursor)
 

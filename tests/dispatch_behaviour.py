@@ -690,7 +690,7 @@ async def test_list_jobs_filters_and_pages_with_a_cursor(rig: Rig) -> None:
     newest_first = ids[::-1]
     page = await rig.d.list_jobs(None, None, 3, None)
     assert [j["id"] for j in page["jobs"]] == newest_first[:3]
-    assert page["nextCursor"] == page["jobs"][-1]["createdAt"]
+    assert page["nextCursor"] == f"{page['jobs'][-1]['createdAt']}:1", "its time, and one job listed at it"
     page2 = await rig.d.list_jobs(None, None, 3, page["nextCursor"])
     assert [j["id"] for j in page2["jobs"]] == newest_first[3:6]
     last = await rig.d.list_jobs(None, None, 3, page2["nextCursor"])
@@ -1366,3 +1366,27 @@ async def test_jobs_are_kept_for_ever_when_told_so(store: JobStore) -> None:
     clock.advance(365 * 86_400.0)
     await d.sweep_once()
     assert (await d.status("ep", job))["status"] == "CANCELLED"
+
+
+async def test_paging_through_jobs_created_together_lists_each_once(store: JobStore) -> None:
+    clock = FakeClock()
+    d = make(store, clock, Recorder())
+    await d.create_endpoint(ep())
+    older = await d.submit("ep", [run(0), run(1)])
+    clock.advance(1.0)
+    batch = await d.submit("ep", [run(i) for i in range(7)])  # one step: one creation time
+    seen: list[str] = []
+    cursor: str | None = None
+    for _ in range(10):
+        page = await d.list_jobs(None, None, 3, cursor)
+        seen += [j["id"] for j in page["jobs"]]
+        cursor = page["nextCursor"]
+        if cursor is None:
+            break
+    assert sorted(seen) == sorted(older + batch) and len(seen) == 9, "every job once, none skipped"
+    assert set(seen[:7]) == set(batch), "newest first"
+    created_ms = (await d.get_job(batch[0]))["createdAt"]
+    below = await d.list_jobs(None, None, 10, str(created_ms))  # a bare time: strictly before it
+    assert {j["id"] for j in below["jobs"]} == set(older)
+    with pytest.raises(InvalidInput, match="cursor"):
+        await d.list_jobs(None, None, 10, "12:x")

@@ -379,7 +379,7 @@ class QueueClient:
         return s.WorkerView.model_validate(await self._h.drain_worker.remote(worker_id))
 
     async def list_jobs(
-        self, endpoint: str | None, status: str | None, limit: int, cursor: int | None
+        self, endpoint: str | None, status: str | None, limit: int, cursor: str | None
     ) -> s.JobList:
         return s.JobList.model_validate(await self._h.list_jobs.remote(endpoint, status, limit, cursor))
 

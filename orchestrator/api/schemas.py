@@ -305,7 +305,10 @@ class JobList(_Fixed):
     """Jobs newest first; ``nextCursor`` continues the listing (null at the end)."""
 
     jobs: list[JobDetail]
-    nextCursor: int | None
+    nextCursor: str | None = Field(
+        description="Pass as `cursor` for the next page: where this one ended (`MS:SKIP`, a creation time "
+        "and how many jobs created then were listed); null at the end."
+    )
 
 
 class NodeSpec(_Fixed):

@@ -26,7 +26,7 @@ from orchestrator import logs
 from orchestrator.core.dispatch_versions import VersionDispatch
 from orchestrator.core.endpoint_problem import POOL_ERROR_TTL_S
 from orchestrator.core.errors import Conflict, NotFound, invalid
-from orchestrator.core.jobs import RETRYABLE, JobStatus, JobView
+from orchestrator.core.jobs import RETRYABLE, JobCursor, JobStatus, JobView
 from orchestrator.core.models import EndpointPatch, EndpointSpec, NewJob, RunRequest, new_job_id
 from orchestrator.core.replica_start import NO_SETUP
 from orchestrator.core.wait_reason import (
@@ -448,23 +448,21 @@ class Dispatcher(VersionDispatch):
     # Management -----------------------------------------------------------------------------------
 
     async def list_jobs(
-        self, endpoint: str | None, status: str | None, limit: int, cursor: int | None
+        self, endpoint: str | None, status: str | None, limit: int, cursor: str | None
     ) -> dict[str, Any]:
-        """Jobs newest first, filtered by endpoint and status: ``{"jobs": [...], "nextCursor": ms}``;
-        ``cursor`` is the creation time (ms) to continue below; ``nextCursor`` is None at the end."""
+        """Jobs newest first, filtered by endpoint and status: ``{"jobs": [...], "nextCursor": text}``;
+        ``cursor`` is an earlier page's ``nextCursor`` (:class:`JobCursor`; a bare creation time, ms, lists
+        below it), ``nextCursor`` None at the end. Raises InvalidInput for a cursor it did not write."""
+        at = None if cursor is None else JobCursor.parse(cursor)
         await self.recover()
         out: list[dict[str, Any]] = []
-        before = cursor
         now_ms = self.now_ms()
         while len(out) < limit:
-            rows = await self.store.list_jobs(LIST_BATCH, before)
-            if not rows:
-                before = None
-                break
+            rows = await self.store.list_jobs(LIST_BATCH, at)
             for (_, created_ms), job in zip(
                 rows, await self.store.get_many([i for i, _ in rows]), strict=True
             ):
-                before = created_ms
+                at = JobCursor(created_ms, 1) if at is None else at.after(created_ms)
                 if job is None:  # deleted since (kept keep_results_s after it ended)
                     continue
                 if (endpoint is None or job.endpoint == endpoint) and (
@@ -473,11 +471,9 @@ class Dispatcher(VersionDispatch):
                     out.append(job.detail(now_ms))
                     if len(out) >= limit:
                         break
-            if len(rows) < LIST_BATCH:
-                if len(out) < limit:
-                    before = None
-                break
-        return {"jobs": out, "nextCursor": before}
+            if len(rows) < LIST_BATCH and len(out) < limit:
+                return {"jobs": out, "nextCursor": None}
+        return {"jobs": out, "nextCursor": None if at is None else at.text()}
 
     async def get_job(self, job_id: str) -> dict[str, Any]:
         """One job's detail (with its history), whatever its endpoint. Raises NotFound."""

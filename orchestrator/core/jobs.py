@@ -164,6 +164,44 @@ def oversized_result_error(what: str, size_bytes: int, limit_bytes: int) -> str:
     )
 
 
+@dataclass(frozen=True)
+class JobCursor:
+    """Where a job listing (newest first) goes on: below creation time ``before_ms``, and with ``skip``, also
+    the jobs created at ``before_ms`` itself past the first ``skip`` of them (the jobs of one batch share
+    their creation time, and a page may end inside such a group). ``skip`` None: strictly before."""
+
+    before_ms: int
+    skip: int | None = None
+
+    def text(self) -> str:
+        """The cursor as the API hands it out (``nextCursor``): ``"MS:SKIP"``, or ``"MS"``."""
+        return str(self.before_ms) if self.skip is None else f"{self.before_ms}:{self.skip}"
+
+    @staticmethod
+    def parse(text: str) -> JobCursor:
+        """A cursor as :meth:`text` writes it (a bare creation time, ms, lists strictly before it). Raises
+        InvalidInput naming ``cursor`` for anything else."""
+        ms, sep, skip = text.partition(":")
+        if not ms.isdigit() or (sep and not skip.isdigit()):
+            raise InvalidInput(
+                "cursor must be a nextCursor of an earlier page",
+                [
+                    {
+                        "loc": ["query", "cursor"],
+                        "msg": "expected MS or MS:SKIP (digits)",
+                        "type": "value_error",
+                    }
+                ],
+            )
+        return JobCursor(int(ms), int(skip) if sep else None)
+
+    def after(self, created_ms: int) -> JobCursor:
+        """The cursor past one more job, created at ``created_ms`` (at or below ``before_ms``)."""
+        if created_ms == self.before_ms and self.skip is not None:
+            return JobCursor(created_ms, self.skip + 1)
+        return JobCursor(created_ms, 1)
+
+
 def encode_output(output: Any) -> str:
     """A job's output (or progress) as the store keeps it and the APIs send it on: compact, strict JSON
     ("" for None), a float that is NaN or infinite as ``null`` (as the API always showed it). Raises

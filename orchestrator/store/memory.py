@@ -22,6 +22,7 @@ from orchestrator.core.errors import NotFound, QueueFull
 from orchestrator.core.jobs import (
     DEFAULT_KEEP_RESULTS_S,
     FINAL,
+    JobCursor,
     JobStatus,
     JobView,
     can_transition,
@@ -410,9 +411,13 @@ class MemoryStore:
         else:
             self.draining.discard(worker_id)
 
-    async def list_jobs(self, limit: int, before_ms: int | None) -> list[tuple[str, int]]:
+    async def list_jobs(self, limit: int, cursor: JobCursor | None) -> list[tuple[str, int]]:
         rows = sorted(((at, jid) for jid, at in self.created.items()), reverse=True)
-        return [(jid, at) for at, jid in rows if before_ms is None or at < before_ms][:limit]
+        if cursor is not None and cursor.skip is None:
+            rows = [(at, jid) for at, jid in rows if at < cursor.before_ms]
+        elif cursor is not None:
+            rows = [(at, jid) for at, jid in rows if at <= cursor.before_ms][cursor.skip :]
+        return [(jid, at) for at, jid in rows[:limit]]
 
     async def keep_results(self, keep_ms: int) -> None:
         self.keep_ms = keep_ms

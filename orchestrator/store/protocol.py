@@ -11,7 +11,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-from orchestrator.core.jobs import JobStatus, JobView
+from orchestrator.core.jobs import JobCursor, JobStatus, JobView
 from orchestrator.core.models import NewJob
 
 REQUEUE_OR_FAIL = "REQUEUE_OR_FAIL"
@@ -212,9 +212,10 @@ class JobStore(Protocol):
         """Every in-progress job as ``(job_id, worker_id, endpoint, deadline_ms)``."""
         ...
 
-    async def list_jobs(self, limit: int, before_ms: int | None) -> list[tuple[str, int]]:
-        """Job ids newest first with their creation times (ms), created strictly before ``before_ms`` when
-        given. An id may be of a job since deleted (:meth:`forget_deleted` trims them)."""
+    async def list_jobs(self, limit: int, cursor: JobCursor | None) -> list[tuple[str, int]]:
+        """Up to ``limit`` job ids newest first (jobs created at the same time: by id, descending) with their
+        creation times (ms), from ``cursor`` on when given. An id may be of a job since deleted
+        (:meth:`forget_deleted` trims them)."""
         ...
 
     async def keep_results(self, keep_ms: int) -> None:

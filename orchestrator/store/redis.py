@@ -18,7 +18,7 @@ from redis.exceptions import BusyLoadingError, ConnectionError, TimeoutError
 
 from orchestrator.core.dispatch import new_job
 from orchestrator.core.errors import NotFound, QueueFull
-from orchestrator.core.jobs import FINAL, JobStatus, JobView
+from orchestrator.core.jobs import FINAL, JobCursor, JobStatus, JobView
 from orchestrator.core.models import NewJob, RunRequest
 from orchestrator.core.webhook_outcomes import KEPT_PER_ENDPOINT, WINDOW_S
 from orchestrator.store import scripts as lua
@@ -400,9 +400,13 @@ class RedisStore:
         else:
             await self.r.srem(self.k.draining, worker_id)
 
-    async def list_jobs(self, limit: int, before_ms: int | None) -> list[tuple[str, int]]:
-        top = f"({before_ms}" if before_ms is not None else "+inf"
-        rows = await self.r.zrevrangebyscore(self.k.jobs, top, "-inf", start=0, num=limit, withscores=True)
+    async def list_jobs(self, limit: int, cursor: JobCursor | None) -> list[tuple[str, int]]:
+        top, skip = "+inf", 0
+        if cursor is not None:
+            top, skip = (
+                (f"({cursor.before_ms}", 0) if cursor.skip is None else (str(cursor.before_ms), cursor.skip)
+            )
+        rows = await self.r.zrevrangebyscore(self.k.jobs, top, "-inf", start=skip, num=limit, withscores=True)
         return [(str(job_id), int(created_ms)) for job_id, created_ms in rows]
 
     async def keep_results(self, keep_ms: int) -> None:

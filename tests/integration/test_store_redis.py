@@ -21,6 +21,7 @@ from orchestrator.core.errors import NotFound, QueueFull
 from orchestrator.core.jobs import (
     QUEUE_SCORE,
     REQUEUE_AFTER_LOST_LEASE,
+    JobCursor,
     JobStatus,
     queue_score,
     status_after_lost_lease,
@@ -325,7 +326,8 @@ async def test_listing_fields_and_documents(redis_store: RedisStore) -> None:
         await redis_store.submit("ep", jobs(1, start=i), None, NOW + i)
     await redis_store.take("ep", "w1", 1, NOW)
     assert await redis_store.list_jobs(10, None) == [("j2", NOW + 2), ("j1", NOW + 1), ("j0", NOW)]
-    assert await redis_store.list_jobs(1, NOW + 2) == [("j1", NOW + 1)]
+    assert await redis_store.list_jobs(1, JobCursor(NOW + 2)) == [("j1", NOW + 1)]
+    assert await redis_store.list_jobs(2, JobCursor(NOW + 2, 1)) == [("j1", NOW + 1), ("j0", NOW)]
     assert await redis_store.get_fields(["j0", "j1", "nope"]) == [
         ("IN_PROGRESS", "w1"),
         ("IN_QUEUE", None),

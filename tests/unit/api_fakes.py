@@ -294,7 +294,7 @@ class FakeQueue(QueueClient):
         raise NotFound(f"worker {worker_id!r} not found", {"workerId": worker_id})
 
     async def list_jobs(
-        self, endpoint: str | None, status: str | None, limit: int, cursor: int | None
+        self, endpoint: str | None, status: str | None, limit: int, cursor: str | None
     ) -> s.JobList:
         self._call("list_jobs", endpoint, status, limit, cursor)
         rows = [

@@ -10,11 +10,12 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from orchestrator.core.errors import Conflict
+from orchestrator.core.errors import Conflict, InvalidInput
 from orchestrator.core.jobs import (
     FINAL,
     RETRYABLE,
     TRANSITIONS,
+    JobCursor,
     JobStatus,
     JobView,
     can_transition,
@@ -286,3 +287,14 @@ def test_the_output_a_status_object_shows_is_the_stored_text() -> None:
     assert view(status=S.FAILED, output_json='"partial"').shown_output_json() == '"partial"'
     assert "output" not in done.status_object(9_000, with_output=False)
     assert view(input_json="not json").status is S.IN_QUEUE, "the input is decoded only when read"
+
+
+def test_a_listing_cursor_reads_back_what_it_wrote_and_moves_past_one_job() -> None:
+    assert JobCursor.parse("1700000000000") == JobCursor(1_700_000_000_000)
+    assert JobCursor.parse(JobCursor(5, 3).text()) == JobCursor(5, 3)
+    assert JobCursor(5, 3).after(5) == JobCursor(5, 4), "one more job created at the same time"
+    assert JobCursor(5, 3).after(4) == JobCursor(4, 1)
+    assert JobCursor(5).after(4) == JobCursor(4, 1)
+    for bad in ("", "-1", "5:", ":3", "5:3:1", "a"):
+        with pytest.raises(InvalidInput, match="cursor"):
+            JobCursor.parse(bad)

@@ -23,9 +23,9 @@ async def list_jobs(
     endpoint: Annotated[str | None, Query(max_length=63)] = None,
     status: Annotated[str | None, Query(pattern=STATUS_PATTERN)] = None,
     limit: Annotated[int, Query(ge=1, le=1000)] = 50,
-    cursor: Annotated[int | None, Query(ge=0)] = None,
+    cursor: Annotated[str | None, Query(pattern=r"^\d{1,16}(:\d{1,9})?$")] = None,
 ) -> s.JobList:
-    """Jobs newest first, filtered; ``cursor`` (a creation time, ms) continues below a previous page."""
+    """Jobs newest first, filtered; ``cursor`` (a previous page's ``nextCursor``) continues below it."""
     return await queue.list_jobs(endpoint, status, limit, cursor)
 
 
