@@ -38,6 +38,9 @@ from orchestrator.core.net_policy import WebhookPolicy
 from orchestrator.core.package_retention import DEFAULT_KEEP_VERSIONS, UNREFERENCED_GRACE_S
 from orchestrator.core.rollout import DEFAULT_READY_TIMEOUT_S
 
+MIN_KEEP_RESULTS_S = 60.0
+"""The shortest time a finished job may be kept (``RIPPLE_KEEP_RESULTS_S``), but 0 (for ever)."""
+
 _POLICY = AutoscaleConfig()  # the policy's defaults, written once in orchestrator.core.autoscale.model
 
 
@@ -208,6 +211,16 @@ class Settings(BaseSettings):
     def _redis_url(cls, value: SecretStr | None) -> SecretStr | None:
         if value is not None and not value.get_secret_value().startswith(REDIS_SCHEMES):
             raise ValueError(f"must start with {', '.join(REDIS_SCHEMES)} (redis-py's URL forms)")
+        return value
+
+    @field_validator("keep_results_s")
+    @classmethod
+    def _keep_results(cls, value: float) -> float:
+        if 0 < value < MIN_KEEP_RESULTS_S:
+            raise ValueError(
+                f"must be 0 (for ever) or at least {MIN_KEEP_RESULTS_S:g} s: a finished job's webhook, "
+                "and the caller that polls for its result, must still find it"
+            )
         return value
 
     @field_validator("log_level")

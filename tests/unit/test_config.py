@@ -297,6 +297,9 @@ def test_the_queue_gets_how_long_finished_jobs_are_kept(monkeypatch: pytest.Monk
     monkeypatch.setenv("RIPPLE_KEEP_RESULTS_S", "0")
     boot = boot_config(load_settings(), "unix:///r", True, AuthConfig(enabled=False), None, None)
     assert boot.queue.keep_results_s == 0, "0: kept for ever"
-    monkeypatch.setenv("RIPPLE_KEEP_RESULTS_S", "-1")
-    with pytest.raises(ConfigError, match="keep_results_s"):
-        load_settings()
+    for refused in ("-1", "5"):
+        monkeypatch.setenv("RIPPLE_KEEP_RESULTS_S", refused)
+        with pytest.raises(ConfigError, match="keep_results_s"):
+            load_settings()
+    monkeypatch.setenv("RIPPLE_KEEP_RESULTS_S", "60")
+    assert load_settings().keep_results_s == 60
