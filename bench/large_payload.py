@@ -7,7 +7,7 @@ beside Ripple's API on the same instance (``bench.peers``), read the same body a
 route inside its HTTP replica, the handoff route through a second deployment (Serve's model composition).
 All three go through Serve's HTTP proxy, in blocks taken in turn, for each size.
 
-    python bench/large_payload.py [--mb 1,4] [--samples 60]
+    python bench/large_payload.py [--mb 1,4] [--samples 60] [--cpu]
 """
 
 from __future__ import annotations
@@ -16,6 +16,7 @@ import argparse
 import os
 import string
 import sys
+from collections import Counter
 from collections.abc import Callable
 from pathlib import Path
 
@@ -30,6 +31,7 @@ os.environ["PYTHONPATH"] = os.pathsep.join([str(REPO_ROOT), os.environ.get("PYTH
 
 from bench import incluster, peers  # noqa: E402
 from bench.common import Latency, bench_session, load_average, time_in_turns  # noqa: E402
+from bench.cpu_per_request import CpuMeter  # noqa: E402
 
 
 def body_of(size_bytes: int) -> dict[str, object]:
@@ -71,9 +73,13 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--mb", default="1,4", help="input sizes in MB, comma-separated (default 1,4)")
     parser.add_argument("--samples", type=int, default=60, help="calls of each route per size (default 60)")
+    parser.add_argument(
+        "--cpu", action="store_true", help="also each process's CPU per runsync, by role (cpu_per_request.py)"
+    )
     args = parser.parse_args(argv)
     sizes_mb = [float(mb) for mb in args.mb.split(",")]
     results: list[tuple[float, list[Latency]]] = []
+    cpu: list[tuple[float, Counter[str]]] = []
     with bench_session("large-payload") as session, incluster.warm_noop(session) as (instance, http):
         http.timeout = httpx.Timeout(60.0)
         instance.connect_ray()  # the peer routes are deployed by this driver
@@ -87,6 +93,13 @@ def main(argv: list[str] | None = None) -> int:
                     route_call(http, handoff_path, body),
                 ]
                 results.append((mb, time_in_turns(calls, args.samples, warmup=3)))
+                if args.cpu:
+
+                    def block(runsync: Callable[[], None] = calls[0]) -> None:
+                        for _ in range(args.samples):
+                            runsync()
+
+                    cpu.append((mb, CpuMeter(instance).spent(block)))
     if not results:
         print(f"failed: {session.error or 'interrupted'}", file=sys.stderr)
         return 1
@@ -103,6 +116,10 @@ def main(argv: list[str] | None = None) -> int:
             f"| {r.p50_ms / e.p50_ms:.2f}x | {r.p50_ms / h.p50_ms:.2f}x "
             f"| {r.p99_ms:.1f} ms | {e.p99_ms:.1f} ms | {h.p99_ms:.1f} ms |"
         )
+    for mb, spent in cpu:
+        print(f"\nCPU per {mb:g} MB runsync ({args.samples} sequential calls), ms by role:")
+        for role, cpu_s in spent.most_common(8):
+            print(f"  {cpu_s / args.samples * 1e3:7.1f}  {role}")
     return 0
 
 
