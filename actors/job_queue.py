@@ -22,6 +22,7 @@ from actors.queue_adapters import AutoscalerByName, QueueMetricsSink, SystemCloc
 from orchestrator import logs
 from orchestrator.config import QueueConfig
 from orchestrator.core.dispatch import Dispatcher
+from orchestrator.core.jobs import JobView
 from orchestrator.core.models import EndpointPatch, EndpointSpec, RunRequest
 from orchestrator.core.net_policy import check_literal_webhooks
 from orchestrator.core.versions import EndpointVersion
@@ -136,8 +137,8 @@ class JobQueue(AccessMethods):
     async def wait_final(self, endpoint: str, job_id: str, wait_s: float | None) -> dict[str, Any]:
         return await self.d.wait_final(endpoint, job_id, wait_s)
 
-    async def status(self, endpoint: str, job_id: str) -> dict[str, Any]:
-        return await self.d.status(endpoint, job_id)
+    async def status(self, endpoint: str, job_id: str, read: JobView | None = None) -> dict[str, Any]:
+        return await self.d.status(endpoint, job_id, read)
 
     async def statuses(self, job_ids: Sequence[str]) -> list[dict[str, Any] | None]:
         return await self.d.statuses(job_ids)

@@ -33,6 +33,7 @@ from orchestrator.api import deps  # noqa: E402
 from orchestrator.api import schemas as s  # noqa: E402
 from orchestrator.api.app import create_app  # noqa: E402
 from orchestrator.api.deps import AppState, QueueClient  # noqa: E402
+from orchestrator.core.jobs import JobView  # noqa: E402
 from orchestrator.core.models import RunRequest  # noqa: E402
 from tests.unit.api_fakes import API_KEY, boot  # noqa: E402
 
@@ -60,7 +61,7 @@ class FixedReplies(QueueClient):
     ) -> list[str]:
         return ["job-1" for _ in requests]
 
-    async def status(self, endpoint: str, job_id: str) -> s.JobStatusObject:
+    async def status(self, endpoint: str, job_id: str, read: JobView | None = None) -> s.JobStatusObject:
         return s.JobStatusObject.model_validate(DONE)
 
 

@@ -287,7 +287,7 @@ class WebhookSender:
         return True
 
     async def _deliver(self, client: httpx.AsyncClient, job_id: str) -> None:
-        job = await self.store.get(job_id)
+        job = (await self.store.get_statuses([job_id]))[0]
         if job is None or not job.webhook:
             await self.store.webhook_done(job_id)
             return

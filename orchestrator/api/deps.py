@@ -259,21 +259,22 @@ class QueueClient:
             with contextlib.suppress(Exception):  # accepted: the next take or autoscaler tick finds it
                 self._h.submitted.remote(endpoint, [job_id], request_id=request_id)
 
-    async def status(self, endpoint: str, job_id: str) -> s.JobStatusObject:
-        """The job's status object, through the queue."""
-        return s.JobStatusObject.model_validate(await self._h.status.remote(endpoint, job_id))
+    async def status(self, endpoint: str, job_id: str, read: JobView | None = None) -> s.JobStatusObject:
+        """The job's status object, through the queue (``read``: the job as just read here, which the queue
+        does not read again)."""
+        return s.JobStatusObject.model_validate(await self._h.status.remote(endpoint, job_id, read))
 
     async def final_or_status(self, endpoint: str, job_id: str) -> JobView | s.JobStatusObject:
         """The job as read from the store when it is final or running (nothing of the queue's to add), else
-        its status object through the queue (an IN_QUEUE job's ``waitReason``; the queue's NotFound for
-        an unknown job or endpoint). The store is read here when at hand: a large output does not pass
-        through the queue actor."""
+        its status object through the queue (an IN_QUEUE job's ``waitReason``, from the job as read here;
+        the queue's NotFound for an unknown job or endpoint). The store is read here when at hand, the
+        job's status fields only: a large input is not read back, a large output does not pass through
+        the queue actor."""
         store = None if self._store is None else await self._store()
-        if store is not None:
-            job = await store.get(job_id)
-            if job is not None and job.endpoint == endpoint and job.status is not JobStatus.IN_QUEUE:
-                return job
-        return await self.status(endpoint, job_id)
+        job = None if store is None else (await store.get_statuses([job_id]))[0]
+        if job is not None and job.endpoint == endpoint and job.status is not JobStatus.IN_QUEUE:
+            return job
+        return await self.status(endpoint, job_id, job)
 
     async def stream(self, endpoint: str, job_id: str, wait_s: float = 0.0) -> s.StreamReply:
         """Chunks not yet read; with ``wait_s`` > 0 holds (woken by the next chunk or the job's end) while

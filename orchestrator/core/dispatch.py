@@ -248,17 +248,21 @@ class Dispatcher(VersionDispatch):
             # worker's notification (``finished``); should that be lost, the store is read again.
             await self.finals.wait(job_id, min(remaining, FINAL_RECHECK_S), version)
 
-    async def status(self, endpoint: str, job_id: str) -> dict[str, Any]:
+    async def status(self, endpoint: str, job_id: str, read: JobView | None = None) -> dict[str, Any]:
         """RunPod's status object of one job of ``endpoint`` (an IN_QUEUE job's with its ``waitReason``).
-        Raises NotFound."""
-        job = await self._job(endpoint, job_id)
-        return job.status_object(self.now_ms(), await self._wait_reason(job))
+        ``read``: the job as its caller just read it from the store (the API replica's poll of a queued
+        job), not read again. Raises NotFound."""
+        if read is None or read.id != job_id or read.endpoint != endpoint:
+            read = await self._job(endpoint, job_id, status_only=True)
+        else:
+            await self._endpoint(endpoint)
+        return read.status_object(self.now_ms(), await self._wait_reason(read))
 
     async def statuses(self, job_ids: Sequence[str]) -> list[dict[str, Any] | None]:
         """Status objects of many jobs (None for unknown ids), a queued job's with its ``waitReason``; two
         store round trips whatever their number (the jobs, then the queued ones' places)."""
         await self.recover()
-        jobs = await self.store.get_many(job_ids)
+        jobs = await self.store.get_statuses(job_ids)
         reasons = await self._wait_reasons([j for j in jobs if j is not None])
         now_ms = self.now_ms()
         return [j.status_object(now_ms, reasons.get(j.id)) if j else None for j in jobs]
@@ -346,9 +350,11 @@ class Dispatcher(VersionDispatch):
             "workers": self.registry.health_counts(endpoint),
         }
 
-    async def _job(self, endpoint: str, job_id: str) -> JobView:
+    async def _job(self, endpoint: str, job_id: str, status_only: bool = False) -> JobView:
+        """Job ``job_id`` of ``endpoint`` (``status_only``: a status read, without input and history).
+        Raises NotFound for an unknown endpoint or job, or another endpoint's."""
         await self._endpoint(endpoint)
-        job = await self.store.get(job_id)
+        job = (await self.store.get_statuses([job_id]))[0] if status_only else await self.store.get(job_id)
         if job is None or job.endpoint != endpoint:
             raise NotFound(
                 f"job {job_id} not found at endpoint {endpoint!r}{self._kept_note()}", {"id": job_id}

@@ -354,8 +354,7 @@ class WorkerDispatch:
         if state.get("state") in ("idle", "busy"):
             self.start_failures.pop(endpoint, None)  # a replica loaded the handler: starts work again
         deadlines: dict[str, int | None] = {}
-        for jid in stop:
-            job = await self.store.get(jid)
+        for jid, job in zip(stop, await self.store.get_statuses(stop) if stop else [], strict=True):
             deadlines[jid] = stop_deadline_ms(job.started_ms, job.execution_timeout_ms) if job else None
         return {"stop": stop, "stopDeadlines": deadlines, "drain": self.registry.is_draining(worker_id)}
 

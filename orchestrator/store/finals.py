@@ -27,7 +27,7 @@ from orchestrator.core.jobs import FINAL, JobView
 from orchestrator.core.models import RunRequest
 from orchestrator.store import scripts as lua
 from orchestrator.store.keys import Keys
-from orchestrator.store.protocol import JobStore, endpoint_view, job_view
+from orchestrator.store.protocol import STATUS_FIELDS, JobStore, endpoint_view, status_view
 from orchestrator.store.redis import SpecChanged, Submitted, submit_args, submit_reply, watched_view
 from orchestrator.store.submits import SPEC_READS, SpecCache, spec_kept_changing
 
@@ -121,9 +121,9 @@ class SyncFinals:
         with self.r.pipeline(transaction=False) as p:
             if timeout_s > 0:
                 p.blmove(key, key, max(0.01, timeout_s), "RIGHT", "LEFT")
-            p.hgetall(self.k.job(job_id))
-            h = p.execute()[-1]
-        return endpoint_view(job_view(job_id, h, []) if h else None, endpoint)
+            p.hmget(self.k.job(job_id), STATUS_FIELDS)
+            values = p.execute()[-1]
+        return endpoint_view(status_view(job_id, values), endpoint)
 
     def wait_final(
         self, job_id: str, wait_s: float, endpoint: str | None = None, watched: bool = False

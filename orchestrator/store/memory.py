@@ -34,6 +34,7 @@ from orchestrator.core.models import NewJob
 from orchestrator.core.webhook_outcomes import KEPT_PER_ENDPOINT
 from orchestrator.store.protocol import (
     REQUEUE_OR_FAIL,
+    STATUS_FIELDS,
     FinishItem,
     FinishOutcome,
     JobStore,
@@ -42,6 +43,7 @@ from orchestrator.store.protocol import (
     TakenJob,
     endpoint_view,
     job_view,
+    status_view,
 )
 
 S = JobStatus
@@ -325,8 +327,7 @@ class MemoryStore:
         return endpoint_view(await self._view(job_id), endpoint)
 
     async def _view(self, job_id: str) -> JobView | None:
-        h = self.jobs.get(job_id)
-        return job_view(job_id, dict(h), []) if h else None
+        return (await self.get_statuses([job_id]))[0]
 
     async def held_by(self, worker_id: str) -> list[str]:
         running = S.IN_PROGRESS.value
@@ -380,6 +381,13 @@ class MemoryStore:
 
     async def get_many(self, job_ids: Sequence[str]) -> list[JobView | None]:
         return [job_view(jid, dict(self.jobs[jid]), []) if jid in self.jobs else None for jid in job_ids]
+
+    async def get_statuses(self, job_ids: Sequence[str]) -> list[JobView | None]:
+        rows = [self.jobs.get(jid) for jid in job_ids]
+        return [
+            status_view(jid, [h.get(f) for f in STATUS_FIELDS]) if h else None
+            for jid, h in zip(job_ids, rows, strict=True)
+        ]
 
     async def get_fields(self, job_ids: Sequence[str]) -> list[tuple[str | None, str | None]]:
         rows = [self.jobs.get(jid, {}) for jid in job_ids]

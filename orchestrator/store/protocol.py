@@ -199,6 +199,12 @@ class JobStore(Protocol):
         """Jobs (without history) in the order asked, None for unknown ids."""
         ...
 
+    async def get_statuses(self, job_ids: Sequence[str]) -> list[JobView | None]:
+        """As :meth:`get_many` without the jobs' inputs (:data:`STATUS_FIELDS`; ``input`` reads None): what
+        a status object, a wait or a webhook needs, in one round trip. An input of megabytes is not read
+        back for each poll of its job."""
+        ...
+
     async def oldest_queued_ms(self, endpoint: str) -> int | None:
         """Creation time of the job at the head of the queue (None when empty)."""
         ...
@@ -295,6 +301,23 @@ class JobStore(Protocol):
 def endpoint_view(job: JobView | None, endpoint: str | None) -> JobView | None:
     """``job``, or None when ``endpoint`` is given and the job is another endpoint's."""
     return None if job is None or (endpoint and job.endpoint != endpoint) else job
+
+
+JOB_FIELDS = (
+    "ep", "status", "created", "input", "output", "error", "webhook", "worker", "started", "finished",
+    "first_started", "attempts", "max_retries", "timeout", "ttl", "low", "retried", "progress", "version",
+)  # fmt: skip
+"""The fields of a job's hash that :func:`job_view` reads."""
+
+STATUS_FIELDS = tuple(f for f in JOB_FIELDS if f != "input")
+""":data:`JOB_FIELDS` less the input: a status read (:meth:`JobStore.get_statuses`, the waits)."""
+
+
+def status_view(job_id: str, values: Sequence[str | None]) -> JobView | None:
+    """A status read's values (:data:`STATUS_FIELDS`, in order; None for a field not set) as a job without
+    its input and history; None when the job does not exist (no status)."""
+    h = {f: v for f, v in zip(STATUS_FIELDS, values, strict=True) if v is not None}
+    return job_view(job_id, h, []) if h.get("status") else None
 
 
 def job_view(job_id: str, h: dict[str, str], history: list[str]) -> JobView:

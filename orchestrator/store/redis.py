@@ -24,6 +24,7 @@ from orchestrator.core.webhook_outcomes import KEPT_PER_ENDPOINT, WINDOW_S
 from orchestrator.store import scripts as lua
 from orchestrator.store.keys import Keys
 from orchestrator.store.protocol import (
+    STATUS_FIELDS,
     Claim,
     FinishItem,
     FinishOutcome,
@@ -33,6 +34,7 @@ from orchestrator.store.protocol import (
     TakenJob,
     endpoint_view,
     job_view,
+    status_view,
 )
 from orchestrator.store.submits import SPEC_READS, SpecCache, spec_kept_changing
 
@@ -82,7 +84,7 @@ def submit_args(
 class Submitted(NamedTuple):
     """One job accepted by the SUBMIT step: its id; whether it went straight to a parked replica (``handed``:
     nothing waits on the queue's notice of it, which is bookkeeping then); the job as read after a first
-    wait for its end (None without one, or when it was not read)."""
+    wait for its end, without its input (None without one, or when it was not read)."""
 
     job_id: str
     handed: bool
@@ -104,9 +106,9 @@ def submit_reply(reply: list[Any], endpoint: str, max_queue_size: int | None) ->
     return int(reply[1]), int(reply[2])
 
 
-def watched_view(job_id: str, flat: Sequence[str]) -> JobView | None:
-    """The WATCH_FINAL script's reply (the job's hash as field, value, ...) as a job; None for {}."""
-    return job_view(job_id, dict(zip(flat[::2], flat[1::2], strict=True)), []) if flat else None
+def watched_view(job_id: str, values: Sequence[str | None]) -> JobView | None:
+    """The WATCH_FINAL script's reply (the job's :data:`STATUS_FIELDS`) as a job; None for {}."""
+    return status_view(job_id, values) if values else None
 
 
 RETRIES_WHILE_RESTARTING = 20
@@ -184,28 +186,30 @@ class RedisStore:
                 if wait_s <= 0:
                     _, handed = submit_reply(await self._submit(args=args), endpoint, maxq)
                     return Submitted(job.id, handed > 0)
-                reply, h = await self._submit_then_wait(job.id, args, wait_s)
+                reply, values = await self._submit_then_wait(job.id, args, wait_s)
                 _, handed = submit_reply(reply, endpoint, maxq)
             except SpecChanged:
                 self.specs.forget(endpoint)
                 continue
-            return Submitted(job.id, handed > 0, job_view(job.id, h, []) if h else None)
+            return Submitted(job.id, handed > 0, status_view(job.id, values) if values else None)
         raise spec_kept_changing(endpoint)
 
-    async def _submit_then_wait(self, job_id: str, args: list[Any], wait_s: float) -> tuple[Any, Any]:
-        """SUBMIT, the wait on the job's final signal and the read of the job, pipelined. SUBMIT goes as
-        EVAL with the script's text (Redis keeps it compiled): a script Redis lost (a restart) cannot fail
-        the first command and leave the wait after it blocking, and a pipeline's own script check would cost
-        a round trip."""
+    async def _submit_then_wait(
+        self, job_id: str, args: list[Any], wait_s: float
+    ) -> tuple[Any, list[str | None] | None]:
+        """SUBMIT, the wait on the job's final signal and the status read of the job, pipelined. SUBMIT goes
+        as EVAL with the script's text (Redis keeps it compiled): a script Redis lost (a restart) cannot
+        fail the first command and leave the wait after it blocking, and a pipeline's own script check would
+        cost a round trip."""
         fin = self.k.fin(job_id)
         async with self.r.pipeline(transaction=False) as p:
             p.eval(lua.SUBMIT, 0, *args)
             p.blmove(fin, fin, max(0.01, wait_s), "RIGHT", "LEFT")
-            p.hgetall(self.k.job(job_id))
-            reply, _, h = await p.execute(raise_on_error=False)
+            p.hmget(self.k.job(job_id), STATUS_FIELDS)
+            reply, _, values = await p.execute(raise_on_error=False)
         if isinstance(reply, Exception):
             raise reply
-        return reply, h if isinstance(h, dict) else {}  # a failed read: the caller waits on
+        return reply, values if isinstance(values, list) else None  # a failed read: the caller waits on
 
     async def take(
         self, endpoint: str, worker_id: str, max_jobs: int, now_ms: int, version: int | None = None
@@ -301,9 +305,9 @@ class RedisStore:
         async with self.r.pipeline(transaction=False) as p:
             if timeout_s > 0:
                 p.blmove(key, key, max(0.01, timeout_s), "RIGHT", "LEFT")
-            p.hgetall(self.k.job(job_id))
-            h = (await p.execute())[-1]
-        return endpoint_view(job_view(job_id, h, []) if h else None, endpoint)
+            p.hmget(self.k.job(job_id), STATUS_FIELDS)
+            values = (await p.execute())[-1]
+        return endpoint_view(status_view(job_id, values), endpoint)
 
     async def held_by(self, worker_id: str) -> list[str]:
         return [str(i) for i in (await self._held_by(args=[self._p, worker_id, "0"]))[1:]]
@@ -345,6 +349,13 @@ class RedisStore:
                 p.hgetall(self.k.job(jid))
             hashes = await p.execute()
         return [job_view(jid, h, []) if h else None for jid, h in zip(job_ids, hashes, strict=False)]
+
+    async def get_statuses(self, job_ids: Sequence[str]) -> list[JobView | None]:
+        async with self.r.pipeline(transaction=False) as p:
+            for jid in job_ids:
+                p.hmget(self.k.job(jid), STATUS_FIELDS)
+            rows = await p.execute()
+        return [status_view(jid, values) for jid, values in zip(job_ids, rows, strict=True)]
 
     async def get_fields(self, job_ids: Sequence[str]) -> list[tuple[str | None, str | None]]:
         """``(status, worker)`` of each job, ``(None, None)`` for unknown ones."""

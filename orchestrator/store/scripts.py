@@ -24,6 +24,7 @@ from orchestrator.core.jobs import (
     TRANSITIONS,
 )
 from orchestrator.store.keys import lua_prelude
+from orchestrator.store.protocol import STATUS_FIELDS
 
 WAKE_TOKENS = 16
 """Most tokens an endpoint's ``wake:{ep}`` list holds: one per queued job up to this, each waking one replica
@@ -498,12 +499,14 @@ return 1
 )
 
 WATCH_FINAL = _script(
-    r"""
--- ARGV: P, id[, ep[, 'q']]. Returns the job's hash as a flat list (field, value, ...): {} when there is no
--- such job, or when ep is given and the job is another endpoint's. A job that is not final yet is marked
--- watched, in the same atomic step: the script that makes it final then pushes to K_fin(id), so a caller that
--- saw it not final and then blocks on K_fin(id) cannot miss its end. With 'q' the caller is the queue actor,
--- told by the finishing worker (FINISH's awaited): marked 'qwatch' instead, and nothing is pushed.
+    _rule(
+        r"""
+-- ARGV: P, id[, ep[, 'q']]. Returns the job's status fields (STATUS_FIELDS' values, in order; not its
+-- input), {} when there is no such job, or when ep is given and the job is another endpoint's. A job that is
+-- not final yet is marked watched, in the same atomic step: the script that makes it final then pushes to
+-- K_fin(id), so a caller that saw it not final and then blocks on K_fin(id) cannot miss its end. With 'q' the
+-- caller is the queue actor, told by the finishing worker (FINISH's awaited): marked 'qwatch' instead, and
+-- nothing is pushed.
 local jk = K_job(ARGV[2])
 local f = redis.call('HMGET', jk, 'status', 'ep')
 local status = f[1]
@@ -512,8 +515,11 @@ if ARGV[3] and ARGV[3] ~= '' and f[2] ~= ARGV[3] then return {} end
 if not FINAL[status] then
   if ARGV[4] == 'q' then redis.call('HSET', jk, 'qwatch', '1') else redis.call('HSET', jk, 'watch', '1') end
 end
-return redis.call('HGETALL', jk)
-"""
+return redis.call('HMGET', jk, @STATUS_FIELDS@)
+""",
+        "STATUS_FIELDS",
+        ", ".join(f"'{f}'" for f in STATUS_FIELDS),
+    )
 )
 
 FORGET_DELETED = _script(

@@ -76,6 +76,7 @@ async def test_runsync_replies_with_the_output_as_stored_and_the_status_object_a
     job = await client.runsync("ep", run({"prompt": "a cat"}), None)
     await working
     assert isinstance(job, JobView), "final: read from the store, not through the queue"
+    assert job.input_json == "", "the wait reads the job's status fields back, not its input"
     stored = await redis_store.r.hget(redis_store.k.job(job.id), "output")
     reply = status_reply(job, int(time.time() * 1000))
     assert reply.media_type == "application/json"
@@ -87,7 +88,7 @@ async def test_runsync_replies_with_the_output_as_stored_and_the_status_object_a
 
 
 async def test_status_reads_running_and_final_jobs_from_the_store_and_queued_ones_through_the_queue(
-    redis_store: RedisStore,
+    redis_store: RedisStore, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     d = make(redis_store, FakeClock(), Recorder())
     await d.create_endpoint(ep())
@@ -116,9 +117,19 @@ async def test_status_reads_running_and_final_jobs_from_the_store_and_queued_one
     assert (shown["status"], shown["error"]) == ("FAILED", "CUDA out of memory")
     assert "output" not in shown, "a failed job without output has no output key"
 
+    reads: list[str] = []
+    for name in ("get", "get_statuses", "get_many"):
+        method = getattr(redis_store, name)
+
+        async def counted(*args: Any, _m: Any = method, _n: str = name) -> Any:
+            reads.append(_n)
+            return await _m(*args)
+
+        monkeypatch.setattr(redis_store, name, counted)
     status = await client.final_or_status("ep", queued)
     assert isinstance(status, s.JobStatusObject) and actor.status.calls == 1
     assert status.status == "IN_QUEUE" and status.waitReason is not None, "the queue says why it waits"
+    assert reads == ["get_statuses"], "a queued job is read once per poll, by the API, without its input"
 
     with pytest.raises(NotFound):
         await client.final_or_status("ep", failed)  # another endpoint's job: the queue's NotFound

@@ -19,6 +19,7 @@ from orchestrator.auth import AuthConfig, digest
 from orchestrator.boot import BootConfig, boot_config
 from orchestrator.config import load_settings
 from orchestrator.core.errors import Conflict, NotFound
+from orchestrator.core.jobs import JobView
 from orchestrator.core.models import EndpointPatch, EndpointSpec, RunRequest
 from orchestrator.core.scopes import AuditEntry, KeyRecord
 from orchestrator.store.access import MemoryAccessStore
@@ -110,7 +111,7 @@ class FakeQueue(QueueClient):
         (job_id,) = await self.submit(endpoint, [request])
         return s.JobStatusObject.model_validate(self.jobs[job_id].status_object())
 
-    async def status(self, endpoint: str, job_id: str) -> s.JobStatusObject:
+    async def status(self, endpoint: str, job_id: str, read: JobView | None = None) -> s.JobStatusObject:
         self._call("status", endpoint, job_id)
         return s.JobStatusObject.model_validate(self._job(endpoint, job_id).status_object())
 
