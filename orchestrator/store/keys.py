@@ -14,7 +14,7 @@ same names for the Lua scripts from the class itself. Names are relative to the 
 | ``q:{ep}`` | zset | queued job ids of an endpoint, scored normal before low priority, FIFO within |
 | ``wake:{ep}`` | list | a token per job queued (a few at most): replicas taking from the store block on it |
 | ``parked:{ep}`` | list | ids of the endpoint's replicas waiting for a job, longest first (SUBMIT hands) |
-| ``inbox:{worker}`` | list | jobs handed to a parked replica, leased to it: ``id\\nattempts\\ninput`` |
+| ``inbox:{worker}`` | list | jobs handed to a parked replica: ``id\\nattempts\\ninput`` ('' if large) |
 | ``fence:{worker}`` | string | a replica's fence, raised by each redelivery: older takes are refused |
 | ``counts:{ep}`` | hash | counters: in_progress, completed, failed, timed_out, cancelled, retried |
 | ``leases`` | zset | in-progress job ids scored by their execution deadline (ms) |

@@ -239,11 +239,16 @@ class RedisStore:
     async def wait_for_job(self, endpoint: str, worker_id: str, timeout_s: float) -> TakenJob | None:
         """Block up to ``timeout_s`` on a parked replica's inbox and the endpoint's wake list. A job handed
         to it (leased to it, and the replica no longer parked) is returned; None for anything else (a
-        wake token, a :meth:`nudge`, the time out): then :meth:`claim` without parking."""
+        wake token, a :meth:`nudge`, the time out): then :meth:`claim` without parking. An input over
+        :data:`~orchestrator.store.scripts.INBOX_INPUT_BYTES` is not in the entry: it is read from the job."""
         got = await self.r.blpop([self.k.inbox(worker_id), self.k.wake(endpoint)], max(0.01, timeout_s))
         if got is None or got[0] != self.k.inbox(worker_id) or not got[1]:
             return None
         job_id, attempts, input_json = str(got[1]).split("\n", 2)
+        if not input_json:
+            input_json = await self.r.hget(self.k.job(job_id), "input")
+            if input_json is None:  # deleted since (cancelled, and kept no longer): nothing to run
+                return None
         return TakenJob(job_id, json.loads(input_json), int(attempts))
 
     async def nudge(self, worker_id: str) -> None:

@@ -39,6 +39,11 @@ INBOX_TTL_MS = 3_600_000
 """How long a replica's inbox outlives the last job handed to it (a replica that died with one: the job is
 given back by ``held_by``, the list expires), and its fence its last redelivery."""
 
+INBOX_INPUT_BYTES = 65_536
+"""Largest input a job handed to a parked replica carries in its inbox entry. A larger one (an image, audio)
+is left out (the entry's input part empty) and the replica reads it from the job: one more read of it, and
+no copy of megabytes through the script, the inbox list and the append-only file."""
+
 
 def _table_lua() -> str:
     rows = []
@@ -60,6 +65,7 @@ def _rule(text: str, name: str, lua: str) -> str:
 _COMMON = r"""
 local FIN_TTL_MS = @FIN_TTL_MS@
 local INBOX_TTL_MS = @INBOX_TTL_MS@
+local INBOX_INPUT_BYTES = @INBOX_INPUT_BYTES@
 local WAKE_TOKENS = @WAKE_TOKENS@
 local function I(x) return string.format('%d', x) end
 local COUNTER = {COMPLETED='completed', FAILED='failed', TIMED_OUT='timed_out', CANCELLED='cancelled'}
@@ -170,8 +176,9 @@ local function move(id, to, now, reason, expect_from, expect_worker, err)
 end
 
 -- Up to `n` queued jobs of the endpoint leased to `wid` of version `ver` ('' = unknown: cleared), each
--- IN_PROGRESS, appended to `out` as (id, input, attempts).
-local function take_queued(ep, wid, n, now, ver, out)
+-- IN_PROGRESS, appended to `out` as (id, input, attempts); with `inbox` (the jobs go into an inbox entry), an
+-- input over INBOX_INPUT_BYTES as '' (the replica reads it from the job).
+local function take_queued(ep, wid, n, now, ver, out, inbox)
   if n <= 0 then return out end
   local popped = redis.call('ZPOPMIN', K_queue(ep), n)
   for i = 1, #popped, 2 do
@@ -182,10 +189,13 @@ local function take_queued(ep, wid, n, now, ver, out)
       enter(jk, id, ep, 'IN_QUEUE', 'IN_PROGRESS', now, wid)
       if ver ~= '' then redis.call('HSET', jk, 'version', ver) else redis.call('HDEL', jk, 'version') end
       log(id, now, 'IN_QUEUE', 'IN_PROGRESS', 'taken', wid)
-      local f = redis.call('HMGET', jk, 'input', 'attempts')
       out[#out + 1] = id
-      out[#out + 1] = f[1]
-      out[#out + 1] = f[2]
+      if inbox and redis.call('HSTRLEN', jk, 'input') > INBOX_INPUT_BYTES then
+        out[#out + 1] = ''  -- for an inbox entry: the replica reads the input from the job
+      else
+        out[#out + 1] = redis.call('HGET', jk, 'input')
+      end
+      out[#out + 1] = redis.call('HGET', jk, 'attempts')
     end
   end
   return out
@@ -216,6 +226,7 @@ end
 """
 _COMMON = _rule(_COMMON, "FIN_TTL_MS", str(FIN_TTL_MS))
 _COMMON = _rule(_COMMON, "INBOX_TTL_MS", str(INBOX_TTL_MS))
+_COMMON = _rule(_COMMON, "INBOX_INPUT_BYTES", str(INBOX_INPUT_BYTES))
 _COMMON = _rule(_COMMON, "WAKE_TOKENS", str(WAKE_TOKENS))
 _COMMON = _rule(_COMMON, "DEFAULT_KEEP_RESULTS_MS", str(int(DEFAULT_KEEP_RESULTS_S * 1000)))
 _COMMON = _rule(
@@ -272,14 +283,15 @@ for i = 0, n - 1 do
   redis.call('ZADD', K_ttl, I(now + ttl), id)
   redis.call('ZADD', K_jobs, I(now), id)
 end
--- A replica parked waiting for work gets a job at once, leased to it, with its input: no take after its
--- wake-up. Handed in the queue's order (the job TAKE would give it: normal priority before low); the rest
--- wait in the queue, a token each on the wake list.
+-- A replica parked waiting for work gets a job at once, leased to it, with its input (up to
+-- INBOX_INPUT_BYTES; a larger one it reads from the job): no take after its wake-up. Handed in the queue's
+-- order (the job TAKE would give it: normal priority before low); the rest wait in the queue, a token each
+-- on the wake list.
 local queued = n
 while queued > 0 do
   local wid, ver = parked_worker(ep)
   if not wid then break end
-  local job = take_queued(ep, wid, 1, now, ver, {})
+  local job = take_queued(ep, wid, 1, now, ver, {}, true)
   if #job == 0 then  -- the queue's head was not a queued job: the worker waits on, first in line
     redis.call('LPUSH', K_parked(ep), wid)
     redis.call('HSET', K_parked_at, wid, ver .. '|' .. ep)
@@ -323,9 +335,13 @@ local function claim(ep, wid, n, now, ver, park, fence)
     if e ~= '' then
       local a = string.find(e, '\n', 1, true)
       local b = string.find(e, '\n', a + 1, true)
-      out[#out + 1] = string.sub(e, 1, a - 1)
-      out[#out + 1] = string.sub(e, b + 1)
-      out[#out + 1] = string.sub(e, a + 1, b - 1)
+      local id, input = string.sub(e, 1, a - 1), string.sub(e, b + 1)
+      if input == '' then input = redis.call('HGET', K_job(id), 'input') end  -- left out: a large one
+      if input then
+        out[#out + 1] = id
+        out[#out + 1] = input
+        out[#out + 1] = string.sub(e, a + 1, b - 1)
+      end
     end
   end
   redis.call('DEL', ik)

@@ -22,7 +22,7 @@ from orchestrator.core.jobs import JobStatus
 from orchestrator.core.models import NewJob
 from orchestrator.notices import BOOKKEEPING_DELAY_S, NOTICE_DELAY_S
 from orchestrator.store.finals import wait_final
-from orchestrator.store.protocol import Claim
+from orchestrator.store.protocol import Claim, TakenJob
 from orchestrator.store.redis import RedisStore
 from orchestrator.store.scripts import WAKE_TOKENS
 from tests.dispatch_behaviour import FakeClock, Recorder, ep, make, run
@@ -361,6 +361,27 @@ async def test_a_parked_replica_is_passed_over_once_draining_or_lost(redis_store
     assert (await redis_store.get(job)).status is JobStatus.IN_QUEUE  # type: ignore[union-attr]
     assert await redis_store.r.llen(redis_store.k.parked("ep")) == 0
     assert await redis_store.r.llen(redis_store.k.wake("ep")) == 1
+
+
+async def test_a_large_input_is_handed_to_a_parked_replica_by_reference(redis_store: RedisStore) -> None:
+    """An input over INBOX_INPUT_BYTES is not copied into the inbox entry: the replica reads it from the job,
+    whether its wait or its next take from the store reads the entry."""
+    d = make(redis_store, FakeClock(), Recorder())
+    await d.create_endpoint(ep())
+    image = {"image": "iVBORw0KGgo" * 10_000}  # 110 kB of JSON
+    inbox = redis_store.k.inbox("w1")
+    assert await redis_store.claim(Claim("ep", "w1", 1, 0, park=True)) == []
+    (small,) = await d.submit("ep", [run({"x": 1})])
+    assert await redis_store.r.lrange(inbox, 0, -1) == [f'{small}\n1\n{{"x":1}}'], "a small one inline"
+    assert await redis_store.wait_for_job("ep", "w1", 1.0) == TakenJob(small, {"x": 1}, 1)
+    assert await redis_store.claim(Claim("ep", "w1", 1, 0, park=True)) == []
+    (large,) = await d.submit("ep", [run(image)])
+    assert await redis_store.r.lrange(inbox, 0, -1) == [f"{large}\n1\n"], "a large one by reference"
+    assert await redis_store.wait_for_job("ep", "w1", 1.0) == TakenJob(large, image, 1)
+    assert await redis_store.claim(Claim("ep", "w1", 1, 0, park=True)) == []
+    (other,) = await d.submit("ep", [run(image)])
+    assert await redis_store.r.lrange(inbox, 0, -1) == [f"{other}\n1\n"]
+    assert await redis_store.claim(Claim("ep", "w1", 1, 0)) == [TakenJob(other, image, 1)], "read in CLAIM"
 
 
 async def test_a_handed_job_is_never_lost_by_a_drain(redis_url: str, redis_store: RedisStore) -> None:
