@@ -690,7 +690,8 @@ async def test_list_jobs_filters_and_pages_with_a_cursor(rig: Rig) -> None:
     newest_first = ids[::-1]
     page = await rig.d.list_jobs(None, None, 3, None)
     assert [j["id"] for j in page["jobs"]] == newest_first[:3]
-    assert page["nextCursor"] == f"{page['jobs'][-1]['createdAt']}:1", "its time, and one job listed at it"
+    last_listed = page["jobs"][-1]
+    assert page["nextCursor"] == f"{last_listed['createdAt']}:{last_listed['id']}", "where the page ended"
     page2 = await rig.d.list_jobs(None, None, 3, page["nextCursor"])
     assert [j["id"] for j in page2["jobs"]] == newest_first[3:6]
     last = await rig.d.list_jobs(None, None, 3, page2["nextCursor"])
@@ -1390,3 +1391,28 @@ async def test_paging_through_jobs_created_together_lists_each_once(store: JobSt
     assert {j["id"] for j in below["jobs"]} == set(older)
     with pytest.raises(InvalidInput, match="cursor"):
         await d.list_jobs(None, None, 10, "12:x")
+
+
+async def test_paging_goes_on_where_it_ended_when_jobs_listed_before_are_deleted(store: JobStore) -> None:
+    """The cursor is a place (a time and an id), not a count: jobs of one batch deleted between two pages
+    (kept ``keep_results_s`` after they ended) do not make the next page skip or repeat one."""
+    clock = FakeClock()
+    d = make(store, clock, Recorder(), settings=Settings(keep_results_s=0.2))
+    await d.create_endpoint(ep())
+    older = await d.submit("ep", [run(0), run(1)])
+    clock.advance(1.0)
+    batch = await d.submit("ep", [run(i) for i in range(9)])  # one creation time
+    page = await d.list_jobs(None, None, 4, None)
+    seen = [j["id"] for j in page["jobs"]]
+    for job_id in seen[:3]:
+        await d.cancel("ep", job_id)
+    await asyncio.sleep(0.3)  # Redis deletes on its own clock; the in-memory store on the dispatcher's
+    clock.advance(1.0)
+    await d.sweep_once()
+    assert len(await store.list_jobs(20, None)) == 8, "three deleted, and trimmed from the listing"
+    cursor = page["nextCursor"]
+    while cursor is not None:
+        page = await d.list_jobs(None, None, 4, cursor)
+        seen += [j["id"] for j in page["jobs"]]
+        cursor = page["nextCursor"]
+    assert sorted(seen) == sorted(batch + older) and len(seen) == 11, "every job once, none skipped"

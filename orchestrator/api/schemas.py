@@ -306,8 +306,8 @@ class JobList(_Fixed):
 
     jobs: list[JobDetail]
     nextCursor: str | None = Field(
-        description="Pass as `cursor` for the next page: where this one ended (`MS:SKIP`, a creation time "
-        "and how many jobs created then were listed); null at the end."
+        description="Pass as `cursor` for the next page: where this one ended (`MS:ID`, the last job's "
+        "creation time and id); null at the end."
     )
 
 

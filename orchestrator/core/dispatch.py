@@ -465,10 +465,10 @@ class Dispatcher(VersionDispatch):
         now_ms = self.now_ms()
         while len(out) < limit:
             rows = await self.store.list_jobs(LIST_BATCH, at)
-            for (_, created_ms), job in zip(
+            for (job_id, created_ms), job in zip(
                 rows, await self.store.get_many([i for i, _ in rows]), strict=True
             ):
-                at = JobCursor(created_ms, 1) if at is None else at.after(created_ms)
+                at = JobCursor(created_ms, job_id)
                 if job is None:  # deleted since (kept keep_results_s after it ended)
                     continue
                 if (endpoint is None or job.endpoint == endpoint) and (

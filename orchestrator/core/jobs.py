@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from enum import Enum
@@ -166,40 +167,39 @@ def oversized_result_error(what: str, size_bytes: int, limit_bytes: int) -> str:
 
 @dataclass(frozen=True)
 class JobCursor:
-    """Where a job listing (newest first) goes on: below creation time ``before_ms``, and with ``skip``, also
-    the jobs created at ``before_ms`` itself past the first ``skip`` of them (the jobs of one batch share
-    their creation time, and a page may end inside such a group). ``skip`` None: strictly before."""
+    """Where a job listing (newest first; jobs created at the same time by id, descending) goes on: after the
+    job ``after_id`` created at ``before_ms`` (the jobs of one batch share their creation time, and a page
+    may end inside such a group), or with ``after_id`` None, strictly below ``before_ms``. A position, not a
+    count: it holds when jobs listed before it are deleted meanwhile."""
 
     before_ms: int
-    skip: int | None = None
+    after_id: str | None = None
 
     def text(self) -> str:
-        """The cursor as the API hands it out (``nextCursor``): ``"MS:SKIP"``, or ``"MS"``."""
-        return str(self.before_ms) if self.skip is None else f"{self.before_ms}:{self.skip}"
+        """The cursor as the API hands it out (``nextCursor``): ``"MS:ID"``, or ``"MS"``."""
+        return str(self.before_ms) if self.after_id is None else f"{self.before_ms}:{self.after_id}"
 
     @staticmethod
     def parse(text: str) -> JobCursor:
         """A cursor as :meth:`text` writes it (a bare creation time, ms, lists strictly before it). Raises
         InvalidInput naming ``cursor`` for anything else."""
-        ms, sep, skip = text.partition(":")
-        if not ms.isdigit() or (sep and not skip.isdigit()):
+        ms, sep, after_id = text.partition(":")
+        if not ms.isdigit() or (sep and not _CURSOR_ID.fullmatch(after_id)):
             raise InvalidInput(
                 "cursor must be a nextCursor of an earlier page",
                 [
                     {
                         "loc": ["query", "cursor"],
-                        "msg": "expected MS or MS:SKIP (digits)",
+                        "msg": "expected MS or MS:ID (a creation time in ms, and a job id)",
                         "type": "value_error",
                     }
                 ],
             )
-        return JobCursor(int(ms), int(skip) if sep else None)
+        return JobCursor(int(ms), after_id if sep else None)
 
-    def after(self, created_ms: int) -> JobCursor:
-        """The cursor past one more job, created at ``created_ms`` (at or below ``before_ms``)."""
-        if created_ms == self.before_ms and self.skip is not None:
-            return JobCursor(created_ms, self.skip + 1)
-        return JobCursor(created_ms, 1)
+
+_CURSOR_ID = re.compile(r"[0-9a-f-]{1,64}")
+"""A job id as a cursor carries it (Ripple's ids are UUIDs)."""
 
 
 def encode_output(output: Any) -> str:

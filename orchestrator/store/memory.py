@@ -421,10 +421,10 @@ class MemoryStore:
 
     async def list_jobs(self, limit: int, cursor: JobCursor | None) -> list[tuple[str, int]]:
         rows = sorted(((at, jid) for jid, at in self.created.items()), reverse=True)
-        if cursor is not None and cursor.skip is None:
+        if cursor is not None and cursor.after_id is None:
             rows = [(at, jid) for at, jid in rows if at < cursor.before_ms]
         elif cursor is not None:
-            rows = [(at, jid) for at, jid in rows if at <= cursor.before_ms][cursor.skip :]
+            rows = [(at, jid) for at, jid in rows if (at, jid) < (cursor.before_ms, cursor.after_id)]
         return [(jid, at) for at, jid in rows[:limit]]
 
     async def keep_results(self, keep_ms: int) -> None:

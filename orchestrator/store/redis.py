@@ -134,6 +134,7 @@ class RedisStore:
         self._progress = client.register_script(lua.PROGRESS)
         self._forget_deleted = client.register_script(lua.FORGET_DELETED)
         self._watch = client.register_script(lua.WATCH_FINAL)
+        self._list_jobs = client.register_script(lua.LIST_JOBS)
         self._held_by = client.register_script(lua.HELD_BY)
         self.specs = SpecCache()  # for submit_and_wait
 
@@ -417,13 +418,9 @@ class RedisStore:
             await self.r.srem(self.k.draining, worker_id)
 
     async def list_jobs(self, limit: int, cursor: JobCursor | None) -> list[tuple[str, int]]:
-        top, skip = "+inf", 0
-        if cursor is not None:
-            top, skip = (
-                (f"({cursor.before_ms}", 0) if cursor.skip is None else (str(cursor.before_ms), cursor.skip)
-            )
-        rows = await self.r.zrevrangebyscore(self.k.jobs, top, "-inf", start=skip, num=limit, withscores=True)
-        return [(str(job_id), int(created_ms)) for job_id, created_ms in rows]
+        ms, after_id = ("", "") if cursor is None else (str(cursor.before_ms), cursor.after_id or "")
+        flat = await self._list_jobs(args=[self._p, limit, ms, after_id])
+        return [(str(flat[i]), int(float(flat[i + 1]))) for i in range(0, len(flat), 2)]
 
     async def keep_results(self, keep_ms: int) -> None:
         await self.r.set(self.k.keep_results, str(int(keep_ms)))

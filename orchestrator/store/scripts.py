@@ -538,6 +538,37 @@ return redis.call('HMGET', jk, @STATUS_FIELDS@)
     )
 )
 
+LIST_JOBS = _script(
+    r"""
+-- ARGV: P, limit, ms ('' = from the newest), id. Up to `limit` jobs of the listing index newest first (jobs
+-- created at the same time: by id, descending, as Redis orders a sorted set's members), as a flat list
+-- (id, created_ms, ...): with `ms` and `id`, those after the job `id` created at `ms` (found by its place,
+-- whether or not it is still listed: a binary search among the ids created at `ms`); with `ms` alone, those
+-- created before `ms`. A place costs O(log N) whatever the page: no offset is skipped over.
+local K, limit, ms, id = K_jobs, tonumber(ARGV[2]), ARGV[3], ARGV[4]
+local function below(a, b)  -- byte order, as Redis orders members (Lua's own `<` follows the locale)
+  for i = 1, math.min(#a, #b) do
+    local x, y = string.byte(a, i), string.byte(b, i)
+    if x ~= y then return x < y end
+  end
+  return #a < #b
+end
+local start = 0
+if ms ~= '' and id == '' then
+  start = redis.call('ZCOUNT', K, ms, '+inf')
+elseif ms ~= '' then
+  start = redis.call('ZCOUNT', K, '(' .. ms, '+inf')
+  local stop = start + redis.call('ZCOUNT', K, ms, ms)
+  while start < stop do  -- the first place among those created at `ms` whose id is below `id`
+    local mid = math.floor((start + stop) / 2)
+    if below(redis.call('ZREVRANGE', K, mid, mid)[1], id) then stop = mid else start = mid + 1 end
+  end
+end
+if limit <= 0 then return {} end
+return redis.call('ZREVRANGE', K, start, start + limit - 1, 'WITHSCORES')
+"""
+)
+
 FORGET_DELETED = _script(
     r"""
 -- ARGV: P, limit. Of the `limit` oldest ids of the job listing, those whose job is gone (Redis deleted it

@@ -327,7 +327,9 @@ async def test_listing_fields_and_documents(redis_store: RedisStore) -> None:
     await redis_store.take("ep", "w1", 1, NOW)
     assert await redis_store.list_jobs(10, None) == [("j2", NOW + 2), ("j1", NOW + 1), ("j0", NOW)]
     assert await redis_store.list_jobs(1, JobCursor(NOW + 2)) == [("j1", NOW + 1)]
-    assert await redis_store.list_jobs(2, JobCursor(NOW + 2, 1)) == [("j1", NOW + 1), ("j0", NOW)]
+    assert await redis_store.list_jobs(2, JobCursor(NOW + 2, "j2")) == [("j1", NOW + 1), ("j0", NOW)]
+    assert await redis_store.list_jobs(5, JobCursor(NOW + 1, "j1")) == [("j0", NOW)]
+    assert await redis_store.list_jobs(0, None) == []
     assert await redis_store.get_fields(["j0", "j1", "nope"]) == [
         ("IN_PROGRESS", "w1"),
         ("IN_QUEUE", None),

@@ -23,7 +23,7 @@ async def list_jobs(
     endpoint: Annotated[str | None, Query(max_length=63)] = None,
     status: Annotated[str | None, Query(pattern=STATUS_PATTERN)] = None,
     limit: Annotated[int, Query(ge=1, le=1000)] = 50,
-    cursor: Annotated[str | None, Query(pattern=r"^\d{1,16}(:\d{1,9})?$")] = None,
+    cursor: Annotated[str | None, Query(pattern=r"^\d{1,16}(:[0-9a-f-]{1,64})?$")] = None,
 ) -> s.JobList:
     """Jobs newest first, filtered; ``cursor`` (a previous page's ``nextCursor``) continues below it."""
     return await queue.list_jobs(endpoint, status, limit, cursor)
