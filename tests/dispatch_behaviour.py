@@ -23,6 +23,7 @@ from orchestrator.core.dispatch_workers import finish_item
 from orchestrator.core.errors import Conflict, InvalidInput, NotFound, QueueFull
 from orchestrator.core.jobs import JobStatus
 from orchestrator.core.models import STORED, EndpointPatch, EndpointSpec, RunRequest
+from orchestrator.core.versions import VERSION_RECORDS_KEPT
 from orchestrator.store.finals import wait_final
 from orchestrator.store.protocol import JobStore
 
@@ -851,6 +852,27 @@ async def test_failed_version_rolls_back_to_the_serving_one_by_default(rig: Rig)
     back = await d.rollback("ep")
     assert back["rolledBackTo"] == 1 and back["endpoint"]["handler"] == "h:f"
     assert (await d.get_endpoint("ep"))["problem"] is None, "the failed version is no longer the newest"
+
+
+async def test_an_endpoint_keeps_the_records_of_its_latest_versions_and_the_serving_one(rig: Rig) -> None:
+    d = rig.d
+    await d.create_endpoint(ep(handler="h:f"))
+    await d.report_version_state("ep", 1, "active")  # serves on while every later version fails
+    for n in range(2, VERSION_RECORDS_KEPT + 6):
+        await d.update_endpoint("ep", EndpointPatch.model_validate({"handler": f"h:v{n}"}))
+        await d.report_version_state("ep", n, "failed", "ImportError")
+    top = VERSION_RECORDS_KEPT + 5
+    for dispatcher in (d, rig.fresh()):  # as cached, and as stored
+        numbers = [v["version"] for v in (await dispatcher.list_versions("ep"))["versions"]]
+        assert numbers == [*range(top, top - VERSION_RECORDS_KEPT, -1), 1], "the latest, and the serving one"
+    with pytest.raises(NotFound, match=f"keeps the records of its latest {VERSION_RECORDS_KEPT} versions"):
+        await d.rollback("ep", 2)
+    with pytest.raises(NotFound) as unknown:
+        await d.rollback("ep", top + 1)
+    assert "keeps" not in str(unknown.value), "a version that never existed is just not found"
+    back = await d.rollback("ep", 1)
+    assert back["version"] == top + 1 and back["endpoint"]["handler"] == "h:f"
+    assert 6 not in [v["version"] for v in (await d.list_versions("ep"))["versions"]], "one more went"
 
 
 def pkg(n: int) -> str:

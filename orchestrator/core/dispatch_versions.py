@@ -26,8 +26,9 @@ from orchestrator.core.dispatch_workers import WorkerDispatch
 from orchestrator.core.endpoint_problem import endpoint_problem
 from orchestrator.core.errors import Conflict, InvalidInput
 from orchestrator.core.models import EndpointSpec
-from orchestrator.core.package_retention import naming, to_delete
+from orchestrator.core.package_retention import kept_versions, naming, to_delete
 from orchestrator.core.versions import (
+    VERSION_RECORDS_KEPT,
     VERSION_STATES,
     EndpointVersion,
     VersionState,
@@ -82,10 +83,12 @@ class VersionDispatch(WorkerDispatch):
     async def _save_versions(
         self, name: str, before: Sequence[EndpointVersion], after: list[EndpointVersion]
     ) -> None:
-        """Persist the versions of ``after`` that differ from ``before``, then cache ``after``."""
+        """Persist the versions of ``after`` that differ from ``before`` and delete those of ``before`` that
+        ``after`` no longer has, then cache ``after``."""
         old = {v.version: v for v in before}
         records = {v.version: v.model_dump_json() for v in after if old.get(v.version) != v}
-        await self.store.put_versions(name, records)
+        numbers = {v.version for v in after}
+        await self.store.put_versions(name, records, sorted(old.keys() - numbers))
         self._vcache()[name] = after
 
     async def _versioned(self, before: EndpointSpec | None, after: EndpointSpec) -> EndpointSpec:
@@ -101,6 +104,7 @@ class VersionDispatch(WorkerDispatch):
         updated = add_version(versions, new)
         if after.handler is None:
             updated = set_state(updated, new.version, "active", None, now_ms)
+        updated = kept_versions(updated, VERSION_RECORDS_KEPT)  # the oldest record goes
         await self._save_versions(after.name, versions, updated)
         self._pool_errors.pop(after.name, None)  # a new version: the old error no longer says anything
         log.info("endpoint %s: version %d (changed: %s)", after.name, new.version, ", ".join(new.changed))

@@ -51,6 +51,11 @@ code: the digest of the package ``ripple deploy`` uploaded."""
 
 MAX_ERROR_CHARS = 4000
 
+VERSION_RECORDS_KEPT = 100
+"""How many of an endpoint's versions keep their record (``ripple versions``, ``rollback --to N``, the
+version a job ran): the latest, and any active or rolling out. A new version deletes the oldest record
+beyond. Their code packages go sooner (``RIPPLE_KEEP_VERSIONS``)."""
+
 # state -> the states a pool report may move it to (a report of the state it is in is a no-op)
 _REPORTABLE: dict[str, frozenset[str]] = {
     "rolling_out": frozenset({"active", "failed", "retired"}),
@@ -138,11 +143,18 @@ def active_version(versions: Sequence[EndpointVersion]) -> EndpointVersion | Non
 
 
 def find(versions: Sequence[EndpointVersion], number: int) -> EndpointVersion:
-    """Version ``number``; raises NotFound naming it."""
+    """Version ``number``; raises NotFound naming it (and, for one that existed, why it is gone: versions are
+    numbered from 1 without a gap)."""
     for v in versions:
         if v.version == number:
             return v
-    raise NotFound(f"version {number} not found", {"version": number})
+    top = max((v.version for v in versions), default=0)
+    why = (
+        f": an endpoint keeps the records of its latest {VERSION_RECORDS_KEPT} versions"
+        if 0 < number < top
+        else ""
+    )
+    raise NotFound(f"version {number} not found{why}", {"version": number})
 
 
 def next_version(

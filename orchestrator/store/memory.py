@@ -448,8 +448,11 @@ class MemoryStore:
         self.webhook_outcome_lists.pop(name, None)
         return self.endpoints.pop(name, None) is not None
 
-    async def put_versions(self, endpoint: str, records: dict[int, str]) -> None:
-        self.versions.setdefault(endpoint, {}).update(records)
+    async def put_versions(self, endpoint: str, records: dict[int, str], forget: Sequence[int] = ()) -> None:
+        kept = self.versions.setdefault(endpoint, {})
+        kept.update(records)
+        for number in forget:
+            kept.pop(number, None)
 
     async def load_versions(self, endpoint: str) -> dict[int, str]:
         return dict(self.versions.get(endpoint, {}))

@@ -243,8 +243,9 @@ class JobStore(Protocol):
         """Delete the endpoint's spec and its versions."""
         ...
 
-    async def put_versions(self, endpoint: str, records: dict[int, str]) -> None:
-        """Upsert versions of an endpoint (JSON by version number), atomically."""
+    async def put_versions(self, endpoint: str, records: dict[int, str], forget: Sequence[int] = ()) -> None:
+        """Upsert versions of an endpoint (JSON by version number) and delete the records of ``forget``,
+        atomically."""
         ...
 
     async def load_versions(self, endpoint: str) -> dict[int, str]:

@@ -445,9 +445,14 @@ class RedisStore:
             deleted = (await p.execute())[0]
         return bool(deleted)
 
-    async def put_versions(self, endpoint: str, records: dict[int, str]) -> None:
-        if records:
-            await self.r.hset(self.k.versions(endpoint), mapping={str(k): v for k, v in records.items()})
+    async def put_versions(self, endpoint: str, records: dict[int, str], forget: Sequence[int] = ()) -> None:
+        key = self.k.versions(endpoint)
+        async with self.r.pipeline(transaction=True) as p:
+            if records:
+                p.hset(key, mapping={str(k): v for k, v in records.items()})
+            if forget:
+                p.hdel(key, *(str(n) for n in forget))
+            await p.execute()
 
     async def load_versions(self, endpoint: str) -> dict[int, str]:
         return {int(k): v for k, v in (await self.r.hgetall(self.k.versions(endpoint))).items()}
