@@ -164,12 +164,12 @@ async def check_webhook_targets(
 async def post_pinned(
     client: httpx.AsyncClient,
     url: str,
-    body: Any,
+    body: bytes,
     allow: WebhookPolicy,
     resolver: Resolver = resolve,
     resolve_timeout_s: float = 10.0,
 ) -> httpx.Response:
-    """POST ``body`` as JSON to ``url``, connecting only to an address checked against ``allow``.
+    """POST ``body`` (JSON text) to ``url``, connecting only to an address checked against ``allow``.
 
     Resolves the host once, refuses when any address is refused, then sends to the first address that
     accepts a connection, with the original ``Host`` header and TLS server name (see the module docstring).
@@ -199,13 +199,13 @@ async def post_pinned(
         if reason is not None:
             raise WebhookRefused(reason)
     original = httpx.URL(url)
-    headers = {"Host": original.netloc.decode("ascii")}
+    headers = {"Host": original.netloc.decode("ascii"), "Content-Type": "application/json"}
     extensions = {"sni_hostname": target.host} if target.scheme == "https" and literal is None else {}
     failure: httpx.ConnectError | None = None
     for ip in addresses:
         try:
             return await client.post(
-                original.copy_with(host=str(ip)), json=body, headers=headers, extensions=extensions
+                original.copy_with(host=str(ip)), content=body, headers=headers, extensions=extensions
             )
         except httpx.ConnectError as exc:  # the next address, as a dialler would
             failure = exc
@@ -291,7 +291,7 @@ class WebhookSender:
         if job is None or not job.webhook:
             await self.store.webhook_done(job_id)
             return
-        body = job.status_object(int(time.time() * 1000))
+        body = job.status_json(int(time.time() * 1000)).encode()  # the stored output as it is
         ended: str
         for attempt in range(1, self.cfg.webhook_max_attempts + 1):
             try:

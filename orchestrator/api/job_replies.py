@@ -8,8 +8,6 @@ the stored text put in as ``output``.
 
 from __future__ import annotations
 
-import json
-
 from fastapi import Response
 
 from orchestrator.core.jobs import JobView
@@ -17,8 +15,5 @@ from orchestrator.core.jobs import JobView
 
 def status_reply(job: JobView, now_ms: int) -> Response:
     """``job``'s RunPod status object (:meth:`JobView.status_object`, the keys it has) as a JSON reply,
-    with :meth:`JobView.shown_output_json` as its ``output``, not decoded."""
-    head = json.dumps(job.status_object(now_ms, with_output=False), separators=(",", ":"))
-    shown = job.shown_output_json()
-    text = head if shown is None else f'{head[:-1]},"output":{shown}}}'
-    return Response(text.encode(), media_type="application/json")
+    with :meth:`JobView.shown_output_json` as its ``output``, not decoded (:meth:`JobView.status_json`)."""
+    return Response(job.status_json(now_ms).encode(), media_type="application/json")

@@ -326,6 +326,13 @@ class JobView:
             obj["waitReason"] = dict(wait_reason)
         return obj
 
+    def status_json(self, now_ms: int) -> str:
+        """:meth:`status_object` as JSON text, its ``output`` (:meth:`shown_output_json`) put in as stored:
+        an output of megabytes is not decoded to be encoded again (a reply, a webhook's body)."""
+        head = json.dumps(self.status_object(now_ms, with_output=False), separators=(",", ":"))
+        shown = self.shown_output_json()
+        return head if shown is None else f'{head[:-1]},"output":{shown}}}'
+
     def detail(self, now_ms: int, wait_reason: Mapping[str, str] | None = None) -> dict[str, Any]:
         """The management view: the status object (with ``waitReason`` when given) plus input, timings,
         policy and attempt history."""

@@ -33,10 +33,12 @@ from pydantic import ValidationError
 
 from orchestrator.config import QueueConfig
 from orchestrator.core.errors import InvalidInput
+from orchestrator.core.jobs import JobStatus, encode_output
 from orchestrator.core.models import EndpointSpec, NewJob, RunRequest
 from orchestrator.core.net_policy import IPAddress, WebhookPolicy, check_literal_webhooks, literal_address
 from orchestrator.metrics import QueueMetrics
 from orchestrator.store.memory import MemoryStore
+from orchestrator.store.protocol import FinishItem
 from orchestrator.webhooks import (
     WebhookRefused,
     WebhookSender,
@@ -333,16 +335,40 @@ async def test_post_pinned_sends_to_the_checked_address_with_the_original_host()
     resolver = StubResolver("93.184.216.34")
     async with httpx.AsyncClient(transport=httpx.MockTransport(recorder)) as client:
         reply = await post_pinned(
-            client, "https://u:p@hooks.example:8443/a?b=1", {"id": "j"}, STRICT, resolver
+            client, "https://u:p@hooks.example:8443/a?b=1", b'{"id":"j"}', STRICT, resolver
         )
     assert reply.status_code == 200
     (sent,) = recorder.requests
     assert str(sent.url) == "https://u:p@93.184.216.34:8443/a?b=1"
     assert sent.headers["host"] == "hooks.example:8443"
     assert sent.extensions["sni_hostname"] == "hooks.example"
-    assert json.loads(sent.content) == {"id": "j"}
+    assert json.loads(sent.content) == {"id": "j"} and sent.headers["content-type"] == "application/json"
     with pytest.raises(WebhookRefused, match=r"resolves to 10\.0\.0\.1"):
-        await post_pinned(client, "https://hooks.example/", {}, STRICT, StubResolver("10.0.0.1"))
+        await post_pinned(client, "https://hooks.example/", b"{}", STRICT, StubResolver("10.0.0.1"))
+
+
+async def test_the_body_carries_the_output_as_stored_not_decoded_and_encoded_again() -> None:
+    """A webhook is sent by the queue actor: an output of megabytes is put into the body as the store keeps
+    it (:meth:`JobView.status_json`), not decoded and encoded again on the queue's event loop."""
+    store = MemoryStore()
+    await store.submit(
+        "ep", [NewJob("j1", "ep", "{}", 60_000, 60_000, 0, webhook="https://hooks.example/")], None, 1
+    )
+    assert [t.id for t in await store.take("ep", "w1", 1, 2)] == ["j1"]
+    stored = encode_output({"caption": "un café ✓", "score": float("nan"), "image": "iVBORw0KGgo" * 1000})
+    (done,) = await store.finish([FinishItem("j1", "w1", JobStatus.COMPLETED, stored)], 3)
+    assert done.applied and await store.webhook_claim(10) == ["j1"]
+    config = QueueConfig(redis_url="redis://unused", webhook_max_attempts=1)
+    sender = WebhookSender(store, QueueMetrics(), config, resolver=StubResolver("93.184.216.34"))  # type: ignore[arg-type]
+    recorder = Recorder()
+    async with httpx.AsyncClient(transport=httpx.MockTransport(recorder)) as client:
+        await sender._deliver(client, "j1")
+    (sent,) = recorder.requests
+    assert sent.content.endswith(f',"output":{stored}}}'.encode()), "the stored text, as it is"
+    assert sent.headers["content-type"] == "application/json"
+    body = json.loads(sent.content)
+    assert (body["id"], body["status"], body["workerId"]) == ("j1", "COMPLETED", "w1")
+    assert body["output"]["caption"] == "un café ✓" and body["output"]["score"] is None
 
 
 # Pinned delivery over real sockets, on loopback only -------------------------------------------------------
@@ -460,12 +486,12 @@ async def test_pinned_https_delivery_verifies_the_certificate_of_the_name(tmp_pa
         allow = WebhookPolicy.parse(["127.0.0.1"])
         async with new_client(5.0, verify=client_ctx) as client:
             reply = await post_pinned(
-                client, f"https://hooks.example:{port}/tls", {"id": "t"}, allow, resolver
+                client, f"https://hooks.example:{port}/tls", b'{"id":"t"}', allow, resolver
             )
             assert reply.status_code == 204
             with pytest.raises(httpx.ConnectError, match=r"CERTIFICATE_VERIFY_FAILED|hostname"):
                 # The same server under another name: its certificate does not match, the pin changes nothing.
-                await post_pinned(client, f"https://other.example:{port}/tls", {"id": "u"}, allow, resolver)
+                await post_pinned(client, f"https://other.example:{port}/tls", b'{"id":"u"}', allow, resolver)
     assert handler.received == [("/tls", f"hooks.example:{port}", {"id": "t"})]
     assert server_names[:2] == ["hooks.example", "other.example"], "SNI is the name, not the pinned address"
 
