@@ -2,8 +2,9 @@
 
 Every error reply is ``{"error": "...", "detail": ...}``. ``RippleError`` subclasses carry their own status
 (422 bad input, 401, 404, 409, 413, 429, 503); FastAPI's validation errors are 422 naming the fields; an
-unreachable control actor (dead, restarting, timing out) is 503; anything else is a logged 500 without a
-traceback in the reply. Bad input is never a 500.
+unreachable control actor (dead, restarting, timing out) is 503, and so is a job store out of memory or not
+answering (:func:`store_failure`, saying which); anything else is a logged 500 without a traceback in the
+reply. Bad input is never a 500.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from collections.abc import Callable
 from typing import Any
 
 import ray
+import redis
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
@@ -31,6 +33,24 @@ UNAVAILABLE: tuple[type[BaseException], ...] = (
     NotReady,
     asyncio.TimeoutError,
 )
+
+
+STORE_FULL = (
+    "the job store (Redis) is out of memory (its used memory is over its maxmemory): nothing can be queued "
+    "until it has room; finished jobs are deleted RIPPLE_KEEP_RESULTS_S after they end, or give Redis more "
+    "memory (`ripple doctor` shows its use)"
+)
+STORE_DOWN = "the job store (Redis) does not answer: retry shortly (`ripple doctor` says more)"
+
+
+def store_failure(exc: BaseException) -> str | None:
+    """What to tell a client of a job-store error it can only retry (the message of a 503): Redis out of
+    memory, or not answering; None for any other error."""
+    if isinstance(exc, redis.exceptions.ResponseError) and "OOM command not allowed" in str(exc):
+        return STORE_FULL
+    if isinstance(exc, (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError)):
+        return STORE_DOWN  # BusyLoadingError (Redis reading its data back at start) is a ConnectionError
+    return None
 
 
 def error_response(status_code: int, message: str, detail: Any = None) -> JSONResponse:
@@ -89,6 +109,10 @@ def install_error_handlers(api: FastAPI, on_unavailable: Callable[[], None] = la
         if isinstance(exc, UNAVAILABLE):
             on_unavailable()
             return error_response(503, "Ripple is not ready: a control actor is unavailable, retry shortly")
+        store = store_failure(unwrap(exc))
+        if store is not None:
+            log.warning("job store failure: %s", unwrap(exc))
+            return error_response(503, store)
         log.exception("unhandled error", exc_info=exc)
         return error_response(500, "internal error (logged on the server)")
 

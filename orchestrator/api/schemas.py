@@ -40,7 +40,9 @@ class Live(_Fixed):
 
 
 class Ready(_Reply):
-    """``/health/ready`` and ``/health/startup``: the queue's readiness (``store``, ``recovery``)."""
+    """``/health/ready`` and ``/health/startup``: the queue's readiness (``store``, ``recovery``) and, from a
+    store that says, ``storeMemory``: ``usedBytes``, ``maxBytes`` (its maxmemory; 0: no limit) and ``policy``
+    (its maxmemory-policy), read by ``ripple doctor``."""
 
     status: Literal["ok"]
     store: str

@@ -521,7 +521,13 @@ class Dispatcher(VersionDispatch):
         return out
 
     async def ready(self) -> dict[str, Any]:
-        """Readiness: the store answers and recovery is done."""
+        """Readiness: the store answers and recovery is done; ``storeMemory``, what the store says of its
+        memory (:class:`~orchestrator.store.protocol.StoreMemory`), when it says."""
         await self.recover()
         await self.store.ping()
-        return {"store": "ok", "recovery": self.recovery}
+        memory = await self.store.memory()
+        return {
+            "store": "ok",
+            "recovery": self.recovery,
+            **({"storeMemory": memory.wire()} if memory is not None else {}),
+        }

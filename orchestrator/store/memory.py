@@ -40,6 +40,7 @@ from orchestrator.store.protocol import (
     JobStore,
     Moved,
     Redelivery,
+    StoreMemory,
     TakenJob,
     endpoint_view,
     job_view,
@@ -84,6 +85,9 @@ class MemoryStore:
 
     async def ping(self) -> bool:
         return True
+
+    async def memory(self) -> StoreMemory | None:
+        return None
 
     async def close(self) -> None:
         return None

@@ -92,6 +92,19 @@ class FinishOutcome:
 
 
 @dataclass(frozen=True)
+class StoreMemory:
+    """What the store says of its memory: ``used_bytes``; ``max_bytes`` (its ``maxmemory``, 0: no limit),
+    past which Redis refuses writes or, by its ``policy`` (``maxmemory-policy``), evicts keys."""
+
+    used_bytes: int
+    max_bytes: int
+    policy: str
+
+    def wire(self) -> dict[str, Any]:
+        return {"usedBytes": self.used_bytes, "maxBytes": self.max_bytes, "policy": self.policy}
+
+
+@dataclass(frozen=True)
 class Moved:
     """Reply of a compare-and-set: ``moved`` tells whether it happened; ``worker`` held the job before."""
 
@@ -111,6 +124,10 @@ class JobStore(Protocol):
 
     async def ping(self) -> bool:
         """True when the store answers (raises when it cannot be reached)."""
+        ...
+
+    async def memory(self) -> StoreMemory | None:
+        """The store's memory and its limit (None: a store without one, the in-memory fake)."""
         ...
 
     async def submit(

@@ -31,6 +31,7 @@ from orchestrator.store.protocol import (
     JobStore,
     Moved,
     Redelivery,
+    StoreMemory,
     TakenJob,
     endpoint_view,
     job_view,
@@ -157,6 +158,12 @@ class RedisStore:
 
     async def ping(self) -> bool:
         return bool(await self.r.ping())
+
+    async def memory(self) -> StoreMemory | None:
+        info = await self.r.info("memory")
+        return StoreMemory(
+            int(info["used_memory"]), int(info.get("maxmemory", 0)), str(info.get("maxmemory_policy", ""))
+        )
 
     @property
     def _p(self) -> str:

@@ -13,10 +13,12 @@ import time
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
+from unittest.mock import ANY
 
 import pytest
 import redis
 
+from orchestrator.api.errors import STORE_FULL, store_failure
 from orchestrator.core.errors import NotFound, QueueFull
 from orchestrator.core.jobs import (
     QUEUE_SCORE,
@@ -34,6 +36,7 @@ from orchestrator.store.autoscaler import RedisAutoscalerStore
 from orchestrator.store.memory import MemoryStore
 from orchestrator.store.protocol import REQUEUE_OR_FAIL, FinishItem
 from orchestrator.store.redis import RedisStore
+from tests.dispatch_behaviour import FakeClock, Recorder, make
 from tests.store_support import delete_prefix, unique_prefix
 from tests.unit.test_autoscaler_store import (
     test_history_keeps_the_newest,
@@ -401,6 +404,44 @@ async def test_durable_across_a_redis_restart(tmp_path: Path) -> None:
         assert await store.load_endpoints() == {"ep": '{"name":"ep"}'}
         assert await store.webhook_claim(10) == ["j0"]
         assert [t.id for t in await store.take("ep", "w2", 5, NOW + 2)] == ["j2", "j3", "j4"]
+        await store.close()
+    finally:
+        embedded_redis.stop(data_dir)
+
+
+async def test_a_full_store_refuses_a_job_whole_and_says_so(tmp_path: Path) -> None:
+    """Redis at its maxmemory (noeviction, as Ripple's own runs) refuses the SUBMIT step before it writes
+    anything: the error is the one the API turns into its 503, the queue is as it was, and the store says how
+    full it is (``ripple doctor`` reads it from ``/health/ready``)."""
+    data_dir = tmp_path / "full"
+    server = embedded_redis.start(data_dir, detach=False)
+    try:
+        store = RedisStore.connect(server.url, "full:")
+        unlimited = await store.memory()
+        assert unlimited is not None and unlimited.max_bytes == 0 and unlimited.used_bytes > 0
+        client = redis.Redis.from_url(server.url)
+        client.config_set("maxmemory", str(unlimited.used_bytes + 2 * 1024 * 1024))
+        client.config_set("maxmemory-policy", "noeviction")
+        big = json.dumps("x" * 400_000)
+        refused: BaseException | None = None
+        for i in range(20):
+            try:
+                await store.submit("ep", [NewJob(f"j{i}", "ep", big, 60_000, 60_000, 0)], None, NOW + i)
+            except redis.exceptions.ResponseError as exc:
+                refused = exc
+                break
+        assert refused is not None and store_failure(refused) == STORE_FULL, refused
+        accepted = i
+        assert await store.depth("ep") == accepted, "the refused job is not queued"
+        assert await store.get(f"j{accepted}") is None, "nor written at all"
+        full = await store.memory()
+        assert full is not None and full.used_bytes >= full.max_bytes * 0.9 and full.policy == "noeviction"
+        d = make(store, FakeClock(), Recorder())
+        assert (await d.ready())["storeMemory"] == full.wire() | {"usedBytes": ANY}
+        client.config_set("maxmemory", "0")
+        await store.submit("ep", [NewJob("late", "ep", big, 60_000, 60_000, 0)], None, NOW + 99)
+        assert await store.depth("ep") == accepted + 1, "room again: accepted"
+        client.close()
         await store.close()
     finally:
         embedded_redis.stop(data_dir)

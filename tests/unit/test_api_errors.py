@@ -10,13 +10,17 @@ from typing import Any
 
 import pytest
 import ray
+import redis
 from api_fakes import Harness, boot, harness
 
 import serve_app
+from orchestrator.api.errors import STORE_FULL, store_failure, unwrap
 from orchestrator.core.errors import QueueFull, field_reasons, invalid
 from orchestrator.core.models import EndpointSpec
 
 pytestmark = pytest.mark.timeout(30)
+
+OOM = "OOM command not allowed when used memory > 'maxmemory'."  # as Redis refuses a write when full
 
 
 @pytest.fixture
@@ -157,6 +161,32 @@ def test_an_unreachable_actor_is_503_and_forgotten(h: Harness, exc: BaseExceptio
     body = _error(h.api.post("/v2/ep/run", json={"input": 1}), 503)
     assert "not ready" in str(body["error"])
     assert h.state._queue is None  # looked up again on the next request
+
+
+@pytest.mark.parametrize(
+    ("exc", "says"),
+    [
+        (redis.exceptions.ResponseError(OOM), "the job store (Redis) is out of memory"),
+        (redis.exceptions.ConnectionError("Connection refused"), "the job store (Redis) does not answer"),
+        (redis.exceptions.BusyLoadingError("loading"), "the job store (Redis) does not answer"),
+        (redis.exceptions.TimeoutError("Timeout reading"), "the job store (Redis) does not answer"),
+    ],
+)
+def test_a_job_store_that_is_full_or_down_is_a_503_that_says_so(
+    h: Harness, exc: BaseException, says: str
+) -> None:
+    h.queue.endpoints["ep"] = _spec("ep")
+    h.queue.fail = exc
+    body = _error(h.api.post("/v2/ep/run", json={"input": 1}), 503)
+    assert str(body["error"]).startswith(says), body
+    if "memory" in says:
+        assert "RIPPLE_KEEP_RESULTS_S" in body["error"] and "ripple doctor" in body["error"]
+
+
+def test_an_error_of_the_store_raised_in_the_queue_actor_is_mapped_the_same() -> None:
+    wrapped = ray.exceptions.RayTaskError("submit", "traceback", redis.exceptions.ResponseError(OOM))
+    assert store_failure(unwrap(wrapped)) == STORE_FULL
+    assert store_failure(redis.exceptions.ResponseError("WRONGTYPE Operation against a key")) is None
 
 
 def test_ripple_errors_keep_their_status(h: Harness) -> None:

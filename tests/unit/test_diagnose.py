@@ -126,6 +126,27 @@ def test_auth_off_persistence_versions_and_external_store() -> None:
     assert got["store.external"].severity == "LOW"
 
 
+def test_the_store_near_its_memory_limit_and_an_eviction_policy_that_loses_jobs() -> None:
+    mib = 1024 * 1024
+
+    def memory(used_mib: int, max_mib: int, policy: str = "noeviction") -> Facts:
+        wire = {"usedBytes": used_mib * mib, "maxBytes": max_mib * mib, "policy": policy}
+        return replace(healthy(), store_memory=wire)
+
+    assert diagnose(memory(100, 1000), NOW_S) == [], "far from its limit, and noeviction"
+    assert diagnose(memory(5000, 0, "allkeys-lru"), NOW_S) == [], "no maxmemory: the policy never applies"
+    high = one(memory(850, 1000), "store.memory_high")
+    assert high.severity == "MEDIUM" and "850 MiB of its 1000 MiB" in high.issue and "(85%)" in high.issue
+    assert "RIPPLE_KEEP_RESULTS_S" in high.action and "maxmemory" in high.action
+    assert one(memory(960, 1000), "store.memory_high").severity == "HIGH"
+    full = one(memory(1001, 1000), "store.memory_full")
+    assert full.severity == "HIGH" and "no job can be queued (503)" in full.issue
+    evicts = one(memory(10, 1000, "allkeys-lru"), "store.evicts_jobs")
+    assert evicts.severity == "HIGH" and "queued jobs" in evicts.issue and "noeviction" in evicts.action
+    results = one(memory(10, 1000, "volatile-ttl"), "store.evicts_results")
+    assert results.severity == "MEDIUM" and "volatile-ttl" in results.issue
+
+
 def test_facts_that_could_not_be_read() -> None:
     got = one(replace(healthy(), errors={"autoscaler": "503 not ready"}), "facts.autoscaler")
     assert got.severity == "HIGH" and "ray list actors" in got.action

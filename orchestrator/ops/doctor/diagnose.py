@@ -13,6 +13,7 @@ _APP_RULES: list[Callable[[Facts, float], list[Finding]]] = [
     app.check_reachable,
     app.check_ready,
     app.check_config,
+    app.check_store_memory,
     app.check_unavailable,
     k8s.check_kubernetes,  # also when the app is down: pods may be why
 ]

@@ -71,6 +71,7 @@ class Facts:
     ready: bool | None = None
     ready_detail: str | None = None
     info: Mapping[str, Any] | None = None
+    store_memory: Mapping[str, Any] | None = None  # /health/ready's storeMemory: usedBytes, maxBytes, policy
     cluster: Mapping[str, Any] | None = None
     endpoints: Sequence[Mapping[str, Any]] = ()
     workers: Sequence[Mapping[str, Any]] = ()

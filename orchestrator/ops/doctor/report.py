@@ -112,11 +112,14 @@ def gather(url: str, api_key: str | None, data_dir: Path, timeout_s: float = TIM
         except httpx.HTTPError as exc:
             return Facts(url=url, reachable=False, http_error=f"{type(exc).__name__}: {exc}", local=lf)
         errors: dict[str, str] = {}
+        store_memory: Any = None
         try:
             r = http.get("/health/ready")
             ready: bool | None = r.status_code == 200
             ready_detail = f"/health/ready answered {r.status_code}: {r.text[:200]}"
-        except httpx.HTTPError as exc:
+            if ready:
+                store_memory = r.json().get("storeMemory")
+        except (httpx.HTTPError, ValueError) as exc:
             ready, ready_detail = False, f"/health/ready failed: {type(exc).__name__}: {exc}"
         info = _get(http, "/api/v1/info", errors, "info")
         if not ready:
@@ -135,6 +138,7 @@ def gather(url: str, api_key: str | None, data_dir: Path, timeout_s: float = TIM
         ready=True,
         ready_detail=ready_detail,
         info=info,
+        store_memory=store_memory if isinstance(store_memory, dict) else None,
         cluster=cluster,
         endpoints=eps.get("endpoints", []),
         workers=workers.get("workers", []),

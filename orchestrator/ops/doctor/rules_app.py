@@ -122,6 +122,63 @@ def check_config(f: Facts, now_s: float) -> list[Finding]:
     return out
 
 
+STORE_MEMORY_HIGH = 0.8
+"""The share of Redis's maxmemory in use past which doctor says so (at 0.95, as HIGH)."""
+
+
+def check_store_memory(f: Facts, now_s: float) -> list[Finding]:
+    """Redis's memory against its ``maxmemory``: near it, new jobs are about to be refused; an eviction
+    policy other than ``noeviction`` lets Redis delete Ripple's keys to make room."""
+    m = f.store_memory
+    if not m or not int(m.get("maxBytes") or 0):
+        return []  # no limit: Redis takes what the machine has
+    used, limit, policy = int(m.get("usedBytes") or 0), int(m["maxBytes"]), str(m.get("policy") or "")
+    out: list[Finding] = []
+    if policy.startswith("allkeys"):
+        out.append(
+            _f(
+                "HIGH",
+                "store",
+                "store.evicts_jobs",
+                f"The job store's Redis evicts any key when full (maxmemory-policy {policy}): queued jobs, "
+                "endpoints and results can vanish without a trace",
+                "Set `maxmemory-policy noeviction` on that Redis: full, it then refuses new jobs (a 503 "
+                "that says so) and loses nothing.",
+                {"policy": policy},
+            )
+        )
+    elif policy != "noeviction":
+        out.append(
+            _f(
+                "MEDIUM",
+                "store",
+                "store.evicts_results",
+                f"The job store's Redis evicts keys with an expiry when full (maxmemory-policy {policy}): "
+                "finished jobs' results before RIPPLE_KEEP_RESULTS_S, and jobs being handed to replicas "
+                "(run later, once their lease runs out)",
+                "Set `maxmemory-policy noeviction` on that Redis.",
+                {"policy": policy},
+            )
+        )
+    share = used / limit
+    if share >= STORE_MEMORY_HIGH:
+        mib = 1024 * 1024
+        out.append(
+            _f(
+                "HIGH" if share >= 0.95 else "MEDIUM",
+                "store",
+                "store.memory_full" if share >= 1 else "store.memory_high",
+                f"The job store's Redis uses {used / mib:.0f} MiB of its {limit / mib:.0f} MiB maxmemory "
+                f"({share:.0%}): when full, no job can be queued (503)",
+                "Give Redis more memory (maxmemory), or keep finished jobs less long "
+                "(RIPPLE_KEEP_RESULTS_S): it holds about jobs per second x seconds kept x each job's input "
+                "and output.",
+                {"usedBytes": used, "maxBytes": limit},
+            )
+        )
+    return out
+
+
 def check_unavailable(f: Facts, now_s: float) -> list[Finding]:
     """Facts the app could not give although it answers (an actor down, a route failing)."""
     if not f.reachable or f.ready is False:
