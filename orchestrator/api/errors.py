@@ -15,13 +15,13 @@ from collections.abc import Callable
 from typing import Any
 
 import ray
-import redis
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from orchestrator.core.errors import NotReady, RippleError, Unauthorized, field_reasons
+from orchestrator.store.failures import store_failure
 
 log = logging.getLogger("ripple.http")
 
@@ -33,24 +33,6 @@ UNAVAILABLE: tuple[type[BaseException], ...] = (
     NotReady,
     asyncio.TimeoutError,
 )
-
-
-STORE_FULL = (
-    "the job store (Redis) is out of memory (its used memory is over its maxmemory): nothing can be queued "
-    "until it has room; finished jobs are deleted RIPPLE_KEEP_RESULTS_S after they end, or give Redis more "
-    "memory (`ripple doctor` shows its use)"
-)
-STORE_DOWN = "the job store (Redis) does not answer: retry shortly (`ripple doctor` says more)"
-
-
-def store_failure(exc: BaseException) -> str | None:
-    """What to tell a client of a job-store error it can only retry (the message of a 503): Redis out of
-    memory, or not answering; None for any other error."""
-    if isinstance(exc, redis.exceptions.ResponseError) and "OOM command not allowed" in str(exc):
-        return STORE_FULL
-    if isinstance(exc, (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError)):
-        return STORE_DOWN  # BusyLoadingError (Redis reading its data back at start) is a ConnectionError
-    return None
 
 
 def error_response(status_code: int, message: str, detail: Any = None) -> JSONResponse:

@@ -18,6 +18,7 @@ from typing import Any, Protocol
 from orchestrator.core.errors import NotReady
 from orchestrator.core.webhook_outcomes import trouble
 from orchestrator.core.workers import QUARANTINED_BUCKET, WorkerState, view_count_state, view_store_trouble
+from orchestrator.store.protocol import STORE_MEMORY_HIGH
 
 GREEN, YELLOW, RED, DIM, BOLD, RESET = "\033[32m", "\033[33m", "\033[31m", "\033[2m", "\033[1m", "\033[0m"
 STATE_ORDER = (
@@ -102,6 +103,25 @@ def _store_trouble(workers: Sequence[Mapping[str, Any]], now_s: float) -> list[t
     ]
 
 
+def _store_memory(ready: Any) -> tuple[str, str | None]:
+    """The store's memory from ``/health/ready``'s ``storeMemory``: a note for the header (" (412 of 512
+    MiB)"), and a warning when it is near its maxmemory (None otherwise)."""
+    m = ready.get("storeMemory") if isinstance(ready, dict) else None
+    if not isinstance(m, dict):
+        return "", None
+    mib = 1024 * 1024
+    used, limit = int(m.get("usedBytes") or 0), int(m.get("maxBytes") or 0)
+    if not limit:
+        return f" ({used / mib:.0f} MiB)", None
+    note = f" ({used / mib:.0f} of {limit / mib:.0f} MiB)"
+    if used / limit < STORE_MEMORY_HIGH:
+        return note, None
+    return note, (
+        f"the job store's Redis is {used / limit:.0%} full: when full, no job can be queued "
+        "(`ripple doctor` says more)"
+    )
+
+
 def render_status(
     client: Requester, color: bool, direct_url: str | None = None, now_s: float | None = None
 ) -> str:
@@ -114,6 +134,7 @@ def render_status(
     stats, _ = _read(client, "/api/v1/stats")
     workers, _ = _read(client, "/api/v1/workers")
     auto, auto_err = _read(client, "/api/v1/autoscaler/status")
+    memory_note, memory_warning = _store_memory(_read(client, "/health/ready")[0])
     if info is None and eps is None:
         raise NotReady(f"Ripple is not answering: {info_err or eps_err}; `ripple doctor` diagnoses it")
     info = info or {}
@@ -129,13 +150,14 @@ def render_status(
     title = f"Ripple {info.get('version', '?')}"
     lines = [
         _paint(title, BOLD, color)
-        + f"   store: {info.get('store', '?')}   auth: {'on' if info.get('auth') else 'off'}"
+        + f"   store: {info.get('store', '?')}{memory_note}   auth: {'on' if info.get('auth') else 'off'}"
         + f"   autoscaler: {auto_state}",
         f"GPUs: {gpus.get('used', 0):g} used / {gpus.get('total', 0):g} total ({gpus.get('free', 0):g} free)"
         if gpus
         else "GPUs: unknown (autoscaler unavailable)",
         f"Ray dashboard: {info.get('dashboardUrl') or 'not running'}",
         *([f"Direct ingress: {direct_url} (the API without Serve's proxy)"] if direct_url else []),
+        *([_paint(f"store: {memory_warning}", RED, color)] if memory_warning else []),
         "",
     ]
     endpoints = (eps or {}).get("endpoints", [])

@@ -91,6 +91,12 @@ class FinishOutcome:
         return "unknown_job" if self.status is None else "not_held"
 
 
+STORE_MEMORY_HIGH = 0.8
+"""The share of the store's maxmemory in use past which ``ripple doctor`` and ``ripple status`` say so."""
+STORE_MEMORY_CRITICAL = 0.95
+"""... and past which doctor's finding is HIGH: the next images in and out fill it."""
+
+
 @dataclass(frozen=True)
 class StoreMemory:
     """What the store says of its memory: ``used_bytes``; ``max_bytes`` (its ``maxmemory``, 0: no limit),

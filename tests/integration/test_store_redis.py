@@ -18,7 +18,6 @@ from unittest.mock import ANY
 import pytest
 import redis
 
-from orchestrator.api.errors import STORE_FULL, store_failure
 from orchestrator.core.errors import NotFound, QueueFull
 from orchestrator.core.jobs import (
     QUEUE_SCORE,
@@ -33,6 +32,7 @@ from orchestrator.core.webhook_outcomes import KEPT_PER_ENDPOINT, WINDOW_S, entr
 from orchestrator.ops import embedded_redis
 from orchestrator.ops.procs import alive
 from orchestrator.store.autoscaler import RedisAutoscalerStore
+from orchestrator.store.failures import STORE_FULL, store_failure
 from orchestrator.store.memory import MemoryStore
 from orchestrator.store.protocol import REQUEUE_OR_FAIL, FinishItem
 from orchestrator.store.redis import RedisStore

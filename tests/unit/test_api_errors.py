@@ -14,9 +14,10 @@ import redis
 from api_fakes import Harness, boot, harness
 
 import serve_app
-from orchestrator.api.errors import STORE_FULL, store_failure, unwrap
+from orchestrator.api.errors import unwrap
 from orchestrator.core.errors import QueueFull, field_reasons, invalid
 from orchestrator.core.models import EndpointSpec
+from orchestrator.store.failures import STORE_FULL, store_failure
 
 pytestmark = pytest.mark.timeout(30)
 

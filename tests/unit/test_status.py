@@ -152,3 +152,22 @@ def test_unreachable_app_says_so() -> None:
 def test_no_endpoints_yet() -> None:
     out = render_status(FakeClient({**REPLIES, "/api/v1/endpoints": {"endpoints": []}}), color=False)
     assert "No endpoints yet" in out
+
+
+def test_the_store_s_memory_in_the_header_and_a_warning_when_near_its_limit() -> None:
+    mib = 1024 * 1024
+
+    def screen(used_mib: int, max_mib: int, endpoints: bool = True) -> str:
+        ready = {"status": "ok", "storeMemory": {"usedBytes": used_mib * mib, "maxBytes": max_mib * mib}}
+        replies = {**REPLIES, "/health/ready": ready}
+        if not endpoints:
+            replies["/api/v1/endpoints"] = {"endpoints": []}
+        return render_status(FakeClient(replies), color=False)
+
+    assert "store: embedded (40 MiB)   auth" in screen(40, 0), "no maxmemory: its use alone"
+    calm = screen(100, 512)
+    assert "store: embedded (100 of 512 MiB)" in calm and "full" not in calm
+    near = screen(500, 512, endpoints=False).splitlines()
+    assert "store: embedded (500 of 512 MiB)" in near[0]
+    assert "store: the job store's Redis is 98% full: when full, no job can be queued" in near[3], near
+    assert "store: embedded   auth" in render_status(FakeClient(REPLIES), color=False), "not known: no note"

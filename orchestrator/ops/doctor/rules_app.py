@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from orchestrator.ops.doctor.facts import Facts, Finding, _f
+from orchestrator.store.protocol import STORE_MEMORY_CRITICAL, STORE_MEMORY_HIGH
 
 
 def check_reachable(f: Facts, now_s: float) -> list[Finding]:
@@ -122,10 +123,6 @@ def check_config(f: Facts, now_s: float) -> list[Finding]:
     return out
 
 
-STORE_MEMORY_HIGH = 0.8
-"""The share of Redis's maxmemory in use past which doctor says so (at 0.95, as HIGH)."""
-
-
 def check_store_memory(f: Facts, now_s: float) -> list[Finding]:
     """Redis's memory against its ``maxmemory``: near it, new jobs are about to be refused; an eviction
     policy other than ``noeviction`` lets Redis delete Ripple's keys to make room."""
@@ -165,7 +162,7 @@ def check_store_memory(f: Facts, now_s: float) -> list[Finding]:
         mib = 1024 * 1024
         out.append(
             _f(
-                "HIGH" if share >= 0.95 else "MEDIUM",
+                "HIGH" if share >= STORE_MEMORY_CRITICAL else "MEDIUM",
                 "store",
                 "store.memory_full" if share >= 1 else "store.memory_high",
                 f"The job store's Redis uses {used / mib:.0f} MiB of its {limit / mib:.0f} MiB maxmemory "

@@ -1,0 +1,26 @@
+"""Job-store failures a client can only retry, in words: Redis out of memory, or not answering.
+
+The HTTP app turns them into a 503 with these messages (:mod:`orchestrator.api.errors`), not a 500; the
+store is the one layer that knows Redis's exceptions.
+"""
+
+from __future__ import annotations
+
+import redis
+
+STORE_FULL = (
+    "the job store (Redis) is out of memory (its used memory is over its maxmemory): nothing can be queued "
+    "until it has room; finished jobs are deleted RIPPLE_KEEP_RESULTS_S after they end, or give Redis more "
+    "memory (`ripple doctor` shows its use)"
+)
+STORE_DOWN = "the job store (Redis) does not answer: retry shortly (`ripple doctor` says more)"
+
+
+def store_failure(exc: BaseException) -> str | None:
+    """What to tell a client of a job-store error it can only retry (the message of a 503): Redis out of
+    memory, or not answering; None for any other error."""
+    if isinstance(exc, redis.exceptions.ResponseError) and "OOM command not allowed" in str(exc):
+        return STORE_FULL
+    if isinstance(exc, (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError)):
+        return STORE_DOWN  # BusyLoadingError (Redis reading its data back at start) is a ConnectionError
+    return None
