@@ -14,6 +14,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -335,6 +336,9 @@ def test_operator_workflow_in_a_real_browser(ripple: Instance, shots: Path) -> N
             expect(page.locator(".chart svg")).to_have_count(2, timeout=30_000)
             page.wait_for_timeout(6000)  # a few more samples for the charts and the throughput
             expect(page.locator(".stat", has_text="Queued jobs").locator(".value")).to_have_text("3")
+            # The embedded Redis has no maxmemory: the job store's use alone, in MiB.
+            store_stat = page.locator(".stat", has_text="Job store").locator(".value")
+            expect(store_stat).to_have_text(re.compile(r"^\d+ MiB$"))
             _snap(page, shots / "10-dashboard.png")
             assert ripple.api_key not in page.content()
             for name in ("app.js", "api.js", "style.css"):

@@ -117,6 +117,7 @@ export const cancelJob = (endpoint, id) => post(`/v2/${enc(endpoint)}/cancel/${e
 export const retryJob = (endpoint, id) => post(`/v2/${enc(endpoint)}/retry/${enc(id)}`);
 export const runJob = (endpoint, input) => post(`/v2/${enc(endpoint)}/run`, { input });
 export const specs = () => get("/api/v1/specs");
+export const readiness = () => get("/health/ready");
 export const drainWorker = (id) => post(`/api/v1/workers/${enc(id)}/drain`);
 export const workerLogs = (id, tail, stream) => get(`/api/v1/workers/${enc(id)}/logs${qs({ tail, stream })}`);
 export const auditLog = (limit = 200) => get(`/api/v1/audit${qs({ limit })}`);

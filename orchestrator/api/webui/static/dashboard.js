@@ -1,6 +1,6 @@
 // Dashboard: headline numbers, charts of the last hour, endpoints, workers by state, recent jobs.
 
-import { asList, autoscalerGpus, listJobs, listWorkers, specs } from "./api.js";
+import { asList, autoscalerGpus, listJobs, listWorkers, readiness, specs } from "./api.js";
 import { chartLegend, lineChart, PALETTE } from "./charts.js";
 import { getLatest, getSamples, sampleNow, subscribe, throughputPerMin, WINDOW_MS } from "./sampler.js";
 import {
@@ -30,18 +30,19 @@ export async function mount(root, ctx) {
 
   let workers = { ok: false, list: [] };
   let jobs = { ok: false, list: [] };
+  let store = null;
   let gpusTotal = null;
   const draw = () => {
     const latest = getLatest();
     if (!latest || !ctx.alive()) return;
-    drawStats(stats, latest, workers, gpusTotal);
+    drawStats(stats, latest, workers, gpusTotal, store);
     drawCharts(queueChart, replicaChart, replicaPick);
     drawEndpoints(endpointsBox, latest);
     drawWorkers(workersBox, workers);
     drawJobs(jobsBox, jobs);
   };
   const refreshLists = async () => {
-    [workers, jobs] = await Promise.all([listWorkers(), listJobs({ limit: 8 })]);
+    [workers, jobs, store] = await Promise.all([listWorkers(), listJobs({ limit: 8 }), readiness()]);
     draw();
   };
   replicaPick.addEventListener("change", draw);
@@ -61,7 +62,22 @@ function sum(values) {
   return values.reduce((acc, v) => acc + (Number(v) || 0), 0);
 }
 
-function drawStats(box, latest, workers, gpusTotal) {
+// The job store's memory (/health/ready's storeMemory): near its maxmemory, no job can be queued once full.
+const STORE_MEMORY_HIGH = 0.8;
+
+function storeStat(ready) {
+  const m = ready && ready.ok && ready.data ? ready.data.storeMemory : null;
+  if (!m) return null;
+  const mib = (bytes) => fmtNumber(bytes / 1048576);
+  if (!m.maxBytes) return stat("Job store", `${mib(m.usedBytes)} MiB`, "Redis memory (no maxmemory)");
+  const share = m.usedBytes / m.maxBytes;
+  const high = share >= STORE_MEMORY_HIGH;
+  return stat("Job store", `${mib(m.usedBytes)} / ${mib(m.maxBytes)} MiB`,
+    high ? `${Math.round(share * 100)}% full: when full, no job can be queued` : "Redis memory of its maxmemory",
+    meter([{ value: m.usedBytes, tone: high ? "red" : "indigo" }], m.maxBytes));
+}
+
+function drawStats(box, latest, workers, gpusTotal, store) {
   const eps = Object.values(latest.perEndpoint || {});
   const names = Object.keys(latest.perEndpoint || {});
   const rates = names.map(throughputPerMin).filter((v) => v !== null);
@@ -80,7 +96,8 @@ function drawStats(box, latest, workers, gpusTotal) {
     gpus
       ? stat("GPUs in use", `${fmtNumber(gpus.used, 2)} / ${fmtNumber(gpus.total, 2)}`, `${fmtNumber(gpus.free, 2)} free`,
         meter([{ value: Number(gpus.used) || 0, tone: "indigo" }], Number(gpus.total) || 1))
-      : stat("GPUs", gpusTotal === null ? "—" : fmtNumber(gpusTotal, 2), gpusTotal === null ? "not available" : "in the cluster; use not reported"));
+      : stat("GPUs", gpusTotal === null ? "—" : fmtNumber(gpusTotal, 2), gpusTotal === null ? "not available" : "in the cluster; use not reported"),
+    storeStat(store));
 }
 
 function drawCharts(queueBox, replicaBox, replicaPick) {
