@@ -14,6 +14,7 @@ import json
 import os
 import re
 import shlex
+import subprocess
 import typing
 from collections.abc import Iterator
 from pathlib import Path
@@ -616,18 +617,59 @@ def test_references_resolve(rendered: list[Obj]) -> None:
         }
 
 
-def test_redis_persists_and_requires_a_password(rendered: list[Obj]) -> None:
+MIB = {"Mi": 1, "Gi": 1024}
+
+
+def redis_flags(statefulset: Obj, password: str = "pw") -> dict[str, str]:
+    """The flags the Redis container's command gives ``redis-server``, as its shell expands them with the
+    environment Kubernetes gives it (the memory limit through the Downward API, in MiB): the command run by
+    a real ``sh`` with ``redis-server`` standing for a program that prints its arguments."""
+    container = statefulset["spec"]["template"]["spec"]["containers"][0]
+    assert container["command"] == ["sh", "-c"]
+    (script,) = container["args"]
+    limit = container["resources"]["limits"]["memory"]
+    downward = next(e for e in container["env"] if e["name"] == "MEMORY_LIMIT_MIB")["valueFrom"]
+    assert downward["resourceFieldRef"] == {
+        "containerName": "redis",
+        "resource": "limits.memory",
+        "divisor": "1Mi",
+    }
+    env = {
+        "PATH": "/usr/bin:/bin",
+        "MEMORY_LIMIT_MIB": str(int(limit[:-2]) * MIB[limit[-2:]]),
+        "REDIS_PASSWORD": password,
+    }
+    assert script.startswith("exec redis-server ")
+    printed = subprocess.run(
+        ["sh", "-c", script.replace("exec redis-server ", "exec printf '%s\\n' ", 1)],
+        env=env,
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=10,
+    ).stdout.splitlines()
+    return dict(zip(printed[::2], printed[1::2], strict=True))
+
+
+def test_redis_persists_requires_a_password_and_refuses_writes_before_its_memory_limit(
+    rendered: list[Obj],
+) -> None:
     redis = the(rendered, "StatefulSet")
-    args = redis["spec"]["template"]["spec"]["containers"][0]["args"]
-    flags = dict(zip(args[::2], args[1::2], strict=True))
+    flags = redis_flags(redis, password="a b'c")
     assert flags["--appendonly"] == "yes" and flags["--appendfsync"] == "everysec"
-    assert flags["--requirepass"] == "$(REDIS_PASSWORD)"
+    assert flags["--requirepass"] == "a b'c", "one argument, whatever the password holds"
     assert flags["--maxmemory-policy"] == "noeviction"
+    limit = redis["spec"]["template"]["spec"]["containers"][0]["resources"]["limits"]["memory"]
+    limit_mib = int(limit[:-2]) * MIB[limit[-2:]]
+    assert flags["--maxmemory"] == f"{limit_mib * 3 // 4}mb", "3/4 of the limit: full before an OOM kill"
     assert redis["spec"]["volumeClaimTemplates"][0]["metadata"]["name"] == "data"
 
 
 def test_overlays_differ_where_they_should() -> None:
     dev, prod = render(KUBERAY / "overlays/dev"), render(KUBERAY / "overlays/prod")
+    assert redis_flags(the(render(KUBERAY / "base"), "StatefulSet"))["--maxmemory"] == "1536mb", "of 2Gi"
+    assert redis_flags(the(dev, "StatefulSet"))["--maxmemory"] == "384mb", "3/4 of dev's 512Mi"
+    assert redis_flags(the(prod, "StatefulSet"))["--maxmemory"] == "6144mb", "3/4 of prod's 8Gi"
     assert list(gpu_groups(cluster_spec(the(dev, "RayService")))) == ["gpu-l4"]
     assert all("not-secret" in v for s in of_kind(dev, "Secret") for v in s["stringData"].values())
     assert of_kind(prod, "Secret") == [], "prod secrets are created with kubectl, never from the repository"
