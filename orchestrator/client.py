@@ -31,6 +31,7 @@ from orchestrator.core.errors import (
 from orchestrator.core.jobs import FINAL, JobStatus
 from orchestrator.core.models import RunRequest
 from orchestrator.notices import ThreadNotices, due_within_s
+from orchestrator.store.failures import store_failure
 from orchestrator.store.finals import SyncFinals, reachable
 
 log = logging.getLogger("ripple.client")
@@ -318,8 +319,14 @@ class InClusterClient:
         queue's ``submit`` runs, IN_QUEUE, ``maxQueueSize`` enforced; durable before this returns); the queue
         is told soon after, from another thread (later when the job went straight to a parked replica: the
         notice only counts it then). A job with a webhook goes through the queue, which checks its address.
-        Raises NotFound, QueueFull."""
-        job_id, handed, _ = finals.submit_request(endpoint, req, int(time.time() * 1000), watch=watch)
+        Raises NotFound, QueueFull, NotReady (the store full or not answering)."""
+        try:
+            job_id, handed, _ = finals.submit_request(endpoint, req, int(time.time() * 1000), watch=watch)
+        except Exception as exc:
+            said = store_failure(exc)
+            if said is None:
+                raise
+            raise NotReady(said) from None
         self._arrivals.add(endpoint, job_id, due_within_s(bookkeeping=handed))
         return job_id
 
@@ -416,9 +423,13 @@ class InClusterClient:
 
 
 def _ripple_cause(exc: Exception) -> Exception:
-    """The Ripple error behind a Ray task error (raised in the queue actor), else the task error."""
+    """The Ripple error behind a Ray task error (raised in the queue actor; a job store full or not
+    answering as NotReady, saying so), else the task error."""
     cause = getattr(exc, "cause", None)
-    return cause if isinstance(cause, RippleError) else exc
+    if isinstance(cause, RippleError):
+        return cause
+    said = store_failure(cause) if isinstance(cause, BaseException) else None
+    return NotReady(said) if said else exc
 
 
 __all__ = ["Client", "InClusterClient", "JobStatus"]

@@ -8,9 +8,11 @@ import asyncio
 import time
 
 import pytest
+import redis
 
 from orchestrator.client import Client
-from orchestrator.core.errors import InvalidInput, NotFound, QueueFull
+from orchestrator.core.errors import InvalidInput, NotFound, NotReady, QueueFull
+from orchestrator.store.failures import STORE_FULL
 from tests.integration.ray_fixtures import Ripple, local_ray, module_redis, ripple, rp
 
 __all__ = ["local_ray", "module_redis", "ripple", "rp"]
@@ -97,3 +99,25 @@ def test_in_cluster_submit_to_the_store_enforces_the_queue_limit(rp: Ripple) -> 
     assert rp.job(job)["ttl"] == 60_000, "the request's policy over the endpoint's"
     health = rp.call(rp.queue.health.remote("full"))
     assert health["jobs"]["inQueue"] == 1, "the refused job was never written"
+
+
+def test_a_full_store_refuses_in_cluster_submits_saying_so(rp: Ripple) -> None:
+    """Redis at its maxmemory: a submit written to the store by the client, and one sent through the queue
+    actor, both raise NotReady in Ripple's words, not Redis's error; once Redis has room, they are taken."""
+    rp.create_endpoint("roomy", "work_async", gpus=0, cpus=0, minReplicas=0)
+    c = Client.in_cluster(rp.namespace)
+    assert c.waits_on_store
+    admin = redis.Redis.from_url(rp.redis_url)
+    try:
+        admin.config_set("maxmemory", "1")  # below what Redis uses already: every write is refused
+        with pytest.raises(NotReady) as to_store:
+            c.submit("roomy", {"value": 1})
+        with pytest.raises(NotReady) as through_queue:
+            c.submit_many("roomy", [{"value": 2}])
+        assert str(to_store.value) == str(through_queue.value) == STORE_FULL
+    finally:
+        admin.config_set("maxmemory", "0")
+        admin.close()
+    assert c.submit("roomy", {"value": 3}) and c.submit_many("roomy", [{"value": 4}])
+    health = rp.call(rp.queue.health.remote("roomy"))
+    assert health["jobs"]["inQueue"] == 2, "only the two accepted once Redis had room"
