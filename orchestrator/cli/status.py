@@ -116,6 +116,8 @@ def _store_memory(ready: Any) -> tuple[str, str | None]:
     note = f" ({used / mib:.0f} of {limit / mib:.0f} MiB)"
     if used / limit < STORE_MEMORY_HIGH:
         return note, None
+    if used >= limit:
+        return note, "the job store's Redis is full: no job can be queued (`ripple doctor` says more)"
     return note, (
         f"the job store's Redis is {used / limit:.0%} full: when full, no job can be queued "
         "(`ripple doctor` says more)"

@@ -139,8 +139,9 @@ def test_the_store_near_its_memory_limit_and_an_eviction_policy_that_loses_jobs(
     assert high.severity == "MEDIUM" and "850 MiB of its 1000 MiB" in high.issue and "(85%)" in high.issue
     assert "RIPPLE_KEEP_RESULTS_S" in high.action and "maxmemory" in high.action
     assert one(memory(960, 1000), "store.memory_high").severity == "HIGH"
-    full = one(memory(1001, 1000), "store.memory_full")
-    assert full.severity == "HIGH" and "no job can be queued (503)" in full.issue
+    full = one(memory(1300, 1000), "store.memory_full")
+    assert full.severity == "HIGH" and full.issue.startswith("The job store's Redis is full (1300 MiB used")
+    assert "no job can be queued (503)" in full.issue and "%" not in full.issue
     evicts = one(memory(10, 1000, "allkeys-lru"), "store.evicts_jobs")
     assert evicts.severity == "HIGH" and "queued jobs" in evicts.issue and "noeviction" in evicts.action
     results = one(memory(10, 1000, "volatile-ttl"), "store.evicts_results")

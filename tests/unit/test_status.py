@@ -171,3 +171,5 @@ def test_the_store_s_memory_in_the_header_and_a_warning_when_near_its_limit() ->
     assert "store: embedded (500 of 512 MiB)" in near[0]
     assert "store: the job store's Redis is 98% full: when full, no job can be queued" in near[3], near
     assert "store: embedded   auth" in render_status(FakeClient(REPLIES), color=False), "not known: no note"
+    over = screen(700, 512)  # maxmemory lowered below what Redis holds
+    assert "store: the job store's Redis is full: no job can be queued" in over and "%" not in over

@@ -165,8 +165,13 @@ def check_store_memory(f: Facts, now_s: float) -> list[Finding]:
                 "HIGH" if share >= STORE_MEMORY_CRITICAL else "MEDIUM",
                 "store",
                 "store.memory_full" if share >= 1 else "store.memory_high",
-                f"The job store's Redis uses {used / mib:.0f} MiB of its {limit / mib:.0f} MiB maxmemory "
-                f"({share:.0%}): when full, no job can be queued (503)",
+                (
+                    f"The job store's Redis is full ({used / mib:.0f} MiB used, its maxmemory "
+                    f"{limit / mib:.0f} MiB): no job can be queued (503)"
+                    if share >= 1
+                    else f"The job store's Redis uses {used / mib:.0f} MiB of its {limit / mib:.0f} MiB "
+                    f"maxmemory ({share:.0%}): when full, no job can be queued (503)"
+                ),
                 "Give Redis more memory (maxmemory), or keep finished jobs less long "
                 "(RIPPLE_KEEP_RESULTS_S): it holds about jobs per second x seconds kept x each job's input "
                 "and output.",
