@@ -453,6 +453,8 @@ class RedisStore:
         return bool(deleted)
 
     async def put_versions(self, endpoint: str, records: dict[int, str], forget: Sequence[int] = ()) -> None:
+        if not records and not forget:
+            return  # nothing changed: no round trip
         key = self.k.versions(endpoint)
         async with self.r.pipeline(transaction=True) as p:
             if records:
