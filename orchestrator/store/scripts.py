@@ -12,6 +12,13 @@ Job hash fields: ep, status, input, output, error, webhook, created, queued, sta
 attempts, max_retries, timeout, ttl, low, score, worker, lease, retried, progress, stream_read, watch (a
 caller waits on ``fin:{id}`` for the job's end: see :mod:`orchestrator.store.finals`), qwatch (a caller waits
 at the queue actor: the finishing worker tells it at once).
+
+A full Redis (used memory over ``maxmemory``, ``noeviction``) refuses a script's command that adds data only
+while the script has written nothing yet (it cannot stop one half way). Every step that moves an accepted job
+on (a take, a result, a lost lease, a sweep) begins with a removal (the job leaving its queue or its lease,
+``leave``), so it goes on, while SUBMIT, whose first write (``INCRBY``) adds, is refused whole: a full store
+refuses new jobs but runs and finishes the ones it holds. A stream chunk or a progress update only adds, and
+is refused (see ``test_a_full_store_still_runs_and_finishes_the_jobs_it_accepted``).
 """
 
 from __future__ import annotations
@@ -101,7 +108,8 @@ local function wake(ep, n)
   for _ = 1, add do redis.call('RPUSH', wk, '1') end
 end
 
--- Side effects of leaving a state.
+-- Side effects of leaving a state. A removal first: at Redis's maxmemory a step that has written may go on
+-- (see the module's docstring), so a result or a take starting here is written under a full store.
 local function leave(jk, id, ep, from)
   if from == 'IN_QUEUE' then
     redis.call('ZREM', K_queue(ep), id)

@@ -34,7 +34,7 @@ from orchestrator.ops.procs import alive
 from orchestrator.store.autoscaler import RedisAutoscalerStore
 from orchestrator.store.failures import STORE_FULL, store_failure
 from orchestrator.store.memory import MemoryStore
-from orchestrator.store.protocol import REQUEUE_OR_FAIL, FinishItem
+from orchestrator.store.protocol import REQUEUE_OR_FAIL, Claim, FinishItem
 from orchestrator.store.redis import RedisStore
 from tests.dispatch_behaviour import FakeClock, Recorder, make
 from tests.store_support import delete_prefix, unique_prefix
@@ -441,6 +441,49 @@ async def test_a_full_store_refuses_a_job_whole_and_says_so(tmp_path: Path) -> N
         client.config_set("maxmemory", "0")
         await store.submit("ep", [NewJob("late", "ep", big, 60_000, 60_000, 0)], None, NOW + 99)
         assert await store.depth("ep") == accepted + 1, "room again: accepted"
+        client.close()
+        await store.close()
+    finally:
+        embedded_redis.stop(data_dir)
+
+
+async def test_a_full_store_still_runs_and_finishes_the_jobs_it_accepted(tmp_path: Path) -> None:
+    """At its maxmemory Redis refuses a script's write that adds data only while the script has written
+    nothing yet; the steps that move an accepted job on begin with a removal, so under a full store the
+    queued jobs are still taken, results (large ones too) still written, a lost lease still requeued and the
+    lease sweep still runs, while a new job is refused. A stream chunk, which only adds, is refused (the
+    replica then fails its job in words, :mod:`actors.replica`)."""
+    data_dir = tmp_path / "full"
+    server = embedded_redis.start(data_dir, detach=False)
+    try:
+        store = RedisStore.connect(server.url, "full:")
+        await store.submit("ep", jobs(6), None, NOW)
+        assert [t.id for t in await store.take("ep", "w1", 3, NOW + 1)] == ["j0", "j1", "j2"]
+        client = redis.Redis.from_url(server.url)
+        client.config_set("maxmemory-policy", "noeviction")
+        client.config_set("maxmemory", "1")  # far below what it holds: every write that adds is refused
+        with pytest.raises(redis.exceptions.ResponseError) as refused:
+            await store.submit("ep", jobs(1, start=9), None, NOW + 2)
+        assert store_failure(refused.value) == STORE_FULL
+        big = json.dumps("x" * 200_000)
+        (out,) = await store.finish([done("j0", "w1", output_json=big)], NOW + 3)
+        assert out.applied, out
+        results, taken = await store.finish_and_claim(
+            [done("j1", "w1", output_json="1")], Claim("ep", "w1", 2, NOW + 4, park=True)
+        )
+        assert [r.applied for r in results] == [True]
+        assert [t.id for t in taken or []] == ["j3", "j4"], "queued jobs are still taken"
+        with pytest.raises(redis.exceptions.ResponseError) as chunk:
+            await store.push_chunks("j3", "w1", ['"c"'])
+        assert store_failure(chunk.value) == STORE_FULL
+        moved = await store.move(
+            "j2", REQUEUE_OR_FAIL, NOW + 5, "lease lost", expect_from=(S.IN_PROGRESS,), expect_worker="w1"
+        )
+        assert moved.moved and moved.after is S.IN_QUEUE
+        timed_out = await store.sweep("leases", NOW + 60_000, 10)
+        assert {m.job_id for m in timed_out} == {"j3", "j4"}
+        j0 = await store.get("j0")
+        assert j0 is not None and (j0.status, j0.output_json) == (S.COMPLETED, big)
         client.close()
         await store.close()
     finally:
