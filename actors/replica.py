@@ -40,7 +40,7 @@ from orchestrator.core import runpod_worker as rw
 from orchestrator.core.deliveries import Deliveries
 from orchestrator.core.errors import NotFound
 from orchestrator.core.gpu_types import node_types
-from orchestrator.core.handlers import load_handler, run_job
+from orchestrator.core.handlers import ChunkNotKept, load_handler, run_job
 from orchestrator.core.job_threads import JobThreads, hung
 from orchestrator.core.workers import (
     WorkerState,
@@ -51,6 +51,7 @@ from orchestrator.core.workers import (
     transition,
 )
 from orchestrator.names import QUEUE_NAME, get_actor
+from orchestrator.store.failures import store_failure
 
 log = logging.getLogger("ripple.replica")
 T = TypeVar("T")
@@ -408,14 +409,24 @@ class WorkerReplica:
 
     async def _run_job(self, job: dict[str, Any]) -> None:
         job_id = job["id"]
+        pushed = 0
 
         async def push(chunk: Any) -> None:
-            # A queue restart is not the handler's failure: the chunk waits for the queue to come back.
+            # A queue restart is not the handler's failure: the chunk waits for the queue to come back. A
+            # store that refuses the chunk (full, or not answering) is not either: the job stops, saying so.
+            nonlocal pushed
             cfg = self.cfg
-            await through_queue_restarts(
-                partial(self.queue.stream_push.remote, cfg.endpoint, cfg.worker_id, job_id, [chunk]),
-                cfg.queue_retry_s,
-            )
+            try:
+                await through_queue_restarts(
+                    partial(self.queue.stream_push.remote, cfg.endpoint, cfg.worker_id, job_id, [chunk]),
+                    cfg.queue_retry_s,
+                )
+            except Exception as exc:
+                if (said := store_failure(exc)) is None:
+                    raise
+                stopped = f"stream chunk {pushed} could not be stored, so the job stopped: {said}"
+                raise ChunkNotKept(stopped) from None
+            pushed += 1
 
         try:
             # The job dict as the worker SDK hands it over (id, input, attempt), a copy per run.
@@ -438,7 +449,8 @@ class WorkerReplica:
             self._wake.set()
         # A failed job counts against this replica only once the last N jobs all failed (core/health.py).
         if outcome.failed:
-            self.health = hs.on_job_failed(self.health, time.time(), detail="handler error")
+            if not outcome.ripples_fault:
+                self.health = hs.on_job_failed(self.health, time.time(), detail="handler error")
             self.failed += 1
         else:
             self.health = hs.on_success(self.health, time.time())

@@ -428,7 +428,7 @@ def _ripple_cause(exc: Exception) -> Exception:
     cause = getattr(exc, "cause", None)
     if isinstance(cause, RippleError):
         return cause
-    said = store_failure(cause) if isinstance(cause, BaseException) else None
+    said = store_failure(exc)
     return NotReady(said) if said else exc
 
 

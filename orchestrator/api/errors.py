@@ -91,7 +91,7 @@ def install_error_handlers(api: FastAPI, on_unavailable: Callable[[], None] = la
         if isinstance(exc, UNAVAILABLE):
             on_unavailable()
             return error_response(503, "Ripple is not ready: a control actor is unavailable, retry shortly")
-        store = store_failure(unwrap(exc))
+        store = store_failure(exc)
         if store is not None:
             log.warning("job store failure: %s", unwrap(exc))
             return error_response(503, store)

@@ -133,6 +133,11 @@ class StreamError(Exception):
         self.chunks = chunks
 
 
+class ChunkNotKept(Exception):
+    """Raised by a stream's ``on_chunk`` when the job store could not keep the chunk (full, or not
+    answering): the job fails with this message, as Ripple's failure, not the handler's."""
+
+
 async def invoke(
     handler: Handler, job: dict[str, Any], executor: Executor, on_chunk: Callable[[Any], Awaitable[None]]
 ) -> Any:
@@ -183,13 +188,17 @@ async def run_job(
 
     Never raises for what the handler does: an exception, ``sys.exit()`` included, is a FAILED outcome
     with its message and traceback; an output (or an error, or a stream chunk) that is not JSON is a FAILED
-    outcome saying why. The outcome's body is JSON-serialisable, and a returned output comes encoded
-    as the store keeps it (``output_json``). ``asyncio.CancelledError`` propagates when the job is stopped.
+    outcome saying why; a chunk ``on_chunk`` could not keep (:class:`ChunkNotKept`) is a FAILED outcome
+    with its message, marked as Ripple's fault. The outcome's body is JSON-serialisable, and a returned
+    output comes encoded as the store keeps it (``output_json``). ``asyncio.CancelledError`` propagates
+    when the job is stopped.
     """
     try:
         output = await invoke(handler, job, executor, on_chunk)
     except StreamError as exc:
         return rw.outcome_of_stream(exc.chunks, exc.error, handler.options)
+    except ChunkNotKept as exc:  # the stream cannot go on where its reader finds it: not the handler's fault
+        return replace(rw.failed_outcome(str(exc), handler.options), ripples_fault=True)
     except asyncio.CancelledError:
         raise
     except BaseException as exc:  # SystemExit and KeyboardInterrupt too: the job's failure, not the replica's

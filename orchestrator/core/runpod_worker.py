@@ -277,6 +277,9 @@ class JobOutcome:
     output_json: str | None = None
     """The body's output as the store keeps it (``jobs.encode_output``), when it was encoded while it was
     checked (:func:`orchestrator.core.handlers.run_job`); None: not encoded yet."""
+    ripples_fault: bool = False
+    """The job failed for Ripple's reason, not the handler's (the job store refused its stream): the
+    replica's health is not charged for it."""
 
 
 def outcome_of_return(output: Any, options: WorkerOptions) -> JobOutcome:

@@ -18,7 +18,11 @@ STORE_DOWN = "the job store (Redis) does not answer: retry shortly (`ripple doct
 
 def store_failure(exc: BaseException) -> str | None:
     """What to tell a client of a job-store error it can only retry (the message of a 503): Redis out of
-    memory, or not answering; None for any other error."""
+    memory, or not answering; None for any other error. An error an actor raised, wrapped by Ray in a
+    ``RayTaskError``, is judged by its cause."""
+    cause = getattr(exc, "cause", None)
+    if isinstance(cause, BaseException):
+        exc = cause
     if isinstance(exc, redis.exceptions.ResponseError) and "OOM command not allowed" in str(exc):
         return STORE_FULL
     if isinstance(exc, (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError)):

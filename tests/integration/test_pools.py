@@ -14,6 +14,7 @@ from typing import Any
 
 import pytest
 import ray
+import redis
 
 from orchestrator.core.health import DEFAULT_HEALTH_POLICY
 from tests.integration.ray_fixtures import Ripple, local_ray, module_redis, ripple, rp, wait_for
@@ -370,6 +371,36 @@ def test_failing_handler_quarantines_the_replica_with_backoff_and_it_recovers(rp
         15,
         "the replica healthy again",
     )
+
+
+def test_streams_a_full_store_refuses_fail_in_words_and_the_replica_is_not_charged(rp: Ripple) -> None:
+    """A full job store refuses stream chunks (it still runs and finishes jobs: see the store's tests):
+    each streaming job stops at its first refused chunk, FAILED with the store's words rather than a Ray
+    traceback, and the replica is not quarantined for it however many fail; once the store has room, the
+    same replica streams again."""
+    rp.create_endpoint("streamfull", "chunks", gpus=0, minReplicas=1, concurrency=1, maxRetries=0)
+    (w,) = rp.wait_replicas("streamfull", 1, 60)
+    rp.wait_final(rp.submit("streamfull", [{"n": 1, "sleep_s": 0}]), 30)  # healthy once
+    n = DEFAULT_HEALTH_POLICY.failed_jobs_to_quarantine + 1
+    ids = rp.submit("streamfull", [{"n": 20, "sleep_s": 0.2} for _ in range(n)])
+    rp.wait_status(ids[0], "IN_PROGRESS", 30)
+    store = redis.Redis.from_url(rp.redis_url)
+    store.config_set("maxmemory-policy", "noeviction")
+    store.config_set("maxmemory", "1")  # full: every write that adds is refused
+    try:
+        done = rp.wait_final(ids, 60)
+        health = [r["health"] for r in rp.pool_replicas("streamfull") if r["id"] == w["id"]]
+    finally:
+        store.config_set("maxmemory", "0")
+        store.close()
+    for job in done:
+        assert job["status"] == "FAILED", job
+        said = "could not be stored, so the job stopped: the job store (Redis) is out of memory"
+        assert said in job["error"], job["error"]
+        assert "Traceback" not in job["error"], job["error"]
+    assert health == ["healthy"]
+    (ok,) = rp.wait_final(rp.submit("streamfull", [{"n": 2, "sleep_s": 0}]), 30)
+    assert ok["status"] == "COMPLETED" and ok["workerId"] == w["id"]
 
 
 def test_a_deleted_endpoint_leaves_no_replica_alive_and_its_gpus_go_to_the_next(rp: Ripple) -> None:

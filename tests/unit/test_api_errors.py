@@ -187,6 +187,7 @@ def test_a_job_store_that_is_full_or_down_is_a_503_that_says_so(
 def test_an_error_of_the_store_raised_in_the_queue_actor_is_mapped_the_same() -> None:
     wrapped = ray.exceptions.RayTaskError("submit", "traceback", redis.exceptions.ResponseError(OOM))
     assert store_failure(unwrap(wrapped)) == STORE_FULL
+    assert store_failure(wrapped) == STORE_FULL, "judged by its cause"
     assert store_failure(redis.exceptions.ResponseError("WRONGTYPE Operation against a key")) is None
 
 

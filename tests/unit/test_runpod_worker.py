@@ -18,7 +18,7 @@ import pytest
 from orchestrator.core import runpod_worker as rw
 from orchestrator.core.error_text import error_line
 from orchestrator.core.errors import InvalidInput
-from orchestrator.core.handlers import Handler, load_handler, run_job
+from orchestrator.core.handlers import ChunkNotKept, Handler, load_handler, run_job
 from orchestrator.core.jobs import parse_worker_result
 from orchestrator.core.wait_reason import one_line
 
@@ -311,6 +311,30 @@ async def test_run_job_stream_exception_fails_with_traceback(
     assert pushed == [1] and out.failed
     err = json.loads(out.body["error"])
     assert err["error_message"] == "engine died" and "RuntimeError" in err["error_traceback"]
+
+
+async def test_a_chunk_the_store_cannot_keep_fails_the_job_as_ripples_fault(
+    executor: ThreadPoolExecutor,
+) -> None:
+    """A stream whose chunk the store refused (full, or not answering) stops there: the job FAILED with
+    the store's words, marked as Ripple's fault (the replica's health is not charged); the handler's own
+    failures are not so marked."""
+    said = "stream chunk 1 could not be stored, so the job stopped: the store is full"
+    for ref in (f"{WORKERS}.stream_aggregate", f"{WORKERS}.async_concurrent"):
+        pushed: list[Any] = []
+
+        async def refuse_second(chunk: Any, pushed: list[Any] = pushed) -> None:
+            if pushed:
+                raise ChunkNotKept(said)
+            pushed.append(chunk)
+
+        job = {"id": "j", "input": {"n": 4, "sleep_s": 0}}
+        out = await run_job(load_handler(ref), job, executor, refuse_second, "w1")
+        assert out.failed and out.ripples_fault, ref
+        assert out.body == {"error": said} and len(pushed) == 1
+    h = load_handler(f"{WORKERS}.stream_aggregate")
+    out, _ = await _run(h, {"id": "j", "input": {"n": 3, "sleep_s": 0, "fail_at": 1}}, executor)
+    assert out.failed and not out.ripples_fault
 
 
 async def test_a_handler_that_exits_fails_its_job_and_nothing_else(
