@@ -59,6 +59,9 @@ T = TypeVar("T")
 QUEUE_RESTART_WAIT_S = 60.0
 """How long a call to the queue is retried while the queue actor restarts (Ray restarts it in seconds)."""
 
+UNSENT_RETRY_S = (0.5, 10.0)
+"""First and longest wait (doubling) before results that could not be recorded are sent again."""
+
 DIRECT_WAIT_S = 0.5
 """Longest single block on the store for a job to be queued, before the replica looks at itself again (a
 drain, a change of concurrency)."""
@@ -138,6 +141,11 @@ class WorkerReplica:
         self.health = hs.HealthRecord()
         self.active: dict[str, asyncio.Task[None]] = {}
         self.results: list[JobResult] = []
+        # Results neither the store nor the queue recorded, for a reason that passes (the store does not
+        # answer, the queue is away): sent again, backing off, for as long as this replica lives.
+        self.unsent: list[JobResult] = []
+        self.unsent_why = ""
+        self._resending = 0  # how many of them are being sent again right now
         self.drain_deadline: float | None = None
         self.idle_since_s: float | None = time.time()
         self.started_s = time.time()
@@ -216,6 +224,7 @@ class WorkerReplica:
             self._keepalive_stop.set()
             ticker.cancel()
             beat.cancel()
+            self.results[:0], self.unsent = self.unsent, []
             await self._flush_now()
             await self.direct.settle()  # a result on its way to the store gets there
             flusher.cancel()
@@ -302,6 +311,7 @@ class WorkerReplica:
             "startedAt": int(self.started_s * 1000),
             "reason": self._reason(h),
             "storeTrouble": self.direct.trouble(),
+            "unrecorded": self.unrecorded,
         }
 
     def _reason(self, h: hs.HealthRecord) -> str:
@@ -311,6 +321,11 @@ class WorkerReplica:
             return "draining: taking no new jobs"
         if h.state is hs.HealthState.QUARANTINED:
             return f"quarantined after {h.consecutive_failures} failed jobs in a row"
+        if self.unrecorded:
+            return (
+                f"serving; {self.unrecorded} finished job(s) not recorded yet, sent again until they are: "
+                f"{self.unsent_why}"
+            )
         if (trouble := self.direct.trouble()) is not None:
             return f"serving through the queue: the job store fails this replica ({trouble['error']})"
         if abandoned := len(self._abandoned()):
@@ -395,9 +410,11 @@ class WorkerReplica:
         return self.deliveries.fresh(await through_queue_restarts(taking, self.cfg.queue_retry_s))
 
     async def _finish_held(self) -> None:
-        while self.active:
+        """Drained: wait for the jobs held to finish and their results to be recorded; past the drain
+        deadline, hand back what is left."""
+        while self.active or self.unrecorded:
             if self.drain_deadline is not None and time.monotonic() >= self.drain_deadline:
-                held = list(self.active)
+                held = [*self.active, *(r.job_id for r in self.unsent)]  # those not recorded are run again
                 for task in self.active.values():
                     task.cancel()
                 await self.queue.worker_gone.remote(self.cfg.worker_id, "drain deadline passed")
@@ -476,10 +493,29 @@ class WorkerReplica:
         self.queue.done.remote(self.cfg.endpoint, self.cfg.worker_id, job_id, body)
 
     async def _flush_forever(self) -> None:
+        """Send the results as they come; those not recorded again after a wait (UNSENT_RETRY_S), or
+        with the next results, whichever is first."""
+        retry_s = UNSENT_RETRY_S[0]
         while True:
-            await self._flush.wait()
+            if not self.unsent:
+                await self._flush.wait()
+                retry_s = UNSENT_RETRY_S[0]
+            else:
+                with contextlib.suppress(asyncio.TimeoutError):
+                    await asyncio.wait_for(self._flush.wait(), retry_s)
+                retry_s = min(UNSENT_RETRY_S[1], retry_s * 2)
+                self._resending = len(self.unsent)
+                self.results[:0], self.unsent = self.unsent, []
             self._flush.clear()
-            await self._flush_now()
+            try:
+                await self._flush_now()
+            finally:
+                self._resending = 0
+
+    @property
+    def unrecorded(self) -> int:
+        """How many finished jobs' results are not recorded yet for a reason that passes."""
+        return len(self.unsent) + self._resending
 
     async def _flush_now(self) -> None:
         while self.results:
@@ -501,12 +537,30 @@ class WorkerReplica:
                             ),
                             self.cfg.queue_retry_s,
                         )
-                    except Exception:
-                        log.exception(
-                            "reporting %d results failed; their leases will expire",
-                            len(items),
-                            extra=self.log_fields,
-                        )
+                    except Exception as exc:
+                        self._keep_unsent(results, exc)
+
+    def _keep_unsent(self, results: list[JobResult], exc: Exception) -> None:
+        """Neither the store nor the queue recorded ``results``: kept to be sent again when the reason
+        passes (the store does not answer, the queue is away), else dropped (their jobs are given back
+        when their lease runs out)."""
+        passing = store_failure(exc) or (
+            "the queue is unavailable" if isinstance(exc, ray.exceptions.RayActorError) else None
+        )
+        if passing is None:
+            log.exception(
+                "reporting %d results failed; their leases will expire", len(results), extra=self.log_fields
+            )
+            return
+        if not self.unsent:
+            log.warning(
+                "reporting %d results failed; sent again until they are recorded: %s",
+                len(results),
+                passing,
+                extra=self.log_fields,
+            )
+        self.unsent.extend(results)
+        self.unsent_why = passing
 
     async def _heartbeat_forever(self) -> None:
         while True:
