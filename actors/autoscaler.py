@@ -102,12 +102,14 @@ class Autoscaler:
         self._wake.set()
 
     async def _loop(self) -> None:
+        failures = logs.RepeatedFailure(log, "autoscaler tick", time.monotonic)
         while True:
             self._wake.clear()  # before the tick: an event during the tick runs the next one at once
             try:
                 await self.tick()
-            except Exception:  # a tick never kills the loop
-                log.exception("autoscaler tick failed")
+                failures.succeeded()
+            except Exception as exc:  # a tick never kills the loop
+                failures.failed(exc)
             with contextlib.suppress(asyncio.TimeoutError):
                 await asyncio.wait_for(self._wake.wait(), self.interval_s)
             await asyncio.sleep(0.02)  # coalesce bursts of events

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -69,11 +70,13 @@ class JobQueue(AccessMethods):
         self._tasks = [loop.create_task(self._sweep_forever()), loop.create_task(self.webhooks.run())]
 
     async def _sweep_forever(self) -> None:
+        failures = logs.RepeatedFailure(log, "queue sweep", time.monotonic)
         while True:
             try:
                 await self.d.sweep_once()
-            except Exception:  # a tick never kills the loop: log, continue
-                log.exception("queue sweep failed")
+                failures.succeeded()
+            except Exception as exc:  # a tick never kills the loop: log, continue
+                failures.failed(exc)
             await asyncio.sleep(self.cfg.sweep_interval_s)
 
     # Endpoints ----------------------------------------------------------------------------------

@@ -214,12 +214,14 @@ class WorkerPool:
     # Reconcile --------------------------------------------------------------------------------------
 
     async def _loop(self) -> None:
+        failures = logs.RepeatedFailure(log, f"pool {self.endpoint} tick", time.monotonic)
         while not self._closing:
             self._wake.clear()  # before the tick: a wake during the tick runs the next one at once
             try:
                 await self.tick()
+                failures.succeeded()
             except Exception as exc:
-                log.exception("pool %s tick failed", self.endpoint)
+                failures.failed(exc)
                 with contextlib.suppress(Exception):  # shown as the endpoint's problem (pool_error)
                     await self.queue.report_pool_problem.remote(self.endpoint, f"{type(exc).__name__}: {exc}")
             # While a stopped replica's GPUs are being released, look often: the autoscaler is told the

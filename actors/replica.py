@@ -178,6 +178,7 @@ class WorkerReplica:
         self._last_state: dict[str, Any] = {}  # the state of the last heartbeat sent from the loop
         self._stopped_while_blocked: set[str] = set()  # held jobs the queue stopped while it was blocked
         self._keepalive_stop = threading.Event()
+        self._beat_failures = logs.RepeatedFailure(log, "heartbeat", time.monotonic, level=logging.WARNING)
         warm_workers.leave_standby()  # the next replica on this node starts in a ready process
 
     # Hooks ------------------------------------------------------------------------------------------
@@ -608,9 +609,10 @@ class WorkerReplica:
             reply = await self.queue.heartbeat.remote(
                 self.cfg.endpoint, self.cfg.worker_id, list(self.active), state
             )
-        except Exception:
-            log.warning("heartbeat failed", exc_info=True, extra=self.log_fields)
+        except Exception as exc:
+            self._beat_failures.failed(exc, **self.log_fields)
             return
+        self._beat_failures.succeeded(**self.log_fields)
         if final:
             return
         deadlines = reply.get("stopDeadlines") or {}

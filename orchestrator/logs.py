@@ -14,7 +14,7 @@ import logging
 import re
 import sys
 import uuid
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from contextvars import ContextVar
 from datetime import datetime, timezone
 from types import MappingProxyType
@@ -131,3 +131,60 @@ def configure(
     target.setLevel(level)
     target.propagate = False
     return handler
+
+
+class RepeatedFailure:
+    """The failures of one background step that runs again and again (a loop's tick), logged without
+    flooding: the first with its traceback, then one line every ``every_s`` while they go on (how many,
+    and the last error), and one line when the step succeeds again. A store that does not answer for a
+    minute is then a handful of lines, not a traceback per tick. ``clock``: seconds (``time.monotonic``)."""
+
+    def __init__(
+        self,
+        log: logging.Logger,
+        what: str,
+        clock: Callable[[], float],
+        every_s: float = 60.0,
+        level: int = logging.ERROR,
+    ) -> None:
+        self.log, self.what, self.every_s, self.level, self.clock = log, what, every_s, level, clock
+        self.failures = 0
+        self._since_s = self._said_s = 0.0
+
+    def failed(self, exc: BaseException, **extra: Any) -> None:
+        """The step failed with ``exc`` (call from its ``except``)."""
+        now_s = self.clock()
+        self.failures += 1
+        if self.failures == 1:
+            self._since_s = self._said_s = now_s
+            self.log.log(self.level, "%s failed", self.what, exc_info=exc, extra=extra)
+        elif now_s - self._said_s >= self.every_s:
+            self._said_s = now_s
+            self.log.log(
+                self.level,
+                "%s still failing: %d times in %.0f s; last: %s",
+                self.what,
+                self.failures,
+                now_s - self._since_s,
+                _last_line(exc),
+                extra=extra,
+            )
+
+    def succeeded(self, **extra: Any) -> None:
+        """The step succeeded: says so once after failures."""
+        if self.failures:
+            self.log.warning(
+                "%s works again after %d failure%s in %.0f s",
+                self.what,
+                self.failures,
+                "" if self.failures == 1 else "s",
+                self.clock() - self._since_s,
+                extra=extra,
+            )
+            self.failures = 0
+
+
+def _last_line(exc: BaseException) -> str:
+    """An error in one line: the last of its text (a Ray task error's text ends with its cause's)."""
+    lines = str(exc).strip().splitlines()
+    return (lines[-1].strip() if lines else type(exc).__name__)[:300]

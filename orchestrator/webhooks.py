@@ -34,6 +34,7 @@ from typing import TYPE_CHECKING, Any
 
 import httpx
 
+from orchestrator import logs
 from orchestrator.core.net_policy import (
     DEFAULT_PORTS,
     IPAddress,
@@ -261,18 +262,21 @@ class WebhookSender:
         """Deliver forever. The outcomes a queue before this one kept are read back first, or, while the
         store fails, at each poll until they are: deliveries go on meanwhile."""
         restored, tries = False, 0
+        failures = logs.RepeatedFailure(log, "webhook claim", time.monotonic)
         async with new_client(self.cfg.webhook_timeout_s) as client:
             while True:
                 if not restored:
                     tries += 1
                     restored = await self._read_back(tries)
                 try:
-                    for job_id in await self.store.webhook_claim(100):
+                    claimed = await self.store.webhook_claim(100)
+                    failures.succeeded()
+                    for job_id in claimed:
                         task = asyncio.get_running_loop().create_task(self._deliver(client, job_id))
                         self._inflight.add(task)
                         task.add_done_callback(self._inflight.discard)
-                except Exception:
-                    log.exception("webhook claim failed")
+                except Exception as exc:
+                    failures.failed(exc)
                 self._wake.clear()
                 with contextlib.suppress(asyncio.TimeoutError):
                     await asyncio.wait_for(self._wake.wait(), 1.0)

@@ -98,3 +98,33 @@ def test_text_format_on_a_terminal_and_no_duplicate_handlers() -> None:
 def test_request_id_hygiene(raw: str, ok: bool) -> None:
     assert (logs.clean_request_id(raw) is not None) is ok
     assert len(logs.new_request_id()) == 32
+
+
+def test_a_step_failing_again_and_again_is_a_few_lines_not_a_traceback_each_time() -> None:
+    out = io.StringIO()
+    log = _logger("ripple.t_repeat", out)
+    now_s = [100.0]
+    failures = logs.RepeatedFailure(log, "queue sweep", lambda: now_s[0], every_s=60.0)
+    failures.succeeded()  # nothing failed: nothing said
+    for _ in range(30):  # a store that does not answer, one tick every second
+        try:
+            raise ConnectionError("Error 2 connecting to redis.sock.\nNo such file or directory.")
+        except ConnectionError as exc:
+            failures.failed(exc, endpoint="ep")
+        now_s[0] += 1.0
+    now_s[0] += 40.0
+    failures.failed(TimeoutError("no answer"))
+    failures.succeeded()
+    failures.failed(ValueError("once more"))
+    failures.succeeded()
+    lines = [json.loads(line) for line in out.getvalue().splitlines()]
+    assert [(r["level"], r["msg"]) for r in lines] == [
+        ("ERROR", "queue sweep failed"),
+        ("ERROR", "queue sweep still failing: 31 times in 70 s; last: no answer"),
+        ("WARNING", "queue sweep works again after 31 failures in 70 s"),
+        ("ERROR", "queue sweep failed"),
+        ("WARNING", "queue sweep works again after 1 failure in 0 s"),
+    ]
+    assert "Traceback" in lines[0]["exc"] and "No such file" in lines[0]["exc"]
+    assert lines[0]["endpoint"] == "ep"
+    assert "exc" not in lines[1] and "ValueError: once more" in lines[3]["exc"]
