@@ -18,7 +18,7 @@ from typing import Any, Protocol
 from orchestrator.core.errors import NotReady
 from orchestrator.core.webhook_outcomes import trouble
 from orchestrator.core.workers import QUARANTINED_BUCKET, WorkerState, view_count_state, view_store_trouble
-from orchestrator.store.protocol import STORE_MEMORY_HIGH
+from orchestrator.store.protocol import STORE_MEMORY_HIGH, StoreMemory
 
 GREEN, YELLOW, RED, DIM, BOLD, RESET = "\033[32m", "\033[33m", "\033[31m", "\033[2m", "\033[1m", "\033[0m"
 STATE_ORDER = (
@@ -106,20 +106,19 @@ def _store_trouble(workers: Sequence[Mapping[str, Any]], now_s: float) -> list[t
 def _store_memory(ready: Any) -> tuple[str, str | None]:
     """The store's memory from ``/health/ready``'s ``storeMemory``: a note for the header (" (412 of 512
     MiB)"), and a warning when it is near its maxmemory (None otherwise)."""
-    m = ready.get("storeMemory") if isinstance(ready, dict) else None
-    if not isinstance(m, dict):
+    m = StoreMemory.from_wire(ready.get("storeMemory") if isinstance(ready, dict) else None)
+    if m is None:
         return "", None
     mib = 1024 * 1024
-    used, limit = int(m.get("usedBytes") or 0), int(m.get("maxBytes") or 0)
-    if not limit:
-        return f" ({used / mib:.0f} MiB)", None
-    note = f" ({used / mib:.0f} of {limit / mib:.0f} MiB)"
-    if used / limit < STORE_MEMORY_HIGH:
+    if m.share is None:
+        return f" ({m.used_bytes / mib:.0f} MiB)", None
+    note = f" ({m.used_bytes / mib:.0f} of {m.max_bytes / mib:.0f} MiB)"
+    if m.share < STORE_MEMORY_HIGH:
         return note, None
-    if used >= limit:
+    if m.share >= 1:
         return note, "the job store's Redis is full: no job can be queued (`ripple doctor` says more)"
     return note, (
-        f"the job store's Redis is {used / limit:.0%} full: when full, no job can be queued "
+        f"the job store's Redis is {m.share:.0%} full: when full, no job can be queued "
         "(`ripple doctor` says more)"
     )
 

@@ -109,6 +109,20 @@ class StoreMemory:
     def wire(self) -> dict[str, Any]:
         return {"usedBytes": self.used_bytes, "maxBytes": self.max_bytes, "policy": self.policy}
 
+    @classmethod
+    def from_wire(cls, wire: object) -> StoreMemory | None:
+        """Read back from :meth:`wire` (``/health/ready``'s ``storeMemory``); None when it is not one."""
+        if not isinstance(wire, dict):
+            return None
+        return cls(
+            int(wire.get("usedBytes") or 0), int(wire.get("maxBytes") or 0), str(wire.get("policy") or "")
+        )
+
+    @property
+    def share(self) -> float | None:
+        """Used over ``maxmemory``: 1 or more is full (Redis refuses what adds); None without a limit."""
+        return self.used_bytes / self.max_bytes if self.max_bytes else None
+
 
 @dataclass(frozen=True)
 class Moved:

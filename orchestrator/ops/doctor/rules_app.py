@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from orchestrator.ops.doctor.facts import Facts, Finding, _f
-from orchestrator.store.protocol import STORE_MEMORY_CRITICAL, STORE_MEMORY_HIGH
+from orchestrator.store.protocol import STORE_MEMORY_CRITICAL, STORE_MEMORY_HIGH, StoreMemory
 
 
 def check_reachable(f: Facts, now_s: float) -> list[Finding]:
@@ -126,10 +126,10 @@ def check_config(f: Facts, now_s: float) -> list[Finding]:
 def check_store_memory(f: Facts, now_s: float) -> list[Finding]:
     """Redis's memory against its ``maxmemory``: near it, new jobs are about to be refused; an eviction
     policy other than ``noeviction`` lets Redis delete Ripple's keys to make room."""
-    m = f.store_memory
-    if not m or not int(m.get("maxBytes") or 0):
+    m = StoreMemory.from_wire(f.store_memory)
+    if m is None or m.share is None:
         return []  # no limit: Redis takes what the machine has
-    used, limit, policy = int(m.get("usedBytes") or 0), int(m["maxBytes"]), str(m.get("policy") or "")
+    used, limit, policy, share = m.used_bytes, m.max_bytes, m.policy, m.share
     out: list[Finding] = []
     if policy.startswith("allkeys"):
         out.append(
@@ -157,7 +157,6 @@ def check_store_memory(f: Facts, now_s: float) -> list[Finding]:
                 {"policy": policy},
             )
         )
-    share = used / limit
     if share >= STORE_MEMORY_HIGH:
         mib = 1024 * 1024
         out.append(
