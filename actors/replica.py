@@ -59,6 +59,9 @@ T = TypeVar("T")
 QUEUE_RESTART_WAIT_S = 60.0
 """How long a call to the queue is retried while the queue actor restarts (Ray restarts it in seconds)."""
 
+TAKE_RETRY_S = 2.0
+"""Wait before a take that failed for a reason that passes (see :func:`passing_failure`) is tried again."""
+
 UNSENT_RETRY_S = (0.5, 10.0)
 """First and longest wait (doubling) before results that could not be recorded are sent again."""
 
@@ -87,6 +90,15 @@ async def through_queue_restarts(call: Callable[[], Awaitable[T]], wait_s: float
             log.warning("queue unavailable (restarting?); retrying in %.1f s", delay_s)
             await asyncio.sleep(delay_s)
             delay_s = min(2.0, delay_s * 2)
+
+
+def passing_failure(exc: BaseException) -> str | None:
+    """Why a call to the store or the queue failed, when the reason passes by itself: the store is full or
+    does not answer (:func:`store_failure`), or the queue actor is away past its restarts' wait; None for
+    any other error."""
+    if isinstance(exc, ray.exceptions.RayActorError):
+        return "the queue is unavailable"
+    return store_failure(exc)
 
 
 @dataclass(frozen=True)
@@ -179,6 +191,8 @@ class WorkerReplica:
         self._stopped_while_blocked: set[str] = set()  # held jobs the queue stopped while it was blocked
         self._keepalive_stop = threading.Event()
         self._beat_failures = logs.RepeatedFailure(log, "heartbeat", time.monotonic, level=logging.WARNING)
+        self._take_failures = logs.RepeatedFailure(log, "taking jobs", time.monotonic, level=logging.WARNING)
+        self.take_failing: str | None = None  # why taking jobs fails, while it does
         warm_workers.leave_standby()  # the next replica on this node starts in a ready process
 
     # Hooks ------------------------------------------------------------------------------------------
@@ -313,6 +327,7 @@ class WorkerReplica:
             "reason": self._reason(h),
             "storeTrouble": self.direct.trouble(),
             "unrecorded": self.unrecorded,
+            "takeFailing": self.take_failing,
         }
 
     def _reason(self, h: hs.HealthRecord) -> str:
@@ -327,6 +342,9 @@ class WorkerReplica:
                 f"serving; {self.unrecorded} finished job(s) not recorded yet, sent again until they are: "
                 f"{self.unsent_why}"
             )
+        if self.take_failing is not None:
+            every = f"tried again every {TAKE_RETRY_S:g} s"
+            return f"serving what it holds; taking jobs fails ({every}): {self.take_failing}"
         if (trouble := self.direct.trouble()) is not None:
             return f"serving through the queue: the job store fails this replica ({trouble['error']})"
         if abandoned := len(self._abandoned()):
@@ -368,8 +386,22 @@ class WorkerReplica:
             try:
                 jobs = await self._take(free)
             except NotFound:  # the endpoint was deleted: nothing more to take, what is held finishes
-                self._move(WorkerState.DRAINING, "draining: endpoint deleted")
+                if not self.draining:  # drained while the take waited: already so
+                    self._move(WorkerState.DRAINING, "draining: endpoint deleted")
                 break
+            except Exception as exc:
+                if (why := passing_failure(exc)) is None:
+                    raise
+                # The store does not answer (or the queue is away) for longer than a call's retries: this
+                # replica and what it holds wait for it, rather than end and start again cold.
+                self.take_failing = why
+                self._take_failures.failed(exc, **self.log_fields)
+                with contextlib.suppress(asyncio.TimeoutError):
+                    await asyncio.wait_for(self._drained.wait(), TAKE_RETRY_S)
+                continue
+            if self.take_failing is not None:
+                self.take_failing = None
+                self._take_failures.succeeded(**self.log_fields)
             for job in jobs:
                 self.idle_since_s = None
                 self.active[job["id"]] = asyncio.get_running_loop().create_task(self._run_job(job))
@@ -431,7 +463,8 @@ class WorkerReplica:
 
         async def push(chunk: Any) -> None:
             # A queue restart is not the handler's failure: the chunk waits for the queue to come back. A
-            # store that refuses the chunk (full, or not answering) is not either: the job stops, saying so.
+            # store that refuses the chunk (full, or not answering: passing_failure) is not either: the job
+            # stops, saying so.
             nonlocal pushed
             cfg = self.cfg
             try:
@@ -440,7 +473,7 @@ class WorkerReplica:
                     cfg.queue_retry_s,
                 )
             except Exception as exc:
-                if (said := store_failure(exc)) is None:
+                if (said := passing_failure(exc)) is None:
                     raise
                 stopped = f"stream chunk {pushed} could not be stored, so the job stopped: {said}"
                 raise ChunkNotKept(stopped) from None
@@ -543,11 +576,9 @@ class WorkerReplica:
 
     def _keep_unsent(self, results: list[JobResult], exc: Exception) -> None:
         """Neither the store nor the queue recorded ``results``: kept to be sent again when the reason
-        passes (the store does not answer, the queue is away), else dropped (their jobs are given back
-        when their lease runs out)."""
-        passing = store_failure(exc) or (
-            "the queue is unavailable" if isinstance(exc, ray.exceptions.RayActorError) else None
-        )
+        passes (:func:`passing_failure`), else dropped (their jobs are given back when their lease runs
+        out)."""
+        passing = passing_failure(exc)
         if passing is None:
             log.exception(
                 "reporting %d results failed; their leases will expire", len(results), extra=self.log_fields
