@@ -9,6 +9,9 @@ Lifecycle hooks, as the design asks:
   pool then starts a fresh replica). It keeps running when its caller (the pool) dies: replicas are
   detached actors, and a pool that restarts adopts them and follows them with ``wait_stopped``;
 - drain (``drain``): take nothing new, finish what is held within the deadline, hand back the rest;
+- a job store that does not answer for longer than a call's retries (a Redis restart or failover): the
+  replica lives through it; its takes are tried again, and results that neither the store nor the queue
+  recorded are kept and sent again until they are (``passing_failure``), each said in its worker record;
 - a blocked event loop (an async handler running blocking code, as RunPod worker files may): a thread
   heartbeats for it, as the worker SDK's heartbeat thread does, so the held jobs keep their leases; the
   pool asks ``liveness`` (answered off that loop) and replaces the replica once every held job was
