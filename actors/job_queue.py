@@ -44,7 +44,7 @@ class JobQueue(AccessMethods):
     def __init__(self, config: QueueConfig, namespace: str = "ripple") -> None:
         self.cfg = config
         self.namespace = namespace
-        self.store = RedisStore.connect(config.redis_url, config.key_prefix)
+        self.store = RedisStore.connect(config.redis_url, config.key_prefix, config.store_retry_s)
         self.access = RedisAccessStore(self.store.r, self.store.k)  # named API keys, audit log
         logs.configure("INFO")  # JSON lines in the actor's log file
         self.ray_metrics = RaySink()
@@ -204,10 +204,15 @@ class JobQueue(AccessMethods):
         """Results a replica finished in the store itself (:mod:`actors.queue_direct`); sent, not awaited."""
         await self.d.finished(endpoint, worker_id, outcomes)
 
-    def store_address(self) -> dict[str, str]:
-        """Where the store is (``redisUrl``, ``keyPrefix``), for code inside the cluster that reads job
-        results from it (replicas, the in-cluster client) instead of through this actor."""
-        return {"redisUrl": self.cfg.redis_url, "keyPrefix": self.cfg.key_prefix}
+    def store_address(self) -> dict[str, str | float]:
+        """Where the store is (``redisUrl``, ``keyPrefix``) and how long its commands are retried
+        (``retryS``), for code inside the cluster that uses it (replicas, the in-cluster client) instead of
+        this actor."""
+        return {
+            "redisUrl": self.cfg.redis_url,
+            "keyPrefix": self.cfg.key_prefix,
+            "retryS": self.cfg.store_retry_s,
+        }
 
     async def stream_push(
         self, endpoint: str, worker_id: str, job_id: str, outputs: Sequence[Any]

@@ -106,7 +106,7 @@ class DirectStore:
             return None
         url, prefix = str(addr["redisUrl"]), str(addr["keyPrefix"])
         if await asyncio.to_thread(reachable, url):
-            self._store = RedisStore.connect(url, prefix)
+            self._store = RedisStore.connect(url, prefix, float(addr["retryS"]))
         else:
             log.info("the store is not reachable from this replica; results go through the queue")
         self._resolved = True

@@ -37,6 +37,7 @@ from orchestrator.core.jobs import DEFAULT_KEEP_RESULTS_S
 from orchestrator.core.net_policy import WebhookPolicy
 from orchestrator.core.package_retention import DEFAULT_KEEP_VERSIONS, UNREFERENCED_GRACE_S
 from orchestrator.core.rollout import DEFAULT_READY_TIMEOUT_S
+from orchestrator.store.redis import RETRY_WHILE_RESTARTING_S
 
 MIN_KEEP_RESULTS_S = 60.0
 """The shortest time a finished job may be kept (``RIPPLE_KEEP_RESULTS_S``), but 0 (for ever)."""
@@ -163,6 +164,14 @@ class Settings(BaseSettings):
         description="How long a finished job (its status, output, error, history and stream) is kept after "
         "it ended, then deleted from the store; 0 keeps every job for ever (the store's memory grows "
         "without end).",
+    )
+    store_retry_s: float = Field(
+        default=RETRY_WHILE_RESTARTING_S,
+        ge=0,
+        le=3600,
+        description="How long a store command is tried again while Redis does not answer (a restart, a "
+        "failover) before it fails: a submit then answers 503; a replica keeps its finished results and "
+        "its takes and tries them again for as long as the outage lasts. Fit it to your Redis's failover.",
     )
     heartbeat_timeout_s: float = Field(default=60.0, gt=0)
     lease_grace_s: float = Field(default=30.0, gt=0, description="Unreported lease age before reclaim.")
@@ -369,6 +378,7 @@ class QueueConfig:
     keep_versions: int = DEFAULT_KEEP_VERSIONS
     package_grace_s: float = UNREFERENCED_GRACE_S
     keep_results_s: float = DEFAULT_KEEP_RESULTS_S
+    store_retry_s: float = RETRY_WHILE_RESTARTING_S
     packages_dir: str | None = None  # where ``ripple up`` keeps copies of code packages (deleted with them)
 
     @classmethod
@@ -390,4 +400,5 @@ class QueueConfig:
             keep_versions=settings.keep_versions,
             package_grace_s=settings.package_grace_s,
             keep_results_s=settings.keep_results_s,
+            store_retry_s=settings.store_retry_s,
         )

@@ -137,7 +137,7 @@ class AppState:
         self._store_checked = True
         url = self.boot.queue.redis_url
         if await asyncio.to_thread(reachable, url):
-            self._store = RedisStore.connect(url, self.boot.queue.key_prefix)
+            self._store = RedisStore.connect(url, self.boot.queue.key_prefix, self.boot.queue.store_retry_s)
         else:
             log.info("the job store is not reachable from this replica; runsync waits on the queue")
         return self._store

@@ -112,8 +112,21 @@ def watched_view(job_id: str, values: Sequence[str | None]) -> JobView | None:
     return status_view(job_id, values) if values else None
 
 
-RETRIES_WHILE_RESTARTING = 20
-"""Retries of a command while Redis restarts (backoff 0.05 s doubling to 2 s: about 30 s in all)."""
+RETRY_WHILE_RESTARTING_S = 30.0
+"""How long a command is tried again, by default, while Redis does not answer (``RIPPLE_STORE_RETRY_S``)."""
+
+
+def restart_retry(retry_s: float) -> Retry:
+    """redis-py's retry of a command while Redis restarts or fails over: waits of 0.05 s doubling to 2 s,
+    as many as add up to at least ``retry_s`` (none for 0). A command's own time is not counted, so a
+    store that refuses connections at once is given about ``retry_s``; one whose connections time out,
+    longer."""
+    backoff = ExponentialBackoff(cap=2.0, base=0.05)
+    retries, waited_s = 0, 0.0
+    while waited_s < retry_s:
+        retries += 1
+        waited_s += backoff.compute(retries)
+    return Retry(backoff, retries)
 
 
 class RedisStore:
@@ -140,15 +153,18 @@ class RedisStore:
         self.specs = SpecCache()  # for submit_and_wait
 
     @classmethod
-    def connect(cls, url: str, prefix: str = "ripple:") -> RedisStore:
-        """A store on the Redis at ``url`` (``redis://``, ``rediss://`` or ``unix://``)."""
+    def connect(
+        cls, url: str, prefix: str = "ripple:", retry_s: float = RETRY_WHILE_RESTARTING_S
+    ) -> RedisStore:
+        """A store on the Redis at ``url`` (``redis://``, ``rediss://`` or ``unix://``); a command is tried
+        again for about ``retry_s`` while Redis does not answer (:func:`restart_retry`)."""
         client = aioredis.from_url(
             url,
             decode_responses=True,
             health_check_interval=30,
             # A restarting Redis refuses connections, then answers LOADING while it replays its AOF (the
-            # command did not run): both are retried, for up to ~30 s, instead of failing the caller's job.
-            retry=Retry(ExponentialBackoff(cap=2.0, base=0.05), RETRIES_WHILE_RESTARTING),
+            # command did not run): both are retried, for about retry_s, instead of failing the caller's job.
+            retry=restart_retry(retry_s),
             retry_on_error=[BusyLoadingError, ConnectionError, TimeoutError],
         )
         return cls(client, Keys(prefix))

@@ -9,6 +9,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from redis.backoff import ExponentialBackoff
 
 from orchestrator.auth import AuthConfig
 from orchestrator.boot import boot_config
@@ -17,6 +18,7 @@ from orchestrator.core.autoscale import AutoscaleConfig, AutoscalerState, Blocke
 from orchestrator.core.autoscale.snapshot import build_snapshot
 from orchestrator.core.errors import ConfigError
 from orchestrator.core.models import EndpointSpec
+from orchestrator.store.redis import restart_retry
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -303,3 +305,23 @@ def test_the_queue_gets_how_long_finished_jobs_are_kept(monkeypatch: pytest.Monk
             load_settings()
     monkeypatch.setenv("RIPPLE_KEEP_RESULTS_S", "60")
     assert load_settings().keep_results_s == 60
+
+
+def test_how_long_store_commands_are_retried_is_a_setting_the_queue_and_its_replicas_get(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    assert load_settings().store_retry_s == 30
+    monkeypatch.setenv("RIPPLE_STORE_RETRY_S", "5")
+    boot = boot_config(load_settings(), "unix:///r", True, AuthConfig(enabled=False), None, None)
+    assert boot.queue.store_retry_s == 5
+    for refused in ("-1", "3601", "soon"):
+        monkeypatch.setenv("RIPPLE_STORE_RETRY_S", refused)
+        with pytest.raises(ConfigError, match="store_retry_s"):
+            load_settings()
+
+
+@pytest.mark.parametrize("retry_s", [0.0, 0.1, 5.0, 30.0, 120.0])
+def test_a_store_command_is_retried_for_about_the_time_set(retry_s: float) -> None:
+    retry = restart_retry(retry_s)
+    waits_s = [ExponentialBackoff(cap=2.0, base=0.05).compute(n) for n in range(1, retry.get_retries() + 1)]
+    assert retry_s <= sum(waits_s) < retry_s + 2.0, waits_s
