@@ -54,7 +54,7 @@ from orchestrator.core.workers import (
     transition,
 )
 from orchestrator.names import QUEUE_NAME, get_actor
-from orchestrator.store.failures import store_failure
+from orchestrator.store.failures import store_failure, store_trouble
 
 log = logging.getLogger("ripple.replica")
 T = TypeVar("T")
@@ -95,13 +95,13 @@ async def through_queue_restarts(call: Callable[[], Awaitable[T]], wait_s: float
             delay_s = min(2.0, delay_s * 2)
 
 
-def passing_failure(exc: BaseException) -> str | None:
+def passing_failure(exc: BaseException, *, advice: bool = False) -> str | None:
     """Why a call to the store or the queue failed, when the reason passes by itself: the store is full or
-    does not answer (:func:`store_failure`), or the queue actor is away past its restarts' wait; None for
-    any other error."""
+    does not answer (:func:`store_trouble`; with ``advice``, a client's words, :func:`store_failure`), or
+    the queue actor is away past its restarts' wait; None for any other error."""
     if isinstance(exc, ray.exceptions.RayActorError):
         return "the queue is unavailable"
-    return store_failure(exc)
+    return store_failure(exc) if advice else store_trouble(exc)
 
 
 @dataclass(frozen=True)
@@ -476,7 +476,7 @@ class WorkerReplica:
                     cfg.queue_retry_s,
                 )
             except Exception as exc:
-                if (said := passing_failure(exc)) is None:
+                if (said := passing_failure(exc, advice=True)) is None:
                     raise
                 stopped = f"stream chunk {pushed} could not be stored, so the job stopped: {said}"
                 raise ChunkNotKept(stopped) from None

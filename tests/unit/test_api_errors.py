@@ -17,7 +17,13 @@ import serve_app
 from orchestrator.api.errors import unwrap
 from orchestrator.core.errors import QueueFull, field_reasons, invalid
 from orchestrator.core.models import EndpointSpec
-from orchestrator.store.failures import STORE_FULL, store_failure
+from orchestrator.store.failures import (
+    STORE_DOWN_WHY,
+    STORE_FULL,
+    STORE_FULL_WHY,
+    store_failure,
+    store_trouble,
+)
 
 pytestmark = pytest.mark.timeout(30)
 
@@ -189,6 +195,27 @@ def test_an_error_of_the_store_raised_in_the_queue_actor_is_mapped_the_same() ->
     assert store_failure(unwrap(wrapped)) == STORE_FULL
     assert store_failure(wrapped) == STORE_FULL, "judged by its cause"
     assert store_failure(redis.exceptions.ResponseError("WRONGTYPE Operation against a key")) is None
+
+
+@pytest.mark.parametrize(
+    ("exc", "why"),
+    [
+        (redis.exceptions.ResponseError(OOM), STORE_FULL_WHY),
+        (redis.exceptions.ConnectionError("Error 111 connecting"), STORE_DOWN_WHY),
+        (redis.exceptions.BusyLoadingError("LOADING"), STORE_DOWN_WHY),
+        (redis.exceptions.ResponseError("WRONGTYPE Operation against a key"), None),
+    ],
+)
+def test_what_is_wrong_with_the_store_is_said_without_a_clients_advice(
+    exc: BaseException, why: str | None
+) -> None:
+    """A replica's reason says what it waits out; the advice to a client (retry, free memory) is the 503's."""
+    assert store_trouble(exc) == why
+    said = store_failure(exc)
+    if why is None:
+        assert said is None
+    else:
+        assert said is not None and said.startswith(f"{why}: ") and len(said) > len(why) + 2, said
 
 
 def test_ripple_errors_keep_their_status(h: Harness) -> None:
