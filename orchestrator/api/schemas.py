@@ -41,8 +41,9 @@ class Live(_Fixed):
 
 class Ready(_Reply):
     """``/health/ready`` and ``/health/startup``: the queue's readiness (``store``, ``recovery``) and, from a
-    store that says, ``storeMemory``: ``usedBytes``, ``maxBytes`` (its maxmemory; 0: no limit) and ``policy``
-    (its maxmemory-policy), read by ``ripple doctor``."""
+    store that says, ``storeMemory``: ``usedBytes``, ``maxBytes`` (its maxmemory; 0: no limit), ``policy``
+    (its maxmemory-policy), ``share`` (used over maxmemory; null without one) and ``high`` (past the share
+    ``ripple doctor`` and ``ripple status`` warn at), read by ``ripple doctor`` and the web UI."""
 
     status: Literal["ok"]
     store: str

@@ -107,7 +107,16 @@ class StoreMemory:
     policy: str
 
     def wire(self) -> dict[str, Any]:
-        return {"usedBytes": self.used_bytes, "maxBytes": self.max_bytes, "policy": self.policy}
+        """Its fields, with ``share`` (:attr:`share`, rounded) and ``high`` (past :data:`STORE_MEMORY_HIGH`)
+        so that readers (the web UI) need not judge it again."""
+        share = self.share
+        return {
+            "usedBytes": self.used_bytes,
+            "maxBytes": self.max_bytes,
+            "policy": self.policy,
+            "share": None if share is None else round(share, 4),
+            "high": share is not None and share >= STORE_MEMORY_HIGH,
+        }
 
     @classmethod
     def from_wire(cls, wire: object) -> StoreMemory | None:

@@ -437,7 +437,9 @@ async def test_a_full_store_refuses_a_job_whole_and_says_so(tmp_path: Path) -> N
         full = await store.memory()
         assert full is not None and full.used_bytes >= full.max_bytes * 0.9 and full.policy == "noeviction"
         d = make(store, FakeClock(), Recorder())
-        assert (await d.ready())["storeMemory"] == full.wire() | {"usedBytes": ANY}
+        said = (await d.ready())["storeMemory"]
+        assert said == full.wire() | {"usedBytes": ANY, "share": ANY}, said
+        assert said["share"] >= 0.9 and said["high"] is True, said
         client.config_set("maxmemory", "0")
         await store.submit("ep", [NewJob("late", "ep", big, 60_000, 60_000, 0)], None, NOW + 99)
         assert await store.depth("ep") == accepted + 1, "room again: accepted"

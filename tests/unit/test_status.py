@@ -8,6 +8,7 @@ import pytest
 
 from orchestrator.cli.status import render_status
 from orchestrator.core.errors import NotReady
+from orchestrator.store.protocol import StoreMemory
 
 pytestmark = pytest.mark.timeout(10)
 
@@ -173,3 +174,16 @@ def test_the_store_s_memory_in_the_header_and_a_warning_when_near_its_limit() ->
     assert "store: embedded   auth" in render_status(FakeClient(REPLIES), color=False), "not known: no note"
     over = screen(700, 512)  # maxmemory lowered below what Redis holds
     assert "store: the job store's Redis is full: no job can be queued" in over and "%" not in over
+
+
+@pytest.mark.parametrize(
+    ("used_bytes", "max_bytes", "share", "high"),
+    [(10, 0, None, False), (79, 100, 0.79, False), (80, 100, 0.8, True), (150, 100, 1.5, True)],
+)
+def test_the_store_s_memory_on_the_wire_says_its_share_and_whether_it_is_high(
+    used_bytes: int, max_bytes: int, share: float | None, high: bool
+) -> None:
+    """The web UI shows what the server judged (as ``ripple status`` and ``ripple doctor`` judge it)."""
+    wire = StoreMemory(used_bytes, max_bytes, "noeviction").wire()
+    assert (wire["share"], wire["high"]) == (share, high)
+    assert StoreMemory.from_wire(wire) == StoreMemory(used_bytes, max_bytes, "noeviction")

@@ -62,18 +62,17 @@ function sum(values) {
   return values.reduce((acc, v) => acc + (Number(v) || 0), 0);
 }
 
-// The job store's memory (/health/ready's storeMemory): near its maxmemory, no job can be queued once full.
-const STORE_MEMORY_HIGH = 0.8;
-
+// The job store's memory (/health/ready's storeMemory, its share and whether it is high judged by the server,
+// as ripple status and ripple doctor judge it): no job can be queued once full.
 function storeStat(ready) {
   const m = ready && ready.ok && ready.data ? ready.data.storeMemory : null;
   if (!m) return null;
   const mib = (bytes) => fmtNumber(bytes / 1048576);
   if (!m.maxBytes) return stat("Job store", `${mib(m.usedBytes)} MiB`, "Redis memory (no maxmemory)");
-  const share = m.usedBytes / m.maxBytes;
-  const high = share >= STORE_MEMORY_HIGH;
+  const high = Boolean(m.high);
   return stat("Job store", `${mib(m.usedBytes)} / ${mib(m.maxBytes)} MiB`,
-    high ? `${Math.round(share * 100)}% full: when full, no job can be queued` : "Redis memory of its maxmemory",
+    m.share >= 1 ? "full: no job can be queued"
+      : high ? `${Math.round(m.share * 100)}% full: when full, no job can be queued` : "Redis memory of its maxmemory",
     meter([{ value: m.usedBytes, tone: high ? "red" : "indigo" }], m.maxBytes));
 }
 
