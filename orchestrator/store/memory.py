@@ -199,6 +199,8 @@ class MemoryStore:
         self, endpoint: str, jobs: Sequence[NewJob], max_queue_size: int | None, now_ms: int
     ) -> int:
         depth = len(self.queues[endpoint])
+        if jobs and jobs[0].id in self.jobs:  # sent again after its reply was lost: written already
+            return depth
         if max_queue_size and depth + len(jobs) > max_queue_size:
             raise QueueFull(
                 f"queue of endpoint {endpoint!r} is full ({depth} queued, maxQueueSize {max_queue_size})",

@@ -259,9 +259,14 @@ SUBMIT = _script(
 -- watched (their caller waits on K_fin for their end; refused, the first job's K_fin gets an empty element
 -- so that a wait pipelined after this step ends at once). Returns {1, depth, handed} (handed: how many of
 -- the jobs went straight to a parked replica), {-1, depth} (full), {-2, 0} (the spec changed, or the
--- endpoint is gone).
+-- endpoint is gone). Sent again (redis-py retries a command whose connection failed before its reply came,
+-- and the first may have run), it writes nothing: the jobs are fresh ids, written whole by the first, and may
+-- be leased or done by now (written again, they would be queued again and run twice).
 local ep, maxq, now = ARGV[2], tonumber(ARGV[3]), tonumber(ARGV[4])
 local sha, watch, n = ARGV[5], ARGV[6], tonumber(ARGV[7])
+if n > 0 and redis.call('EXISTS', K_job(ARGV[8])) == 1 then
+  return {1, redis.call('ZCARD', K_queue(ep)), 0}
+end
 local function refused(code, depth)
   if watch == '1' and n > 0 then
     redis.call('RPUSH', K_fin(ARGV[8]), '')

@@ -81,6 +81,26 @@ async def test_submit_is_all_or_nothing_under_max_queue_size(redis_store: RedisS
     assert await redis_store.submit("ep", jobs(1, start=20), None, NOW) == 6, "no limit"
 
 
+async def test_a_submit_sent_again_after_its_reply_was_lost_writes_nothing_again(
+    redis_store: RedisStore,
+) -> None:
+    """redis-py sends a command again when its connection fails before the reply comes, though the first
+    may have run: the batch's jobs, leased or finished meanwhile, are not queued again (they would run
+    twice), and the step still answers as accepted."""
+    batch = jobs(3)
+    assert await redis_store.submit("ep", batch, None, NOW) == 3
+    (leased,) = await redis_store.take("ep", "w1", 1, NOW + 1)
+    assert (await redis_store.finish([done(leased.id, "w1")], NOW + 2))[0].applied
+    (running,) = await redis_store.take("ep", "w1", 1, NOW + 3)
+    assert await redis_store.submit("ep", batch, None, NOW + 4) == 1, "accepted; the one still queued"
+    assert await redis_store.depth("ep") == 1
+    views = {v.id: v for v in await redis_store.get_many([j.id for j in batch]) if v is not None}
+    assert [views[j.id].status for j in batch] == [S.COMPLETED, S.IN_PROGRESS, S.IN_QUEUE], views
+    assert (views[running.id].worker_id, views[running.id].attempts) == ("w1", 1)
+    assert [t.id for t in await redis_store.take("ep", "w2", 10, NOW + 5)] == ["j2"], "nothing twice"
+    assert await redis_store.submit("ep", jobs(1, start=3), None, NOW + 6) == 1, "a new batch is written"
+
+
 async def test_order_normal_before_low_fifo_within_and_take_batches(redis_store: RedisStore) -> None:
     await redis_store.submit("ep", jobs(2, low_priority=True), None, NOW)  # j0, j1 low
     await redis_store.submit("ep", jobs(2, start=2), None, NOW + 1)  # j2, j3 normal
