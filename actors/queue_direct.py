@@ -52,7 +52,7 @@ from orchestrator.core.dispatch_workers import finish_item
 from orchestrator.notices import LoopNotices, due_within_s
 from orchestrator.store.finals import reachable
 from orchestrator.store.protocol import Claim, FinishItem, FinishOutcome, TakenJob
-from orchestrator.store.redis import RedisStore
+from orchestrator.store.redis import RETRY_WHILE_RESTARTING_S, RedisStore
 
 log = logging.getLogger("ripple.replica")
 
@@ -106,7 +106,7 @@ class DirectStore:
             return None
         url, prefix = str(addr["redisUrl"]), str(addr["keyPrefix"])
         if await asyncio.to_thread(reachable, url):
-            self._store = RedisStore.connect(url, prefix, float(addr["retryS"]))
+            self._store = RedisStore.connect(url, prefix, float(addr.get("retryS", RETRY_WHILE_RESTARTING_S)))
         else:
             log.info("the store is not reachable from this replica; results go through the queue")
         self._resolved = True

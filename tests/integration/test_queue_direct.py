@@ -45,7 +45,7 @@ class FakeQueue:
     def __init__(self, url: str, prefix: str, d: Dispatcher | None = None) -> None:
         self.d = d
         self.redeliver = _Method(self._redeliver)
-        self.address = {"redisUrl": url, "keyPrefix": prefix}
+        self.address = {"redisUrl": url, "keyPrefix": prefix, "retryS": 30.0}
         self.told: list[tuple[str, str, list[Any]]] = []
         self.taken: list[tuple[str, str, list[str]]] = []
         self.store_address = _Method(self._address)
