@@ -215,9 +215,9 @@ class JobQueue(AccessMethods):
         }
 
     async def stream_push(
-        self, endpoint: str, worker_id: str, job_id: str, outputs: Sequence[Any]
+        self, endpoint: str, worker_id: str, job_id: str, outputs: Sequence[Any], first: int | None = None
     ) -> dict[str, Any]:
-        return await self.d.stream_push(endpoint, worker_id, job_id, outputs)
+        return await self.d.stream_push(endpoint, worker_id, job_id, outputs, first)
 
     async def ping(
         self,

@@ -472,7 +472,9 @@ class WorkerReplica:
             cfg = self.cfg
             try:
                 await through_queue_restarts(
-                    partial(self.queue.stream_push.remote, cfg.endpoint, cfg.worker_id, job_id, [chunk]),
+                    partial(
+                        self.queue.stream_push.remote, cfg.endpoint, cfg.worker_id, job_id, [chunk], pushed
+                    ),
                     cfg.queue_retry_s,
                 )
             except Exception as exc:

@@ -290,11 +290,13 @@ class WorkerDispatch:
         return {"id": o.job_id, "accepted": False, "status": o.status.value, "reason": o.drop_reason}
 
     async def stream_push(
-        self, endpoint: str, worker_id: str, job_id: str, outputs: Sequence[Any]
+        self, endpoint: str, worker_id: str, job_id: str, outputs: Sequence[Any], first: int | None = None
     ) -> dict[str, Any]:
-        """Append stream chunks; refused (not an error) when the worker no longer holds the job."""
+        """Append stream chunks; refused (not an error) when the worker no longer holds the job. ``first``
+        (a replica's): the index of the first among its attempt's chunks, so that a push sent again adds
+        nothing twice (``JobStore.push_chunks``)."""
         await self._endpoint(endpoint)
-        ok = await self.store.push_chunks(job_id, worker_id, [json.dumps(o) for o in outputs])
+        ok = await self.store.push_chunks(job_id, worker_id, [json.dumps(o) for o in outputs], first)
         if ok:
             self.chunks.wake(job_id)
         else:

@@ -359,10 +359,20 @@ class MemoryStore:
         ok = h is not None and h["status"] == S.IN_PROGRESS.value and h.get("worker") == worker_id
         return h if ok else None
 
-    async def push_chunks(self, job_id: str, worker_id: str, chunks_json: Sequence[str]) -> bool:
-        if self._held_by(job_id, worker_id) is None:
+    async def push_chunks(
+        self, job_id: str, worker_id: str, chunks_json: Sequence[str], first: int | None = None
+    ) -> bool:
+        h = self._held_by(job_id, worker_id)
+        if h is None:
             return False
-        self.streams[job_id].extend(chunks_json)
+        skip = 0
+        if first is not None:
+            attempt, _, count = h.get("streamed", "").partition(":")
+            skip = max(0, (int(count) if attempt == h["attempts"] else 0) - first)
+            if skip >= len(chunks_json):
+                return True
+            h["streamed"] = f"{h['attempts']}:{first + len(chunks_json)}"
+        self.streams[job_id].extend(chunks_json[skip:])
         return True
 
     async def read_stream(self, job_id: str) -> tuple[JobStatus, list[Any]]:

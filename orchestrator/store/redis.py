@@ -353,8 +353,12 @@ class RedisStore:
             if n == 0:
                 return total
 
-    async def push_chunks(self, job_id: str, worker_id: str, chunks_json: Sequence[str]) -> bool:
-        return int(await self._push(args=[self._p, job_id, worker_id, len(chunks_json), *chunks_json])) == 1
+    async def push_chunks(
+        self, job_id: str, worker_id: str, chunks_json: Sequence[str], first: int | None = None
+    ) -> bool:
+        at = "" if first is None else str(int(first))
+        reply = await self._push(args=[self._p, job_id, worker_id, at, len(chunks_json), *chunks_json])
+        return int(reply) == 1
 
     async def read_stream(self, job_id: str) -> tuple[JobStatus, list[Any]]:
         r = await self._read(args=[self._p, job_id])

@@ -492,11 +492,24 @@ return n
 
 STREAM_PUSH = _script(
     r"""
--- ARGV: P, id, worker, n, chunks... Appends chunks only while the worker holds the job. Returns 1 or 0.
+-- ARGV: P, id, worker, first, n, chunks... Appends chunks only while the worker holds the job; returns 1 or
+-- 0.
+-- first ('' = append them all): the index of the first chunk among those this attempt pushed, so that a push
+-- sent again (its reply lost: redis-py's retry, or the replica's after a queue restart) appends only what is
+-- not there yet. The job's 'streamed' field is '<attempt>:<chunks pushed so far>'.
 local jk = K_job(ARGV[2])
-local cur = redis.call('HMGET', jk, 'status', 'worker')
+local cur = redis.call('HMGET', jk, 'status', 'worker', 'attempts', 'streamed')
 if cur[1] ~= 'IN_PROGRESS' or cur[2] ~= ARGV[3] then return 0 end
-for i = 1, tonumber(ARGV[4]) do redis.call('RPUSH', K_stream(ARGV[2]), ARGV[4 + i]) end
+local n, skip = tonumber(ARGV[5]), 0
+if ARGV[4] ~= '' then
+  local first, had = tonumber(ARGV[4]), 0
+  local attempt, count = string.match(cur[4] or '', '^(%d+):(%d+)$')
+  if attempt == cur[3] then had = tonumber(count) end
+  skip = math.max(0, had - first)
+  if skip >= n then return 1 end
+  redis.call('HSET', jk, 'streamed', cur[3] .. ':' .. (first + n))
+end
+for i = skip + 1, n do redis.call('RPUSH', K_stream(ARGV[2]), ARGV[5 + i]) end
 return 1
 """
 )

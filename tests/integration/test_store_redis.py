@@ -244,6 +244,36 @@ async def test_stream_chunks_cursor_and_aggregate(redis_store: RedisStore) -> No
         await redis_store.read_stream("nope")
 
 
+async def pushes_sent_again_append_nothing_twice(store: RedisStore | MemoryStore) -> None:
+    await store.submit("ep", jobs(1), None, NOW)
+    await store.take("ep", "w1", 1, NOW)
+    assert await store.push_chunks("j0", "w1", ['"a"'], 0)
+    assert await store.push_chunks("j0", "w1", ['"a"'], 0), "sent again: accepted, not appended"
+    assert await store.push_chunks("j0", "w1", ['"b"', '"c"'], 1)
+    assert await store.push_chunks("j0", "w1", ['"c"', '"d"'], 2), "overlapping: only the new one"
+    assert await store.read_stream("j0") == (S.IN_PROGRESS, ["a", "b", "c", "d"])
+    assert await store.push_chunks("j0", "w1", ['"x"']) and await store.push_chunks("j0", "w1", ['"x"'])
+    assert await store.read_stream("j0") == (S.IN_PROGRESS, ["x", "x"]), "no index: each push appended"
+    assert await store.push_chunks("j0", "w2", ['"y"'], 9) is False, "only the holder streams"
+    moved = await store.move(
+        "j0", REQUEUE_OR_FAIL, NOW + 5, "lease lost", expect_from=(S.IN_PROGRESS,), expect_worker="w1"
+    )
+    assert moved.moved
+    await store.take("ep", "w2", 1, NOW + 6)
+    assert await store.push_chunks("j0", "w2", ['"e"'], 0), "a new attempt counts its own chunks"
+    assert await store.read_stream("j0") == (S.IN_PROGRESS, ["e"])
+
+
+async def test_a_stream_push_sent_again_appends_nothing_twice(redis_store: RedisStore) -> None:
+    """redis-py sends a push again when its reply is lost, and a replica does after a queue restart: the
+    replica's chunk index keeps each chunk once (an outside worker's push, without one, appends)."""
+    await pushes_sent_again_append_nothing_twice(redis_store)
+
+
+async def test_the_memory_store_keeps_a_chunk_sent_again_once_too(memory_store: MemoryStore) -> None:
+    await pushes_sent_again_append_nothing_twice(memory_store)
+
+
 async def test_progress(redis_store: RedisStore) -> None:
     await redis_store.submit("ep", jobs(1), None, NOW)
     assert await redis_store.progress("j0", "w1", '{"pct":1}') is False, "queued: nobody holds it"
