@@ -57,7 +57,7 @@ class Autoscaler:
         self.interval_s = self.settings.interval_s
         self.config = self.settings.policy()
         self.store: AutoscalerStore = RedisAutoscalerStore.connect(
-            boot.queue.redis_url, boot.queue.key_prefix
+            boot.queue.redis_url, boot.queue.key_prefix, boot.queue.store_retry_s
         )
         self.queue = get_actor(QUEUE_NAME, boot.namespace)
         self.pool_cfg = PoolConfig(

@@ -33,6 +33,7 @@ from orchestrator.core.models import RunRequest
 from orchestrator.notices import ThreadNotices, due_within_s
 from orchestrator.store.failures import store_failure
 from orchestrator.store.finals import SyncFinals, reachable
+from orchestrator.store.redis import RETRY_WHILE_RESTARTING_S
 
 log = logging.getLogger("ripple.client")
 
@@ -278,7 +279,8 @@ class InClusterClient:
             self._finals_checked = True
             addr = self._get(self._queue.store_address.remote())
             if reachable(str(addr["redisUrl"])):
-                self._finals = SyncFinals(str(addr["redisUrl"]), str(addr["keyPrefix"]))
+                retry_s = float(addr.get("retryS", RETRY_WHILE_RESTARTING_S))
+                self._finals = SyncFinals(str(addr["redisUrl"]), str(addr["keyPrefix"]), retry_s)
         return self._finals
 
     @property

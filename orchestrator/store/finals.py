@@ -21,6 +21,7 @@ import time
 from typing import Any
 
 import redis
+from redis.retry import Retry
 
 from orchestrator.core.dispatch import new_job
 from orchestrator.core.jobs import FINAL, JobView
@@ -28,7 +29,16 @@ from orchestrator.core.models import RunRequest
 from orchestrator.store import scripts as lua
 from orchestrator.store.keys import Keys
 from orchestrator.store.protocol import STATUS_FIELDS, JobStore, endpoint_view, status_view
-from orchestrator.store.redis import SpecChanged, Submitted, submit_args, submit_reply, watched_view
+from orchestrator.store.redis import (
+    RETRIED_ERRORS,
+    RETRY_WHILE_RESTARTING_S,
+    SpecChanged,
+    Submitted,
+    restart_backoff,
+    submit_args,
+    submit_reply,
+    watched_view,
+)
 from orchestrator.store.submits import SPEC_READS, SpecCache, spec_kept_changing
 
 SLICE_S = 1.0
@@ -77,8 +87,15 @@ class SyncFinals:
     """The store's submit and :func:`wait_final` for blocking callers (the in-cluster client, which runs in
     its callers' threads), on a synchronous Redis client of its own (thread-safe: a connection pool)."""
 
-    def __init__(self, url: str, prefix: str) -> None:
-        self.r: Any = redis.Redis.from_url(url, decode_responses=True, health_check_interval=30)
+    def __init__(self, url: str, prefix: str, retry_s: float = RETRY_WHILE_RESTARTING_S) -> None:
+        """``retry_s``: how long a command is tried again while Redis does not answer, as the job store's."""
+        self.r: Any = redis.Redis.from_url(
+            url,
+            decode_responses=True,
+            health_check_interval=30,
+            retry=Retry(*restart_backoff(retry_s)),
+            retry_on_error=RETRIED_ERRORS,
+        )
         self.k = Keys(prefix)
         self._watch = self.r.register_script(lua.WATCH_FINAL)
         self._submit = self.r.register_script(lua.SUBMIT)

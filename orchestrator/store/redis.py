@@ -116,17 +116,28 @@ RETRY_WHILE_RESTARTING_S = 30.0
 """How long a command is tried again, by default, while Redis does not answer (``RIPPLE_STORE_RETRY_S``)."""
 
 
-def restart_retry(retry_s: float) -> Retry:
-    """redis-py's retry of a command while Redis restarts or fails over: waits of 0.05 s doubling to 2 s,
-    as many as add up to at least ``retry_s`` (none for 0). A command's own time is not counted, so a
-    store that refuses connections at once is given about ``retry_s``; one whose connections time out,
-    longer."""
+def restart_backoff(retry_s: float) -> tuple[ExponentialBackoff, int]:
+    """redis-py's backoff for retrying a command while Redis restarts or fails over, and how many tries:
+    waits of 0.05 s doubling to 2 s, as many as add up to at least ``retry_s`` (none for 0). A command's own
+    time is not counted, so a store that refuses connections at once is given about ``retry_s``; one whose
+    connections time out, longer."""
     backoff = ExponentialBackoff(cap=2.0, base=0.05)
     retries, waited_s = 0, 0.0
     while waited_s < retry_s:
         retries += 1
         waited_s += backoff.compute(retries)
-    return Retry(backoff, retries)
+    return backoff, retries
+
+
+def restart_retry(retry_s: float) -> Retry:
+    """:func:`restart_backoff` as an asyncio client's retry."""
+    return Retry(*restart_backoff(retry_s))
+
+
+RETRIED_ERRORS: list[type[Exception]] = [BusyLoadingError, ConnectionError, TimeoutError]
+"""What a client retries: a restarting Redis refuses connections, then answers LOADING while it replays its
+AOF (the command did not run); a read that timed out may have run, so every step is safe to run twice (a
+submit or a stream push sent again writes nothing again; the others are compare-and-set)."""
 
 
 class RedisStore:
@@ -162,10 +173,8 @@ class RedisStore:
             url,
             decode_responses=True,
             health_check_interval=30,
-            # A restarting Redis refuses connections, then answers LOADING while it replays its AOF (the
-            # command did not run): both are retried, for about retry_s, instead of failing the caller's job.
             retry=restart_retry(retry_s),
-            retry_on_error=[BusyLoadingError, ConnectionError, TimeoutError],
+            retry_on_error=RETRIED_ERRORS,
         )
         return cls(client, Keys(prefix))
 

@@ -18,7 +18,9 @@ from orchestrator.core.autoscale import AutoscaleConfig, AutoscalerState, Blocke
 from orchestrator.core.autoscale.snapshot import build_snapshot
 from orchestrator.core.errors import ConfigError
 from orchestrator.core.models import EndpointSpec
-from orchestrator.store.redis import restart_retry
+from orchestrator.store.autoscaler import RedisAutoscalerStore
+from orchestrator.store.finals import SyncFinals
+from orchestrator.store.redis import RETRIED_ERRORS, RedisStore, restart_retry
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -325,3 +327,17 @@ def test_a_store_command_is_retried_for_about_the_time_set(retry_s: float) -> No
     retry = restart_retry(retry_s)
     waits_s = [ExponentialBackoff(cap=2.0, base=0.05).compute(n) for n in range(1, retry.get_retries() + 1)]
     assert retry_s <= sum(waits_s) < retry_s + 2.0, waits_s
+
+
+def test_every_store_client_retries_for_the_time_set() -> None:
+    """The job store's, the autoscaler's and the in-cluster client's Redis clients (none connects here)."""
+    url, retry_s = "unix:///nowhere/redis.sock", 5.0
+    clients = [
+        RedisStore.connect(url, "p:", retry_s).r,
+        RedisAutoscalerStore.connect(url, "p:", retry_s)._r,
+        SyncFinals(url, "p:", retry_s).r,
+    ]
+    for client in clients:
+        conn = client.connection_pool.make_connection()
+        assert conn.retry.get_retries() == restart_retry(retry_s).get_retries(), client
+        assert set(RETRIED_ERRORS) <= set(conn.retry._supported_errors), client
