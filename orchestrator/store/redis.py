@@ -8,6 +8,7 @@ implements the same :class:`JobStore` protocol in memory for unit tests. Both fo
 from __future__ import annotations
 
 import json
+import uuid
 from collections.abc import Sequence
 from typing import Any, NamedTuple
 
@@ -137,7 +138,8 @@ def restart_retry(retry_s: float) -> Retry:
 RETRIED_ERRORS: list[type[Exception]] = [BusyLoadingError, ConnectionError, TimeoutError]
 """What a client retries: a restarting Redis refuses connections, then answers LOADING while it replays its
 AOF (the command did not run); a read that timed out may have run, so every step is safe to run twice (a
-submit or a stream push sent again writes nothing again; the others are compare-and-set)."""
+submit or a stream push sent again writes nothing again; the others are compare-and-set; a stream read
+sent again answers what the first read did)."""
 
 
 class RedisStore:
@@ -370,7 +372,7 @@ class RedisStore:
         return int(reply) == 1
 
     async def read_stream(self, job_id: str) -> tuple[JobStatus, list[Any]]:
-        r = await self._read(args=[self._p, job_id])
+        r = await self._read(args=[self._p, job_id, uuid.uuid4().hex])  # a read id: see STREAM_READ
         if not r:
             raise NotFound(f"job {job_id} not found", {"id": job_id})
         return JobStatus(r[0]), [json.loads(c) for c in r[1:]]

@@ -9,9 +9,10 @@ Times are integer milliseconds. Scripts touch keys they compute, so they target 
 Cluster), which is how Ripple deploys it.
 
 Job hash fields: ep, status, input, output, error, webhook, created, queued, started, first_started, finished,
-attempts, max_retries, timeout, ttl, low, score, worker, lease, retried, progress, stream_read, watch (a
-caller waits on ``fin:{id}`` for the job's end: see :mod:`orchestrator.store.finals`), qwatch (a caller waits
-at the queue actor: the finishing worker tells it at once).
+attempts, max_retries, timeout, ttl, low, score, worker, lease, retried, progress, streamed (STREAM_PUSH),
+stream_read, stream_rid and stream_from (STREAM_READ), watch (a caller waits on ``fin:{id}`` for the job's
+end: see :mod:`orchestrator.store.finals`), qwatch (a caller waits at the queue actor: the finishing worker
+tells it at once).
 
 A full Redis (used memory over ``maxmemory``, ``noeviction``) refuses a script's command that adds data only
 while the script has written nothing yet (it cannot stop one half way). Every step that moves an accepted job
@@ -134,7 +135,8 @@ local function enter(jk, id, ep, from, to, now, wid)
     if FINAL[from] then
       redis.call('HINCRBY', jk, 'retried', 1)
       redis.call('HINCRBY', K_counts(ep), 'retried', 1)
-      redis.call('HDEL', jk, 'output', 'error', 'finished', 'progress', 'stream_read')
+      local done = {'output', 'error', 'finished', 'progress', 'stream_read', 'stream_rid', 'stream_from'}
+      redis.call('HDEL', jk, unpack(done))
       redis.call('DEL', K_stream(id))
       redis.call('DEL', K_fin(id))
     end
@@ -516,13 +518,18 @@ return 1
 
 STREAM_READ = _script(
     r"""
--- ARGV: P, id. Returns {status, chunk...} with the chunks not yet returned, advancing the cursor.
+-- ARGV: P, id, read. Returns {status, chunk...} with the chunks not yet returned, advancing the cursor.
+-- A read sent again (the same read id: redis-py's retry of one whose reply was lost) answers from where
+-- it began, so its caller is not moved past chunks it never got.
 local jk = K_job(ARGV[2])
-local cur = redis.call('HMGET', jk, 'status', 'stream_read')
+local cur = redis.call('HMGET', jk, 'status', 'stream_read', 'stream_rid', 'stream_from')
 if not cur[1] then return {} end
 local start = tonumber(cur[2] or '0')
+if cur[3] == ARGV[3] then start = tonumber(cur[4]) end
 local chunks = redis.call('LRANGE', K_stream(ARGV[2]), start, -1)
-if #chunks > 0 then redis.call('HSET', jk, 'stream_read', start + #chunks) end
+if #chunks > 0 then
+  redis.call('HSET', jk, 'stream_read', start + #chunks, 'stream_rid', ARGV[3], 'stream_from', start)
+end
 local out = {cur[1]}
 for _, c in ipairs(chunks) do out[#out + 1] = c end
 return out

@@ -1,0 +1,150 @@
+"""A store step whose reply is lost on the way back (real Redis, real redis-py): the step ran, its client
+saw the connection fail and sent it again, as redis-py does. Each step Ripple sends again must leave what
+one run leaves: a submit does not queue its jobs twice, a stream push does not append its chunk twice, a
+stream read does not move its reader past chunks it never got.
+
+The reply is lost for real: the store talks to Redis through :class:`ReplyCutter`, a unix-socket relay that,
+when armed, drops the next reply from Redis and closes the client's connection.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator, Awaitable, Callable
+from pathlib import Path
+
+import pytest
+
+from orchestrator.core.jobs import JobStatus
+from orchestrator.store import scripts as lua
+from orchestrator.store.redis import RedisStore
+from tests.integration.test_store_redis import NOW, done, jobs
+
+S = JobStatus
+pytestmark = pytest.mark.timeout(30)
+
+
+class ReplyCutter:
+    """A relay between clients and the Redis at ``redis_path``; :meth:`cut_next_reply` makes it drop the
+    next reply Redis sends and close that client's connection (the command has run; its caller never
+    hears), after running ``meanwhile`` (what others do before the client sends its command again)."""
+
+    def __init__(self, redis_path: str, path: Path) -> None:
+        self.redis_path = redis_path
+        self.path = path
+        self.cuts = 0  # replies dropped so far
+        self._armed = False
+        self._meanwhile: Callable[[], Awaitable[object]] | None = None
+        self._server: asyncio.AbstractServer | None = None
+
+    @property
+    def url(self) -> str:
+        return f"unix://{self.path}"
+
+    def cut_next_reply(self, meanwhile: Callable[[], Awaitable[object]] | None = None) -> None:
+        self._armed, self._meanwhile = True, meanwhile
+
+    async def start(self) -> None:
+        self._server = await asyncio.start_unix_server(self._relay, path=str(self.path))
+
+    async def stop(self) -> None:
+        if self._server is not None:
+            self._server.close()
+            await self._server.wait_closed()
+
+    async def _relay(self, client_r: asyncio.StreamReader, client_w: asyncio.StreamWriter) -> None:
+        redis_r, redis_w = await asyncio.open_unix_connection(self.redis_path)
+
+        async def up() -> None:
+            while data := await client_r.read(65536):
+                redis_w.write(data)
+                await redis_w.drain()
+
+        async def down() -> None:
+            while data := await redis_r.read(65536):
+                if self._armed:
+                    self._armed = False
+                    self.cuts += 1
+                    if self._meanwhile is not None:
+                        await self._meanwhile()
+                    return
+                client_w.write(data)
+                await client_w.drain()
+
+        legs = [asyncio.ensure_future(up()), asyncio.ensure_future(down())]
+        with contextlib.suppress(ConnectionError):
+            await asyncio.wait(legs, return_when=asyncio.FIRST_COMPLETED)
+        for leg in legs:
+            leg.cancel()
+        for w in (client_w, redis_w):
+            w.close()
+
+
+@pytest.fixture
+async def cutter(redis_url: str, tmp_path: Path) -> AsyncIterator[ReplyCutter]:
+    relay = ReplyCutter(redis_url.removeprefix("unix://"), tmp_path / "relay.sock")
+    await relay.start()
+    try:
+        yield relay
+    finally:
+        await relay.stop()
+
+
+@pytest.fixture
+async def cut_store(cutter: ReplyCutter, redis_store: RedisStore) -> AsyncIterator[RedisStore]:
+    """A store on the same keys as ``redis_store``, through the relay, connected and with its scripts
+    loaded (else the reply cut could be a NOSCRIPT error: the step not run yet)."""
+    store = RedisStore.connect(cutter.url, redis_store.k.prefix, retry_s=5.0)
+    for script in (lua.SUBMIT, lua.STREAM_PUSH, lua.STREAM_READ):
+        await store.r.script_load(script)
+    try:
+        yield store
+    finally:
+        await store.close()
+
+
+async def test_a_submit_whose_reply_was_lost_queues_its_jobs_once(
+    cutter: ReplyCutter, cut_store: RedisStore, redis_store: RedisStore
+) -> None:
+    """Sent again after a replica took one of its jobs and finished it: still one run of each job."""
+
+    async def a_replica_runs_one() -> None:
+        (job,) = await redis_store.take("ep", "w1", 1, NOW + 1)
+        assert (await redis_store.finish([done(job.id, "w1")], NOW + 2))[0].applied
+
+    cutter.cut_next_reply(a_replica_runs_one)
+    assert await cut_store.submit("ep", jobs(3), None, NOW) == 2, "accepted, as the first run was"
+    assert cutter.cuts == 1
+    assert await redis_store.depth("ep") == 2
+    assert [t.id for t in await redis_store.take("ep", "w1", 5, NOW + 3)] == ["j1", "j2"]
+    j0 = await redis_store.get("j0")
+    assert j0 is not None and j0.status is S.COMPLETED
+
+
+async def test_a_stream_push_whose_reply_was_lost_keeps_its_chunk_once(
+    cutter: ReplyCutter, cut_store: RedisStore, redis_store: RedisStore
+) -> None:
+    await redis_store.submit("ep", jobs(1), None, NOW)
+    await redis_store.take("ep", "w1", 1, NOW)
+    cutter.cut_next_reply()
+    assert await cut_store.push_chunks("j0", "w1", ['"a"'], 0)
+    assert await cut_store.push_chunks("j0", "w1", ['"b"'], 1)
+    assert cutter.cuts == 1
+    assert await redis_store.read_stream("j0") == (S.IN_PROGRESS, ["a", "b"])
+
+
+async def test_a_stream_read_whose_reply_was_lost_answers_its_chunks_again(
+    cutter: ReplyCutter, cut_store: RedisStore, redis_store: RedisStore
+) -> None:
+    """The first read moved the reader's cursor past the chunks its lost reply carried; the read sent again
+    answers them (and one pushed meanwhile), and the next read goes on from there."""
+    await redis_store.submit("ep", jobs(1), None, NOW)
+    await redis_store.take("ep", "w1", 1, NOW)
+    await redis_store.push_chunks("j0", "w1", ['"a"', '"b"'], 0)
+    cutter.cut_next_reply(lambda: redis_store.push_chunks("j0", "w1", ['"c"'], 2))
+    assert await cut_store.read_stream("j0") == (S.IN_PROGRESS, ["a", "b", "c"])
+    assert cutter.cuts == 1
+    assert await cut_store.read_stream("j0") == (S.IN_PROGRESS, [])
+    await redis_store.push_chunks("j0", "w1", ['"d"'], 3)
+    assert await redis_store.read_stream("j0") == (S.IN_PROGRESS, ["d"])
