@@ -16,6 +16,7 @@ same names for the Lua scripts from the class itself. Names are relative to the 
 | ``parked:{ep}`` | list | ids of the endpoint's replicas waiting for a job, longest first (SUBMIT hands) |
 | ``inbox:{worker}`` | list | jobs handed to a parked replica: ``id\\nattempts\\ninput`` ('' if large) |
 | ``fence:{worker}`` | string | a replica's fence, raised by each redelivery: older takes are refused |
+| ``taken:{worker}`` | string | the worker's last take that handed out jobs: its id, then theirs (spaced) |
 | ``counts:{ep}`` | hash | counters: in_progress, completed, failed, timed_out, cancelled, retried |
 | ``leases`` | zset | in-progress job ids scored by their execution deadline (ms) |
 | ``ttl`` | zset | queued job ids scored by the time they expire in the queue (ms) |
@@ -82,6 +83,9 @@ class Keys:
 
     def fence(self, worker_id: str) -> str:
         return f"{self.prefix}fence:{worker_id}"
+
+    def taken(self, worker_id: str) -> str:
+        return f"{self.prefix}taken:{worker_id}"
 
     def counts(self, endpoint: str) -> str:
         return f"{self.prefix}counts:{endpoint}"

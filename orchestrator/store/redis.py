@@ -250,7 +250,7 @@ class RedisStore:
         self, endpoint: str, worker_id: str, max_jobs: int, now_ms: int, version: int | None = None
     ) -> list[TakenJob]:
         ver = "" if version is None else str(int(version))
-        reply = await self._take(args=[self._p, endpoint, worker_id, max_jobs, now_ms, ver])
+        reply = await self._take(args=[self._p, endpoint, worker_id, max_jobs, now_ms, ver, _take_id()])
         return _taken(reply)
 
     async def claim(self, claim: Claim) -> list[TakenJob] | None:
@@ -586,7 +586,14 @@ def _implements_job_store(store: RedisStore) -> JobStore:
 def _claim_args(prefix: str, c: Claim) -> list[Any]:
     """``c`` as the CLAIM step reads it (and FINISH_CLAIM, before its results)."""
     ver = "" if c.version is None else str(int(c.version))
-    return [prefix, c.endpoint, c.worker_id, c.max_jobs, c.now_ms, ver, "1" if c.park else "0", int(c.fence)]
+    park = "1" if c.park else "0"
+    return [prefix, c.endpoint, c.worker_id, c.max_jobs, c.now_ms, ver, park, int(c.fence), _take_id()]
+
+
+def _take_id() -> str:
+    """A take's id: the step sent again with it (redis-py's retry after a lost reply) answers what the
+    first run took instead of taking more (see ``taken_before`` in :mod:`orchestrator.store.scripts`)."""
+    return uuid.uuid4().hex
 
 
 def _finish_args(items: Sequence[FinishItem]) -> list[Any]:

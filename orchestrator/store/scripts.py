@@ -47,6 +47,10 @@ INBOX_TTL_MS = 3_600_000
 """How long a replica's inbox outlives the last job handed to it (a replica that died with one: the job is
 given back by ``held_by``, the list expires), and its fence its last redelivery."""
 
+TAKEN_TTL_MS = 7_200_000
+"""How long a worker's last take is remembered (``taken:{worker}``): longer than any client sends a step again
+(``RIPPLE_STORE_RETRY_S`` is at most an hour)."""
+
 INBOX_INPUT_BYTES = 65_536
 """Largest input a job handed to a parked replica carries in its inbox entry. A larger one (an image, audio)
 is left out (the entry's input part empty) and the replica reads it from the job: one more read of it, and
@@ -73,6 +77,7 @@ def _rule(text: str, name: str, lua: str) -> str:
 _COMMON = r"""
 local FIN_TTL_MS = @FIN_TTL_MS@
 local INBOX_TTL_MS = @INBOX_TTL_MS@
+local TAKEN_TTL_MS = @TAKEN_TTL_MS@
 local INBOX_INPUT_BYTES = @INBOX_INPUT_BYTES@
 local WAKE_TOKENS = @WAKE_TOKENS@
 local function I(x) return string.format('%d', x) end
@@ -211,6 +216,33 @@ local function take_queued(ep, wid, n, now, ver, out, inbox)
   return out
 end
 
+-- A take sent again (its id `tid` is the worker's last: redis-py's retry of a take whose reply was lost) is
+-- answered with the jobs the first run handed out that the worker still holds, as (id, input, attempts), and
+-- takes nothing more; nil for a new take.
+local function taken_before(wid, tid)
+  local rec = redis.call('GET', K_taken(wid))
+  if not rec or string.sub(rec, 1, #tid + 1) ~= tid .. ' ' then return nil end
+  local out = {}
+  for id in string.gmatch(string.sub(rec, #tid + 2), '%S+') do
+    local f = redis.call('HMGET', K_job(id), 'status', 'worker', 'input', 'attempts')
+    if f[1] == 'IN_PROGRESS' and f[2] == wid then
+      out[#out + 1] = id
+      out[#out + 1] = f[3]
+      out[#out + 1] = f[4]
+    end
+  end
+  return out
+end
+
+-- Remember the jobs take `tid` hands to `wid` (`out` as take_queued builds it), for taken_before.
+local function remember_taken(wid, tid, out)
+  if #out == 0 then return out end
+  local rec = {tid}
+  for i = 1, #out, 3 do rec[#rec + 1] = out[i] end
+  redis.call('SET', K_taken(wid), table.concat(rec, ' '), 'PX', TAKEN_TTL_MS)
+  return out
+end
+
 -- Forget that `wid` is parked (waiting on its inbox for a job to be handed to it).
 local function unpark(wid)
   local rec = redis.call('HGET', K_parked_at, wid)
@@ -236,6 +268,7 @@ end
 """
 _COMMON = _rule(_COMMON, "FIN_TTL_MS", str(FIN_TTL_MS))
 _COMMON = _rule(_COMMON, "INBOX_TTL_MS", str(INBOX_TTL_MS))
+_COMMON = _rule(_COMMON, "TAKEN_TTL_MS", str(TAKEN_TTL_MS))
 _COMMON = _rule(_COMMON, "INBOX_INPUT_BYTES", str(INBOX_INPUT_BYTES))
 _COMMON = _rule(_COMMON, "WAKE_TOKENS", str(WAKE_TOKENS))
 _COMMON = _rule(_COMMON, "DEFAULT_KEEP_RESULTS_MS", str(int(DEFAULT_KEEP_RESULTS_S * 1000)))
@@ -326,12 +359,15 @@ return {1, depth + queued, n - queued}
 
 TAKE = _script(
     r"""
--- ARGV: P, ep, worker, n, now, version ('' = unknown). Returns {} when the worker is draining or the queue
--- is empty, else n' x (id, input, attempts). The draining check sits in the same atomic step that hands
--- out jobs. The worker's endpoint version is recorded on each job taken (an unknown one clears it).
-local ep, wid, n, now, ver = ARGV[2], ARGV[3], tonumber(ARGV[4]), tonumber(ARGV[5]), ARGV[6] or ''
+-- ARGV: P, ep, worker, n, now, version ('' = unknown), take id. Returns {} when the worker is draining or
+-- the queue is empty, else n' x (id, input, attempts). The draining check sits in the same atomic step that
+-- hands out jobs. The worker's endpoint version is recorded on each job taken (an unknown one clears it). A
+-- take sent again answers what the first run took (taken_before).
+local ep, wid, n, now, ver, tid = ARGV[2], ARGV[3], tonumber(ARGV[4]), tonumber(ARGV[5]), ARGV[6], ARGV[7]
+local again = taken_before(wid, tid)
+if again then return again end
 if redis.call('SISMEMBER', K_draining, wid) == 1 then return {} end
-return take_queued(ep, wid, n, now, ver, {})
+return remember_taken(wid, tid, take_queued(ep, wid, n, now, ver, {}))
 """
 )
 
@@ -340,9 +376,12 @@ _CLAIM = r"""
 -- its own, whatever `n`; unless it is draining, up to `n` more are taken from the queue as TAKE does; with
 -- `park` '1' and nothing at all, the worker is parked (SUBMIT hands its next job straight to its inbox).
 -- Returns n' x (id, input, attempts); {-1} and nothing done when `fence` is older than the worker's (a step
--- sent before the worker's last redelivery, held in a partition until after it: HELD_BY).
-local function claim(ep, wid, n, now, ver, park, fence)
+-- sent before the worker's last redelivery, held in a partition until after it: HELD_BY). A claim sent again
+-- (the same take id `tid`) answers what the first run handed out (taken_before).
+local function claim(ep, wid, n, now, ver, park, fence, tid)
   if tonumber(redis.call('GET', K_fence(wid)) or '0') > tonumber(fence) then return {-1} end
+  local again = taken_before(wid, tid)
+  if again then return again end
   unpark(wid)
   local out = {}
   local ik = K_inbox(wid)
@@ -360,13 +399,13 @@ local function claim(ep, wid, n, now, ver, park, fence)
     end
   end
   redis.call('DEL', ik)
-  if redis.call('SISMEMBER', K_draining, wid) == 1 then return out end
-  take_queued(ep, wid, n - math.floor(#out / 3), now, ver, out)
-  if #out == 0 and park == '1' then
+  local draining = redis.call('SISMEMBER', K_draining, wid) == 1
+  if not draining then take_queued(ep, wid, n - math.floor(#out / 3), now, ver, out) end
+  if #out == 0 and park == '1' and not draining then
     redis.call('RPUSH', K_parked(ep), wid)
     redis.call('HSET', K_parked_at, wid, ver .. '|' .. ep)
   end
-  return out
+  return remember_taken(wid, tid, out)
 end
 """
 
@@ -420,8 +459,8 @@ end
 CLAIM = _script(
     _CLAIM
     + r"""
--- ARGV: P, ep, worker, n, now, version ('' = unknown), park ('1' | '0'), fence. See claim().
-return claim(ARGV[2], ARGV[3], tonumber(ARGV[4]), tonumber(ARGV[5]), ARGV[6], ARGV[7], ARGV[8])
+-- ARGV: P, ep, worker, n, now, version ('' = unknown), park ('1' | '0'), fence, take id. See claim().
+return claim(ARGV[2], ARGV[3], tonumber(ARGV[4]), tonumber(ARGV[5]), ARGV[6], ARGV[7], ARGV[8], ARGV[9])
 """
 )
 
@@ -437,13 +476,13 @@ FINISH_CLAIM = _script(
     _FINISH
     + _CLAIM
     + r"""
--- ARGV: P, ep, worker, n, now, version, park, fence (as CLAIM), k, then k results (as FINISH). A replica's
--- results and its next take in one step, the results first (a caller waiting on one is woken before the
--- take; a result is never fenced: FINISH refuses one from a worker that no longer holds the job).
+-- ARGV: P, ep, worker, n, now, version, park, fence, take id (as CLAIM), k, then k results (as FINISH). A
+-- replica's results and its next take in one step, the results first (a caller waiting on one is woken
+-- before the take; a result is never fenced: FINISH refuses one from a worker that no longer holds the job).
 -- Returns {finish()'s reply, claim()'s reply}.
 local now = tonumber(ARGV[5])
-local done = finish(now, tonumber(ARGV[9]), 10)
-return {done, claim(ARGV[2], ARGV[3], tonumber(ARGV[4]), now, ARGV[6], ARGV[7], ARGV[8])}
+local done = finish(now, tonumber(ARGV[10]), 11)
+return {done, claim(ARGV[2], ARGV[3], tonumber(ARGV[4]), now, ARGV[6], ARGV[7], ARGV[8], ARGV[9])}
 """
 )
 

@@ -1,7 +1,9 @@
 """A store step whose reply is lost on the way back (real Redis, real redis-py): the step ran, its client
 saw the connection fail and sent it again, as redis-py does. Each step Ripple sends again must leave what
 one run leaves: a submit does not queue its jobs twice, a stream push does not append its chunk twice, a
-stream read does not move its reader past chunks it never got.
+stream read does not move its reader past chunks it never got, a take (a replica's claim, with or without
+results, or an outside worker's take through the queue) does not take more jobs while those the first run
+took wait, leased to a worker that never got them, for their execution timeout.
 
 The reply is lost for real: the store talks to Redis through :class:`ReplyCutter`, a unix-socket relay that,
 when armed, drops the next reply from Redis and closes the client's connection.
@@ -18,6 +20,7 @@ import pytest
 
 from orchestrator.core.jobs import JobStatus
 from orchestrator.store import scripts as lua
+from orchestrator.store.protocol import Claim
 from orchestrator.store.redis import RedisStore
 from tests.integration.test_store_redis import NOW, done, jobs
 
@@ -96,7 +99,7 @@ async def cut_store(cutter: ReplyCutter, redis_store: RedisStore) -> AsyncIterat
     """A store on the same keys as ``redis_store``, through the relay, connected and with its scripts
     loaded (else the reply cut could be a NOSCRIPT error: the step not run yet)."""
     store = RedisStore.connect(cutter.url, redis_store.k.prefix, retry_s=5.0)
-    for script in (lua.SUBMIT, lua.STREAM_PUSH, lua.STREAM_READ):
+    for script in (lua.SUBMIT, lua.STREAM_PUSH, lua.STREAM_READ, lua.TAKE, lua.CLAIM, lua.FINISH_CLAIM):
         await store.r.script_load(script)
     try:
         yield store
@@ -148,3 +151,46 @@ async def test_a_stream_read_whose_reply_was_lost_answers_its_chunks_again(
     assert await cut_store.read_stream("j0") == (S.IN_PROGRESS, [])
     await redis_store.push_chunks("j0", "w1", ['"d"'], 3)
     assert await redis_store.read_stream("j0") == (S.IN_PROGRESS, ["d"])
+
+
+async def test_a_take_whose_reply_was_lost_answers_the_jobs_it_took_and_takes_no_more(
+    cutter: ReplyCutter, cut_store: RedisStore, redis_store: RedisStore
+) -> None:
+    await redis_store.submit("ep", jobs(4), None, NOW)
+    cutter.cut_next_reply()
+    assert [t.id for t in await cut_store.take("ep", "w1", 2, NOW)] == ["j0", "j1"]
+    assert cutter.cuts == 1
+    assert await redis_store.depth("ep") == 2
+    assert [t.id for t in await cut_store.take("ep", "w1", 2, NOW)] == ["j2", "j3"], "a new take takes"
+
+
+async def test_a_claim_whose_reply_was_lost_answers_what_it_was_handed(
+    cutter: ReplyCutter, cut_store: RedisStore, redis_store: RedisStore
+) -> None:
+    """A parked replica's claim: the job handed to its inbox and the one it takes from the queue; sent again
+    after one of them was cancelled meanwhile, the other (with its input and attempt), and nothing more."""
+    await cut_store.claim(Claim("ep", "w1", 2, NOW, park=True))
+    await redis_store.submit("ep", jobs(4), None, NOW)  # j0 handed to the parked replica's inbox
+
+    async def j0_cancelled() -> None:
+        await redis_store.move("j0", S.CANCELLED.value, NOW + 2, "cancelled")
+
+    cutter.cut_next_reply(j0_cancelled)
+    (again,) = await cut_store.claim(Claim("ep", "w1", 2, NOW + 1))
+    assert (again.id, again.attempt, again.input) == ("j1", 1, {"i": 1})
+    assert cutter.cuts == 1
+    assert await redis_store.depth("ep") == 2
+
+
+async def test_results_and_a_claim_whose_reply_was_lost_take_no_more(
+    cutter: ReplyCutter, cut_store: RedisStore, redis_store: RedisStore
+) -> None:
+    await redis_store.submit("ep", jobs(3), None, NOW)
+    (first,) = await redis_store.take("ep", "w1", 1, NOW)
+    cutter.cut_next_reply()
+    _, taken = await cut_store.finish_and_claim([done(first.id, "w1")], Claim("ep", "w1", 1, NOW + 1))
+    assert [t.id for t in taken or []] == ["j1"]
+    assert cutter.cuts == 1
+    assert await redis_store.depth("ep") == 1
+    j0 = await redis_store.get("j0")
+    assert j0 is not None and j0.status is S.COMPLETED
