@@ -14,7 +14,7 @@ from typing import Any, NamedTuple
 
 import redis.asyncio as aioredis
 from redis.asyncio.retry import Retry
-from redis.backoff import ExponentialBackoff
+from redis.backoff import ExponentialBackoff, NoBackoff
 from redis.exceptions import BusyLoadingError, ConnectionError, TimeoutError
 
 from orchestrator.core.dispatch import new_job
@@ -138,16 +138,20 @@ def restart_retry(retry_s: float) -> Retry:
 RETRIED_ERRORS: list[type[Exception]] = [BusyLoadingError, ConnectionError, TimeoutError]
 """What a client retries: a restarting Redis refuses connections, then answers LOADING while it replays its
 AOF (the command did not run); a read that timed out may have run, so every step is safe to run twice (a
-submit or a stream push sent again writes nothing again; the others are compare-and-set; a stream read
-sent again answers what the first read did)."""
+submit or a stream push sent again writes nothing again; a take or a stream read sent again answers what
+the first run did; the others are compare-and-set). A replica's blocking pop of its inbox is the exception:
+it is never sent again (:meth:`RedisStore.wait_for_job`)."""
 
 
 class RedisStore:
     """:class:`JobStore` on Redis (decoded responses). Create with :meth:`connect`."""
 
-    def __init__(self, client: aioredis.Redis, keys: Keys) -> None:
+    def __init__(self, client: aioredis.Redis, keys: Keys, blocking: aioredis.Redis | None = None) -> None:
+        """``blocking``: the client of :meth:`wait_for_job`, which must not send a command again (default:
+        ``client``)."""
         self.r = client
         self.k = keys
+        self._blocking = client if blocking is None else blocking
         self._submit = client.register_script(lua.SUBMIT)
         self._take = client.register_script(lua.TAKE)
         self._claim = client.register_script(lua.CLAIM)
@@ -170,7 +174,8 @@ class RedisStore:
         cls, url: str, prefix: str = "ripple:", retry_s: float = RETRY_WHILE_RESTARTING_S
     ) -> RedisStore:
         """A store on the Redis at ``url`` (``redis://``, ``rediss://`` or ``unix://``); a command is tried
-        again for about ``retry_s`` while Redis does not answer (:func:`restart_retry`)."""
+        again for about ``retry_s`` while Redis does not answer (:func:`restart_retry`), but for
+        :meth:`wait_for_job`'s, on a client of its own that never sends one again."""
         client = aioredis.from_url(
             url,
             decode_responses=True,
@@ -178,10 +183,15 @@ class RedisStore:
             retry=restart_retry(retry_s),
             retry_on_error=RETRIED_ERRORS,
         )
-        return cls(client, Keys(prefix))
+        blocking = aioredis.from_url(
+            url, decode_responses=True, health_check_interval=30, retry=Retry(NoBackoff(), 0)
+        )
+        return cls(client, Keys(prefix), blocking)
 
     async def close(self) -> None:
         await self.r.aclose()
+        if self._blocking is not self.r:
+            await self._blocking.aclose()
 
     async def ping(self) -> bool:
         return bool(await self.r.ping())
@@ -275,8 +285,13 @@ class RedisStore:
         """Block up to ``timeout_s`` on a parked replica's inbox and the endpoint's wake list. A job handed
         to it (leased to it, and the replica no longer parked) is returned; None for anything else (a
         wake token, a :meth:`nudge`, the time out): then :meth:`claim` without parking. An input over
-        :data:`~orchestrator.store.scripts.INBOX_INPUT_BYTES` is not in the entry: it is read from the job."""
-        got = await self.r.blpop([self.k.inbox(worker_id), self.k.wake(endpoint)], max(0.01, timeout_s))
+        :data:`~orchestrator.store.scripts.INBOX_INPUT_BYTES` is not in the entry: it is read from the job.
+
+        The pop is not sent again when its reply is lost (it may have taken a job the caller would then never
+        get): the error is raised, and the caller asks for the jobs leased to it (``JobQueue.redeliver``)."""
+        got = await self._blocking.blpop(
+            [self.k.inbox(worker_id), self.k.wake(endpoint)], max(0.01, timeout_s)
+        )
         if got is None or got[0] != self.k.inbox(worker_id) or not got[1]:
             return None
         job_id, attempts, input_json = str(got[1]).split("\n", 2)

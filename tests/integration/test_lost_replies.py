@@ -3,7 +3,9 @@ saw the connection fail and sent it again, as redis-py does. Each step Ripple se
 one run leaves: a submit does not queue its jobs twice, a stream push does not append its chunk twice, a
 stream read does not move its reader past chunks it never got, a take (a replica's claim, with or without
 results, or an outside worker's take through the queue) does not take more jobs while those the first run
-took wait, leased to a worker that never got them, for their execution timeout.
+took wait, leased to a worker that never got them, for their execution timeout. A parked replica's pop of
+its inbox is not sent again at all (it would wait for a job already handed over): it fails, and the replica
+asks for the jobs leased to it.
 
 The reply is lost for real: the store talks to Redis through :class:`ReplyCutter`, a unix-socket relay that,
 when armed, drops the next reply from Redis and closes the client's connection.
@@ -17,6 +19,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 
 import pytest
+import redis
 
 from orchestrator.core.jobs import JobStatus
 from orchestrator.store import scripts as lua
@@ -101,6 +104,7 @@ async def cut_store(cutter: ReplyCutter, redis_store: RedisStore) -> AsyncIterat
     store = RedisStore.connect(cutter.url, redis_store.k.prefix, retry_s=5.0)
     for script in (lua.SUBMIT, lua.STREAM_PUSH, lua.STREAM_READ, lua.TAKE, lua.CLAIM, lua.FINISH_CLAIM):
         await store.r.script_load(script)
+    assert await store.wait_for_job("none", "nobody", 0.01) is None  # its own client, connected
     try:
         yield store
     finally:
@@ -194,3 +198,18 @@ async def test_results_and_a_claim_whose_reply_was_lost_take_no_more(
     assert await redis_store.depth("ep") == 1
     j0 = await redis_store.get("j0")
     assert j0 is not None and j0.status is S.COMPLETED
+
+
+async def test_a_parked_replicas_wait_whose_reply_was_lost_fails_and_its_job_is_delivered_again(
+    cutter: ReplyCutter, cut_store: RedisStore, redis_store: RedisStore
+) -> None:
+    """The pop took the job handed to the replica's inbox: sent again, it would wait on an empty inbox while
+    the job waits for its execution timeout. It fails instead, and the job is among those leased to the
+    replica, which the queue delivers again after a failed take."""
+    assert await cut_store.claim(Claim("ep", "w1", 1, NOW, park=True)) == []
+    await redis_store.submit("ep", jobs(1), None, NOW)  # handed to the parked replica's inbox
+    cutter.cut_next_reply()
+    with pytest.raises(redis.exceptions.ConnectionError):
+        await cut_store.wait_for_job("ep", "w1", 1.0)
+    assert cutter.cuts == 1
+    assert [j.id for j in (await redis_store.leased_to("w1")).jobs] == ["j0"]
