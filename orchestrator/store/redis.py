@@ -612,8 +612,9 @@ def _take_id() -> str:
 
 
 def _finish_args(items: Sequence[FinishItem]) -> list[Any]:
-    """``items`` as the FINISH step reads them: their count, then six fields each."""
-    args: list[Any] = [len(items)]
+    """``items`` as the FINISH step reads them: the call's id (sent again with it, the step answers a result
+    it applied as applied), their count, then six fields each."""
+    args: list[Any] = [uuid.uuid4().hex, len(items)]
     for it in items:
         args += [it.job_id, it.worker_id, it.status.value, it.output_json, it.error, int(it.is_stream)]
     return args

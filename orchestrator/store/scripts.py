@@ -10,9 +10,9 @@ Cluster), which is how Ripple deploys it.
 
 Job hash fields: ep, status, input, output, error, webhook, created, queued, started, first_started, finished,
 attempts, max_retries, timeout, ttl, low, score, worker, lease, retried, progress, streamed (STREAM_PUSH),
-stream_read, stream_rid and stream_from (STREAM_READ), watch (a caller waits on ``fin:{id}`` for the job's
-end: see :mod:`orchestrator.store.finals`), qwatch (a caller waits at the queue actor: the finishing worker
-tells it at once).
+stream_read, stream_rid and stream_from (STREAM_READ), rid (the call whose result made it final: FINISH),
+watch (a caller waits on ``fin:{id}`` for the job's end: see :mod:`orchestrator.store.finals`), qwatch (a
+caller waits at the queue actor: the finishing worker tells it at once).
 
 A full Redis (used memory over ``maxmemory``, ``noeviction``) refuses a script's command that adds data only
 while the script has written nothing yet (it cannot stop one half way). Every step that moves an accepted job
@@ -140,8 +140,8 @@ local function enter(jk, id, ep, from, to, now, wid)
     if FINAL[from] then
       redis.call('HINCRBY', jk, 'retried', 1)
       redis.call('HINCRBY', K_counts(ep), 'retried', 1)
-      local done = {'output', 'error', 'finished', 'progress', 'stream_read', 'stream_rid', 'stream_from'}
-      redis.call('HDEL', jk, unpack(done))
+      redis.call('HDEL', jk, 'output', 'error', 'finished', 'progress', 'rid')
+      redis.call('HDEL', jk, 'stream_read', 'stream_rid', 'stream_from')
       redis.call('DEL', K_stream(id))
       redis.call('DEL', K_fin(id))
     end
@@ -411,23 +411,28 @@ end
 
 _FINISH = r"""
 -- Final results, `n` of them from ARGV[o] on, each (id, worker, to, output ('' = none), error ('' = none),
--- is_stream '0'|'1'). The first final result wins: a result from a worker that no longer holds the job is
--- refused (code 0). Returns n x (code, status, ep, created, first_started, started, webhook, awaited):
--- webhook 1 when a delivery was queued, awaited 1 when a caller waits at the queue for the job
--- (WATCH_FINAL's 'q').
-local function finish(now, n, o)
+-- is_stream '0'|'1'), sent in the call `rid`. The first final result wins: a result from a worker that no
+-- longer holds the job is refused (code 0), but for one the call `rid` made final, answered as applied again
+-- (redis-py's retry of a call whose reply was lost: its caller still tells the queue). Returns n x (code,
+-- status, ep, created, first_started, started, webhook, awaited): webhook 1 when a delivery was queued,
+-- awaited 1 when a caller waits at the queue for the job (WATCH_FINAL's 'q').
+local function finish(now, rid, n, o)
   local out = {}
   for i = 0, n - 1 do
     local a = o + i * 6
     local id, wid, to, output, err, is_stream = ARGV[a], ARGV[a+1], ARGV[a+2], ARGV[a+3], ARGV[a+4], ARGV[a+5]
     local jk = K_job(id)
-    local cur = redis.call('HMGET', jk, 'status', 'ep', 'worker', 'created', 'first_started', 'started')
+    local cur = redis.call('HMGET', jk, 'status', 'ep', 'worker', 'created', 'first_started', 'started',
+      'rid')
     local code = 0
     if not cur[1] then
       code = -1
+    elseif FINAL[cur[1]] and cur[7] == rid then
+      code = 1
     elseif cur[1] == 'IN_PROGRESS' and cur[3] == wid and allowed('IN_PROGRESS', to) then
       code = 1
       leave(jk, id, cur[2], 'IN_PROGRESS')
+      redis.call('HSET', jk, 'rid', rid)
       if is_stream == '1' and (output == '' or output == '[]' or output == 'null') then
         local chunks = redis.call('LRANGE', K_stream(id), 0, -1)
         if #chunks > 0 then output = '[' .. table.concat(chunks, ',') .. ']' end
@@ -467,8 +472,8 @@ return claim(ARGV[2], ARGV[3], tonumber(ARGV[4]), tonumber(ARGV[5]), ARGV[6], AR
 FINISH = _script(
     _FINISH
     + r"""
--- ARGV: P, now, n, then n results as finish() reads them. Returns finish()'s reply.
-return finish(tonumber(ARGV[2]), tonumber(ARGV[3]), 4)
+-- ARGV: P, now, call id, n, then n results as finish() reads them. Returns finish()'s reply.
+return finish(tonumber(ARGV[2]), ARGV[3], tonumber(ARGV[4]), 5)
 """
 )
 
@@ -476,12 +481,13 @@ FINISH_CLAIM = _script(
     _FINISH
     + _CLAIM
     + r"""
--- ARGV: P, ep, worker, n, now, version, park, fence, take id (as CLAIM), k, then k results (as FINISH). A
+-- ARGV: P, ep, worker, n, now, version, park, fence, take id (as CLAIM), call id, k, then k results (as
+-- FINISH). A
 -- replica's results and its next take in one step, the results first (a caller waiting on one is woken
 -- before the take; a result is never fenced: FINISH refuses one from a worker that no longer holds the job).
 -- Returns {finish()'s reply, claim()'s reply}.
 local now = tonumber(ARGV[5])
-local done = finish(now, tonumber(ARGV[10]), 11)
+local done = finish(now, ARGV[10], tonumber(ARGV[11]), 12)
 return {done, claim(ARGV[2], ARGV[3], tonumber(ARGV[4]), now, ARGV[6], ARGV[7], ARGV[8], ARGV[9])}
 """
 )

@@ -1,7 +1,8 @@
 """A store step whose reply is lost on the way back (real Redis, real redis-py): the step ran, its client
 saw the connection fail and sent it again, as redis-py does. Each step Ripple sends again must leave what
 one run leaves: a submit does not queue its jobs twice, a stream push does not append its chunk twice, a
-stream read does not move its reader past chunks it never got, a take (a replica's claim, with or without
+stream read does not move its reader past chunks it never got, a result is answered as applied (its
+replica then tells the queue, and a caller waiting there), a take (a replica's claim, with or without
 results, or an outside worker's take through the queue) does not take more jobs while those the first run
 took wait, leased to a worker that never got them, for their execution timeout. A parked replica's pop of
 its inbox is not sent again at all (it would wait for a job already handed over): it fails, and the replica
@@ -102,7 +103,8 @@ async def cut_store(cutter: ReplyCutter, redis_store: RedisStore) -> AsyncIterat
     """A store on the same keys as ``redis_store``, through the relay, connected and with its scripts
     loaded (else the reply cut could be a NOSCRIPT error: the step not run yet)."""
     store = RedisStore.connect(cutter.url, redis_store.k.prefix, retry_s=5.0)
-    for script in (lua.SUBMIT, lua.STREAM_PUSH, lua.STREAM_READ, lua.TAKE, lua.CLAIM, lua.FINISH_CLAIM):
+    steps = (lua.SUBMIT, lua.STREAM_PUSH, lua.STREAM_READ, lua.TAKE, lua.CLAIM, lua.FINISH, lua.FINISH_CLAIM)
+    for script in steps:
         await store.r.script_load(script)
     assert await store.wait_for_job("none", "nobody", 0.01) is None  # its own client, connected
     try:
@@ -192,7 +194,10 @@ async def test_results_and_a_claim_whose_reply_was_lost_take_no_more(
     await redis_store.submit("ep", jobs(3), None, NOW)
     (first,) = await redis_store.take("ep", "w1", 1, NOW)
     cutter.cut_next_reply()
-    _, taken = await cut_store.finish_and_claim([done(first.id, "w1")], Claim("ep", "w1", 1, NOW + 1))
+    (outcome,), taken = await cut_store.finish_and_claim(
+        [done(first.id, "w1")], Claim("ep", "w1", 1, NOW + 1)
+    )
+    assert outcome.applied, "answered as the first run did: the replica tells the queue"
     assert [t.id for t in taken or []] == ["j1"]
     assert cutter.cuts == 1
     assert await redis_store.depth("ep") == 1
@@ -213,3 +218,24 @@ async def test_a_parked_replicas_wait_whose_reply_was_lost_fails_and_its_job_is_
         await cut_store.wait_for_job("ep", "w1", 1.0)
     assert cutter.cuts == 1
     assert [j.id for j in (await redis_store.leased_to("w1")).jobs] == ["j0"]
+
+
+async def test_a_result_whose_reply_was_lost_is_answered_as_applied(
+    cutter: ReplyCutter, cut_store: RedisStore, redis_store: RedisStore
+) -> None:
+    """Its replica tells the queue only of results applied, at once when a caller waits there: answered as
+    refused, the queue would miss the job's end and its waiting caller wait on."""
+    await redis_store.submit("ep", jobs(2), None, NOW)
+    await redis_store.take("ep", "w1", 2, NOW)
+    await redis_store.watch_final("j0", at_queue=True)
+    cutter.cut_next_reply()
+    finished = await cut_store.finish([done("j0", "w1", output_json="1"), done("j1", "w2")], NOW + 1)
+    assert cutter.cuts == 1
+    assert [(o.applied, o.awaited, o.status) for o in finished] == [
+        (True, True, S.COMPLETED),
+        (False, False, S.IN_PROGRESS),
+    ], "j1 is w1's: refused to w2, as in the first run"
+    (again,) = await cut_store.finish([done("j0", "w1", output_json="2")], NOW + 2)
+    assert not again.applied, "another call: the first result won"
+    j0 = await redis_store.get("j0")
+    assert j0 is not None and j0.output == 1
