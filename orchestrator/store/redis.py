@@ -260,7 +260,7 @@ class RedisStore:
         self, endpoint: str, worker_id: str, max_jobs: int, now_ms: int, version: int | None = None
     ) -> list[TakenJob]:
         ver = "" if version is None else str(int(version))
-        reply = await self._take(args=[self._p, endpoint, worker_id, max_jobs, now_ms, ver, _take_id()])
+        reply = await self._take(args=[self._p, endpoint, worker_id, max_jobs, now_ms, ver, _call_id()])
         return _taken(reply)
 
     async def claim(self, claim: Claim) -> list[TakenJob] | None:
@@ -327,11 +327,13 @@ class RedisStore:
         error: str = "",
     ) -> Moved:
         frm = ",".join(s.value for s in expect_from)
-        r = await self._move(args=[self._p, job_id, to, now_ms, reason, frm, expect_worker, error])
+        r = await self._move(
+            args=[self._p, job_id, to, now_ms, reason, frm, expect_worker, error, _call_id()]
+        )
         return moved_from_reply(job_id, r)
 
     async def sweep(self, which: str, now_ms: int, limit: int) -> list[Moved]:
-        r = await self._sweep(args=[self._p, which, now_ms, limit])
+        r = await self._sweep(args=[self._p, which, now_ms, limit, _call_id()])
         return [
             Moved(r[i], True, True, JobStatus(r[i + 1]), JobStatus.TIMED_OUT, r[i + 2], r[i + 3])
             for i in range(0, len(r), 4)
@@ -374,7 +376,7 @@ class RedisStore:
     async def purge(self, endpoint: str, now_ms: int) -> int:
         total = 0
         while True:
-            n = int(await self._purge(args=[self._p, endpoint, now_ms, 5000]))
+            n = int(await self._purge(args=[self._p, endpoint, now_ms, 5000, _call_id()]))
             total += n
             if n == 0:
                 return total
@@ -387,7 +389,7 @@ class RedisStore:
         return int(reply) == 1
 
     async def read_stream(self, job_id: str) -> tuple[JobStatus, list[Any]]:
-        r = await self._read(args=[self._p, job_id, uuid.uuid4().hex])  # a read id: see STREAM_READ
+        r = await self._read(args=[self._p, job_id, _call_id()])
         if not r:
             raise NotFound(f"job {job_id} not found", {"id": job_id})
         return JobStatus(r[0]), [json.loads(c) for c in r[1:]]
@@ -602,19 +604,20 @@ def _claim_args(prefix: str, c: Claim) -> list[Any]:
     """``c`` as the CLAIM step reads it (and FINISH_CLAIM, before its results)."""
     ver = "" if c.version is None else str(int(c.version))
     park = "1" if c.park else "0"
-    return [prefix, c.endpoint, c.worker_id, c.max_jobs, c.now_ms, ver, park, int(c.fence), _take_id()]
+    return [prefix, c.endpoint, c.worker_id, c.max_jobs, c.now_ms, ver, park, int(c.fence), _call_id()]
 
 
-def _take_id() -> str:
-    """A take's id: the step sent again with it (redis-py's retry after a lost reply) answers what the
-    first run took instead of taking more (see ``taken_before`` in :mod:`orchestrator.store.scripts`)."""
+def _call_id() -> str:
+    """A step's call id: sent again with it (redis-py's retry after a lost reply), a take answers what its
+    first run took, a result what it applied, a stream read the chunks it read, a MOVE, SWEEP or PURGE the
+    first run's reply, instead of doing more (:mod:`orchestrator.store.scripts`)."""
     return uuid.uuid4().hex
 
 
 def _finish_args(items: Sequence[FinishItem]) -> list[Any]:
     """``items`` as the FINISH step reads them: the call's id (sent again with it, the step answers a result
     it applied as applied), their count, then six fields each."""
-    args: list[Any] = [uuid.uuid4().hex, len(items)]
+    args: list[Any] = [_call_id(), len(items)]
     for it in items:
         args += [it.job_id, it.worker_id, it.status.value, it.output_json, it.error, int(it.is_stream)]
     return args

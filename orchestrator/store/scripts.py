@@ -47,9 +47,9 @@ INBOX_TTL_MS = 3_600_000
 """How long a replica's inbox outlives the last job handed to it (a replica that died with one: the job is
 given back by ``held_by``, the list expires), and its fence its last redelivery."""
 
-TAKEN_TTL_MS = 7_200_000
-"""How long a worker's last take is remembered (``taken:{worker}``): longer than any client sends a step again
-(``RIPPLE_STORE_RETRY_S`` is at most an hour)."""
+SENT_AGAIN_TTL_MS = 7_200_000
+"""How long what answers a step sent again is kept (a worker's last take, ``taken:{worker}``; a call's reply,
+``reply:{call}``): longer than any client sends a step again (``RIPPLE_STORE_RETRY_S`` is at most an hour)."""
 
 INBOX_INPUT_BYTES = 65_536
 """Largest input a job handed to a parked replica carries in its inbox entry. A larger one (an image, audio)
@@ -77,7 +77,7 @@ def _rule(text: str, name: str, lua: str) -> str:
 _COMMON = r"""
 local FIN_TTL_MS = @FIN_TTL_MS@
 local INBOX_TTL_MS = @INBOX_TTL_MS@
-local TAKEN_TTL_MS = @TAKEN_TTL_MS@
+local SENT_AGAIN_TTL_MS = @SENT_AGAIN_TTL_MS@
 local INBOX_INPUT_BYTES = @INBOX_INPUT_BYTES@
 local WAKE_TOKENS = @WAKE_TOKENS@
 local function I(x) return string.format('%d', x) end
@@ -239,8 +239,22 @@ local function remember_taken(wid, tid, out)
   if #out == 0 then return out end
   local rec = {tid}
   for i = 1, #out, 3 do rec[#rec + 1] = out[i] end
-  redis.call('SET', K_taken(wid), table.concat(rec, ' '), 'PX', TAKEN_TTL_MS)
+  redis.call('SET', K_taken(wid), table.concat(rec, ' '), 'PX', SENT_AGAIN_TTL_MS)
   return out
+end
+
+-- The reply of call `cid` when it ran before (a MOVE, SWEEP or PURGE sent again: redis-py's retry of a call
+-- whose reply was lost, answered as the first run was, so its caller still acts on what it did), else nil.
+local function replied_before(cid)
+  local kept = redis.call('GET', K_reply(cid))
+  if kept then return cjson.decode(kept) end
+  return nil
+end
+
+-- Keep `reply`, the reply of call `cid` that changed something, for replied_before; returns it.
+local function keep_reply(cid, reply)
+  redis.call('SET', K_reply(cid), cjson.encode(reply), 'PX', SENT_AGAIN_TTL_MS)
+  return reply
 end
 
 -- Forget that `wid` is parked (waiting on its inbox for a job to be handed to it).
@@ -268,7 +282,7 @@ end
 """
 _COMMON = _rule(_COMMON, "FIN_TTL_MS", str(FIN_TTL_MS))
 _COMMON = _rule(_COMMON, "INBOX_TTL_MS", str(INBOX_TTL_MS))
-_COMMON = _rule(_COMMON, "TAKEN_TTL_MS", str(TAKEN_TTL_MS))
+_COMMON = _rule(_COMMON, "SENT_AGAIN_TTL_MS", str(SENT_AGAIN_TTL_MS))
 _COMMON = _rule(_COMMON, "INBOX_INPUT_BYTES", str(INBOX_INPUT_BYTES))
 _COMMON = _rule(_COMMON, "WAKE_TOKENS", str(WAKE_TOKENS))
 _COMMON = _rule(_COMMON, "DEFAULT_KEEP_RESULTS_MS", str(int(DEFAULT_KEEP_RESULTS_S * 1000)))
@@ -494,15 +508,23 @@ return {done, claim(ARGV[2], ARGV[3], tonumber(ARGV[4]), now, ARGV[6], ARGV[7], 
 
 MOVE = _script(
     r"""
--- ARGV: P, id, to, now, reason, expect_from, expect_worker, error. Returns move()'s reply.
-return move(ARGV[2], ARGV[3], tonumber(ARGV[4]), ARGV[5], ARGV[6], ARGV[7], ARGV[8])
+-- ARGV: P, id, to, now, reason, expect_from, expect_worker, error, call id. Returns move()'s reply (the
+-- first run's, for a call sent again).
+local before = replied_before(ARGV[9])
+if before then return before end
+local r = move(ARGV[2], ARGV[3], tonumber(ARGV[4]), ARGV[5], ARGV[6], ARGV[7], ARGV[8])
+if r[1] == 1 then keep_reply(ARGV[9], r) end
+return r
 """
 )
 
 SWEEP = _script(
     r"""
--- ARGV: P, which ('ttl' | 'leases'), now, limit. Times out queued jobs past their ttl, or in-progress
--- jobs past their execution deadline. Returns k x (id, from, worker, ep).
+-- ARGV: P, which ('ttl' | 'leases'), now, limit, call id. Times out queued jobs past their ttl, or
+-- in-progress jobs past their execution deadline. Returns k x (id, from, worker, ep) (the first run's, for a
+-- call sent again).
+local before = replied_before(ARGV[5])
+if before then return before end
 local which, now, limit = ARGV[2], tonumber(ARGV[3]), tonumber(ARGV[4])
 local key, from, err = K_ttl, 'IN_QUEUE', 'expired in the queue after its ttl'
 if which == 'leases' then key, from, err = K_leases, 'IN_PROGRESS', 'execution timeout exceeded' end
@@ -519,13 +541,17 @@ for _, id in ipairs(ids) do
     redis.call('ZREM', key, id)
   end
 end
+if #out > 0 then keep_reply(ARGV[5], out) end
 return out
 """
 )
 
 PURGE = _script(
     r"""
--- ARGV: P, ep, now, limit. Cancels up to `limit` queued jobs of the endpoint; returns how many.
+-- ARGV: P, ep, now, limit, call id. Cancels up to `limit` queued jobs of the endpoint; returns how many (the
+-- first run's count, for a call sent again).
+local before = replied_before(ARGV[5])
+if before then return before end
 local ep, now, limit = ARGV[2], tonumber(ARGV[3]), tonumber(ARGV[4])
 local ids = redis.call('ZRANGE', K_queue(ep), 0, limit - 1)
 local n = 0
@@ -533,6 +559,7 @@ for _, id in ipairs(ids) do
   local r = move(id, 'CANCELLED', now, 'purged', 'IN_QUEUE', '', '')
   if r[1] == 1 then n = n + 1 else redis.call('ZREM', K_queue(ep), id) end
 end
+if n > 0 then keep_reply(ARGV[5], n) end
 return n
 """
 )

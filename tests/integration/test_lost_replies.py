@@ -1,12 +1,18 @@
 """A store step whose reply is lost on the way back (real Redis, real redis-py): the step ran, its client
 saw the connection fail and sent it again, as redis-py does. Each step Ripple sends again must leave what
-one run leaves: a submit does not queue its jobs twice, a stream push does not append its chunk twice, a
-stream read does not move its reader past chunks it never got, a result is answered as applied (its
-replica then tells the queue, and a caller waiting there), a take (a replica's claim, with or without
-results, or an outside worker's take through the queue) does not take more jobs while those the first run
-took wait, leased to a worker that never got them, for their execution timeout. A parked replica's pop of
-its inbox is not sent again at all (it would wait for a job already handed over): it fails, and the replica
-asks for the jobs leased to it.
+one run leaves, and answer what it did:
+
+- a submit does not queue its jobs twice; a stream push does not append its chunk twice;
+- a stream read does not move its reader past chunks it never got;
+- a result is answered as applied (its replica then tells the queue, and a caller waiting there);
+- a cancel, a sweep or a purge is answered with what it did (its caller then tells the job's holder to stop,
+  sends the webhook, counts);
+- a take (a replica's claim, with results or not; an outside worker's take through the queue) answers the
+  jobs it took instead of taking more while those wait, leased to a worker that never got them, for their
+  execution timeout.
+
+A parked replica's pop of its inbox is not sent again at all (it would wait for a job already handed over):
+it fails, and the replica asks for the jobs leased to it.
 
 The reply is lost for real: the store talks to Redis through :class:`ReplyCutter`, a unix-socket relay that,
 when armed, drops the next reply from Redis and closes the client's connection.
@@ -104,7 +110,7 @@ async def cut_store(cutter: ReplyCutter, redis_store: RedisStore) -> AsyncIterat
     loaded (else the reply cut could be a NOSCRIPT error: the step not run yet)."""
     store = RedisStore.connect(cutter.url, redis_store.k.prefix, retry_s=5.0)
     steps = (lua.SUBMIT, lua.STREAM_PUSH, lua.STREAM_READ, lua.TAKE, lua.CLAIM, lua.FINISH, lua.FINISH_CLAIM)
-    for script in steps:
+    for script in (*steps, lua.MOVE, lua.SWEEP, lua.PURGE):
         await store.r.script_load(script)
     assert await store.wait_for_job("none", "nobody", 0.01) is None  # its own client, connected
     try:
@@ -239,3 +245,33 @@ async def test_a_result_whose_reply_was_lost_is_answered_as_applied(
     assert not again.applied, "another call: the first result won"
     j0 = await redis_store.get("j0")
     assert j0 is not None and j0.output == 1
+
+
+async def test_a_cancel_whose_reply_was_lost_is_answered_with_what_it_did(
+    cutter: ReplyCutter, cut_store: RedisStore, redis_store: RedisStore
+) -> None:
+    """Answered "not moved", the queue would not tell the running job's holder to stop."""
+    await redis_store.submit("ep", jobs(1), None, NOW)
+    await redis_store.take("ep", "w1", 1, NOW)
+    cutter.cut_next_reply()
+    moved = await cut_store.move(
+        "j0", S.CANCELLED.value, NOW + 1, "cancelled", expect_from=(S.IN_QUEUE, S.IN_PROGRESS)
+    )
+    assert cutter.cuts == 1
+    assert (moved.moved, moved.before, moved.worker) == (True, S.IN_PROGRESS, "w1")
+    again = await cut_store.move("j0", S.CANCELLED.value, NOW + 2, "cancelled", expect_from=(S.IN_QUEUE,))
+    assert not again.moved, "another call: refused"
+
+
+async def test_a_sweep_and_a_purge_whose_replies_were_lost_are_answered_with_what_they_did(
+    cutter: ReplyCutter, cut_store: RedisStore, redis_store: RedisStore
+) -> None:
+    await redis_store.submit("ep", jobs(1, execution_timeout_ms=1_000), None, NOW)
+    await redis_store.take("ep", "w1", 1, NOW)
+    cutter.cut_next_reply()
+    (timed_out,) = await cut_store.sweep("leases", NOW + 1_000, 10)
+    assert (timed_out.job_id, timed_out.worker) == ("j0", "w1"), "its holder is told to stop"
+    await redis_store.submit("ep", jobs(3, start=1), None, NOW)
+    cutter.cut_next_reply()
+    assert await cut_store.purge("ep", NOW + 2) == 3
+    assert cutter.cuts == 2
