@@ -17,7 +17,7 @@ same names for the Lua scripts from the class itself. Names are relative to the 
 | ``inbox:{worker}`` | list | jobs handed to a parked replica: ``id\\nattempts\\ninput`` ('' if large) |
 | ``fence:{worker}`` | string | a replica's fence, raised by each redelivery: older takes are refused |
 | ``taken:{worker}`` | string | the worker's last take that handed out jobs: its id, then theirs (spaced) |
-| ``reply:{call}`` | string | a MOVE, SWEEP or PURGE call's reply (JSON) when it changed something; expires |
+| ``reply:{call}`` | string | a MOVE, SWEEP, PURGE or WEBHOOK_CLAIM call's reply (JSON) if it did something |
 | ``counts:{ep}`` | hash | counters: in_progress, completed, failed, timed_out, cancelled, retried |
 | ``leases`` | zset | in-progress job ids scored by their execution deadline (ms) |
 | ``ttl`` | zset | queued job ids scored by the time they expire in the queue (ms) |

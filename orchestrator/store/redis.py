@@ -160,6 +160,7 @@ class RedisStore:
         self._move = client.register_script(lua.MOVE)
         self._sweep = client.register_script(lua.SWEEP)
         self._purge = client.register_script(lua.PURGE)
+        self._webhook_claim = client.register_script(lua.WEBHOOK_CLAIM)
         self._push = client.register_script(lua.STREAM_PUSH)
         self._read = client.register_script(lua.STREAM_READ)
         self._progress = client.register_script(lua.PROGRESS)
@@ -553,13 +554,7 @@ class RedisStore:
 
     async def webhook_claim(self, max_items: int) -> list[str]:
         """Move up to ``max_items`` pending webhook job ids to the in-flight list and return them."""
-        out = []
-        for _ in range(max_items):
-            jid = await self.r.lmove(self.k.webhooks, self.k.webhooks_inflight, "LEFT", "RIGHT")
-            if jid is None:
-                break
-            out.append(jid)
-        return out
+        return [str(i) for i in await self._webhook_claim(args=[self._p, max_items, _call_id()])]
 
     async def webhook_done(self, job_id: str, endpoint: str = "", outcome: str | None = None) -> None:
         if outcome is None:
@@ -609,8 +604,8 @@ def _claim_args(prefix: str, c: Claim) -> list[Any]:
 
 def _call_id() -> str:
     """A step's call id: sent again with it (redis-py's retry after a lost reply), a take answers what its
-    first run took, a result what it applied, a stream read the chunks it read, a MOVE, SWEEP or PURGE the
-    first run's reply, instead of doing more (:mod:`orchestrator.store.scripts`)."""
+    first run took, a result what it applied, a stream read the chunks it read, a MOVE, SWEEP, PURGE or
+    WEBHOOK_CLAIM the first run's reply, instead of doing more (:mod:`orchestrator.store.scripts`)."""
     return uuid.uuid4().hex
 
 

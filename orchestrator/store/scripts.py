@@ -564,6 +564,23 @@ return n
 """
 )
 
+WEBHOOK_CLAIM = _script(
+    r"""
+-- ARGV: P, n, call id. Moves up to n pending webhook deliveries (job ids) to the in-flight list and returns
+-- them (the first run's, for a call sent again: else they would wait in flight for the queue's restart).
+local before = replied_before(ARGV[3])
+if before then return before end
+local out = {}
+for _ = 1, tonumber(ARGV[2]) do
+  local id = redis.call('LMOVE', K_webhooks, K_webhooks_inflight, 'LEFT', 'RIGHT')
+  if not id then break end
+  out[#out + 1] = id
+end
+if #out > 0 then keep_reply(ARGV[3], out) end
+return out
+"""
+)
+
 STREAM_PUSH = _script(
     r"""
 -- ARGV: P, id, worker, first, n, chunks... Appends chunks only while the worker holds the job; returns 1 or

@@ -6,7 +6,7 @@ one run leaves, and answer what it did:
 - a stream read does not move its reader past chunks it never got;
 - a result is answered as applied (its replica then tells the queue, and a caller waiting there);
 - a cancel, a sweep or a purge is answered with what it did (its caller then tells the job's holder to stop,
-  sends the webhook, counts);
+  sends the webhook, counts); a claim of webhook deliveries answers those it moved in flight;
 - a take (a replica's claim, with results or not; an outside worker's take through the queue) answers the
   jobs it took instead of taking more while those wait, leased to a worker that never got them, for their
   execution timeout.
@@ -110,7 +110,7 @@ async def cut_store(cutter: ReplyCutter, redis_store: RedisStore) -> AsyncIterat
     loaded (else the reply cut could be a NOSCRIPT error: the step not run yet)."""
     store = RedisStore.connect(cutter.url, redis_store.k.prefix, retry_s=5.0)
     steps = (lua.SUBMIT, lua.STREAM_PUSH, lua.STREAM_READ, lua.TAKE, lua.CLAIM, lua.FINISH, lua.FINISH_CLAIM)
-    for script in (*steps, lua.MOVE, lua.SWEEP, lua.PURGE):
+    for script in (*steps, lua.MOVE, lua.SWEEP, lua.PURGE, lua.WEBHOOK_CLAIM):
         await store.r.script_load(script)
     assert await store.wait_for_job("none", "nobody", 0.01) is None  # its own client, connected
     try:
@@ -275,3 +275,15 @@ async def test_a_sweep_and_a_purge_whose_replies_were_lost_are_answered_with_wha
     cutter.cut_next_reply()
     assert await cut_store.purge("ep", NOW + 2) == 3
     assert cutter.cuts == 2
+
+
+async def test_a_webhook_claim_whose_reply_was_lost_answers_the_deliveries_it_moved(
+    cutter: ReplyCutter, cut_store: RedisStore, redis_store: RedisStore
+) -> None:
+    """Else they would wait in flight, unsent, until the queue restarts."""
+    await redis_store.r.rpush(redis_store.k.webhooks, "j0", "j1", "j2")
+    cutter.cut_next_reply()
+    assert await cut_store.webhook_claim(2) == ["j0", "j1"]
+    assert cutter.cuts == 1
+    assert await cut_store.webhook_claim(5) == ["j2"]
+    assert await cut_store.webhook_claim(5) == []
