@@ -137,10 +137,11 @@ def restart_retry(retry_s: float) -> Retry:
 
 RETRIED_ERRORS: list[type[Exception]] = [BusyLoadingError, ConnectionError, TimeoutError]
 """What a client retries: a restarting Redis refuses connections, then answers LOADING while it replays its
-AOF (the command did not run); a read that timed out may have run, so every step is safe to run twice (a
-submit or a stream push sent again writes nothing again; a take or a stream read sent again answers what
-the first run did; the others are compare-and-set). A replica's blocking pop of its inbox is the exception:
-it is never sent again (:meth:`RedisStore.wait_for_job`)."""
+AOF (the command did not run); a read that timed out may have run, so every step is safe to send again and
+answers what its first run did (a submit or a stream push writes nothing again; a take, a result, a stream
+read, a MOVE, SWEEP, PURGE or webhook claim is answered by its call id: :func:`_call_id`; the other steps are
+compare-and-set or write the same again). A replica's blocking pop of its inbox is the exception: it is never
+sent again (:meth:`RedisStore.wait_for_job`)."""
 
 
 class RedisStore:
