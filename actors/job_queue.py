@@ -172,8 +172,9 @@ class JobQueue(AccessMethods):
         kind: str = "external",
         request_id: str | None = None,
         version: int | None = None,
+        call_id: str | None = None,
     ) -> list[dict[str, Any]]:
-        return await self.d.take(endpoint, worker_id, max_jobs, wait_s, kind, request_id, version)
+        return await self.d.take(endpoint, worker_id, max_jobs, wait_s, kind, request_id, version, call_id)
 
     async def done(
         self,

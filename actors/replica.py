@@ -27,6 +27,7 @@ import contextlib
 import logging
 import threading
 import time
+import uuid
 from collections.abc import Awaitable, Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -79,9 +80,8 @@ async def through_queue_restarts(call: Callable[[], Awaitable[T]], wait_s: float
     that error. Anything else the call raises propagates at once.
 
     Such a call may or may not have run on the old queue: use it for calls whose repetition is harmless
-    (a result the queue already has is refused, a take's unreturned jobs come back when their lease
-    lapses) or rarer than the failure it avoids (a stream chunk pushed twice, against a streaming job
-    failing for a restart it had no part in)."""
+    (a result the queue already has is refused; a take called again with its call id answers the jobs the
+    first took; a stream chunk pushed again with its index is kept once)."""
     delay_s = 0.1
     deadline = time.monotonic() + wait_s
     while True:
@@ -442,6 +442,7 @@ class WorkerReplica:
             self.cfg.take_wait_s,
             "ray",
             version=version,
+            call_id=uuid.uuid4().hex,  # the same for each call again: the jobs a lost reply carried
         )
         return self.deliveries.fresh(await through_queue_restarts(taking, self.cfg.queue_retry_s))
 

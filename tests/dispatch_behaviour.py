@@ -328,6 +328,21 @@ async def test_take_long_poll_times_out_and_draining_worker_gets_nothing(rig: Ri
         await rig.d.drain_worker("ghost")
 
 
+async def test_a_take_called_again_with_its_id_answers_the_jobs_the_first_took(rig: Rig) -> None:
+    """A Ray replica calls a take again, with the same call id, when the queue died before replying (a
+    restarted queue answers it): the jobs the first call took, those the replica still holds, and no more
+    (they would wait on a replica that never got them until their execution timeout failed them)."""
+    await rig.d.create_endpoint(ep())
+    first, second, third, fourth = await rig.d.submit("ep", [run(1), run(2), run(3), run(4)])
+    took = await rig.d.take("ep", "w1", 2, 0, "ray", call_id="c1")
+    assert [j["id"] for j in took] == [first, second]
+    await rig.d.cancel("ep", second)
+    again = await rig.fresh().take("ep", "w1", 2, 0, "ray", call_id="c1")
+    assert [(j["id"], j["input"], j["attempt"]) for j in again] == [(first, 1, 1)]
+    assert [j["id"] for j in await rig.d.take("ep", "w2", 1, 0, "ray", call_id="c1")] == [third], "its own"
+    assert [j["id"] for j in await rig.d.take("ep", "w1", 2, 0, "ray", call_id="c2")] == [fourth], "new"
+
+
 async def test_done_first_result_wins(rig: Rig) -> None:
     await rig.d.create_endpoint(ep())
     job = await submit_one(rig.d, webhook="http://h/x")

@@ -164,11 +164,14 @@ class WorkerDispatch:
         kind: str = "external",
         request_id: str | None = None,
         version: int | None = None,
+        call_id: str | None = None,
     ) -> list[dict[str, Any]]:
         """Lease up to ``max_jobs`` (1..1000) jobs to the worker, holding up to ``wait_s`` (default
         ``take_wait_s``, at most 60) for one; [] at the timeout or once the worker is draining.
         ``version`` is the endpoint version the worker runs (a Ray replica knows it; an outside worker
-        does not): recorded on each job taken, shown as the job's ``version``."""
+        does not): recorded on each job taken, shown as the job's ``version``. ``call_id``: the caller's
+        id of this take, the same when it calls again after losing the reply (a Ray replica, through a
+        queue restart): the jobs the first call took are answered again instead of more being taken."""
         logs.bind(request_id=request_id, endpoint=endpoint, worker_id=worker_id)
         await self._endpoint(endpoint)
         wait = self.cfg.take_wait_s if wait_s is None else max(0.0, min(wait_s, 60.0))
@@ -180,7 +183,7 @@ class WorkerDispatch:
             self.registry.touch(worker_id, endpoint, kind, now_s)
             woken = self.takers.version(endpoint)
             jobs = await self.store.take(
-                endpoint, worker_id, max(1, min(max_jobs, 1000)), int(now_s * 1000), version
+                endpoint, worker_id, max(1, min(max_jobs, 1000)), int(now_s * 1000), version, call_id
             )
             if jobs:
                 for j in jobs:

@@ -79,6 +79,7 @@ class MemoryStore:
         self.fences: dict[str, int] = defaultdict(int)  # raised by leased_to (no replica takes from here)
         self.webhooks: list[str] = []
         self.webhooks_inflight: list[str] = []
+        self.taken: dict[str, tuple[str, list[str]]] = {}  # worker -> its last take that took: id, job ids
         self.webhook_outcome_lists: dict[str, list[str]] = {}
         self.docs: dict[str, str] = {}
         self.final_signals: dict[str, asyncio.Event] = {}  # watched jobs that became final (fin:{id})
@@ -224,8 +225,22 @@ class MemoryStore:
         return depth + len(jobs)
 
     async def take(
-        self, endpoint: str, worker_id: str, max_jobs: int, now_ms: int, version: int | None = None
+        self,
+        endpoint: str,
+        worker_id: str,
+        max_jobs: int,
+        now_ms: int,
+        version: int | None = None,
+        call_id: str | None = None,
     ) -> list[TakenJob]:
+        last_id, last_taken = self.taken.get(worker_id, ("", []))
+        if call_id is not None and call_id == last_id:
+            held = [(j, self.jobs.get(j)) for j in last_taken]
+            return [
+                TakenJob(j, json.loads(h["input"]), int(h["attempts"]))
+                for j, h in held
+                if h is not None and h["status"] == S.IN_PROGRESS.value and h.get("worker") == worker_id
+            ]
         if worker_id in self.draining:
             return []
         out = []
@@ -239,6 +254,8 @@ class MemoryStore:
                 else:
                     h["version"] = str(version)
                 out.append(TakenJob(job_id, json.loads(h["input"]), int(h["attempts"])))
+        if out and call_id is not None:
+            self.taken[worker_id] = (call_id, [t.id for t in out])
         return out
 
     async def finish(self, items: Sequence[FinishItem], now_ms: int) -> list[FinishOutcome]:

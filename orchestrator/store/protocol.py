@@ -166,11 +166,19 @@ class JobStore(Protocol):
         ...
 
     async def take(
-        self, endpoint: str, worker_id: str, max_jobs: int, now_ms: int, version: int | None = None
+        self,
+        endpoint: str,
+        worker_id: str,
+        max_jobs: int,
+        now_ms: int,
+        version: int | None = None,
+        call_id: str | None = None,
     ) -> list[TakenJob]:
         """Lease up to ``max_jobs`` queued jobs to the worker; none when it is draining. ``version`` (the
         endpoint version the worker runs, None when unknown) is recorded on each job taken, replacing
-        what an earlier attempt recorded."""
+        what an earlier attempt recorded. ``call_id`` (None: a fresh one): a take made again with the id
+        of the worker's last take that handed out jobs answers those it still holds, and takes no more (a
+        caller's retry of a take whose reply it lost)."""
         ...
 
     async def finish(self, items: Sequence[FinishItem], now_ms: int) -> list[FinishOutcome]:

@@ -259,10 +259,17 @@ class RedisStore:
         return reply, values if isinstance(values, list) else None  # a failed read: the caller waits on
 
     async def take(
-        self, endpoint: str, worker_id: str, max_jobs: int, now_ms: int, version: int | None = None
+        self,
+        endpoint: str,
+        worker_id: str,
+        max_jobs: int,
+        now_ms: int,
+        version: int | None = None,
+        call_id: str | None = None,
     ) -> list[TakenJob]:
         ver = "" if version is None else str(int(version))
-        reply = await self._take(args=[self._p, endpoint, worker_id, max_jobs, now_ms, ver, _call_id()])
+        call = call_id or _call_id()
+        reply = await self._take(args=[self._p, endpoint, worker_id, max_jobs, now_ms, ver, call])
         return _taken(reply)
 
     async def claim(self, claim: Claim) -> list[TakenJob] | None:
