@@ -19,7 +19,7 @@ import redis.asyncio as aioredis
 from orchestrator.core.autoscale import Override
 from orchestrator.store import scripts as lua
 from orchestrator.store.keys import Keys
-from orchestrator.store.redis import RETRIED_ERRORS, RETRY_WHILE_RESTARTING_S, restart_retry
+from orchestrator.store.redis import RETRY_WHILE_RESTARTING_S, retrying_client
 
 HISTORY_LIMIT = 500
 """Decisions kept per endpoint (newest first)."""
@@ -84,14 +84,7 @@ class RedisAutoscalerStore:
     ) -> RedisAutoscalerStore:
         """A store on the Redis at ``url`` (``redis://``, ``rediss://`` or ``unix://``); a command is tried
         again for about ``retry_s`` while Redis does not answer, as the job store's are."""
-        client = aioredis.from_url(
-            url,
-            decode_responses=True,
-            health_check_interval=30,
-            retry=restart_retry(retry_s),
-            retry_on_error=RETRIED_ERRORS,
-        )
-        return cls(client, Keys(prefix))
+        return cls(retrying_client(url, retry_s), Keys(prefix))
 
     async def close(self) -> None:
         await self._r.aclose()

@@ -144,6 +144,18 @@ compare-and-set or write the same again). A replica's blocking pop of its inbox 
 sent again (:meth:`RedisStore.wait_for_job`)."""
 
 
+def retrying_client(url: str, retry_s: float) -> aioredis.Redis:
+    """An asyncio client of the Redis at ``url`` (decoded responses) that sends a command again for about
+    ``retry_s`` while Redis does not answer (:func:`restart_retry`, :data:`RETRIED_ERRORS`)."""
+    return aioredis.from_url(
+        url,
+        decode_responses=True,
+        health_check_interval=30,
+        retry=restart_retry(retry_s),
+        retry_on_error=RETRIED_ERRORS,
+    )
+
+
 class RedisStore:
     """:class:`JobStore` on Redis (decoded responses). Create with :meth:`connect`."""
 
@@ -178,13 +190,7 @@ class RedisStore:
         """A store on the Redis at ``url`` (``redis://``, ``rediss://`` or ``unix://``); a command is tried
         again for about ``retry_s`` while Redis does not answer (:func:`restart_retry`), but for
         :meth:`wait_for_job`'s, on a client of its own that never sends one again."""
-        client = aioredis.from_url(
-            url,
-            decode_responses=True,
-            health_check_interval=30,
-            retry=restart_retry(retry_s),
-            retry_on_error=RETRIED_ERRORS,
-        )
+        client = retrying_client(url, retry_s)
         blocking = aioredis.from_url(
             url, decode_responses=True, health_check_interval=30, retry=Retry(NoBackoff(), 0)
         )

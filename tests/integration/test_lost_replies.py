@@ -119,6 +119,12 @@ async def cut_store(cutter: ReplyCutter, redis_store: RedisStore) -> AsyncIterat
         await store.close()
 
 
+async def running_on_w1(store: RedisStore, **fields: object) -> None:
+    """Job j0 (``fields`` as :func:`jobs` takes them), leased to worker w1."""
+    await store.submit("ep", jobs(1, **fields), None, NOW)
+    await store.take("ep", "w1", 1, NOW)
+
+
 async def test_a_submit_whose_reply_was_lost_queues_its_jobs_once(
     cutter: ReplyCutter, cut_store: RedisStore, redis_store: RedisStore
 ) -> None:
@@ -140,8 +146,7 @@ async def test_a_submit_whose_reply_was_lost_queues_its_jobs_once(
 async def test_a_stream_push_whose_reply_was_lost_keeps_its_chunk_once(
     cutter: ReplyCutter, cut_store: RedisStore, redis_store: RedisStore
 ) -> None:
-    await redis_store.submit("ep", jobs(1), None, NOW)
-    await redis_store.take("ep", "w1", 1, NOW)
+    await running_on_w1(redis_store)
     cutter.cut_next_reply()
     assert await cut_store.push_chunks("j0", "w1", ['"a"'], 0)
     assert await cut_store.push_chunks("j0", "w1", ['"b"'], 1)
@@ -154,8 +159,7 @@ async def test_a_stream_read_whose_reply_was_lost_answers_its_chunks_again(
 ) -> None:
     """The first read moved the reader's cursor past the chunks its lost reply carried; the read sent again
     answers them (and one pushed meanwhile), and the next read goes on from there."""
-    await redis_store.submit("ep", jobs(1), None, NOW)
-    await redis_store.take("ep", "w1", 1, NOW)
+    await running_on_w1(redis_store)
     await redis_store.push_chunks("j0", "w1", ['"a"', '"b"'], 0)
     cutter.cut_next_reply(lambda: redis_store.push_chunks("j0", "w1", ['"c"'], 2))
     assert await cut_store.read_stream("j0") == (S.IN_PROGRESS, ["a", "b", "c"])
@@ -251,8 +255,7 @@ async def test_a_cancel_whose_reply_was_lost_is_answered_with_what_it_did(
     cutter: ReplyCutter, cut_store: RedisStore, redis_store: RedisStore
 ) -> None:
     """Answered "not moved", the queue would not tell the running job's holder to stop."""
-    await redis_store.submit("ep", jobs(1), None, NOW)
-    await redis_store.take("ep", "w1", 1, NOW)
+    await running_on_w1(redis_store)
     cutter.cut_next_reply()
     moved = await cut_store.move(
         "j0", S.CANCELLED.value, NOW + 1, "cancelled", expect_from=(S.IN_QUEUE, S.IN_PROGRESS)
@@ -266,8 +269,7 @@ async def test_a_cancel_whose_reply_was_lost_is_answered_with_what_it_did(
 async def test_a_sweep_and_a_purge_whose_replies_were_lost_are_answered_with_what_they_did(
     cutter: ReplyCutter, cut_store: RedisStore, redis_store: RedisStore
 ) -> None:
-    await redis_store.submit("ep", jobs(1, execution_timeout_ms=1_000), None, NOW)
-    await redis_store.take("ep", "w1", 1, NOW)
+    await running_on_w1(redis_store, execution_timeout_ms=1_000)
     cutter.cut_next_reply()
     (timed_out,) = await cut_store.sweep("leases", NOW + 1_000, 10)
     assert (timed_out.job_id, timed_out.worker) == ("j0", "w1"), "its holder is told to stop"
