@@ -243,8 +243,9 @@ local function remember_taken(wid, tid, out)
   return out
 end
 
--- The reply of call `cid` when it ran before (a MOVE, SWEEP or PURGE sent again: redis-py's retry of a call
--- whose reply was lost, answered as the first run was, so its caller still acts on what it did), else nil.
+-- The reply of call `cid` when it ran before (a MOVE, SWEEP, PURGE or WEBHOOK_CLAIM sent again: redis-py's
+-- retry of a call whose reply was lost, answered as the first run was, so its caller still acts on what it
+-- did), else nil.
 local function replied_before(cid)
   local kept = redis.call('GET', K_reply(cid))
   if kept then return cjson.decode(kept) end
@@ -496,9 +497,9 @@ FINISH_CLAIM = _script(
     + _CLAIM
     + r"""
 -- ARGV: P, ep, worker, n, now, version, park, fence, take id (as CLAIM), call id, k, then k results (as
--- FINISH). A
--- replica's results and its next take in one step, the results first (a caller waiting on one is woken
--- before the take; a result is never fenced: FINISH refuses one from a worker that no longer holds the job).
+-- FINISH). A replica's results and its next take in one step, the results first (a caller waiting on one is
+-- woken before the take; a result is never fenced: FINISH refuses one from a worker that no longer holds
+-- the job).
 -- Returns {finish()'s reply, claim()'s reply}.
 local now = tonumber(ARGV[5])
 local done = finish(now, ARGV[10], tonumber(ARGV[11]), 12)
