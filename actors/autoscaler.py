@@ -440,13 +440,10 @@ class Autoscaler:
         return out
 
 
-def ensure_autoscaler(boot: BootConfig, timeout_s: float = 60.0) -> Any:
-    """Get or create the autoscaler actor and start its loop."""
-    handle = (
-        ray.remote(Autoscaler).options(**control_options(boot.namespace, AUTOSCALER_NAME, 1000)).remote(boot)
-    )
-    ray.get(handle.start.remote(), timeout=timeout_s)
-    return handle
+def create_autoscaler(boot: BootConfig) -> Any:
+    """Get or create the autoscaler actor without waiting for it (the queue's name must be registered)."""
+    options = control_options(boot.namespace, AUTOSCALER_NAME, 1000)
+    return ray.remote(Autoscaler).options(**options).remote(boot)
 
 
-__all__ = ["Autoscaler", "ensure_autoscaler", "pool_name"]
+__all__ = ["Autoscaler", "create_autoscaler", "pool_name"]

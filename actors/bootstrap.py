@@ -14,30 +14,33 @@ from orchestrator.core.errors import NotReady
 from orchestrator.names import AUTOSCALER_NAME, QUEUE_NAME
 
 
-def ensure_queue(boot: BootConfig, timeout_s: float = 60.0) -> Any:
-    """Get or create the JobQueue actor and wait until it has recovered from the store."""
+def create_queue(boot: BootConfig) -> Any:
+    """Get or create the JobQueue actor without waiting for it (its name is registered on return)."""
     import ray
 
     from actors.job_queue import JobQueue
 
-    handle = (
+    return (
         ray.remote(JobQueue)
         .options(**control_options(boot.namespace, QUEUE_NAME, 100_000))
         .remote(boot.queue, boot.namespace)
     )
-    _wait(handle.ready.remote(), timeout_s, "job queue")
-    return handle
 
 
 def ensure_control_actors(boot: BootConfig, timeout_s: float = 60.0) -> dict[str, Any]:
-    """Idempotently create every control actor; returns their handles by name."""
-    handles = {QUEUE_NAME: ensure_queue(boot, timeout_s)}
-    try:
-        from actors.autoscaler import ensure_autoscaler
-    except ImportError:
-        return handles
-    handles[AUTOSCALER_NAME] = ensure_autoscaler(boot, timeout_s)
-    return handles
+    """Idempotently create every control actor; returns their handles by name once the queue has
+    recovered from the store and the autoscaler's loop runs.
+
+    The autoscaler is created right after the queue's name is registered (its constructor looks the queue
+    up), so its process starts while the queue's does and recovers, rather than after.
+    """
+    from actors.autoscaler import create_autoscaler
+
+    queue = create_queue(boot)
+    autoscaler = create_autoscaler(boot)
+    _wait(queue.ready.remote(), timeout_s, "job queue")
+    _wait(autoscaler.start.remote(), timeout_s, "autoscaler")
+    return {QUEUE_NAME: queue, AUTOSCALER_NAME: autoscaler}
 
 
 def _wait(ref: Any, timeout_s: float, what: str) -> Any:
