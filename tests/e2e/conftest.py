@@ -127,13 +127,18 @@ def start_instance(
     port: int | None = None,
     num_gpus: int = 2,
     attempts: int = 3,
+    ray_token: bool = False,
 ) -> Instance:
-    """``ripple up --detach`` on ``data_dir``; returns once the app answers /health/ready.
+    """``ripple up --detach`` on ``data_dir``; returns once the app answers /health/ready. With
+    ``ray_token`` no ``RAY_AUTH_*`` is in its environment, as a user starts it: its head makes a token.
 
     On a loaded 2-core machine Ray's raylet sometimes gives up on its dashboard agent (it allows 15 s for a
     Python process to import and report its ports) and ``ray start`` exits: that start is retried.
     """
     env = ripple_env(extra_env)
+    if ray_token:
+        for name in ("RAY_AUTH_MODE", "RAY_AUTH_TOKEN", "RAY_AUTH_TOKEN_PATH"):
+            env.pop(name, None)
     port = port or free_port()
     data_dir.mkdir(parents=True, exist_ok=True)
     args = ["up", "--data-dir", str(data_dir), "--port", str(port), "--num-gpus", str(num_gpus), "--detach"]

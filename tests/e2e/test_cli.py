@@ -7,9 +7,8 @@ import socket
 import uuid
 from pathlib import Path
 
-import httpx
 import pytest
-from conftest import Instance, free_port, kill_instance, run_cli, start_instance
+from conftest import Instance, free_port, run_cli
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -179,30 +178,3 @@ def test_no_instance_is_one_line_not_a_traceback(tmp_path: Path) -> None:
         assert proc.returncode == 1
         assert "cannot reach Ripple" in proc.stderr and url in proc.stderr
         assert "Traceback" not in proc.stderr
-
-
-@pytest.mark.timeout(300)
-def test_direct_ingress_serves_the_api_without_the_proxy(tmp_path: Path) -> None:
-    """With ``RIPPLE_DIRECT_INGRESS_PORT``, ``ripple up`` reports the API replica's own URL (Serve's direct
-    ingress), which answers as the proxy does: keys, request ids, jobs; the proxy still serves the port."""
-    direct = f"http://127.0.0.1:{free_port()}"
-    data_dir = tmp_path / "data"
-    try:
-        inst = start_instance(data_dir, extra_env={"RIPPLE_DIRECT_INGRESS_PORT": direct.rsplit(":", 1)[1]})
-        assert inst.state["direct_url"] == direct
-        assert f"direct:       {direct}" in (tmp_path / "data-up.log").read_text()
-        headers = {"Authorization": f"Bearer {inst.api_key}", "X-Request-ID": "direct-1"}
-        with httpx.Client(base_url=direct, headers=headers, timeout=60) as c:
-            spec = {"name": "direct", "handler": "examples.handlers:echo", "gpus": 0, "minReplicas": 1}
-            assert c.post("/api/v1/endpoints", json=spec).status_code in (200, 201)
-            reply = c.post("/v2/direct/runsync", json={"input": {"n": 1}})
-            assert reply.status_code == 200 and reply.json()["output"] == {"echo": {"n": 1}}, reply.text
-            assert reply.headers["x-request-id"] == "direct-1"
-        assert httpx.post(f"{direct}/v2/direct/run", json={"input": 1}).status_code == 401
-        assert httpx.get(f"{inst.url}/health/ready").status_code == 200
-        status = run_cli(["--data-dir", str(data_dir), "status"], env=inst.env, timeout_s=60)
-        assert f"Direct ingress: {direct}" in status.stdout, status.stdout + status.stderr
-        down = run_cli(["down", "--data-dir", str(data_dir)], env=inst.env, timeout_s=120)
-        assert down.returncode == 0, down.stderr
-    finally:
-        kill_instance(data_dir)

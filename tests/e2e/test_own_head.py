@@ -1,24 +1,40 @@
-"""Worker logs end to end: a replica whose handler prints known lines, read back through
-``GET /api/v1/workers/{id}/logs`` (tail, stderr, follow), ``ripple logs WORKER|ENDPOINT`` (with ``--follow``),
-and a job's detail linking the worker that ran it. Outside workers have no logs here (409).
+"""One instance started as a user starts it, shared by this module's tests (in order: the last stops it).
 
-Its own instance: reading logs goes through the Ray dashboard, which the shared instance turns off.
+``ripple up`` with no Ray setting in its environment runs its own Ray head: the Ray dashboard on (worker logs
+are read through it) and listening on 127.0.0.1 only, Ray's token authentication on with a token kept in the
+data dir (Ray 2.60's GCS, raylet and agents listen on every interface whatever the node address), and here
+Serve's direct ingress on (``RIPPLE_DIRECT_INGRESS_PORT``). On it:
+
+- the dashboard is on loopback and Ray refuses a client without the token;
+- the API answers on the replica's own port (direct ingress) as through the proxy;
+- worker logs end to end: a replica whose handler prints known lines, read back through
+  ``GET /api/v1/workers/{id}/logs`` (tail, stderr, follow), ``ripple logs WORKER|ENDPOINT`` (with
+  ``--follow``), the web UI and a job's detail linking the worker that ran it; outside workers have no
+  logs here (409);
+- ``ripple down`` (which joins with the token to drain) stops every process of it.
+
+One instance rather than one a test: starting one costs ~20 s of a 2-core machine.
 """
 
 from __future__ import annotations
 
 import contextlib
+import os
 import queue
-import secrets
+import re
 import subprocess
+import sys
 import threading
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import httpx
+import psutil
 import pytest
-from conftest import Instance, ripple_exe, run_cli, start_instance, stop_instance, wait_for
+from conftest import Instance, free_port, ripple_exe, run_cli, start_instance, stop_instance, wait_for
+
+from orchestrator.ops import local
 
 pytestmark = pytest.mark.timeout(300)
 
@@ -27,14 +43,85 @@ HANDLER = "tests.e2e.runpod_workers.printer"
 
 @pytest.fixture(scope="module")
 def app(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Instance]:
-    """An instance with the Ray dashboard on (worker logs are read through it) and Ray's token
-    authentication on, as ``ripple up`` runs its own head."""
-    env = {"RIPPLE_DASHBOARD": "true", "RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN": secrets.token_hex(32)}
-    inst = start_instance(tmp_path_factory.mktemp("logs") / "data", extra_env=env)
+    """The instance: no ``RAY_AUTH_MODE`` (``ripple up`` makes its token), an empty HOME (no token of the
+    user's), the dashboard on, direct ingress on a free port."""
+    root = tmp_path_factory.mktemp("own-head")
+    home = root / "home"
+    home.mkdir()
+    env = {
+        "RIPPLE_DASHBOARD": "true",
+        "RIPPLE_DIRECT_INGRESS_PORT": str(free_port()),
+        "HOME": str(home),
+        "RAY_USAGE_STATS_ENABLED": "0",
+    }
+    inst = start_instance(root / "data", extra_env=env, ray_token=True)
     try:
         yield inst
     finally:
         stop_instance(inst)
+
+
+def _session_listeners(leader_pid: int) -> list[tuple[str, int]]:
+    """(address, port) of every TCP listener of the processes in ``leader_pid``'s session."""
+    sid = os.getsid(leader_pid)
+    pids = set()
+    for p in psutil.process_iter():
+        with contextlib.suppress(psutil.Error, ProcessLookupError):
+            if os.getsid(p.pid) == sid:
+                pids.add(p.pid)
+    return [
+        (c.laddr.ip, c.laddr.port)
+        for c in psutil.net_connections(kind="tcp")
+        if c.status == psutil.CONN_LISTEN and c.pid in pids
+    ]
+
+
+def _joins(address: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
+    code = f"import ray; ray.init(address='{address}'); print('joined')"
+    return subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=120)
+
+
+def _up_log(inst: Instance) -> str:
+    return (inst.data_dir.parent / f"{inst.data_dir.name}-up.log").read_text()
+
+
+def test_its_dashboard_listens_on_loopback_and_its_ray_is_behind_a_token(app: Instance) -> None:
+    token = app.data_dir / local.RAY_TOKEN_FILE
+    assert token.stat().st_mode & 0o777 == 0o600
+    assert f"Ray token:    {token.resolve()}" in _up_log(app)
+    log = re.sub(r"\x1b\[[\d;]*m", "", (app.data_dir / "ray-head.log").read_text(errors="replace"))
+    ((ip, dashboard_port),) = set(re.findall(r"view the dashboard at\s*\n.*? -- +([\d.]+):(\d+)", log))
+    assert ip == "127.0.0.1"
+    dashboard = [a for a, p in _session_listeners(app.state["ray_head_pid"]) if p == int(dashboard_port)]
+    assert dashboard and set(dashboard) == {"127.0.0.1"}, dashboard
+    assert httpx.get(f"http://127.0.0.1:{dashboard_port}/api/jobs/", timeout=10).status_code == 401
+
+    client = {k: v for k, v in app.env.items() if not k.startswith("RAY_AUTH")}
+    refused = _joins(app.state["ray_address"], {**client, "RAY_AUTH_MODE": "token"})
+    assert refused.returncode != 0 and "joined" not in refused.stdout, refused.stdout
+    with_token = {**client, "RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN_PATH": str(token)}
+    allowed = _joins(app.state["ray_address"], with_token)
+    assert allowed.returncode == 0 and "joined" in allowed.stdout, allowed.stderr[-3000:]
+
+
+def test_direct_ingress_serves_the_api_without_the_proxy(app: Instance) -> None:
+    """``ripple up`` reports the API replica's own URL (Serve's direct ingress), which answers as the proxy
+    does: keys, request ids, jobs; the proxy still serves its port."""
+    direct = f"http://127.0.0.1:{app.env['RIPPLE_DIRECT_INGRESS_PORT']}"
+    assert app.state["direct_url"] == direct
+    assert f"direct:       {direct}" in _up_log(app)
+    headers = {"Authorization": f"Bearer {app.api_key}", "X-Request-ID": "direct-1"}
+    with httpx.Client(base_url=direct, headers=headers, timeout=60) as c:
+        spec = {"name": "direct", "handler": "examples.handlers:echo", "gpus": 0, "minReplicas": 1}
+        assert c.post("/api/v1/endpoints", json=spec).status_code in (200, 201)
+        reply = c.post("/v2/direct/runsync", json={"input": {"n": 1}})
+        assert reply.status_code == 200 and reply.json()["output"] == {"echo": {"n": 1}}, reply.text
+        assert reply.headers["x-request-id"] == "direct-1"
+        assert c.delete("/api/v1/endpoints/direct").status_code == 200
+    assert httpx.post(f"{direct}/v2/direct/run", json={"input": 1}).status_code == 401
+    assert httpx.get(f"{app.url}/health/ready").status_code == 200
+    status = run_cli(["--data-dir", str(app.data_dir), "status"], env=app.env, timeout_s=60)
+    assert f"Direct ingress: {direct}" in status.stdout, status.stdout + status.stderr
 
 
 def _cli(inst: Instance, *args: str, timeout_s: float = 60) -> subprocess.CompletedProcess[str]:
@@ -202,3 +289,14 @@ def test_web_ui_worker_page_shows_the_log_and_the_job_page_links_it(app: Instanc
         finally:
             browser.close()
     assert not errors, errors
+
+
+def test_down_stops_every_process_of_the_instance(app: Instance) -> None:
+    """Last: ``ripple down`` joins with the token kept in the data dir, drains and stops the head."""
+    head = app.state["ray_head_pid"]
+    down = run_cli(["down", "--data-dir", str(app.data_dir)], env=app.env, timeout_s=240)
+    assert down.returncode == 0 and "Ripple stopped." in down.stdout, down.stdout + down.stderr[-3000:]
+    assert "graceful stop incomplete" not in down.stderr, down.stderr[-3000:]
+    assert wait_for(
+        lambda: not psutil.pid_exists(head) or psutil.Process(head).status() == "zombie", 30, "the head gone"
+    )

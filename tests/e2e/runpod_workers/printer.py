@@ -1,5 +1,5 @@
 """A RunPod worker file that prints: known lines on import and per job (stdout), one per job on stderr.
-Read back by ``tests/e2e/test_replica_logs.py`` through ``GET /api/v1/workers/{id}/logs`` and
+Read back by ``tests/e2e/test_own_head.py`` through ``GET /api/v1/workers/{id}/logs`` and
 ``ripple logs``."""
 
 import sys
