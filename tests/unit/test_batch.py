@@ -100,7 +100,9 @@ def test_a_rerun_resumes_only_with_the_same_endpoint_and_input(tmp_path: Path) -
 
 
 def test_a_torn_last_id_line_is_submitted_again(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    (tmp_path / "out.jsonl.ids").write_text('{"line": 0, "id": "j0", "endpoint": "ep"}\n{"line": 1, "i')
+    # An earlier run submitted line 0 (its id is not one this run's client hands out) and was cut off
+    # while writing line 1's.
+    (tmp_path / "out.jsonl.ids").write_text('{"line": 0, "id": "old-0", "endpoint": "ep"}\n{"line": 1, "i')
     assert _run(tmp_path, FakeClient(queued_polls=0)) == {"COMPLETED": 3}
     assert "3 jobs in" in (out := capsys.readouterr().out) and "1 already submitted; submitting 2" in out
 
