@@ -27,6 +27,7 @@ from functools import partial
 from pathlib import Path
 from typing import Any, Literal, TypeVar, cast
 
+import psutil
 import pytest
 import ray
 from ray.cluster_utils import Cluster
@@ -266,6 +267,23 @@ def _startup_timeout(exc: Exception) -> bool:
     return "timed out during startup" in message or "Timed out waiting for file" in message
 
 
+def _children() -> set[int]:
+    return {c.pid for c in psutil.Process().children()}
+
+
+def _kill_new_children(before: set[int]) -> None:
+    """Kill this process's children (and theirs) not in ``before``: what a Ray start that timed out left
+    running (its GCS, monitors, a raylet that never registered), which ``ray.shutdown()`` does not know of,
+    since the node never came up."""
+    for child in psutil.Process().children():
+        if child.pid in before:
+            continue
+        with contextlib.suppress(psutil.Error):
+            for p in [*child.children(recursive=True), child]:
+                with contextlib.suppress(psutil.Error):
+                    p.kill()
+
+
 @contextlib.contextmanager
 def cluster_of(head: dict[str, Any], nodes: Sequence[dict[str, Any]]) -> Iterator[Cluster]:
     """A ``ray.cluster_utils.Cluster`` of a head (``head``: its node args, no dashboard) and ``nodes``, this
@@ -277,6 +295,7 @@ def cluster_of(head: dict[str, Any], nodes: Sequence[dict[str, Any]]) -> Iterato
     prepare_ray_env()
     for attempt in (1, 2):
         cluster = Cluster()
+        before = _children()
         try:
             cluster.add_node(**{**head, "include_dashboard": False})  # the first node is the head
             for node in nodes:
@@ -285,6 +304,7 @@ def cluster_of(head: dict[str, Any], nodes: Sequence[dict[str, Any]]) -> Iterato
             break
         except Exception as exc:
             cluster.shutdown()  # type: ignore[no-untyped-call]
+            _kill_new_children(before)
             if attempt == 2 or not _startup_timeout(exc):
                 raise
     try:
@@ -317,6 +337,7 @@ def local_ray(request: pytest.FixtureRequest) -> Iterator[None]:
     prepare_ray_env()
     init = {"num_cpus": 4, "num_gpus": 2, **getattr(request.module, "RAY_INIT", {})}
     for attempt in (1, 2):
+        before = _children()
         try:
             ray.init(
                 address="local",  # a new local Ray of our own, never someone else's running cluster
@@ -327,13 +348,16 @@ def local_ray(request: pytest.FixtureRequest) -> Iterator[None]:
                 **init,
             )
             break
-        except RuntimeError as exc:
-            # Ray's own start-up: its GCS process, forked from this pytest process while gRPC threads of
-            # the module before are still about, may never write its port ("Timed out waiting for file
-            # .../gcs_server_port_..."). Started again once, as the e2e instances' ``ray start`` is.
-            if attempt == 2 or "Timed out waiting for file" not in str(exc):
-                raise
+        except Exception as exc:
+            # Ray's own start-up, forked from this pytest process while gRPC threads of the module before
+            # are still about: its GCS may never write its port ("Timed out waiting for file
+            # .../gcs_server_port_..."), or its raylet never start ("The current node timed out during
+            # startup", no raylet log written: 2026-12-08 here). What it started is killed and it is started
+            # again once, as the e2e instances' ``ray start`` is.
             ray.shutdown()
+            _kill_new_children(before)
+            if attempt == 2 or not _startup_timeout(exc):
+                raise
     try:
         yield
     finally:
