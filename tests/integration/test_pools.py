@@ -94,17 +94,17 @@ def test_handler_import_error_is_reported_with_its_traceback_and_retried_with_ba
         "the failed replica with its error in the queue's registry",
     )
     assert "import failed on purpose" in failed[0]["error"]
-    # Watch 11 s: failed starts are retried, but with a growing backoff (1, 2, 4 s), not in a loop.
-    wait_for(lambda: time.time() - first_at >= 11, 20, "11 s of retries", 0.5)
+    # Failed starts are retried, but with a growing backoff (1, 2, 4, ... s between them), not in a loop:
+    # watch three of them.
+    wait_for(lambda: len(rp.pool_summary("broken")["errors"]) >= 3, 30, "three failed starts", 0.2)
     summary = rp.pool_summary("broken")
     at = [e["at"] for e in summary["errors"]]
-    starts = [w for w in rp.workers("broken", live_only=False) if w["state"] == "stopped"]
-    print(
-        f"failed starts in 11 s: {len(starts)}; gaps {[round(b - a, 1) for a, b in itertools.pairwise(at)]}"
-    )
-    assert 2 <= len(starts) <= 5
+    assert at[0] == first_at
     gaps = [b - a for a, b in itertools.pairwise(at)]
-    assert gaps and all(g >= 2.0**k for k, g in enumerate(gaps))  # 1, 2, 4, ... s between attempts
+    starts = [w for w in rp.workers("broken", live_only=False) if w["state"] == "stopped"]
+    print(f"failed starts {len(starts)}; gaps {[round(g, 1) for g in gaps]} s")
+    assert len(gaps) >= 2 and all(g >= 2.0**k for k, g in enumerate(gaps))  # 1, 2, 4, ... s between attempts
+    assert len(starts) <= len(at) + 1  # no start beyond those (one may have begun since)
     assert summary["startFailures"] >= len(at)
 
 

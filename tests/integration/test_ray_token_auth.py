@@ -84,22 +84,36 @@ def test_without_the_token_ray_refuses(cluster: TokenCluster, tmp_path: Path) ->
     assert httpx.get(jobs, headers={"Authorization": "Bearer wrong"}, timeout=10).status_code == 403
     assert httpx.get(jobs, headers=AUTH, timeout=10).status_code == 200
 
+    # Three clients at once (each a Python process importing Ray).
     submit = [ray_exe(), "job", "submit", "--address", cluster.dashboard_url, "--", "echo", "hello"]
-    refused = subprocess.run(
-        submit, env=client_env(tmp_path, None), capture_output=True, text=True, timeout=120
-    )
+    connect = [sys.executable, "-c", f"import ray; ray.init(address='{cluster.address}'); print('joined')"]
+    started = [
+        _start(submit, client_env(tmp_path, None)),
+        # Refused, a driver tries the GCS again a second apart, ~20 times: two tries show the refusal.
+        _start(connect, {**client_env(tmp_path, "not-the-token"), "RAY_gcs_server_port_wait_time_s": "2"}),
+        _start(connect, client_env(tmp_path, TOKEN)),
+    ]
+    refused, wrong, right = (_finish(proc) for proc in started)
     assert refused.returncode != 0, refused.stdout
     assert "uthentication" in refused.stdout + refused.stderr, refused.stdout + refused.stderr
-
-    connect = [sys.executable, "-c", f"import ray; ray.init(address='{cluster.address}'); print('joined')"]
-    wrong = subprocess.run(
-        connect, env=client_env(tmp_path, "not-the-token"), capture_output=True, text=True, timeout=120
-    )
     assert wrong.returncode != 0 and "joined" not in wrong.stdout, wrong.stdout
-    right = subprocess.run(
-        connect, env=client_env(tmp_path, TOKEN), capture_output=True, text=True, timeout=120
-    )
+    assert "InvalidAuthToken" in wrong.stderr, wrong.stderr[-2000:]
     assert right.returncode == 0 and "joined" in right.stdout, right.stdout + right.stderr[-2000:]
+
+
+def _start(cmd: list[str], env: dict[str, str]) -> subprocess.Popen[str]:
+    return subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+def _finish(proc: subprocess.Popen[str], timeout_s: float = 120.0) -> subprocess.CompletedProcess[str]:
+    """The finished run of ``proc`` (killed past ``timeout_s``, which fails the test)."""
+    try:
+        out, err = proc.communicate(timeout=timeout_s)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        out, err = proc.communicate()
+        raise AssertionError(f"{proc.args!r} ran past {timeout_s:g} s:\n{out}\n{err[-2000:]}") from None
+    return subprocess.CompletedProcess(proc.args, proc.returncode, out, err)
 
 
 def test_deploy_via_ray_job_submit_and_ripples_actors_work_with_the_token(
