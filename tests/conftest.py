@@ -11,6 +11,7 @@ from __future__ import annotations
 import os
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 from store_support import delete_prefix, unique_prefix
@@ -19,9 +20,27 @@ from orchestrator.ops import embedded_redis
 from orchestrator.store.memory import MemoryStore
 from orchestrator.store.redis import RedisStore
 
+SERIAL_LAYERS = ("integration", "e2e")
+"""The layers that start Ray (and Ripple): their tests run one after another, in order, on one worker."""
+
 
 def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line("markers", "slow: takes more than 20 s; deselect with -m 'not slow'")
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_xdist_make_scheduler(config: pytest.Config, log: Any) -> Any:
+    """pytest-xdist's scheduler for ``-n 2`` (pyproject's addopts): every test of the layers that start Ray is
+    one work unit, so they run on one worker in their order as without xdist (two Rays at once overload a
+    2-core machine and their timing-bound scenarios), while the unit layer's tests spread over the other."""
+    from xdist.scheduler import LoadScopeScheduling
+
+    class SerialRayLayers(LoadScopeScheduling):  # type: ignore[misc]
+        def _split_scope(self, nodeid: str) -> str:
+            parts = nodeid.split("/", 2)
+            return "ray" if len(parts) == 3 and parts[0] == "tests" and parts[1] in SERIAL_LAYERS else nodeid
+
+    return SerialRayLayers(config, log)
 
 
 @pytest.fixture(scope="session")
