@@ -238,8 +238,8 @@ def ripple_app(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Instance]:
 @pytest.hookimpl(trylast=True)  # after the test's own teardown, which may still call the instance
 def pytest_runtest_teardown(item: pytest.Item, nextitem: pytest.Item | None) -> None:
     """Stop the shared instance once no test left in the run uses it, rather than at the end of the session:
-    the end-to-end layer runs first, and an idle instance (its Ray head, Serve, control actors) takes about
-    a tenth of a core from every layer after it."""
+    the end-to-end layer runs first, and an idle instance (its Ray head, Serve, control actors) would take
+    about a tenth of a core from the integration layer after it."""
     if not _SHARED or "ripple_app" not in item.fixturenames:
         return
     items = item.session.items
