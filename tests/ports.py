@@ -24,16 +24,25 @@ def _ephemeral_low() -> int:
         return 32_768  # Linux's default
 
 
+_HANDED_OUT: set[int] = set()
+"""Every port :func:`free_port` returned in this process."""
+
+
 def free_port() -> int:
     """A TCP port free on every address right now, above Ray's worker ports and below the ephemeral range
-    (random, so that tests started at the same moment do not pick the same one)."""
+    (random, so that tests started at the same moment do not pick the same one), and never one it returned
+    before in this process: the ports picked for one Ray node's components are all free until the node starts,
+    and two of them once came out the same (a run of .ci/run, 2026-12-08: Ray refused the node)."""
     low, high = RAY_WORKER_PORTS_MAX + 1, _ephemeral_low() - 1
     for _ in range(500):
         port = random.randint(low, high)
+        if port in _HANDED_OUT:
+            continue
         with socket.socket() as s:
             try:
                 s.bind(("0.0.0.0", port))
             except OSError:
                 continue
-            return port
+        _HANDED_OUT.add(port)
+        return port
     raise RuntimeError(f"no free TCP port between {low} and {high}")
